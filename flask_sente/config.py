@@ -1,0 +1,128 @@
+"""Option defaults, in one place, and their validation.
+
+Every option can be given to ``Sente(app, **options)`` or set as ``SENTE_<NAME>`` (upper
+case) in ``app.config``; keyword arguments win. The README has one table row per option with
+its default and the reason for it; keep the two in step. Durations are seconds (floats).
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing as t
+
+from .exceptions import ConfigError
+
+#: The route of the channel socket: GET+Upgrade, GET and POST all go here.
+URL = "/chsk"
+#: Long-poll hold time. Below Heroku's 30 s router limit; must stay under the clients' 60 s
+#: Ajax timeout so a parked poll is always answered before the client gives up on it.
+LP_TIMEOUT = 20.0
+#: Batching windows: pushes within the window leave as one message.
+SEND_BUFFER_WS = 0.030
+SEND_BUFFER_AJAX = 0.100
+#: Server keep-alive: ping a WebSocket idle this long (below the 55-60 s idle cut of most
+#: proxies and PaaS routers), then close it if nothing arrives within the ping timeout.
+WS_KEEPALIVE = 25.0
+WS_PING_TIMEOUT = 10.0
+#: How long a closed client may take to come back before its user counts as gone; long
+#: enough to cover a page reload (WS) and the gap between two polls (Ajax).
+RECONNECT_GRACE_WS = 2.5
+RECONNECT_GRACE_AJAX = 5.0
+#: Largest message accepted from a client, checked before the payload is buffered.
+MAX_MESSAGE_SIZE = 1 << 20
+#: Bounded queues: inbound events waiting for a handler, outbound messages per connection.
+RECEIVE_QUEUE_SIZE = 1000
+SEND_QUEUE_SIZE = 1000
+#: Handlers run in a greenlet pool of this size; a full pool makes readers wait.
+HANDLER_POOL_SIZE = 1000
+#: A reply not given within this window is answered with a timeout on the handler's behalf.
+REPLY_TIMEOUT = 20.0
+#: The uid shared by every client whose ``user_id`` hook returns None.
+ANONYMOUS_UID = "sente/nil-uid"
+#: The Ajax clients' own request timeout (the JS and Python clients use it too).
+CLIENT_AJAX_TIMEOUT = 60.0
+
+
+@dataclasses.dataclass
+class Options:
+    """Validated options of one ``Sente`` instance for one app."""
+
+    url: str = URL
+    packer: t.Any = "json"
+    csrf: t.Any = True
+    allowed_origins: t.Any = None
+    user_id: t.Callable[..., t.Any] | None = None
+    handshake_data: t.Callable[..., t.Any] | None = None
+    authorize: t.Callable[..., t.Any] | None = None
+    lp_timeout: float = LP_TIMEOUT
+    send_buffer_ws: float = SEND_BUFFER_WS
+    send_buffer_ajax: float = SEND_BUFFER_AJAX
+    ws_keepalive: float | None = WS_KEEPALIVE
+    ws_ping_timeout: float | None = WS_PING_TIMEOUT
+    reconnect_grace_ws: float = RECONNECT_GRACE_WS
+    reconnect_grace_ajax: float = RECONNECT_GRACE_AJAX
+    max_message_size: int = MAX_MESSAGE_SIZE
+    receive_queue_size: int = RECEIVE_QUEUE_SIZE
+    send_queue_size: int = SEND_QUEUE_SIZE
+    handler_pool_size: int = HANDLER_POOL_SIZE
+    reply_timeout: float = REPLY_TIMEOUT
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def resolve(cls, config: t.Mapping[str, t.Any], overrides: t.Mapping[str, t.Any]) -> Options:
+        """Build options from ``SENTE_*`` config keys, then keyword overrides, then validate."""
+        unknown = set(overrides) - set(cls.names())
+        if unknown:
+            raise ConfigError(
+                f"unknown Sente option(s): {', '.join(sorted(unknown))}; "
+                f"known: {', '.join(cls.names())}"
+            )
+        values = {}
+        for name in cls.names():
+            key = "SENTE_" + name.upper()
+            if name in overrides:
+                values[name] = overrides[name]
+            elif key in config:
+                values[name] = config[key]
+        options = cls(**values)
+        options.validate()
+        return options
+
+    def validate(self) -> None:
+        if not isinstance(self.url, str) or not self.url.startswith("/"):
+            raise ConfigError(f"url must be a path starting with '/', got {self.url!r}")
+        if not 0 < self.lp_timeout < CLIENT_AJAX_TIMEOUT:
+            raise ConfigError(
+                f"lp_timeout must be > 0 and < {CLIENT_AJAX_TIMEOUT:g} s (the clients' Ajax "
+                f"timeout), got {self.lp_timeout!r}"
+            )
+        for name in ("send_buffer_ws", "send_buffer_ajax", "reconnect_grace_ws",
+                     "reconnect_grace_ajax", "reply_timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(f"{name} must be a number >= 0, got {value!r}")
+        for name in ("ws_keepalive", "ws_ping_timeout"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, float)) or value <= 0):
+                raise ConfigError(f"{name} must be a positive number or None, got {value!r}")
+        for name in ("max_message_size", "receive_queue_size", "send_queue_size",
+                     "handler_pool_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if not (self.csrf is True or self.csrf is False or callable(self.csrf)):
+            raise ConfigError("csrf must be True, False or a callable returning the token")
+        origins = self.allowed_origins
+        if not (origins is None or origins == "*" or (
+                isinstance(origins, (list, tuple, set, frozenset))
+                and all(isinstance(o, str) for o in origins))):
+            raise ConfigError(
+                "allowed_origins must be None (same origin), '*' (any) or a list of "
+                f"origins such as 'https://example.com', got {origins!r}"
+            )
+        for name in ("user_id", "handshake_data", "authorize"):
+            value = getattr(self, name)
+            if value is not None and not callable(value):
+                raise ConfigError(f"{name} must be a callable or None, got {value!r}")

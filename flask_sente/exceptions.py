@@ -1,0 +1,93 @@
+"""The one exception tree of flask_sente.
+
+Everything the library raises derives from :class:`SenteError`, so ``except SenteError``
+catches all of it. The split follows h11: :class:`LocalProtocolError` means *you* (the
+caller) did something the protocol forbids; :class:`RemoteProtocolError` means the *peer*
+sent something malformed, and carries the HTTP status and WebSocket close code the server
+answers it with.
+"""
+from __future__ import annotations
+
+
+class SenteError(Exception):
+    """Root of every error raised by flask_sente."""
+
+
+class ConfigError(SenteError, ValueError):
+    """An option has a value that cannot work (say which option and why)."""
+
+
+class NotInitializedError(SenteError, RuntimeError):
+    """The extension was used with an app it was never initialised for."""
+
+
+class ProtocolError(SenteError):
+    """Something broke the wire protocol."""
+
+
+class LocalProtocolError(ProtocolError, ValueError):
+    """The caller asked for something the protocol forbids (e.g. an invalid event id)."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent something malformed.
+
+    :param status: the HTTP status an Ajax request gets for it.
+    :param close_code: the WebSocket close code a socket gets for it.
+    """
+
+    def __init__(self, message: str, *, status: int = 400, close_code: int = 1007) -> None:
+        super().__init__(message)
+        self.status = status
+        self.close_code = close_code
+
+
+class MessageTooBig(RemoteProtocolError):
+    """A message exceeded ``max_message_size``; refused before it was buffered."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"message of {size} bytes exceeds the limit of {limit} bytes",
+            status=413,
+            close_code=1009,
+        )
+        self.size = size
+        self.limit = limit
+
+
+class PackError(LocalProtocolError):
+    """A value could not be packed (e.g. a type the packer does not support)."""
+
+
+class ConnectionClosed(SenteError):
+    """The connection is (or was, while waiting) closed.
+
+    :param code: the WebSocket close code, when there is one.
+    :param reason: a short, human-readable reason.
+    """
+
+    def __init__(self, reason: str = "closed", code: int | None = None) -> None:
+        super().__init__(reason if code is None else f"{reason} (code {code})")
+        self.reason = reason
+        self.code = code
+
+
+class ReplyTimeout(SenteError, TimeoutError):
+    """No reply arrived in time (the server's reply window or the caller's timeout)."""
+
+
+class ReplyError(SenteError):
+    """The server answered a call with an error instead of a reply (e.g. the handler raised)."""
+
+    def __init__(self, message: str, data: object = None) -> None:
+        super().__init__(message)
+        self.data = data
+
+
+class Rejected(ConnectionClosed):
+    """The server refused the connection with an HTTP status (CSRF, origin, auth, ...)."""
+
+    def __init__(self, status: int, body: str = "") -> None:
+        super().__init__(f"rejected with HTTP {status}: {body}".strip(": "), None)
+        self.status = status
+        self.body = body

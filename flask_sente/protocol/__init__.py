@@ -1,0 +1,10 @@
+"""The sans-I/O core of flask_sente.
+
+Rule for this folder: no I/O, no clock reads, no gevent, no flask. Values in, values out;
+time, when needed, is passed in. ``tests/test_import_rules.py`` enforces the imports. The
+server, the Python client and (by hand, mirrored in JavaScript) the browser client all
+follow what is written here and in ``docs/protocol.md``.
+"""
+from __future__ import annotations
+
+PROTOCOL_VERSION = 1

@@ -1,0 +1,166 @@
+"""The wire envelope: what each message means, independent of packer and transport.
+
+Every message, both directions, both transports, is the packed array ``[payload, cb_id]``.
+``cb_id`` is a string when the message asks for (client -> server) or carries
+(server -> client) a reply, else null. Server -> client payloads are one event (a handshake,
+a reply outcome, a ping, a long-poll timeout, an ack, a close) or a *batch*: an array of
+events. ``docs/protocol.md`` is the prose form of this module.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing as t
+
+from ..exceptions import RemoteProtocolError
+from . import PROTOCOL_VERSION
+from . import events as ev
+
+# WebSocket close codes used by the server and both clients.
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_INVALID_DATA = 1007
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_SERVER_ERROR = 1011
+CLOSE_TOO_SLOW = 1013
+#: Closed by ``sente.kick(uid)``: clients must not reconnect.
+CLOSE_KICKED = 4001
+#: The peer did not answer a keep-alive ping in time.
+CLOSE_PING_TIMEOUT = 4002
+#: Another connection with the same client id replaced this one.
+CLOSE_REPLACED = 4003
+#: Close codes after which a client does not reconnect on its own.
+NO_RECONNECT_CODES = frozenset({CLOSE_KICKED})
+
+#: The cb_id an Ajax POST sends when it wants the reply in its own response.
+AJAX_CB = "ajax"
+
+
+def envelope(payload: t.Any, cb_id: str | None = None) -> list[t.Any]:
+    return [payload, cb_id]
+
+
+# --- server -> client -------------------------------------------------------------------
+
+def handshake(uid: t.Any, handshake_data: t.Any = None) -> list[t.Any]:
+    info = {"uid": uid, "handshake_data": handshake_data, "protocol": PROTOCOL_VERSION}
+    return [[ev.HANDSHAKE, info], None]
+
+
+def batch(events: t.Iterable[ev.Event]) -> list[t.Any]:
+    return [[ev.to_wire(e) for e in events], None]
+
+
+def reply(value: t.Any, cb_id: str | None) -> list[t.Any]:
+    return [[ev.REPLY, value], cb_id]
+
+
+def failure(kind: str, cb_id: str | None, info: t.Any = None) -> list[t.Any]:
+    """A reply outcome that is not a value: ``chsk/timeout``, ``chsk/error``, ``chsk/closed``."""
+    assert kind in ev.FAILURE_IDS, kind
+    return [[kind] if info is None else [kind, info], cb_id]
+
+
+PING: list[t.Any] = [[ev.WS_PING], None]
+LP_TIMEOUT: list[t.Any] = [[ev.TIMEOUT], None]
+ACK: list[t.Any] = [[ev.ACK], None]
+
+
+def close(code: int, reason: str) -> list[t.Any]:
+    """Ajax's way of saying what a WebSocket says with a close frame."""
+    return [[ev.CLOSE, {"code": code, "reason": reason}], None]
+
+
+# --- client -> server -------------------------------------------------------------------
+
+PONG: list[t.Any] = [[ev.WS_PONG], None]
+
+
+def client_event(event: ev.Event, cb_id: str | None = None) -> list[t.Any]:
+    return [ev.to_wire(event), cb_id]
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientMessage:
+    """A decoded client -> server message.
+
+    ``event`` is None when the payload was not a valid event; ``bad_reason`` then says why
+    and ``raw`` holds what arrived, so the server can deliver ``chsk/bad-event``.
+    """
+
+    event: ev.Event | None
+    cb_id: str | None
+    raw: t.Any = None
+    bad_reason: str | None = None
+
+
+def decode_client(value: t.Any) -> ClientMessage:
+    """Decode an unpacked client message; raise RemoteProtocolError if it is no envelope."""
+    if not isinstance(value, list) or len(value) != 2:
+        raise RemoteProtocolError("expected the envelope [payload, cb_id]")
+    payload, cb_id = value
+    if cb_id is not None and (not isinstance(cb_id, str) or not cb_id or len(cb_id) > 64):
+        raise RemoteProtocolError("cb_id must be null or a non-empty string of <= 64 chars")
+    reason = ev.event_error(payload)
+    if reason is not None:
+        return ClientMessage(None, cb_id, payload, reason)
+    return ClientMessage(ev.as_event(payload), cb_id)
+
+
+# --- what a client makes of a server message --------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ServerMessage:
+    """A decoded server -> client message.
+
+    ``kind`` is one of ``handshake``, ``events``, ``reply``, ``ping``, ``timeout``, ``ack``,
+    ``close``. ``events`` is the list of pushed events (kind ``events``); for ``reply``
+    ``outcome`` is ``chsk/reply`` (``value`` holds the reply) or a failure id.
+    """
+
+    kind: str
+    cb_id: str | None = None
+    events: list[ev.Event] = dataclasses.field(default_factory=list)
+    outcome: str | None = None
+    value: t.Any = None
+
+
+def decode_server(value: t.Any) -> ServerMessage:
+    """Decode an unpacked server message; raise RemoteProtocolError if malformed."""
+    if not isinstance(value, list) or len(value) != 2:
+        raise RemoteProtocolError("expected the envelope [payload, cb_id]")
+    payload, cb_id = value
+    if not isinstance(payload, list) or not payload:
+        raise RemoteProtocolError("server payload must be an event or a list of events")
+    if isinstance(payload[0], str):
+        if ev.event_error(payload) is not None:
+            raise RemoteProtocolError(f"malformed server event {payload!r}")
+        event_id, data = ev.as_event(payload)
+        if cb_id is not None:
+            if event_id != ev.REPLY and event_id not in ev.FAILURE_IDS:
+                raise RemoteProtocolError(f"unexpected reply payload {event_id!r}")
+            return ServerMessage("reply", cb_id, outcome=event_id, value=data)
+        kind = _SINGLE_KINDS.get(event_id)
+        if kind is None:
+            raise RemoteProtocolError(f"unexpected server event {event_id!r}")
+        return ServerMessage(kind, outcome=event_id, value=data)
+    events = []
+    for item in payload:
+        if ev.event_error(item) is not None:
+            raise RemoteProtocolError(f"malformed pushed event {item!r}")
+        events.append(ev.as_event(item))
+    return ServerMessage("events", events=events)
+
+
+_SINGLE_KINDS = {
+    ev.HANDSHAKE: "handshake",
+    ev.WS_PING: "ping",
+    ev.TIMEOUT: "timeout",
+    ev.ACK: "ack",
+    ev.CLOSE: "close",
+    # An Ajax POST's reply carries no cb_id: the response itself is the correlation.
+    ev.REPLY: "reply",
+    ev.ERROR: "reply",
+    ev.CLOSED: "reply",
+}
