@@ -1,0 +1,227 @@
+"""The Flask extension: ``Sente(app)`` / ``Sente().init_app(app)``.
+
+Follows the Flask extension contract: no ``self.app``; per-app state (options, packer,
+hub, router) lives in ``app.extensions["sente"]``; ``SENTE_*`` config keys are filled with
+their defaults by ``init_app``; one ``Sente`` object may serve several apps (handlers are
+shared, connections are per app).
+"""
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import typing as t
+import weakref
+
+from flask import Flask, current_app, has_app_context, session
+from markupsafe import Markup, escape
+
+from . import config
+from .config import Options
+from .exceptions import NotInitializedError
+from .hub import ConnectedUids, EventMsg, Hub
+from .protocol.packers import Packer, get_packer
+from .router import DEFAULT, Handler, Router
+from .views import CSRF_SESSION_KEY, make_blueprint, script_version
+
+F = t.TypeVar("F", bound=t.Callable[..., t.Any])
+
+
+@dataclasses.dataclass
+class AppState:
+    """What ``app.extensions["sente"]`` holds for one app."""
+
+    sente: Sente
+    options: Options
+    packer: Packer
+    hub: Hub
+    router: Router
+
+
+class Sente:
+    """Realtime channel socket for a Flask app.
+
+    ::
+
+        sente = Sente(app)                  # or Sente(); sente.init_app(app)
+
+        @sente.on("todo/add")
+        def add(msg):
+            msg.reply({"ok": True})
+
+        sente.send(uid, ("todo/added", item))
+
+    :param app: the app to initialise now (optional: see :meth:`init_app`).
+    :param options: any option from the README's table; overrides ``SENTE_*`` config keys.
+    """
+
+    def __init__(self, app: Flask | None = None, **options: t.Any) -> None:
+        unknown = set(options) - set(Options.names())
+        if unknown:
+            Options.resolve({}, options)  # raises ConfigError naming the unknown options
+        self._overrides = options
+        self._handlers: dict[str, Handler] = {}
+        self._hooks: dict[str, t.Callable[..., t.Any]] = {}
+        self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Register the channel-socket route and set up this app's hub."""
+        if "sente" in app.extensions:
+            raise RuntimeError(
+                "Sente is already initialised for this app; create one Sente object per app "
+                "or call init_app once"
+            )
+        for name in Options.names():
+            default = getattr(Options, name, None)
+            if name not in ("user_id", "handshake_data", "authorize"):
+                app.config.setdefault("SENTE_" + name.upper(), default)
+        options = Options.resolve(app.config, self._overrides)
+        packer = get_packer(options.packer)
+        router = Router(self._handlers, pool_size=options.handler_pool_size,
+                        receive_queue_size=options.receive_queue_size,
+                        context=app.app_context)
+        hub = Hub(options, packer, router.dispatch, signal_sender=app)
+        app.extensions["sente"] = AppState(self, options, packer, hub, router)
+        app.register_blueprint(make_blueprint(options.url))
+        app.jinja_env.globals["sente_csrf_token"] = self.csrf_token
+        app.jinja_env.globals["sente_script"] = self.script_tag
+        self._apps.add(app)
+
+    # --- handlers and hooks --------------------------------------------------------------
+
+    def on(self, event_id: str) -> t.Callable[[F], F]:
+        """Register a handler for ``event_id``; ``"*"`` catches ids with no handler.
+
+        Handlers get an :class:`~flask_sente.hub.EventMsg` and run in the app context, in a
+        greenlet of their own (a bounded pool).
+        """
+        if event_id != DEFAULT and ("/" not in event_id or event_id.startswith("/")):
+            raise ValueError(f"event ids are namespaced like 'todo/add', got {event_id!r}")
+
+        def register(fn: F) -> F:
+            self._handlers[event_id] = fn
+            return fn
+
+        return register
+
+    def user_id(self, fn: F) -> F:
+        """Decorator: ``fn(client_id) -> uid`` computes the user id of a connecting client.
+
+        Runs in the request context (``session``, ``request`` and Flask-Login's
+        ``current_user`` work). Default: ``session.get("uid")``. None means anonymous.
+        """
+        self._hooks["user_id"] = fn
+        return fn
+
+    def handshake_data(self, fn: F) -> F:
+        """Decorator: ``fn(uid, client_id) -> data`` sent to the client in every handshake."""
+        self._hooks["handshake_data"] = fn
+        return fn
+
+    def authorize(self, fn: F) -> F:
+        """Decorator: ``fn(uid, client_id)`` returns True to admit, False/None for a 401, or a
+        Flask response (e.g. ``("Forbidden", 403)``) to refuse with it. Runs before the
+        WebSocket upgrade."""
+        self._hooks["authorize"] = fn
+        return fn
+
+    def _call_user_id(self, state: AppState, client_id: str) -> t.Any:
+        hook = state.options.user_id or self._hooks.get("user_id")
+        uid = hook(client_id) if hook is not None else session.get("uid")
+        return config.ANONYMOUS_UID if uid is None else uid
+
+    def _call_handshake_data(self, state: AppState, uid: t.Any, client_id: str) -> t.Any:
+        hook = state.options.handshake_data or self._hooks.get("handshake_data")
+        return hook(uid, client_id) if hook is not None else None
+
+    # --- server API ----------------------------------------------------------------------
+
+    def send(self, uid: t.Any, event: t.Any, *, client_id: str | None = None,
+             flush: bool = False) -> None:
+        """Push ``event`` to every client (tab, device) of user ``uid``, over both transports.
+
+        :param client_id: reach only that client of the user.
+        :param flush: skip the batching window (order with earlier pushes is kept).
+        :raises LocalProtocolError: for an invalid or reserved event, or ``uid`` None.
+        """
+        self._state().hub.send(uid, event, client_id=client_id, flush=flush)
+
+    def broadcast(self, event: t.Any, *, flush: bool = False) -> None:
+        """Push ``event`` to every connected user."""
+        self._state().hub.broadcast(event, flush=flush)
+
+    @property
+    def connected_uids(self) -> ConnectedUids:
+        """Connected users, as frozensets ``.ws``, ``.ajax`` and ``.any``."""
+        return self._state().hub.connected_uids
+
+    def clients_of(self, uid: t.Any) -> dict[str, list[str]]:
+        """The client ids of ``uid`` by transport: ``{"ws": [...], "ajax": [...]}``."""
+        return self._state().hub.clients_of(uid)
+
+    def kick(self, uid: t.Any, reason: str = "kicked") -> None:
+        """Close every connection of ``uid``; its clients do not reconnect on their own."""
+        self._state().hub.kick(uid, reason)
+
+    def receive(self, timeout: float | None = None) -> EventMsg | None:
+        """The next event that no handler took, or None after ``timeout`` seconds."""
+        return self._state().router.receive(timeout)
+
+    def close(self, app: Flask | None = None) -> None:
+        """Close every connection of the app (WebSocket 1001) and stop its greenlets."""
+        state = self._state(app)
+        state.hub.close()
+        state.router.close()
+        # Leave the app ready to serve again (as after a process restart).
+        state.router = Router(self._handlers, pool_size=state.options.handler_pool_size,
+                              receive_queue_size=state.options.receive_queue_size,
+                              context=state.router._context)
+        state.hub = Hub(state.options, state.packer, state.router.dispatch,
+                        signal_sender=state.hub._sender)
+
+    def csrf_token(self) -> str:
+        """The CSRF token clients must send; stored in the Flask session on first use.
+
+        With Flask-WTF's CSRFProtect active, its token is used instead.
+        """
+        if "csrf" in current_app.extensions and self._state().options.csrf is True:
+            from flask_wtf.csrf import generate_csrf
+            return t.cast(str, generate_csrf())
+        token = session.get(CSRF_SESSION_KEY)
+        if token is None:
+            token = session[CSRF_SESSION_KEY] = secrets.token_urlsafe(32)
+        return t.cast(str, token)
+
+    def script_tag(self) -> Markup:
+        """``<meta>`` with the CSRF token plus the ``<script>`` loading sente.js.
+
+        In a template: ``{{ sente_script() }}``; the page then calls ``Sente.connect()``.
+        """
+        state = self._state()
+        src = state.options.url.rstrip("/") + "/sente.js?v=" + script_version()
+        token = "" if state.options.csrf is False else self.csrf_token()
+        return Markup(
+            f'<meta name="sente-csrf-token" content="{escape(token)}">'
+            f'<meta name="sente-url" content="{escape(state.options.url)}">'
+            f'<script src="{escape(src)}"></script>'
+        )
+
+    def _state(self, app: Flask | None = None) -> AppState:
+        if app is None:
+            if has_app_context():
+                app = t.cast(Flask, current_app._get_current_object())  # type: ignore[attr-defined]
+            elif len(self._apps) == 1:
+                app = next(iter(self._apps))
+            else:
+                raise NotInitializedError(
+                    "no app to use: call this inside an app context (with app.app_context()) "
+                    "or initialise this Sente object for exactly one app"
+                )
+        state = app.extensions.get("sente")
+        if state is None or state.sente is not self:
+            raise NotInitializedError(
+                "this Sente object is not initialised for the current app; call "
+                "sente.init_app(app) first"
+            )
+        return t.cast(AppState, state)

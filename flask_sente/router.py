@@ -1,0 +1,90 @@
+"""Router: event id -> handler, run in a bounded greenlet pool.
+
+Handlers never run on a transport's greenlet: a reader hands each event to :meth:`Router.dispatch`,
+which spawns the handler into a :class:`gevent.pool.Pool`. When the pool is full, ``dispatch``
+waits, so a flood of events slows its own sender's reads rather than growing memory. An
+exception in a handler is logged with the uid and client id, answers a pending reply with
+``chsk/error``, and never stops the router.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import typing as t
+
+import gevent.pool
+import gevent.queue
+
+from .protocol import events as ev
+
+if t.TYPE_CHECKING:  # pragma: no cover
+    from .hub import EventMsg
+
+logger = logging.getLogger("flask_sente")
+
+Handler = t.Callable[["EventMsg"], t.Any]
+#: Catch-all key in the handler registry: runs for ids nobody else handles.
+DEFAULT = "*"
+
+
+class Router:
+    """Dispatches event messages of one hub to the handlers of one registry."""
+
+    def __init__(
+        self,
+        handlers: t.Mapping[str, Handler],
+        *,
+        pool_size: int,
+        receive_queue_size: int,
+        context: t.Callable[[], t.ContextManager[t.Any]] = contextlib.nullcontext,
+    ) -> None:
+        self._handlers = handlers
+        self._context = context
+        self._pool = gevent.pool.Pool(pool_size)
+        self._mailbox: gevent.queue.Queue[EventMsg] = gevent.queue.Queue(receive_queue_size)
+        self._mailbox_used = False
+        self._warned: set[str] = set()
+
+    def dispatch(self, msg: EventMsg) -> None:
+        """Hand one event to its handler (or the catch-all, or ``receive()``); may wait."""
+        handler = self._handlers.get(msg.id) or self._handlers.get(DEFAULT)
+        if handler is not None:
+            self._pool.spawn(self._run, handler, msg)
+        elif self._mailbox_used:
+            self._mailbox.put(msg)
+        elif not ev.is_reserved(msg.id):
+            self._unhandled(msg)
+
+    def receive(self, timeout: float | None = None) -> EventMsg | None:
+        """The next event no handler took, or None after ``timeout`` seconds.
+
+        The first call switches unhandled events from "log and answer with an error" to
+        "queue for receive()" (bounded: when the queue is full, senders wait).
+        """
+        self._mailbox_used = True
+        try:
+            return self._mailbox.get(timeout=timeout)
+        except gevent.queue.Empty:
+            return None
+
+    def close(self) -> None:
+        self._pool.kill(block=True, timeout=5)
+
+    def _run(self, handler: Handler, msg: EventMsg) -> None:
+        try:
+            with self._context():
+                handler(msg)
+        except Exception:
+            logger.exception(
+                "handler for %r raised (uid=%r, client_id=%r)", msg.id, msg.uid, msg.client_id
+            )
+            msg._fail(ev.ERROR, {"message": f"the handler for {msg.id!r} raised an error"})
+
+    def _unhandled(self, msg: EventMsg) -> None:
+        if msg.id not in self._warned:
+            self._warned.add(msg.id)
+            logger.warning(
+                "no handler for event %r (logged once per id); register one with "
+                "@sente.on(%r) or a catch-all with @sente.on('*')", msg.id, msg.id
+            )
+        msg._fail(ev.ERROR, {"message": f"no handler for event {msg.id!r}"})

@@ -1,0 +1,22 @@
+"""Blinker signals sent by flask_sente.
+
+The sender is the Flask app (``current_app._get_current_object()`` style, i.e. the real
+app object), so ``signal.connect(fn, app)`` listens to one app only. Receivers run in the
+greenlet that noticed the change; keep them short or spawn.
+"""
+from __future__ import annotations
+
+from blinker import Namespace
+
+_signals = Namespace()
+
+#: A client connected. Keyword arguments: ``uid``, ``client_id``, ``transport``
+#: (``"ws"`` or ``"ajax"``).
+client_connected = _signals.signal("sente-client-connected")
+#: A client's connection ended (before any grace window). Same keyword arguments.
+client_disconnected = _signals.signal("sente-client-disconnected")
+#: A user's first client connected (``chsk/uidport-open``). Keyword argument: ``uid``.
+user_connected = _signals.signal("sente-user-connected")
+#: A user's last client went away and stayed away for the grace window
+#: (``chsk/uidport-close``). Keyword argument: ``uid``.
+user_disconnected = _signals.signal("sente-user-disconnected")

@@ -1,0 +1,197 @@
+"""The blueprint: one route, three request kinds, plus ``sente.js``.
+
+* ``GET <url>`` with WebSocket upgrade headers -> WebSocket (the server's handler offers the
+  upgrade; we accept it only after every check passed, so a refused client reads a plain
+  400/401/403, never a 101 and then a close);
+* ``GET <url>`` -> Ajax handshake or long-poll;
+* ``POST <url>`` -> one Ajax event, answered with its reply or an ack;
+* ``GET <url>/sente.js`` -> the browser client.
+
+This module translates Flask's request into hub calls; the security pipeline runs here
+because it needs the session: client-id -> protocol/packer -> CSRF -> origin -> authorize.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import typing as t
+
+from flask import Blueprint, Response, current_app, request, send_file, session
+
+from .exceptions import RemoteProtocolError
+from .hub import RequestInfo
+from .protocol import PROTOCOL_VERSION
+from .protocol.security import csrf_token_valid, origin_allowed
+from .transports.base import UPGRADE_ENVIRON_KEY
+
+if t.TYPE_CHECKING:  # pragma: no cover
+    from .ext import AppState
+
+STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
+CSRF_SESSION_KEY = "_sente_csrf"
+_CONTENT_TYPES = {False: "application/json; charset=utf-8", True: "application/msgpack"}
+
+
+def make_blueprint(url: str) -> Blueprint:
+    bp = Blueprint("sente", __name__)
+    bp.add_url_rule(url, "chsk", _chsk, methods=["GET", "POST"])
+    bp.add_url_rule(url.rstrip("/") + "/sente.js", "script", _script)
+    return bp
+
+
+def script_version() -> str:
+    """A short content hash of sente.js, used to bust caches in the script tag's URL."""
+    with open(os.path.join(STATIC_DIR, "sente.js"), "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:12]
+
+
+def _script() -> Response:
+    resp = send_file(os.path.join(STATIC_DIR, "sente.js"), mimetype="text/javascript",
+                     max_age=0 if "v" not in request.args else 365 * 24 * 3600,
+                     conditional=True, etag=True)
+    if "v" in request.args:
+        resp.cache_control.immutable = True
+    resp.cache_control.public = True
+    return resp
+
+
+def _text(status: int, body: str) -> Response:
+    return Response(body + "\n", status=status, mimetype="text/plain")
+
+
+def _state() -> AppState:
+    return t.cast("AppState", current_app.extensions["sente"])
+
+
+def _chsk() -> Response:
+    state = _state()
+    opts = state.options
+    client_id = request.args.get("client-id") or (
+        request.form.get("client-id") if request.method == "POST" and request.mimetype ==
+        "application/x-www-form-urlencoded" else None)
+    if not client_id:
+        return _text(400, "Missing client-id: every request to the channel socket must carry "
+                          "a client-id query parameter")
+    if len(client_id) > 128:
+        return _text(400, "client-id is too long (128 characters at most)")
+    version = request.args.get("protocol")
+    if version is not None and version != str(PROTOCOL_VERSION):
+        return _text(400, f"Unsupported protocol version {version!r}: this server speaks "
+                          f"version {PROTOCOL_VERSION}; update the client")
+    packer_name = request.args.get("packer")
+    if packer_name is not None and packer_name != state.packer.name:
+        return _text(400, f"Packer mismatch: the client uses {packer_name!r}, this server "
+                          f"uses {state.packer.name!r}")
+    rejection = _check_csrf(state) or _check_origin(state)
+    if rejection is not None:
+        return rejection
+    uid = state.sente._call_user_id(state, client_id)
+    rejection = _check_authorized(state, uid, client_id)
+    if rejection is not None:
+        return rejection
+
+    if request.method == "POST":
+        return _post(state, uid, client_id)
+    upgrade = request.environ.get(UPGRADE_ENVIRON_KEY)
+    info = _snapshot()
+    if upgrade is not None:
+        handshake_data = state.sente._call_handshake_data(state, uid, client_id)
+        ws = upgrade.accept(max_message_size=opts.max_message_size)
+        state.hub.serve_websocket(ws, uid, client_id, info, handshake_data)
+        return Response(status=200)  # discarded by the handler: the 101 went out already
+    if request.headers.get("Upgrade", "").lower() == "websocket":
+        return _text(400, "This server cannot upgrade to WebSocket; run the app with "
+                          "flask_sente.run() or gunicorn -k flask_sente.worker.SenteWorker "
+                          "(clients fall back to Ajax)")
+    handshake = "handshake" in request.args or "handshake?" in request.args
+    body = state.hub.ajax_get(
+        uid, client_id, info, handshake=handshake,
+        handshake_data=lambda: state.sente._call_handshake_data(state, uid, client_id))
+    return _packed(state, body)
+
+
+def _post(state: AppState, uid: t.Any, client_id: str) -> Response:
+    limit = state.options.max_message_size
+    if request.content_length is not None and request.content_length > limit:
+        return _text(413, f"Message too big: {request.content_length} bytes, the limit is "
+                          f"{limit} bytes")
+    if request.mimetype == "application/x-www-form-urlencoded":
+        body: str | bytes = request.form.get("ppstr", "")
+    else:
+        body = request.stream.read(limit + 1)
+        if not state.packer.binary:
+            try:
+                body = body.decode("utf-8")
+            except UnicodeDecodeError:
+                body = b"\xff"  # fails unpacking below with a clear message
+    if len(body) > limit:
+        return _text(413, f"Message too big: the limit is {limit} bytes")
+    try:
+        answer = state.hub.ajax_post(uid, client_id, _snapshot(), body)
+    except RemoteProtocolError as exc:
+        return _text(exc.status, f"Bad package: {exc}")
+    return _packed(state, answer)
+
+
+def _packed(state: AppState, body: str | bytes) -> Response:
+    resp = Response(body, mimetype=None, content_type=_CONTENT_TYPES[state.packer.binary])
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def _supplied_csrf_token() -> str | None:
+    return (request.args.get("csrf-token") or request.headers.get("X-CSRF-Token")
+            or request.headers.get("X-XSRF-Token") or (
+                request.form.get("csrf-token") if request.method == "POST" and
+                request.mimetype == "application/x-www-form-urlencoded" else None))
+
+
+def _check_csrf(state: AppState) -> Response | None:
+    csrf = state.options.csrf
+    if csrf is False:
+        return None
+    supplied = _supplied_csrf_token()
+    if csrf is True and "csrf" in current_app.extensions:  # Flask-WTF's CSRFProtect
+        from flask_wtf.csrf import ValidationError, validate_csrf  # optional dependency
+        try:
+            validate_csrf(supplied)
+            return None
+        except ValidationError:
+            return _text(403, "Bad CSRF token")
+    expected = csrf() if callable(csrf) else session.get(CSRF_SESSION_KEY)
+    if csrf_token_valid(expected, supplied):
+        return None
+    return _text(403, "Bad CSRF token")
+
+
+def _check_origin(state: AppState) -> Response | None:
+    origin = request.headers.get("Origin")
+    if origin_allowed(state.options.allowed_origins, origin, request.host_url):
+        return None
+    return _text(403, f"Unauthorized origin {origin!r}: allow it with the allowed_origins "
+                      f"option (SENTE_ALLOWED_ORIGINS)")
+
+
+def _check_authorized(state: AppState, uid: t.Any, client_id: str) -> Response | None:
+    hook = state.options.authorize or state.sente._hooks.get("authorize")
+    if hook is None:
+        return None
+    verdict = hook(uid, client_id)
+    if verdict is True or (verdict and not isinstance(verdict, (Response, tuple, str))):
+        return None
+    if verdict is None or verdict is False:
+        return _text(401, "Unauthorized request")
+    return current_app.make_response(verdict)
+
+
+def _snapshot() -> RequestInfo:
+    return RequestInfo(
+        method=request.method,
+        path=request.path,
+        url=request.url,
+        remote_addr=request.remote_addr,
+        headers=dict(request.headers),
+        cookies=dict(request.cookies),
+        args=request.args.to_dict(),
+        session=dict(session),
+    )
