@@ -19,25 +19,54 @@ counts as gone.
 """
 from __future__ import annotations
 
-from .config import ANONYMOUS_UID as ANONYMOUS_UID
-from .exceptions import ConfigError as ConfigError
-from .exceptions import ConnectionClosed as ConnectionClosed
-from .exceptions import LocalProtocolError as LocalProtocolError
-from .exceptions import NotInitializedError as NotInitializedError
-from .exceptions import PackError as PackError
-from .exceptions import ProtocolError as ProtocolError
-from .exceptions import Rejected as Rejected
-from .exceptions import RemoteProtocolError as RemoteProtocolError
-from .exceptions import ReplyError as ReplyError
-from .exceptions import ReplyTimeout as ReplyTimeout
-from .exceptions import SenteError as SenteError
-from .ext import Sente as Sente
-from .hub import ConnectedUids as ConnectedUids
-from .hub import EventMsg as EventMsg
-from .hub import RequestInfo as RequestInfo
-from .protocol.packers import JsonPacker as JsonPacker
-from .protocol.packers import MsgpackPacker as MsgpackPacker
-from .protocol.packers import Packer as Packer
+import importlib
+import typing as t
+
+# Names are imported on first use, so that ``flask_sente.protocol`` and
+# ``flask_sente.client`` load without Flask or gevent (a plain Python program using the
+# client pulls in neither).
+_EXPORTS = {
+    "ANONYMOUS_UID": ".config",
+    "ConfigError": ".exceptions", "ConnectionClosed": ".exceptions",
+    "LocalProtocolError": ".exceptions", "NotInitializedError": ".exceptions",
+    "PackError": ".exceptions", "ProtocolError": ".exceptions", "Rejected": ".exceptions",
+    "RemoteProtocolError": ".exceptions", "ReplyError": ".exceptions",
+    "ReplyTimeout": ".exceptions", "SenteError": ".exceptions",
+    "Sente": ".ext",
+    "ConnectedUids": ".hub", "EventMsg": ".hub", "RequestInfo": ".hub",
+    "JsonPacker": ".protocol.packers", "MsgpackPacker": ".protocol.packers",
+    "Packer": ".protocol.packers",
+}
+
+if t.TYPE_CHECKING:  # pragma: no cover
+    from .config import ANONYMOUS_UID as ANONYMOUS_UID
+    from .exceptions import ConfigError as ConfigError
+    from .exceptions import ConnectionClosed as ConnectionClosed
+    from .exceptions import LocalProtocolError as LocalProtocolError
+    from .exceptions import NotInitializedError as NotInitializedError
+    from .exceptions import PackError as PackError
+    from .exceptions import ProtocolError as ProtocolError
+    from .exceptions import Rejected as Rejected
+    from .exceptions import RemoteProtocolError as RemoteProtocolError
+    from .exceptions import ReplyError as ReplyError
+    from .exceptions import ReplyTimeout as ReplyTimeout
+    from .exceptions import SenteError as SenteError
+    from .ext import Sente as Sente
+    from .hub import ConnectedUids as ConnectedUids
+    from .hub import EventMsg as EventMsg
+    from .hub import RequestInfo as RequestInfo
+    from .protocol.packers import JsonPacker as JsonPacker
+    from .protocol.packers import MsgpackPacker as MsgpackPacker
+    from .protocol.packers import Packer as Packer
+
+
+def __getattr__(name: str) -> t.Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'flask_sente' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
 
 
 def run(app, host: str = "127.0.0.1", port: int = 5000, **kwargs):  # type: ignore[no-untyped-def]

@@ -1,0 +1,56 @@
+import pytest
+
+from flask_sente.exceptions import PackError, RemoteProtocolError
+from flask_sente.protocol.packers import JsonPacker, MsgpackPacker, get_packer
+
+VALUES = [None, True, 0, -1, 2**40, 1.5, "", "héllo ✓", [], [1, [2, [3]]],
+          {"a": {"b": [1, None]}}, [["chsk/reply", {"x": 1}], "cb"]]
+
+
+@pytest.mark.parametrize("packer", [JsonPacker(), MsgpackPacker()], ids=["json", "msgpack"])
+@pytest.mark.parametrize("value", VALUES)
+def test_round_trip(packer, value):
+    packed = packer.pack(value)
+    assert isinstance(packed, bytes if packer.binary else str)
+    assert packer.unpack(packed) == value
+
+
+def test_json_is_compact_text():
+    assert JsonPacker().pack([["a/b", {"k": 1}], None]) == '[["a/b",{"k":1}],null]'
+
+
+def test_json_accepts_utf8_bytes():
+    assert JsonPacker().unpack('["é"]'.encode()) == ["é"]
+
+
+def test_msgpack_carries_bytes():
+    assert MsgpackPacker().unpack(MsgpackPacker().pack([b"\x00\xff"])) == [b"\x00\xff"]
+
+
+@pytest.mark.parametrize("packer, data", [
+    (JsonPacker(), "{not json"),
+    (JsonPacker(), b"\xff\xfe"),
+    (MsgpackPacker(), b"\xc1"),
+    (MsgpackPacker(), "text frame"),
+])
+def test_malformed_input_is_a_remote_error(packer, data):
+    with pytest.raises(RemoteProtocolError):
+        packer.unpack(data)
+
+
+@pytest.mark.parametrize("packer", [JsonPacker(), MsgpackPacker()], ids=["json", "msgpack"])
+def test_unpackable_values_raise_pack_error_and_packer_recovers(packer):
+    with pytest.raises(PackError):
+        packer.pack([object()])
+    assert packer.unpack(packer.pack([1])) == [1]
+
+
+def test_get_packer():
+    assert get_packer("json").name == "json"
+    assert get_packer("msgpack").binary is True
+    custom = JsonPacker()
+    assert get_packer(custom) is custom
+    with pytest.raises(PackError, match="unknown packer"):
+        get_packer("edn")
+    with pytest.raises(PackError, match="not a packer"):
+        get_packer(42)  # type: ignore[arg-type]
