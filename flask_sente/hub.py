@@ -345,6 +345,8 @@ class Hub:
         return self._group.spawn(fn, *args)
 
     def spawn_later(self, seconds: float, fn: t.Callable[..., t.Any], *args: t.Any) -> None:
+        if self.closed:  # a connection ending during shutdown needs no grace timer
+            return
         g = gevent.Greenlet(fn, *args)
         self._group.add(g)
         g.start_later(seconds)
@@ -404,6 +406,8 @@ class Hub:
     def _system_event(self, event_id: str, data: t.Any, uid: t.Any = None,
                       client_id: str | None = None, transport: str | None = None,
                       request: RequestInfo | None = None) -> None:
+        if self.closed:
+            return
         msg = EventMsg((event_id, data), data if uid is None else uid, client_id, transport,
                        request)
         self.spawn(self._dispatch, msg)
@@ -567,12 +571,9 @@ class Hub:
         except gevent.Timeout:
             return self._lp_timeout_packed
         finally:
-            if result.ready() and client.parked is result:
+            if client.parked is result:
                 client.parked = None
-            elif client.parked is result:
-                client.parked = None
-            if not self.closed:
-                self._release(client)
+            self._release(client)
 
     def _release(self, client: AjaxClient) -> None:
         """A poll ended: the client has ``reconnect_grace_ajax`` to come back."""

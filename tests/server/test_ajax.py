@@ -1,0 +1,100 @@
+"""Ajax transport: handshake, long-poll, events with and without replies."""
+import json
+
+import gevent
+
+from flask_sente import ANONYMOUS_UID
+
+from .conftest import running
+
+
+def test_handshake_carries_uid_data_and_protocol_version():
+    with running(handshake_data=lambda uid, cid: {"hello": uid}) as h:
+        r = h.get("c1", uid="alice", handshake=True)
+        assert r.status_code == 200
+        assert r.headers["Content-Type"].startswith("application/json")
+        assert r.json() == [["chsk/handshake", {"uid": "alice", "handshake_data":
+                                                {"hello": "alice"}, "protocol": 1}], None]
+
+
+def test_unknown_client_gets_a_handshake_instead_of_a_poll(server):
+    assert server.get("never-seen").json()[0][0] == "chsk/handshake"
+
+
+def test_anonymous_users_share_one_uid(server):
+    assert server.get("c1", handshake=True).json()[0][1]["uid"] == ANONYMOUS_UID
+
+
+def test_post_with_reply_and_without(server):
+    r = server.post("c1", ["t/echo", {"x": [1, 2]}], "ajax")
+    assert r.json() == [["chsk/reply", {"x": [1, 2]}], None]
+    r = server.post("c1", ["t/log", "hi"])
+    assert r.json() == [["chsk/ack"], None]
+    server.wait_for(lambda: server.events_named("t/log"))
+
+
+def test_sente_form_encoded_post_is_accepted(server):
+    r = server.session.post(server.url, data={"client-id": "c1", "ppstr": json.dumps(
+        [["t/echo", 5], "ajax"])}, timeout=5)
+    assert r.json() == [["chsk/reply", 5], None]
+
+
+def test_reply_timeout_is_told_apart_from_any_value():
+    with running(reply_timeout=0.2) as h:
+        assert h.post("c1", ["t/unknown-like", 1], "ajax").json() == [["chsk/timeout"], None]
+        # A handler replying with the very string "chsk/timeout" is still a value.
+        assert h.post("c1", ["t/echo", "chsk/timeout"], "ajax").json() == [
+            ["chsk/reply", "chsk/timeout"], None]
+
+
+def test_handler_error_answers_error_and_router_survives(server):
+    r = server.post("c1", ["t/boom"], "ajax")
+    assert r.json()[0][0] == "chsk/error"
+    assert server.post("c1", ["t/echo", 1], "ajax").json() == [["chsk/reply", 1], None]
+
+
+def test_long_poll_times_out_with_marker():
+    with running(lp_timeout=0.3) as h:
+        h.get("c1", handshake=True)
+        assert h.get("c1").json() == [["chsk/timeout"], None]
+
+
+def test_parked_poll_is_answered_by_a_push(server):
+    server.get("c1", uid="bob", handshake=True)
+    poll = gevent.spawn(server.get, "c1", uid="bob")
+    gevent.sleep(0.1)
+    server.sente.send("bob", ("t/news", 1))
+    assert poll.get(timeout=5).json() == [[["t/news", 1]], None]
+
+
+def test_pushes_between_polls_are_kept_for_the_next_poll(server):
+    server.get("c1", uid="bob", handshake=True)
+    server.sente.send("bob", ("t/a", 1))
+    server.sente.send("bob", ("t/b", 2), flush=True)
+    gevent.sleep(0.15)  # past the Ajax batching window: nobody is polling
+    assert server.get("c1", uid="bob").json() == [[["t/a", 1], ["t/b", 2]], None]
+
+
+def test_second_poll_of_same_client_releases_the_first():
+    with running(lp_timeout=5) as h:
+        h.get("c1", handshake=True)
+        first = gevent.spawn(h.get, "c1")
+        gevent.sleep(0.1)
+        second = gevent.spawn(h.get, "c1")
+        assert first.get(timeout=5).json() == [["chsk/timeout"], None]
+        gevent.sleep(0.1)
+        h.sente.send(ANONYMOUS_UID, ("t/x", 1), flush=True)
+        assert second.get(timeout=5).json() == [[["t/x", 1]], None]
+
+
+def test_msgpack_over_ajax():
+    import msgpack
+
+    with running(packer="msgpack") as h:
+        r = h.session.get(h.url, params={"client-id": "c1", "handshake": "1"}, timeout=5)
+        assert r.headers["Content-Type"] == "application/msgpack"
+        assert msgpack.unpackb(r.content)[0][0] == "chsk/handshake"
+        r = h.session.post(h.url, params={"client-id": "c1"},
+                           data=msgpack.packb([["t/echo", b"\x00bin"], "ajax"]), timeout=5,
+                           headers={"Content-Type": "application/msgpack"})
+        assert msgpack.unpackb(r.content) == [["chsk/reply", b"\x00bin"], None]
