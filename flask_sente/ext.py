@@ -168,6 +168,13 @@ class Sente:
         """The next event that no handler took, or None after ``timeout`` seconds."""
         return self._state().router.receive(timeout)
 
+    def test_client(self, app: Flask | None = None, **kwargs: t.Any) -> t.Any:
+        """An in-process client for testing handlers; see
+        :class:`flask_sente.testing.SenteTestClient` for the keyword arguments."""
+        from .testing import SenteTestClient
+
+        return SenteTestClient(self._app(app), **kwargs)
+
     def close(self, app: Flask | None = None) -> None:
         """Close every connection of the app (WebSocket 1001) and stop its greenlets."""
         state = self._state(app)
@@ -208,6 +215,16 @@ class Sente:
         )
 
     def _state(self, app: Flask | None = None) -> AppState:
+        app = self._app(app)
+        state = app.extensions.get("sente")
+        if state is None or state.sente is not self:
+            raise NotInitializedError(
+                "this Sente object is not initialised for the current app; call "
+                "sente.init_app(app) first"
+            )
+        return t.cast(AppState, state)
+
+    def _app(self, app: Flask | None = None) -> Flask:
         if app is None:
             if has_app_context():
                 app = t.cast(Flask, current_app._get_current_object())  # type: ignore[attr-defined]
@@ -218,10 +235,4 @@ class Sente:
                     "no app to use: call this inside an app context (with app.app_context()) "
                     "or initialise this Sente object for exactly one app"
                 )
-        state = app.extensions.get("sente")
-        if state is None or state.sente is not self:
-            raise NotInitializedError(
-                "this Sente object is not initialised for the current app; call "
-                "sente.init_app(app) first"
-            )
-        return t.cast(AppState, state)
+        return app

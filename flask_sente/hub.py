@@ -449,8 +449,13 @@ class Hub:
     # --- WebSocket -----------------------------------------------------------------------
 
     def serve_websocket(self, ws: WebSocket, uid: t.Any, client_id: str,
-                        request: RequestInfo, handshake_data: t.Any = None) -> None:
-        """Run one WebSocket until it closes; called on the request's greenlet (the reader)."""
+                        request: RequestInfo, handshake_data: t.Any = None, *,
+                        grace: float | None = None) -> None:
+        """Run one WebSocket until it closes; called on the request's greenlet (the reader).
+
+        ``grace`` overrides ``reconnect_grace_ws`` for this connection (the in-process test
+        client uses 0 so that a test's disconnect shows up at once).
+        """
         conn = WsConnection(self, ws, uid, client_id, request)
         conn.offer(self.packer.pack(wire.handshake(uid, handshake_data)))
         conn.start()
@@ -459,8 +464,8 @@ class Hub:
             self._read_loop(conn)
         finally:
             conn.stop_writer()
-            self.spawn_later(self.options.reconnect_grace_ws, self._remove_if_current,
-                             "ws", uid, client_id, conn.conn_id)
+            self.spawn_later(self.options.reconnect_grace_ws if grace is None else grace,
+                             self._remove_if_current, "ws", uid, client_id, conn.conn_id)
 
     def _read_loop(self, conn: WsConnection) -> None:
         ws = conn.ws

@@ -32,3 +32,182 @@ def serve(app: Flask, host: str = "127.0.0.1", port: int = 0) -> t.Iterator[str]
         if state is not None:
             state.sente.close(app)
         server.stop(timeout=5)
+
+
+class _MemoryWebSocket:
+    """A WebSocket made of two in-memory queues (the transport interface, no socket)."""
+
+    def __init__(self) -> None:
+        import gevent.queue
+
+        self.to_server: gevent.queue.Queue[t.Any] = gevent.queue.Queue()
+        self.to_client: gevent.queue.Queue[t.Any] = gevent.queue.Queue()
+        self.closed = False
+        self.close_code: int | None = None
+        self.close_reason = ""
+
+    def receive(self, timeout: float | None = None) -> str | bytes | None:
+        import gevent.queue
+
+        from .exceptions import ConnectionClosed
+
+        if self.closed:
+            raise ConnectionClosed(self.close_reason or "closed", self.close_code)
+        try:
+            item = self.to_server.get(timeout=timeout)
+        except gevent.queue.Empty:
+            return None
+        if item is None:
+            raise ConnectionClosed(self.close_reason or "closed", self.close_code)
+        return t.cast("str | bytes", item)
+
+    def send(self, message: str | bytes) -> None:
+        from .exceptions import ConnectionClosed
+
+        if self.closed:
+            raise ConnectionClosed(self.close_reason or "closed", self.close_code)
+        self.to_client.put(message)
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        if not self.closed:
+            self.closed = True
+            self.close_code, self.close_reason = code, reason
+            self.to_server.put(None)
+            self.to_client.put(None)
+
+
+class SenteTestClient:
+    """An in-process channel-socket client for testing handlers: no sockets, no server.
+
+    Every message goes through the app's real packer, hub, router, reply and push paths,
+    as if it came over a WebSocket. The uid comes from the app's ``user_id`` hook, run in a
+    test request context with the ``session`` you give (or pass ``uid`` directly). The
+    ``authorize`` hook runs too; a refusal raises :class:`~flask_sente.exceptions.Rejected`.
+
+    ::
+
+        with sente.test_client(app, session={"uid": "alice"}) as client:
+            assert client.call(("todo/add", {"text": "milk"}))["ok"]
+            assert ("todo/added", ...) in client.received()
+    """
+
+    def __init__(self, app: Flask, *, uid: t.Any = None, session: dict[str, t.Any] | None = None,
+                 client_id: str | None = None, query_string: dict[str, str] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        import uuid
+
+        import gevent
+
+        from . import views
+        from .exceptions import Rejected
+
+        self.app = app
+        self.client_id = client_id or uuid.uuid4().hex
+        state = app.extensions["sente"]
+        self._state = state
+        self._packer = state.packer
+        self._ws = _MemoryWebSocket()
+        self._pushed: list[tuple[str, t.Any]] = []
+        self._replies: dict[str, t.Any] = {}
+        self._cb_ids = iter(range(1, 1 << 62))
+        query = {"client-id": self.client_id, **(query_string or {})}
+        with app.test_request_context(state.options.url, query_string=query,
+                                      headers=headers or {}):
+            from flask import session as flask_session
+
+            flask_session.update(session or {})
+            self.uid = uid if uid is not None else state.sente._call_user_id(state,
+                                                                           self.client_id)
+            refusal = views._check_authorized(state, self.uid, self.client_id)
+            if refusal is not None:
+                raise Rejected(refusal.status_code, refusal.get_data(as_text=True).strip())
+            info = views._snapshot()
+            handshake_data = state.sente._call_handshake_data(state, self.uid, self.client_id)
+        self._greenlet = gevent.spawn(state.hub.serve_websocket, self._ws, self.uid,
+                                      self.client_id, info, handshake_data, grace=0)
+        self.handshake = self._next(timeout=5)
+
+    # --- what a test does ---
+
+    def send(self, event: tuple[str, t.Any]) -> None:
+        """Send an event without asking for a reply."""
+        from .protocol import events, wire
+
+        self._ws.to_server.put(self._packer.pack(wire.client_event(
+            events.validate_outgoing(event))))
+
+    def call(self, event: tuple[str, t.Any], timeout: float = 5) -> t.Any:
+        """Send an event and return the handler's reply.
+
+        Raises :class:`~flask_sente.exceptions.ReplyTimeout` when the server answered with a
+        timeout or nothing came within ``timeout``, :class:`~flask_sente.exceptions.ReplyError`
+        when the handler failed.
+        """
+        import gevent
+
+        from .exceptions import ReplyError, ReplyTimeout
+        from .protocol import events, wire
+
+        cb_id = f"t{next(self._cb_ids)}"
+        self._ws.to_server.put(self._packer.pack(wire.client_event(
+            events.validate_outgoing(event), cb_id)))
+        with gevent.Timeout(timeout, ReplyTimeout(f"no reply to {event[0]!r} in {timeout} s")):
+            while cb_id not in self._replies:
+                self._next(timeout=None)
+        outcome, value = self._replies.pop(cb_id)
+        if outcome == events.REPLY:
+            return value
+        if outcome == events.TIMEOUT:
+            raise ReplyTimeout(f"the server timed out waiting for the reply to {event[0]!r}")
+        raise ReplyError(f"the server answered {outcome}", value)
+
+    def received(self, wait: float = 0.0) -> list[tuple[str, t.Any]]:
+        """Events pushed to this client so far (and within ``wait`` seconds), then forget them.
+
+        Pushes are batched (30 ms by default): after an action, pass a ``wait`` a little
+        longer than ``send_buffer_ws``, or use ``flush=True`` in the code under test.
+        """
+        import gevent
+
+        deadline = gevent.get_hub().loop.now() + wait
+        while True:
+            remaining = deadline - gevent.get_hub().loop.now()
+            if self._next(timeout=max(remaining, 0.0) if wait else 0.0, block=bool(wait)) is None:
+                break
+        pushed, self._pushed = self._pushed, []
+        return pushed
+
+    def close(self) -> None:
+        """Disconnect (as a closed tab) and wait until the server has noticed."""
+        self._ws.close(1000, "test client closed")
+        self._greenlet.join(timeout=5)
+
+    def __enter__(self) -> SenteTestClient:
+        return self
+
+    def __exit__(self, *exc: t.Any) -> None:
+        self.close()
+
+    # --- internals ---
+
+    def _next(self, timeout: float | None, block: bool = True) -> t.Any:
+        """Take one message from the server and file it; None if nothing came."""
+        import gevent.queue
+
+        from .protocol import wire
+
+        try:
+            packed = self._ws.to_client.get(block=block, timeout=timeout)
+        except gevent.queue.Empty:
+            return None
+        if packed is None:
+            self._ws.to_client.put(None)  # stay closed for later calls
+            return None
+        msg = wire.decode_server(self._packer.unpack(packed))
+        if msg.kind == "events":
+            self._pushed.extend(msg.events)
+        elif msg.kind == "reply" and msg.cb_id is not None:
+            self._replies[msg.cb_id] = (msg.outcome, msg.value)
+        elif msg.kind == "handshake":
+            return msg.value
+        return msg

@@ -1,0 +1,61 @@
+"""The in-process test client: real packer, hub, router, replies and pushes, no sockets."""
+import pytest
+from flask import Flask
+
+from flask_sente import Rejected, ReplyError, ReplyTimeout, Sente
+
+
+@pytest.fixture
+def app_and_sente():
+    app = Flask(__name__)
+    app.secret_key = "t"
+    sente = Sente(app, reply_timeout=0.2)
+
+    @sente.on("todo/add")
+    def add(msg):
+        sente.send(msg.uid, ("todo/added", msg.data))
+        msg.reply({"ok": True, "by": msg.uid})
+
+    @sente.on("todo/slow")
+    def slow(msg):
+        pass
+
+    @sente.on("todo/boom")
+    def boom(msg):
+        raise ValueError("nope")
+
+    @sente.authorize
+    def authorize(uid, client_id):
+        return uid != "mallory"
+
+    yield app, sente
+    sente.close(app)
+
+
+def test_call_reply_and_push_through_the_real_paths(app_and_sente):
+    app, sente = app_and_sente
+    with sente.test_client(app, session={"uid": "alice"}) as client:
+        assert client.handshake["uid"] == "alice"
+        assert client.call(("todo/add", {"text": "milk"})) == {"ok": True, "by": "alice"}
+        assert client.received(wait=0.2) == [("todo/added", {"text": "milk"})]
+        assert "alice" in sente.connected_uids.ws
+
+
+def test_timeouts_errors_and_refusals(app_and_sente):
+    app, sente = app_and_sente
+    with sente.test_client(app, uid="bob") as client:
+        with pytest.raises(ReplyTimeout):
+            client.call(("todo/slow", None))
+        with pytest.raises(ReplyError):
+            client.call(("todo/boom", None))
+    with pytest.raises(Rejected) as info:
+        sente.test_client(app, uid="mallory")
+    assert info.value.status == 401
+
+
+def test_two_clients_of_one_user_both_get_pushes(app_and_sente):
+    app, sente = app_and_sente
+    with sente.test_client(app, uid="c") as tab1, sente.test_client(app, uid="c") as tab2:
+        tab1.send(("todo/add", 1))
+        assert tab2.received(wait=0.2) == [("todo/added", 1)]
+        assert tab1.received(wait=0.2) == [("todo/added", 1)]
