@@ -418,10 +418,10 @@ class Hub:
         clients[conn.client_id] = conn
         if isinstance(old, WsConnection) and old.open:
             old.close_now(wire.CLOSE_REPLACED, "replaced by a newer connection")
+        self._recompute(conn.uid)
         if old is None:
             signals.client_connected.send(self._sender, uid=conn.uid, client_id=conn.client_id,
                                           transport=conn.transport)
-        self._recompute(conn.uid)
 
     def _remove_if_current(self, transport: Transport, uid: t.Any, client_id: str,
                            conn_id: int) -> None:
@@ -442,9 +442,9 @@ class Hub:
             return
         if not clients:
             del self._clients[transport][uid]
+        self._recompute(uid)
         signals.client_disconnected.send(self._sender, uid=uid, client_id=client_id,
                                          transport=transport)
-        self._recompute(uid)
 
     # --- WebSocket -----------------------------------------------------------------------
 

@@ -1,0 +1,1 @@
+"""The flask_sente demo: a realtime, multi-user todo list (``python -m demo``)."""

@@ -1,0 +1,152 @@
+"""The demo app factory: ``demo.app:create_app``.
+
+Everything realtime goes through one ``Sente`` object: handlers reply to the author and push
+the change to every user; the "who is online" panel is rebuilt from ``connected_uids`` and
+pushed whenever a client comes or goes.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import typing as t
+
+from flask import Flask, abort, current_app, redirect, render_template, request, session, url_for
+
+from flask_sente import EventMsg, Sente
+from flask_sente import signals
+
+from .store import StoreError, TodoStore
+
+sente = Sente()
+MAX_NAME = 24
+
+
+def create_app(**config: t.Any) -> Flask:
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=os.environ.get("DEMO_SECRET_KEY") or secrets.token_hex(16),
+        SESSION_COOKIE_SAMESITE="Lax",
+    )
+    app.config.update(config)
+    app.extensions["todo_store"] = TodoStore()
+    sente.init_app(app)
+    app.register_blueprint(_pages())
+    for signal in (signals.client_connected, signals.client_disconnected):
+        signal.connect(_push_presence, app)
+    return app
+
+
+def _store() -> TodoStore:
+    return t.cast(TodoStore, current_app.extensions["todo_store"])
+
+
+# --- pages ---------------------------------------------------------------------------------
+
+def _pages() -> t.Any:
+    from flask import Blueprint
+
+    bp = Blueprint("pages", __name__)
+
+    @bp.get("/")
+    def index() -> t.Any:
+        if "uid" not in session:
+            return render_template("login.html")
+        return render_template("index.html", uid=session["uid"])
+
+    @bp.post("/login")
+    def login() -> t.Any:
+        if request.form.get("csrf-token") != sente.csrf_token():
+            abort(403)
+        name = " ".join(request.form.get("name", "").split())[:MAX_NAME]
+        if not name:
+            return render_template("login.html", error="Please enter a name."), 400
+        session["uid"] = name
+        return redirect(url_for("pages.index", **request.args))
+
+    @bp.post("/logout")
+    def logout() -> t.Any:
+        if request.form.get("csrf-token") != sente.csrf_token():
+            abort(403)
+        uid = session.pop("uid", None)
+        if uid is not None:
+            sente.kick(uid, "signed out")   # every tab of this user, not only this one
+        return redirect(url_for("pages.index"))
+
+    return bp
+
+
+# --- realtime --------------------------------------------------------------------------------
+
+@sente.authorize
+def signed_in_only(uid: t.Any, client_id: str) -> bool:
+    return "uid" in session
+
+
+@sente.on("todo/list")
+def list_todos(msg: EventMsg) -> None:
+    msg.reply({"todos": [item.as_dict() for item in _store().all()]})
+
+
+def _change(msg: EventMsg, apply: t.Callable[[TodoStore, dict[str, t.Any]], t.Any],
+            event_id: str) -> None:
+    data = msg.data if isinstance(msg.data, dict) else {}
+    try:
+        item = apply(_store(), data)
+    except StoreError as exc:
+        msg.reply({"ok": False, "error": str(exc)})
+        return
+    sente.broadcast((event_id, item.as_dict()))
+    msg.reply({"ok": True, "todo": item.as_dict()})
+
+
+@sente.on("todo/add")
+def add(msg: EventMsg) -> None:
+    _change(msg, lambda store, d: store.add(d.get("text"), str(msg.uid)), "todo/added")
+
+
+@sente.on("todo/toggle")
+def toggle(msg: EventMsg) -> None:
+    _change(msg, lambda store, d: store.toggle(d.get("id")), "todo/changed")
+
+
+@sente.on("todo/edit")
+def edit(msg: EventMsg) -> None:
+    _change(msg, lambda store, d: store.edit(d.get("id"), d.get("text")), "todo/changed")
+
+
+@sente.on("todo/delete")
+def delete(msg: EventMsg) -> None:
+    _change(msg, lambda store, d: store.delete(d.get("id")), "todo/deleted")
+
+
+@sente.on("presence/list")
+def presence_list(msg: EventMsg) -> None:
+    msg.reply(_presence())
+
+
+@sente.on("dm/send")
+def direct_message(msg: EventMsg) -> None:
+    data = msg.data if isinstance(msg.data, dict) else {}
+    to, text = data.get("to"), data.get("text")
+    if not isinstance(text, str) or not text.strip() or not isinstance(to, str):
+        msg.reply({"ok": False, "error": "a message needs a recipient and some text"})
+        return
+    if to not in sente.connected_uids.any:
+        msg.reply({"ok": False, "error": f"{to} is not online"})
+        return
+    sente.send(to, ("dm/received", {"from": msg.uid, "text": text.strip()[:500]}))
+    msg.reply({"ok": True})
+
+
+def _presence() -> dict[str, t.Any]:
+    uids = sente.connected_uids
+    users = []
+    for uid in sorted(uids.any, key=str):
+        clients = sente.clients_of(uid)
+        users.append({"uid": uid, "ws": len(clients["ws"]), "ajax": len(clients["ajax"])})
+    return {"users": users}
+
+
+def _push_presence(app: Flask, **_: t.Any) -> None:
+    with app.app_context():
+        sente.broadcast(("presence/changed", _presence()))
