@@ -30,8 +30,10 @@ def serve(app: Flask, host: str = "127.0.0.1", port: int = 0) -> t.Iterator[str]
     finally:
         state = app.extensions.get("sente")
         if state is not None:
-            state.sente.close(app)
-        server.stop(timeout=5)
+            state.sente.close(app)  # answer parked polls, close WebSockets with 1001
+        server.stop(timeout=2)
+        if state is not None:
+            state.sente.close(app)  # whatever requests read during shutdown started
 
 
 class _MemoryWebSocket:
