@@ -240,7 +240,10 @@ class WsConnection:
         except gevent.queue.Full:
             logger.warning("closing a client that does not keep up (uid=%r, client_id=%r)",
                            self.uid, self.client_id)
-            self.close_now(wire.CLOSE_TOO_SLOW, "client too slow")
+            self.open = False
+            # offer() may run in a timer callback of the event loop, where a socket must not
+            # block: close from a greenlet of our own.
+            self.hub.spawn(self.ws.close, wire.CLOSE_TOO_SLOW, "client too slow")
             return False
 
     def close(self, code: int, reason: str) -> None:

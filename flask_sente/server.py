@@ -1,0 +1,67 @@
+"""The embedded server: gevent's pywsgi with flask_sente's WebSocket handler.
+
+For development, the demo and tests; production runs gunicorn with
+``-k flask_sente.worker.SenteWorker`` (same handler). Neither function monkey-patches:
+call ``gevent.monkey.patch_all()`` first thing in your program, before importing anything
+that uses sockets or threads, or blocking calls in views will stall every connection.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import typing as t
+
+import gevent
+from gevent.pool import Pool
+from gevent.pywsgi import WSGIServer
+
+from .transports.websocket import SenteHandler, SenteWSGIServer
+
+__all__ = ["make_server", "run"]
+
+
+def make_server(
+    app: t.Callable[..., t.Any],
+    host: str = "127.0.0.1",
+    port: int = 0,
+    log: t.Any = "default",
+    **kw: t.Any,
+) -> WSGIServer:
+    """A WSGI server for ``app`` on ``host:port``, not started yet.
+
+    Call ``.start()`` (then ``server.server_port`` is the bound port, useful with the
+    default ``port=0``) and ``.stop()``; stopping sends close 1001 to every open WebSocket
+    before waiting for handlers. ``log`` is the access log as for
+    :class:`gevent.pywsgi.WSGIServer` (``"default"`` = stderr, ``None`` = off, or a
+    :class:`logging.Logger`). Other keywords go to the server (``error_log``, ``spawn``,
+    ``handler_class``, SSL arguments, ...). Handlers run in a pool, so ``stop()`` waits for
+    them and then kills what is left.
+    """
+    kw.setdefault("handler_class", SenteHandler)
+    kw.setdefault("spawn", Pool())
+    return SenteWSGIServer((host, port), app, log=log, **kw)
+
+
+def run(app: t.Callable[..., t.Any], host: str = "127.0.0.1", port: int = 5000,
+        **kw: t.Any) -> None:
+    """Serve ``app`` until Ctrl-C or SIGTERM, then stop cleanly (WebSockets get 1001).
+
+    Blocks. Keywords are those of :func:`make_server`.
+    """
+    server = make_server(app, host, port, **kw)
+    server.start()
+    print(f"flask_sente: serving on http://{host}:{server.server_port} (Ctrl-C to quit)",
+          file=sys.stderr, flush=True)
+    watchers = []
+    if threading.current_thread() is threading.main_thread():
+        # gevent runs these in a new greenlet: close() may block briefly on close frames.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            watchers.append(gevent.signal_handler(signum, server.close))
+    try:
+        server.serve_forever()  # returns once close() ran; it then stop()s the server
+    except KeyboardInterrupt:
+        server.stop()
+    finally:
+        for watcher in watchers:
+            watcher.cancel()

@@ -1,0 +1,172 @@
+"""The gunicorn worker (``flask_sente.worker.SenteWorker``) and ``flask_sente.server.run``,
+each in a subprocess serving ``tests/transports/wsapp.py`` on a free port.
+
+The gunicorn tests also run gevent-websocket's stock ``GeventWebSocketWorker``
+(``xfail(strict=True)``) to show what it gets wrong.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import typing as t
+from pathlib import Path
+
+import gevent
+import pytest
+import websocket
+
+from .wsutil import RawClient, read_http_head, read_to_eof
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKERS = {
+    "sente": "flask_sente.worker.SenteWorker",
+    "stock": "geventwebsocket.gunicorn.workers.GeventWebSocketWorker",
+}
+
+
+def variants(stock_reason: str) -> list[t.Any]:
+    return ["sente", pytest.param("stock", marks=pytest.mark.xfail(strict=True,
+                                                                   reason=stock_reason))]
+
+
+class Proc:
+    """A server subprocess whose output goes to files (read back by the test)."""
+
+    def __init__(self, args: list[str], tmp_path: Path, env: dict[str, str]) -> None:
+        self.out_path = tmp_path / "stdout.log"
+        self.err_path = tmp_path / "stderr.log"
+        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.proc = subprocess.Popen(args, cwd=ROOT, stdout=out, stderr=err,
+                                         stdin=subprocess.DEVNULL, env=env)
+
+    def output(self) -> tuple[str, str]:
+        return (self.out_path.read_text(errors="replace"),
+                self.err_path.read_text(errors="replace"))
+
+    def wait_for(self, pattern: str, timeout: float = 30) -> re.Match[str]:
+        with gevent.Timeout(timeout, AssertionError(f"no {pattern!r} in {self.output()}")):
+            while True:
+                match = re.search(pattern, self.output()[1])
+                if match:
+                    return match
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"server exited early: {self.output()}")
+                gevent.sleep(0.05)
+
+    def terminate(self, timeout: float = 20) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+def start_gunicorn(tmp_path: Path, variant: str) -> tuple[Proc, int]:
+    env = dict(os.environ, WSAPP_STOCK="1" if variant == "stock" else "0")
+    proc = Proc([sys.executable, "-m", "gunicorn", "-k", WORKERS[variant],
+                 "-b", "127.0.0.1:0", "-w", "1", "--access-logfile", "-",
+                 "--graceful-timeout", "3", "--no-control-socket",
+                 "tests.transports.wsapp:create_app()"], tmp_path, env)
+    try:
+        port = int(proc.wait_for(r"Listening at: http://127\.0\.0\.1:(\d+)").group(1))
+        proc.wait_for(r"Booting worker")
+    except BaseException:
+        proc.kill()
+        raise
+    return proc, port
+
+
+def get(port: int, path: str) -> tuple[int, bytes]:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        status, _headers, rest = read_http_head(s)
+        return status, read_to_eof(s, rest)
+
+
+@pytest.mark.parametrize("variant", variants("the stock worker writes no access-log lines"))
+def test_gunicorn_access_log_and_refusal(tmp_path, variant):
+    """gunicorn's access log (``--access-logfile -``) gets a line for a WebSocket request
+    (101) and for plain HTTP requests, and a view can refuse the upgrade with 403.
+
+    Fails on stock: the access log stays empty (and the refusal is a 101)."""
+    proc, port = start_gunicorn(tmp_path, variant)
+    refusal: int | None = None
+    try:
+        client = websocket.create_connection(f"ws://127.0.0.1:{port}/ws", timeout=10)
+        try:
+            client.send("hello")
+            assert client.recv() == "hello"
+        finally:
+            client.close()
+        assert get(port, "/plain") == (200, b"plain ok")
+        try:
+            websocket.create_connection(f"ws://127.0.0.1:{port}/ws?deny=1", timeout=10).close()
+        except websocket.WebSocketBadStatusException as ex:
+            refusal = ex.status_code
+    finally:
+        code = proc.terminate()
+    out, err = proc.output()
+    assert code == 0, err
+    assert re.search(r'"GET /ws HTTP/1\.1" 101 ', out), out
+    assert re.search(r'"GET /plain HTTP/1\.1" 200 ', out), out
+    assert refusal == 403
+    assert re.search(r'"GET /ws\?deny=1 HTTP/1\.1" 403 ', out), out
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("variant", variants("the stock worker exits without close frames"))
+def test_gunicorn_sigterm_sends_1001(tmp_path, variant):
+    """SIGTERM to gunicorn: every open WebSocket gets close 1001 before the worker exits,
+    and the worker then exits promptly (well inside the 3 s graceful timeout).
+
+    Fails on stock: no close frame; the connection just drops after the graceful timeout."""
+    proc, port = start_gunicorn(tmp_path, variant)
+    clients: list[RawClient] = []
+    try:
+        for _ in range(2):
+            client = RawClient(port)
+            clients.append(client)
+            client.sock.settimeout(10)
+            client.send_frame(0x1, b"hi")
+            assert client.read_frame() == (True, 0x1, b"hi")
+        proc.proc.send_signal(signal.SIGTERM)
+        for client in clients:
+            assert client.read_close() == (1001, "server shutting down")
+            client.send_frame(0x8, (1001).to_bytes(2, "big"))
+        assert proc.terminate() == 0
+    finally:
+        for client in clients:
+            client.close()
+        proc.kill()
+    _out, err = proc.output()
+    assert "Worker graceful timeout" not in err
+    assert "Traceback" not in err
+
+
+def test_run_serves_and_stops_on_sigterm(tmp_path):
+    """``flask_sente.server.run`` serves HTTP and WebSocket; SIGTERM sends close 1001 to the
+    open socket and the process exits with status 0, no traceback."""
+    proc = Proc([sys.executable, "-m", "tests.transports.wsapp"], tmp_path, dict(os.environ))
+    try:
+        port = int(proc.wait_for(r"serving on http://127\.0\.0\.1:(\d+)").group(1))
+        assert get(port, "/plain") == (200, b"plain ok")
+        with RawClient(port) as client:
+            client.sock.settimeout(10)
+            client.send_frame(0x1, b"hi")
+            assert client.read_frame() == (True, 0x1, b"hi")
+            proc.proc.send_signal(signal.SIGTERM)
+            assert client.read_close() == (1001, "server shutting down")
+            client.send_frame(0x8, (1001).to_bytes(2, "big"))
+            assert proc.terminate() == 0
+    finally:
+        proc.kill()
+    out, err = proc.output()
+    assert "Traceback" not in err, err
+    assert '"GET /ws HTTP/1.1" 101' in err  # the default access log is stderr
