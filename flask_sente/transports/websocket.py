@@ -620,6 +620,21 @@ class SenteHandler(WebSocketHandler):
                 pass
         super().handle()
 
+    def read_requestline(self) -> t.Any:
+        # Between two requests of a keep-alive connection the handler only waits for the
+        # next request line; the server shuts such connections on stop, so stopping does not
+        # sit out its whole timeout for clients that are merely connected.
+        idle = getattr(self.server, "sente_idle", None)
+        if idle is None:
+            return super().read_requestline()
+        if getattr(self.server, "sente_stopping", False):
+            return None
+        idle.add(self)
+        try:
+            return super().read_requestline()
+        finally:
+            idle.discard(self)
+
     # Write the access-log line with pywsgi's format (gevent-websocket's version skips 101s
     # and writes to a logger it reconfigures). The gunicorn handler puts its own first.
     log_request = WSGIHandler.log_request
@@ -799,6 +814,8 @@ class SenteServerMixin:
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         self.sente_websockets: set[ServerWebSocket] = set()
+        #: Handlers waiting for the next request of a keep-alive connection.
+        self.sente_idle: set[SenteHandler] = set()
         super().__init__(*args, **kwargs)
 
     def close(self) -> None:
@@ -806,7 +823,18 @@ class SenteServerMixin:
         try:
             super().close()  # type: ignore[misc]
         finally:
+            self.close_idle_connections()
             self.close_websockets()
+
+    def close_idle_connections(self) -> None:
+        """End keep-alive connections that are between requests (no request is cut short)."""
+        for handler in list(self.sente_idle):
+            sock = getattr(handler, "socket", None)
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def close_websockets(self, reason: str = "server shutting down") -> None:
         """Send close 1001 to every open socket, concurrently, waiting a bounded time."""
