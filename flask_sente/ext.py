@@ -26,7 +26,7 @@ from .views import CSRF_SESSION_KEY, make_blueprint, script_version
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class AppState:
     """What ``app.extensions["sente"]`` holds for one app."""
 
@@ -35,6 +35,10 @@ class AppState:
     packer: Packer
     hub: Hub
     router: Router
+
+    def shutdown(self) -> None:
+        """The server is stopping: answer parked polls, close WebSockets with 1001."""
+        self.hub.close()
 
 
 class Sente:

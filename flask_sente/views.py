@@ -22,7 +22,7 @@ from .exceptions import RemoteProtocolError
 from .hub import RequestInfo
 from .protocol import PROTOCOL_VERSION
 from .protocol.security import csrf_token_valid, origin_allowed
-from .transports.base import UPGRADE_ENVIRON_KEY
+from .transports.base import STOP_CALLBACKS_ENVIRON_KEY, UPGRADE_ENVIRON_KEY
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from .ext import AppState
@@ -66,6 +66,9 @@ def _state() -> AppState:
 def _chsk() -> Response:
     state = _state()
     opts = state.options
+    stop_callbacks = request.environ.get(STOP_CALLBACKS_ENVIRON_KEY)
+    if stop_callbacks is not None:
+        stop_callbacks.add(state.shutdown)
     client_id = request.args.get("client-id") or (
         request.form.get("client-id") if request.method == "POST" and request.mimetype ==
         "application/x-www-form-urlencoded" else None)

@@ -12,6 +12,21 @@ import gc  # noqa: E402
 
 import gevent  # noqa: E402
 import pytest  # noqa: E402
+import websocket  # noqa: E402
+
+_websocket_close = websocket.WebSocket.close
+
+
+def _close_and_release(self: websocket.WebSocket, *args: object, **kwargs: object) -> None:
+    """websocket-client's close() returns early, leaving its socket open, once the server
+    has closed first; the tests often let the server close, so always release the socket."""
+    try:
+        _websocket_close(self, *args, **kwargs)
+    finally:
+        self.shutdown()
+
+
+websocket.WebSocket.close = _close_and_release  # type: ignore[method-assign]
 
 
 def _live_greenlets() -> set[int]:

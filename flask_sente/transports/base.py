@@ -14,6 +14,11 @@ import typing as t
 #: return any normal HTTP response (401, 403, ...) to refuse.
 UPGRADE_ENVIRON_KEY = "flask_sente.websocket_upgrade"
 
+#: WSGI environ key under which the server offers a set of zero-argument callables it calls
+#: when it starts stopping (before it waits for handlers). The app adds its hub's shutdown,
+#: so parked long-polls are answered at once instead of being killed with a 500.
+STOP_CALLBACKS_ENVIRON_KEY = "flask_sente.stop_callbacks"
+
 
 @t.runtime_checkable
 class WebSocket(t.Protocol):

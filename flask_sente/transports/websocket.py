@@ -72,7 +72,7 @@ from ..protocol.wire import (
     CLOSE_SERVER_ERROR,
     CLOSE_TOO_BIG,
 )
-from .base import UPGRADE_ENVIRON_KEY
+from .base import STOP_CALLBACKS_ENVIRON_KEY, UPGRADE_ENVIRON_KEY
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
@@ -641,6 +641,9 @@ class SenteHandler(WebSocketHandler):
 
     def run_application(self) -> None:
         environ = self.environ
+        callbacks = getattr(self.server, "sente_stop_callbacks", None)
+        if callbacks is not None:
+            environ[STOP_CALLBACKS_ENVIRON_KEY] = callbacks
         if "websocket" not in _tokens(environ.get("HTTP_UPGRADE", "")):
             return WSGIHandler.run_application(self)
         problem, key = self._check_handshake()
@@ -816,6 +819,9 @@ class SenteServerMixin:
         self.sente_websockets: set[ServerWebSocket] = set()
         #: Handlers waiting for the next request of a keep-alive connection.
         self.sente_idle: set[SenteHandler] = set()
+        #: Callables the apps registered to run when the server stops (see
+        #: :data:`.base.STOP_CALLBACKS_ENVIRON_KEY`).
+        self.sente_stop_callbacks: set[t.Callable[[], t.Any]] = set()
         super().__init__(*args, **kwargs)
 
     def close(self) -> None:
@@ -824,7 +830,16 @@ class SenteServerMixin:
             super().close()  # type: ignore[misc]
         finally:
             self.close_idle_connections()
+            self.run_stop_callbacks()
             self.close_websockets()
+
+    def run_stop_callbacks(self) -> None:
+        for callback in list(self.sente_stop_callbacks):
+            try:
+                callback()
+            except Exception:
+                log.exception("a stop callback failed")
+        self.sente_stop_callbacks.clear()
 
     def close_idle_connections(self) -> None:
         """End keep-alive connections that are between requests (no request is cut short)."""

@@ -23,20 +23,9 @@ from flask_sente.testing import serve
 TIMEOUT = 5
 
 
-class ClosingWebSocket(websocket.WebSocket):
-    """websocket-client skips closing its socket once the server sent a close frame."""
-
-    def close(self, *args: t.Any, **kwargs: t.Any) -> None:
-        try:
-            super().close(*args, **kwargs)
-        finally:
-            self.shutdown()
-
-
-def ws_connect(url: str, **kwargs: t.Any) -> ClosingWebSocket:
+def ws_connect(url: str, **kwargs: t.Any) -> websocket.WebSocket:
     kwargs.setdefault("timeout", TIMEOUT)
-    return t.cast(ClosingWebSocket, websocket.create_connection(
-        url, class_=ClosingWebSocket, **kwargs))
+    return websocket.create_connection(url, **kwargs)
 
 
 class Harness:

@@ -98,3 +98,26 @@ def test_msgpack_over_ajax():
                            data=msgpack.packb([["t/echo", b"\x00bin"], "ajax"]), timeout=5,
                            headers={"Content-Type": "application/msgpack"})
         assert msgpack.unpackb(r.content) == [["chsk/reply", b"\x00bin"], None]
+
+
+def test_server_stop_answers_parked_polls_instead_of_killing_them():
+    from flask_sente.server import make_server
+
+    from .conftest import build_app
+
+    app, sente = build_app(lp_timeout=30)
+    server = make_server(app, port=0, log=None)
+    server.start()
+    import requests
+    url = f"http://127.0.0.1:{server.server_port}/chsk"
+    try:
+        requests.get(url, params={"client-id": "c", "handshake": 1}, timeout=5)
+        poll = gevent.spawn(requests.get, url, params={"client-id": "c"}, timeout=10)
+        gevent.sleep(0.2)
+        server.stop(timeout=30)
+        response = poll.get(timeout=10)
+        assert response.status_code == 200
+        assert response.json() == [["chsk/timeout"], None]
+    finally:
+        server.stop(timeout=1)
+        sente.close(app)

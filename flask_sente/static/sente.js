@@ -1,0 +1,1198 @@
+/**
+ * sente.js — the browser client of flask_sente (wire protocol version 1).
+ *
+ * One dependency-free file, loadable three ways:
+ *   - classic script:  <script src="/chsk/sente.js"></script>  → global `Sente`
+ *   - module script:   import "/chsk/sente.js"; const { connect } = globalThis.Sente;
+ *   - node (tests):    const Sente = require(".../sente.js")   (or `import Sente from`)
+ * A classic script cannot contain `export`, so the file is an IIFE that assigns
+ * `globalThis.Sente` (and `module.exports` under node); that body runs unchanged as a module.
+ *
+ * Sections, in this order: protocol (pure: events, envelopes, packers, backoff, state),
+ * transports (WebSocket, Ajax), auto socket (transport choice, reconnects, calls), public API.
+ * docs/protocol.md is the contract; flask_sente/protocol/*.py is the Python twin of the pure
+ * section and the two must stay in step.
+ */
+(function (root, factory) {
+  "use strict";
+  const Sente = factory(root);
+  if (typeof module === "object" && module && module.exports) module.exports = Sente;
+  if (root) root.Sente = Sente;
+})(typeof globalThis !== "undefined" ? globalThis : this, function (global) {
+  "use strict";
+
+  // =========================================================================================
+  // Protocol (pure: no I/O, no timers, no globals beyond crypto for ids)
+  // =========================================================================================
+
+  const PROTOCOL_VERSION = 1;
+  const RESERVED_PREFIX = "chsk/";
+
+  /** Event ids with a meaning on the wire (docs/protocol.md §3-4). */
+  const EV = Object.freeze({
+    HANDSHAKE: "chsk/handshake",
+    REPLY: "chsk/reply",
+    TIMEOUT: "chsk/timeout",
+    ERROR: "chsk/error",
+    CLOSED: "chsk/closed",
+    ACK: "chsk/ack",
+    CLOSE: "chsk/close",
+    WS_PING: "chsk/ws-ping",
+    WS_PONG: "chsk/ws-pong",
+  });
+
+  /** Reply outcomes that are not a value; they never travel as a reply's data. */
+  const FAILURE_IDS = new Set([EV.TIMEOUT, EV.ERROR, EV.CLOSED]);
+
+  /** WebSocket close codes (docs/protocol.md §5). */
+  const CLOSE = Object.freeze({
+    NORMAL: 1000,
+    GOING_AWAY: 1001,
+    ABNORMAL: 1006,
+    TOO_SLOW: 1013,
+    KICKED: 4001,
+    PING_TIMEOUT: 4002,
+    REPLACED: 4003,
+  });
+
+  /** The cb_id an Ajax POST sends when it wants the reply as its own response body. */
+  const AJAX_CB = "ajax";
+
+  /** Defaults shared with the Python client and the server (flask_sente/config.py). */
+  const DEFAULTS = Object.freeze({
+    keepAliveMs: 20000,
+    pingTimeoutMs: 10000,
+    upgradeRetryMs: 30000,
+    connectTimeoutMs: 15000,
+    ajaxTimeoutMs: 60000,
+    callTimeoutMs: 25000,
+  });
+
+  /** Base class of the errors a call can reject with; `kind` is stable, messages are not. */
+  class SenteError extends Error {
+    constructor(message, kind) {
+      super(message);
+      this.name = new.target.name;
+      this.kind = kind;
+    }
+  }
+  /** No reply in time: the client's own timer, or the server's handler timeout. */
+  class TimeoutError extends SenteError {
+    constructor(message = "no reply in time") { super(message, "timeout"); }
+  }
+  /** The connection was not open, or closed before the reply came (the event may be lost). */
+  class ClosedError extends SenteError {
+    constructor(message = "the channel socket is closed") { super(message, "closed"); }
+  }
+  /** The server answered with a failure; `info` is what it said, `status` the HTTP status. */
+  class ReplyError extends SenteError {
+    constructor(message, info = null, status = null) {
+      super(message, "error");
+      this.info = info;
+      this.status = status;
+    }
+  }
+  /** The server sent something this client cannot read (a bug or a version mismatch). */
+  class ProtocolError extends SenteError {
+    constructor(message) { super(message, "protocol"); }
+  }
+
+  /**
+   * Why `obj` is not a valid event, or null. Same reasons as events.py (Sente's names), so
+   * logs read the same on both sides.
+   */
+  function eventError(obj) {
+    if (!Array.isArray(obj)) return "wrong-type";
+    if (obj.length < 1 || obj.length > 2) return "wrong-length";
+    const id = obj[0];
+    if (typeof id !== "string") return "wrong-id-type";
+    const slash = id.indexOf("/");
+    if (slash <= 0 || slash === id.length - 1) return "unnamespaced-id";
+    return null;
+  }
+
+  function isEvent(obj) { return eventError(obj) === null; }
+
+  function isReserved(eventId) { return eventId.startsWith(RESERVED_PREFIX); }
+
+  /** `[id, data]` with data null when absent (the wire cannot tell null from missing). */
+  function asEvent(arr) { return [arr[0], arr.length === 2 ? arr[1] : null]; }
+
+  /** The wire form: one element when there is no data (as events.to_wire). */
+  function toWire(event) {
+    return event[1] === null || event[1] === undefined ? [event[0]] : [event[0], event[1]];
+  }
+
+  /**
+   * Check an event an application is about to send. Misuse is the caller's bug, so it throws
+   * synchronously (TypeError) instead of failing later on the wire.
+   */
+  function validateOutgoing(event, allowReserved = false) {
+    const reason = eventError(event);
+    if (reason !== null) {
+      throw new TypeError(
+        `invalid event ${safeRepr(event)} (${reason}): an event is [eventId, data] or ` +
+          `[eventId] with a namespaced id such as "todo/add"`);
+    }
+    if (!allowReserved && isReserved(event[0])) {
+      throw new TypeError(
+        `event id "${event[0]}" is in the reserved "chsk/" namespace; pick another namespace`);
+    }
+    return asEvent(event);
+  }
+
+  function safeRepr(value) {
+    try { return JSON.stringify(value); } catch (_) { return String(value); }
+  }
+
+  /** A client → server envelope: `[event, cbId]`. */
+  function clientEnvelope(event, cbId = null) { return [toWire(event), cbId]; }
+
+  /**
+   * Decode an unpacked server → client message (mirror of wire.decode_server).
+   * Returns `{kind, cbId, events, outcome, value}` where kind is one of handshake, events,
+   * reply, ping, timeout, ack, close. Throws ProtocolError when malformed.
+   */
+  function decodeServer(value) {
+    if (!Array.isArray(value) || value.length !== 2) {
+      throw new ProtocolError("expected the envelope [payload, cb_id]");
+    }
+    const [payload, cbId] = value;
+    if (!Array.isArray(payload) || payload.length === 0) {
+      throw new ProtocolError("server payload must be an event or a list of events");
+    }
+    if (typeof payload[0] === "string") {
+      if (!isEvent(payload)) throw new ProtocolError(`malformed server event ${safeRepr(payload)}`);
+      const [id, data] = asEvent(payload);
+      if (cbId !== null && cbId !== undefined) {
+        if (id !== EV.REPLY && !FAILURE_IDS.has(id)) {
+          throw new ProtocolError(`unexpected reply payload "${id}"`);
+        }
+        return { kind: "reply", cbId, events: [], outcome: id, value: data };
+      }
+      const kind = SINGLE_KINDS[id];
+      if (kind === undefined) throw new ProtocolError(`unexpected server event "${id}"`);
+      return { kind, cbId: null, events: [], outcome: id, value: data };
+    }
+    const events = [];
+    for (const item of payload) {
+      if (!isEvent(item)) throw new ProtocolError(`malformed pushed event ${safeRepr(item)}`);
+      events.push(asEvent(item));
+    }
+    return { kind: "events", cbId: null, events, outcome: null, value: null };
+  }
+
+  const SINGLE_KINDS = Object.freeze({
+    [EV.HANDSHAKE]: "handshake",
+    [EV.WS_PING]: "ping",
+    [EV.TIMEOUT]: "timeout",
+    [EV.ACK]: "ack",
+    [EV.CLOSE]: "close",
+    // An Ajax POST's reply carries no cb_id: the response itself is the correlation.
+    [EV.REPLY]: "reply",
+    [EV.ERROR]: "reply",
+    [EV.CLOSED]: "reply",
+  });
+
+  /**
+   * A reply outcome as the caller sees it: `{ok: true, value}` or `{ok: false, error}`.
+   * `chsk/timeout` from the server is the same failure as the client's own timer.
+   */
+  function replyOutcome(outcome, value) {
+    if (outcome === EV.REPLY) return { ok: true, value };
+    if (outcome === EV.TIMEOUT) {
+      return { ok: false, error: new TimeoutError("the server's handler did not reply in time") };
+    }
+    if (outcome === EV.CLOSED) return { ok: false, error: new ClosedError("the server closed the call") };
+    const message = value && typeof value.message === "string" ? value.message : "the server failed the call";
+    return { ok: false, error: new ReplyError(message, value) };
+  }
+
+  // --- packers ----------------------------------------------------------------------------
+
+  const textDecoder = typeof TextDecoder !== "undefined" ? new TextDecoder() : null;
+
+  function rejectNonFinite(_key, value) {
+    if (typeof value === "number" && !Number.isFinite(value)) {
+      throw new TypeError(`cannot pack ${value} as JSON (the protocol forbids NaN and Infinity)`);
+    }
+    return value;
+  }
+
+  /** Compact JSON, the server's default packer; text frames. */
+  const jsonPacker = Object.freeze({
+    name: "json",
+    binary: false,
+    pack(value) { return JSON.stringify(value, rejectNonFinite); },
+    unpack(data) {
+      const text = typeof data === "string" ? data : textDecoder.decode(data);
+      try { return JSON.parse(text); } catch (e) { throw new ProtocolError(`malformed JSON: ${e.message}`); }
+    },
+  });
+
+  /**
+   * A msgpack packer from a codec the page supplies, e.g. `@msgpack/msgpack`'s
+   * `{encode, decode}`: the client stays dependency-free and the page picks the library.
+   */
+  function msgpackPacker(codec) {
+    if (!codec || typeof codec.encode !== "function" || typeof codec.decode !== "function") {
+      throw new TypeError("msgpackPacker needs a codec with encode() and decode(), e.g. @msgpack/msgpack");
+    }
+    return Object.freeze({
+      name: "msgpack",
+      binary: true,
+      pack(value) { return codec.encode(value); },
+      unpack(data) {
+        if (typeof data === "string") throw new ProtocolError("msgpack data must arrive as bytes (a binary frame)");
+        try { return codec.decode(data instanceof Uint8Array ? data : new Uint8Array(data)); } catch (e) {
+          throw new ProtocolError(`malformed msgpack: ${e.message}`);
+        }
+      },
+    });
+  }
+
+  /** "json", or any `{name, binary, pack, unpack}` object (the server must use the same). */
+  function resolvePacker(spec) {
+    if (spec === undefined || spec === "json") return jsonPacker;
+    if (spec === "msgpack") {
+      throw new TypeError('packer "msgpack" needs a codec: pass Sente.msgpackPacker({encode, decode})');
+    }
+    if (spec && typeof spec.name === "string" && typeof spec.pack === "function" &&
+        typeof spec.unpack === "function") {
+      return spec;
+    }
+    throw new TypeError(`${safeRepr(spec)} is not a packer: it needs name, binary, pack() and unpack()`);
+  }
+
+  // --- backoff ----------------------------------------------------------------------------
+
+  /**
+   * Milliseconds to wait before reconnect `attempt` (1-based); `rand` in [0, 1).
+   * Mirror of backoff.backoff_delay: attempt 1 is immediate (most drops are one-offs);
+   * attempt n >= 2 waits in [step/2, step) with step = min(cap, base * 2^(n-2)), so a fleet
+   * of tabs reconnecting after a server restart spreads out, and no tab waits over `cap`.
+   */
+  function backoffDelay(attempt, rand, { base = 1000, cap = 30000 } = {}) {
+    if (attempt <= 1) return 0;
+    const step = Math.min(cap, base * 2 ** Math.min(attempt - 2, 62));
+    return step / 2 + (rand * step) / 2;
+  }
+
+  // --- ids and URLs -----------------------------------------------------------------------
+
+  const ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+  /**
+   * A random id from a 64-letter alphabet (exactly 6 bits per byte, so no modulo bias).
+   * getRandomValues works on plain http too, unlike crypto.randomUUID.
+   */
+  function randomId(length) {
+    const bytes = new Uint8Array(length);
+    global.crypto.getRandomValues(bytes);
+    let id = "";
+    for (let i = 0; i < length; i++) id += ID_ALPHABET[bytes[i] & 63];
+    return id;
+  }
+
+  /**
+   * The URL of one request. `kind` is "ws" (http→ws, https→wss) or "http". Query parameters
+   * with null/undefined values are left out, so a missing token never travels as "null".
+   */
+  function buildUrl(base, path, params, kind = "http") {
+    const url = new URL(path, base);
+    if (kind === "ws") {
+      if (url.protocol === "http:") url.protocol = "ws:";
+      else if (url.protocol === "https:") url.protocol = "wss:";
+    } else if (url.protocol === "ws:") url.protocol = "http:";
+    else if (url.protocol === "wss:") url.protocol = "https:";
+    for (const [key, value] of Object.entries(params)) {
+      if (value !== null && value !== undefined) url.searchParams.set(key, String(value));
+    }
+    return url.toString();
+  }
+
+  // --- state ------------------------------------------------------------------------------
+
+  /**
+   * Close reasons (`state.lastClose.reason`), shared with the Python client: clean (the server
+   * closed; `code`), unexpected (broke or could not be made; `message` says how), rejected
+   * (an HTTP refusal; `status`), ping-timeout, kicked, requested-disconnect,
+   * requested-reconnect, and protocol-mismatch. These ones are final: the client asked to
+   * stop, was kicked, or speaks another protocol version.
+   */
+  const FINAL_REASONS = new Set(["requested-disconnect", "kicked", "protocol-mismatch"]);
+
+  /** Refusals that would only be refused again: stop (call reconnect() after logging in). */
+  const AUTH_STATUSES = new Set([401, 403]);
+
+  function initialState(type) {
+    return Object.freeze({
+      type, open: false, everOpened: false, uid: null, handshakeData: null,
+      lastClose: null, nextReconnectAt: null,
+    });
+  }
+
+  /** The state after a handshake over `type` ("ws" or "ajax"). */
+  function stateAfterHandshake(state, type, info) {
+    return Object.freeze({
+      ...state, type, open: true, everOpened: true,
+      uid: info.uid === undefined ? null : info.uid,
+      handshakeData: info.handshake_data === undefined ? null : info.handshake_data,
+      nextReconnectAt: null,
+    });
+  }
+
+  /** The state after a connection closed or failed; `close` is `{reason, code, status, message}`. */
+  function stateAfterClose(state, close) {
+    return Object.freeze({ ...state, open: false, lastClose: Object.freeze({ ...close }) });
+  }
+
+  function stateWithRetryAt(state, at) {
+    return Object.freeze({ ...state, nextReconnectAt: at });
+  }
+
+  /** Whether to reconnect on our own after `close` (see FINAL_REASONS). */
+  function shouldReconnect(close, { reconnectOnAuthFailure = false } = {}) {
+    if (close.reason === "rejected" && AUTH_STATUSES.has(close.status)) return reconnectOnAuthFailure;
+    if (close.code === CLOSE.KICKED) return false;
+    return !FINAL_REASONS.has(close.reason);
+  }
+
+  /** A close description; every field present so apps can destructure it. */
+  function closeInfo(reason, { code = null, status = null, message = null } = {}) {
+    return { reason, code, status, message };
+  }
+
+  /**
+   * How a WebSocket that had completed its handshake ended. `localReason` is set when this
+   * client closed it on purpose (ping timeout, bad package).
+   */
+  function describeWsClose(code, text, wasClean, localReason = null) {
+    const message = text || null;
+    if (localReason) return closeInfo(localReason, { code, message });
+    if (code === CLOSE.KICKED) return closeInfo("kicked", { code, message });
+    return closeInfo(wasClean ? "clean" : "unexpected", { code, message });
+  }
+
+  /**
+   * How an HTTP exchange failed: status 0 means no response at all (network down, server
+   * gone, request timed out). 401/403 are final; other statuses are retried.
+   */
+  function describeHttpFailure(status, message = null) {
+    if (!status) return closeInfo("unexpected", { message: message || "no response" });
+    return closeInfo("rejected", { status, message });
+  }
+
+  /**
+   * What to do after a WebSocket failed before its handshake, given the Ajax handshake probe
+   * that followed (a browser cannot read the status of a refused upgrade, the probe can).
+   * The verdicts below agree with shouldReconnect() on the close the owner records:
+   *   "downgrade" — Ajax works and WebSocket never has: use Ajax (auto mode only; a socket
+   *                 that once opened is kept on WebSocket, the failure is likely a restart);
+   *   "stop"      — the server refused us (401/403), retrying would be refused too;
+   *   "retry"     — anything else (server down, WS blocked in "ws" mode): back off, retry.
+   * `probe` is `{status, handshake}`: status 0 when the probe got no response.
+   */
+  function afterWsFailure({ auto, wsEverOpened, probe, reconnectOnAuthFailure = false }) {
+    if (probe.status === 401 || probe.status === 403) return reconnectOnAuthFailure ? "retry" : "stop";
+    if (probe.handshake && auto && !wsEverOpened) return "downgrade";
+    return "retry";
+  }
+
+  // =========================================================================================
+  // Transports: one object per connection attempt, reporting to its owner through hooks:
+  //   hooks.handshake(transport, info), hooks.message(transport, decoded),
+  //   hooks.closed(transport, close)   — once, only for closes this client did not ask for.
+  // `close()` from the owner is silent: the owner already knows why it closed.
+  // =========================================================================================
+
+  const monotonicNow = () =>
+    (typeof performance !== "undefined" && performance.now ? performance.now() : Date.now());
+
+  /** Read whatever an HTTP response says about a refusal, for logs and `lastClose.message`. */
+  async function readErrorText(response) {
+    try { return (await response.text()).trim().slice(0, 300) || null; } catch (_) { return null; }
+  }
+
+  /**
+   * One HTTP request to the channel socket URL with a timeout; never rejects, so callers
+   * branch on data. Resolves to `{status, decoded}` on 2xx, `{status, message}` otherwise:
+   * status 0 when there was no response (network error, abort, or `timedOut`), -1 with
+   * `protocolError` when the body could not be read.
+   */
+  async function ajaxRequest(env, { method = "GET", query, body, timeoutMs, signal }) {
+    const controller = new AbortController();
+    let timedOut = false;
+    const timer = setTimeout(() => { timedOut = true; controller.abort(); }, timeoutMs);
+    const onAbort = () => controller.abort();
+    if (signal) {
+      if (signal.aborted) controller.abort();
+      else signal.addEventListener("abort", onAbort);
+    }
+    const headers = {};
+    const token = env.csrfToken();
+    if (token) headers["X-CSRF-Token"] = token;
+    if (body !== undefined) {
+      headers["Content-Type"] = env.packer.binary ? "application/msgpack" : "application/json";
+    }
+    try {
+      const response = await env.fetch(env.httpUrl(query), {
+        method, headers, body, signal: controller.signal, cache: "no-store",
+        credentials: "same-origin",
+      });
+      if (!response.ok) return { status: response.status, message: await readErrorText(response) };
+      const data = env.packer.binary ? new Uint8Array(await response.arrayBuffer()) : await response.text();
+      return { status: response.status, decoded: decodeServer(env.packer.unpack(data)) };
+    } catch (error) {
+      if (error instanceof ProtocolError) return { status: -1, message: error.message, protocolError: error };
+      return { status: 0, message: timedOut ? "request timed out" : String((error && error.message) || error), timedOut };
+    } finally {
+      clearTimeout(timer);
+      if (signal) signal.removeEventListener("abort", onAbort);
+    }
+  }
+
+  /**
+   * A WebSocket connection: opening handshake (first message), keep-alive with timeout,
+   * frames in and out. It counts as open only once the server's handshake arrived.
+   */
+  class WsTransport {
+    constructor(env, hooks) {
+      this.type = "ws";
+      this.env = env;
+      this.hooks = hooks;
+      this.opened = false;
+      this.done = false;
+      this.socket = null;
+      this.lastReceivedAt = 0;
+      this.pingSentAt = null;
+      this.pingCbId = null;
+      this.timer = null;
+    }
+
+    start() {
+      const env = this.env;
+      try {
+        const url = env.wsUrl({ "csrf-token": env.csrfToken() });
+        this.socket = new env.WebSocket(url);
+      } catch (error) {
+        // Bad URL, blocked by CSP, no WebSocket at all: the same as failing to connect.
+        setTimeout(() => this._fail(closeInfo("unexpected", { code: CLOSE.ABNORMAL, message: String(error) })), 0);
+        return;
+      }
+      this.socket.binaryType = "arraybuffer";
+      this.socket.onmessage = (e) => this._onMessage(e.data);
+      this.socket.onclose = (e) => this._onClose(e);
+      this.socket.onerror = () => {}; // onclose follows with the details
+      // A proxy may hold an upgrade forever; do not wait on it longer than this.
+      this._setTimer(() => this._fail(closeInfo("unexpected", { code: CLOSE.ABNORMAL, message: "no handshake in time" }),
+        true), env.connectTimeoutMs);
+    }
+
+    /** Send one packed envelope; false when the socket cannot take it. */
+    sendPacked(data) {
+      if (this.done || !this.socket || this.socket.readyState !== 1) return false;
+      try { this.socket.send(data); return true; } catch (_) { return false; }
+    }
+
+    /** Close on the owner's behalf: no hook is called. */
+    close(code = CLOSE.NORMAL, reason = "") {
+      if (this.done) return;
+      this.done = true;
+      this._clearTimer();
+      const socket = this.socket;
+      if (socket) {
+        socket.onmessage = socket.onclose = null;
+        try { socket.close(code, reason); } catch (_) { try { socket.close(); } catch (_e) { /* already gone */ } }
+      }
+    }
+
+    _onMessage(raw) {
+      if (this.done) return;
+      this.lastReceivedAt = monotonicNow();
+      this.pingSentAt = null; // any traffic proves the server alive
+      let msg;
+      try { msg = decodeServer(this.env.packer.unpack(raw)); } catch (error) {
+        this._fail(closeInfo("unexpected", { code: CLOSE.NORMAL, message: `bad package: ${error.message}` }), true);
+        return;
+      }
+      if (!this.opened) {
+        if (msg.kind !== "handshake") {
+          this._fail(closeInfo("unexpected", { code: CLOSE.NORMAL, message: "bad package: the first message was not a handshake" }), true);
+          return;
+        }
+        this.opened = true;
+        this._clearTimer(); // the connect timeout
+        this._scheduleKeepAlive(this.env.keepAliveMs);
+        this.hooks.handshake(this, msg.value || {});
+        return;
+      }
+      if (msg.kind === "ping") { this.sendPacked(this.env.packer.pack([[EV.WS_PONG], null])); return; }
+      if (msg.kind === "reply" && msg.cbId !== null && msg.cbId === this.pingCbId) { this.pingCbId = null; return; }
+      this.hooks.message(this, msg);
+    }
+
+    _onClose(event) {
+      if (this.done) return;
+      const close = this.opened
+        ? describeWsClose(event.code, event.reason, event.wasClean)
+        : closeInfo("unexpected", { code: event.code, message: event.reason || null });
+      this._fail(close);
+    }
+
+    /** End the connection and tell the owner; `closeSocket` when the socket is still up. */
+    _fail(close, closeSocket = false) {
+      if (this.done) return;
+      this.close(CLOSE.NORMAL, closeSocket ? String(close.reason) : "");
+      this.hooks.closed(this, close);
+    }
+
+    /**
+     * Sliding-window keep-alive: ping once nothing arrived for keepAliveMs, then drop the
+     * socket if nothing at all arrives within pingTimeoutMs. Browsers hide control frames,
+     * so a half-open TCP connection is only found this way.
+     */
+    _scheduleKeepAlive(delay) {
+      if (!this.env.keepAliveMs) return;
+      this._setTimer(() => this._keepAliveTick(), delay);
+    }
+
+    _keepAliveTick() {
+      if (this.done) return;
+      const now = monotonicNow();
+      const { keepAliveMs, pingTimeoutMs } = this.env;
+      if (this.pingSentAt !== null) {
+        const waited = now - this.pingSentAt;
+        if (waited >= pingTimeoutMs) {
+          this._fail(closeInfo("ping-timeout", { code: CLOSE.NORMAL, message: "no answer to a keep-alive ping" }), true);
+        } else {
+          this._scheduleKeepAlive(pingTimeoutMs - waited);
+        }
+        return;
+      }
+      const idle = now - this.lastReceivedAt;
+      if (idle < keepAliveMs) { this._scheduleKeepAlive(keepAliveMs - idle); return; }
+      this.pingCbId = randomId(8);
+      this.pingSentAt = now;
+      if (!this.sendPacked(this.env.packer.pack([[EV.WS_PING], this.pingCbId]))) {
+        this._fail(closeInfo("unexpected", { code: CLOSE.ABNORMAL, message: "could not send a ping" }), true);
+        return;
+      }
+      this._scheduleKeepAlive(pingTimeoutMs);
+    }
+
+    _setTimer(fn, delay) { this._clearTimer(); this.timer = setTimeout(fn, Math.max(0, delay)); }
+
+    _clearTimer() { if (this.timer !== null) { clearTimeout(this.timer); this.timer = null; } }
+  }
+
+  /**
+   * An Ajax long-polling connection: a handshake GET (or one already made by the WebSocket
+   * probe), then back-to-back polls. Events go out as POSTs through `ajaxRequest`.
+   */
+  class AjaxTransport {
+    constructor(env, hooks, handshakeMessage = null) {
+      this.type = "ajax";
+      this.env = env;
+      this.hooks = hooks;
+      this.opened = false;
+      this.done = false;
+      this.controller = new AbortController();
+      this.handshakeMessage = handshakeMessage;
+    }
+
+    start() { this._run(); }
+
+    close() {
+      if (this.done) return;
+      this.done = true;
+      this.controller.abort();
+    }
+
+    async _run() {
+      let msg = this.handshakeMessage;
+      if (!msg) {
+        const res = await this._get(true);
+        if (this.done) return;
+        if (!res.decoded) { this._fail(this._failure(res)); return; }
+        msg = res.decoded;
+      }
+      if (msg.kind !== "handshake") {
+        this._fail(closeInfo("unexpected", { message: `bad package: expected a handshake, got "${msg.outcome}"` }));
+        return;
+      }
+      this.opened = true;
+      this.hooks.handshake(this, msg.value || {});
+      while (!this.done) {
+        const res = await this._get(false);
+        if (this.done) return;
+        if (!res.decoded) { this._fail(this._failure(res)); return; }
+        const m = res.decoded;
+        if (m.kind === "close") {
+          const info = m.value || {};
+          const code = typeof info.code === "number" ? info.code : null;
+          const reason = code === CLOSE.KICKED ? "kicked" : "clean";
+          this._fail(closeInfo(reason, { code, message: info.reason || null }));
+          return;
+        }
+        if (m.kind === "handshake") this.hooks.handshake(this, m.value || {});
+        else if (m.kind === "events") this.hooks.message(this, m);
+        // "timeout" (nothing to say within lp_timeout) and anything else: just poll again.
+      }
+    }
+
+    _get(handshake) {
+      return ajaxRequest(this.env, {
+        query: handshake ? { handshake: 1 } : {},
+        timeoutMs: handshake ? this.env.connectTimeoutMs : this.env.ajaxTimeoutMs,
+        signal: this.controller.signal,
+      });
+    }
+
+    _failure(res) {
+      if (res.protocolError) return closeInfo("unexpected", { message: `bad package: ${res.message}` });
+      return describeHttpFailure(res.status, res.message);
+    }
+
+    _fail(close) {
+      if (this.done) return;
+      this.done = true;
+      this.controller.abort();
+      this.hooks.closed(this, close);
+    }
+  }
+
+  // =========================================================================================
+  // Auto socket: picks the transport, reconnects with backoff, moves between WS and Ajax,
+  // keeps the state and the table of calls waiting for a reply.
+  // =========================================================================================
+
+  /** lastClose.message when the probe shows HTTP working where the WebSocket was not. */
+  const WS_REFUSED = "the WebSocket could not open but HTTP works (a proxy refusing upgrades?)";
+
+  const OPTION_NAMES = new Set(["type", "csrfToken", "packer", "params", "clientId", "keepAliveMs",
+    "pingTimeoutMs", "backoffMs", "upgradeRetryMs", "reconnectOnAuthFailure", "connectTimeoutMs",
+    "ajaxTimeoutMs", "callTimeoutMs", "WebSocket", "fetch", "baseUrl"]);
+
+  function metaContent(name) {
+    const doc = global.document;
+    if (!doc || typeof doc.querySelector !== "function") return undefined;
+    const el = doc.querySelector(`meta[name="${name}"]`);
+    return el ? el.getAttribute("content") : undefined;
+  }
+
+  function reportListenerError(error) {
+    if (typeof global.reportError === "function") global.reportError(error);
+    else if (typeof console !== "undefined") console.error("sente: a listener threw", error);
+  }
+
+  class ChannelSocket {
+    /** Use `Sente.connect()`; see there for the options. */
+    constructor(url, options = {}) {
+      for (const name of Object.keys(options)) {
+        if (!OPTION_NAMES.has(name)) {
+          throw new TypeError(`unknown Sente option "${name}"; known: ${[...OPTION_NAMES].join(", ")}`);
+        }
+      }
+      const type = options.type === undefined ? "auto" : options.type;
+      if (!["auto", "ws", "ajax"].includes(type)) {
+        throw new TypeError(`type must be "auto", "ws" or "ajax", got ${safeRepr(type)}`);
+      }
+      const WebSocketImpl = options.WebSocket || global.WebSocket;
+      if (type === "ws" && !WebSocketImpl) throw new TypeError('type "ws" needs WebSocket, which this environment lacks');
+      const fetchImpl = options.fetch || (global.fetch && global.fetch.bind(global));
+      if (type !== "ws" && !fetchImpl) throw new TypeError("Ajax needs fetch, which this environment lacks");
+
+      const clientId = options.clientId === undefined ? randomId(32) : options.clientId;
+      if (typeof clientId !== "string" || !clientId.trim() || clientId.length > 128) {
+        throw new TypeError("clientId must be a non-blank string of at most 128 characters");
+      }
+      let csrf = options.csrfToken;
+      if (csrf === undefined) {
+        csrf = metaContent("sente-csrf-token");
+        if (csrf === undefined && typeof console !== "undefined") {
+          console.warn("sente: no csrfToken option and no <meta name=\"sente-csrf-token\"> " +
+            "(put {{ sente_script() }} in the template); connections will be refused with 403 " +
+            "if the server checks CSRF, as it does by default");
+        }
+      }
+      const csrfToken = typeof csrf === "function" ? () => csrf() || null : () => csrf || null;
+      const packer = resolvePacker(options.packer);
+      const params = options.params;
+      const base = options.baseUrl || (global.location && global.location.href);
+      if (!base && !/^(wss?|https?):/.test(url)) {
+        throw new TypeError("a relative url needs a page (location) or the baseUrl option");
+      }
+      /** A duration option; `canDisable` ones also take 0/null ("never"). */
+      const number = (name, canDisable = false) => {
+        const value = options[name] === undefined ? DEFAULTS[name] : options[name];
+        if (canDisable && (value === null || value === 0)) return null;
+        if (!(typeof value === "number" && value > 0)) {
+          throw new TypeError(`${name} must be a positive number of milliseconds` +
+            (canDisable ? " (or 0/null to disable)" : ""));
+        }
+        return value;
+      };
+      const backoffMs = options.backoffMs || ((attempt) => backoffDelay(attempt, Math.random()));
+      if (typeof backoffMs !== "function") throw new TypeError("backoffMs must be a function (attempt) => ms");
+
+      this.url = url;
+      this.clientId = clientId;
+      this._type = type;
+      this._backoffMs = backoffMs;
+      this._upgradeRetryMs = number("upgradeRetryMs", true);
+      this._callTimeoutMs = number("callTimeoutMs");
+      this._reconnectOnAuthFailure = Boolean(options.reconnectOnAuthFailure);
+      const query = (extra) => ({
+        ...(typeof params === "function" ? params() : params),
+        "client-id": clientId, protocol: PROTOCOL_VERSION, packer: packer.name, ...extra,
+      });
+      /** What transports need, in one place. */
+      this._env = Object.freeze({
+        packer, csrfToken, WebSocket: WebSocketImpl, fetch: fetchImpl,
+        keepAliveMs: number("keepAliveMs", true), pingTimeoutMs: number("pingTimeoutMs"),
+        connectTimeoutMs: number("connectTimeoutMs"), ajaxTimeoutMs: number("ajaxTimeoutMs"),
+        wsUrl: (extra) => buildUrl(base, url, query(extra), "ws"),
+        httpUrl: (extra) => buildUrl(base, url, query(extra), "http"),
+      });
+      this._hooks = {
+        handshake: (t, info) => this._onHandshake(t, info),
+        message: (t, msg) => this._onMessage(t, msg),
+        closed: (t, close) => this._onClosed(t, close),
+      };
+      this._state = initialState(type);
+      this._stateListeners = new Set();
+      this._listeners = new Map();
+      this._pending = new Map(); // cbId → {resolve, reject, timer, transport}
+      this._ajaxCalls = new Set(); // {transport, fail(error)}: POSTs waiting for a reply
+      this._conn = null; // the transport in use (open or connecting)
+      this._trial = null; // a WebSocket tried while on Ajax, to move back up
+      this._mode = type === "ajax" || (type === "auto" && !WebSocketImpl) ? "ajax" : "ws";
+      this._wsEverOpened = false;
+      this._attempt = 0;
+      this._retryTimer = null;
+      this._upgradeTimer = null;
+      this._stopped = false;
+      this._unloading = false;
+      this._retrySuppressed = false; // a retry was due while the page was unloading
+      this._unloadTimer = null;
+      this._pageListeners = [];
+      this._listenToPage();
+      this._open();
+    }
+
+    get state() { return this._state; }
+
+    // --- connecting ----------------------------------------------------------------------
+
+    _open() {
+      this._clearRetry();
+      if (this._stopped) return;
+      if (this._unloading) { this._retrySuppressed = true; return; }
+      const transport = this._mode === "ws"
+        ? new WsTransport(this._env, this._hooks)
+        : new AjaxTransport(this._env, this._hooks);
+      this._conn = transport;
+      transport.start();
+    }
+
+    _onHandshake(transport, info) {
+      if (transport === this._trial) { this._promote(transport); } else if (transport !== this._conn) { return; }
+      if (info.protocol !== undefined && info.protocol !== PROTOCOL_VERSION) {
+        console.error(`sente: the server speaks protocol ${info.protocol}, this client ${PROTOCOL_VERSION}; reload the page`);
+        const close = closeInfo("protocol-mismatch");
+        this._closeConn(CLOSE.NORMAL, "protocol mismatch", close);
+        this._stopped = true;
+        this._setState(stateAfterClose(this._state, close));
+        return;
+      }
+      this._attempt = 0;
+      if (transport.type === "ws") this._wsEverOpened = true;
+      const firstHandshake = !this._state.everOpened;
+      this._setState(stateAfterHandshake(this._state, transport.type, info));
+      if (transport.type === "ajax" && this._type === "auto") this._scheduleUpgrade();
+      this._emit(EV.HANDSHAKE, { uid: this._state.uid, handshakeData: this._state.handshakeData, type: transport.type, firstHandshake });
+    }
+
+    _onMessage(transport, msg) {
+      if (transport !== this._conn) return;
+      if (msg.kind === "events") {
+        for (const event of msg.events) {
+          if (!isReserved(event[0])) this._emit(event[0], event[1], event);
+        }
+      } else if (msg.kind === "reply" && msg.cbId !== null) {
+        const entry = this._pending.get(msg.cbId);
+        if (!entry) return; // timed out already: the caller has moved on
+        this._pending.delete(msg.cbId);
+        clearTimeout(entry.timer);
+        const result = replyOutcome(msg.outcome, msg.value);
+        if (result.ok) entry.resolve(result.value); else entry.reject(result.error);
+      }
+    }
+
+    _onClosed(transport, close) {
+      if (transport === this._trial) { this._trial = null; this._scheduleUpgrade(); return; }
+      if (transport !== this._conn) return;
+      this._conn = null;
+      this._cancelUpgrade();
+      this._failPending(transport, close);
+      if (transport.type === "ws" && !transport.opened && !this._stopped) {
+        this._probe(close);
+        return;
+      }
+      this._afterClose(close);
+    }
+
+    /**
+     * A WebSocket failed before its handshake: a browser hides the status of a refused
+     * upgrade, so ask the same URL over plain HTTP. The answer decides between stopping
+     * (401/403), falling back to Ajax (auto mode, HTTP works) and retrying later.
+     */
+    async _probe(wsClose) {
+      const marker = {};
+      this._conn = marker; // "connecting": disconnect()/reconnect() replace it
+      const res = await ajaxRequest(this._env, { query: { handshake: 1 }, timeoutMs: this._env.connectTimeoutMs });
+      if (this._conn !== marker) return;
+      this._conn = null;
+      const handshake = res.decoded && res.decoded.kind === "handshake" ? res.decoded : null;
+      const decision = afterWsFailure({
+        auto: this._type === "auto", wsEverOpened: this._wsEverOpened,
+        probe: { status: res.status, handshake }, reconnectOnAuthFailure: this._reconnectOnAuthFailure,
+      });
+      if (decision === "downgrade") {
+        this._mode = "ajax";
+        this._setState(stateAfterClose(this._state, closeInfo("unexpected", { code: wsClose.code, message: WS_REFUSED })));
+        const transport = new AjaxTransport(this._env, this._hooks, handshake);
+        this._conn = transport;
+        transport.start();
+        return;
+      }
+      // "stop" and "retry" follow from the close's reason (see shouldReconnect).
+      let close;
+      if (res.protocolError) close = closeInfo("unexpected", { code: wsClose.code, message: `bad package: ${res.message}` });
+      else if (handshake) close = closeInfo("unexpected", { code: wsClose.code, message: WS_REFUSED });
+      else if (res.status > 0) close = describeHttpFailure(res.status, res.message);
+      else close = closeInfo("unexpected", { code: wsClose.code, message: `no response: ${res.message}` });
+      this._afterClose(close);
+    }
+
+    _afterClose(close) {
+      this._setState(stateAfterClose(this._state, close));
+      if (this._stopped || !shouldReconnect(close, { reconnectOnAuthFailure: this._reconnectOnAuthFailure })) return;
+      if (this._unloading) this._retrySuppressed = true;
+      else this._scheduleRetry();
+    }
+
+    _scheduleRetry() {
+      this._clearRetry();
+      this._attempt += 1;
+      const delay = Math.max(0, Number(this._backoffMs(this._attempt)) || 0);
+      this._setState(stateWithRetryAt(this._state, Date.now() + delay));
+      this._retryTimer = setTimeout(() => { this._retryTimer = null; this._open(); }, delay);
+    }
+
+    _clearRetry() {
+      if (this._retryTimer !== null) { clearTimeout(this._retryTimer); this._retryTimer = null; }
+    }
+
+    /** While on Ajax in auto mode, try a WebSocket now and then and move up when one opens. */
+    _scheduleUpgrade() {
+      if (this._upgradeTimer !== null || this._trial) return; // one attempt at a time
+      if (!this._upgradeRetryMs || !this._env.WebSocket || this._type !== "auto") return;
+      this._upgradeTimer = setTimeout(() => {
+        this._upgradeTimer = null;
+        const conn = this._conn;
+        if (!conn || conn.type !== "ajax" || !this._state.open || this._trial) return;
+        this._trial = new WsTransport(this._env, this._hooks);
+        this._trial.start();
+      }, this._upgradeRetryMs);
+    }
+
+    _cancelUpgrade() {
+      if (this._upgradeTimer !== null) { clearTimeout(this._upgradeTimer); this._upgradeTimer = null; }
+      if (this._trial) { this._trial.close(CLOSE.NORMAL, "upgrade cancelled"); this._trial = null; }
+    }
+
+    /**
+     * The trial WebSocket opened: it becomes the connection and the long-poll stops. Calls
+     * already POSTed keep going (their replies come in their own responses).
+     */
+    _promote(trial) {
+      this._trial = null;
+      const old = this._conn;
+      this._conn = trial;
+      this._mode = "ws";
+      if (old && old.close) old.close();
+    }
+
+    /** Close the current connection on purpose (no hook runs) and fail what waits on it. */
+    _closeConn(code = CLOSE.NORMAL, reason = "", close = closeInfo("requested-disconnect")) {
+      this._clearRetry();
+      this._cancelUpgrade();
+      const conn = this._conn;
+      this._conn = null;
+      if (conn && conn.close) {
+        conn.close(code, reason);
+        this._failPending(conn, close);
+      }
+    }
+
+    _failPending(transport, close) {
+      const error = new ClosedError(`the connection closed (${close.reason}) before the reply came`);
+      for (const [cbId, entry] of this._pending) {
+        if (entry.transport === transport) {
+          this._pending.delete(cbId);
+          clearTimeout(entry.timer);
+          entry.reject(error);
+        }
+      }
+      for (const call of this._ajaxCalls) {
+        if (call.transport === transport) call.fail(error);
+      }
+    }
+
+    // --- page lifecycle ------------------------------------------------------------------
+
+    /**
+     * Page events: come back at once when the network returns or the tab is shown again
+     * (instead of waiting out a long backoff), and stay quiet while the page unloads (a
+     * reconnect then would only add noise and dangling server-side clients).
+     */
+    _listenToPage() {
+      const win = global.window;
+      const doc = global.document;
+      if (!win || typeof win.addEventListener !== "function" || this._pageListeners.length) return;
+      const add = (target, name, fn) => { target.addEventListener(name, fn); this._pageListeners.push([target, name, fn]); };
+      add(win, "online", () => this._retryNow());
+      if (doc && typeof doc.addEventListener === "function") {
+        add(doc, "visibilitychange", () => { if (doc.visibilityState === "visible") this._retryNow(); });
+      }
+      add(win, "pagehide", () => this._suspend());
+      add(win, "pageshow", (e) => { if (e.persisted) this._resume(); });
+      // beforeunload may be cancelled (a "leave site?" prompt): resume if the page lives on.
+      add(win, "beforeunload", () => {
+        this._suspend();
+        clearTimeout(this._unloadTimer);
+        this._unloadTimer = setTimeout(() => this._resume(), 5000);
+      });
+    }
+
+    /** The page is going away (or into the back/forward cache): no new connections. */
+    _suspend() {
+      this._unloading = true;
+      if (this._retryTimer !== null) { this._clearRetry(); this._retrySuppressed = true; }
+    }
+
+    /** The page lives on after all: make up the retry that was held back. */
+    _resume() {
+      if (!this._unloading) return;
+      this._unloading = false;
+      if (this._retrySuppressed && !this._stopped) { this._retrySuppressed = false; this._open(); }
+    }
+
+    _unlistenToPage() {
+      for (const [target, name, fn] of this._pageListeners) target.removeEventListener(name, fn);
+      this._pageListeners = [];
+      clearTimeout(this._unloadTimer);
+    }
+
+    /** Skip the rest of a backoff wait (only when one is running: stops stay stops). */
+    _retryNow() {
+      if (this._retryTimer === null || this._stopped || this._unloading) return;
+      this._open();
+    }
+
+    // --- state and listeners -------------------------------------------------------------
+
+    _setState(next) {
+      const old = this._state;
+      if (next === old) return;
+      this._state = next;
+      for (const fn of [...this._stateListeners]) {
+        try { fn(next, old); } catch (error) { reportListenerError(error); }
+      }
+    }
+
+    _emit(eventId, data, event = [eventId, data]) {
+      const set = this._listeners.get(eventId) || (isReserved(eventId) ? null : this._listeners.get("*"));
+      if (!set) return;
+      for (const fn of [...set]) {
+        try { fn(data, event); } catch (error) { reportListenerError(error); }
+      }
+    }
+
+    // --- public API ----------------------------------------------------------------------
+
+    /**
+     * Listen to pushed events with this id ("*": every pushed id without a listener of its
+     * own; "chsk/handshake": each handshake). `fn(data, event)`; returns an unsubscribe fn.
+     */
+    on(eventId, fn) {
+      if (typeof fn !== "function") throw new TypeError("on(eventId, fn) needs a function");
+      if (eventId !== "*" && eventId !== EV.HANDSHAKE) validateOutgoing([eventId], true);
+      let set = this._listeners.get(eventId);
+      if (!set) { set = new Set(); this._listeners.set(eventId, set); }
+      set.add(fn);
+      return () => {
+        set.delete(fn);
+        if (!set.size && this._listeners.get(eventId) === set) this._listeners.delete(eventId);
+      };
+    }
+
+    /** `fn(state, oldState)` on every state change; returns an unsubscribe fn. */
+    onState(fn) {
+      if (typeof fn !== "function") throw new TypeError("onState(fn) needs a function");
+      this._stateListeners.add(fn);
+      return () => this._stateListeners.delete(fn);
+    }
+
+    /**
+     * Send an event, no reply wanted. Returns false when not open (nothing is queued:
+     * stale events replayed after a reconnect surprise more than they help).
+     */
+    send(event) {
+      const ev = validateOutgoing(event);
+      const conn = this._conn;
+      if (!this._state.open || !conn || !conn.opened) return false;
+      const packed = this._env.packer.pack(clientEnvelope(ev, null));
+      if (conn.type === "ws") return conn.sendPacked(packed);
+      ajaxRequest(this._env, { method: "POST", body: packed, timeoutMs: this._env.ajaxTimeoutMs }).then((res) => {
+        if (!res.decoded && typeof console !== "undefined") {
+          console.warn(`sente: sending ${ev[0]} failed (${res.status || "no response"}): ${res.message}`);
+        }
+      });
+      return true;
+    }
+
+    /**
+     * Send an event and wait for the handler's reply. Promise form resolves with the reply
+     * and rejects with TimeoutError / ClosedError / ReplyError; with a callback
+     * `cb(error, reply)` it returns whether the event went out instead.
+     */
+    call(event, options = {}, callback = undefined) {
+      if (typeof options === "function") { callback = options; options = {}; }
+      const timeout = options && options.timeout !== undefined ? options.timeout : this._callTimeoutMs;
+      if (!(typeof timeout === "number" && timeout > 0)) throw new TypeError("timeout must be a positive number of milliseconds");
+      const { sent, promise } = this._call(validateOutgoing(event), timeout);
+      if (typeof callback !== "function") return promise;
+      promise.then((reply) => callback(null, reply), (error) => callback(error));
+      return sent;
+    }
+
+    _call(ev, timeout) {
+      const conn = this._conn;
+      if (!this._state.open || !conn || !conn.opened) {
+        return { sent: false, promise: Promise.reject(new ClosedError("not connected: the call was not sent")) };
+      }
+      if (conn.type === "ws") {
+        const cbId = randomId(8);
+        const packed = this._env.packer.pack(clientEnvelope(ev, cbId)); // throws before anything waits
+        let entry;
+        const promise = new Promise((resolve, reject) => { entry = { resolve, reject, transport: conn, timer: null }; });
+        entry.timer = setTimeout(() => {
+          if (this._pending.delete(cbId)) entry.reject(new TimeoutError(`no reply to ${ev[0]} within ${timeout} ms`));
+        }, timeout);
+        this._pending.set(cbId, entry);
+        if (!conn.sendPacked(packed)) {
+          this._pending.delete(cbId);
+          clearTimeout(entry.timer);
+          entry.reject(new ClosedError("the connection could not take the call"));
+          return { sent: false, promise };
+        }
+        return { sent: true, promise };
+      }
+      const packed = this._env.packer.pack(clientEnvelope(ev, AJAX_CB));
+      const controller = new AbortController();
+      let call;
+      const promise = new Promise((resolve, reject) => {
+        call = { transport: conn, fail: (error) => { this._ajaxCalls.delete(call); controller.abort(); reject(error); } };
+        this._ajaxCalls.add(call);
+        ajaxRequest(this._env, { method: "POST", body: packed, timeoutMs: timeout, signal: controller.signal }).then((res) => {
+          if (!this._ajaxCalls.delete(call)) return; // failed already (connection closed)
+          if (res.decoded) {
+            const m = res.decoded;
+            if (m.kind !== "reply") { reject(new ProtocolError(`expected a reply to ${ev[0]}, got "${m.outcome}"`)); return; }
+            const result = replyOutcome(m.outcome, m.value);
+            if (result.ok) resolve(result.value); else reject(result.error);
+          } else if (res.timedOut) {
+            reject(new TimeoutError(`no reply to ${ev[0]} within ${timeout} ms`));
+          } else if (res.status > 0) {
+            reject(new ReplyError(res.message || `HTTP ${res.status}`, null, res.status));
+          } else if (res.protocolError) {
+            reject(res.protocolError);
+          } else {
+            reject(new ClosedError(`the call could not reach the server: ${res.message}`));
+          }
+        });
+      });
+      return { sent: true, promise };
+    }
+
+    /** Close and stay closed (until reconnect()). Calls waiting for a reply fail with ClosedError. */
+    disconnect() {
+      this._stopped = true;
+      this._closeConn(CLOSE.NORMAL, "requested disconnect", closeInfo("requested-disconnect"));
+      this._unlistenToPage();
+      const close = closeInfo("requested-disconnect", { code: CLOSE.NORMAL });
+      this._setState(Object.freeze({ ...stateAfterClose(this._state, close), nextReconnectAt: null }));
+    }
+
+    /**
+     * Close and connect again at once: picks up a new session (the uid is fixed per
+     * handshake, so call it after login/logout), tries WebSocket again in auto mode, and
+     * restarts a client stopped by 401/403 or a kick.
+     */
+    reconnect() {
+      this._closeConn(CLOSE.NORMAL, "requested reconnect", closeInfo("requested-reconnect"));
+      this._listenToPage();
+      this._stopped = false;
+      this._retrySuppressed = false;
+      this._attempt = 0;
+      if (this._type === "auto" && this._env.WebSocket) this._mode = "ws";
+      this._setState(Object.freeze({ ...stateAfterClose(this._state, closeInfo("requested-reconnect")), nextReconnectAt: null }));
+      this._open();
+    }
+  }
+
+  // =========================================================================================
+  // Public API
+  // =========================================================================================
+
+  /**
+   * Open a channel socket. `url` defaults to the page's <meta name="sente-url"> (written by
+   * `{{ sente_script() }}`), else "/chsk"; it may be omitted: `connect({type: "ajax"})`.
+   * Options (docs/browser-client.md has the reasons for each default):
+   *   type: "auto" | "ws" | "ajax"   csrfToken: string | () => string (default: meta tag)
+   *   packer: "json" | {name, binary, pack, unpack}   params: object | () => object
+   *   clientId, keepAliveMs 20000, pingTimeoutMs 10000, backoffMs(attempt) => ms,
+   *   upgradeRetryMs 30000, reconnectOnAuthFailure false, connectTimeoutMs 15000,
+   *   ajaxTimeoutMs 60000, callTimeoutMs 25000.
+   */
+  function connect(url, options) {
+    if (url !== null && typeof url === "object" && options === undefined) { options = url; url = undefined; }
+    if (url === undefined || url === null) url = metaContent("sente-url") || "/chsk";
+    return new ChannelSocket(url, options || {});
+  }
+
+  return Object.freeze({
+    connect,
+    ChannelSocket,
+    SenteError,
+    TimeoutError,
+    ClosedError,
+    ReplyError,
+    ProtocolError,
+    msgpackPacker,
+    jsonPacker,
+    PROTOCOL_VERSION,
+    CLOSE,
+    DEFAULTS,
+    /** The pure protocol section, exported for tests and for tools that speak the wire. */
+    protocol: Object.freeze({
+      EV, AJAX_CB, eventError, isEvent, isReserved, asEvent, toWire, validateOutgoing,
+      clientEnvelope, decodeServer, replyOutcome, resolvePacker, backoffDelay, randomId, buildUrl,
+      initialState, stateAfterHandshake, stateAfterClose, stateWithRetryAt, shouldReconnect,
+      closeInfo, describeWsClose, describeHttpFailure, afterWsFailure,
+    }),
+  });
+});

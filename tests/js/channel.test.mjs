@@ -1,0 +1,305 @@
+// The auto socket of sente.js (transport choice, fallback, upgrade, reconnects, calls)
+// driven by in-memory fakes of WebSocket and fetch, so each decision is checked step by step.
+// The same behaviour is checked against the real server in tests/browser/.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { createRequire } from "node:module";
+
+const require = createRequire(import.meta.url);
+const Sente = require("../../flask_sente/static/sente.js");
+
+const HANDSHAKE = (uid = "alice") => [["chsk/handshake", { uid, handshake_data: { n: 1 }, protocol: 1 }], null];
+
+/** A fake server: records sockets and requests; tests script its answers. */
+function fakeNet() {
+  const net = { sockets: [], requests: [], http: null };
+  net.WebSocket = class FakeWebSocket {
+    constructor(url) {
+      this.url = url;
+      this.readyState = 0;
+      this.sent = [];
+      this.closedWith = null;
+      net.sockets.push(this);
+      if (net.onSocket) queueMicrotask(() => net.onSocket(this));
+    }
+    send(data) { this.sent.push(JSON.parse(data)); }
+    close(code, reason) { this.closedWith = [code, reason]; this.readyState = 3; }
+    // server side
+    accept(uid = "alice") { this.readyState = 1; this.push(HANDSHAKE(uid)); }
+    push(value) { this.onmessage({ data: JSON.stringify(value) }); }
+    drop(code = 1006, reason = "", wasClean = false) { this.readyState = 3; this.onclose({ code, reason, wasClean }); }
+  };
+  /** `net.http(url, init)` returns a Response, a promise of one, or "park" (until aborted). */
+  net.fetch = (url, init) => {
+    const req = { url: new URL(url), init, body: init.body && JSON.parse(init.body) };
+    net.requests.push(req);
+    return new Promise((resolve, reject) => {
+      const abort = () => reject(Object.assign(new Error("aborted"), { name: "AbortError" }));
+      if (init.signal.aborted) return abort();
+      init.signal.addEventListener("abort", abort);
+      Promise.resolve(net.http(req)).then((answer) => {
+        if (answer === "park") return;
+        if (answer instanceof Error) reject(answer); else resolve(answer);
+      });
+    });
+  };
+  return net;
+}
+
+const json = (value, status = 200) => new Response(JSON.stringify(value), { status });
+const text = (body, status) => new Response(body, { status });
+
+async function waitFor(predicate, what, timeoutMs = 2000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+function connect(net, options = {}) {
+  return Sente.connect("/chsk", {
+    baseUrl: "http://test.local/page", WebSocket: net.WebSocket, fetch: net.fetch, csrfToken: "T",
+    backoffMs: () => 5, ...options,
+  });
+}
+
+test("WebSocket: handshake, push, call with reply, server ping answered", async (t) => {
+  const net = fakeNet();
+  net.onSocket = (ws) => ws.accept();
+  const chsk = connect(net);
+  t.after(() => chsk.disconnect());
+  const states = [];
+  chsk.onState((s, old) => states.push([old.open, s.open, s.type]));
+  await waitFor(() => chsk.state.open, "open");
+  const ws = net.sockets[0];
+  const url = new URL(ws.url);
+  assert.equal(url.protocol, "ws:");
+  assert.deepEqual(Object.fromEntries(url.searchParams), { "client-id": chsk.clientId, protocol: "1", packer: "json", "csrf-token": "T" });
+  assert.deepEqual([chsk.state.type, chsk.state.uid, chsk.state.handshakeData], ["ws", "alice", { n: 1 }]);
+  assert.deepEqual(states, [[false, true, "ws"]]);
+
+  const got = [];
+  const off = chsk.on("todo/added", (data, event) => got.push([data, event]));
+  ws.push([[["todo/added", { id: 7 }], ["chsk/unknown-later"], ["other/x", 1]], null]);
+  assert.deepEqual(got, [[{ id: 7 }, ["todo/added", { id: 7 }]]]);
+  off();
+  ws.push([[["todo/added", 8]], null]);
+  assert.equal(got.length, 1);
+
+  const reply = chsk.call(["todo/add", { text: "milk" }], { timeout: 1000 });
+  const [event, cbId] = ws.sent.at(-1);
+  assert.deepEqual(event, ["todo/add", { text: "milk" }]);
+  assert.match(cbId, /^[A-Za-z0-9_-]{8}$/);
+  ws.push([["chsk/reply", { ok: true }], cbId]);
+  assert.deepEqual(await reply, { ok: true });
+
+  ws.push([["chsk/ws-ping"], null]);
+  assert.deepEqual(ws.sent.at(-1), [["chsk/ws-pong"], null]);
+  assert.equal(chsk.send(["todo/log", "hi"]), true);
+  assert.deepEqual(ws.sent.at(-1), [["todo/log", "hi"], null]);
+});
+
+test("calls fail with typed errors: timeout, server failure, closed; callback form", async (t) => {
+  const net = fakeNet();
+  net.onSocket = (ws) => ws.accept();
+  const chsk = connect(net, { backoffMs: () => 10000 });
+  t.after(() => chsk.disconnect());
+  await waitFor(() => chsk.state.open, "open");
+  const ws = net.sockets[0];
+
+  await assert.rejects(chsk.call(["a/slow"], { timeout: 20 }), { name: "TimeoutError", kind: "timeout" });
+
+  const failing = chsk.call(["a/fail"], { timeout: 1000 });
+  ws.push([["chsk/error", { message: "boom" }], ws.sent.at(-1)[1]]);
+  await assert.rejects(failing, (e) => e instanceof Sente.ReplyError && e.kind === "error" && e.message === "boom");
+
+  const serverTimeout = chsk.call(["a/slow"], { timeout: 1000 });
+  ws.push([["chsk/timeout"], ws.sent.at(-1)[1]]);
+  await assert.rejects(serverTimeout, { kind: "timeout" });
+
+  const viaCallback = new Promise((resolve) => {
+    assert.equal(chsk.call(["a/cb"], { timeout: 1000 }, (err, reply) => resolve([err, reply])), true);
+  });
+  ws.push([["chsk/reply", 42], ws.sent.at(-1)[1]]);
+  assert.deepEqual(await viaCallback, [null, 42]);
+
+  const pending = chsk.call(["a/never"], { timeout: 5000 });
+  const started = Date.now();
+  ws.drop(1001, "server shutting down", true);
+  await assert.rejects(pending, { name: "ClosedError", kind: "closed" });
+  assert.ok(Date.now() - started < 1000, "fails fast instead of waiting for its timeout");
+  assert.deepEqual(chsk.state.lastClose, { reason: "clean", code: 1001, status: null, message: "server shutting down" });
+  assert.equal(chsk.send(["a/b"]), false);
+  await assert.rejects(chsk.call(["a/b"]), { kind: "closed" });
+  const notSent = await new Promise((resolve) => {
+    const sent = chsk.call(["a/b"], {}, (err) => resolve([sent, err.kind]));
+  });
+  assert.deepEqual(notSent, [false, "closed"]);
+  assert.throws(() => chsk.call(["bad"]), TypeError);
+  assert.throws(() => chsk.send(["chsk/ws-ping"]), /reserved/);
+});
+
+test("auto: WebSocket refused but HTTP works → Ajax, then back up to WebSocket", async (t) => {
+  const net = fakeNet();
+  let refuseWs = true;
+  net.onSocket = (ws) => (refuseWs ? ws.drop() : ws.accept());
+  const parked = [];
+  net.http = (req) => {
+    if (req.url.searchParams.has("handshake")) return json(HANDSHAKE());
+    if (req.init.method === "POST") return json([["chsk/reply", req.body[0][1] * 2], null]);
+    parked.push(req);
+    return "park";
+  };
+  const chsk = connect(net, { upgradeRetryMs: 40 });
+  t.after(() => chsk.disconnect());
+  await waitFor(() => chsk.state.open, "open over ajax");
+  assert.equal(chsk.state.type, "ajax");
+  assert.equal(chsk.state.lastClose.reason, "unexpected");
+  assert.match(chsk.state.lastClose.message, /HTTP works/);
+  // The probe's handshake is adopted: one handshake GET, then polls.
+  assert.equal(net.requests.filter((r) => r.url.searchParams.has("handshake")).length, 1);
+  const probe = net.requests[0];
+  assert.equal(probe.init.headers["X-CSRF-Token"], "T");
+  assert.equal(probe.url.searchParams.get("csrf-token"), null, "Ajax sends the token as a header");
+  await waitFor(() => parked.length === 1, "a parked poll");
+
+  assert.equal(await chsk.call(["math/double", 21]), 42);
+  const post = net.requests.find((r) => r.init.method === "POST");
+  assert.deepEqual(post.body, [["math/double", 21], "ajax"]);
+  assert.equal(post.init.headers["Content-Type"], "application/json");
+
+  // Trials keep failing while WebSocket is refused; Ajax stays up.
+  await waitFor(() => net.sockets.length >= 3, "upgrade trials");
+  assert.equal(chsk.state.type, "ajax");
+  refuseWs = false;
+  await waitFor(() => chsk.state.type === "ws", "moved up to ws");
+  assert.equal(chsk.state.open, true);
+  assert.ok(parked.at(-1).init.signal.aborted, "the long-poll stops");
+});
+
+test("auto: server down at page load is retried on WebSocket, not downgraded", async (t) => {
+  const net = fakeNet();
+  let up = false;
+  net.onSocket = (ws) => (up ? ws.accept() : ws.drop());
+  net.http = () => (up ? json(HANDSHAKE()) : new TypeError("fetch failed"));
+  const chsk = connect(net);
+  t.after(() => chsk.disconnect());
+  await waitFor(() => net.sockets.length >= 3, "retries");
+  assert.equal(chsk.state.lastClose.reason, "unexpected");
+  assert.match(chsk.state.lastClose.message, /^no response/);
+  assert.ok(chsk.state.nextReconnectAt > 0);
+  up = true;
+  await waitFor(() => chsk.state.open, "open");
+  assert.equal(chsk.state.type, "ws");
+  assert.equal(chsk.state.nextReconnectAt, null);
+});
+
+test("403 on the probe stops retrying and reports the status; reconnect() starts again", async (t) => {
+  const net = fakeNet();
+  net.onSocket = (ws) => ws.drop();
+  net.http = () => text("Bad CSRF token\n", 403);
+  const chsk = connect(net);
+  t.after(() => chsk.disconnect());
+  await waitFor(() => chsk.state.lastClose, "a close");
+  await new Promise((r) => setTimeout(r, 60));
+  assert.equal(net.sockets.length, 1, "no retry after 403");
+  assert.deepEqual(chsk.state.lastClose, { reason: "rejected", code: null, status: 403, message: "Bad CSRF token" });
+  assert.equal(chsk.state.nextReconnectAt, null);
+
+  net.onSocket = (ws) => ws.accept("bob");
+  chsk.reconnect();
+  await waitFor(() => chsk.state.open, "open after reconnect()");
+  assert.equal(chsk.state.uid, "bob");
+});
+
+test("ajax: 401 stops; kicked (chsk/close 4001) stops; 1013 makes a new handshake", async (t) => {
+  const net = fakeNet();
+  net.http = () => text("Unauthorized request", 401);
+  const denied = connect(net, { type: "ajax" });
+  t.after(() => denied.disconnect());
+  await waitFor(() => denied.state.lastClose, "refused");
+  assert.equal(denied.state.lastClose.status, 401);
+  await new Promise((r) => setTimeout(r, 40));
+  assert.equal(net.requests.length, 1);
+
+  const net2 = fakeNet();
+  let polls = 0;
+  net2.http = (req) => {
+    if (req.url.searchParams.has("handshake")) return json(HANDSHAKE());
+    polls += 1;
+    if (polls === 1) return json([[["a/one", 1]], null]);
+    if (polls === 2) return json([["chsk/timeout"], null]);
+    if (polls === 3) return json([["chsk/close", { code: 1013, reason: "client too slow" }], null]);
+    return json([["chsk/close", { code: 4001, reason: "kicked" }], null]);
+  };
+  const chsk = connect(net2, { type: "ajax" });
+  t.after(() => chsk.disconnect());
+  const got = [];
+  chsk.on("*", (data, event) => got.push(event));
+  const handshakes = [];
+  chsk.on("chsk/handshake", (info) => handshakes.push(info));
+  await waitFor(() => chsk.state.lastClose && chsk.state.lastClose.reason === "kicked", "kicked");
+  assert.deepEqual(got, [["a/one", 1]]);
+  assert.equal(handshakes.length, 2, "1013 → a fresh handshake");
+  assert.deepEqual(handshakes[0], { uid: "alice", handshakeData: { n: 1 }, type: "ajax", firstHandshake: true });
+  assert.equal(handshakes[1].firstHandshake, false);
+  await new Promise((r) => setTimeout(r, 40));
+  assert.equal(polls, 4, "no polling after a kick");
+});
+
+test("WebSocket close 4001 (kicked) does not reconnect; other codes do", async (t) => {
+  const net = fakeNet();
+  net.onSocket = (ws) => ws.accept();
+  const chsk = connect(net);
+  t.after(() => chsk.disconnect());
+  await waitFor(() => chsk.state.open, "open");
+  net.sockets[0].drop(4003, "replaced", true);
+  await waitFor(() => net.sockets.length === 2 && chsk.state.open, "reconnected after 4003");
+  net.sockets[1].drop(4001, "kicked", true);
+  await new Promise((r) => setTimeout(r, 40));
+  assert.equal(net.sockets.length, 2);
+  assert.deepEqual(chsk.state.lastClose, { reason: "kicked", code: 4001, status: null, message: "kicked" });
+});
+
+test("keep-alive: pings when idle, drops a silent socket and reconnects", async (t) => {
+  const net = fakeNet();
+  net.onSocket = (ws) => ws.accept();
+  const chsk = connect(net, { keepAliveMs: 30, pingTimeoutMs: 30 });
+  t.after(() => chsk.disconnect());
+  await waitFor(() => chsk.state.open, "open");
+  const ws = net.sockets[0];
+  await waitFor(() => ws.sent.length === 1, "a ping");
+  const [ping, cbId] = ws.sent[0];
+  assert.deepEqual(ping, ["chsk/ws-ping"]);
+  ws.push([["chsk/reply", "pong"], cbId]); // answered: stays open
+  await waitFor(() => ws.sent.length === 2, "the next ping");
+  // no answer this time
+  await waitFor(() => net.sockets.length === 2, "a new socket");
+  assert.equal(ws.closedWith[0], 1000);
+  assert.equal(chsk.state.lastClose.reason, "ping-timeout");
+});
+
+test("disconnect() closes with 1000 and stays closed", async () => {
+  const net = fakeNet();
+  net.onSocket = (ws) => ws.accept();
+  const chsk = connect(net);
+  await waitFor(() => chsk.state.open, "open");
+  const pending = chsk.call(["a/b"], { timeout: 5000 });
+  chsk.disconnect();
+  await assert.rejects(pending, { kind: "closed" });
+  assert.deepEqual(net.sockets[0].closedWith, [1000, "requested disconnect"]);
+  assert.deepEqual([chsk.state.open, chsk.state.lastClose.reason], [false, "requested-disconnect"]);
+  await new Promise((r) => setTimeout(r, 30));
+  assert.equal(net.sockets.length, 1);
+});
+
+test("options are checked up front", () => {
+  const net = fakeNet();
+  const base = { baseUrl: "http://x/", WebSocket: net.WebSocket, fetch: net.fetch, csrfToken: "" };
+  assert.throws(() => Sente.connect("/chsk", { ...base, keepAlive: 5 }), /unknown Sente option "keepAlive"/);
+  assert.throws(() => Sente.connect("/chsk", { ...base, type: "sse" }), /type must be/);
+  assert.throws(() => Sente.connect("/chsk", { ...base, pingTimeoutMs: -1 }), /pingTimeoutMs/);
+  assert.throws(() => Sente.connect("/chsk", { ...base, clientId: "" }), /clientId/);
+  assert.throws(() => Sente.connect("/chsk", { ...base, packer: "msgpack" }), /msgpackPacker/);
+});
