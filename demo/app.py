@@ -6,7 +6,6 @@ pushed whenever a client comes or goes.
 """
 from __future__ import annotations
 
-import os
 import secrets
 import typing as t
 
@@ -23,10 +22,9 @@ MAX_NAME = 24
 
 def create_app(**config: t.Any) -> Flask:
     app = Flask(__name__)
-    app.config.update(
-        SECRET_KEY=os.environ.get("DEMO_SECRET_KEY") or secrets.token_hex(16),
-        SESSION_COOKIE_SAMESITE="Lax",
-    )
+    app.config.update(SECRET_KEY=secrets.token_hex(16), SESSION_COOKIE_SAMESITE="Lax")
+    # FLASK_SECRET_KEY, FLASK_SENTE_LP_TIMEOUT=10, ... from the environment (Flask's idiom).
+    app.config.from_prefixed_env()
     app.config.update(config)
     app.extensions["todo_store"] = TodoStore()
     sente.init_app(app)

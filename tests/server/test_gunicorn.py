@@ -26,7 +26,7 @@ def _login(base: str, name: str) -> tuple[requests.Session, str]:
 
 
 def test_demo_app_under_gunicorn_worker(tmp_path):
-    env = dict(os.environ, DEMO_SECRET_KEY="gunicorn-test")
+    env = dict(os.environ, FLASK_SECRET_KEY="gunicorn-test")
     proc = Proc([sys.executable, "-m", "gunicorn", "-k", "flask_sente.worker.SenteWorker",
                  "-b", "127.0.0.1:0", "-w", "1", "--access-logfile", "-",
                  "--graceful-timeout", "3", "--no-control-socket", "demo.app:create_app()"],

@@ -1,0 +1,54 @@
+"""Make the README's screenshot: ``python -m demo.screenshot docs/demo.png``.
+
+Runs the demo in-process on a free port, signs in two users in headless Chromium (Debian's
+``/usr/bin/chromium``), adds a few todos and saves both pages side by side.
+"""
+from gevent import monkey
+
+monkey.patch_all()
+
+import sys  # noqa: E402
+
+from playwright.sync_api import sync_playwright  # noqa: E402
+
+from flask_sente.testing import serve  # noqa: E402
+
+from .app import create_app  # noqa: E402
+
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def main(out: str) -> None:
+    app = create_app()
+    with serve(app) as base, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+        try:
+            pages = []
+            for name, query in (("Ada", ""), ("Grace", "?type=ajax")):
+                page = browser.new_context(viewport={"width": 900, "height": 560}).new_page()
+                page.goto(base + "/" + query)
+                page.fill("#name", name)
+                page.click("button[type=submit]")
+                page.wait_for_selector('#status[data-state="open"]', timeout=10_000)
+                pages.append(page)
+            ada, grace = pages
+            for text in ("Write the release notes", "Review the Redis backplane design",
+                         "Buy oat milk"):
+                ada.fill("#add-text", text)
+                ada.click("#add-form button")
+                grace.wait_for_selector(f'.todo .text:text-is("{text}")', timeout=10_000)
+            grace.locator(".todo input[type=checkbox]").nth(2).check()
+            ada.wait_for_selector(".todo.done", timeout=10_000)
+            grace.select_option("#dm-to", "Ada")
+            grace.fill("#dm-text", "Notes look great!")
+            grace.click("#dm-form button")
+            ada.wait_for_selector("#inbox li", timeout=10_000)
+            ada.wait_for_timeout(4500)  # let the toast fade
+            ada.screenshot(path=out)
+        finally:
+            browser.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "docs/demo.png")
