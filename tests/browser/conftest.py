@@ -11,6 +11,7 @@ killed in the fixtures' ``finally``. Every wait has a timeout.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -39,9 +40,18 @@ SERVER_STOP_TIMEOUT = 15.0
 class Server:
     """One app server process; ``stop()`` + ``start()`` is a restart on the same port."""
 
-    def __init__(self, log_path: str, packer: str = "json") -> None:
+    def __init__(self, log_path: str, packer: str = "json", *,
+                 command: t.Callable[[int], list[str]] | None = None,
+                 ready: str = r"^PORT (\d+)$", env: dict[str, str] | None = None) -> None:
+        """``command(port)`` builds the argv (port 0 = pick one); ``ready`` is a regex whose
+        group 1 is the port, searched in the output once the process listens."""
         self.log_path = log_path
         self.packer = packer
+        self.command = command or (lambda port: [
+            sys.executable, os.path.join(HERE, "app_server.py"), "--port", str(port),
+            "--packer", packer])
+        self.ready = re.compile(ready, re.MULTILINE)
+        self.env = env or {}
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -54,19 +64,18 @@ class Server:
         with open(self.log_path, "ab") as log:
             offset = log.tell()
             self.proc = subprocess.Popen(
-                [sys.executable, os.path.join(HERE, "app_server.py"), "--port", str(self.port),
-                 "--packer", self.packer],
+                self.command(self.port),
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=ROOT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
             )
         deadline = time.monotonic() + SERVER_START_TIMEOUT
         while True:
             with open(self.log_path, "rb") as log:
                 log.seek(offset)
-                for line in log.read().decode("utf-8", "replace").splitlines():
-                    if line.startswith("PORT "):
-                        self.port = int(line.split()[1])
-                        return self
+                match = self.ready.search(log.read().decode("utf-8", "replace"))
+                if match:
+                    self.port = int(match.group(1))
+                    return self
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"the test server did not start:\n{self.log()}")

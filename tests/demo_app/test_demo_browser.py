@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 import typing as t
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, PAGE_TIMEOUT
+from tests.browser.conftest import PAGE_TIMEOUT, Server
+from tests.browser.conftest import browser  # noqa: F401  (the fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Short windows so the tests see presence changes quickly; the same keys a user would set.
@@ -26,58 +25,16 @@ DEMO_ENV = {
 WAIT = 10_000  # ms, for expect()
 
 
-class Demo:
+def demo_server(log_path: str) -> Server:
     """`python -m demo` on a free port; stop() + start() restarts it on the same port."""
-
-    def __init__(self, log_path: str) -> None:
-        self.log_path = log_path
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> Demo:
-        with open(self.log_path, "ab") as log:
-            offset = log.tell()
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "demo", "--port", str(self.port)], cwd=ROOT,
-                stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                env={**os.environ, **DEMO_ENV, "PYTHONUNBUFFERED": "1"})
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with open(self.log_path, "rb") as log:
-                log.seek(offset)
-                match = re.search(rb"serving on http://127\.0\.0\.1:(\d+)", log.read())
-            if match:
-                self.port = int(match.group(1))
-                return self
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"the demo did not start: {self.log()}")
-
-    def log(self) -> str:
-        with open(self.log_path, encoding="utf-8", errors="replace") as f:
-            return f.read()
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+    return Server(log_path, command=lambda port: [sys.executable, "-m", "demo", "--port",
+                                                  str(port)],
+                  ready=r"serving on http://127\.0\.0\.1:(\d+)", env=DEMO_ENV)
 
 
 @pytest.fixture
-def demo(tmp_path: t.Any) -> t.Iterator[Demo]:
-    server = Demo(str(tmp_path / "demo.log"))
+def demo(tmp_path: t.Any) -> t.Iterator[Server]:
+    server = demo_server(str(tmp_path / "demo.log"))
     try:
         yield server.start()
     finally:
@@ -85,20 +42,7 @@ def demo(tmp_path: t.Any) -> t.Iterator[Demo]:
         print(server.log()[-4000:])
 
 
-@pytest.fixture
-def browser() -> t.Iterator[Browser]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                     timeout=30_000)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-def sign_in(browser: Browser, demo: Demo, name: str, query: str = "") -> Page:
+def sign_in(browser: Browser, demo: Server, name: str, query: str = "") -> Page:
     context = browser.new_context(viewport={"width": 1100, "height": 720})
     context.set_default_timeout(PAGE_TIMEOUT)
     page = context.new_page()
@@ -109,7 +53,7 @@ def sign_in(browser: Browser, demo: Demo, name: str, query: str = "") -> Page:
     return page
 
 
-def another_tab(page: Page, demo: Demo, query: str = "") -> Page:
+def another_tab(page: Page, demo: Server, query: str = "") -> Page:
     tab = page.context.new_page()
     tab.goto(demo.url + "/" + query)
     expect(tab.locator("#status")).to_have_attribute("data-state", "open", timeout=WAIT)
