@@ -33,7 +33,7 @@ _EXPORTS = {
     "RemoteProtocolError": ".exceptions", "ReplyError": ".exceptions",
     "ReplyTimeout": ".exceptions", "SenteError": ".exceptions",
     "Sente": ".ext",
-    "ConnectedUids": ".hub", "EventMsg": ".hub", "RequestInfo": ".hub",
+    "ConnectedUids": ".hub", "EventMsg": ".connections", "RequestInfo": ".connections",
     "JsonPacker": ".protocol.packers", "MsgpackPacker": ".protocol.packers",
     "Packer": ".protocol.packers",
 }
@@ -53,8 +53,8 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from .exceptions import SenteError as SenteError
     from .ext import Sente as Sente
     from .hub import ConnectedUids as ConnectedUids
-    from .hub import EventMsg as EventMsg
-    from .hub import RequestInfo as RequestInfo
+    from .connections import EventMsg as EventMsg
+    from .connections import RequestInfo as RequestInfo
     from .protocol.packers import JsonPacker as JsonPacker
     from .protocol.packers import MsgpackPacker as MsgpackPacker
     from .protocol.packers import Packer as Packer

@@ -18,7 +18,8 @@ from markupsafe import Markup, escape
 from . import config
 from .config import Options
 from .exceptions import NotInitializedError
-from .hub import ConnectedUids, EventMsg, Hub
+from .connections import EventMsg
+from .hub import ConnectedUids, Hub
 from .protocol.packers import Packer, get_packer
 from .router import DEFAULT, Handler, Router
 from .views import CSRF_SESSION_KEY, make_blueprint, script_version

@@ -18,7 +18,7 @@ import gevent.queue
 from .protocol import events as ev
 
 if t.TYPE_CHECKING:  # pragma: no cover
-    from .hub import EventMsg
+    from .connections import EventMsg
 
 logger = logging.getLogger("flask_sente")
 

@@ -19,7 +19,7 @@ import typing as t
 from flask import Blueprint, Response, current_app, request, send_file, session
 
 from .exceptions import RemoteProtocolError
-from .hub import RequestInfo
+from .connections import RequestInfo
 from .protocol import PROTOCOL_VERSION
 from .protocol.security import csrf_token_valid, origin_allowed
 from .transports.base import STOP_CALLBACKS_ENVIRON_KEY, UPGRADE_ENVIRON_KEY
