@@ -25,7 +25,7 @@ from geventwebsocket.handler import WebSocketHandler as StockHandler
 from flask_sente.exceptions import ConnectionClosed, LocalProtocolError
 from flask_sente.server import make_server
 from flask_sente.transports import base
-from flask_sente.transports.websocket import ServerWebSocket, _unmask
+from flask_sente.transports.frames import ServerWebSocket, _unmask
 
 from .wsutil import TIMEOUT, RawClient, close_of, handshake_request, open_ws, read_http_head, \
     read_to_eof
