@@ -37,8 +37,18 @@ test: $(STAMP) browser-deps
 	node --test tests/js/
 	$(PY) -m pytest tests
 
-bench: $(STAMP)
-	$(PY) -m bench
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP) bench/requirements.txt
+	$(PY) -m pip install -q -r bench/requirements.txt
+	touch $(BENCH_STAMP)
+
+# The peers (Flask-SocketIO, python-socketio on uvicorn) and the Node.js load clients are
+# installed here only, never by make test.
+bench: $(STAMP) $(BENCH_STAMP)
+	@test -f bench/node_modules/ws/package.json && test -f bench/node_modules/socket.io-client/package.json || \
+	  (cd bench && npm install --silent --no-audit --no-fund --no-save ws@8 socket.io-client@4 >/dev/null)
+	ulimit -n 65536 2>/dev/null || true; $(PY) -m bench
 
 clean:
-	rm -rf $(VENV) tests/js/node_modules
+	rm -rf $(VENV) tests/js/node_modules bench/node_modules

@@ -1,11 +1,11 @@
 """WebSocket echo benchmark (issue 2): flask_sente's handler vs stock gevent-websocket.
 
 Each server is a plain Flask echo view in its own process pinned to core 0; the load is an
-independent Node.js client (npm ``ws``, installed at run time into the ignored
-``bench/node_modules``) pinned to core 1: N connections in a closed loop (each sends one
-~100-byte text message, waits for the echo, sends the next), counted over a fixed window
-after a warm-up. Each server runs ``--runs`` times, interleaved; we report the median round
-trips per second, the min-max, and the ratio ours / stock.
+independent Node.js client (``bench/clients/echo_client.js`` on npm ``ws``, installed at run
+time into the ignored ``bench/node_modules``) pinned to core 1: N connections in a closed
+loop (each sends one ~100-byte text message, waits for the echo, sends the next), counted
+over a fixed window after a warm-up. Each server runs ``--runs`` times, interleaved; we
+report the median round trips per second, the min-max, and the ratio ours / stock.
 
     python -m bench.echo [--connections 100] [--seconds 10] [--warmup 3] [--runs 3]
 """
@@ -15,49 +15,15 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-NODE_MODULES = BENCH / "node_modules"
-CLIENT_JS = NODE_MODULES / "sente_echo_client.js"
+from .common import CLIENTS, NODE_MODULES, ROOT, ensure_node_packages, pinned
 
-# The load client: deliberately not flask_sente code (another language, another library).
-CLIENT_SOURCE = r"""
-const WebSocket = require('ws');
-const [url, nConns, warmupS, durationS, size] = process.argv.slice(2);
-const msg = 'x'.repeat(Number(size));
-const conns = [];
-let measuring = false, count = 0, errors = 0, opened = 0;
-for (let i = 0; i < Number(nConns); i++) {
-  const ws = new WebSocket(url, { perMessageDeflate: false });
-  ws.on('open', () => { opened++; ws.send(msg); });
-  ws.on('message', (data) => {
-    if (data.length !== msg.length) errors++;
-    if (measuring) count++;
-    ws.send(msg);
-  });
-  ws.on('error', () => { errors++; });
-  conns.push(ws);
-}
-setTimeout(() => {
-  measuring = true;
-  const t0 = process.hrtime.bigint();
-  setTimeout(() => {
-    measuring = false;
-    const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-    console.log(JSON.stringify({ roundtrips: count, seconds, errors, opened }));
-    for (const ws of conns) ws.terminate();
-    process.exit(0);
-  }, Number(durationS) * 1000);
-}, Number(warmupS) * 1000);
-"""
-
+CLIENT_JS = CLIENTS / "echo_client.js"
 
 # --- the servers (run in the child process) --------------------------------------------
 
@@ -105,18 +71,6 @@ def serve(impl: str) -> None:
 
 
 # --- the runner -----------------------------------------------------------------------
-
-def ensure_client() -> None:
-    if not (NODE_MODULES / "ws").is_dir():
-        print("installing the npm 'ws' package into bench/node_modules (not saved)", flush=True)
-        subprocess.run(["npm", "install", "--no-save", "--no-audit", "--no-fund", "--silent",
-                        "ws@8"], cwd=BENCH, check=True, timeout=300)
-    CLIENT_JS.write_text(CLIENT_SOURCE)
-
-
-def pinned(core: int, argv: list[str]) -> list[str]:
-    return (["taskset", "-c", str(core)] if shutil.which("taskset") else []) + argv
-
 
 def one_run(impl: str, args: argparse.Namespace) -> dict:
     server = subprocess.Popen(
@@ -186,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         serve(args.serve)
         return 0
 
-    ensure_client()
+    ensure_node_packages()
     info = versions()
     print("; ".join(f"{k} {v}" for k, v in info.items()), flush=True)
     rates: dict[str, list[float]] = {"stock": [], "sente": []}

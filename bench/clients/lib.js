@@ -1,0 +1,161 @@
+// Shared helpers of the Node.js load clients: parameters, results, timing, RSS, waves.
+// Load clients are independent of the code under test: plain npm `ws` /
+// `socket.io-client` and Node's own `http`, speaking each server's wire protocol.
+'use strict';
+const fs = require('fs');
+
+/** The run's parameters: one JSON object in argv[2]. */
+function params() {
+  return JSON.parse(process.argv[2]);
+}
+
+/** Print the result as the last line of stdout and exit. */
+function done(result) {
+  process.stdout.write(JSON.stringify(result) + '\n', () => process.exit(0));
+}
+
+function fail(message) {
+  process.stderr.write(String(message) + '\n', () => process.exit(1));
+}
+
+const now = () => Number(process.hrtime.bigint()) / 1e9;
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Resident set size of a process, in KiB (from /proc). */
+function rssKiB(pid) {
+  const m = /VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) : NaN;
+}
+
+/** CPU seconds (user + system) a process has used so far, from /proc (100 Hz ticks). */
+function cpuSeconds(pid) {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/**
+ * Busy fractions of one core, the server's (if `pid`) and this client's, over one or more
+ * windows: `start()` / `stop()` pairs accumulate; `result()` -> { server_cpu, client_cpu }.
+ */
+function cpuMeter(pid) {
+  let t0, s0, c0;
+  let wall = 0, server = 0, client = 0;
+  return {
+    start() { t0 = now(); s0 = pid ? cpuSeconds(pid) : 0; c0 = process.cpuUsage(); },
+    stop() {
+      wall += now() - t0;
+      if (pid) server += cpuSeconds(pid) - s0;
+      const c = process.cpuUsage(c0);
+      client += (c.user + c.system) / 1e6;
+    },
+    result() {
+      return { server_cpu: pid ? server / wall : null, client_cpu: client / wall };
+    },
+  };
+}
+
+/** A payload of `size` characters that differs per connection (no caching tricks). */
+function payload(size, i) {
+  const head = `c${i}:`;
+  return head + 'x'.repeat(Math.max(0, size - head.length));
+}
+
+/**
+ * Open `n` clients with `open(i) -> Promise<client>`, at most `wave` at a time (all at once
+ * when wave >= n). Rejects after `timeoutS` seconds.
+ */
+async function openMany(n, wave, open, timeoutS) {
+  const clients = new Array(n);
+  let next = 0;
+  const worker = async () => {
+    while (next < n) {
+      const i = next++;
+      clients[i] = await open(i);
+    }
+  };
+  const workers = [];
+  for (let k = 0; k < Math.min(wave, n); k++) workers.push(worker());
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`opening ${n} clients timed out`)),
+      timeoutS * 1000);
+  });
+  try {
+    await Promise.race([Promise.all(workers), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+  return clients;
+}
+
+/**
+ * Closed-loop measurement: `start()` kicks off every client's loop; the clients call
+ * `tick()` per round trip. Counts round trips in a window of `seconds` after `warmup`.
+ */
+function closedLoop(warmup, seconds, pid) {
+  const state = { measuring: false, count: 0 };
+  const meter = cpuMeter(pid);
+  state.tick = () => { if (state.measuring) state.count++; };
+  state.run = async () => {
+    await sleep(warmup * 1000);
+    state.measuring = true;
+    meter.start();
+    const t0 = now();
+    await sleep(seconds * 1000);
+    state.measuring = false;
+    meter.stop();
+    return { count: state.count, seconds: now() - t0, ...meter.result() };
+  };
+  return state;
+}
+
+/**
+ * Fan-out rounds: `trigger()` asks the server for `m` events per client; each client calls
+ * its `add(k)` as k events arrive. A round ends when every client has m. Returns deliveries
+ * and seconds summed over the measured rounds (one warm-up round first), and `mismatched`:
+ * clients that had not exactly m events 200 ms after their round (lost or duplicated).
+ */
+async function fanOutRounds(clients, m, rounds, trigger, timeoutS, pid) {
+  let total = 0;
+  let seconds = 0;
+  let mismatched = 0;
+  const meter = cpuMeter(pid);
+  for (let r = 0; r <= rounds; r++) {
+    for (const c of clients) c.received = 0;
+    let pending = clients.length;
+    let finish;
+    const finished = new Promise((resolve) => { finish = resolve; });
+    for (const c of clients) {
+      c.add = (k) => {
+        const before = c.received;
+        c.received += k;
+        if (before < m && c.received >= m && --pending === 0) finish();
+      };
+    }
+    if (r > 0) meter.start();
+    const t0 = now();
+    trigger();
+    let timer;
+    const timeout = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(
+        `fan-out round timed out: ${pending} of ${clients.length} clients incomplete`)),
+      timeoutS * 1000);
+    });
+    try {
+      await Promise.race([finished, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+    const dt = now() - t0;
+    if (r > 0) { meter.stop(); total += clients.length * m; seconds += dt; }
+    await sleep(200);  // let stragglers arrive before the next round resets the counters
+    for (const c of clients) if (c.received !== m) mismatched++;
+  }
+  return { deliveries: total, seconds, mismatched, ...meter.result() };
+}
+
+module.exports = {
+  params, done, fail, now, sleep, rssKiB, cpuSeconds, cpuMeter, payload, openMany,
+  closedLoop, fanOutRounds,
+};

@@ -1,0 +1,77 @@
+// The workloads, written once over a "dialect" (how one protocol opens a client, echoes,
+// triggers a fan-out and counts pushed events). Modes:
+//   rtt     closed loop: each client sends an echo request, waits for the answer, repeats;
+//           round trips counted in a window after a warm-up                  (W1, W4)
+//   fanout  one client asks the server for m events to everybody; time until every client
+//           counted m of them (events inside batches count one each)        (W2)
+//   idle    server RSS (from /proc) before / after opening n more clients    (W3)
+//   connect n clients opened at once; time until the last is ready          (W5)
+// A dialect is { open(i, P, stats) -> Promise<client> } with client = { echo(msg, cb(ok)),
+// trigger(m), close() } that calls client.add(k) when k pushed events arrive.
+'use strict';
+const lib = require('./lib');
+
+async function run(dialect) {
+  const P = lib.params();
+  const stats = { errors: 0, closing: false };
+  const open = (i) => dialect.open(i, P, stats);
+  const closeAll = (clients) => {
+    stats.closing = true;
+    for (const c of clients) if (c) c.close();
+  };
+  if (P.mode === 'rtt') {
+    const clients = await lib.openMany(P.conns, P.wave || P.conns, open, 60);
+    const loop = lib.closedLoop(P.warmup, P.seconds, P.pid);
+    clients.forEach((c, i) => {
+      const msg = lib.payload(P.size, i);
+      const again = () => c.echo(msg, (ok) => {
+        if (!ok) stats.errors++;
+        loop.tick();
+        if (!stats.closing) again();
+      });
+      again();
+    });
+    const r = await loop.run();
+    closeAll(clients);
+    return { ...r, rate: r.count / r.seconds, errors: stats.errors, clients: clients.length };
+  }
+  if (P.mode === 'fanout') {
+    const clients = await lib.openMany(P.conns, P.wave || 200, open, 120);
+    await lib.sleep(500);
+    const r = await lib.fanOutRounds(clients, P.m, P.rounds, () => clients[0].trigger(P.m),
+      P.roundTimeout || 120, P.pid);
+    closeAll(clients);
+    return { ...r, rate: r.deliveries / r.seconds, errors: stats.errors,
+      clients: clients.length };
+  }
+  if (P.mode === 'idle') {
+    const warm = await lib.openMany(P.warm, P.warm, (i) => open(P.conns + i), 60);
+    await lib.sleep(P.settle * 1000);
+    const before = lib.rssKiB(P.pid);
+    const clients = await lib.openMany(P.conns, P.wave || 500, open, 300);
+    await lib.sleep(P.settle * 1000);
+    const after = lib.rssKiB(P.pid);
+    closeAll(clients);
+    closeAll(warm);
+    return { before_kib: before, after_kib: after, clients: clients.length,
+      kib_per_client: (after - before) / clients.length, errors: stats.errors };
+  }
+  if (P.mode === 'connect') {
+    const meter = lib.cpuMeter(P.pid);
+    meter.start();
+    const t0 = lib.now();
+    const clients = await lib.openMany(P.conns, P.conns, open, 120);
+    const seconds = lib.now() - t0;
+    meter.stop();
+    closeAll(clients);
+    return { seconds, rate: clients.length / seconds, errors: stats.errors,
+      clients: clients.length, ...meter.result() };
+  }
+  throw new Error(`unknown mode ${P.mode}`);
+}
+
+function main(dialect) {
+  run(dialect).then(lib.done, (err) => lib.fail(err && err.stack ? err.stack : err));
+}
+
+module.exports = { main };

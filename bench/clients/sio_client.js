@@ -1,0 +1,37 @@
+// Socket.IO load client (npm `socket.io-client`) for Flask-SocketIO and python-socketio.
+// One engine.io connection per client (forceNew), no reconnection, no compression;
+// `transport` is "websocket" (W1-W3, W5) or "polling" (W4, with a keep-alive HTTP agent per
+// client). Echo = emit("echo", msg, ack); fan-out = emit("start", m), count "ev" events.
+//   node sio_client.js '{"mode": "rtt", "port": 8000, "transport": "websocket", ...}'
+'use strict';
+const http = require('http');
+const { io } = require('socket.io-client');
+const modes = require('./modes');
+
+const socketio = {
+  open(i, P, stats) {
+    return new Promise((resolve, reject) => {
+      const polling = P.transport === 'polling';
+      const s = io(`http://127.0.0.1:${P.port}`, {
+        transports: [polling ? 'polling' : 'websocket'],
+        upgrade: false,
+        forceNew: true,
+        reconnection: false,
+        perMessageDeflate: false,
+        timeout: 120000,
+        agent: polling ? new http.Agent({ keepAlive: true }) : undefined,
+      });
+      const c = { add: null };
+      let ready = false;
+      s.on('connect', () => { ready = true; resolve(c); });
+      s.on('connect_error', (err) => { stats.errors++; if (!ready) reject(err); });
+      s.on('disconnect', () => { if (!stats.closing) stats.errors++; });
+      s.on('ev', () => { if (c.add) c.add(1); });
+      c.echo = (msg, cb) => s.emit('echo', msg, (answer) => cb(answer === msg));
+      c.trigger = (m) => s.emit('start', m);
+      c.close = () => s.disconnect();
+    });
+  },
+};
+
+modes.main(socketio);

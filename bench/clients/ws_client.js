@@ -1,0 +1,93 @@
+// WebSocket load client (npm `ws`) for flask_sente's wire protocol ("sente", as described
+// in docs/protocol.md) and for the raw gevent-websocket echo server ("raw").
+//   node ws_client.js '{"dialect": "sente", "mode": "rtt", "port": 8000, ...}'
+'use strict';
+const WebSocket = require('ws');
+const modes = require('./modes');
+const lib = require('./lib');
+
+const RUN = Math.random().toString(36).slice(2, 8);
+
+function connect(url, stats, onReady, onMessage, reject) {
+  const ws = new WebSocket(url, { perMessageDeflate: false });
+  let ready = false;
+  ws.on('message', (data, isBinary) => {
+    const text = isBinary ? data : data.toString();
+    if (!ready) {
+      if (onReady(text)) { ready = true; } else { stats.errors++; }
+      return;
+    }
+    onMessage(text);
+  });
+  ws.on('error', (err) => { stats.errors++; if (!ready) reject(err); });
+  ws.on('close', () => { if (!stats.closing) stats.errors++; });
+  return { ws, isReady: () => ready, markReady: () => { ready = true; } };
+}
+
+const sente = {
+  open(i, P, stats) {
+    return new Promise((resolve, reject) => {
+      const url = `ws://127.0.0.1:${P.port}/chsk?client-id=${RUN}-${i}&protocol=1&packer=json`;
+      const c = { pending: null, cbid: null, len: 0, seq: 0, add: null };
+      const onReady = (text) => {
+        const msg = JSON.parse(text);
+        if (msg[0][0] !== 'chsk/handshake') return false;
+        resolve(c);
+        return true;
+      };
+      const onMessage = (text) => {
+        let msg;
+        try { msg = JSON.parse(text); } catch (e) { stats.errors++; return; }
+        const payload = msg[0];
+        if (msg[1] !== null) {                     // a reply, tagged with our cb id
+          const cb = c.pending;
+          c.pending = null;
+          const ok = msg[1] === c.cbid && payload[0] === 'chsk/reply' &&
+            typeof payload[1] === 'string' && payload[1].length === c.len;
+          if (cb) cb(ok); else stats.errors++;
+        } else if (Array.isArray(payload[0])) {    // a push batch: count the events
+          let k = 0;
+          for (const ev of payload) if (ev[0] === 'bench/ev') k++;
+          if (c.add) c.add(k);
+        } else if (payload[0] === 'chsk/ws-ping') {
+          c.ws.send('[["chsk/ws-pong"],null]');
+        }
+      };
+      const conn = connect(url, stats, onReady, onMessage, reject);
+      c.ws = conn.ws;
+      c.echo = (msg, cb) => {
+        c.cbid = 'k' + (c.seq++).toString(36);
+        c.len = msg.length;
+        c.pending = cb;
+        c.ws.send(JSON.stringify([['bench/echo', msg], c.cbid]));
+      };
+      c.trigger = (m) => c.ws.send(JSON.stringify([['bench/start', m], null]));
+      c.close = () => c.ws.terminate();
+    });
+  },
+};
+
+const raw = {
+  open(i, P, stats) {
+    return new Promise((resolve, reject) => {
+      const c = { pending: null, len: 0, add: null };
+      const onMessage = (text) => {
+        if (text.startsWith('ev ')) { if (c.add) c.add(1); return; }
+        const cb = c.pending;
+        c.pending = null;
+        if (cb) cb(text.length === c.len); else stats.errors++;
+      };
+      const conn = connect(`ws://127.0.0.1:${P.port}/`, stats, () => false, onMessage, reject);
+      c.ws = conn.ws;
+      c.ws.on('open', () => { conn.markReady(); resolve(c); });
+      c.echo = (msg, cb) => { c.len = msg.length; c.pending = cb; c.ws.send(msg); };
+      c.trigger = (m) => c.ws.send(`start ${m}`);
+      c.close = () => c.ws.terminate();
+    });
+  },
+};
+
+const dialects = { sente, raw };
+const P = lib.params();
+if (!dialects[P.dialect]) lib.fail(`unknown dialect ${P.dialect}`);
+else modes.main(dialects[P.dialect]);

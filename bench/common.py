@@ -1,0 +1,191 @@
+"""Shared plumbing of the benchmarks: paths, core pinning, the npm load clients, server
+processes, file-descriptor limits, statistics and version strings.
+
+Servers run as ``python -m bench.serve KIND`` pinned to core 0 and print ``PORT <n>`` once
+listening; load clients are Node.js scripts in ``bench/clients/`` (npm ``ws`` and
+``socket.io-client``, installed at run time with ``npm install --no-save`` into the ignored
+``bench/node_modules``), pinned to core 1, which print one JSON object as their last line.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import typing as t
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+NODE_MODULES = BENCH / "node_modules"
+CLIENTS = BENCH / "clients"
+RESULTS = BENCH / "results"
+
+#: npm packages of the load clients (one ``npm install`` for all: a later ``--no-save``
+#: install would prune packages it was not given).
+NPM_PACKAGES = ("ws@8", "socket.io-client@4")
+SERVER_CORE = 0
+CLIENT_CORE = 1
+#: The file-descriptor limit we ask for (servers and clients hold thousands of sockets).
+NOFILE = 65536
+
+
+def raise_nofile(want: int = NOFILE) -> int:
+    """Raise this process's RLIMIT_NOFILE to ``want`` (the hard limit too, where allowed, as
+    for root), else as far as the hard limit goes; children inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(want, hard)))
+        except (ValueError, OSError):
+            target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+            with contextlib.suppress(ValueError, OSError):
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def pinned(core: int, argv: list[str]) -> list[str]:
+    """``argv`` run on one core (``taskset`` execs, so the pid stays the program's)."""
+    return (["taskset", "-c", str(core)] if shutil.which("taskset") else []) + argv
+
+
+def ensure_node_packages(quiet: bool = False) -> None:
+    """Install the npm load-client packages into ``bench/node_modules`` (not saved)."""
+    wanted = [p.rsplit("@", 1)[0] for p in NPM_PACKAGES]
+    if all((NODE_MODULES / name / "package.json").is_file() for name in wanted):
+        return
+    if not quiet:
+        print(f"installing npm {' '.join(NPM_PACKAGES)} into bench/node_modules (not saved)",
+              flush=True)
+    subprocess.run(["npm", "install", "--no-save", "--no-audit", "--no-fund", "--silent",
+                    *NPM_PACKAGES], cwd=BENCH, check=True, timeout=300,
+                   stdout=subprocess.DEVNULL)
+
+
+def npm_version(name: str) -> str:
+    try:
+        return str(json.loads((NODE_MODULES / name / "package.json").read_text())["version"])
+    except (OSError, ValueError, KeyError):
+        return "?"
+
+
+class Server:
+    """A server under test in its own process (``python -m bench.serve KIND``), pinned."""
+
+    def __init__(self, kind: str, *extra: str, core: int = SERVER_CORE,
+                 start_timeout: float = 30.0) -> None:
+        self.kind = kind
+        self.argv = pinned(core, [sys.executable, "-m", "bench.serve", kind, *extra])
+        self.start_timeout = start_timeout
+        self.proc: subprocess.Popen[str] | None = None
+        self.port = 0
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def __enter__(self) -> Server:
+        self.proc = subprocess.Popen(self.argv, cwd=ROOT, stdout=subprocess.PIPE,
+                                     stdin=subprocess.DEVNULL, text=True)
+        try:
+            self.port = self._read_port()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _read_port(self) -> int:
+        import selectors
+
+        assert self.proc is not None and self.proc.stdout is not None
+        deadline = time.monotonic() + self.start_timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not sel.select(left):
+                    raise RuntimeError(f"server {self.kind} did not start in time")
+                line = self.proc.stdout.readline()
+                if not line:
+                    raise RuntimeError(f"server {self.kind} exited: {self.proc.wait()}")
+                if line.startswith("PORT "):
+                    return int(line.split()[1])
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def run_client(script: str, params: dict[str, t.Any], timeout: float,
+               core: int = CLIENT_CORE) -> dict[str, t.Any]:
+    """Run ``bench/clients/<script>`` with ``params`` (JSON); return its last JSON line."""
+    argv = pinned(core, ["node", str(CLIENTS / script), json.dumps(params)])
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=BENCH)
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(f"{script} {params.get('mode')} timed out after {timeout:.0f} s") \
+            from exc
+    lines = [ln for ln in out.stdout.strip().splitlines() if ln.startswith("{")]
+    if out.returncode != 0 or not lines:
+        raise RuntimeError(f"{script} {params.get('mode')} failed ({out.returncode}): "
+                           f"{(out.stderr or out.stdout)[-800:]}")
+    return t.cast("dict[str, t.Any]", json.loads(lines[-1]))
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of a process, in KiB, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def summary(values: list[float]) -> dict[str, t.Any]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "runs": values}
+
+
+def versions(extra: t.Iterable[str] = ()) -> dict[str, str]:
+    """Versions of everything measured, and the machine."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def pyver(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    cpu = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    info = {"python": platform.python_version(), "platform": platform.platform(terse=True),
+            "cpu": f"{cpu} ({os.cpu_count()} cores)", "node": node}
+    for name in ("flask_sente", "flask", "gevent", "gevent-websocket", *extra):
+        info[name] = pyver(name)
+    for name in ("ws", "socket.io-client"):
+        info[f"{name} (npm)"] = npm_version(name)
+    return info

@@ -1,0 +1,26 @@
+"""Helpers for the gevent-based servers (imported after monkey-patching)."""
+from __future__ import annotations
+
+import socket
+import typing as t
+
+
+def announce(server: t.Any) -> None:
+    """Start ``server`` (a gevent StreamServer), print its port, serve until killed."""
+    server.start()
+    print(f"PORT {server.server_port}", flush=True)
+    server.serve_forever()
+
+
+def nodelay_handler(base: type) -> type:
+    """``base`` (a pywsgi handler class) that sets TCP_NODELAY on each accepted socket."""
+
+    class NoDelayHandler(base):  # type: ignore[misc, valid-type]
+        def handle(self) -> None:
+            try:
+                self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+            super().handle()
+
+    return NoDelayHandler

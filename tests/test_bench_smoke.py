@@ -1,0 +1,61 @@
+"""Smoke test of the benchmark harness (``python -m bench --smoke``).
+
+Checks only that the harness runs end to end and produces numbers: flask_sente and raw
+gevent-websocket servers in their own processes, the Node.js load clients, the table. No
+timing is asserted. Skipped where Node.js / npm are missing (the load clients need them).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import typing as t
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("node") is None or shutil.which("npm") is None,
+    reason="the benchmark's load clients need node and npm",
+)
+
+
+def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m ...`` in its own process group; on timeout end that group."""
+    proc = subprocess.Popen([sys.executable, *argv], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # the harness, its servers and clients
+            proc.communicate(timeout=10)
+
+
+def test_bench_smoke_produces_numbers(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    # The first run may install the npm clients into bench/node_modules.
+    done = _run(["-m", "bench", "--smoke", "--json", str(out)], timeout=100)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "| workload |" in done.stdout and "flask_sente" in done.stdout
+    results: dict[str, dict[str, list[dict[str, t.Any]]]] = json.loads(
+        out.read_text())["results"]
+    assert set(results) == {"W1", "W2", "W3", "W4", "W5"}
+    for key, servers in results.items():
+        expected = {"sente"} if key == "W4" else {"sente", "raw"}
+        assert set(servers) == expected, key
+        for server, runs in servers.items():
+            assert runs and all(isinstance(r.get("metric"), (int, float)) for r in runs), \
+                (key, server, runs)
+
+
+def test_echo_benchmark_command_still_loads() -> None:
+    done = _run(["-m", "bench.echo", "--help"], timeout=30)
+    assert done.returncode == 0, done.stdout
+    assert "--connections" in done.stdout
