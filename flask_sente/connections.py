@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import time
 import typing as t
 
 import gevent
@@ -206,6 +207,9 @@ class WsConnection:
         self.request = request
         self.conn_id = new_conn_id()
         self.open = True
+        #: Keep-alive state, kept by the reader and checked by the hub's sweeper (monotonic).
+        self.last_seen = time.monotonic()
+        self.pinged_at: float | None = None
         self._queue: gevent.queue.Queue[t.Any] = gevent.queue.Queue(hub.options.send_queue_size)
         self._writer: gevent.Greenlet | None = None
 

@@ -105,6 +105,7 @@ class Hub:
         self._lp_timeout_packed = packer.pack(wire.LP_TIMEOUT)
         self._ack_packed = packer.pack(wire.ACK)
         self._ping_packed = packer.pack(wire.PING)
+        self._sweeper: t.Any = None
         self.closed = False
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -124,6 +125,9 @@ class Hub:
         if self.closed:
             return
         self.closed = True
+        if self._sweeper is not None:
+            self._sweeper.close()
+            self._sweeper = None
         for buf in self._buffers.values():
             if buf.timer is not None:
                 buf.timer.close()
@@ -228,6 +232,8 @@ class Hub:
         conn.offer(self.packer.pack(wire.handshake(uid, handshake_data)))
         conn.start()
         self._add(conn)
+        if self._sweeper is None:
+            self._start_sweeper()
         try:
             self._read_loop(conn)
         finally:
@@ -236,40 +242,60 @@ class Hub:
                              self._remove_if_current, "ws", uid, client_id, conn.conn_id)
 
     def _read_loop(self, conn: WsConnection) -> None:
-        ws = conn.ws
-        keepalive = self.options.ws_keepalive
-        ping_timeout = self.options.ws_ping_timeout
+        """Read messages until the socket closes. Keep-alive is the sweeper's job: a read
+        needs no timer of its own (one per message cost more than the event's own work)."""
+        receive = conn.ws.receive
+        on_message = self._on_ws_message
         clock = time.monotonic
-        last_seen = clock()
-        pinged_at: float | None = None
         while True:
-            if keepalive is None:
-                timeout = None
-            elif pinged_at is None:
-                timeout = max(0.0, last_seen + keepalive - clock())
-            else:
-                timeout = max(0.0, pinged_at + (ping_timeout or keepalive) - clock())
             try:
-                data = ws.receive(timeout)
+                data = receive()
             except ConnectionClosed:
                 return
             if data is None:
-                now = clock()
-                if pinged_at is None:
-                    if now - last_seen >= t.cast(float, keepalive):
-                        conn.offer(self._ping_packed)
-                        pinged_at = now
-                elif ping_timeout is not None:
-                    logger.info("closing a silent WebSocket (uid=%r, client_id=%r)",
-                                conn.uid, conn.client_id)
-                    conn.close_now(wire.CLOSE_PING_TIMEOUT, "ping timeout")
-                    return
-                else:
-                    pinged_at = None  # no timeout configured: just keep pinging
                 continue
-            last_seen = clock()
-            pinged_at = None
-            self._on_ws_message(conn, data)
+            conn.last_seen = clock()
+            conn.pinged_at = None
+            on_message(conn, data)
+
+    def _start_sweeper(self) -> None:
+        """One periodic timer per hub checks every WebSocket's keep-alive: ping one silent
+        for ``ws_keepalive``, close (4002) one that then stays silent ``ws_ping_timeout``.
+        It runs every quarter of the shorter of the two (at most every second)."""
+        keepalive = self.options.ws_keepalive
+        if keepalive is None or self.closed:
+            return
+        ping_timeout = self.options.ws_ping_timeout
+        interval = min(1.0, keepalive / 4, (ping_timeout or keepalive) / 4)
+        timer = gevent.get_hub().loop.timer(interval, interval, ref=False)
+        timer.start(self._sweep)
+        self._sweeper = timer
+
+    def _sweep(self) -> None:
+        """Runs in the event loop: it must not block (it only offers and spawns)."""
+        try:
+            keepalive = t.cast(float, self.options.ws_keepalive)
+            ping_timeout = self.options.ws_ping_timeout
+            now = time.monotonic()
+            for clients in self._clients["ws"].values():
+                for conn in clients.values():
+                    if not conn.open:
+                        continue
+                    if conn.pinged_at is None:
+                        if now - conn.last_seen >= keepalive:
+                            conn.pinged_at = now
+                            conn.offer(self._ping_packed)
+                    elif ping_timeout is None:
+                        if now - conn.pinged_at >= keepalive:  # no timeout: keep pinging
+                            conn.pinged_at = now
+                            conn.offer(self._ping_packed)
+                    elif now - conn.pinged_at >= ping_timeout:
+                        logger.info("closing a silent WebSocket (uid=%r, client_id=%r)",
+                                    conn.uid, conn.client_id)
+                        conn.open = False
+                        self.spawn(conn.close_now, wire.CLOSE_PING_TIMEOUT, "ping timeout")
+        except Exception:  # runs in the event loop: never let it raise there
+            logger.exception("keep-alive sweep failed")
 
     def _on_ws_message(self, conn: WsConnection, data: str | bytes) -> None:
         try:
