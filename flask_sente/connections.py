@@ -3,12 +3,13 @@
 :class:`EventMsg` is the handler's view of one event; its reply slot (:class:`Replier`)
 fires once and knows its way back — the sender's WebSocket, tagged with the cb_id, or the
 body of the Ajax POST that carried the event. :class:`WsConnection` owns one socket's
-bounded outbound queue and its single writer greenlet; :class:`AjaxClient` keeps a
-long-polling client's parked poll and backlog between polls. The hub (``hub.py``) keeps the
-tables of these objects; nothing here imports Flask.
+outbound messages (written at once, or queued for a writer greenlet started on demand);
+:class:`AjaxClient` keeps a long-polling client's parked poll and backlog between polls.
+The hub (``hub.py``) keeps the tables of these objects; nothing here imports Flask.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
 import logging
@@ -17,12 +18,12 @@ import typing as t
 
 import gevent
 import gevent.event
-import gevent.queue
 
 from .exceptions import ConnectionClosed
 from .protocol import events as ev
 from .protocol import wire
 from .protocol.packers import Packer
+from .transports.base import PARTIAL, SENT
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from .hub import Hub
@@ -194,7 +195,13 @@ _CLOSE = object()
 
 
 class WsConnection:
-    """Hub-side state of one WebSocket: its outbound queue and writer greenlet."""
+    """Hub-side state of one WebSocket: keep-alive bookkeeping and its outbound queue.
+
+    A message is written at once when the socket takes it without waiting (the usual case:
+    no queue, no greenlet switch); otherwise it is queued, and a writer greenlet — started
+    then, ending when the queue is empty — writes the queue in order. So an idle connection
+    has no writer greenlet at all, and a reply costs no extra switch.
+    """
 
     transport: Transport = "ws"
 
@@ -210,20 +217,32 @@ class WsConnection:
         #: Keep-alive state, kept by the reader and checked by the hub's sweeper (monotonic).
         self.last_seen = time.monotonic()
         self.pinged_at: float | None = None
-        self._queue: gevent.queue.Queue[t.Any] = gevent.queue.Queue(hub.options.send_queue_size)
+        self._pending: collections.deque[t.Any] | None = None
         self._writer: gevent.Greenlet | None = None
-
-    def start(self) -> None:
-        self._writer = self.hub.spawn(self._write_loop)
+        self._send_nowait: t.Callable[[t.Any], int] | None = getattr(ws, "send_nowait", None)
 
     def offer(self, packed: str | bytes) -> bool:
-        """Queue a message for the writer; a full queue closes the socket (client too slow)."""
+        """Send or queue a message; a full queue closes the socket (client too slow).
+
+        Never blocks: it may run in a timer callback of the event loop.
+        """
         if not self.open:
             return False
-        try:
-            self._queue.put_nowait(packed)
-            return True
-        except gevent.queue.Full:
+        if self._writer is None and self._send_nowait is not None:
+            try:
+                state = self._send_nowait(packed)
+            except ConnectionClosed:
+                self.open = False
+                return False
+            if state == SENT:
+                return True
+            if state == PARTIAL:
+                self._writer = self.hub.spawn(self._write_loop)
+                return True
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = collections.deque()
+        if len(pending) >= self.hub.options.send_queue_size:
             logger.warning("closing a client that does not keep up (uid=%r, client_id=%r)",
                            self.uid, self.client_id)
             self.open = False
@@ -231,40 +250,50 @@ class WsConnection:
             # block: close from a greenlet of our own.
             self.hub.spawn(self.ws.close, wire.CLOSE_TOO_SLOW, "client too slow")
             return False
+        pending.append(packed)
+        if self._writer is None:
+            self._writer = self.hub.spawn(self._write_loop)
+        return True
 
     def close(self, code: int, reason: str) -> None:
         """Close after what is already queued has been written."""
         if not self.open:
             return
         self.open = False
-        try:
-            self._queue.put_nowait((_CLOSE, code, reason))
-        except gevent.queue.Full:
-            self.ws.close(code, reason)
+        if self._pending is None:
+            self._pending = collections.deque()
+        self._pending.append((_CLOSE, code, reason))
+        if self._writer is None:
+            self._writer = self.hub.spawn(self._write_loop)
 
     def close_now(self, code: int, reason: str) -> None:
         self.open = False
         self.ws.close(code, reason)
 
     def _write_loop(self) -> None:
-        get = self._queue.get
-        send = self.ws.send
+        ws = self.ws
         try:
-            while True:
-                item = get()
+            flush = getattr(ws, "flush", None)
+            if flush is not None:
+                flush()
+            pending = self._pending
+            while pending:
+                item = pending.popleft()
                 if type(item) is tuple and item[0] is _CLOSE:
-                    self.ws.close(item[1], item[2])
+                    self.open = False
+                    ws.close(item[1], item[2])
                     return
-                send(item)
+                ws.send(item)
         except ConnectionClosed:
-            pass
-        finally:
             self.open = False
+        finally:
+            self._writer = None
 
     def stop_writer(self) -> None:
         self.open = False
-        if self._writer is not None and not self._writer.dead:
-            self._writer.kill(block=False)
+        writer = self._writer
+        if writer is not None and not writer.dead:
+            writer.kill(block=False)
 
 
 class AjaxClient:

@@ -11,9 +11,9 @@ Delivery rules, per client:
 * pushes keep their send order, ``flush=True`` or not: every push enters the same
   per-transport buffer with a sequence number, and a flush drains the whole buffer in order;
 * a batch is packed once per distinct event list (once for a whole broadcast);
-* a WebSocket client gets its messages through a bounded queue drained by one writer
-  greenlet (the only greenlet that writes to that socket); a client that lets it fill up is
-  closed with 1013 and reconnects;
+* a WebSocket message is written at once when the socket takes it without waiting, else
+  queued in a bounded queue that a writer greenlet (started on demand) drains in order; a
+  client that lets the queue fill up is closed with 1013 and reconnects;
 * an Ajax client between two polls, or inside its grace window, keeps what was pushed to it
   (bounded the same way) and gets it with its next poll.
 """
@@ -230,7 +230,6 @@ class Hub:
         """
         conn = WsConnection(self, ws, uid, client_id, request)
         conn.offer(self.packer.pack(wire.handshake(uid, handshake_data)))
-        conn.start()
         self._add(conn)
         if self._sweeper is None:
             self._start_sweeper()

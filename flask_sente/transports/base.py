@@ -19,6 +19,14 @@ UPGRADE_ENVIRON_KEY = "flask_sente.websocket_upgrade"
 #: so parked long-polls are answered at once instead of being killed with a 500.
 STOP_CALLBACKS_ENVIRON_KEY = "flask_sente.stop_callbacks"
 
+#: Results of the optional fast path ``send_nowait(message)`` a WebSocket may offer (the hub
+#: uses it when present; without it every message goes through ``send`` on a writer
+#: greenlet). ``send_nowait`` never waits, so it may run in the event loop itself:
+#: SENT - the whole frame went to the kernel;
+#: PARTIAL - part of it did and the socket holds the rest: a greenlet must call ``flush()``;
+#: BUSY - nothing was written (another write is in progress): use ``send`` instead.
+SENT, PARTIAL, BUSY = 0, 1, 2
+
 
 @t.runtime_checkable
 class WebSocket(t.Protocol):

@@ -16,6 +16,7 @@ import struct
 import typing as t
 
 import gevent
+import gevent.socket
 from gevent import Timeout
 from gevent.lock import Semaphore
 
@@ -27,6 +28,7 @@ from ..protocol.wire import (
     CLOSE_PROTOCOL_ERROR,
     CLOSE_TOO_BIG,
 )
+from .base import BUSY, PARTIAL, SENT
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +103,8 @@ class ServerWebSocket:
     """
 
     __slots__ = (
-        "_sock", "_recv", "_send", "_sendall", "_wlock", "_buf", "_max", "_peer",
+        "_sock", "_recv", "_send", "_sendall", "_raw_send", "_tail", "_wlock", "_buf", "_max",
+        "_peer",
         "_frag_op", "_frag_parts", "_frag_size", "_frag_decoder",
         "_close_sent", "_close_received", "_dead", "_code", "_reason",
         "_close_timer", "_close_timeout", "_reading",
@@ -120,6 +123,10 @@ class ServerWebSocket:
         self._recv = sock.recv
         self._send = sock.send
         self._sendall = sock.sendall
+        # The OS socket under a plain gevent socket (never under TLS), for send_nowait.
+        self._raw_send = sock._sock.send if type(sock) is gevent.socket.socket else None
+        #: What send_nowait could not write of its frame: written before anything else.
+        self._tail: memoryview | None = None
         self._wlock = Semaphore()
         self._buf = bytearray(buffered)
         self._max = max_message_size or 0
@@ -349,6 +356,52 @@ class ServerWebSocket:
         finally:
             wlock.release()
 
+    def send_nowait(self, message: str | bytes) -> int:
+        """Write one message now if that needs no waiting: never blocks or switches, so it
+        may run in the event loop itself. Returns ``SENT``; ``PARTIAL`` when the kernel took
+        only part of the frame (the rest is held and goes out before anything else: call
+        :meth:`flush` from a greenlet); or ``BUSY`` when nothing was written because another
+        write is in progress (use :meth:`send`). Raises ConnectionClosed like ``send``.
+        """
+        raw = self._raw_send
+        if raw is None or self._tail is not None or self._wlock.locked():
+            return BUSY
+        if self._close_sent or self._close_received or self._dead:
+            raise self._closed_error()
+        if isinstance(message, str):
+            frame = _frame(0x80 | OP_TEXT, message.encode("utf-8"))
+        else:
+            frame = _frame(0x80 | OP_BINARY, bytes(message))
+        try:
+            sent = raw(frame)
+        except BlockingIOError:
+            sent = 0
+        except OSError as ex:
+            self._write_failed(ex)
+        if sent == len(frame):
+            return SENT
+        self._tail = memoryview(frame)[sent:]
+        return PARTIAL
+
+    def flush(self) -> None:
+        """Write what :meth:`send_nowait` left over, waiting for the peer as needed."""
+        if self._tail is None:
+            return
+        wlock = self._wlock
+        wlock.acquire()
+        try:
+            if self._tail is not None and not self._dead:
+                self._write_locked(b"")
+        finally:
+            wlock.release()
+
+    def _write_failed(self, ex: OSError) -> t.NoReturn:
+        log.debug("websocket %r: write failed: %s", self._peer, ex)
+        if self._code is None:
+            self._code, self._reason = CLOSE_ABNORMAL, "connection lost"
+        self._teardown()
+        raise self._closed_error("connection lost") from None
+
     def _write_locked(self, frame: bytes) -> None:
         """Write one whole frame; the caller holds ``_wlock``.
 
@@ -361,15 +414,17 @@ class ServerWebSocket:
         ever be written again: the socket is torn down before the exception goes on.
         """
         try:
+            tail = self._tail
+            if tail is not None:  # the rest of a frame send_nowait began: first, whole
+                self._tail = None
+                self._sendall(tail)
+            if not frame:
+                return
             sent = self._send(frame)
             if sent < len(frame):
                 self._sendall(memoryview(frame)[sent:])
         except OSError as ex:
-            log.debug("websocket %r: write failed: %s", self._peer, ex)
-            if self._code is None:
-                self._code, self._reason = CLOSE_ABNORMAL, "connection lost"
-            self._teardown()
-            raise self._closed_error("connection lost") from None
+            self._write_failed(ex)
         except BaseException:
             if self._code is None:
                 self._code, self._reason = CLOSE_ABNORMAL, "write interrupted"
