@@ -1,10 +1,12 @@
-"""Router: event id -> handler, run in a bounded greenlet pool.
+"""Router: event id -> handler, run on a bounded set of reused worker greenlets.
 
 Handlers never run on a transport's greenlet: a reader hands each event to :meth:`Router.dispatch`,
-which spawns the handler into a :class:`gevent.pool.Pool`. When the pool is full, ``dispatch``
-waits, so a flood of events slows its own sender's reads rather than growing memory. An
-exception in a handler is logged with the uid and client id, answers a pending reply with
-``chsk/error``, and never stops the router.
+which gives it to an idle worker greenlet, or starts a new one. At most ``pool_size`` handlers
+run (or wait to) at once; beyond that ``dispatch`` waits, so a flood of events slows its own
+sender's reads rather than growing memory. Workers are reused — starting a greenlet costs
+more than a typical handler — and up to ``MAX_IDLE_WORKERS`` of them wait for the next event;
+the others end when they find nothing to do. An exception in a handler is logged with the
+uid and client id, answers a pending reply with ``chsk/error``, and never stops the router.
 """
 from __future__ import annotations
 
@@ -12,8 +14,11 @@ import contextlib
 import logging
 import typing as t
 
+import gevent
+import gevent.lock
 import gevent.pool
 import gevent.queue
+from gevent.hub import Waiter
 
 from .protocol import events as ev
 
@@ -25,6 +30,8 @@ logger = logging.getLogger("flask_sente")
 Handler = t.Callable[["EventMsg"], t.Any]
 #: Catch-all key in the handler registry: runs for ids nobody else handles.
 DEFAULT = "*"
+#: Worker greenlets kept waiting for the next event after a burst (each costs a few KiB).
+MAX_IDLE_WORKERS = 256
 
 
 class Router:
@@ -40,7 +47,11 @@ class Router:
     ) -> None:
         self._handlers = handlers
         self._context = context
-        self._pool = gevent.pool.Pool(pool_size)
+        self._slots = gevent.lock.Semaphore(pool_size)
+        self._workers = gevent.pool.Group()
+        self._idle: list[Waiter] = []
+        self._max_idle = min(MAX_IDLE_WORKERS, pool_size)
+        self._closed = False
         self._mailbox: gevent.queue.Queue[EventMsg] = gevent.queue.Queue(receive_queue_size)
         self._mailbox_used = False
         self._warned: set[str] = set()
@@ -49,7 +60,12 @@ class Router:
         """Hand one event to its handler (or the catch-all, or ``receive()``); may wait."""
         handler = self._handlers.get(msg.id) or self._handlers.get(DEFAULT)
         if handler is not None:
-            self._pool.spawn(self._run, handler, msg)
+            self._slots.acquire()  # waits while pool_size handlers are running
+            if self._idle:
+                waiter = self._idle.pop()
+                gevent.get_hub().loop.run_callback(waiter.switch, (handler, msg))
+            else:
+                self._workers.spawn(self._work, handler, msg)
         elif self._mailbox_used:
             self._mailbox.put(msg)
         elif not ev.is_reserved(msg.id):
@@ -68,7 +84,24 @@ class Router:
             return None
 
     def close(self) -> None:
-        self._pool.kill(block=True, timeout=5)
+        self._closed = True
+        self._idle.clear()
+        self._workers.kill(block=True, timeout=5)
+
+    def _work(self, handler: Handler, msg: EventMsg) -> None:
+        """A worker greenlet: run this event's handler, then wait for the next (or end)."""
+        idle = self._idle
+        while True:
+            try:
+                self._run(handler, msg)
+            finally:
+                self._slots.release()
+            del handler, msg  # hold no event while idle
+            if self._closed or len(idle) >= self._max_idle:
+                return
+            waiter = Waiter()
+            idle.append(waiter)
+            handler, msg = waiter.get()
 
     def _run(self, handler: Handler, msg: EventMsg) -> None:
         try:
