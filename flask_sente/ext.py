@@ -86,7 +86,7 @@ class Sente:
         router = Router(self._handlers, pool_size=options.handler_pool_size,
                         receive_queue_size=options.receive_queue_size,
                         context=app.app_context)
-        hub = Hub(options, packer, router.dispatch, signal_sender=app)
+        hub = Hub(options, packer, router.dispatch, signal_sender=app, wants=router.wants)
         app.extensions["sente"] = AppState(self, options, packer, hub, router)
         app.register_blueprint(make_blueprint(options.url))
         app.jinja_env.globals["sente_csrf_token"] = self.csrf_token
@@ -190,7 +190,7 @@ class Sente:
                               receive_queue_size=state.options.receive_queue_size,
                               context=state.router._context)
         state.hub = Hub(state.options, state.packer, state.router.dispatch,
-                        signal_sender=state.hub._sender)
+                        signal_sender=state.hub._sender, wants=state.router.wants)
 
     def csrf_token(self) -> str:
         """The CSRF token clients must send; stored in the Flask session on first use.

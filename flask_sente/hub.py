@@ -86,10 +86,14 @@ class Hub:
         dispatch: t.Callable[[EventMsg], None],
         *,
         signal_sender: t.Any = None,
+        wants: t.Callable[[str], bool] | None = None,
     ) -> None:
         self.options = options
         self.packer = packer
         self._dispatch = dispatch
+        #: Whether an event id would reach anybody (the router's ``wants``): system events
+        #: nobody wants are not dispatched at all — each would cost a greenlet.
+        self._wants = wants
         self._sender = signal_sender
         self._group = gevent.pool.Group()
         self._clients: dict[Transport, dict[t.Any, dict[str, t.Any]]] = {"ws": {}, "ajax": {}}
@@ -178,7 +182,7 @@ class Hub:
     def _system_event(self, event_id: str, data: t.Any, uid: t.Any = None,
                       client_id: str | None = None, transport: str | None = None,
                       request: RequestInfo | None = None) -> None:
-        if self.closed:
+        if self.closed or (self._wants is not None and not self._wants(event_id)):
             return
         msg = EventMsg((event_id, data), data if uid is None else uid, client_id, transport,
                        request)

@@ -71,6 +71,12 @@ class Router:
         elif not ev.is_reserved(msg.id):
             self._unhandled(msg)
 
+    def wants(self, event_id: str) -> bool:
+        """Whether :meth:`dispatch` would do anything with an event of this id: a handler,
+        the catch-all, ``receive()``, or the "no handler" answer to an application id."""
+        return (event_id in self._handlers or DEFAULT in self._handlers
+                or self._mailbox_used or not ev.is_reserved(event_id))
+
     def receive(self, timeout: float | None = None) -> EventMsg | None:
         """The next event no handler took, or None after ``timeout`` seconds.
 
