@@ -12,6 +12,7 @@ because it needs the session: client-id -> protocol/packer -> CSRF -> origin -> 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import typing as t
@@ -100,7 +101,13 @@ def _chsk() -> Response:
     if upgrade is not None:
         handshake_data = state.sente._call_handshake_data(state, uid, client_id)
         ws = upgrade.accept(max_message_size=opts.max_message_size)
-        state.hub.serve_websocket(ws, uid, client_id, info, handshake_data)
+        serve = functools.partial(state.hub.serve_websocket, ws, uid, client_id, info,
+                                  handshake_data)
+        defer = getattr(upgrade, "serve_after_response", None)
+        if defer is not None:
+            defer(serve)  # once this view has returned and Flask has released the request
+        else:
+            serve()
         return Response(status=200)  # discarded by the handler: the 101 went out already
     if request.headers.get("Upgrade", "").lower() == "websocket":
         return _text(400, "This server cannot upgrade to WebSocket; run the app with "

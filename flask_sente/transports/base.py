@@ -73,3 +73,7 @@ class WebSocketUpgrade(t.Protocol):
 
     def accept(self, *, max_message_size: int = 1 << 20) -> WebSocket:
         """Send the 101 response and return the socket. Call at most once."""
+
+    # Optional: ``serve_after_response(fn)`` - run ``fn()`` on the request's greenlet once
+    # the WSGI app has returned (its framework has released the request), then close the
+    # socket. Without it, the app serves the socket inside its view.

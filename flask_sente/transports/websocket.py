@@ -87,13 +87,14 @@ class WebSocketUpgrade:
     goes out then) or returns an ordinary response, which the client reads as such.
     """
 
-    __slots__ = ("_handler", "_key", "_state", "websocket")
+    __slots__ = ("_handler", "_key", "_state", "websocket", "_after")
 
     def __init__(self, handler: SenteHandler, key: str) -> None:
         self._handler: SenteHandler | None = handler
         self._key = key
         self._state = "offered"
         self.websocket: ServerWebSocket | None = None
+        self._after: t.Callable[[], t.Any] | None = None
 
     def accept(self, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> ServerWebSocket:
         """Send the 101 response and return the socket. Call at most once, before the app
@@ -107,6 +108,18 @@ class WebSocketUpgrade:
         self._state = "accepted"
         self.websocket = self._handler._accept_websocket(self._key, max_message_size)
         return self.websocket
+
+    def serve_after_response(self, fn: t.Callable[[], t.Any]) -> None:
+        """After :meth:`accept`: run ``fn()`` on this request's greenlet once the WSGI app
+        has returned, then close the socket as if the app had served it itself.
+
+        By then the framework has released the request (Flask has popped its contexts and
+        run its teardown functions), so a connection that lasts for hours holds neither the
+        framework's request objects nor its call frames: less memory per connection.
+        """
+        if self.websocket is None:
+            raise LocalProtocolError("serve_after_response() needs an accepted upgrade")
+        self._after = fn
 
     def _end(self, state: str) -> None:
         if self._state == "offered":
@@ -218,6 +231,18 @@ class SenteHandler(WebSocketHandler):
                 self.result = None
                 if close is not None:
                     close()
+                    close = None  # it holds the app's response: not for the socket's life
+            after, upgrade._after = upgrade._after, None
+            if after is not None and not failed:
+                failed = True
+                # The app is done with the request: drop what it cached in the environ.
+                self.environ.pop("werkzeug.request", None)
+                try:
+                    after()
+                    failed = False
+                except ConnectionClosed as ex:
+                    log.debug("websocket %r: ended with %s", self.client_address, ex)
+                    failed = False
         finally:
             ws = upgrade.websocket
             if ws is not None:
