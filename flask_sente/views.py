@@ -12,12 +12,13 @@ because it needs the session: client-id -> protocol/packer -> CSRF -> origin -> 
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
 import typing as t
 
-from flask import Blueprint, Response, current_app, request, send_file, session
+from flask import Blueprint, Request, Response, current_app, request, send_file, session
 
 from .exceptions import RemoteProtocolError
 from .connections import RequestInfo
@@ -195,13 +196,57 @@ def _check_authorized(state: AppState, uid: t.Any, client_id: str) -> Response |
 
 
 def _snapshot() -> RequestInfo:
-    return RequestInfo(
-        method=request.method,
-        path=request.path,
-        url=request.url,
-        remote_addr=request.remote_addr,
-        headers=dict(request.headers),
-        cookies=dict(request.cookies),
-        args=request.args.to_dict(),
-        session=dict(session),
-    )
+    return _LazyRequestInfo(request.environ, type(request._get_current_object()),
+                            session._get_current_object())
+
+
+class _LazyRequestInfo(RequestInfo):
+    """A :class:`RequestInfo` filled in on first use from the WSGI environ and the session
+    object of its request, which it keeps until then.
+
+    Most connections never read ``msg.request``, and building the snapshot (the URL above
+    all) cost about as much as the rest of a WebSocket handshake's bookkeeping.
+    """
+
+    def __init__(self, environ: dict[str, t.Any], request_class: type[Request],
+                 session_obj: t.Any) -> None:  # not the dataclass __init__: fields come later
+        object.__setattr__(self, "_source", (environ, request_class, session_obj))
+
+    def _values(self) -> dict[str, t.Any]:
+        values: dict[str, t.Any] | None = self.__dict__.get("_loaded")
+        if values is None:
+            environ, request_class, session_obj = self.__dict__["_source"]
+            req = request_class(environ, shallow=True)  # reads no body, caches nothing
+            values = {
+                "method": req.method,
+                "path": req.path,
+                "url": req.url,
+                "remote_addr": req.remote_addr,
+                "headers": dict(req.headers),
+                "cookies": dict(req.cookies),
+                "args": req.args.to_dict(),
+                "session": dict(session_obj),
+            }
+            object.__setattr__(self, "_loaded", values)
+            object.__setattr__(self, "_source", None)
+        return values
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RequestInfo):
+            return all(getattr(self, n) == getattr(other, n) for n in _INFO_FIELDS)
+        return NotImplemented
+
+    __hash__ = RequestInfo.__hash__
+
+    def __repr__(self) -> str:
+        return "RequestInfo(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in _INFO_FIELDS) + ")"
+
+    def __reduce__(self) -> t.Any:
+        return (RequestInfo, tuple(getattr(self, n) for n in _INFO_FIELDS))
+
+
+_INFO_FIELDS = tuple(f.name for f in dataclasses.fields(RequestInfo))
+for _name in _INFO_FIELDS:
+    setattr(_LazyRequestInfo, _name,
+            property(lambda self, _n=_name: self._values()[_n]))  # type: ignore[misc]
+del _name
