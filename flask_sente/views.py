@@ -109,8 +109,10 @@ def _chsk() -> Response:
             defer(serve)  # once this view has returned and Flask has released the request
         else:
             serve()
-        return Response(status=200)  # discarded by the handler: the 101 went out already
-    if request.headers.get("Upgrade", "").lower() == "websocket":
+        # Discarded by the handler (the 101 went out already); a content type given up
+        # front spares werkzeug a header lookup that raises when it misses.
+        return Response(status=200, content_type="text/plain")
+    if request.environ.get("HTTP_UPGRADE", "").lower() == "websocket":
         return _text(400, "This server cannot upgrade to WebSocket; run the app with "
                           "flask_sente.run() or gunicorn -k flask_sente.worker.SenteWorker "
                           "(clients fall back to Ajax)")
@@ -151,8 +153,9 @@ def _packed(state: AppState, body: str | bytes) -> Response:
 
 
 def _supplied_csrf_token() -> str | None:
-    return (request.args.get("csrf-token") or request.headers.get("X-CSRF-Token")
-            or request.headers.get("X-XSRF-Token") or (
+    environ = request.environ  # a missing header costs werkzeug an exception; not the environ
+    return (request.args.get("csrf-token") or environ.get("HTTP_X_CSRF_TOKEN")
+            or environ.get("HTTP_X_XSRF_TOKEN") or (
                 request.form.get("csrf-token") if request.method == "POST" and
                 request.mimetype == "application/x-www-form-urlencoded" else None))
 
@@ -176,8 +179,11 @@ def _check_csrf(state: AppState) -> Response | None:
 
 
 def _check_origin(state: AppState) -> Response | None:
-    origin = request.headers.get("Origin")
-    if origin_allowed(state.options.allowed_origins, origin, request.host_url):
+    origin = request.environ.get("HTTP_ORIGIN")
+    # The own origin from scheme and Host as sent (punycode, like browsers' Origin), not
+    # host_url: that one decodes IDNs and is the dearest part of a handshake.
+    if origin is None or origin_allowed(state.options.allowed_origins, origin,
+                                        f"{request.scheme}://{request.host}"):
         return None
     return _text(403, f"Unauthorized origin {origin!r}: allow it with the allowed_origins "
                       f"option (SENTE_ALLOWED_ORIGINS)")
