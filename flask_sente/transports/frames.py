@@ -118,6 +118,7 @@ class ServerWebSocket:
         buffered: bytes = b"",
         close_timeout: float | None = CLOSE_TIMEOUT,
         peer: t.Any = None,
+        unsent: bytes = b"",
     ) -> None:
         self._sock = sock
         self._recv = sock.recv
@@ -125,8 +126,10 @@ class ServerWebSocket:
         self._sendall = sock.sendall
         # The OS socket under a plain gevent socket (never under TLS), for send_nowait.
         self._raw_send = sock._sock.send if type(sock) is gevent.socket.socket else None
-        #: What send_nowait could not write of its frame: written before anything else.
-        self._tail: memoryview | None = None
+        #: Bytes owed to the peer before any frame: what send_nowait could not write of its
+        #: frame, or (``unsent``) the 101 response, so that it leaves in one segment with
+        #: the first message. Written before anything else, and before waiting to read.
+        self._tail: memoryview | None = memoryview(unsent) if unsent else None
         self._wlock = Semaphore()
         self._buf = bytearray(buffered)
         self._max = max_message_size or 0
@@ -234,6 +237,8 @@ class ServerWebSocket:
                         continue
             # Need more bytes. The timeout covers the wait only: frames are parsed outside
             # it and writes never run under it, so a timeout cannot cut a frame in half.
+            if self._tail is not None:
+                self.flush()  # the peer may be waiting for the 101 before it says anything
             if deadline is None:
                 data = self._recv_or_close(None)
             else:
@@ -364,7 +369,7 @@ class ServerWebSocket:
         write is in progress (use :meth:`send`). Raises ConnectionClosed like ``send``.
         """
         raw = self._raw_send
-        if raw is None or self._tail is not None or self._wlock.locked():
+        if raw is None or self._wlock.locked():
             return BUSY
         if self._close_sent or self._close_received or self._dead:
             raise self._closed_error()
@@ -372,6 +377,10 @@ class ServerWebSocket:
             frame = _frame(0x80 | OP_TEXT, message.encode("utf-8"))
         else:
             frame = _frame(0x80 | OP_BINARY, bytes(message))
+        tail = self._tail
+        if tail is not None:
+            self._tail = None
+            frame = bytes(tail) + frame
         try:
             sent = raw(frame)
         except BlockingIOError:

@@ -62,7 +62,6 @@ from ..protocol.wire import CLOSE_NORMAL, CLOSE_SERVER_ERROR
 from .base import STOP_CALLBACKS_ENVIRON_KEY, UPGRADE_ENVIRON_KEY
 from .frames import (
     _GUID,
-    CLOSE_ABNORMAL,
     CLOSE_TIMEOUT,
     DEFAULT_MAX_MESSAGE_SIZE,
     RECV_SIZE,
@@ -339,18 +338,16 @@ class SenteHandler(WebSocketHandler):
         self.connection_upgraded = True
         self.close_connection = True
         buffered = self._take_buffered_input()
-        try:
-            self.socket.sendall(raw)
-        except OSError as ex:
-            log.debug("websocket %r: client left before the 101: %s", self.client_address, ex)
-            raise ConnectionClosed("client went away before the upgrade", CLOSE_ABNORMAL)
         self.response_length = len(raw)
+        # The 101 leaves with the first frame (one segment, one send), or before the
+        # socket's first read or close, whichever comes first.
         ws = ServerWebSocket(
             self.socket,
             max_message_size=max_message_size,
             buffered=buffered,
             close_timeout=self.close_timeout,
             peer=self.client_address,
+            unsent=raw,
         )
         registry = getattr(self.server, "sente_websockets", None)
         if registry is not None:
