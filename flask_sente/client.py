@@ -348,8 +348,8 @@ class Client:
         ``requests.Session().cookies``) that is also updated from Ajax responses.
     :param params: extra query parameters on every request.
     :param csrf_token: a string, or a callable returning one, read anew for every
-        connection and every Ajax request (``X-CSRF-Token`` header; ``csrf-token``
-        parameter on the WebSocket upgrade).
+        connection and every Ajax request, sent as the ``X-CSRF-Token`` header (on the
+        WebSocket upgrade too, so the token never appears in a URL).
     :param keepalive: seconds without any incoming traffic on a WebSocket before the client
         pings (None disables client pings).
     :param ping_timeout: seconds to wait for the ping's answer (any traffic counts) before
@@ -886,7 +886,7 @@ class Client:
 
     def _open_ws(self, aborter: _Aborter) -> tuple[WebSocket, dict[str, t.Any]]:
         url = self._request_url(ws=True)
-        headers = self._request_headers(url, ajax=False)
+        headers = self._request_headers(url)
         tokens: list[int] = []
         deadline = time.monotonic() + self._connect_timeout
         try:
@@ -1273,23 +1273,21 @@ class Client:
         if handshake:
             query.append(("handshake", "1"))
         if ws:
-            token = self._token()
-            if token:
-                query.append(("csrf-token", token))
             scheme = "wss" if self._http_scheme == "https" else "ws"
         else:
             scheme = self._http_scheme
         return urlunsplit((scheme, self._netloc, self._path, urlencode(query), ""))
 
-    def _request_headers(self, url: str, *, ajax: bool) -> dict[str, str]:
+    def _request_headers(self, url: str) -> dict[str, str]:
         headers = {"User-Agent": "flask_sente-client", **self._headers}
         cookie = self._cookie_header(url)
         if cookie:
             headers["Cookie"] = cookie
-        if ajax:
-            token = self._token()
-            if token:
-                headers["X-CSRF-Token"] = token
+        # Unlike a browser, we can set headers on the WebSocket upgrade too: the token stays
+        # out of URLs (and so out of access logs) on both transports.
+        token = self._token()
+        if token:
+            headers["X-CSRF-Token"] = token
         return headers
 
     def _cookie_header(self, url: str) -> str | None:
@@ -1313,7 +1311,7 @@ class Client:
             conn.connect()
         token = aborter.register(lambda: _shutdown(conn.sock))
         try:
-            headers = self._request_headers(url, ajax=True)
+            headers = self._request_headers(url)
             if body is not None:
                 binary = isinstance(body, bytes)
                 headers["Content-Type"] = ("application/msgpack" if self._packer.name == "msgpack"
