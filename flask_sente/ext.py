@@ -131,13 +131,18 @@ class Sente:
         self._hooks["authorize"] = fn
         return fn
 
+    def _hook(self, state: AppState, name: str) -> t.Callable[..., t.Any] | None:
+        """A hook given as an option for this app, else the one set with the decorator."""
+        return t.cast("t.Callable[..., t.Any] | None",
+                      getattr(state.options, name) or self._hooks.get(name))
+
     def _call_user_id(self, state: AppState, client_id: str) -> t.Any:
-        hook = state.options.user_id or self._hooks.get("user_id")
+        hook = self._hook(state, "user_id")
         uid = hook(client_id) if hook is not None else session.get("uid")
         return config.ANONYMOUS_UID if uid is None else uid
 
     def _call_handshake_data(self, state: AppState, uid: t.Any, client_id: str) -> t.Any:
-        hook = state.options.handshake_data or self._hooks.get("handshake_data")
+        hook = self._hook(state, "handshake_data")
         return hook(uid, client_id) if hook is not None else None
 
     # --- server API ----------------------------------------------------------------------

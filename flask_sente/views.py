@@ -190,7 +190,7 @@ def _check_origin(state: AppState) -> Response | None:
 
 
 def _check_authorized(state: AppState, uid: t.Any, client_id: str) -> Response | None:
-    hook = state.options.authorize or state.sente._hooks.get("authorize")
+    hook = state.sente._hook(state, "authorize")
     if hook is None:
         return None
     verdict = hook(uid, client_id)

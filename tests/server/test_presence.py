@@ -53,7 +53,7 @@ def test_reconnect_within_grace_emits_nothing_and_stale_close_is_ignored():
         h.wait_for(lambda: _closes(h, "cal"))
 
 
-def test_user_stays_connected_while_any_tab_is(server):
+def test_user_stays_connected_while_any_tab_is():
     with running(**GRACE) as h:
         a = h.ws("a", uid="dee")
         b = h.ws("b", uid="dee")
@@ -84,9 +84,9 @@ def test_connected_uids_is_an_immutable_snapshot(server):
 
 
 def test_receive_gives_unhandled_events_to_a_loop():
-    from .conftest import build_app
     from flask_sente.testing import serve
-    import websocket
+
+    from .conftest import build_app
 
     app, sente = build_app()
     with serve(app) as base:

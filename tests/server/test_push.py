@@ -4,8 +4,6 @@ import pytest
 
 from flask_sente import LocalProtocolError
 
-from .conftest import running
-
 
 def _batches(h, ws, count):
     """Collect pushed events from ``count`` push frames."""
