@@ -33,7 +33,7 @@ _EXPORTS = {
     "RemoteProtocolError": ".exceptions", "ReplyError": ".exceptions",
     "ReplyTimeout": ".exceptions", "SenteError": ".exceptions",
     "Sente": ".ext",
-    "ConnectedUids": ".hub", "EventMsg": ".connections", "RequestInfo": ".connections",
+    "ConnectedUids": ".core.presence", "EventMsg": ".messages", "RequestInfo": ".messages",
     "JsonPacker": ".protocol.packers", "MsgpackPacker": ".protocol.packers",
     "Packer": ".protocol.packers",
 }
@@ -52,9 +52,9 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from .exceptions import ReplyTimeout as ReplyTimeout
     from .exceptions import SenteError as SenteError
     from .ext import Sente as Sente
-    from .hub import ConnectedUids as ConnectedUids
-    from .connections import EventMsg as EventMsg
-    from .connections import RequestInfo as RequestInfo
+    from .core.presence import ConnectedUids as ConnectedUids
+    from .messages import EventMsg as EventMsg
+    from .messages import RequestInfo as RequestInfo
     from .protocol.packers import JsonPacker as JsonPacker
     from .protocol.packers import MsgpackPacker as MsgpackPacker
     from .protocol.packers import Packer as Packer

@@ -32,6 +32,16 @@ MAX_MESSAGE_SIZE = 1 << 20
 #: Bounded queues: inbound events waiting for a handler, outbound messages per connection.
 RECEIVE_QUEUE_SIZE = 1000
 SEND_QUEUE_SIZE = 1000
+#: Bytes queued at most for one WebSocket: a client that does not read is closed (1013)
+#: before it can hold much memory, however big the pushes are.
+SEND_QUEUE_BYTES = 4 << 20
+#: Longest one write to a WebSocket may wait for the peer to read before the socket is
+#: aborted: a 1 MiB message still gets through at ~50 KiB/s.
+WRITE_TIMEOUT = 20.0
+#: History kept per log (each user's, the broadcast log) for clients that reconnect:
+#: entries and seconds. Memory: about users x history_size x (event size + ~100 B).
+HISTORY_SIZE = 100
+HISTORY_TTL = 120.0
 #: Handlers run in a greenlet pool of this size; a full pool makes readers wait.
 HANDLER_POOL_SIZE = 1000
 #: A reply not given within this window is answered with a timeout on the handler's behalf.
@@ -63,6 +73,10 @@ class Options:
     max_message_size: int = MAX_MESSAGE_SIZE
     receive_queue_size: int = RECEIVE_QUEUE_SIZE
     send_queue_size: int = SEND_QUEUE_SIZE
+    send_queue_bytes: int = SEND_QUEUE_BYTES
+    write_timeout: float = WRITE_TIMEOUT
+    history_size: int = HISTORY_SIZE
+    history_ttl: float = HISTORY_TTL
     handler_pool_size: int = HANDLER_POOL_SIZE
     reply_timeout: float = REPLY_TIMEOUT
 
@@ -99,7 +113,8 @@ class Options:
                 f"timeout), got {self.lp_timeout!r}"
             )
         for name in ("send_buffer_ws", "send_buffer_ajax", "reconnect_grace_ws",
-                     "reconnect_grace_ajax", "reply_timeout"):
+                     "reconnect_grace_ajax", "reply_timeout", "write_timeout",
+                     "history_ttl"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value < 0:
                 raise ConfigError(f"{name} must be a number >= 0, got {value!r}")
@@ -108,7 +123,7 @@ class Options:
             if value is not None and (not isinstance(value, (int, float)) or value <= 0):
                 raise ConfigError(f"{name} must be a positive number or None, got {value!r}")
         for name in ("max_message_size", "receive_queue_size", "send_queue_size",
-                     "handler_pool_size"):
+                     "send_queue_bytes", "handler_pool_size", "history_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")

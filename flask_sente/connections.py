@@ -1,11 +1,12 @@
-"""One connection's worth of server state: what a handler gets, and where replies go.
+"""One connection's worth of server state, on gevent.
 
-:class:`EventMsg` is the handler's view of one event; its reply slot (:class:`Replier`)
-fires once and knows its way back — the sender's WebSocket, tagged with the cb_id, or the
-body of the Ajax POST that carried the event. :class:`WsConnection` owns one socket's
-outbound messages (written at once, or queued for a writer greenlet started on demand);
-:class:`AjaxClient` keeps a long-polling client's parked poll and backlog between polls.
-The hub (``hub.py``) keeps the tables of these objects; nothing here imports Flask.
+:class:`WsConnection` owns one socket's outbound messages: written at once when the socket
+takes them, else queued (bounded in messages and bytes) for a writer greenlet started on
+demand, each write bounded by a timeout. :class:`AjaxClient` is a long-polling client across
+its polls: its reader in the logs and the poll parked now, if any.
+
+They get what they need injected (a ``spawn`` function and :class:`Limits`); they know
+neither the hub nor Flask.
 """
 from __future__ import annotations
 
@@ -19,19 +20,18 @@ import typing as t
 import gevent
 import gevent.event
 
+from .core.delivery import Reader
 from .exceptions import ConnectionClosed
-from .protocol import events as ev
+from .messages import RequestInfo
 from .protocol import wire
-from .protocol.packers import Packer
 from .transports.base import PARTIAL, SENT
 
 if t.TYPE_CHECKING:  # pragma: no cover
-    from .hub import Hub
     from .transports.base import WebSocket
 
 logger = logging.getLogger("flask_sente")
 
-Transport = t.Literal["ws", "ajax"]
+Spawn = t.Callable[..., gevent.Greenlet]
 _conn_ids = itertools.count(1)
 
 
@@ -41,154 +41,15 @@ def new_conn_id() -> int:
 
 
 @dataclasses.dataclass(frozen=True)
-class RequestInfo:
-    """A read-only snapshot of the request that opened a connection (or sent an Ajax event).
+class Limits:
+    """Bounds on one WebSocket's outbound side (from the options)."""
 
-    Handlers see it as ``msg.request``. It is a copy: events cannot set cookies or change the
-    session; do that over plain HTTP.
-    """
-
-    method: str
-    path: str
-    url: str
-    remote_addr: str | None
-    headers: t.Mapping[str, str]
-    cookies: t.Mapping[str, str]
-    args: t.Mapping[str, str]
-    session: t.Mapping[str, t.Any]
-
-
-class EventMsg:
-    """One event as a handler sees it.
-
-    :ivar event: the ``(event_id, data)`` tuple.
-    :ivar id: the event id, e.g. ``"todo/add"``.
-    :ivar data: the event's data (None when absent).
-    :ivar uid: the sender's user id (``ANONYMOUS_UID`` when anonymous).
-    :ivar client_id: the sender's client id (one per tab / client instance).
-    :ivar transport: ``"ws"`` or ``"ajax"``.
-    :ivar request: the :class:`RequestInfo` of the connection (None for hub events).
-    """
-
-    __slots__ = ("event", "id", "data", "uid", "client_id", "transport", "request", "_replier")
-
-    def __init__(
-        self,
-        event: ev.Event,
-        uid: t.Any,
-        client_id: str | None,
-        transport: str | None,
-        request: RequestInfo | None,
-        replier: Replier | None = None,
-    ) -> None:
-        self.event = event
-        self.id, self.data = event
-        self.uid = uid
-        self.client_id = client_id
-        self.transport = transport
-        self.request = request
-        self._replier = replier
-
-    @property
-    def expects_reply(self) -> bool:
-        """True when the client asked for a reply and none was given yet."""
-        return self._replier is not None and not self._replier.done
-
-    def reply(self, value: t.Any) -> bool:
-        """Answer the client's callback with ``value``; only the first reply counts.
-
-        Returns False when no reply was asked for or one was already given (or timed out).
-        Raises :class:`~flask_sente.exceptions.PackError` if ``value`` cannot be packed.
-        """
-        return self._replier is not None and self._replier.reply(value)
-
-    def _fail(self, kind: str, info: t.Any = None) -> None:
-        if self._replier is not None:
-            self._replier.fail(kind, info)
-
-    def __repr__(self) -> str:
-        return f"<EventMsg {self.id!r} uid={self.uid!r} client_id={self.client_id!r}>"
-
-
-class Replier:
-    """Once-only reply slot; subclasses decide where the packed answer goes."""
-
-    __slots__ = ("done", "_packer")
-
-    def __init__(self, packer: Packer) -> None:
-        self.done = False
-        self._packer = packer
-
-    def reply(self, value: t.Any) -> bool:
-        if self.done:
-            return False
-        packed = self._packer.pack(self._envelope_reply(value))  # may raise PackError
-        self.done = True
-        self._deliver(packed)
-        return True
-
-    def fail(self, kind: str, info: t.Any = None) -> None:
-        if not self.done:
-            self.done = True
-            self._deliver(self._packer.pack(self._envelope_failure(kind, info)))
-
-    def _envelope_reply(self, value: t.Any) -> list[t.Any]:
-        raise NotImplementedError
-
-    def _envelope_failure(self, kind: str, info: t.Any) -> list[t.Any]:
-        raise NotImplementedError
-
-    def _deliver(self, packed: str | bytes) -> None:
-        raise NotImplementedError
-
-
-class WsReplier(Replier):
-    """Replies travel back on the sender's socket, tagged with its cb_id; a libev timer
-    answers ``chsk/timeout`` if the handler never replies."""
-
-    __slots__ = ("_conn", "_cb_id", "_timer")
-
-    def __init__(self, packer: Packer, conn: WsConnection, cb_id: str, timeout: float) -> None:
-        super().__init__(packer)
-        self._conn = conn
-        self._cb_id = cb_id
-        self._timer = gevent.get_hub().loop.timer(timeout)
-        self._timer.start(self._on_timeout)
-
-    def _on_timeout(self) -> None:
-        try:
-            self.fail(ev.TIMEOUT)
-        except Exception:  # runs in the event loop: never let it raise there
-            logger.exception("could not send a reply timeout")
-
-    def _envelope_reply(self, value: t.Any) -> list[t.Any]:
-        return wire.reply(value, self._cb_id)
-
-    def _envelope_failure(self, kind: str, info: t.Any) -> list[t.Any]:
-        return wire.failure(kind, self._cb_id, info)
-
-    def _deliver(self, packed: str | bytes) -> None:
-        self._timer.close()
-        self._conn.offer(packed)
-
-
-class AjaxReplier(Replier):
-    """Replies become the body of the POST that carried the event."""
-
-    __slots__ = ("result",)
-
-    def __init__(self, packer: Packer) -> None:
-        super().__init__(packer)
-        self.result: gevent.event.AsyncResult = gevent.event.AsyncResult()
-
-    def _envelope_reply(self, value: t.Any) -> list[t.Any]:
-        return wire.reply(value, None)
-
-    def _envelope_failure(self, kind: str, info: t.Any) -> list[t.Any]:
-        return wire.failure(kind, None, info)
-
-    def _deliver(self, packed: str | bytes) -> None:
-        self.result.set(packed)
+    #: Messages queued at most.
+    queue_size: int
+    #: Bytes queued at most.
+    queue_bytes: int
+    #: Longest a single write (or the close frame) may wait for the peer to read.
+    write_timeout: float
 
 
 _CLOSE = object()
@@ -201,23 +62,31 @@ class WsConnection:
     no queue, no greenlet switch); otherwise it is queued, and a writer greenlet — started
     then, ending when the queue is empty — writes the queue in order. So an idle connection
     has no writer greenlet at all, and a reply costs no extra switch.
+
+    A peer that does not read makes the queue grow: past :class:`Limits` (messages or
+    bytes) the queue is dropped and the socket closed with 1013 once the frame being
+    written is out; a write stuck longer than ``write_timeout`` aborts the socket.
     """
 
-    transport: Transport = "ws"
+    transport: t.Final = "ws"
 
-    def __init__(self, hub: Hub, ws: WebSocket, uid: t.Any, client_id: str,
-                 request: RequestInfo) -> None:
-        self.hub = hub
+    def __init__(self, ws: WebSocket, uid: t.Any, client_id: str, request: RequestInfo,
+                 *, spawn: Spawn, limits: Limits) -> None:
         self.ws = ws
         self.uid = uid
         self.client_id = client_id
         self.request = request
         self.conn_id = new_conn_id()
         self.open = True
+        #: Its reader in the logs (set by the hub once the handshake is out).
+        self.reader: Reader | None = None
         #: Keep-alive state, kept by the reader and checked by the hub's sweeper (monotonic).
         self.last_seen = time.monotonic()
         self.pinged_at: float | None = None
+        self._spawn = spawn
+        self._limits = limits
         self._pending: collections.deque[t.Any] | None = None
+        self._pending_bytes = 0
         self._writer: gevent.Greenlet | None = None
         self._send_nowait: t.Callable[[t.Any], int] | None = getattr(ws, "send_nowait", None)
 
@@ -237,23 +106,33 @@ class WsConnection:
             if state == SENT:
                 return True
             if state == PARTIAL:
-                self._writer = self.hub.spawn(self._write_loop)
+                self._writer = self._spawn(self._write_loop)
                 return True
         pending = self._pending
         if pending is None:
             pending = self._pending = collections.deque()
-        if len(pending) >= self.hub.options.send_queue_size:
-            logger.warning("closing a client that does not keep up (uid=%r, client_id=%r)",
-                           self.uid, self.client_id)
-            self.open = False
-            # offer() may run in a timer callback of the event loop, where a socket must not
-            # block: close from a greenlet of our own.
-            self.hub.spawn(self.ws.close, wire.CLOSE_TOO_SLOW, "client too slow")
+        size = len(packed)
+        limits = self._limits
+        if (len(pending) >= limits.queue_size
+                or self._pending_bytes + size > limits.queue_bytes and pending):
+            self._too_slow()
             return False
         pending.append(packed)
+        self._pending_bytes += size
         if self._writer is None:
-            self._writer = self.hub.spawn(self._write_loop)
+            self._writer = self._spawn(self._write_loop)
         return True
+
+    def _too_slow(self) -> None:
+        logger.warning("closing a client that does not keep up (uid=%r, client_id=%r)",
+                       self.uid, self.client_id)
+        self.open = False
+        # What is queued is dropped: the client reconnects and, with positions, learns what
+        # it missed. The close frame goes out after the frame being written, if any.
+        self._pending = collections.deque([(_CLOSE, wire.CLOSE_TOO_SLOW, "client too slow")])
+        self._pending_bytes = 0
+        if self._writer is None:
+            self._writer = self._spawn(self._write_loop)
 
     def close(self, code: int, reason: str) -> None:
         """Close after what is already queued has been written."""
@@ -264,27 +143,40 @@ class WsConnection:
             self._pending = collections.deque()
         self._pending.append((_CLOSE, code, reason))
         if self._writer is None:
-            self._writer = self.hub.spawn(self._write_loop)
+            self._writer = self._spawn(self._write_loop)
 
     def close_now(self, code: int, reason: str) -> None:
         self.open = False
-        self.ws.close(code, reason)
+        with gevent.Timeout(self._limits.write_timeout, False):
+            self.ws.close(code, reason)
 
     def _write_loop(self) -> None:
         ws = self.ws
+        timeout = self._limits.write_timeout
         try:
-            flush = getattr(ws, "flush", None)
-            if flush is not None:
-                flush()
-            pending = self._pending
-            while pending:
+            with gevent.Timeout(timeout):
+                flush = getattr(ws, "flush", None)
+                if flush is not None:
+                    flush()
+            while True:
+                pending = self._pending
+                if not pending:
+                    return
                 item = pending.popleft()
                 if type(item) is tuple and item[0] is _CLOSE:
                     self.open = False
-                    ws.close(item[1], item[2])
+                    self.close_now(item[1], item[2])
                     return
-                ws.send(item)
+                self._pending_bytes -= len(item)
+                with gevent.Timeout(timeout):
+                    ws.send(item)
         except ConnectionClosed:
+            self.open = False
+        except gevent.Timeout:
+            # The socket tore itself down (a frame may be half written): nothing more can
+            # be sent, not even a close frame.
+            logger.warning("aborting a WebSocket whose peer stopped reading for %g s "
+                           "(uid=%r, client_id=%r)", timeout, self.uid, self.client_id)
             self.open = False
         finally:
             self._writer = None
@@ -299,15 +191,16 @@ class WsConnection:
 class AjaxClient:
     """Hub-side state of one long-polling client, across its polls."""
 
-    transport: Transport = "ajax"
+    transport: t.Final = "ajax"
 
-    def __init__(self, uid: t.Any, client_id: str, request: RequestInfo) -> None:
+    def __init__(self, uid: t.Any, client_id: str, request: RequestInfo,
+                 reader: Reader) -> None:
         self.uid = uid
         self.client_id = client_id
         self.request = request
+        self.reader = reader
         self.conn_id = new_conn_id()
+        #: The poll parked now: set (to anything) to wake it.
         self.parked: gevent.event.AsyncResult | None = None
-        #: Events pushed while no poll was parked, in order (wire form).
-        self.backlog: list[t.Any] = []
-        #: A packed ``chsk/close`` to answer the next poll with (kick, too slow).
+        #: A packed ``chsk/close`` to answer the next poll with (kick, server stopping).
         self.close_packed: str | bytes | None = None

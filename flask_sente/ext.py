@@ -7,7 +7,6 @@ shared, connections are per app).
 """
 from __future__ import annotations
 
-import dataclasses
 import secrets
 import typing as t
 import weakref
@@ -15,31 +14,17 @@ import weakref
 from flask import Flask, current_app, has_app_context, session
 from markupsafe import Markup, escape
 
-from . import config
+from .admission import CSRF_SESSION_KEY
 from .config import Options
+from .core.presence import ConnectedUids
 from .exceptions import NotInitializedError
-from .connections import EventMsg
-from .hub import ConnectedUids, Hub
-from .protocol.packers import Packer, get_packer
-from .router import DEFAULT, Handler, Router
-from .views import CSRF_SESSION_KEY, make_blueprint, script_version
+from .messages import EventMsg
+from .protocol.packers import get_packer
+from .router import DEFAULT, Handler
+from .state import AppState
+from .views import make_blueprint, script_version
 
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
-
-
-@dataclasses.dataclass(eq=False)
-class AppState:
-    """What ``app.extensions["sente"]`` holds for one app."""
-
-    sente: Sente
-    options: Options
-    packer: Packer
-    hub: Hub
-    router: Router
-
-    def shutdown(self) -> None:
-        """The server is stopping: answer parked polls, close WebSockets with 1001."""
-        self.hub.close()
 
 
 class Sente:
@@ -82,12 +67,9 @@ class Sente:
             if name not in ("user_id", "handshake_data", "authorize"):
                 app.config.setdefault("SENTE_" + name.upper(), default)
         options = Options.resolve(app.config, self._overrides)
-        packer = get_packer(options.packer)
-        router = Router(self._handlers, pool_size=options.handler_pool_size,
-                        receive_queue_size=options.receive_queue_size,
-                        context=app.app_context)
-        hub = Hub(options, packer, router.dispatch, signal_sender=app, wants=router.wants)
-        app.extensions["sente"] = AppState(self, options, packer, hub, router)
+        app.extensions["sente"] = AppState.build(
+            self, options, get_packer(options.packer), self._handlers, self._hooks,
+            signal_sender=app, context=app.app_context)
         app.register_blueprint(make_blueprint(options.url))
         app.jinja_env.globals["sente_csrf_token"] = self.csrf_token
         app.jinja_env.globals["sente_script"] = self.script_tag
@@ -98,7 +80,7 @@ class Sente:
     def on(self, event_id: str) -> t.Callable[[F], F]:
         """Register a handler for ``event_id``; ``"*"`` catches ids with no handler.
 
-        Handlers get an :class:`~flask_sente.hub.EventMsg` and run in the app context, in a
+        Handlers get an :class:`~flask_sente.messages.EventMsg` and run in the app context, in a
         greenlet of their own (a bounded pool).
         """
         if event_id != DEFAULT and ("/" not in event_id or event_id.startswith("/")):
@@ -130,20 +112,6 @@ class Sente:
         WebSocket upgrade."""
         self._hooks["authorize"] = fn
         return fn
-
-    def _hook(self, state: AppState, name: str) -> t.Callable[..., t.Any] | None:
-        """A hook given as an option for this app, else the one set with the decorator."""
-        return t.cast("t.Callable[..., t.Any] | None",
-                      getattr(state.options, name) or self._hooks.get(name))
-
-    def _call_user_id(self, state: AppState, client_id: str) -> t.Any:
-        hook = self._hook(state, "user_id")
-        uid = hook(client_id) if hook is not None else session.get("uid")
-        return config.ANONYMOUS_UID if uid is None else uid
-
-    def _call_handshake_data(self, state: AppState, uid: t.Any, client_id: str) -> t.Any:
-        hook = self._hook(state, "handshake_data")
-        return hook(uid, client_id) if hook is not None else None
 
     # --- server API ----------------------------------------------------------------------
 
@@ -187,15 +155,7 @@ class Sente:
 
     def close(self, app: Flask | None = None) -> None:
         """Close every connection of the app (WebSocket 1001) and stop its greenlets."""
-        state = self._state(app)
-        state.hub.close()
-        state.router.close()
-        # Leave the app ready to serve again (as after a process restart).
-        state.router = Router(self._handlers, pool_size=state.options.handler_pool_size,
-                              receive_queue_size=state.options.receive_queue_size,
-                              context=state.router._context)
-        state.hub = Hub(state.options, state.packer, state.router.dispatch,
-                        signal_sender=state.hub._sender, wants=state.router.wants)
+        self._state(app).restart()
 
     def csrf_token(self) -> str:
         """The CSRF token clients must send; stored in the Flask session on first use.

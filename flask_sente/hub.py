@@ -1,47 +1,38 @@
-"""The hub: one per app, the server side of every channel socket.
+"""The hub: one per app, the gevent shell around the sans-I/O core.
 
-It owns the connection table (``transport -> uid -> client_id -> connection``), the
-connected-uids sets, the push buffers and their flush timers, reply functions, and every
-greenlet it starts (in one :class:`gevent.pool.Group`, killed by :meth:`Hub.close`). It
-never imports Flask: the extension hands it plain :class:`RequestInfo` snapshots, and it
-hands events to a ``dispatch`` callable (the router).
+What is owed to whom (logs, readers, batches) and who is connected (presence, grace
+windows) are decided by ``flask_sente.core`` behind a backplane
+(``flask_sente.backplanes``). The hub feeds them — connections opening and closing, pushes,
+the clock — and performs what they decide: it keeps the table of live connections, runs
+the flush timers and the keep-alive sweep, packs batches (once per distinct batch, split so
+no message exceeds ``max_message_size``), writes them, answers long-polls, and turns
+presence changes into signals and ``chsk/uidport-*`` events. Every greenlet it starts is in
+one group, killed by :meth:`Hub.close`. It never imports Flask: the extension hands it plain
+:class:`RequestInfo` snapshots, and it hands events to a ``dispatch`` callable (the router).
 
-Delivery rules, per client:
-
-* pushes keep their send order, ``flush=True`` or not: every push enters the same
-  per-transport buffer with a sequence number, and a flush drains the whole buffer in order;
-* a batch is packed once per distinct event list (once for a whole broadcast);
-* a WebSocket message is written at once when the socket takes it without waiting, else
-  queued in a bounded queue that a writer greenlet (started on demand) drains in order; a
-  client that lets the queue fill up is closed with 1013 and reconnects;
-* an Ajax client between two polls, or inside its grace window, keeps what was pushed to it
-  (bounded the same way) and gets it with its next poll.
+Public methods that push (``send``, ``broadcast``, ``kick``, ``flush``) may be called from
+any OS thread: off the hub's own thread they are handed to its event loop.
 """
 from __future__ import annotations
 
-import dataclasses
-import itertools
 import logging
 import time
 import typing as t
 
 import gevent
 import gevent.event
+import gevent.monkey
 import gevent.pool
 
 from . import signals
+from .backplanes import Backplane, LocalBackplane
 from .config import Options
-from .connections import (
-    AjaxClient,
-    EventMsg,
-    RequestInfo,
-    Transport,
-    WsConnection,
-    AjaxReplier,
-    WsReplier,
-    new_conn_id,
-)
-from .exceptions import ConnectionClosed, PackError, RemoteProtocolError
+from .connections import AjaxClient, Limits, WsConnection, new_conn_id
+from .core.delivery import GAP, Entry
+from .core.packing import pack_all, pack_prefix
+from .core.presence import TRANSPORTS, Change, ConnectedUids, Transport
+from .exceptions import ConnectionClosed, RemoteProtocolError
+from .messages import AjaxReplier, EventMsg, RequestInfo, WsReplier
 from .protocol import events as ev
 from .protocol import wire
 from .protocol.packers import Packer
@@ -51,33 +42,17 @@ if t.TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger("flask_sente")
 
-TRANSPORTS: tuple[Transport, ...] = ("ws", "ajax")
+__all__ = ["ConnectedUids", "Hub"]
 
-
-@dataclasses.dataclass(frozen=True)
-class ConnectedUids:
-    """Connected users by transport. ``any`` is the union of ``ws`` and ``ajax``."""
-
-    ws: frozenset[t.Any] = frozenset()
-    ajax: frozenset[t.Any] = frozenset()
-    any: frozenset[t.Any] = frozenset()
-
-
-class _Buffer:
-    """Pending pushes of one transport until its next flush."""
-
-    __slots__ = ("direct", "shared", "timer")
-
-    def __init__(self) -> None:
-        #: uid -> [(seq, wire_event, client_id or None)]
-        self.direct: dict[t.Any, list[tuple[int, t.Any, str | None]]] = {}
-        #: broadcasts: [(seq, wire_event, None)]
-        self.shared: list[tuple[int, t.Any, str | None]] = []
-        self.timer: t.Any = None
+_thread_ident: t.Callable[[], int] = gevent.monkey.get_original("_thread", "get_ident")
+#: Set on a parked poll to wake it: its greenlet reads what it is owed itself.
+_WAKE = object()
+#: How often idle logs and history past ``history_ttl`` are dropped.
+HOUSEKEEPING_INTERVAL = 5.0
 
 
 class Hub:
-    """The server state of one app. See the module docstring for the delivery rules."""
+    """The server state of one app. See the module docstring."""
 
     def __init__(
         self,
@@ -87,6 +62,7 @@ class Hub:
         *,
         signal_sender: t.Any = None,
         wants: t.Callable[[str], bool] | None = None,
+        backplane: Backplane | None = None,
     ) -> None:
         self.options = options
         self.packer = packer
@@ -96,88 +72,138 @@ class Hub:
         self._wants = wants
         self._sender = signal_sender
         self._group = gevent.pool.Group()
-        self._clients: dict[Transport, dict[t.Any, dict[str, t.Any]]] = {"ws": {}, "ajax": {}}
-        self._in_ws: set[t.Any] = set()
-        self._in_ajax: set[t.Any] = set()
-        self._snapshot: ConnectedUids | None = ConnectedUids()
-        self._buffers: dict[Transport, _Buffer] = {"ws": _Buffer(), "ajax": _Buffer()}
+        self.backplane: Backplane = backplane or LocalBackplane(
+            history_size=options.history_size, history_ttl=options.history_ttl)
+        self._delivery = self.backplane.delivery
+        #: Live connection objects: transport -> uid -> client_id -> connection.
+        self._conns: dict[Transport, dict[t.Any, dict[str, t.Any]]] = {"ws": {}, "ajax": {}}
         self._windows: dict[Transport, float] = {
             "ws": options.send_buffer_ws, "ajax": options.send_buffer_ajax,
         }
-        self._seq = itertools.count()
+        self._flush_timers: dict[Transport, t.Any] = {"ws": None, "ajax": None}
+        self._limits = Limits(options.send_queue_size, options.send_queue_bytes,
+                              options.write_timeout)
         self._kicked: dict[str, str | bytes] = {}
         self._lp_timeout_packed = packer.pack(wire.LP_TIMEOUT)
         self._ack_packed = packer.pack(wire.ACK)
         self._ping_packed = packer.pack(wire.PING)
         self._sweeper: t.Any = None
+        self._expiry_timer: t.Any = None
+        self._expiry_at: float | None = None
+        self._loop = gevent.get_hub().loop
+        self._thread = _thread_ident()
         self.closed = False
+        self.backplane.start(self)
 
     # --- lifecycle -----------------------------------------------------------------------
 
     def spawn(self, fn: t.Callable[..., t.Any], *args: t.Any) -> gevent.Greenlet:
         return self._group.spawn(fn, *args)
 
-    def spawn_later(self, seconds: float, fn: t.Callable[..., t.Any], *args: t.Any) -> None:
-        if self.closed:  # a connection ending during shutdown needs no grace timer
-            return
-        g = gevent.Greenlet(fn, *args)
-        self._group.add(g)
-        g.start_later(seconds)
-
     def close(self) -> None:
         """Close every connection (WebSocket 1001, parked polls answered) and stop all greenlets."""
         if self.closed:
             return
         self.closed = True
-        if self._sweeper is not None:
-            self._sweeper.close()
-            self._sweeper = None
-        for buf in self._buffers.values():
-            if buf.timer is not None:
-                buf.timer.close()
-                buf.timer = None
-        for clients in self._clients["ws"].values():
+        for timer in (self._sweeper, self._expiry_timer, *self._flush_timers.values()):
+            if timer is not None:
+                timer.close()
+        self._sweeper = self._expiry_timer = None
+        self._flush_timers = {"ws": None, "ajax": None}
+        for clients in self._conns["ws"].values():
             for conn in list(clients.values()):
                 if conn.open:
                     conn.close_now(wire.CLOSE_GOING_AWAY, "server shutting down")
-        for clients in self._clients["ajax"].values():
+        for clients in self._conns["ajax"].values():
             for client in clients.values():
+                client.close_packed = self._lp_timeout_packed
                 if client.parked is not None:
-                    client.parked.set(self._lp_timeout_packed)
-                    client.parked = None
+                    client.parked.set(_WAKE)
+        self.backplane.close()
         gevent.sleep(0)
         self._group.kill(block=True, timeout=5)
+
+    def _on_hub_thread(self) -> bool:
+        return _thread_ident() == self._thread
+
+    def _threadsafe(self, fn: t.Callable[..., t.Any], *args: t.Any) -> None:
+        """Run ``fn(*args)`` in a greenlet of the hub's loop (calls from one thread keep
+        their order: the loop runs callbacks, and greenlets start, first in first out)."""
+        self._loop.run_callback_threadsafe(self.spawn, fn, *args)
 
     # --- presence ------------------------------------------------------------------------
 
     @property
     def connected_uids(self) -> ConnectedUids:
-        if self._snapshot is None:
-            ws, ajax = frozenset(self._in_ws), frozenset(self._in_ajax)
-            self._snapshot = ConnectedUids(ws, ajax, ws | ajax)
-        return self._snapshot
+        return self.backplane.presence.connected_uids
 
     def clients_of(self, uid: t.Any) -> dict[str, list[str]]:
         """Client ids of a user by transport (tabs and devices), e.g. for a presence panel."""
-        return {tr: list(self._clients[tr].get(uid, ())) for tr in TRANSPORTS}
+        return self.backplane.presence.clients_of(uid)
 
-    def _recompute(self, uid: t.Any) -> None:
-        was = uid in self._in_ws or uid in self._in_ajax
-        for transport, members in (("ws", self._in_ws), ("ajax", self._in_ajax)):
-            if self._clients[transport].get(uid):
-                if uid not in members:
-                    members.add(uid)
-                    self._snapshot = None
-            elif uid in members:
-                members.discard(uid)
-                self._snapshot = None
-        now = uid in self._in_ws or uid in self._in_ajax
-        if now and not was:
-            signals.user_connected.send(self._sender, uid=uid)
-            self._system_event(ev.UIDPORT_OPEN, uid)
-        elif was and not now:
-            signals.user_disconnected.send(self._sender, uid=uid)
-            self._system_event(ev.UIDPORT_CLOSE, uid)
+    def presence_changed(self, changes: list[Change]) -> None:
+        """Backplane listener: tell the app, in order; drop connections that left."""
+        for change in changes:
+            uid = change.uid
+            if change.kind == "user-online":
+                signals.user_connected.send(self._sender, uid=uid)
+                self._system_event(ev.UIDPORT_OPEN, uid)
+            elif change.kind == "user-offline":
+                signals.user_disconnected.send(self._sender, uid=uid)
+                self._system_event(ev.UIDPORT_CLOSE, uid)
+            elif change.kind == "client-joined":
+                signals.client_connected.send(self._sender, uid=uid, client_id=change.client_id,
+                                              transport=change.transport)
+            else:
+                transport = t.cast(Transport, change.transport)
+                self._forget(transport, uid, t.cast(str, change.client_id))
+                signals.client_disconnected.send(self._sender, uid=uid,
+                                                 client_id=change.client_id,
+                                                 transport=transport)
+
+    def _attach(self, conn: t.Any) -> None:
+        self.backplane.attach(conn.uid, conn.transport, conn.client_id, conn.conn_id)
+
+    def _detach(self, conn: t.Any, grace: float) -> None:
+        """The connection ended: its member leaves after ``grace`` unless it comes back."""
+        now = time.monotonic()
+        self.backplane.detach(conn.uid, conn.transport, conn.client_id, conn.conn_id,
+                              now + grace)
+        if grace <= 0:
+            self._expire()
+        else:
+            self._arm_expiry()
+
+    def _arm_expiry(self) -> None:
+        """Keep the one expiry timer at the backplane's next deadline."""
+        deadline = self.backplane.next_deadline()
+        if deadline is None or self.closed or (
+                self._expiry_at is not None and self._expiry_at <= deadline):
+            return
+        if self._expiry_timer is not None:
+            self._expiry_timer.close()
+        self._expiry_at = deadline
+        self._expiry_timer = self._loop.timer(max(0.0, deadline - time.monotonic()))
+        self._expiry_timer.start(self._expiry_due)
+
+    def _expiry_due(self) -> None:
+        self._expiry_timer = self._expiry_at = None
+        if not self.closed:  # signal receivers may block: run them in a greenlet
+            self.spawn(self._expire)
+
+    def _expire(self) -> None:
+        self.backplane.expire(time.monotonic())
+        self._arm_expiry()
+
+    def _forget(self, transport: Transport, uid: t.Any, client_id: str) -> None:
+        clients = self._conns[transport].get(uid)
+        conn = clients.pop(client_id, None) if clients else None
+        if conn is None:
+            return
+        if not clients:
+            del self._conns[transport][uid]
+        if conn.reader is not None:
+            self._delivery.close_reader(conn.reader, time.monotonic())
 
     def _system_event(self, event_id: str, data: t.Any, uid: t.Any = None,
                       client_id: str | None = None, transport: str | None = None,
@@ -188,39 +214,12 @@ class Hub:
                        request)
         self.spawn(self._dispatch, msg)
 
-    def _add(self, conn: t.Any) -> None:
-        clients = self._clients[conn.transport].setdefault(conn.uid, {})
+    def _register(self, conn: t.Any) -> t.Any:
+        """Put ``conn`` in the table; returns the connection it replaced (or None)."""
+        clients = self._conns[conn.transport].setdefault(conn.uid, {})
         old = clients.get(conn.client_id)
         clients[conn.client_id] = conn
-        if isinstance(old, WsConnection) and old.open:
-            old.close_now(wire.CLOSE_REPLACED, "replaced by a newer connection")
-        self._recompute(conn.uid)
-        if old is None:
-            signals.client_connected.send(self._sender, uid=conn.uid, client_id=conn.client_id,
-                                          transport=conn.transport)
-
-    def _remove_if_current(self, transport: Transport, uid: t.Any, client_id: str,
-                           conn_id: int) -> None:
-        """Grace timer end: drop the client unless a newer connection replaced it."""
-        clients = self._clients[transport].get(uid)
-        conn = clients.get(client_id) if clients else None
-        if conn is None or conn.conn_id != conn_id:
-            return
-        if transport == "ws" and conn.open:
-            return
-        if transport == "ajax" and conn.parked is not None:
-            return
-        self._drop(transport, uid, client_id)
-
-    def _drop(self, transport: Transport, uid: t.Any, client_id: str) -> None:
-        clients = self._clients[transport].get(uid)
-        if clients is None or clients.pop(client_id, None) is None:
-            return
-        if not clients:
-            del self._clients[transport][uid]
-        self._recompute(uid)
-        signals.client_disconnected.send(self._sender, uid=uid, client_id=client_id,
-                                         transport=transport)
+        return old
 
     # --- WebSocket -----------------------------------------------------------------------
 
@@ -232,17 +231,27 @@ class Hub:
         ``grace`` overrides ``reconnect_grace_ws`` for this connection (the in-process test
         client uses 0 so that a test's disconnect shows up at once).
         """
-        conn = WsConnection(self, ws, uid, client_id, request)
+        self._thread = _thread_ident()
+        conn = WsConnection(ws, uid, client_id, request, spawn=self.spawn, limits=self._limits)
         conn.offer(self.packer.pack(wire.handshake(uid, handshake_data)))
-        self._add(conn)
+        old = self._register(conn)
+        if old is not None:
+            if old.reader is not None:
+                self._delivery.close_reader(old.reader, time.monotonic())
+            if old.open:
+                old.close_now(wire.CLOSE_REPLACED, "replaced by a newer connection")
+        conn.reader = self._delivery.open_reader(uid, client_id, "ws", time.monotonic())
+        self._attach(conn)
         if self._sweeper is None:
             self._start_sweeper()
         try:
             self._read_loop(conn)
         finally:
             conn.stop_writer()
-            self.spawn_later(self.options.reconnect_grace_ws if grace is None else grace,
-                             self._remove_if_current, "ws", uid, client_id, conn.conn_id)
+            if conn.reader is not None:
+                self._delivery.close_reader(conn.reader, time.monotonic())
+            if not self.closed:
+                self._detach(conn, self.options.reconnect_grace_ws if grace is None else grace)
 
     def _read_loop(self, conn: WsConnection) -> None:
         """Read messages until the socket closes. Keep-alive is the sweeper's job: a read
@@ -262,25 +271,32 @@ class Hub:
             on_message(conn, data)
 
     def _start_sweeper(self) -> None:
-        """One periodic timer per hub checks every WebSocket's keep-alive: ping one silent
-        for ``ws_keepalive``, close (4002) one that then stays silent ``ws_ping_timeout``.
-        It runs every quarter of the shorter of the two (at most every second)."""
-        keepalive = self.options.ws_keepalive
-        if keepalive is None or self.closed:
+        """One periodic timer per hub checks every WebSocket's keep-alive (ping one silent
+        for ``ws_keepalive``, close one that then stays silent ``ws_ping_timeout`` with 4002)
+        and, every few seconds, drops history past ``history_ttl``. It runs every quarter of
+        the shorter keep-alive interval, at most every second."""
+        if self.closed:
             return
+        keepalive = self.options.ws_keepalive
         ping_timeout = self.options.ws_ping_timeout
-        interval = min(1.0, keepalive / 4, (ping_timeout or keepalive) / 4)
-        timer = gevent.get_hub().loop.timer(interval, interval, ref=False)
+        interval = min(1.0, (keepalive or 4.0) / 4, (ping_timeout or keepalive or 4.0) / 4)
+        timer = self._loop.timer(interval, interval, ref=False)
+        self._next_housekeeping = time.monotonic() + HOUSEKEEPING_INTERVAL
         timer.start(self._sweep)
         self._sweeper = timer
 
     def _sweep(self) -> None:
         """Runs in the event loop: it must not block (it only offers and spawns)."""
         try:
-            keepalive = t.cast(float, self.options.ws_keepalive)
-            ping_timeout = self.options.ws_ping_timeout
             now = time.monotonic()
-            for clients in self._clients["ws"].values():
+            if now >= self._next_housekeeping:
+                self._next_housekeeping = now + HOUSEKEEPING_INTERVAL
+                self._delivery.expire(now)
+            keepalive = self.options.ws_keepalive
+            if keepalive is None:
+                return
+            ping_timeout = self.options.ws_ping_timeout
+            for clients in self._conns["ws"].values():
                 for conn in clients.values():
                     if not conn.open:
                         continue
@@ -341,46 +357,110 @@ class Hub:
 
     def ajax_get(self, uid: t.Any, client_id: str, request: RequestInfo, *,
                  handshake: bool, handshake_data: t.Callable[[], t.Any]) -> str | bytes:
-        """Answer one Ajax GET: a handshake, or a long-poll parked until data or timeout."""
+        """Answer one Ajax GET: a handshake, or a long-poll parked until data or timeout.
+
+        A handshake alone does not make the client present (a WebSocket client probing
+        whether HTTP works would flap presence): its first poll does.
+        """
+        self._thread = _thread_ident()
         kicked = self._kicked.pop(client_id, None)
         if kicked is not None:
             return kicked
-        clients = self._clients["ajax"].get(uid)
+        clients = self._conns["ajax"].get(uid)
         client: AjaxClient | None = clients.get(client_id) if clients else None
         if handshake or client is None:
             if client is None:
-                client = AjaxClient(uid, client_id, request)
-                self._add(client)
+                reader = self._delivery.open_reader(uid, client_id, "ajax", time.monotonic())
+                client = AjaxClient(uid, client_id, request, reader)
+                self._register(client)
             else:
                 client.conn_id = new_conn_id()
-            self._release(client)
+            self._await_first_poll(client)
             return self.packer.pack(wire.handshake(uid, handshake_data()))
         if client.close_packed is not None:
             packed = client.close_packed
-            self._drop("ajax", uid, client_id)
+            self._drop_ajax(client)
             return packed
         client.conn_id = new_conn_id()
-        if client.backlog:
-            events, client.backlog = client.backlog, []
-            self._release(client)
-            return self.packer.pack([events, None])
+        self._attach(client)
+        try:
+            return self._poll(client)
+        finally:
+            if not self.closed:
+                self._detach(client, self.options.reconnect_grace_ajax)
+
+    def _poll(self, client: AjaxClient) -> str | bytes:
+        answer = self._owed(client)
+        if answer is not None:
+            return answer
         if client.parked is not None:  # an older poll of the same client is still parked
             client.parked.set(self._lp_timeout_packed)
         result = gevent.event.AsyncResult()
         client.parked = result
+        client.reader.ready = True
+        deadline = time.monotonic() + self.options.lp_timeout
         try:
-            return t.cast("str | bytes", result.get(timeout=self.options.lp_timeout))
-        except gevent.Timeout:
-            return self._lp_timeout_packed
+            while True:
+                try:
+                    woken = result.get(timeout=max(0.0, deadline - time.monotonic()))
+                except gevent.Timeout:
+                    return self._lp_timeout_packed
+                if woken is not _WAKE:
+                    return t.cast("str | bytes", woken)
+                if client.close_packed is not None:
+                    return client.close_packed
+                answer = self._owed(client)
+                if answer is not None:
+                    return answer
+                result = gevent.event.AsyncResult()  # all of it was for other tabs
+                client.parked = result
+                client.reader.ready = True
         finally:
             if client.parked is result:
                 client.parked = None
-            self._release(client)
+                client.reader.ready = False
 
-    def _release(self, client: AjaxClient) -> None:
-        """A poll ended: the client has ``reconnect_grace_ajax`` to come back."""
-        self.spawn_later(self.options.reconnect_grace_ajax, self._remove_if_current, "ajax",
-                         client.uid, client.client_id, client.conn_id)
+    def _owed(self, client: AjaxClient) -> str | bytes | None:
+        """Pack what the client's reader is owed (as much as fits in one message) and move
+        it past that; None when nothing is owed to this client."""
+        reader = client.reader
+        pending = self._delivery.pending(reader)
+        if pending is GAP:
+            logger.warning("a long-polling client fell behind the push history; it must "
+                           "handshake again (uid=%r, client_id=%r)", client.uid,
+                           client.client_id)
+            self._delivery.skip_to_head(reader)
+            return self.packer.pack(wire.close(wire.CLOSE_TOO_SLOW, "client too slow"))
+        pairs = t.cast("list[tuple[str, Entry]]", pending)
+        mine = [(i, e.event) for i, (_, e) in enumerate(pairs)
+                if e.target is None or e.target == client.client_id]
+        if not mine:
+            self._delivery.advance(reader, pairs)
+            return None
+        packed, taken = pack_prefix(self.packer, [event for _, event in mine],
+                                    self.options.max_message_size)
+        last = mine[taken - 1][0] + 1 if taken < len(mine) else len(pairs)
+        self._delivery.advance(reader, pairs[:last])
+        return packed
+
+    def _await_first_poll(self, client: AjaxClient) -> None:
+        """Forget a client that handshook but never polled within its grace window."""
+        if self.closed:
+            return
+        conn_id = client.conn_id
+        timer = self._loop.timer(self.options.reconnect_grace_ajax)
+
+        def check() -> None:
+            timer.close()
+            if (client.conn_id == conn_id and not self.backplane.presence.is_member(
+                    client.uid, "ajax", client.client_id)):
+                self._forget("ajax", client.uid, client.client_id)
+
+        timer.start(check)
+
+    def _drop_ajax(self, client: AjaxClient) -> None:
+        self.backplane.remove(client.uid, "ajax", client.client_id)
+        self._forget("ajax", client.uid, client.client_id)
 
     def ajax_post(self, uid: t.Any, client_id: str, request: RequestInfo,
                   body: str | bytes) -> str | bytes:
@@ -419,27 +499,40 @@ class Hub:
                 "cannot send to uid None; anonymous users share the uid "
                 "flask_sente.ANONYMOUS_UID, send to that instead"
             )
-        item = (next(self._seq), ev.to_wire(ev.validate_outgoing(event)), client_id)
-        for transport in TRANSPORTS:
-            self._buffers[transport].direct.setdefault(uid, []).append(item)
-            self._schedule(transport)
+        wire_event = ev.to_wire(ev.validate_outgoing(event))
+        if not self._on_hub_thread():
+            self._threadsafe(self._push, uid, wire_event, client_id, flush)
+            return
+        self._push(uid, wire_event, client_id, flush)
+
+    def _push(self, uid: t.Any, wire_event: t.Any, client_id: str | None,
+              flush: bool) -> None:
+        self.backplane.push(uid, wire_event, client_id, time.monotonic())
         if flush:
             self.flush()
 
     def broadcast(self, event: t.Any, *, flush: bool = False) -> None:
         """Push ``event`` to every connected client of every user (packed once)."""
-        item = (next(self._seq), ev.to_wire(ev.validate_outgoing(event)), None)
-        for transport in TRANSPORTS:
-            self._buffers[transport].shared.append(item)
-            self._schedule(transport)
+        wire_event = ev.to_wire(ev.validate_outgoing(event))
+        if not self._on_hub_thread():
+            self._threadsafe(self._broadcast, wire_event, flush)
+            return
+        self._broadcast(wire_event, flush)
+
+    def _broadcast(self, wire_event: t.Any, flush: bool) -> None:
+        self.backplane.broadcast(wire_event, time.monotonic())
         if flush:
             self.flush()
 
-    def _schedule(self, transport: Transport) -> None:
-        buf = self._buffers[transport]
-        if buf.timer is None and not self.closed:
-            buf.timer = gevent.get_hub().loop.timer(self._windows[transport])
-            buf.timer.start(self._flush_from_timer, transport)
+    def logs_appended(self, transports: tuple[Transport, ...]) -> None:
+        """Backplane listener: start the batching window of these transports."""
+        if self.closed:
+            return
+        timers = self._flush_timers
+        for transport in transports:
+            if timers[transport] is None:
+                timer = timers[transport] = self._loop.timer(self._windows[transport])
+                timer.start(self._flush_from_timer, transport)
 
     def _flush_from_timer(self, transport: Transport) -> None:
         try:
@@ -449,94 +542,53 @@ class Hub:
 
     def flush(self) -> None:
         """Send everything buffered now, in order (what ``flush=True`` does)."""
+        if not self._on_hub_thread():
+            self._threadsafe(self.flush)
+            return
         for transport in TRANSPORTS:
             self._flush(transport)
 
     def _flush(self, transport: Transport) -> None:
-        buf = self._buffers[transport]
-        if buf.timer is not None:
-            buf.timer.close()
-            buf.timer = None
-        direct, shared = buf.direct, buf.shared
-        if not direct and not shared:
-            return
-        buf.direct, buf.shared = {}, []
-        table = self._clients[transport]
-        shared_packed: list[str | bytes] = []
-        uids = list(table) if shared else [u for u in direct if u in table]
-        for uid in uids:
-            clients = table.get(uid)
-            if not clients:
-                continue
-            own = direct.get(uid)
-            items = shared if own is None else _merge(shared, own)
-            if own is None or all(item[2] is None for item in own):
-                events = [item[1] for item in items]
-                if own is None:
-                    if not shared_packed:
-                        shared_packed.append(self._pack_batch(events))
-                    packed = shared_packed[0]
-                else:
-                    packed = self._pack_batch(events)
-                for client in list(clients.values()):
-                    self._deliver(client, events, packed)
-            else:
-                for client in list(clients.values()):
-                    events = [i[1] for i in items if i[2] is None or i[2] == client.client_id]
-                    if events:
-                        self._deliver(client, events, self._pack_batch(events))
-
-    def _pack_batch(self, events: list[t.Any]) -> str | bytes:
-        try:
-            return self.packer.pack([events, None])
-        except PackError:
-            good = []
-            for event in events:
-                try:
-                    self.packer.pack(event)
-                    good.append(event)
-                except PackError as exc:
-                    logger.error("dropped a push of %r: %s", event[0], exc)
-            return self.packer.pack([good, None])
-
-    def _deliver(self, client: t.Any, events: list[t.Any], packed: str | bytes) -> None:
-        if client.transport == "ws":
-            client.offer(packed)
-            return
-        if client.parked is not None and not client.backlog:
-            client.parked.set(packed)
-            client.parked = None
-            return
-        client.backlog.extend(events)
-        if len(client.backlog) > self.options.send_queue_size:
-            logger.warning("dropping the backlog of a long-polling client that does not keep "
-                           "up (uid=%r, client_id=%r)", client.uid, client.client_id)
-            client.backlog = []
-            client.close_packed = self.packer.pack(
-                wire.close(wire.CLOSE_TOO_SLOW, "client too slow"))
+        timer = self._flush_timers[transport]
+        if timer is not None:
+            timer.close()
+            self._flush_timers[transport] = None
+        batches, gapped, woken = self._delivery.collect(transport)
+        for batch in batches:
+            messages = pack_all(self.packer, batch.events, self.options.max_message_size)
+            for reader in batch.readers:
+                conn = self._conns["ws"].get(reader.uid, {}).get(reader.client_id)
+                if conn is not None and conn.reader is reader:
+                    for packed in messages:
+                        conn.offer(packed)
+        for reader in gapped:  # cannot happen while WebSocket readers are collected often
+            self._delivery.skip_to_head(reader)
+            conn = self._conns["ws"].get(reader.uid, {}).get(reader.client_id)
+            if conn is not None and conn.open:
+                conn.close(wire.CLOSE_TOO_SLOW, "client too slow")
+        for reader in woken:
+            client = self._conns["ajax"].get(reader.uid, {}).get(reader.client_id)
+            if client is not None and client.parked is not None:
+                client.parked.set(_WAKE)
 
     # --- kick ----------------------------------------------------------------------------
 
     def kick(self, uid: t.Any, reason: str = "kicked") -> None:
         """Close every connection of ``uid``; the clients are told not to reconnect."""
-        for client_id, conn in list(self._clients["ws"].get(uid, {}).items()):
+        if not self._on_hub_thread():
+            self._threadsafe(self.kick, uid, reason)
+            return
+        for client_id, conn in list(self._conns["ws"].get(uid, {}).items()):
             conn.close(wire.CLOSE_KICKED, reason)
-            self._drop("ws", uid, client_id)
+            self.backplane.remove(uid, "ws", client_id)
+            self._forget("ws", uid, client_id)
         packed = self.packer.pack(wire.close(wire.CLOSE_KICKED, reason))
-        for client_id, client in list(self._clients["ajax"].get(uid, {}).items()):
+        for client_id, client in list(self._conns["ajax"].get(uid, {}).items()):
             if client.parked is not None:
                 client.parked.set(packed)
-                client.parked = None
             else:
                 self._kicked[client_id] = packed
-                self.spawn_later(self.options.reconnect_grace_ajax, self._kicked.pop,
-                                 client_id, None)
-            self._drop("ajax", uid, client_id)
-
-
-def _merge(a: list[tuple[int, t.Any, str | None]],
-           b: list[tuple[int, t.Any, str | None]]) -> list[tuple[int, t.Any, str | None]]:
-    """Merge two seq-ordered lists into one, keeping the global send order."""
-    if not a:
-        return b
-    return sorted(a + b, key=lambda item: item[0])
+                timer = self._loop.timer(self.options.reconnect_grace_ajax)
+                timer.start(self._kicked.pop, client_id, None)
+            self.backplane.remove(uid, "ajax", client_id)
+            self._forget("ajax", uid, client_id)

@@ -8,8 +8,21 @@ from __future__ import annotations
 
 import contextlib
 import typing as t
+import uuid
 
-from flask import Flask
+import gevent
+import gevent.queue
+from flask import Flask, Response
+from flask import session as flask_session
+
+from . import admission
+from .exceptions import ConnectionClosed, Rejected, ReplyError, ReplyTimeout
+from .protocol import events, wire
+from .server import make_server
+from .views import request_snapshot
+
+if t.TYPE_CHECKING:  # pragma: no cover
+    from .state import AppState
 
 
 @contextlib.contextmanager
@@ -21,27 +34,23 @@ def serve(app: Flask, host: str = "127.0.0.1", port: int = 0) -> t.Iterator[str]
         with serve(app) as base_url:
             requests.get(base_url + "/chsk?client-id=x&handshake=1")
     """
-    from .server import make_server
-
     server = make_server(app, host=host, port=port)
     server.start()
     try:
         yield f"http://{host}:{server.server_port}"
     finally:
-        state = app.extensions.get("sente")
+        state: AppState | None = app.extensions.get("sente")
         if state is not None:
-            state.sente.close(app)  # answer parked polls, close WebSockets with 1001
+            state.restart()  # answer parked polls, close WebSockets with 1001
         server.stop(timeout=2)
         if state is not None:
-            state.sente.close(app)  # whatever requests read during shutdown started
+            state.restart()  # whatever requests read during shutdown started
 
 
 class _MemoryWebSocket:
     """A WebSocket made of two in-memory queues (the transport interface, no socket)."""
 
     def __init__(self) -> None:
-        import gevent.queue
-
         self.to_server: gevent.queue.Queue[t.Any] = gevent.queue.Queue()
         self.to_client: gevent.queue.Queue[t.Any] = gevent.queue.Queue()
         self.closed = False
@@ -49,10 +58,6 @@ class _MemoryWebSocket:
         self.close_reason = ""
 
     def receive(self, timeout: float | None = None) -> str | bytes | None:
-        import gevent.queue
-
-        from .exceptions import ConnectionClosed
-
         if self.closed:
             raise ConnectionClosed(self.close_reason or "closed", self.close_code)
         try:
@@ -64,8 +69,6 @@ class _MemoryWebSocket:
         return t.cast("str | bytes", item)
 
     def send(self, message: str | bytes) -> None:
-        from .exceptions import ConnectionClosed
-
         if self.closed:
             raise ConnectionClosed(self.close_reason or "closed", self.close_code)
         self.to_client.put(message)
@@ -96,13 +99,6 @@ class SenteTestClient:
     def __init__(self, app: Flask, *, uid: t.Any = None, session: dict[str, t.Any] | None = None,
                  client_id: str | None = None, query_string: dict[str, str] | None = None,
                  headers: dict[str, str] | None = None) -> None:
-        import uuid
-
-        import gevent
-
-        from . import views
-        from .exceptions import Rejected
-
         self.app = app
         self.client_id = client_id or uuid.uuid4().hex
         state = app.extensions["sente"]
@@ -115,16 +111,18 @@ class SenteTestClient:
         query = {"client-id": self.client_id, **(query_string or {})}
         with app.test_request_context(state.options.url, query_string=query,
                                       headers=headers or {}):
-            from flask import session as flask_session
-
             flask_session.update(session or {})
-            self.uid = uid if uid is not None else state.sente._call_user_id(state,
-                                                                           self.client_id)
-            refusal = views._check_authorized(state, self.uid, self.client_id)
-            if refusal is not None:
-                raise Rejected(refusal.status_code, refusal.get_data(as_text=True).strip())
-            info = views._snapshot()
-            handshake_data = state.sente._call_handshake_data(state, self.uid, self.client_id)
+            if uid is not None:  # the test names the user: the user_id hook is not asked
+                outcome: admission.Admitted | Response = (
+                    admission.check_authorized(state, uid, self.client_id)
+                    or admission.Admitted(uid, self.client_id))
+            else:  # the same pipeline as the views; a test client is not a browser
+                outcome = admission.admit(state, skip=admission.SKIPPABLE)
+            if isinstance(outcome, Response):
+                raise Rejected(outcome.status_code, outcome.get_data(as_text=True).strip())
+            self.uid = outcome.uid
+            info = request_snapshot()
+            handshake_data = admission.handshake_data(state, self.uid, self.client_id)
         self._greenlet = gevent.spawn(state.hub.serve_websocket, self._ws, self.uid,
                                       self.client_id, info, handshake_data, grace=0)
         self.handshake = self._next(timeout=5)
@@ -133,8 +131,6 @@ class SenteTestClient:
 
     def send(self, event: tuple[str, t.Any]) -> None:
         """Send an event without asking for a reply."""
-        from .protocol import events, wire
-
         self._ws.to_server.put(self._packer.pack(wire.client_event(
             events.validate_outgoing(event))))
 
@@ -145,11 +141,6 @@ class SenteTestClient:
         timeout or nothing came within ``timeout``, :class:`~flask_sente.exceptions.ReplyError`
         when the handler failed.
         """
-        import gevent
-
-        from .exceptions import ReplyError, ReplyTimeout
-        from .protocol import events, wire
-
         cb_id = f"t{next(self._cb_ids)}"
         self._ws.to_server.put(self._packer.pack(wire.client_event(
             events.validate_outgoing(event), cb_id)))
@@ -169,8 +160,6 @@ class SenteTestClient:
         Pushes are batched (30 ms by default): after an action, pass a ``wait`` a little
         longer than ``send_buffer_ws``, or use ``flush=True`` in the code under test.
         """
-        import gevent
-
         deadline = gevent.get_hub().loop.now() + wait
         while True:
             remaining = deadline - gevent.get_hub().loop.now()
@@ -194,10 +183,6 @@ class SenteTestClient:
 
     def _next(self, timeout: float | None, block: bool = True) -> t.Any:
         """Take one message from the server and file it; None if nothing came."""
-        import gevent.queue
-
-        from .protocol import wire
-
         try:
             packed = self._ws.to_client.get(block=block, timeout=timeout)
         except gevent.queue.Empty:

@@ -7,8 +7,8 @@
 * ``POST <url>`` -> one Ajax event, answered with its reply or an ack;
 * ``GET <url>/sente.js`` -> the browser client.
 
-This module translates Flask's request into hub calls; the security pipeline runs here
-because it needs the session: client-id -> protocol/packer -> CSRF -> origin -> authorize.
+This module translates Flask's request into hub calls, after ``admission.admit`` (the
+checks, in one pipeline) let the request in.
 """
 from __future__ import annotations
 
@@ -20,17 +20,16 @@ import typing as t
 
 from flask import Blueprint, Request, Response, current_app, request, send_file, session
 
+from .admission import admit, handshake_data
+from .admission import text_response as _text
 from .exceptions import RemoteProtocolError
-from .connections import RequestInfo
-from .protocol import PROTOCOL_VERSION
-from .protocol.security import csrf_token_valid, origin_allowed
+from .messages import RequestInfo
 from .transports.base import STOP_CALLBACKS_ENVIRON_KEY, UPGRADE_ENVIRON_KEY
 
 if t.TYPE_CHECKING:  # pragma: no cover
-    from .ext import AppState
+    from .state import AppState
 
 STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
-CSRF_SESSION_KEY = "_sente_csrf"
 _CONTENT_TYPES = {False: "application/json; charset=utf-8", True: "application/msgpack"}
 
 
@@ -57,53 +56,27 @@ def _script() -> Response:
     return resp
 
 
-def _text(status: int, body: str) -> Response:
-    return Response(body + "\n", status=status, mimetype="text/plain")
-
-
 def _state() -> AppState:
     return t.cast("AppState", current_app.extensions["sente"])
 
 
 def _chsk() -> Response:
     state = _state()
-    opts = state.options
     stop_callbacks = request.environ.get(STOP_CALLBACKS_ENVIRON_KEY)
     if stop_callbacks is not None:
         stop_callbacks.add(state.shutdown)
-    client_id = request.args.get("client-id") or (
-        request.form.get("client-id") if request.method == "POST" and request.mimetype ==
-        "application/x-www-form-urlencoded" else None)
-    if not client_id:
-        return _text(400, "Missing client-id: every request to the channel socket must carry "
-                          "a client-id query parameter")
-    if len(client_id) > 128:
-        return _text(400, "client-id is too long (128 characters at most)")
-    version = request.args.get("protocol")
-    if version is not None and version != str(PROTOCOL_VERSION):
-        return _text(400, f"Unsupported protocol version {version!r}: this server speaks "
-                          f"version {PROTOCOL_VERSION}; update the client")
-    packer_name = request.args.get("packer")
-    if packer_name is not None and packer_name != state.packer.name:
-        return _text(400, f"Packer mismatch: the client uses {packer_name!r}, this server "
-                          f"uses {state.packer.name!r}")
-    rejection = _check_csrf(state) or _check_origin(state)
-    if rejection is not None:
-        return rejection
-    uid = state.sente._call_user_id(state, client_id)
-    rejection = _check_authorized(state, uid, client_id)
-    if rejection is not None:
-        return rejection
-
+    admitted = admit(state)
+    if isinstance(admitted, Response):
+        return admitted
+    uid, client_id = admitted.uid, admitted.client_id
     if request.method == "POST":
         return _post(state, uid, client_id)
     upgrade = request.environ.get(UPGRADE_ENVIRON_KEY)
-    info = _snapshot()
+    info = request_snapshot()
     if upgrade is not None:
-        handshake_data = state.sente._call_handshake_data(state, uid, client_id)
-        ws = upgrade.accept(max_message_size=opts.max_message_size)
-        serve = functools.partial(state.hub.serve_websocket, ws, uid, client_id, info,
-                                  handshake_data)
+        data = handshake_data(state, uid, client_id)
+        ws = upgrade.accept(max_message_size=state.options.max_message_size)
+        serve = functools.partial(state.hub.serve_websocket, ws, uid, client_id, info, data)
         defer = getattr(upgrade, "serve_after_response", None)
         if defer is not None:
             defer(serve)  # once this view has returned and Flask has released the request
@@ -119,7 +92,7 @@ def _chsk() -> Response:
     handshake = "handshake" in request.args or "handshake?" in request.args
     body = state.hub.ajax_get(
         uid, client_id, info, handshake=handshake,
-        handshake_data=lambda: state.sente._call_handshake_data(state, uid, client_id))
+        handshake_data=lambda: handshake_data(state, uid, client_id))
     return _packed(state, body)
 
 
@@ -140,7 +113,7 @@ def _post(state: AppState, uid: t.Any, client_id: str) -> Response:
     if len(body) > limit:
         return _text(413, f"Message too big: the limit is {limit} bytes")
     try:
-        answer = state.hub.ajax_post(uid, client_id, _snapshot(), body)
+        answer = state.hub.ajax_post(uid, client_id, request_snapshot(), body)
     except RemoteProtocolError as exc:
         return _text(exc.status, f"Bad package: {exc}")
     return _packed(state, answer)
@@ -152,56 +125,8 @@ def _packed(state: AppState, body: str | bytes) -> Response:
     return resp
 
 
-def _supplied_csrf_token() -> str | None:
-    environ = request.environ  # a missing header costs werkzeug an exception; not the environ
-    return (request.args.get("csrf-token") or environ.get("HTTP_X_CSRF_TOKEN")
-            or environ.get("HTTP_X_XSRF_TOKEN") or (
-                request.form.get("csrf-token") if request.method == "POST" and
-                request.mimetype == "application/x-www-form-urlencoded" else None))
-
-
-def _check_csrf(state: AppState) -> Response | None:
-    csrf = state.options.csrf
-    if csrf is False:
-        return None
-    supplied = _supplied_csrf_token()
-    if csrf is True and "csrf" in current_app.extensions:  # Flask-WTF's CSRFProtect
-        from flask_wtf.csrf import ValidationError, validate_csrf  # optional dependency
-        try:
-            validate_csrf(supplied)
-            return None
-        except ValidationError:
-            return _text(403, "Bad CSRF token")
-    expected = csrf() if callable(csrf) else session.get(CSRF_SESSION_KEY)
-    if csrf_token_valid(expected, supplied):
-        return None
-    return _text(403, "Bad CSRF token")
-
-
-def _check_origin(state: AppState) -> Response | None:
-    origin = request.environ.get("HTTP_ORIGIN")
-    # The own origin from scheme and Host as sent (punycode, like browsers' Origin), not
-    # host_url: that one decodes IDNs and is the dearest part of a handshake.
-    if origin is None or origin_allowed(state.options.allowed_origins, origin,
-                                        f"{request.scheme}://{request.host}"):
-        return None
-    return _text(403, f"Unauthorized origin {origin!r}: allow it with the allowed_origins "
-                      f"option (SENTE_ALLOWED_ORIGINS)")
-
-
-def _check_authorized(state: AppState, uid: t.Any, client_id: str) -> Response | None:
-    hook = state.sente._hook(state, "authorize")
-    if hook is None:
-        return None
-    verdict = hook(uid, client_id)
-    if verdict is True or (verdict and not isinstance(verdict, (Response, tuple, str))):
-        return None
-    if verdict is None or verdict is False:
-        return _text(401, "Unauthorized request")
-    return current_app.make_response(verdict)
-
-
-def _snapshot() -> RequestInfo:
+def request_snapshot() -> RequestInfo:
+    """A lazy :class:`RequestInfo` of the current request (handlers see it as ``msg.request``)."""
     return _LazyRequestInfo(request.environ, type(request._get_current_object()),
                             session._get_current_object())
 

@@ -25,7 +25,7 @@ def _modules():
 
 
 @pytest.mark.parametrize("third_party, allowed", [
-    ("flask", {"ext.py", "views.py", "testing.py"}),
+    ("flask", {"ext.py", "views.py", "admission.py", "testing.py"}),
     ("geventwebsocket", {"transports/websocket.py"}),
     ("gunicorn", {"worker.py"}),
 ])
@@ -61,3 +61,72 @@ def test_protocol_loads_without_gevent_or_flask():
     # Importing the package __init__ pulls in the extension; load the modules by path.
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60,
                    cwd=PKG.parent, env={"PYTHONPATH": str(PKG.parent)})
+
+
+def _module_name(path: pathlib.Path) -> str:
+    rel = path.relative_to(PKG.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _internal_imports(path: pathlib.Path, known: set[str]) -> set[str]:
+    """Every flask_sente module ``path`` imports anywhere in it (functions and
+    ``TYPE_CHECKING`` blocks included: a circle is a circle even when it is lazy)."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - (node.level - 1)]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            # "from .x import y" imports x.y when y is a module, else x
+            targets = [f"{module}.{a.name}" if f"{module}.{a.name}" in known else module
+                       for a in node.names]
+        else:
+            continue
+        found.update(t for t in targets if t in known and t != name)
+    return found
+
+
+def test_no_import_circles():
+    paths = {_module_name(p): p for p in _modules()}
+    known = set(paths)
+    graph = {name: _internal_imports(path, known) for name, path in paths.items()}
+    # A package's __init__ only re-exports; a module importing its own package's
+    # __init__ for a constant is not a circle through the package's other modules.
+    cycles = []
+
+    def visit(node, stack, on_stack, done):
+        on_stack.add(node)
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if nxt in on_stack:
+                cycles.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in done:
+                visit(nxt, stack, on_stack, done)
+        stack.pop()
+        on_stack.discard(node)
+        done.add(node)
+
+    done: set[str] = set()
+    for start in sorted(graph):
+        if start not in done:
+            visit(start, [], set(), done)
+    assert cycles == [], "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_core_and_backplane_seam_are_sans_io():
+    for folder in ("core",):
+        for path in (PKG / folder).glob("*.py"):
+            bad = _imports(path) & {"gevent", "flask", "socket", "time", "threading",
+                                    "asyncio", "select", "random", "secrets"}
+            assert not bad, f"{folder}/{path.name} imports {bad}"
+    assert not _imports(PKG / "backplanes" / "base.py") & {"gevent", "flask", "socket"}

@@ -18,6 +18,7 @@ def test_connected_uids_by_transport_and_open_close_events(signal_log):
     with running(**GRACE) as h:
         ws = h.ws("w1", uid="amy")
         h.get("a1", uid="ben", handshake=True)
+        assert h.get("a1", uid="ben").json() == [["chsk/timeout"], None]  # a poll: present
         uids = h.sente.connected_uids
         assert uids.ws == {"amy"} and uids.ajax == {"ben"} and uids.any == {"amy", "ben"}
         h.wait_for(lambda: _opens(h, "amy") and _opens(h, "ben"))
@@ -62,6 +63,18 @@ def test_user_stays_connected_while_any_tab_is():
         assert "dee" in h.sente.connected_uids.any and not _closes(h, "dee")
         b.close()
         h.wait_for(lambda: _closes(h, "dee"))
+
+
+def test_an_ajax_handshake_alone_is_not_presence():
+    """A WebSocket client probing whether HTTP works handshakes over Ajax and never polls:
+    that must not make its user flap online and offline on every retry."""
+    with running(**GRACE) as h:
+        for attempt in range(3):
+            assert h.get(f"probe{attempt}", uid="pat", handshake=True).ok
+        gevent.sleep(0.5)                       # past the grace window
+        assert "pat" not in h.sente.connected_uids.any
+        assert not _opens(h, "pat") and not _closes(h, "pat")
+        assert h.sente.clients_of("pat") == {"ws": [], "ajax": []}
 
 
 def test_polling_client_stays_connected_across_polls():

@@ -1,0 +1,136 @@
+"""Admission: every check a channel-socket request passes, as one pipeline.
+
+``client-id`` -> protocol -> packer -> CSRF -> origin -> user id -> ``authorize``, in that
+order, before any WebSocket upgrade — so a refused client reads a plain 400/401/403. The
+views run it for every request; ``sente.test_client()`` runs the same function in a test
+request context. It needs Flask's ``request`` and ``session`` (the CSRF token and the user
+id live in the session), so it belongs to the extension layer.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing as t
+
+from flask import Response, current_app, request, session
+
+from .config import ANONYMOUS_UID
+from .protocol import PROTOCOL_VERSION
+from .protocol.security import csrf_token_valid, origin_allowed
+
+if t.TYPE_CHECKING:  # pragma: no cover
+    from .state import AppState
+
+#: Session key of the CSRF token flask_sente makes when Flask-WTF is not in use.
+CSRF_SESSION_KEY = "_sente_csrf"
+#: Longest client id accepted.
+MAX_CLIENT_ID = 128
+#: Checks a caller may leave out (the in-process test client is not a browser).
+SKIPPABLE = frozenset({"csrf", "origin"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Admitted:
+    """A request that passed every check."""
+
+    uid: t.Any
+    client_id: str
+
+
+def text_response(status: int, body: str) -> Response:
+    return Response(body + "\n", status=status, mimetype="text/plain")
+
+
+def admit(state: AppState, *, skip: frozenset[str] = frozenset()) -> Admitted | Response:
+    """Run the pipeline on the current request; a refusal is the response to send.
+
+    :param skip: names from :data:`SKIPPABLE` to leave out.
+    """
+    client_id = request.args.get("client-id") or (
+        request.form.get("client-id") if request.method == "POST" and request.mimetype ==
+        "application/x-www-form-urlencoded" else None)
+    if not client_id:
+        return text_response(400, "Missing client-id: every request to the channel socket "
+                                  "must carry a client-id query parameter")
+    if len(client_id) > MAX_CLIENT_ID:
+        return text_response(400, f"client-id is too long ({MAX_CLIENT_ID} characters at "
+                                  "most)")
+    version = request.args.get("protocol")
+    if version is not None and version != str(PROTOCOL_VERSION):
+        return text_response(400, f"Unsupported protocol version {version!r}: this server "
+                                  f"speaks version {PROTOCOL_VERSION}; update the client")
+    packer_name = request.args.get("packer")
+    if packer_name is not None and packer_name != state.packer.name:
+        return text_response(400, f"Packer mismatch: the client uses {packer_name!r}, this "
+                                  f"server uses {state.packer.name!r}")
+    refusal = ((None if "csrf" in skip else check_csrf(state))
+               or (None if "origin" in skip else check_origin(state)))
+    if refusal is not None:
+        return refusal
+    uid = user_id(state, client_id)
+    refusal = check_authorized(state, uid, client_id)
+    if refusal is not None:
+        return refusal
+    return Admitted(uid, client_id)
+
+
+def user_id(state: AppState, client_id: str) -> t.Any:
+    """The uid of the connecting client: the ``user_id`` hook, else ``session["uid"]``;
+    None becomes :data:`~flask_sente.config.ANONYMOUS_UID`."""
+    hook = state.hook("user_id")
+    uid = hook(client_id) if hook is not None else session.get("uid")
+    return ANONYMOUS_UID if uid is None else uid
+
+
+def handshake_data(state: AppState, uid: t.Any, client_id: str) -> t.Any:
+    """What the ``handshake_data`` hook gives this client (None without one)."""
+    hook = state.hook("handshake_data")
+    return hook(uid, client_id) if hook is not None else None
+
+
+def supplied_csrf_token() -> str | None:
+    environ = request.environ  # a missing header costs werkzeug an exception; not the environ
+    return (request.args.get("csrf-token") or environ.get("HTTP_X_CSRF_TOKEN")
+            or environ.get("HTTP_X_XSRF_TOKEN") or (
+                request.form.get("csrf-token") if request.method == "POST" and
+                request.mimetype == "application/x-www-form-urlencoded" else None))
+
+
+def check_csrf(state: AppState) -> Response | None:
+    csrf = state.options.csrf
+    if csrf is False:
+        return None
+    supplied = supplied_csrf_token()
+    if csrf is True and "csrf" in current_app.extensions:  # Flask-WTF's CSRFProtect
+        from flask_wtf.csrf import ValidationError, validate_csrf  # optional dependency
+        try:
+            validate_csrf(supplied)
+            return None
+        except ValidationError:
+            return text_response(403, "Bad CSRF token")
+    expected = csrf() if callable(csrf) else session.get(CSRF_SESSION_KEY)
+    if csrf_token_valid(expected, supplied):
+        return None
+    return text_response(403, "Bad CSRF token")
+
+
+def check_origin(state: AppState) -> Response | None:
+    origin = request.environ.get("HTTP_ORIGIN")
+    # The own origin from scheme and Host as sent (punycode, like browsers' Origin), not
+    # host_url: that one decodes IDNs and is the dearest part of a handshake.
+    if origin is None or origin_allowed(state.options.allowed_origins, origin,
+                                        f"{request.scheme}://{request.host}"):
+        return None
+    return text_response(403, f"Unauthorized origin {origin!r}: allow it with the "
+                              f"allowed_origins option (SENTE_ALLOWED_ORIGINS)")
+
+
+def check_authorized(state: AppState, uid: t.Any, client_id: str) -> Response | None:
+    hook = state.hook("authorize")
+    if hook is None:
+        return None
+    verdict = hook(uid, client_id)
+    if verdict is True or (verdict and not isinstance(verdict, (Response, tuple, str))):
+        return None
+    if verdict is None or verdict is False:
+        return text_response(401, "Unauthorized request")
+    return current_app.make_response(verdict)

@@ -1,0 +1,320 @@
+"""What each client is owed: logs of pushes and readers with positions, without I/O.
+
+Every push is appended to a **log**: one per user (``send``) and one shared by everyone
+(``broadcast``), each with an *epoch* (a random name for this log's history) and an integer
+``seq`` per entry. Every connected client has a **reader** holding its *position* in each log
+it reads — the last seq it was given. What a client is owed is simply everything after its
+positions, so:
+
+* order per client is the order of appends, ``flush=True`` or not (two logs are merged by a
+  process-wide stamp, so a batch keeps the global send order);
+* a push to one tab (``client_id=``) is an entry with a target: other tabs skip it, but
+  their positions still move past it;
+* a WebSocket reader is *eager*: :meth:`Delivery.collect` hands it everything new at each
+  flush. An Ajax reader is *lazy*: entries wait in the log until its next poll reads them
+  with :meth:`Delivery.pending` (this replaces a per-client backlog);
+* history is bounded (``history_size`` entries and ``history_ttl`` seconds per log); a reader
+  whose position fell out of it has a *gap* (:data:`GAP`), which the caller must make known.
+
+Readers that start at the same positions and receive no targeted entry get the same batch:
+:meth:`Delivery.collect` groups them so the hub packs each distinct batch once.
+
+The clock (``now``) and the epoch source are passed in. This module may import only the
+standard library.
+"""
+from __future__ import annotations
+
+import typing as t
+
+from .presence import TRANSPORTS, Transport
+
+#: Key of the broadcast log in :attr:`Delivery.logs` and the name readers know it by.
+BROADCAST = "*"
+#: The name a reader knows its own user's log by (on the wire: one user, one "u").
+USER = "u"
+
+
+class _Gap:
+    """Returned instead of entries when history no longer reaches a reader's position."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "GAP"
+
+
+GAP: t.Final = _Gap()
+
+
+class Entry:
+    """One appended push."""
+
+    __slots__ = ("seq", "stamp", "event", "target", "at")
+
+    def __init__(self, seq: int, stamp: int, event: t.Any, target: str | None,
+                 at: float) -> None:
+        self.seq = seq
+        #: Process-wide append order: merges two logs back into send order.
+        self.stamp = stamp
+        #: The event in wire form (``[id, data]``).
+        self.event = event
+        #: The one client id that gets it, or None for every reader.
+        self.target = target
+        self.at = at
+
+
+class Log:
+    """One ordered history: entries ``first_seq .. seq`` kept, older ones trimmed."""
+
+    __slots__ = ("key", "epoch", "seq", "entries", "readers", "idle_since")
+
+    def __init__(self, key: t.Hashable, epoch: str, now: float) -> None:
+        self.key = key
+        self.epoch = epoch
+        #: Seq of the last entry appended (0: none yet).
+        self.seq = 0
+        self.entries: list[Entry] = []
+        #: Readers of this log by transport (the broadcast log: every reader).
+        self.readers: dict[Transport, set[Reader]] = {"ws": set(), "ajax": set()}
+        #: When the last reader went away (None while it has readers).
+        self.idle_since: float | None = now
+
+    def after(self, position: int) -> list[Entry] | _Gap:
+        """Entries after ``position``, or :data:`GAP` if some of them were trimmed."""
+        if position >= self.seq:
+            return []
+        first = self.entries[0].seq if self.entries else self.seq + 1
+        if position + 1 < first:
+            return GAP
+        return self.entries[position + 1 - first:]
+
+    def trim(self, size: int, oldest: float) -> None:
+        """Keep at most ``size`` entries, none appended before ``oldest``."""
+        entries = self.entries
+        cut = max(0, len(entries) - size)
+        while cut < len(entries) and entries[cut].at < oldest:
+            cut += 1
+        if cut:
+            del entries[:cut]
+
+
+class Reader:
+    """One client's positions in the logs it reads."""
+
+    __slots__ = ("uid", "client_id", "transport", "logs", "positions", "ready", "__weakref__")
+
+    def __init__(self, uid: t.Any, client_id: str, transport: Transport) -> None:
+        self.uid = uid
+        self.client_id = client_id
+        self.transport = transport
+        #: The logs it reads, by the name the client knows them by.
+        self.logs: dict[str, Log] = {}
+        self.positions: dict[str, int] = {}
+        #: Lazy (Ajax) readers only: a poll is parked and waits for :meth:`Delivery.collect`.
+        self.ready = False
+
+    def owed(self) -> bool:
+        """Whether any of its logs has entries past its position."""
+        positions = self.positions
+        return any(log.seq > positions[name] for name, log in self.logs.items())
+
+
+class Batch:
+    """Events for a group of readers that get exactly the same ones (packed once)."""
+
+    __slots__ = ("events", "readers", "positions")
+
+    def __init__(self, events: list[t.Any], positions: dict[str, tuple[str, int]]) -> None:
+        self.events = events
+        self.readers: list[Reader] = []
+        #: Where the readers stand after this batch: name -> (epoch, seq).
+        self.positions = positions
+
+
+class Delivery:
+    """The logs and readers of one process; see the module docstring."""
+
+    def __init__(self, *, history_size: int, history_ttl: float,
+                 new_epoch: t.Callable[[], str]) -> None:
+        self.history_size = history_size
+        self.history_ttl = history_ttl
+        self._new_epoch = new_epoch
+        self.logs: dict[t.Hashable, Log] = {}
+        self._stamp = 0
+        #: Logs with entries not yet collected, per transport with eager readers.
+        self._dirty: dict[Transport, set[Log]] = {"ws": set(), "ajax": set()}
+
+    # --- readers ---------------------------------------------------------------------------
+
+    def open_reader(self, uid: t.Any, client_id: str, transport: Transport,
+                    now: float) -> Reader:
+        """A reader at the head of the user's and the broadcast log (nothing owed yet)."""
+        reader = Reader(uid, client_id, transport)
+        for name, key in ((USER, (USER, uid)), (BROADCAST, BROADCAST)):
+            log = self._log(key, now)
+            reader.logs[name] = log
+            reader.positions[name] = log.seq
+            log.readers[transport].add(reader)
+            log.idle_since = None
+        return reader
+
+    def close_reader(self, reader: Reader, now: float) -> None:
+        """The reader is gone for good; its logs start their idle time when it was the last."""
+        for log in reader.logs.values():
+            readers = log.readers[reader.transport]
+            readers.discard(reader)
+            if not readers and not log.readers["ws" if reader.transport == "ajax" else "ajax"]:
+                log.idle_since = now
+        reader.ready = False
+
+    def _log(self, key: t.Hashable, now: float) -> Log:
+        log = self.logs.get(key)
+        if log is None:
+            log = self.logs[key] = Log(key, self._new_epoch(), now)
+        return log
+
+    # --- appending -------------------------------------------------------------------------
+
+    def push(self, uid: t.Any, event: t.Any, target: str | None,
+             now: float) -> tuple[Transport, ...]:
+        """Append to ``uid``'s log; returns the transports whose readers must be flushed.
+
+        A user nobody has read the log of has no log: the push reaches nobody and is not
+        kept (no client can be waiting for it).
+        """
+        log = self.logs.get((USER, uid))
+        if log is None:
+            return ()
+        return self._append(log, event, target, now)
+
+    def broadcast(self, event: t.Any, now: float) -> tuple[Transport, ...]:
+        return self._append(self._log(BROADCAST, now), event, None, now)
+
+    def _append(self, log: Log, event: t.Any, target: str | None,
+                now: float) -> tuple[Transport, ...]:
+        self._stamp += 1
+        log.seq += 1
+        log.entries.append(Entry(log.seq, self._stamp, event, target, now))
+        # Trim in halves (amortized), but never what eager readers have not been given yet:
+        # a burst inside one batching window must arrive whole. collect() trims after.
+        if len(log.entries) >= 2 * self.history_size and log not in self._dirty["ws"]:
+            log.trim(self.history_size, now - self.history_ttl)
+        due = tuple(tr for tr in TRANSPORTS if log.readers[tr])
+        for transport in due:
+            self._dirty[transport].add(log)
+        return due
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def collect(self, transport: Transport) -> tuple[list[Batch], list[Reader], list[Reader]]:
+        """Everything new since the last collect for this transport's readers.
+
+        Returns ``(batches, gapped, woken)``: eager (WebSocket) readers' batches, already
+        counted as delivered; eager readers whose history was trimmed past their position;
+        lazy (Ajax) readers with a parked poll and entries owed (they read with
+        :meth:`pending`).
+        """
+        dirty = self._dirty[transport]
+        if not dirty:
+            return [], [], []
+        self._dirty[transport] = set()
+        readers: set[Reader] = set()
+        for log in dirty:
+            readers.update(log.readers[transport])
+        batches: dict[t.Hashable, Batch] = {}
+        gapped: list[Reader] = []
+        woken: list[Reader] = []
+        lazy = transport == "ajax"
+        for reader in readers:
+            if lazy:
+                if reader.ready and reader.owed():
+                    reader.ready = False
+                    woken.append(reader)
+                continue
+            self._collect_one(reader, batches, gapped)
+        if not lazy:
+            for log in dirty:
+                if len(log.entries) >= 2 * self.history_size:
+                    log.trim(self.history_size, log.entries[-1].at - self.history_ttl)
+        return [b for b in batches.values() if b.events], gapped, woken
+
+    def _collect_one(self, reader: Reader, batches: dict[t.Hashable, Batch],
+                     gapped: list[Reader]) -> None:
+        positions = reader.positions
+        parts: list[tuple[str, Log, list[Entry]]] = []
+        for name, log in reader.logs.items():
+            position = positions[name]
+            if log.seq == position:
+                continue
+            entries = log.after(position)
+            if entries is GAP:
+                gapped.append(reader)
+                return
+            parts.append((name, log, t.cast("list[Entry]", entries)))
+        if not parts:
+            return
+        targeted = any(e.target is not None for _, _, entries in parts for e in entries)
+        key: t.Hashable = (tuple((log.key, positions[name]) for name, log, _ in parts)
+                           if not targeted else (reader,))
+        batch = batches.get(key)
+        if batch is None:
+            batch = Batch(_events(parts, reader.client_id if targeted else None),
+                          {name: (log.epoch, log.seq) for name, log in reader.logs.items()})
+            batches[key] = batch
+        batch.readers.append(reader)
+        for name, log, _ in parts:
+            positions[name] = log.seq
+
+    def pending(self, reader: Reader) -> list[tuple[str, Entry]] | _Gap:
+        """What a lazy reader is owed, oldest first, as ``(log name, entry)`` pairs
+        (targeted entries for other clients included: :meth:`advance` must pass them)."""
+        parts: list[tuple[str, Log, list[Entry]]] = []
+        for name, log in reader.logs.items():
+            position = reader.positions[name]
+            if log.seq == position:
+                continue
+            entries = log.after(position)
+            if entries is GAP:
+                return GAP
+            parts.append((name, log, t.cast("list[Entry]", entries)))
+        pairs = [(name, e) for name, _, entries in parts for e in entries]
+        if len(parts) > 1:
+            pairs.sort(key=lambda pair: pair[1].stamp)
+        return pairs
+
+    def advance(self, reader: Reader, delivered: t.Iterable[tuple[str, Entry]]) -> None:
+        """Move a lazy reader past entries it was given (and any skipped before them)."""
+        positions = reader.positions
+        for name, entry in delivered:
+            if entry.seq > positions[name]:
+                positions[name] = entry.seq
+
+    def skip_to_head(self, reader: Reader) -> None:
+        """Forget what the reader was owed (after a gap was made known to it)."""
+        for name, log in reader.logs.items():
+            reader.positions[name] = log.seq
+
+    def positions_of(self, reader: Reader) -> dict[str, tuple[str, int]]:
+        return {name: (log.epoch, reader.positions[name]) for name, log in reader.logs.items()}
+
+    # --- housekeeping ----------------------------------------------------------------------
+
+    def expire(self, now: float) -> None:
+        """Trim history older than ``history_ttl`` and drop logs idle for that long."""
+        oldest = now - self.history_ttl
+        for key, log in list(self.logs.items()):
+            if log.idle_since is not None and log.idle_since <= oldest:
+                del self.logs[key]
+            else:
+                log.trim(self.history_size, oldest)
+
+
+def _events(parts: list[tuple[str, Log, list[Entry]]], client_id: str | None) -> list[t.Any]:
+    """The entries' events in send order; with ``client_id``, those meant for it."""
+    if len(parts) == 1:
+        entries = parts[0][2]
+    else:
+        entries = sorted((e for _, _, es in parts for e in es), key=lambda e: e.stamp)
+    if client_id is None:
+        return [e.event for e in entries]
+    return [e.event for e in entries if e.target is None or e.target == client_id]

@@ -1,0 +1,178 @@
+"""What a handler gets, and where its reply goes.
+
+:class:`EventMsg` is the handler's view of one event; its reply slot (:class:`Replier`)
+fires once and knows its way back — the sender's WebSocket, tagged with the cb_id, or the
+body of the Ajax POST that carried the event. :class:`RequestInfo` is the snapshot of the
+request that opened the connection. Nothing here imports Flask or the hub.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import typing as t
+
+import gevent
+import gevent.event
+
+from .protocol import events as ev
+from .protocol import wire
+from .protocol.packers import Packer
+
+logger = logging.getLogger("flask_sente")
+
+
+class Outbox(t.Protocol):
+    """Where a WebSocket reply is offered (a :class:`~flask_sente.connections.WsConnection`)."""
+
+    def offer(self, packed: str | bytes) -> bool: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestInfo:
+    """A read-only snapshot of the request that opened a connection (or sent an Ajax event).
+
+    Handlers see it as ``msg.request``. It is a copy: events cannot set cookies or change the
+    session; do that over plain HTTP.
+    """
+
+    method: str
+    path: str
+    url: str
+    remote_addr: str | None
+    headers: t.Mapping[str, str]
+    cookies: t.Mapping[str, str]
+    args: t.Mapping[str, str]
+    session: t.Mapping[str, t.Any]
+
+
+class EventMsg:
+    """One event as a handler sees it.
+
+    :ivar event: the ``(event_id, data)`` tuple.
+    :ivar id: the event id, e.g. ``"todo/add"``.
+    :ivar data: the event's data (None when absent).
+    :ivar uid: the sender's user id (``ANONYMOUS_UID`` when anonymous).
+    :ivar client_id: the sender's client id (one per tab / client instance).
+    :ivar transport: ``"ws"`` or ``"ajax"``.
+    :ivar request: the :class:`RequestInfo` of the connection (None for hub events).
+    """
+
+    __slots__ = ("event", "id", "data", "uid", "client_id", "transport", "request", "_replier")
+
+    def __init__(
+        self,
+        event: ev.Event,
+        uid: t.Any,
+        client_id: str | None,
+        transport: str | None,
+        request: RequestInfo | None,
+        replier: Replier | None = None,
+    ) -> None:
+        self.event = event
+        self.id, self.data = event
+        self.uid = uid
+        self.client_id = client_id
+        self.transport = transport
+        self.request = request
+        self._replier = replier
+
+    @property
+    def expects_reply(self) -> bool:
+        """True when the client asked for a reply and none was given yet."""
+        return self._replier is not None and not self._replier.done
+
+    def reply(self, value: t.Any) -> bool:
+        """Answer the client's callback with ``value``; only the first reply counts.
+
+        Returns False when no reply was asked for or one was already given (or timed out).
+        Raises :class:`~flask_sente.exceptions.PackError` if ``value`` cannot be packed.
+        """
+        return self._replier is not None and self._replier.reply(value)
+
+    def _fail(self, kind: str, info: t.Any = None) -> None:
+        if self._replier is not None:
+            self._replier.fail(kind, info)
+
+    def __repr__(self) -> str:
+        return f"<EventMsg {self.id!r} uid={self.uid!r} client_id={self.client_id!r}>"
+
+
+class Replier:
+    """Once-only reply slot; subclasses decide where the packed answer goes."""
+
+    __slots__ = ("done", "_packer")
+
+    def __init__(self, packer: Packer) -> None:
+        self.done = False
+        self._packer = packer
+
+    def reply(self, value: t.Any) -> bool:
+        if self.done:
+            return False
+        packed = self._packer.pack(self._envelope_reply(value))  # may raise PackError
+        self.done = True
+        self._deliver(packed)
+        return True
+
+    def fail(self, kind: str, info: t.Any = None) -> None:
+        if not self.done:
+            self.done = True
+            self._deliver(self._packer.pack(self._envelope_failure(kind, info)))
+
+    def _envelope_reply(self, value: t.Any) -> list[t.Any]:
+        raise NotImplementedError
+
+    def _envelope_failure(self, kind: str, info: t.Any) -> list[t.Any]:
+        raise NotImplementedError
+
+    def _deliver(self, packed: str | bytes) -> None:
+        raise NotImplementedError
+
+
+class WsReplier(Replier):
+    """Replies travel back on the sender's socket, tagged with its cb_id; a libev timer
+    answers ``chsk/timeout`` if the handler never replies."""
+
+    __slots__ = ("_conn", "_cb_id", "_timer")
+
+    def __init__(self, packer: Packer, conn: Outbox, cb_id: str, timeout: float) -> None:
+        super().__init__(packer)
+        self._conn = conn
+        self._cb_id = cb_id
+        self._timer = gevent.get_hub().loop.timer(timeout)
+        self._timer.start(self._on_timeout)
+
+    def _on_timeout(self) -> None:
+        try:
+            self.fail(ev.TIMEOUT)
+        except Exception:  # runs in the event loop: never let it raise there
+            logger.exception("could not send a reply timeout")
+
+    def _envelope_reply(self, value: t.Any) -> list[t.Any]:
+        return wire.reply(value, self._cb_id)
+
+    def _envelope_failure(self, kind: str, info: t.Any) -> list[t.Any]:
+        return wire.failure(kind, self._cb_id, info)
+
+    def _deliver(self, packed: str | bytes) -> None:
+        self._timer.close()
+        self._conn.offer(packed)
+
+
+class AjaxReplier(Replier):
+    """Replies become the body of the POST that carried the event."""
+
+    __slots__ = ("result",)
+
+    def __init__(self, packer: Packer) -> None:
+        super().__init__(packer)
+        self.result: gevent.event.AsyncResult = gevent.event.AsyncResult()
+
+    def _envelope_reply(self, value: t.Any) -> list[t.Any]:
+        return wire.reply(value, None)
+
+    def _envelope_failure(self, kind: str, info: t.Any) -> list[t.Any]:
+        return wire.failure(kind, None, info)
+
+    def _deliver(self, packed: str | bytes) -> None:
+        self.result.set(packed)

@@ -1,0 +1,70 @@
+"""What ``app.extensions["sente"]`` holds for one app, and how it restarts.
+
+Kept apart from ``ext.py`` so that the views, the admission pipeline and the testing tools
+can use an app's state without importing the extension (which imports them).
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing as t
+
+from .config import Options
+from .hub import Hub
+from .protocol.packers import Packer
+from .router import Handler, Router
+
+
+@dataclasses.dataclass(eq=False)
+class AppState:
+    """One app's options, packer, hub and router, plus the handlers and hooks they use."""
+
+    #: The ``Sente`` object that initialised the app.
+    sente: t.Any
+    options: Options
+    packer: Packer
+    hub: Hub
+    router: Router
+    #: Event id -> handler (shared with the ``Sente`` object: later ``@on`` calls count).
+    handlers: t.Mapping[str, Handler]
+    #: Hooks set with the ``Sente`` decorators (options given per app win over these).
+    hooks: t.Mapping[str, t.Callable[..., t.Any]]
+    #: Whom signals are sent as (the app).
+    signal_sender: t.Any = None
+    #: Makes the app context handlers run in.
+    context: t.Callable[[], t.ContextManager[t.Any]] | None = None
+
+    @classmethod
+    def build(cls, sente: t.Any, options: Options, packer: Packer,
+              handlers: t.Mapping[str, Handler], hooks: t.Mapping[str, t.Callable[..., t.Any]],
+              *, signal_sender: t.Any,
+              context: t.Callable[[], t.ContextManager[t.Any]]) -> AppState:
+        router, hub = _make(options, packer, handlers, signal_sender, context)
+        return cls(sente, options, packer, hub, router, handlers, hooks, signal_sender,
+                   context)
+
+    def hook(self, name: str) -> t.Callable[..., t.Any] | None:
+        """A hook given as an option for this app, else the one set with the decorator."""
+        return t.cast("t.Callable[..., t.Any] | None",
+                      getattr(self.options, name) or self.hooks.get(name))
+
+    def shutdown(self) -> None:
+        """The server is stopping: answer parked polls, close WebSockets with 1001."""
+        self.hub.close()
+
+    def restart(self) -> None:
+        """Close every connection and greenlet, then start afresh (as a new process would)."""
+        self.hub.close()
+        self.router.close()
+        self.router, self.hub = _make(self.options, self.packer, self.handlers,
+                                      self.signal_sender, self.context)
+
+
+def _make(options: Options, packer: Packer, handlers: t.Mapping[str, Handler],
+          signal_sender: t.Any,
+          context: t.Callable[[], t.ContextManager[t.Any]] | None) -> tuple[Router, Hub]:
+    kwargs = {} if context is None else {"context": context}
+    router = Router(handlers, pool_size=options.handler_pool_size,
+                    receive_queue_size=options.receive_queue_size, **kwargs)
+    hub = Hub(options, packer, router.dispatch, signal_sender=signal_sender,
+              wants=router.wants)
+    return router, hub

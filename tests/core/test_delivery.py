@@ -1,0 +1,176 @@
+"""Delivery rules without sockets or gevent: logs, positions, batches, targets, gaps."""
+import itertools
+
+import pytest
+
+from flask_sente.core.delivery import BROADCAST, GAP, USER, Delivery
+
+epochs = itertools.count()
+
+
+def make(history_size=100, history_ttl=120.0):
+    return Delivery(history_size=history_size, history_ttl=history_ttl,
+                    new_epoch=lambda: f"e{next(epochs)}")
+
+
+def events_of(batches, reader):
+    found = [b.events for b in batches if reader in b.readers]
+    assert len(found) <= 1
+    return found[0] if found else []
+
+
+def drain(d, reader):
+    """What a lazy reader's next poll gets (every entry for it), advancing it."""
+    pending = d.pending(reader)
+    if pending is GAP:
+        return GAP
+    d.advance(reader, pending)
+    return [e.event for _, e in pending if e.target in (None, reader.client_id)]
+
+
+def test_a_push_to_a_user_nobody_read_is_not_kept():
+    d = make()
+    assert d.push("ghost", ["t/x", 1], None, now=0) == ()
+    assert ("u", "ghost") not in d.logs
+
+
+def test_pushes_and_broadcasts_keep_send_order_in_one_batch():
+    d = make()
+    r = d.open_reader("ivy", "c1", "ws", now=0)
+    d.push("ivy", ["t/n", 1], None, now=0)
+    d.broadcast(["t/n", 2], now=0)
+    d.push("ivy", ["t/n", 3], None, now=0)
+    batches, gapped, woken = d.collect("ws")
+    assert events_of(batches, r) == [["t/n", 1], ["t/n", 2], ["t/n", 3]]
+    assert gapped == [] and woken == []
+    assert d.collect("ws") == ([], [], [])            # nothing twice
+
+
+def test_a_broadcast_is_one_batch_for_every_reader_at_the_same_position():
+    d = make()
+    readers = [d.open_reader(f"u{i}", f"c{i}", "ws", now=0) for i in range(50)]
+    d.broadcast(["t/all", "hi"], now=0)
+    batches, _, _ = d.collect("ws")
+    assert len(batches) == 1 and set(batches[0].readers) == set(readers)
+
+
+def test_targeted_push_reaches_one_tab_and_moves_the_others_past_it():
+    d = make()
+    a = d.open_reader("finn", "tab-a", "ws", now=0)
+    b = d.open_reader("finn", "tab-b", "ws", now=0)
+    d.push("finn", ["t/only-b", 1], "tab-b", now=0)
+    d.push("finn", ["t/all", 2], None, now=0)
+    batches, _, _ = d.collect("ws")
+    assert events_of(batches, a) == [["t/all", 2]]
+    assert events_of(batches, b) == [["t/only-b", 1], ["t/all", 2]]
+    assert a.positions[USER] == b.positions[USER] == 2
+
+
+def test_a_lazy_reader_keeps_what_it_is_owed_until_it_polls():
+    d = make()
+    r = d.open_reader("bob", "p", "ajax", now=0)
+    assert d.push("bob", ["t/a", 1], None, now=0) == ("ajax",)
+    assert d.collect("ajax") == ([], [], [])         # no poll parked: nobody to wake
+    d.push("bob", ["t/b", 2], None, now=0)
+    assert drain(d, r) == [["t/a", 1], ["t/b", 2]]
+    assert drain(d, r) == []
+
+
+def test_a_parked_lazy_reader_is_woken_once():
+    d = make()
+    r = d.open_reader("bob", "p", "ajax", now=0)
+    r.ready = True
+    d.push("bob", ["t/a", 1], None, now=0)
+    assert d.collect("ajax")[2] == [r]
+    assert not r.ready
+    d.push("bob", ["t/a", 2], None, now=0)
+    assert d.collect("ajax")[2] == []                # not parked any more
+
+
+def test_partial_advance_leaves_the_rest_owed_in_order():
+    d = make()
+    r = d.open_reader("kay", "p", "ajax", now=0)
+    for i in range(5):
+        d.push("kay", ["t/n", i], None, now=0)
+        d.broadcast(["t/b", i], now=0)
+    pending = d.pending(r)
+    d.advance(r, pending[:3])
+    assert [e.event for _, e in d.pending(r)] == [e.event for _, e in pending[3:]]
+
+
+def test_a_reader_behind_the_history_has_a_gap_never_a_silent_skip():
+    d = make(history_size=3)
+    r = d.open_reader("lag", "p", "ajax", now=0)
+    for i in range(10):
+        d.push("lag", ["t/n", i], None, now=0)
+    d.expire(now=0)                                  # trims to the newest 3
+    assert d.pending(r) is GAP
+    d.skip_to_head(r)
+    assert d.pending(r) == []
+
+
+def test_eager_readers_are_not_trimmed_past_before_their_collect():
+    """A burst bigger than the history inside one batching window still arrives whole."""
+    d = make(history_size=3)
+    r = d.open_reader("burst", "c", "ws", now=0)
+    for i in range(50):
+        d.push("burst", ["t/n", i], None, now=0)
+    batches, gapped, _ = d.collect("ws")
+    assert gapped == [] and events_of(batches, r) == [["t/n", i] for i in range(50)]
+
+
+def test_history_expires_with_ttl_and_idle_logs_go_away():
+    d = make(history_ttl=10.0)
+    r = d.open_reader("old", "c", "ws", now=0)
+    d.push("old", ["t/n", 1], None, now=0)
+    d.collect("ws")
+    d.close_reader(r, now=1.0)
+    d.expire(now=5.0)
+    assert ("u", "old") in d.logs                    # idle, but not for history_ttl yet
+    d.expire(now=11.5)
+    assert ("u", "old") not in d.logs
+
+
+def test_a_reopened_reader_starts_at_the_head():
+    d = make()
+    r = d.open_reader("n", "c", "ws", now=0)
+    d.push("n", ["t/n", 1], None, now=0)
+    d.collect("ws")
+    d.close_reader(r, now=0)
+    d.push("n", ["t/n", 2], None, now=0)             # kept for replay, owed to nobody now
+    r2 = d.open_reader("n", "c", "ws", now=0)
+    assert r2.positions[USER] == 2 and not r2.owed()
+
+
+@pytest.mark.parametrize("pattern", ["udu", "bbu", "ubtb", "tttu"])
+def test_every_reader_gets_its_own_events_in_send_order(pattern):
+    """Mixed user pushes (u), broadcasts (b) and targeted pushes (t), two tabs of one user
+    and a second user: each gets exactly the events meant for it, in send order."""
+    d = make()
+    a = d.open_reader("x", "a", "ws", now=0)
+    b = d.open_reader("x", "b", "ws", now=0)
+    other = d.open_reader("y", "c", "ws", now=0)
+    expected = {a: [], b: [], other: []}
+    got = {a: [], b: [], other: []}
+    n = 0
+    for round_ in range(3):
+        for kind in pattern:
+            n += 1
+            event = ["t/n", n]
+            if kind == "b":
+                d.broadcast(event, now=0)
+                for r in expected:
+                    expected[r].append(event)
+            elif kind == "t":
+                d.push("x", event, "b", now=0)
+                expected[b].append(event)
+            else:
+                d.push("x", event, None, now=0)
+                expected[a].append(event)
+                expected[b].append(event)
+        batches, gapped, _ = d.collect("ws")
+        assert not gapped
+        for r in got:
+            got[r] += events_of(batches, r)
+    assert got == expected
+    assert a.positions == b.positions and a.positions[BROADCAST] == other.positions[BROADCAST]

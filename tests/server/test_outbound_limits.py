@@ -1,0 +1,120 @@
+"""Outbound bounds and thread-safe pushes, on real sockets.
+
+A client that stops reading is closed by bytes as well as by message count, and its 1013
+close frame still reaches it; big batches are split below ``max_message_size``; pushes made
+from real OS threads arrive, in order, and leave the server working.
+"""
+from __future__ import annotations
+
+import json
+import socket
+
+import gevent
+import gevent.monkey
+import websocket
+
+from .conftest import running, ws_connect
+
+_start_thread = gevent.monkey.get_original("_thread", "start_new_thread")
+
+
+def _frames_until_close(ws: websocket.WebSocket) -> tuple[list[str], int | None]:
+    """Every data frame, then the close code (None if the socket just died)."""
+    frames: list[str] = []
+    while True:
+        try:
+            opcode, data = ws.recv_data(control_frame=True)
+        except (websocket.WebSocketConnectionClosedException, ConnectionError):
+            return frames, None
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            return frames, int.from_bytes(data[:2], "big") if len(data) >= 2 else None
+        if opcode == websocket.ABNF.OPCODE_TEXT:
+            frames.append(data.decode())
+
+
+def test_big_batches_are_split_below_max_message_size():
+    limit = 64 * 1024
+    with running(max_message_size=limit) as h:
+        ws = h.ws("c", uid="big")
+        try:
+            payload = "x" * 20_000
+            for i in range(10):
+                h.sente.send("big", ("t/n", {"i": i, "pad": payload}))
+            h.sente.send("big", ("t/n", {"i": 10, "pad": ""}), flush=True)
+            got: list[int] = []
+            sizes = []
+            while len(got) < 11:
+                data = ws.recv()
+                sizes.append(len(data.encode()))
+                batch = json.loads(data)[0]
+                got += [event[1]["i"] for event in batch]
+            assert got == list(range(11))
+            assert len(sizes) > 1 and max(sizes) <= limit
+        finally:
+            ws.close()
+
+
+def test_a_client_that_stops_reading_is_closed_by_bytes_and_gets_its_1013():
+    """100 KB pushes to a client that reads nothing: the server stops queueing at
+    send_queue_bytes (not at 1,000 messages) and the close frame follows what was in flight."""
+    with running(send_queue_bytes=1 << 20, write_timeout=10) as h:
+        ws = ws_connect(h.ws_url + "?client-id=slow&u=slow",
+                        sockopt=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)])
+        try:
+            ws.recv()                                    # the handshake
+            chunk = "y" * 100_000
+            conn = h.app.extensions["sente"].hub._conns["ws"]["slow"]["slow"]
+            for i in range(100):                         # 10 MB offered in all
+                h.sente.send("slow", ("t/n", {"i": i, "pad": chunk}), flush=True)
+                gevent.sleep(0)
+                if not conn.open:
+                    break
+            assert not conn.open, "never closed although the client read nothing"
+            assert i < 40, f"queued {i} pushes of 100 KB past a 1 MiB bound"
+            frames, code = _frames_until_close(ws)
+            assert code == 1013
+            received = [e[1]["i"] for f in frames for e in json.loads(f)[0]]
+            assert received == list(range(len(received)))  # in order, no gap before it
+        finally:
+            ws.close()
+
+
+def test_pushes_from_os_threads_arrive_in_order_and_later_pushes_still_work():
+    with running() as h:
+        ws = h.ws("c", uid="thr")
+        try:
+            def push_range(start: int, stop: int) -> None:
+                for i in range(start, stop):
+                    h.sente.send("thr", ("t/n", i))
+
+            # gevent's threadpool (real threads), then a raw OS thread, then greenlets.
+            h.app.extensions["sente"]  # noqa: B018 - the app is initialised
+            gevent.get_hub().threadpool.spawn(push_range, 0, 50).get(timeout=5)
+            done: list[bool] = []
+            _start_thread(lambda: (push_range(50, 100), h.sente.send(
+                "thr", ("t/n", 100), flush=True), done.append(True)), ())
+            h.wait_for(lambda: bool(done))
+            push_range(101, 150)
+            h.sente.send("thr", ("t/n", 150), flush=True)
+            got: list[int] = []
+            with gevent.Timeout(5, AssertionError(f"only got {got}")):
+                while len(got) < 151:
+                    got += [event[1] for event in h.recv(ws)[0]]
+            assert got == list(range(151))
+        finally:
+            ws.close()
+
+
+def test_broadcast_and_kick_from_a_thread():
+    with running() as h:
+        ws = h.ws("c", uid="kt")
+        try:
+            gevent.get_hub().threadpool.spawn(
+                h.sente.broadcast, ("t/all", 1), flush=True).get(timeout=5)
+            assert h.recv(ws) == [[["t/all", 1]], None]
+            gevent.get_hub().threadpool.spawn(h.sente.kick, "kt").get(timeout=5)
+            frames, code = _frames_until_close(ws)
+            assert code == 4001
+            h.wait_for(lambda: "kt" not in h.sente.connected_uids.any)
+        finally:
+            ws.close()
