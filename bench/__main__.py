@@ -9,6 +9,7 @@ for every workload, measured in this same invocation.
 
     python -m bench                       # everything, 3 runs (about 10 minutes)
     python -m bench --only W1,W4 --runs 5
+    python -m bench --baseline cf54d1b    # also flask_sente as of that commit, same run
     python -m bench --smoke               # tiny counts, one run, flask_sente + raw only
 """
 from __future__ import annotations
@@ -21,10 +22,10 @@ import sys
 import time
 from pathlib import Path
 
-from .common import RESULTS, ensure_node_packages, raise_nofile, versions
+from .common import RESULTS, ensure_node_packages, export_revision, raise_nofile, versions
 from .report import details, limits, matrix
-from .runner import run_workload
-from .workloads import SERVERS, WORKLOADS, Sizes
+from .runner import BASELINE_TREES, run_workload
+from .workloads import BASELINE, SERVERS, WORKLOADS, Sizes
 
 #: Servers that need packages from bench/requirements.txt.
 NEEDS = {"fsio": "flask_socketio", "fsio_nd": "flask_socketio", "asgi": "uvicorn"}
@@ -40,6 +41,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help=f"servers, from {','.join(SERVERS)} (default: all)")
     parser.add_argument("--runs", type=int, help="runs per server (default 3)")
     parser.add_argument("--seconds", type=float, help="W1/W4 window (default 5)")
+    parser.add_argument("--baseline", default="", metavar="REV",
+                        help="also run flask_sente as of this git revision (a before/after "
+                             "ratio from one run)")
     parser.add_argument("--json", type=Path, default=None,
                         help="write raw results here (default bench/results/bench.json; "
                              "'-' for none)")
@@ -67,6 +71,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipping {', '.join(missing)}: install bench/requirements.txt",
               file=sys.stderr)
         servers = [s for s in servers if s not in missing]
+
+    if args.baseline:
+        servers.insert(servers.index("sente") + 1 if "sente" in servers else 0, BASELINE)
+        tree = export_revision(args.baseline)
+        BASELINE_TREES[BASELINE] = tree
+        SERVERS[BASELINE] = ("sente", (), f"flask_sente @ {args.baseline}")
 
     nofile = raise_nofile()
     ensure_node_packages()

@@ -79,8 +79,11 @@ class Server:
     """A server under test in its own process (``python -m bench.serve KIND``), pinned."""
 
     def __init__(self, kind: str, *extra: str, core: int = SERVER_CORE,
-                 start_timeout: float = 30.0) -> None:
+                 start_timeout: float = 30.0, cwd: Path = ROOT) -> None:
         self.kind = kind
+        #: The tree whose ``bench.serve`` and ``flask_sente`` run (``python -m`` puts the
+        #: working directory first on sys.path): another checkout for a baseline.
+        self.cwd = cwd
         self.argv = pinned(core, [sys.executable, "-m", "bench.serve", kind, *extra])
         self.start_timeout = start_timeout
         self.proc: subprocess.Popen[str] | None = None
@@ -92,7 +95,7 @@ class Server:
         return self.proc.pid
 
     def __enter__(self) -> Server:
-        self.proc = subprocess.Popen(self.argv, cwd=ROOT, stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen(self.argv, cwd=self.cwd, stdout=subprocess.PIPE,
                                      stdin=subprocess.DEVNULL, text=True)
         try:
             self.port = self._read_port()
@@ -189,3 +192,17 @@ def versions(extra: t.Iterable[str] = ()) -> dict[str, str]:
     for name in ("ws", "socket.io-client"):
         info[f"{name} (npm)"] = npm_version(name)
     return info
+
+
+def export_revision(rev: str) -> Path:
+    """The tree of git revision ``rev`` in ``bench/results/baseline-<rev>`` (ignored), for a
+    before/after comparison in one run; exported once and reused."""
+    commit = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, check=True,
+                            capture_output=True, text=True, timeout=30).stdout.strip()
+    tree = RESULTS / f"baseline-{commit}"
+    if not (tree / "flask_sente").is_dir():
+        tree.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", commit], cwd=ROOT, check=True,
+                                 capture_output=True, timeout=60).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True, timeout=60)
+    return tree

@@ -9,8 +9,13 @@ from __future__ import annotations
 import time
 import typing as t
 
-from .common import Server, run_client
-from .workloads import SERVERS, Sizes, Workload
+from pathlib import Path
+
+from .common import ROOT, Server, run_client
+from .workloads import BASELINE, SERVERS, Sizes, Workload
+
+#: Where the baseline server's tree is (set by ``python -m bench --baseline REV``).
+BASELINE_TREES: dict[str, Path] = {}
 
 Log = t.Callable[[str], None]
 
@@ -34,9 +39,9 @@ def check(result: dict[str, t.Any], expected_clients: int) -> None:
 
 def run_once(w: Workload, server: str, sizes: Sizes) -> dict[str, t.Any]:
     kind, extra, _label = SERVERS[server]
-    script, fixed = w.clients[server]
+    script, fixed = w.clients["sente" if server == BASELINE else server]
     params = w.params(sizes)
-    with Server(kind, *extra) as srv:
+    with Server(kind, *extra, cwd=BASELINE_TREES.get(server, ROOT)) as srv:
         result = run_client(script, {"mode": w.mode, "port": srv.port, "pid": srv.pid,
                                      **fixed, **params}, timeout=w.timeout(sizes))
     check(result, params["conns"])
@@ -48,6 +53,8 @@ def run_workload(w: Workload, sizes: Sizes, servers: t.Iterable[str],
                  log: Log) -> dict[str, list[dict[str, t.Any]]]:
     """``{server: [result per run]}``; a failed run is ``{"error": "..."}``."""
     chosen = [s for s in w.servers if s in set(servers)]
+    if BASELINE in servers and "sente" in chosen:  # the baseline runs where we do
+        chosen.insert(chosen.index("sente") + 1, BASELINE)
     results: dict[str, list[dict[str, t.Any]]] = {s: [] for s in chosen}
     for run in range(sizes.runs):
         for server in chosen:

@@ -17,6 +17,8 @@ SERVERS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "fsio_nd": ("fsio", ("--nodelay",), "Flask-SocketIO + TCP_NODELAY"),
     "asgi": ("asgi", (), "python-socketio (uvicorn)"),
 }
+#: Key of flask_sente at an earlier commit (``--baseline REV``), run like "sente".
+BASELINE = "base"
 #: The columns of the summary matrix, in order.
 COLUMNS = ("sente", "raw", "fsio", "asgi")
 
