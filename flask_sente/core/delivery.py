@@ -120,15 +120,22 @@ class Reader:
 
 
 class Batch:
-    """Events for a group of readers that get exactly the same ones (packed once)."""
+    """Entries for a group of readers that get exactly the same ones (packed once)."""
 
-    __slots__ = ("events", "readers", "positions")
+    __slots__ = ("entries", "readers", "end")
 
-    def __init__(self, events: list[t.Any], positions: dict[str, tuple[str, int]]) -> None:
-        self.events = events
+    def __init__(self, entries: list[tuple[str, Entry]],
+                 end: dict[str, tuple[str, int]]) -> None:
+        #: ``(log name, entry)`` in send order, only those meant for these readers.
+        self.entries = entries
         self.readers: list[Reader] = []
-        #: Where the readers stand after this batch: name -> (epoch, seq).
-        self.positions = positions
+        #: Where the readers stand after the batch, for the logs it moved them in:
+        #: name -> (epoch, seq). Targeted entries for other tabs are passed too.
+        self.end = end
+
+    @property
+    def events(self) -> list[t.Any]:
+        return [entry.event for _, entry in self.entries]
 
 
 class Delivery:
@@ -148,7 +155,8 @@ class Delivery:
 
     def open_reader(self, uid: t.Any, client_id: str, transport: Transport,
                     now: float) -> Reader:
-        """A reader at the head of the user's and the broadcast log (nothing owed yet)."""
+        """A reader at the head of the user's and the broadcast log (nothing owed yet);
+        :meth:`resume` moves it back to where a returning client was."""
         reader = Reader(uid, client_id, transport)
         for name, key in ((USER, (USER, uid)), (BROADCAST, BROADCAST)):
             log = self._log(key, now)
@@ -157,6 +165,29 @@ class Delivery:
             log.readers[transport].add(reader)
             log.idle_since = None
         return reader
+
+    def resume(self, reader: Reader, positions: t.Mapping[str, tuple[str, int]]) -> bool:
+        """Put the reader where the client says it was; True when every log it reads still
+        holds everything after that position (the client will miss nothing).
+
+        A log the client names with another epoch, a seq the history no longer reaches,
+        or a log it does not name at all, leaves the reader at that log's head: the caller
+        tells the client it was not recovered. Logs the client names that the reader does
+        not read are ignored.
+        """
+        recovered = True
+        for name, log in reader.logs.items():
+            given = positions.get(name)
+            if (given is None or given[0] != log.epoch or not 0 <= given[1] <= log.seq
+                    or log.after(given[1]) is GAP):
+                recovered = False
+                reader.positions[name] = log.seq
+            else:
+                reader.positions[name] = given[1]
+        if reader.owed() and reader.transport == "ws":
+            for log in reader.logs.values():
+                self._dirty["ws"].add(log)
+        return recovered
 
     def close_reader(self, reader: Reader, now: float) -> None:
         """The reader is gone for good; its logs start their idle time when it was the last."""
@@ -236,7 +267,7 @@ class Delivery:
             for log in dirty:
                 if len(log.entries) >= 2 * self.history_size:
                     log.trim(self.history_size, log.entries[-1].at - self.history_ttl)
-        return [b for b in batches.values() if b.events], gapped, woken
+        return [b for b in batches.values() if b.entries], gapped, woken
 
     def _collect_one(self, reader: Reader, batches: dict[t.Hashable, Batch],
                      gapped: list[Reader]) -> None:
@@ -258,8 +289,8 @@ class Delivery:
                            if not targeted else (reader,))
         batch = batches.get(key)
         if batch is None:
-            batch = Batch(_events(parts, reader.client_id if targeted else None),
-                          {name: (log.epoch, log.seq) for name, log in reader.logs.items()})
+            batch = Batch(_merged(parts, reader.client_id if targeted else None),
+                          {name: (log.epoch, log.seq) for name, log, _ in parts})
             batches[key] = batch
         batch.readers.append(reader)
         for name, log, _ in parts:
@@ -309,12 +340,21 @@ class Delivery:
                 log.trim(self.history_size, oldest)
 
 
-def _events(parts: list[tuple[str, Log, list[Entry]]], client_id: str | None) -> list[t.Any]:
-    """The entries' events in send order; with ``client_id``, those meant for it."""
-    if len(parts) == 1:
-        entries = parts[0][2]
-    else:
-        entries = sorted((e for _, _, es in parts for e in es), key=lambda e: e.stamp)
+def _merged(parts: list[tuple[str, Log, list[Entry]]],
+            client_id: str | None) -> list[tuple[str, Entry]]:
+    """The entries of several logs in send order; with ``client_id``, those meant for it."""
+    pairs = [(name, e) for name, _, entries in parts for e in entries]
+    if len(parts) > 1:
+        pairs.sort(key=lambda pair: pair[1].stamp)
     if client_id is None:
-        return [e.event for e in entries]
-    return [e.event for e in entries if e.target is None or e.target == client_id]
+        return pairs
+    return [(n, e) for n, e in pairs if e.target is None or e.target == client_id]
+
+
+def split_positions(entries: list[tuple[str, Entry]],
+                    epochs: t.Mapping[str, str]) -> dict[str, tuple[str, int]]:
+    """Where a reader stands after ``entries`` (a prefix of a batch): the last seq per log."""
+    positions: dict[str, tuple[str, int]] = {}
+    for name, entry in entries:
+        positions[name] = (epochs[name], entry.seq)
+    return positions

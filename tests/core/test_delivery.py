@@ -174,3 +174,48 @@ def test_every_reader_gets_its_own_events_in_send_order(pattern):
             got[r] += events_of(batches, r)
     assert got == expected
     assert a.positions == b.positions and a.positions[BROADCAST] == other.positions[BROADCAST]
+
+
+def test_resume_replays_what_a_returning_client_missed_then_new_pushes():
+    d = make()
+    first = d.open_reader("rex", "tab", "ws", now=0)
+    d.push("rex", ["t/n", 1], None, now=0)
+    batches, _, _ = d.collect("ws")
+    seen = {name: pos for name, pos in batches[0].end.items()}
+    assert seen == {USER: (first.logs[USER].epoch, 1)}
+    d.close_reader(first, now=0)                     # the connection drops
+    d.push("rex", ["t/n", 2], None, now=0)           # kept for it
+    d.broadcast(["t/b", 3], now=0)
+    again = d.open_reader("rex", "tab", "ws", now=0)
+    positions = {USER: seen[USER], BROADCAST: (again.logs[BROADCAST].epoch, 0)}
+    assert d.resume(again, positions) is True
+    d.push("rex", ["t/n", 4], None, now=0)
+    batches, _, _ = d.collect("ws")
+    assert events_of(batches, again) == [["t/n", 2], ["t/b", 3], ["t/n", 4]]
+
+
+def test_resume_says_not_recovered_for_another_epoch_a_trimmed_seq_or_a_missing_log():
+    d = make(history_size=2)
+    r = d.open_reader("sam", "tab", "ajax", now=0)
+    user, bcast = r.logs[USER], r.logs[BROADCAST]
+    for i in range(6):
+        d.push("sam", ["t/n", i], None, now=0)
+    d.expire(now=0)
+    assert not d.resume(r, {USER: ("other-epoch", 6), BROADCAST: (bcast.epoch, 0)})
+    assert r.positions[USER] == 6                    # at the head: nothing replayed
+    assert not d.resume(r, {USER: (user.epoch, 1), BROADCAST: (bcast.epoch, 0)})
+    assert not d.resume(r, {BROADCAST: (bcast.epoch, 0)})
+    assert not d.resume(r, {USER: (user.epoch, 99), BROADCAST: (bcast.epoch, 0)})
+    assert d.resume(r, {USER: (user.epoch, 4), BROADCAST: (bcast.epoch, 0)})
+    assert [e.event for _, e in d.pending(r)] == [["t/n", 4], ["t/n", 5]]
+
+
+def test_targeted_batches_end_past_entries_for_other_tabs():
+    d = make()
+    a = d.open_reader("tia", "a", "ws", now=0)
+    d.open_reader("tia", "b", "ws", now=0)
+    d.push("tia", ["t/x", 1], None, now=0)
+    d.push("tia", ["t/only-b", 2], "b", now=0)
+    batches, _, _ = d.collect("ws")
+    mine = [b for b in batches if a in b.readers][0]
+    assert mine.events == [["t/x", 1]] and mine.end[USER][1] == 2
