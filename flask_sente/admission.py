@@ -14,7 +14,8 @@ import typing as t
 from flask import Response, current_app, request, session
 
 from .config import ANONYMOUS_UID
-from .protocol import PROTOCOL_VERSION
+from .protocol import PROTOCOL_VERSION, SUPPORTED_PROTOCOLS, wire
+from .exceptions import RemoteProtocolError
 from .protocol.security import csrf_token_valid, origin_allowed
 
 if t.TYPE_CHECKING:  # pragma: no cover
@@ -34,6 +35,10 @@ class Admitted:
 
     uid: t.Any
     client_id: str
+    #: The protocol version the client speaks (1 when it does not say).
+    version: int = 1
+    #: Where the client says it stands (protocol 2 ``pos``), or None.
+    positions: dict[str, tuple[str, int]] | None = None
 
 
 def text_response(status: int, body: str) -> Response:
@@ -54,10 +59,19 @@ def admit(state: AppState, *, skip: frozenset[str] = frozenset()) -> Admitted | 
     if len(client_id) > MAX_CLIENT_ID:
         return text_response(400, f"client-id is too long ({MAX_CLIENT_ID} characters at "
                                   "most)")
-    version = request.args.get("protocol")
-    if version is not None and version != str(PROTOCOL_VERSION):
-        return text_response(400, f"Unsupported protocol version {version!r}: this server "
-                                  f"speaks version {PROTOCOL_VERSION}; update the client")
+    version_text = request.args.get("protocol", "1")
+    version = int(version_text) if version_text in ("1", "2") else 0
+    if version not in SUPPORTED_PROTOCOLS:
+        return text_response(400, f"Unsupported protocol version {version_text!r}: this "
+                                  f"server speaks versions 1 to {PROTOCOL_VERSION}; update "
+                                  "the client")
+    positions = None
+    pos_text = request.args.get("pos")
+    if pos_text is not None and version >= 2:
+        try:
+            positions = wire.decode_positions(pos_text)
+        except RemoteProtocolError as exc:
+            return text_response(400, f"Bad positions: {exc}")
     packer_name = request.args.get("packer")
     if packer_name is not None and packer_name != state.packer.name:
         return text_response(400, f"Packer mismatch: the client uses {packer_name!r}, this "
@@ -70,7 +84,7 @@ def admit(state: AppState, *, skip: frozenset[str] = frozenset()) -> Admitted | 
     refusal = check_authorized(state, uid, client_id)
     if refusal is not None:
         return refusal
-    return Admitted(uid, client_id)
+    return Admitted(uid, client_id, version, positions)
 
 
 def user_id(state: AppState, client_id: str) -> t.Any:

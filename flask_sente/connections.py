@@ -71,8 +71,10 @@ class WsConnection:
     transport: t.Final = "ws"
 
     def __init__(self, ws: WebSocket, uid: t.Any, client_id: str, request: RequestInfo,
-                 *, spawn: Spawn, limits: Limits) -> None:
+                 *, spawn: Spawn, limits: Limits, version: int = 1) -> None:
         self.ws = ws
+        #: The protocol version the client speaks.
+        self.version = version
         self.uid = uid
         self.client_id = client_id
         self.request = request
@@ -199,6 +201,8 @@ class AjaxClient:
         self.client_id = client_id
         self.request = request
         self.reader = reader
+        #: The protocol version of its latest request.
+        self.version = 1
         self.conn_id = new_conn_id()
         #: The poll parked now: set (to anything) to wake it.
         self.parked: gevent.event.AsyncResult | None = None

@@ -28,7 +28,7 @@ from . import signals
 from .backplanes import Backplane, LocalBackplane
 from .config import Options
 from .connections import AjaxClient, Limits, WsConnection, new_conn_id
-from .core.delivery import GAP, Entry
+from .core.delivery import GAP, Batch, Entry, split_positions
 from .core.packing import pack_all, pack_prefix
 from .core.presence import TRANSPORTS, Change, ConnectedUids, Transport
 from .exceptions import ConnectionClosed, RemoteProtocolError
@@ -225,22 +225,32 @@ class Hub:
 
     def serve_websocket(self, ws: WebSocket, uid: t.Any, client_id: str,
                         request: RequestInfo, handshake_data: t.Any = None, *,
-                        grace: float | None = None) -> None:
+                        grace: float | None = None, version: int = 1,
+                        positions: wire.Positions | None = None) -> None:
         """Run one WebSocket until it closes; called on the request's greenlet (the reader).
 
+        A protocol-2 client coming back with ``positions`` is first replayed what it
+        missed (or told it was not recovered), before anything new.
         ``grace`` overrides ``reconnect_grace_ws`` for this connection (the in-process test
         client uses 0 so that a test's disconnect shows up at once).
         """
         self._thread = _thread_ident()
-        conn = WsConnection(ws, uid, client_id, request, spawn=self.spawn, limits=self._limits)
-        conn.offer(self.packer.pack(wire.handshake(uid, handshake_data)))
+        conn = WsConnection(ws, uid, client_id, request, spawn=self.spawn, limits=self._limits,
+                            version=version)
         old = self._register(conn)
         if old is not None:
             if old.reader is not None:
                 self._delivery.close_reader(old.reader, time.monotonic())
             if old.open:
                 old.close_now(wire.CLOSE_REPLACED, "replaced by a newer connection")
-        conn.reader = self._delivery.open_reader(uid, client_id, "ws", time.monotonic())
+        reader = conn.reader = self._delivery.open_reader(uid, client_id, "ws",
+                                                          time.monotonic())
+        recovered = None if positions is None else self._delivery.resume(reader, positions)
+        conn.offer(self.packer.pack(wire.handshake(
+            uid, handshake_data, version=version, recovered=recovered,
+            positions=self._delivery.positions_of(reader))))
+        if reader.owed():
+            self._flush("ws")  # the replay goes out before anything pushed from now on
         self._attach(conn)
         if self._sweeper is None:
             self._start_sweeper()
@@ -248,8 +258,7 @@ class Hub:
             self._read_loop(conn)
         finally:
             conn.stop_writer()
-            if conn.reader is not None:
-                self._delivery.close_reader(conn.reader, time.monotonic())
+            self._delivery.close_reader(reader, time.monotonic())
             if not self.closed:
                 self._detach(conn, self.options.reconnect_grace_ws if grace is None else grace)
 
@@ -356,11 +365,14 @@ class Hub:
     # --- Ajax ----------------------------------------------------------------------------
 
     def ajax_get(self, uid: t.Any, client_id: str, request: RequestInfo, *,
-                 handshake: bool, handshake_data: t.Callable[[], t.Any]) -> str | bytes:
+                 handshake: bool, handshake_data: t.Callable[[], t.Any], version: int = 1,
+                 positions: wire.Positions | None = None) -> str | bytes:
         """Answer one Ajax GET: a handshake, or a long-poll parked until data or timeout.
 
         A handshake alone does not make the client present (a WebSocket client probing
-        whether HTTP works would flap presence): its first poll does.
+        whether HTTP works would flap presence): its first poll does. A protocol-2 poll
+        carries the client's positions and gets everything after them; when its history is
+        gone, it is answered with a handshake saying ``recovered: false``.
         """
         self._thread = _thread_ident()
         kicked = self._kicked.pop(client_id, None)
@@ -375,12 +387,18 @@ class Hub:
                 self._register(client)
             else:
                 client.conn_id = new_conn_id()
+            client.version = version
+            recovered = (None if positions is None
+                         else self._delivery.resume(client.reader, positions))
             self._await_first_poll(client)
-            return self.packer.pack(wire.handshake(uid, handshake_data()))
+            return self._ajax_handshake(client, handshake_data(), recovered)
         if client.close_packed is not None:
             packed = client.close_packed
             self._drop_ajax(client)
             return packed
+        client.version = version
+        if positions is not None and not self._delivery.resume(client.reader, positions):
+            return self._ajax_handshake(client, handshake_data(), False)
         client.conn_id = new_conn_id()
         self._attach(client)
         try:
@@ -388,6 +406,12 @@ class Hub:
         finally:
             if not self.closed:
                 self._detach(client, self.options.reconnect_grace_ajax)
+
+    def _ajax_handshake(self, client: AjaxClient, data: t.Any,
+                        recovered: bool | None) -> str | bytes:
+        return self.packer.pack(wire.handshake(
+            client.uid, data, version=client.version, recovered=recovered,
+            positions=self._delivery.positions_of(client.reader)))
 
     def _poll(self, client: AjaxClient) -> str | bytes:
         answer = self._owed(client)
@@ -426,10 +450,11 @@ class Hub:
         reader = client.reader
         pending = self._delivery.pending(reader)
         if pending is GAP:
-            logger.warning("a long-polling client fell behind the push history; it must "
-                           "handshake again (uid=%r, client_id=%r)", client.uid,
-                           client.client_id)
+            logger.warning("a long-polling client fell behind the push history (uid=%r, "
+                           "client_id=%r)", client.uid, client.client_id)
             self._delivery.skip_to_head(reader)
+            if client.version >= 2:  # told, and where to go on from
+                return self._ajax_handshake(client, None, False)
             return self.packer.pack(wire.close(wire.CLOSE_TOO_SLOW, "client too slow"))
         pairs = t.cast("list[tuple[str, Entry]]", pending)
         mine = [(i, e.event) for i, (_, e) in enumerate(pairs)
@@ -437,8 +462,18 @@ class Hub:
         if not mine:
             self._delivery.advance(reader, pairs)
             return None
-        packed, taken = pack_prefix(self.packer, [event for _, event in mine],
-                                    self.options.max_message_size)
+        limit = self.options.max_message_size
+        if client.version >= 2:
+            epochs = {name: log.epoch for name, log in reader.logs.items()}
+
+            def with_mark(count: int) -> list[t.Any]:
+                upto = mine[count - 1][0] + 1 if count < len(mine) else len(pairs)
+                return [wire.position_mark(split_positions(pairs[:upto], epochs))]
+
+            packed, taken = pack_prefix(self.packer, [event for _, event in mine], limit,
+                                        tail=with_mark)
+        else:
+            packed, taken = pack_prefix(self.packer, [event for _, event in mine], limit)
         last = mine[taken - 1][0] + 1 if taken < len(mine) else len(pairs)
         self._delivery.advance(reader, pairs[:last])
         return packed
@@ -554,13 +589,19 @@ class Hub:
             timer.close()
             self._flush_timers[transport] = None
         batches, gapped, woken = self._delivery.collect(transport)
+        limit = self.options.max_message_size
+        table = self._conns["ws"]
         for batch in batches:
-            messages = pack_all(self.packer, batch.events, self.options.max_message_size)
+            by_version: dict[int, list[str | bytes]] = {}
             for reader in batch.readers:
-                conn = self._conns["ws"].get(reader.uid, {}).get(reader.client_id)
-                if conn is not None and conn.reader is reader:
-                    for packed in messages:
-                        conn.offer(packed)
+                conn = table.get(reader.uid, {}).get(reader.client_id)
+                if conn is None or conn.reader is not reader:
+                    continue
+                messages = by_version.get(conn.version)
+                if messages is None:
+                    messages = by_version[conn.version] = self._pack_batch(batch, conn.version)
+                for packed in messages:
+                    conn.offer(packed)
         for reader in gapped:  # cannot happen while WebSocket readers are collected often
             self._delivery.skip_to_head(reader)
             conn = self._conns["ws"].get(reader.uid, {}).get(reader.client_id)
@@ -570,6 +611,26 @@ class Hub:
             client = self._conns["ajax"].get(reader.uid, {}).get(reader.client_id)
             if client is not None and client.parked is not None:
                 client.parked.set(_WAKE)
+
+    def _pack_batch(self, batch: Batch, version: int) -> list[str | bytes]:
+        """A batch as messages within ``max_message_size``; in protocol 2 each one ends with
+        the positions it brings the client to, so a cut between two loses nothing."""
+        limit = self.options.max_message_size
+        if version < 2:
+            return pack_all(self.packer, batch.events, limit)
+        entries = batch.entries
+        epochs = {name: epoch for name, (epoch, _) in batch.end.items()}
+        messages: list[str | bytes] = []
+        while entries:
+            def with_mark(count: int, entries: list[tuple[str, Entry]] = entries) -> list[t.Any]:
+                return [wire.position_mark(batch.end if count == len(entries)
+                                           else split_positions(entries[:count], epochs))]
+
+            packed, taken = pack_prefix(self.packer, [e.event for _, e in entries], limit,
+                                        tail=with_mark)
+            messages.append(packed)
+            entries = entries[taken:]
+        return messages
 
     # --- kick ----------------------------------------------------------------------------
 

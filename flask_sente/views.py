@@ -76,7 +76,8 @@ def _chsk() -> Response:
     if upgrade is not None:
         data = handshake_data(state, uid, client_id)
         ws = upgrade.accept(max_message_size=state.options.max_message_size)
-        serve = functools.partial(state.hub.serve_websocket, ws, uid, client_id, info, data)
+        serve = functools.partial(state.hub.serve_websocket, ws, uid, client_id, info, data,
+                                  version=admitted.version, positions=admitted.positions)
         defer = getattr(upgrade, "serve_after_response", None)
         if defer is not None:
             defer(serve)  # once this view has returned and Flask has released the request
@@ -92,7 +93,8 @@ def _chsk() -> Response:
     handshake = "handshake" in request.args or "handshake?" in request.args
     body = state.hub.ajax_get(
         uid, client_id, info, handshake=handshake,
-        handshake_data=lambda: handshake_data(state, uid, client_id))
+        handshake_data=lambda: handshake_data(state, uid, client_id),
+        version=admitted.version, positions=admitted.positions)
     return _packed(state, body)
 
 

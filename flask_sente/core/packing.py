@@ -16,15 +16,19 @@ from ..protocol.packers import Packer
 logger = logging.getLogger("flask_sente")
 
 
-def pack_prefix(packer: Packer, events: list[t.Any], limit: int) -> tuple[str | bytes, int]:
+def pack_prefix(packer: Packer, events: list[t.Any], limit: int, *,
+                tail: t.Callable[[int], list[t.Any]] | None = None) -> tuple[str | bytes, int]:
     """Pack as many leading ``events`` as fit in ``limit`` bytes (at least one); returns
-    the message and how many events it covers (unpackable ones included, left out)."""
+    the message and how many events it covers (unpackable ones included, left out).
+    ``tail(count)`` gives events to end the message with when it holds ``count`` events
+    (protocol 2's position mark)."""
     count = len(events)
     while True:
+        extra = tail(count) if tail is not None else []
         try:
-            packed = packer.pack([events[:count], None])
+            packed = packer.pack([events[:count] + extra, None])
         except PackError:
-            return _pack_skipping_bad(packer, events[:count]), count
+            return _pack_skipping_bad(packer, events[:count] + extra), count
         if len(packed) <= limit or count == 1:
             if len(packed) > limit:
                 logger.warning("a push of %r is %d bytes, over max_message_size; sent alone",

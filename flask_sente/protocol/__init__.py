@@ -7,4 +7,7 @@ follow what is written here and in ``docs/protocol.md``.
 """
 from __future__ import annotations
 
-PROTOCOL_VERSION = 1
+#: The newest protocol version this code speaks (2: positions and replay).
+PROTOCOL_VERSION = 2
+#: Versions the server accepts; it answers each client in the client's own version.
+SUPPORTED_PROTOCOLS = frozenset({1, 2})

@@ -32,6 +32,8 @@ ERROR = "chsk/error"
 CLOSED = "chsk/closed"
 ACK = "chsk/ack"
 CLOSE = "chsk/close"
+#: Protocol 2: ends a push batch with the positions it brought the client to.
+POSITION = "chsk/pos"
 
 # Events the clients deliver to their own listeners.
 STATE = "chsk/state"

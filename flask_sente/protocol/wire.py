@@ -9,6 +9,7 @@ events. ``docs/protocol.md`` is the prose form of this module.
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing as t
 
 from ..exceptions import RemoteProtocolError
@@ -42,9 +43,53 @@ def envelope(payload: t.Any, cb_id: str | None = None) -> list[t.Any]:
 
 # --- server -> client -------------------------------------------------------------------
 
-def handshake(uid: t.Any, handshake_data: t.Any = None) -> list[t.Any]:
-    info = {"uid": uid, "handshake_data": handshake_data, "protocol": PROTOCOL_VERSION}
+def handshake(uid: t.Any, handshake_data: t.Any = None, *, version: int = PROTOCOL_VERSION,
+              positions: Positions | None = None,
+              recovered: bool | None = None) -> list[t.Any]:
+    """The handshake, in the client's protocol ``version``. Version 2 adds where the client
+    stands in each log it reads and whether the positions it came back with were
+    ``recovered`` (None: it brought none)."""
+    info: dict[str, t.Any] = {"uid": uid, "handshake_data": handshake_data,
+                              "protocol": version}
+    if version >= 2:
+        info["positions"] = {name: list(pos) for name, pos in (positions or {}).items()}
+        info["recovered"] = recovered
     return [[ev.HANDSHAKE, info], None]
+
+
+#: Log name -> (epoch, seq): where a client stands (protocol 2).
+Positions = t.Mapping[str, "tuple[str, int]"]
+
+
+def position_mark(positions: Positions) -> list[t.Any]:
+    """The event that ends every protocol-2 push batch: where the client stands after it."""
+    return [ev.POSITION, {name: [epoch, seq] for name, (epoch, seq) in positions.items()}]
+
+
+#: Longest ``pos`` query parameter accepted (a few logs; topics will add more).
+MAX_POSITIONS_PARAM = 4096
+
+
+def decode_positions(text: str) -> dict[str, tuple[str, int]]:
+    """Parse the ``pos`` query parameter: a JSON object ``{log: [epoch, seq]}``.
+
+    Raises RemoteProtocolError for anything else (the caller answers 400).
+    """
+    if len(text) > MAX_POSITIONS_PARAM:
+        raise RemoteProtocolError("pos is too long")
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise RemoteProtocolError("pos is not JSON") from None
+    if not isinstance(value, dict):
+        raise RemoteProtocolError("pos must be an object {log: [epoch, seq]}")
+    positions: dict[str, tuple[str, int]] = {}
+    for name, pos in value.items():
+        if not (isinstance(pos, list) and len(pos) == 2 and isinstance(pos[0], str)
+                and type(pos[1]) is int and pos[1] >= 0):
+            raise RemoteProtocolError(f"pos[{name!r}] must be [epoch, seq]")
+        positions[name] = (pos[0], pos[1])
+    return positions
 
 
 def batch(events: t.Iterable[ev.Event]) -> list[t.Any]:

@@ -8,9 +8,13 @@ J = JsonPacker()
 
 
 def test_exact_server_encodings():
-    assert J.pack(wire.handshake("alice", {"v": 1})) == (
-        '[["chsk/handshake",{"uid":"alice","handshake_data":{"v":1},"protocol":%d}],null]'
-        % PROTOCOL_VERSION)
+    assert J.pack(wire.handshake("alice", {"v": 1}, version=1)) == (
+        '[["chsk/handshake",{"uid":"alice","handshake_data":{"v":1},"protocol":1}],null]')
+    assert PROTOCOL_VERSION == 2
+    assert J.pack(wire.handshake("al", None, positions={"u": ("e1", 3)}, recovered=True)) == (
+        '[["chsk/handshake",{"uid":"al","handshake_data":null,"protocol":2,'
+        '"positions":{"u":["e1",3]},"recovered":true}],null]')
+    assert J.pack(wire.position_mark({"*": ("e2", 7)})) == '["chsk/pos",{"*":["e2",7]}]'
     assert J.pack(wire.batch([("a/b", 1), ("a/c", None)])) == '[[["a/b",1],["a/c"]],null]'
     assert J.pack(wire.reply({"ok": True}, "k1")) == '[["chsk/reply",{"ok":true}],"k1"]'
     assert J.pack(wire.failure("chsk/timeout", "k1")) == '[["chsk/timeout"],"k1"]'
@@ -58,3 +62,12 @@ def test_decode_server_kinds():
 def test_decode_server_rejects_malformed(value):
     with pytest.raises(RemoteProtocolError):
         wire.decode_server(value)
+
+
+def test_positions_parameter_is_parsed_strictly():
+    assert wire.decode_positions('{"u":["e1",3],"*":["e2",0]}') == {"u": ("e1", 3),
+                                                                   "*": ("e2", 0)}
+    for bad in ('[1]', '{"u":["e1",-1]}', '{"u":["e1","3"]}', '{"u":[1,3]}', 'nope',
+                '{"u":["e1",3,4]}', '{"u":["e1",true]}', "{" * 5000):
+        with pytest.raises(RemoteProtocolError):
+            wire.decode_positions(bad)
