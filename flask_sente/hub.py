@@ -135,11 +135,11 @@ class Hub:
 
     @property
     def connected_uids(self) -> ConnectedUids:
-        return self.backplane.presence.connected_uids
+        return self.backplane.connected_uids
 
     def clients_of(self, uid: t.Any) -> dict[str, list[str]]:
         """Client ids of a user by transport (tabs and devices), e.g. for a presence panel."""
-        return self.backplane.presence.clients_of(uid)
+        return self.backplane.clients_of(uid)
 
     def presence_changed(self, changes: list[Change]) -> None:
         """Backplane listener: tell the app, in order; drop connections that left."""
@@ -203,7 +203,7 @@ class Hub:
         if not clients:
             del self._conns[transport][uid]
         if conn.reader is not None:
-            self._delivery.close_reader(conn.reader, time.monotonic())
+            self.backplane.close_reader(conn.reader, time.monotonic())
 
     def _system_event(self, event_id: str, data: t.Any, uid: t.Any = None,
                       client_id: str | None = None, transport: str | None = None,
@@ -240,12 +240,12 @@ class Hub:
         old = self._register(conn)
         if old is not None:
             if old.reader is not None:
-                self._delivery.close_reader(old.reader, time.monotonic())
+                self.backplane.close_reader(old.reader, time.monotonic())
             if old.open:
                 old.close_now(wire.CLOSE_REPLACED, "replaced by a newer connection")
-        reader = conn.reader = self._delivery.open_reader(uid, client_id, "ws",
-                                                          time.monotonic())
-        recovered = None if positions is None else self._delivery.resume(reader, positions)
+        reader, recovered = self.backplane.open_reader(uid, client_id, "ws", time.monotonic(),
+                                                       positions)
+        conn.reader = reader
         conn.offer(self.packer.pack(wire.handshake(
             uid, handshake_data, version=version, recovered=recovered,
             positions=self._delivery.positions_of(reader))))
@@ -258,7 +258,7 @@ class Hub:
             self._read_loop(conn)
         finally:
             conn.stop_writer()
-            self._delivery.close_reader(reader, time.monotonic())
+            self.backplane.close_reader(reader, time.monotonic())
             if not self.closed:
                 self._detach(conn, self.options.reconnect_grace_ws if grace is None else grace)
 
@@ -382,14 +382,15 @@ class Hub:
         client: AjaxClient | None = clients.get(client_id) if clients else None
         if handshake or client is None:
             if client is None:
-                reader = self._delivery.open_reader(uid, client_id, "ajax", time.monotonic())
+                reader, recovered = self.backplane.open_reader(
+                    uid, client_id, "ajax", time.monotonic(), positions)
                 client = AjaxClient(uid, client_id, request, reader)
                 self._register(client)
             else:
                 client.conn_id = new_conn_id()
+                recovered = (None if positions is None
+                             else self.backplane.resume(client.reader, positions))
             client.version = version
-            recovered = (None if positions is None
-                         else self._delivery.resume(client.reader, positions))
             self._await_first_poll(client)
             return self._ajax_handshake(client, handshake_data(), recovered)
         if client.close_packed is not None:
@@ -397,7 +398,7 @@ class Hub:
             self._drop_ajax(client)
             return packed
         client.version = version
-        if positions is not None and not self._delivery.resume(client.reader, positions):
+        if positions is not None and not self.backplane.resume(client.reader, positions):
             return self._ajax_handshake(client, handshake_data(), False)
         client.conn_id = new_conn_id()
         self._attach(client)
@@ -457,8 +458,15 @@ class Hub:
                 return self._ajax_handshake(client, None, False)
             return self.packer.pack(wire.close(wire.CLOSE_TOO_SLOW, "client too slow"))
         pairs = t.cast("list[tuple[str, Entry]]", pending)
+        for i, (_, entry) in enumerate(pairs):
+            if entry.control == "kick":  # answered after the pushes before it
+                if i:
+                    pairs = pairs[:i]
+                    break
+                self._delivery.advance(reader, pairs[:1])
+                return self.packer.pack(wire.close(wire.CLOSE_KICKED, entry.event))
         mine = [(i, e.event) for i, (_, e) in enumerate(pairs)
-                if e.target is None or e.target == client.client_id]
+                if e.control is None and (e.target is None or e.target == client.client_id)]
         if not mine:
             self._delivery.advance(reader, pairs)
             return None
@@ -487,7 +495,7 @@ class Hub:
 
         def check() -> None:
             timer.close()
-            if (client.conn_id == conn_id and not self.backplane.presence.is_member(
+            if (client.conn_id == conn_id and not self.backplane.is_member(
                     client.uid, "ajax", client.client_id)):
                 self._forget("ajax", client.uid, client.client_id)
 
@@ -635,10 +643,20 @@ class Hub:
     # --- kick ----------------------------------------------------------------------------
 
     def kick(self, uid: t.Any, reason: str = "kicked") -> None:
-        """Close every connection of ``uid``; the clients are told not to reconnect."""
+        """Close every connection of ``uid``; the clients are told not to reconnect.
+
+        The kick is a record in the user's log, after every earlier push: a WebSocket gets
+        those pushes and then the 4001 close, a poller gets them on its next poll and then
+        the close.
+        """
         if not self._on_hub_thread():
             self._threadsafe(self.kick, uid, reason)
             return
+        self.backplane.kick(uid, reason, time.monotonic())
+
+    def kicked(self, uid: t.Any, reason: str) -> None:
+        """Backplane listener: ``uid`` was kicked; close its connections here."""
+        self._flush("ws")  # the pushes before the kick go out first
         for client_id, conn in list(self._conns["ws"].get(uid, {}).items()):
             conn.close(wire.CLOSE_KICKED, reason)
             self.backplane.remove(uid, "ws", client_id)

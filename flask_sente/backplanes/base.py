@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import typing as t
 
-from ..core.delivery import Delivery
-from ..core.presence import Change, Presence, Transport
+from ..core.delivery import Delivery, Reader
+from ..core.presence import Change, ConnectedUids, Transport
 
 
 class BackplaneListener(t.Protocol):
@@ -27,6 +27,9 @@ class BackplaneListener(t.Protocol):
     def presence_changed(self, changes: list[Change]) -> None:
         """Members joined or left; tell the app (signals, ``chsk/uidport-*``)."""
 
+    def kicked(self, uid: t.Any, reason: str) -> None:
+        """``uid`` was kicked (here or elsewhere): close its connections in this process."""
+
 
 class Backplane(t.Protocol):
     """Logs, presence and their fan-out. Methods never block: they may run in the event
@@ -34,11 +37,35 @@ class Backplane(t.Protocol):
 
     #: This process's readers and the logs as it sees them.
     delivery: Delivery
-    #: Presence as this process sees it (cluster-wide for a shared backplane).
-    presence: Presence
 
     def start(self, listener: BackplaneListener) -> None:
         """Begin reporting to ``listener``."""
+
+    @property
+    def connected_uids(self) -> ConnectedUids:
+        """Connected users (cluster-wide for a shared backplane), a snapshot."""
+
+    def clients_of(self, uid: t.Any) -> dict[str, list[str]]:
+        """Client ids of ``uid`` by transport."""
+
+    def is_member(self, uid: t.Any, transport: Transport, client_id: str) -> bool:
+        """Whether that client counts as present (connected or in its grace window)."""
+
+    def open_reader(self, uid: t.Any, client_id: str, transport: Transport, now: float,
+                    positions: t.Mapping[str, tuple[str, int]] | None
+                    ) -> tuple[Reader, bool | None]:
+        """A reader for a connecting client, resumed at ``positions`` if it brought any;
+        returns it and whether those were recovered (None: it brought none). May wait for
+        a shared store: call it from a request's greenlet, not the event loop."""
+
+    def close_reader(self, reader: Reader, now: float) -> None:
+        """The connection behind ``reader`` is gone."""
+
+    def resume(self, reader: Reader, positions: t.Mapping[str, tuple[str, int]]) -> bool:
+        """Move an open reader to where its client says it was (an Ajax poll); may wait."""
+
+    def kick(self, uid: t.Any, reason: str, now: float) -> None:
+        """Close every connection of ``uid`` everywhere, after the pushes before it."""
 
     def push(self, uid: t.Any, event: t.Any, target: str | None, now: float) -> None:
         """Append ``event`` to ``uid``'s log (for the one client ``target`` if given)."""

@@ -9,8 +9,8 @@ from __future__ import annotations
 import secrets
 import typing as t
 
-from ..core.delivery import Delivery
-from ..core.presence import Presence, Transport
+from ..core.delivery import Delivery, Reader
+from ..core.presence import ConnectedUids, Presence, Transport
 from .base import BackplaneListener
 
 
@@ -30,6 +30,33 @@ class LocalBackplane:
 
     def start(self, listener: BackplaneListener) -> None:
         self._listener = listener
+
+    @property
+    def connected_uids(self) -> ConnectedUids:
+        return self.presence.connected_uids
+
+    def clients_of(self, uid: t.Any) -> dict[str, list[str]]:
+        return self.presence.clients_of(uid)
+
+    def is_member(self, uid: t.Any, transport: Transport, client_id: str) -> bool:
+        return self.presence.is_member(uid, transport, client_id)
+
+    def open_reader(self, uid: t.Any, client_id: str, transport: Transport, now: float,
+                    positions: t.Mapping[str, tuple[str, int]] | None
+                    ) -> tuple[Reader, bool | None]:
+        reader = self.delivery.open_reader(uid, client_id, transport, now)
+        return reader, None if positions is None else self.delivery.resume(reader, positions)
+
+    def close_reader(self, reader: Reader, now: float) -> None:
+        self.delivery.close_reader(reader, now)
+
+    def resume(self, reader: Reader, positions: t.Mapping[str, tuple[str, int]]) -> bool:
+        return self.delivery.resume(reader, positions)
+
+    def kick(self, uid: t.Any, reason: str, now: float) -> None:
+        self.delivery.kick(uid, reason, now)
+        if self._listener is not None:
+            self._listener.kicked(uid, reason)
 
     def push(self, uid: t.Any, event: t.Any, target: str | None, now: float) -> None:
         due = self.delivery.push(uid, event, target, now)

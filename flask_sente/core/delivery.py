@@ -47,13 +47,16 @@ GAP: t.Final = _Gap()
 
 
 class Entry:
-    """One appended push."""
+    """One appended push (or a control record, such as a kick, that readers act on)."""
 
-    __slots__ = ("seq", "stamp", "event", "target", "at")
+    __slots__ = ("seq", "stamp", "event", "target", "at", "control")
 
     def __init__(self, seq: int, stamp: int, event: t.Any, target: str | None,
-                 at: float) -> None:
+                 at: float, control: str | None = None) -> None:
         self.seq = seq
+        #: None for a push; else what the record asks of readers (``"kick"``, with the
+        #: reason as ``event``). Control records are never delivered as events.
+        self.control = control
         #: Process-wide append order: merges two logs back into send order.
         self.stamp = stamp
         #: The event in wire form (``[id, data]``).
@@ -221,11 +224,18 @@ class Delivery:
     def broadcast(self, event: t.Any, now: float) -> tuple[Transport, ...]:
         return self._append(self._log(BROADCAST, now), event, None, now)
 
-    def _append(self, log: Log, event: t.Any, target: str | None,
-                now: float) -> tuple[Transport, ...]:
+    def kick(self, uid: t.Any, reason: str, now: float) -> None:
+        """Append a kick record to ``uid``'s log: after every earlier push, so a poller
+        gets those first and then the close."""
+        log = self.logs.get((USER, uid))
+        if log is not None:
+            self._append(log, reason, None, now, control="kick")
+
+    def _append(self, log: Log, event: t.Any, target: str | None, now: float,
+                control: str | None = None) -> tuple[Transport, ...]:
         self._stamp += 1
         log.seq += 1
-        log.entries.append(Entry(log.seq, self._stamp, event, target, now))
+        log.entries.append(Entry(log.seq, self._stamp, event, target, now, control))
         # Trim in halves (amortized), but never what eager readers have not been given yet:
         # a burst inside one batching window must arrive whole. collect() trims after.
         if len(log.entries) >= 2 * self.history_size and log not in self._dirty["ws"]:
@@ -328,6 +338,57 @@ class Delivery:
     def positions_of(self, reader: Reader) -> dict[str, tuple[str, int]]:
         return {name: (log.epoch, reader.positions[name]) for name, log in reader.logs.items()}
 
+    # --- replicas of logs kept elsewhere (a shared backplane) ------------------------------
+
+    def mirror(self, key: t.Hashable, epoch: str, seq: int, now: float) -> Log:
+        """The local copy of a log kept elsewhere, made to stand at ``(epoch, seq)``.
+
+        A new epoch means the history its readers stood in is gone: they are put where
+        :meth:`collect` and :meth:`pending` report a gap, so each is told.
+        """
+        log = self.logs.get(key)
+        if log is None:
+            log = self.logs[key] = Log(key, epoch, now)
+            log.seq = seq
+        elif log.epoch != epoch:
+            log.epoch, log.seq, log.entries = epoch, seq, []
+            for readers in log.readers.values():
+                for reader in readers:
+                    for name, mine in reader.logs.items():
+                        if mine is log:
+                            reader.positions[name] = -1  # behind anything: a gap
+        return log
+
+    def apply(self, key: t.Hashable, epoch: str, seq: int, event: t.Any, target: str | None,
+              control: str | None, now: float) -> tuple[Transport, ...] | None:
+        """Append an entry made elsewhere with its own seq. Returns the transports to
+        flush, ``()`` for an entry already here, or None when entries are missing before
+        it (the caller fetches them and applies them in order first)."""
+        log = self.logs.get(key)
+        if log is None:
+            return ()
+        if log.epoch != epoch:
+            self.mirror(key, epoch, seq - 1, now)
+        if seq <= log.seq:
+            return ()
+        if seq != log.seq + 1:
+            return None
+        log.seq = seq - 1
+        return self._append(log, event, target, now, control)
+
+    def backfill(self, key: t.Hashable, older: list[tuple[int, t.Any, str | None, str | None]],
+                 now: float) -> None:
+        """Put entries fetched from elsewhere in front of the local history (a returning
+        reader's replay reaches further back than this process has seen)."""
+        log = self.logs.get(key)
+        if log is None or not older:
+            return
+        first = log.entries[0].seq if log.entries else log.seq + 1
+        fetched = [Entry(seq, 0, event, target, now, control)
+                   for seq, event, target, control in older if seq < first]
+        if fetched and fetched[-1].seq == first - 1:
+            log.entries[:0] = fetched
+
     # --- housekeeping ----------------------------------------------------------------------
 
     def expire(self, now: float) -> None:
@@ -347,8 +408,9 @@ def _merged(parts: list[tuple[str, Log, list[Entry]]],
     if len(parts) > 1:
         pairs.sort(key=lambda pair: pair[1].stamp)
     if client_id is None:
-        return pairs
-    return [(n, e) for n, e in pairs if e.target is None or e.target == client_id]
+        return [(n, e) for n, e in pairs if e.control is None]
+    return [(n, e) for n, e in pairs
+            if e.control is None and (e.target is None or e.target == client_id)]
 
 
 def split_positions(entries: list[tuple[str, Entry]],
