@@ -1180,11 +1180,11 @@
      */
     send(event, options = {}) {
       const ev = validateOutgoing(event);
+      const timeout = options && options.timeout !== undefined ? options.timeout : this._env.connectTimeoutMs;
+      if (!(typeof timeout === "number" && timeout > 0)) throw new TypeError("timeout must be a positive number of milliseconds");
       const packed = this._env.packer.pack(clientEnvelope(ev, null)); // bad data throws now
       if (this._isOpen()) return this._sendNow(ev, packed);
       if (this._stopped) return false;
-      const timeout = options && options.timeout !== undefined ? options.timeout : this._env.connectTimeoutMs;
-      if (!(typeof timeout === "number" && timeout > 0)) throw new TypeError("timeout must be a positive number of milliseconds");
       this._whenOpen(timeout).then(
         () => { if (!this._sendNow(ev, packed)) warnNotSent(ev, "the connection closed at once"); },
         (error) => warnNotSent(ev, error.message));
