@@ -14,8 +14,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="flask_sente demo: a realtime todo list")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--instance-path", default=None,
+                        help="Flask instance folder, where the secret key is kept "
+                             "(default: instance/ in the checkout)")
     args = parser.parse_args()
-    flask_sente.run(create_app(), host=args.host, port=args.port)
+    flask_sente.run(create_app(args.instance_path), host=args.host, port=args.port)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ pushed whenever a client comes or goes.
 """
 from __future__ import annotations
 
+import os
 import secrets
 import typing as t
 
@@ -20,18 +21,52 @@ sente = Sente()
 MAX_NAME = 24
 
 
-def create_app(**config: t.Any) -> Flask:
-    app = Flask(__name__)
-    app.config.update(SECRET_KEY=secrets.token_hex(16), SESSION_COOKIE_SAMESITE="Lax")
+def create_app(instance_path: str | None = None, **config: t.Any) -> Flask:
+    """The demo app. ``instance_path`` is Flask's instance folder (default ``instance/`` next
+    to the ``demo`` package), where the secret key is kept unless one is configured."""
+    app = Flask(__name__, instance_path=instance_path)
+    app.config.update(SESSION_COOKIE_SAMESITE="Lax")
     # FLASK_SECRET_KEY, FLASK_SENTE_LP_TIMEOUT=10, ... from the environment (Flask's idiom).
     app.config.from_prefixed_env()
     app.config.update(config)
+    if not app.config.get("SECRET_KEY"):
+        # Sessions and CSRF tokens are signed with it: a key per process would make every
+        # open page's reconnect a 403 after a restart, and every gunicorn worker refuse the
+        # sessions of the others.
+        app.config["SECRET_KEY"] = stable_secret_key(app.instance_path)
     app.extensions["todo_store"] = TodoStore()
     sente.init_app(app)
     app.register_blueprint(_pages())
     for signal in (signals.client_connected, signals.client_disconnected):
         signal.connect(_push_presence, app)
     return app
+
+
+def stable_secret_key(instance_path: str) -> str:
+    """The key in ``<instance_path>/secret_key``, made on first use and kept (mode 0600).
+
+    Several processes may start at once (``gunicorn -w 3``): the key is written to a file of
+    its own and linked into place, which fails if another process got there first, so all of
+    them end up reading the same complete key.
+    """
+    path = os.path.join(instance_path, "secret_key")
+    if not os.path.exists(path):
+        os.makedirs(instance_path, exist_ok=True)
+        draft = f"{path}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(draft)
+    with open(path, encoding="utf-8") as f:
+        key = f.read().strip()
+    if not key:
+        raise RuntimeError(f"{path} is empty: delete it to make a new key")
+    return key
 
 
 def _store() -> TodoStore:

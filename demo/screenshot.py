@@ -1,12 +1,14 @@
 """Make the README's screenshot: ``python -m demo.screenshot docs/demo.png``.
 
 Runs the demo in-process on a free port, signs in two users in headless Chromium (Debian's
-``/usr/bin/chromium``), adds a few todos and saves both pages side by side.
+``/usr/bin/chromium``): Ada over WebSocket adds a few todos, Grace over Ajax ticks one and
+sends Ada a direct message. Saves Ada's page, which shows both users' changes.
 """
 from gevent import monkey
 
 monkey.patch_all()
 
+import secrets  # noqa: E402
 import sys  # noqa: E402
 
 from playwright.sync_api import sync_playwright  # noqa: E402
@@ -20,7 +22,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 
 
 def main(out: str) -> None:
-    app = create_app()
+    app = create_app(SECRET_KEY=secrets.token_hex(16))  # one run: no key file needed
     with serve(app) as base, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
         try:

@@ -23,22 +23,52 @@
   window.chsk = chsk;  // handy in devtools, and used by the browser tests
 
   // --- connection indicator ---------------------------------------------------------------
+
+  /**
+   * Why the client stopped for good (it does not reconnect on its own after these), as a
+   * sentence for the page; null while it is open or still trying.
+   */
+  function stoppedBecause(state) {
+    const last = state.lastClose;
+    if (state.open || !last) return null;
+    if (last.reason === "rejected" && (last.status === 401 || last.status === 403)) {
+      return `The server refused this page (${last.status}): it was probably restarted with ` +
+        "a new secret key, or your session ended.";
+    }
+    if (last.reason === "kicked") return "You were signed out.";
+    if (last.reason === "protocol-mismatch") return "The server was updated.";
+    return null;
+  }
+
+  let countdown = null; // the timer that refreshes "reconnecting in N s"
+
   function showState(state) {
+    const stopped = stoppedBecause(state);
     let label;
     if (state.open) label = "open";
-    else if (state.lastClose && ["rejected", "kicked", "requested-disconnect"].includes(state.lastClose.reason)) label = "offline";
+    else if (stopped || (state.lastClose && state.lastClose.reason === "requested-disconnect")) label = "offline";
     else if (state.everOpened) label = "reconnecting";
     else label = "connecting";
     $("status").dataset.state = label;
-    $("status-text").textContent = label === "reconnecting" && state.nextReconnectAt
-      ? `reconnecting in ${Math.max(0, Math.round((state.nextReconnectAt - Date.now()) / 1000))} s`
-      : label;
+    const secondsLeft = state.nextReconnectAt === null ? 0 : Math.ceil((state.nextReconnectAt - Date.now()) / 1000);
+    $("status-text").textContent = label === "reconnecting" && secondsLeft > 0 ? `reconnecting in ${secondsLeft} s` : label;
+    // The state does not change while a backoff runs down, so the page ticks on its own.
+    const waiting = label === "reconnecting" && secondsLeft > 0;
+    if (waiting && countdown === null) countdown = setInterval(() => showState(chsk.state), 250);
+    if (!waiting && countdown !== null) { clearInterval(countdown); countdown = null; }
     $("transport").textContent = state.open ? state.type : "";
+    $("transport").hidden = !state.open;
+    // Offline, changes could only fail: say so up front instead of with an error toast.
+    document.body.classList.toggle("offline", !state.open);
+    for (const el of document.querySelectorAll("[data-needs-connection]")) el.disabled = !state.open;
+    $("stopped").hidden = stopped === null;
+    $("stopped-text").textContent = stopped ? `${stopped} Reload the page to go on.` : "";
   }
+  $("reload").addEventListener("click", () => location.reload());
   chsk.onState((state, old) => {
     showState(state);
+    if (state.open !== Boolean(old && old.open)) renderTodos(); // its controls follow the connection
     if (state.open && !(old && old.open)) resync();
-    if (state.lastClose && state.lastClose.reason === "kicked") toast("You were signed out.");
   });
   showState(chsk.state);
 
@@ -71,6 +101,7 @@
     const box = document.createElement("input");
     box.type = "checkbox";
     box.checked = todo.done;
+    box.disabled = !chsk.state.open;
     box.setAttribute("aria-label", "Done");
     box.addEventListener("change", () => change("todo/toggle", {id: todo.id}));
     const text = document.createElement("span");
@@ -85,12 +116,14 @@
     del.className = "icon delete";
     del.textContent = "✕";
     del.setAttribute("aria-label", "Delete");
+    del.disabled = !chsk.state.open;
     del.addEventListener("click", () => change("todo/delete", {id: todo.id}));
     li.append(box, text, author, del);
     return li;
   }
 
   function startEdit(li, todo) {
+    if (!chsk.state.open) return;
     const input = document.createElement("input");
     input.className = "edit-input";
     input.value = todo.text;

@@ -53,6 +53,7 @@
     KICKED: 4001,
     PING_TIMEOUT: 4002,
     REPLACED: 4003,
+    BROKEN: 3000, // breakConnection()'s default, Sente's "CLOSE_ABNORMAL"
   });
 
   /** The cb_id an Ajax POST sends when it wants the reply as its own response body. */
@@ -278,6 +279,23 @@
     return step / 2 + (rand * step) / 2;
   }
 
+  /**
+   * A connection up at least this long counted as working: only its loss starts the attempt
+   * count again. Mirror of the Python client's STABLE_AFTER (2 s).
+   */
+  const STABLE_AFTER_MS = 2000;
+
+  /**
+   * The attempt number of the reconnect that follows a close; `upMs` is how long the
+   * connection had been open (null: it never opened). As in the Python client, a handshake
+   * alone does not reset the count: a server that accepts and closes at once (a crash right
+   * after the handshake, two tabs sharing a client id replacing each other with 4003) would
+   * otherwise get attempt 1, which has no delay, hundreds of times a second.
+   */
+  function nextAttempt(attempt, upMs, stableAfterMs = STABLE_AFTER_MS) {
+    return (upMs !== null && upMs >= stableAfterMs ? 0 : attempt) + 1;
+  }
+
   // --- ids and URLs -----------------------------------------------------------------------
 
   const ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -342,9 +360,12 @@
     });
   }
 
-  /** The state after a connection closed or failed; `close` is `{reason, code, status, message}`. */
-  function stateAfterClose(state, close) {
-    return Object.freeze({ ...state, open: false, lastClose: Object.freeze({ ...close }) });
+  /**
+   * The state after a connection closed or failed; `close` is `{reason, code, status,
+   * message}`, recorded with `at`, the time (ms since the epoch) it happened.
+   */
+  function stateAfterClose(state, close, at = Date.now()) {
+    return Object.freeze({ ...state, open: false, lastClose: Object.freeze({ ...close, at }) });
   }
 
   function stateWithRetryAt(state, at) {
@@ -387,16 +408,33 @@
    * What to do after a WebSocket failed before its handshake, given the Ajax handshake probe
    * that followed (a browser cannot read the status of a refused upgrade, the probe can).
    * The verdicts below agree with shouldReconnect() on the close the owner records:
-   *   "downgrade" — Ajax works and WebSocket never has: use Ajax (auto mode only; a socket
-   *                 that once opened is kept on WebSocket, the failure is likely a restart);
+   *   "downgrade" — auto mode and the probe got a handshake: HTTP works where WebSocket does
+   *                 not, so use Ajax. Also when a WebSocket has opened before (the Python
+   *                 client's rule, and unlike Sente): a restart shows up as a probe with no
+   *                 response, so a working probe means the path changed (a new proxy, a
+   *                 network that blocks upgrades), and upgrade retries move back up later;
    *   "stop"      — the server refused us (401/403), retrying would be refused too;
    *   "retry"     — anything else (server down, WS blocked in "ws" mode): back off, retry.
    * `probe` is `{status, handshake}`: status 0 when the probe got no response.
    */
-  function afterWsFailure({ auto, wsEverOpened, probe, reconnectOnAuthFailure = false }) {
+  function afterWsFailure({ auto, probe, reconnectOnAuthFailure = false }) {
     if (probe.status === 401 || probe.status === 403) return reconnectOnAuthFailure ? "retry" : "stop";
-    if (probe.handshake && auto && !wsEverOpened) return "downgrade";
+    if (probe.handshake && auto) return "downgrade";
     return "retry";
+  }
+
+  /**
+   * The transport a (re)connection attempt starts with, as the Python client picks it:
+   * forced types are kept; auto starts with WebSocket, except after a WebSocket failed while
+   * HTTP worked (`wsBlockedForMs` ago, null: it did not): then Ajax directly until
+   * `upgradeRetryMs` has passed (null: until reconnect() or a successful upgrade), so a
+   * blocked path does not cost a failed WebSocket and a probe on every reconnect.
+   */
+  function firstTransport({ type, hasWebSocket = true, wsBlockedForMs = null, upgradeRetryMs = null }) {
+    if (type === "ws") return "ws";
+    if (type === "ajax" || !hasWebSocket) return "ajax";
+    if (wsBlockedForMs === null) return "ws";
+    return upgradeRetryMs && wsBlockedForMs >= upgradeRetryMs ? "ws" : "ajax";
   }
 
   // =========================================================================================
@@ -429,7 +467,7 @@
       if (signal.aborted) controller.abort();
       else signal.addEventListener("abort", onAbort);
     }
-    const headers = {};
+    const headers = { ...env.headers() };
     const token = env.csrfToken();
     if (token) headers["X-CSRF-Token"] = token;
     if (body !== undefined) {
@@ -468,6 +506,7 @@
       this.pingSentAt = null;
       this.pingCbId = null;
       this.timer = null;
+      this.deaf = false; // breakConnection({closeWs: false}): the socket lives on, unheard
     }
 
     start() {
@@ -495,6 +534,16 @@
       try { this.socket.send(data); return true; } catch (_) { return false; }
     }
 
+    /**
+     * breakConnection(): fail now as if the network had, or (closeWs false) stop hearing the
+     * socket, like a half-open TCP connection that only the keep-alive can find out about.
+     */
+    breakLink({ closeWs = true, wsCode = CLOSE.BROKEN } = {}) {
+      if (this.done) return;
+      if (!closeWs) { this.deaf = true; return; }
+      this._fail(closeInfo("unexpected", { code: wsCode, message: BROKEN_ON_PURPOSE }), true, wsCode);
+    }
+
     /** Close on the owner's behalf: no hook is called. */
     close(code = CLOSE.NORMAL, reason = "") {
       if (this.done) return;
@@ -508,7 +557,7 @@
     }
 
     _onMessage(raw) {
-      if (this.done) return;
+      if (this.done || this.deaf) return;
       this.lastReceivedAt = monotonicNow();
       this.pingSentAt = null; // any traffic proves the server alive
       let msg;
@@ -533,7 +582,7 @@
     }
 
     _onClose(event) {
-      if (this.done) return;
+      if (this.done || this.deaf) return;
       const close = this.opened
         ? describeWsClose(event.code, event.reason, event.wasClean)
         : closeInfo("unexpected", { code: event.code, message: event.reason || null });
@@ -541,9 +590,9 @@
     }
 
     /** End the connection and tell the owner; `closeSocket` when the socket is still up. */
-    _fail(close, closeSocket = false) {
+    _fail(close, closeSocket = false, code = CLOSE.NORMAL) {
       if (this.done) return;
-      this.close(CLOSE.NORMAL, closeSocket ? String(close.reason) : "");
+      this.close(code, closeSocket ? String(close.reason) : "");
       this.hooks.closed(this, close);
     }
 
@@ -602,6 +651,9 @@
     }
 
     start() { this._run(); }
+
+    /** breakConnection(): the running long-poll is aborted, as a network failure would. */
+    breakLink() { this._fail(closeInfo("unexpected", { message: BROKEN_ON_PURPOSE })); }
 
     close() {
       if (this.done) return;
@@ -667,18 +719,25 @@
   // keeps the state and the table of calls waiting for a reply.
   // =========================================================================================
 
+  /** lastClose.message after breakConnection(). */
+  const BROKEN_ON_PURPOSE = "connection broken on purpose (breakConnection)";
+
   /** lastClose.message when the probe shows HTTP working where the WebSocket was not. */
   const WS_REFUSED = "the WebSocket could not open but HTTP works (a proxy refusing upgrades?)";
 
   const OPTION_NAMES = new Set(["type", "csrfToken", "packer", "params", "clientId", "keepAliveMs",
     "pingTimeoutMs", "backoffMs", "upgradeRetryMs", "reconnectOnAuthFailure", "connectTimeoutMs",
-    "ajaxTimeoutMs", "callTimeoutMs", "WebSocket", "fetch", "baseUrl"]);
+    "ajaxTimeoutMs", "callTimeoutMs", "headers", "WebSocket", "fetch", "baseUrl"]);
 
   function metaContent(name) {
     const doc = global.document;
     if (!doc || typeof doc.querySelector !== "function") return undefined;
     const el = doc.querySelector(`meta[name="${name}"]`);
     return el ? el.getAttribute("content") : undefined;
+  }
+
+  function warnNotSent(ev, why) {
+    if (typeof console !== "undefined") console.warn(`sente: ${ev[0]} was not sent: ${why}`);
   }
 
   function reportListenerError(error) {
@@ -733,6 +792,10 @@
         }
         return value;
       };
+      const headers = options.headers === undefined ? {} : options.headers;
+      if (headers === null || (typeof headers !== "object" && typeof headers !== "function")) {
+        throw new TypeError("headers must be an object or a function returning one");
+      }
       const backoffMs = options.backoffMs || ((attempt) => backoffDelay(attempt, Math.random()));
       if (typeof backoffMs !== "function") throw new TypeError("backoffMs must be a function (attempt) => ms");
 
@@ -750,6 +813,8 @@
       /** What transports need, in one place. */
       this._env = Object.freeze({
         packer, csrfToken, WebSocket: WebSocketImpl, fetch: fetchImpl,
+        // Read again per request, like csrfToken, so a rotated credential is picked up.
+        headers: typeof headers === "function" ? () => headers() || {} : () => headers,
         keepAliveMs: number("keepAliveMs", true), pingTimeoutMs: number("pingTimeoutMs"),
         connectTimeoutMs: number("connectTimeoutMs"), ajaxTimeoutMs: number("ajaxTimeoutMs"),
         wsUrl: (extra) => buildUrl(base, url, query(extra), "ws"),
@@ -767,8 +832,9 @@
       this._ajaxCalls = new Set(); // {transport, fail(error)}: POSTs waiting for a reply
       this._conn = null; // the transport in use (open or connecting)
       this._trial = null; // a WebSocket tried while on Ajax, to move back up
-      this._mode = type === "ajax" || (type === "auto" && !WebSocketImpl) ? "ajax" : "ws";
-      this._wsEverOpened = false;
+      this._wsBlockedAt = null; // monotonic time of the last fallback to Ajax (auto mode)
+      this._openedAt = 0; // monotonic time the current connection opened (flap guard)
+      this._openWaiters = new Set(); // calls and sends made while connecting: {resolve, reject, timer}
       this._attempt = 0;
       this._retryTimer = null;
       this._upgradeTimer = null;
@@ -787,9 +853,15 @@
 
     _open() {
       this._clearRetry();
+      // The planned attempt is happening (or held back): no stale time for the page to show.
+      if (this._state.nextReconnectAt !== null) this._setState(stateWithRetryAt(this._state, null));
       if (this._stopped) return;
       if (this._unloading) { this._retrySuppressed = true; return; }
-      const transport = this._mode === "ws"
+      const kind = firstTransport({
+        type: this._type, hasWebSocket: Boolean(this._env.WebSocket), upgradeRetryMs: this._upgradeRetryMs,
+        wsBlockedForMs: this._wsBlockedAt === null ? null : monotonicNow() - this._wsBlockedAt,
+      });
+      const transport = kind === "ws"
         ? new WsTransport(this._env, this._hooks)
         : new AjaxTransport(this._env, this._hooks);
       this._conn = transport;
@@ -806,8 +878,10 @@
         this._setState(stateAfterClose(this._state, close));
         return;
       }
-      this._attempt = 0;
-      if (transport.type === "ws") this._wsEverOpened = true;
+      // The attempt count is not reset here but when the connection closes, and only if it
+      // stayed up (see nextAttempt): a handshake alone proves little.
+      if (!this._state.open) this._openedAt = monotonicNow();
+      if (transport.type === "ws") this._wsBlockedAt = null;
       const firstHandshake = !this._state.everOpened;
       this._setState(stateAfterHandshake(this._state, transport.type, info));
       if (transport.type === "ajax" && this._type === "auto") this._scheduleUpgrade();
@@ -834,13 +908,14 @@
       if (transport === this._trial) { this._trial = null; this._scheduleUpgrade(); return; }
       if (transport !== this._conn) return;
       this._conn = null;
+      const upMs = transport.opened ? monotonicNow() - this._openedAt : null;
       this._cancelUpgrade();
       this._failPending(transport, close);
       if (transport.type === "ws" && !transport.opened && !this._stopped) {
         this._probe(close);
         return;
       }
-      this._afterClose(close);
+      this._afterClose(close, upMs);
     }
 
     /**
@@ -856,11 +931,11 @@
       this._conn = null;
       const handshake = res.decoded && res.decoded.kind === "handshake" ? res.decoded : null;
       const decision = afterWsFailure({
-        auto: this._type === "auto", wsEverOpened: this._wsEverOpened,
+        auto: this._type === "auto",
         probe: { status: res.status, handshake }, reconnectOnAuthFailure: this._reconnectOnAuthFailure,
       });
       if (decision === "downgrade") {
-        this._mode = "ajax";
+        this._wsBlockedAt = monotonicNow();
         this._setState(stateAfterClose(this._state, closeInfo("unexpected", { code: wsClose.code, message: WS_REFUSED })));
         const transport = new AjaxTransport(this._env, this._hooks, handshake);
         this._conn = transport;
@@ -876,16 +951,23 @@
       this._afterClose(close);
     }
 
-    _afterClose(close) {
-      this._setState(stateAfterClose(this._state, close));
-      if (this._stopped || !shouldReconnect(close, { reconnectOnAuthFailure: this._reconnectOnAuthFailure })) return;
+    /** Record a close and reconnect or stop; `upMs`: how long it had been open (null: never). */
+    _afterClose(close, upMs = null) {
+      const retry = !this._stopped &&
+        shouldReconnect(close, { reconnectOnAuthFailure: this._reconnectOnAuthFailure });
+      // A stop (401/403, kick) is final until reconnect(): calls waiting for the open fail now.
+      if (!retry) this._stopped = true;
+      const closed = stateAfterClose(this._state, close);
+      this._setState(retry ? closed : stateWithRetryAt(closed, null));
+      if (!retry) return;
+      this._attempt = nextAttempt(this._attempt, upMs);
       if (this._unloading) this._retrySuppressed = true;
       else this._scheduleRetry();
     }
 
+    /** Plan attempt `this._attempt` after its backoff delay. */
     _scheduleRetry() {
       this._clearRetry();
-      this._attempt += 1;
       const delay = Math.max(0, Number(this._backoffMs(this._attempt)) || 0);
       this._setState(stateWithRetryAt(this._state, Date.now() + delay));
       this._retryTimer = setTimeout(() => { this._retryTimer = null; this._open(); }, delay);
@@ -921,7 +1003,7 @@
       this._trial = null;
       const old = this._conn;
       this._conn = trial;
-      this._mode = "ws";
+      this._wsBlockedAt = null;
       if (old && old.close) old.close();
     }
 
@@ -1011,6 +1093,48 @@
       for (const fn of [...this._stateListeners]) {
         try { fn(next, old); } catch (error) { reportListenerError(error); }
       }
+      this._settleOpenWaiters();
+    }
+
+    // --- waiting for the open ------------------------------------------------------------
+
+    _isOpen() { return this._state.open && this._conn !== null && this._conn.opened === true; }
+
+    /**
+     * Resolves once the socket is open; rejects with ClosedError when the client stops
+     * (disconnect(), 401/403, kick) or `timeoutMs` passes first. This is how a call made
+     * while connecting — right after connect(), or during a reconnect — goes out when it can,
+     * as in the Python client: a bounded wait, not an offline queue.
+     */
+    _whenOpen(timeoutMs) {
+      return new Promise((resolve, reject) => {
+        const waiter = { resolve, reject, timer: null };
+        waiter.timer = setTimeout(() => {
+          this._openWaiters.delete(waiter);
+          reject(new ClosedError(`not connected within ${timeoutMs} ms`));
+        }, timeoutMs);
+        this._openWaiters.add(waiter);
+      });
+    }
+
+    _settleOpenWaiters() {
+      if (!this._openWaiters.size) return;
+      let error = null;
+      if (this._stopped) error = this._stoppedError();
+      else if (!this._isOpen()) return;
+      const waiters = [...this._openWaiters];
+      this._openWaiters.clear();
+      for (const waiter of waiters) {
+        clearTimeout(waiter.timer);
+        if (error) waiter.reject(error); else waiter.resolve();
+      }
+    }
+
+    /** Why nothing can be sent on a stopped client, for the caller's error. */
+    _stoppedError() {
+      const last = this._state.lastClose;
+      const why = last ? last.reason + (last.status ? ` ${last.status}` : "") : "stopped";
+      return new ClosedError(`not connected (${why})`);
     }
 
     _emit(eventId, data, event = [eventId, data]) {
@@ -1047,14 +1171,29 @@
     }
 
     /**
-     * Send an event, no reply wanted. Returns false when not open (nothing is queued:
-     * stale events replayed after a reconnect surprise more than they help).
+     * Send an event, no reply wanted. While connecting (or reconnecting) it waits for the
+     * open, up to `timeout` ms (default connectTimeoutMs, as the Python client), then sends;
+     * an event that could not go out in time is dropped with a console warning. Returns
+     * false when it cannot be sent at all: the client is stopped (disconnect(), 401/403,
+     * kick). Nothing is kept beyond the wait: stale events replayed after a long outage
+     * surprise more than they help.
      */
-    send(event) {
+    send(event, options = {}) {
       const ev = validateOutgoing(event);
+      const timeout = options && options.timeout !== undefined ? options.timeout : this._env.connectTimeoutMs;
+      if (!(typeof timeout === "number" && timeout > 0)) throw new TypeError("timeout must be a positive number of milliseconds");
+      const packed = this._env.packer.pack(clientEnvelope(ev, null)); // bad data throws now
+      if (this._isOpen()) return this._sendNow(ev, packed);
+      if (this._stopped) return false;
+      this._whenOpen(timeout).then(
+        () => { if (!this._sendNow(ev, packed)) warnNotSent(ev, "the connection closed at once"); },
+        (error) => warnNotSent(ev, error.message));
+      return true;
+    }
+
+    _sendNow(ev, packed) {
       const conn = this._conn;
-      if (!this._state.open || !conn || !conn.opened) return false;
-      const packed = this._env.packer.pack(clientEnvelope(ev, null));
+      if (!this._isOpen()) return false;
       if (conn.type === "ws") return conn.sendPacked(packed);
       ajaxRequest(this._env, { method: "POST", body: packed, timeoutMs: this._env.ajaxTimeoutMs }).then((res) => {
         if (!res.decoded && typeof console !== "undefined") {
@@ -1067,7 +1206,8 @@
     /**
      * Send an event and wait for the handler's reply. Promise form resolves with the reply
      * and rejects with TimeoutError / ClosedError / ReplyError; with a callback
-     * `cb(error, reply)` it returns whether the event went out instead.
+     * `cb(error, reply)` it returns false when the call failed at once instead. A call made
+     * while connecting waits for the open; `timeout` covers that wait and the reply.
      */
     call(event, options = {}, callback = undefined) {
       if (typeof options === "function") { callback = options; options = {}; }
@@ -1080,8 +1220,21 @@
     }
 
     _call(ev, timeout) {
+      if (this._isOpen()) return this._callNow(ev, timeout);
+      const notSent = (error) => new ClosedError(`${error.message}: the call was not sent`);
+      if (this._stopped) return { sent: false, promise: Promise.reject(notSent(this._stoppedError())) };
+      this._env.packer.pack(clientEnvelope(ev, null)); // bad data throws now, not after the wait
+      const deadline = monotonicNow() + timeout;
+      const promise = this._whenOpen(timeout).then(
+        () => this._callNow(ev, Math.max(1, deadline - monotonicNow())).promise,
+        (error) => { throw notSent(error); });
+      return { sent: true, promise };
+    }
+
+    /** The call on the open connection (or a ClosedError when it closed in the meantime). */
+    _callNow(ev, timeout) {
       const conn = this._conn;
-      if (!this._state.open || !conn || !conn.opened) {
+      if (!this._isOpen()) {
         return { sent: false, promise: Promise.reject(new ClosedError("not connected: the call was not sent")) };
       }
       if (conn.type === "ws") {
@@ -1128,6 +1281,21 @@
       return { sent: true, promise };
     }
 
+    /**
+     * Drop the connection as if the network had failed (Sente's chsk-break-connection!):
+     * lastClose becomes "unexpected" and the client reconnects by its usual rules (backoff,
+     * flap guard, auto mode), so an app can rehearse its offline handling, or drop a link it
+     * knows is stale. A WebSocket is closed with `wsCode` (default 3000); with `closeWs:
+     * false` it is left open but no longer heard, like a half-open TCP connection, until the
+     * keep-alive gives up on it (ping-timeout). Over Ajax the long-poll is aborted. Returns
+     * whether there was an open connection to break.
+     */
+    breakConnection({ closeWs = true, wsCode = CLOSE.BROKEN } = {}) {
+      if (!this._isOpen()) return false;
+      this._conn.breakLink({ closeWs, wsCode });
+      return true;
+    }
+
     /** Close and stay closed (until reconnect()). Calls waiting for a reply fail with ClosedError. */
     disconnect() {
       this._stopped = true;
@@ -1148,7 +1316,7 @@
       this._stopped = false;
       this._retrySuppressed = false;
       this._attempt = 0;
-      if (this._type === "auto" && this._env.WebSocket) this._mode = "ws";
+      this._wsBlockedAt = null; // auto mode tries WebSocket first again
       this._setState(Object.freeze({ ...stateAfterClose(this._state, closeInfo("requested-reconnect")), nextReconnectAt: null }));
       this._open();
     }
@@ -1161,12 +1329,12 @@
   /**
    * Open a channel socket. `url` defaults to the page's <meta name="sente-url"> (written by
    * `{{ sente_script() }}`), else "/chsk"; it may be omitted: `connect({type: "ajax"})`.
-   * Options (docs/browser-client.md has the reasons for each default):
+   * Options (the README's "Browser client" section has the reasons for each default):
    *   type: "auto" | "ws" | "ajax"   csrfToken: string | () => string (default: meta tag)
    *   packer: "json" | {name, binary, pack, unpack}   params: object | () => object
    *   clientId, keepAliveMs 20000, pingTimeoutMs 10000, backoffMs(attempt) => ms,
    *   upgradeRetryMs 30000, reconnectOnAuthFailure false, connectTimeoutMs 15000,
-   *   ajaxTimeoutMs 60000, callTimeoutMs 25000.
+   *   ajaxTimeoutMs 60000, callTimeoutMs 25000, headers: object | () => object (Ajax only).
    */
   function connect(url, options) {
     if (url !== null && typeof url === "object" && options === undefined) { options = url; url = undefined; }
@@ -1192,7 +1360,8 @@
       EV, AJAX_CB, eventError, isEvent, isReserved, asEvent, toWire, validateOutgoing,
       clientEnvelope, decodeServer, replyOutcome, resolvePacker, backoffDelay, randomId, buildUrl,
       initialState, stateAfterHandshake, stateAfterClose, stateWithRetryAt, shouldReconnect,
-      closeInfo, describeWsClose, describeHttpFailure, afterWsFailure,
+      closeInfo, describeWsClose, describeHttpFailure, afterWsFailure, firstTransport,
+      nextAttempt, STABLE_AFTER_MS,
     }),
   });
 });

@@ -10,7 +10,8 @@ Pages (each sets ``session["uid"]`` from ``?uid=`` first):
 * ``/page`` — ``{{ sente_script() }}`` (the documented setup) plus a small harness,
   ``window.start(options)``, that connects and records states, pushes and page errors;
 * ``/module-page`` — the same client loaded from a ``<script type="module">``;
-* test controls under ``/test/``: push, kick, refuse WebSocket upgrades, request counts,
+* test controls under ``/test/``: push, kick, refuse WebSocket upgrades, refuse Ajax with
+  403, request counts,
   and the npm msgpack codec (from ``tests/js/node_modules``, installed by ``make``).
 """
 from gevent import monkey
@@ -36,13 +37,18 @@ MSGPACK_UMD = os.path.join(HERE, "..", "js", "node_modules", "@msgpack", "msgpac
 # Shared by the pages: connect with JSON-friendly options and record what happens.
 HARNESS = """
 <script>
-window.log = { states: [], events: [], handshakes: [], errors: [] };
+window.log = { states: [], events: [], handshakes: [], errors: [], attempts: [] };
 window.addEventListener("error", (e) => log.errors.push(String(e.message || e.error)));
 window.start = (opts = {}) => {
   const o = { ...opts };
   if (o.msgpack) { delete o.msgpack; o.packer = Sente.msgpackPacker(MessagePack); }
   // Functions cannot cross page.evaluate: `retryMs` is a fixed backoff after the first retry.
-  if (o.retryMs !== undefined) { const ms = o.retryMs; delete o.retryMs; o.backoffMs = (n) => (n <= 1 ? 0 : ms); }
+  // The attempt numbers the client asks about are kept in log.attempts.
+  if (o.retryMs !== undefined) {
+    const ms = o.retryMs;
+    delete o.retryMs;
+    o.backoffMs = (n) => { log.attempts.push(n); return n <= 1 ? 0 : ms; };
+  }
   const chsk = Sente.connect(o);
   window.chsk = chsk;
   chsk.onState((s) => log.states.push(JSON.parse(JSON.stringify(s))));
@@ -82,6 +88,7 @@ def create_app(packer: str) -> Flask:
     sente = Sente(app, packer=packer, ws_keepalive=1.0, ws_ping_timeout=1.0,
                   reconnect_grace_ws=0.5, reconnect_grace_ajax=1.0, reply_timeout=5.0)
     app.config["refuse_ws"] = False
+    app.config["refuse_http"] = False
     hits: collections.Counter[tuple[str, str]] = collections.Counter()
 
     @sente.authorize
@@ -109,6 +116,10 @@ def create_app(packer: str) -> Flask:
     @sente.on("t/boom")
     def boom(msg):
         raise RuntimeError("boom")
+
+    @sente.on("t/header")
+    def header(msg):
+        msg.reply(msg.request.headers.get("X-Test"))
 
     @sente.on("t/push-me")
     def push_me(msg):
@@ -139,6 +150,11 @@ def create_app(packer: str) -> Flask:
         app.config["refuse_ws"] = bool(request.get_json()["on"])
         return jsonify(ok=True)
 
+    @app.post("/test/refuse-http")
+    def refuse_http():
+        app.config["refuse_http"] = bool(request.get_json()["on"])
+        return jsonify(ok=True)
+
     @app.get("/test/hits")
     def get_hits():
         cid = request.args["client-id"]
@@ -152,7 +168,7 @@ def create_app(packer: str) -> Flask:
 
     def middleware(environ, start_response):
         """Counts channel-socket requests per client and, when asked, refuses upgrades the
-        way a proxy without WebSocket support does (a plain 400)."""
+        way a proxy without WebSocket support does (a plain 400), or Ajax with a 403."""
         if environ.get("PATH_INFO") == "/chsk":
             is_ws = environ.get("HTTP_UPGRADE", "").lower() == "websocket"
             cid = ""
@@ -164,6 +180,9 @@ def create_app(packer: str) -> Flask:
             if is_ws and app.config["refuse_ws"]:
                 start_response("400 Bad Request", [("Content-Type", "text/plain")])
                 return [b"no WebSocket here\n"]
+            if not is_ws and app.config["refuse_http"]:
+                start_response("403 Forbidden", [("Content-Type", "text/plain")])
+                return [b"refused by the test\n"]
         return inner(environ, start_response)
 
     app.wsgi_app = middleware  # type: ignore[method-assign]

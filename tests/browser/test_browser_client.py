@@ -101,10 +101,11 @@ def test_call_failures_are_typed(server: Server, pages: Pages, transport: str):
     time.sleep(1)
     assert state(page)["open"] is True
     assert call(page, ["t/echo", "still here"]) == ["ok", "still here"]
-    # Not open: calls fail at once with ClosedError, send() says false.
+    # Stopped: calls fail at once with ClosedError, send() says false.
     page.evaluate("() => chsk.disconnect()")
     assert call(page, ["t/echo", 1]) == [
-        "error", "ClosedError", "closed", "not connected: the call was not sent"]
+        "error", "ClosedError", "closed",
+        "not connected (requested-disconnect): the call was not sent"]
     assert page.evaluate("() => chsk.send(['t/echo', 1])") is False
     assert state(page)["lastClose"]["reason"] == "requested-disconnect"
 
@@ -170,13 +171,85 @@ def test_reconnects_after_server_restart(server: Server, pages: Pages, transport
     wait_closed(page)
     if transport == "ws":
         first_close = next(s for s in page.evaluate("() => log.states") if not s["open"])
+        at = first_close["lastClose"].pop("at")
         assert first_close["lastClose"] == {"reason": "clean", "code": 1001, "status": None,
                                             "message": "server shutting down"}
+        assert at <= page.evaluate("() => Date.now()")  # when it happened, ms since the epoch
+    # A call made while reconnecting waits for the open (within its timeout).
+    page.evaluate("() => { window.early = outcome(chsk.call(['t/echo', 'early'], {timeout: 15000})); }")
+    assert page.evaluate("() => chsk.send(['t/push-me', 'sent early'])") is True
     server.start()  # same port, a fresh process that has never seen this client
     wait_open(page, timeout=15_000)
+    assert page.evaluate("() => early") == ["ok", "early"]
+    page.wait_for_function("() => log.events.length === 1")
+    assert page.evaluate("() => log.events") == [["t/pushed", "sent early"]]
     assert call(page, ["t/whoami"]) == ["ok", {"uid": "alice", "transport": transport,
                                                "client_id": cid}]
     assert len(page.evaluate("() => log.handshakes")) == 2
+
+
+def test_calls_waiting_for_the_open_fail_when_the_client_stops(server: Server, pages: Pages):
+    server.post("/test/refuse-http", on=True)
+    page = pages.open(server, "alice", start=False)
+    page.evaluate("""() => {
+        start({type: "ajax"});
+        window.early = outcome(chsk.call(['t/echo', 1], {timeout: 15000}));
+    }""")
+    wait_closed(page, "rejected")
+    # Failed by the stop, not by its 15 s timeout (that message would say "within").
+    assert page.evaluate("() => early") == [
+        "error", "ClosedError", "closed", "not connected (rejected 403): the call was not sent"]
+
+
+# --- reconnect rules ----------------------------------------------------------------------
+
+def test_replaced_clients_back_off_instead_of_flapping(server: Server, pages: Pages):
+    """Two pages with one client id replace each other (close 4003) as soon as they connect.
+    Each close follows a short-lived connection, so the attempt count keeps growing
+    (without the flap guard every close would be attempt 1, retried at once, forever)."""
+    # Two browser contexts (two windows, both in the foreground), one user.
+    first = pages.open(server, "alice", type="ws", clientId="shared-id", retryMs=100)
+    wait_open(first)
+    second = pages.open(server, "alice", jar="alice-2", type="ws", clientId="shared-id",
+                        retryMs=100)
+    for page in (first, second):
+        page.wait_for_function("() => log.attempts.some((n) => n >= 4)", timeout=15_000)
+        closes = [s["lastClose"] for s in page.evaluate("() => log.states") if s["lastClose"]]
+        assert any(c["code"] == 4003 for c in closes)
+    for page in (first, second):
+        page.evaluate("() => chsk.disconnect()")
+
+
+def test_break_connection_reconnects_as_after_a_network_failure(server: Server, pages: Pages):
+    ws = pages.open(server, "alice", type="ws", keepAliveMs=300, pingTimeoutMs=300)
+    ajax = pages.open(server, "alice", type="ajax")
+    for page, code in ((ws, 3000), (ajax, None)):
+        wait_open(page)
+        page.evaluate("() => { window.pending = outcome(chsk.call(['t/slow', 2], {timeout: 10000})); }")
+        assert page.evaluate("() => chsk.breakConnection()") is True
+        assert page.evaluate("() => pending")[:3] == ["error", "ClosedError", "closed"]
+        wait_open(page)
+        closes = [s["lastClose"] for s in page.evaluate("() => log.states") if not s["open"]]
+        assert (closes[0]["reason"], closes[0]["code"]) == ("unexpected", code)
+        assert "breakConnection" in closes[0]["message"]
+        assert call(page, ["t/echo", "again"]) == ["ok", "again"]
+    # closeWs: false — the WebSocket stays up but unheard: the keep-alive finds out.
+    assert ws.evaluate("() => chsk.breakConnection({closeWs: false})") is True
+    assert state(ws)["open"] is True
+    wait_closed(ws, "ping-timeout")
+    wait_open(ws)
+    assert server.hits(client_id(ws))["ws"] == 3
+    ws.evaluate("() => chsk.disconnect()")
+    assert ws.evaluate("() => chsk.breakConnection()") is False, "nothing to break"
+
+
+def test_headers_option_reaches_the_server_on_ajax(server: Server, pages: Pages):
+    page = pages.open(server, "alice", type="ajax", headers={"X-Test": "42"})
+    wait_open(page)
+    assert call(page, ["t/header"]) == ["ok", "42"]
+    last = pages.open(server, "bob", type="ajax")
+    wait_open(last)
+    assert call(last, ["t/header"]) == ["ok", None]
 
 
 # --- refusals -----------------------------------------------------------------------------

@@ -25,11 +25,13 @@ DEMO_ENV = {
 WAIT = 10_000  # ms, for expect()
 
 
-def demo_server(log_path: str) -> Server:
+def demo_server(log_path: str, instance_path: str | None = None,
+                env: dict[str, str] | None = None) -> Server:
     """`python -m demo` on a free port; stop() + start() restarts it on the same port."""
+    extra = ["--instance-path", instance_path] if instance_path else []
     return Server(log_path, command=lambda port: [sys.executable, "-m", "demo", "--port",
-                                                  str(port)],
-                  ready=r"serving on http://127\.0\.0\.1:(\d+)", env=DEMO_ENV)
+                                                  str(port), *extra],
+                  ready=r"serving on http://127\.0\.0\.1:(\d+)", env=env or DEMO_ENV)
 
 
 @pytest.fixture
@@ -150,3 +152,75 @@ def test_sign_out_kicks_every_tab_of_the_user(browser, demo):
     ada.click(".me button")
     expect(ada2.locator("#status")).to_have_attribute("data-state", "offline", timeout=WAIT)
     expect(ada.locator("#name")).to_be_visible()
+
+
+def test_restart_keeps_the_key_and_a_new_key_asks_for_a_reload(browser, tmp_path):
+    """No FLASK_SECRET_KEY, as with `make demo`: the key made into the instance folder on the
+    first start is used again after a restart, so open pages come back on their own. With
+    another key their session is gone: the page says so and offers a reload."""
+    instance = tmp_path / "instance"
+    env = {**DEMO_ENV, "FLASK_SECRET_KEY": ""}  # empty = not set: the instance key is used
+    demo = demo_server(str(tmp_path / "demo.log"), str(instance), env)
+    demo.start()
+    try:
+        ada = sign_in(browser, demo, "ada")
+        expect(ada.locator("#stopped")).to_be_hidden()
+        key = (instance / "secret_key").read_text()
+
+        demo.stop()
+        expect(ada.locator("#status")).not_to_have_attribute("data-state", "open", timeout=WAIT)
+        demo.start()
+        expect(ada.locator("#status")).to_have_attribute("data-state", "open", timeout=20_000)
+        assert (instance / "secret_key").read_text() == key
+        ada.fill("#add-text", "after restart")
+        ada.click("#add-form button")
+        expect(ada.locator(".todo .text")).to_have_text(["after restart"], timeout=WAIT)
+
+        demo.stop()
+        (instance / "secret_key").write_text("a-different-key\n")
+        demo.start()
+        expect(ada.locator("#stopped")).to_be_visible(timeout=20_000)
+        expect(ada.locator("#stopped-text")).to_contain_text("refused this page (403)")
+        expect(ada.locator("#status")).to_have_attribute("data-state", "offline")
+        assert ada.evaluate("() => chsk.state.nextReconnectAt") is None
+        ada.click("#reload")
+        expect(ada.locator("#name")).to_be_visible(timeout=WAIT)  # signed out: the login page
+    finally:
+        demo.stop()
+        print(demo.log()[-4000:])
+
+
+def test_offline_page_counts_down_and_disables_changes(browser, demo):
+    ada = sign_in(browser, demo, "ada")
+    missing: list[str] = []
+    ada.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
+    ada.reload()
+    expect(ada.locator("#status")).to_have_attribute("data-state", "open", timeout=WAIT)
+    expect(ada.locator("#transport")).to_have_text("ws")
+    expect(ada.locator("#add-form button")).to_be_enabled()
+    assert missing == [], "no 404 (the favicon is inline)"
+    ada.fill("#add-text", "milk")
+    ada.click("#add-form button")
+    expect(ada.locator(".todo .delete")).to_be_enabled(timeout=WAIT)
+
+    demo.stop()
+    expect(ada.locator("#status")).to_have_attribute("data-state", "reconnecting", timeout=WAIT)
+    expect(ada.locator("#transport")).to_be_hidden()
+    for control in ("#add-form button", "#dm-form button", ".todo .delete",
+                    ".todo input[type=checkbox]"):
+        expect(ada.locator(control)).to_be_disabled()
+    # The countdown runs down while one retry is planned: two texts for one nextReconnectAt.
+    ada.wait_for_function("""() => {
+        const seen = (window.countdownSeen = window.countdownSeen || {});
+        const at = chsk.state.nextReconnectAt;
+        const text = document.getElementById("status-text").textContent;
+        if (at === null || !/^reconnecting in \\d+ s$/.test(text)) return false;
+        (seen[at] = seen[at] || new Set()).add(text);
+        return seen[at].size >= 2;
+    }""", timeout=20_000, polling=100)
+
+    demo.start()
+    expect(ada.locator("#status")).to_have_attribute("data-state", "open", timeout=20_000)
+    expect(ada.locator("#add-form button")).to_be_enabled()
+    expect(ada.locator("#transport")).to_be_visible()
+    expect(ada.locator(".todo .text")).to_have_count(0)  # a new process: the list is empty

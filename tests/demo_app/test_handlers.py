@@ -8,7 +8,7 @@ WAIT = 0.15  # a little over the 30 ms WebSocket batching window
 
 @pytest.fixture
 def app():
-    app = create_app(TESTING=True)
+    app = create_app(TESTING=True, SECRET_KEY="test")  # no key file in the checkout
     yield app
     sente.close(app)
 

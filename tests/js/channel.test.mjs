@@ -49,6 +49,13 @@ function fakeNet() {
 const json = (value, status = 200) => new Response(JSON.stringify(value), { status });
 const text = (body, status) => new Response(body, { status });
 
+/** lastClose without its timestamp, after checking that it has one. */
+function closeOf(chsk) {
+  const { at, ...rest } = chsk.state.lastClose;
+  assert.ok(Number.isFinite(at) && at <= Date.now(), `lastClose.at ${at}`);
+  return rest;
+}
+
 async function waitFor(predicate, what, timeoutMs = 2000) {
   const deadline = Date.now() + timeoutMs;
   while (!predicate()) {
@@ -129,9 +136,12 @@ test("calls fail with typed errors: timeout, server failure, closed; callback fo
   ws.drop(1001, "server shutting down", true);
   await assert.rejects(pending, { name: "ClosedError", kind: "closed" });
   assert.ok(Date.now() - started < 1000, "fails fast instead of waiting for its timeout");
-  assert.deepEqual(chsk.state.lastClose, { reason: "clean", code: 1001, status: null, message: "server shutting down" });
-  assert.equal(chsk.send(["a/b"]), false);
-  await assert.rejects(chsk.call(["a/b"]), { kind: "closed" });
+  assert.deepEqual(closeOf(chsk), { reason: "clean", code: 1001, status: null, message: "server shutting down" });
+  // Reconnecting (a 10 s backoff): calls wait for the open within their timeout.
+  await assert.rejects(chsk.call(["a/b"], { timeout: 30 }), { kind: "closed", message: /not connected within 30 ms/ });
+  chsk.disconnect();
+  assert.equal(chsk.send(["a/b"]), false, "a stopped client sends nothing");
+  await assert.rejects(chsk.call(["a/b"]), { kind: "closed", message: /not connected \(requested-disconnect\)/ });
   const notSent = await new Promise((resolve) => {
     const sent = chsk.call(["a/b"], {}, (err) => resolve([sent, err.kind]));
   });
@@ -204,7 +214,7 @@ test("403 on the probe stops retrying and reports the status; reconnect() starts
   await waitFor(() => chsk.state.lastClose, "a close");
   await new Promise((r) => setTimeout(r, 60));
   assert.equal(net.sockets.length, 1, "no retry after 403");
-  assert.deepEqual(chsk.state.lastClose, { reason: "rejected", code: null, status: 403, message: "Bad CSRF token" });
+  assert.deepEqual(closeOf(chsk), { reason: "rejected", code: null, status: 403, message: "Bad CSRF token" });
   assert.equal(chsk.state.nextReconnectAt, null);
 
   net.onSocket = (ws) => ws.accept("bob");
@@ -259,7 +269,7 @@ test("WebSocket close 4001 (kicked) does not reconnect; other codes do", async (
   net.sockets[1].drop(4001, "kicked", true);
   await new Promise((r) => setTimeout(r, 40));
   assert.equal(net.sockets.length, 2);
-  assert.deepEqual(chsk.state.lastClose, { reason: "kicked", code: 4001, status: null, message: "kicked" });
+  assert.deepEqual(closeOf(chsk), { reason: "kicked", code: 4001, status: null, message: "kicked" });
 });
 
 test("keep-alive: pings when idle, drops a silent socket and reconnects", async (t) => {

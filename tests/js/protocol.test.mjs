@@ -141,9 +141,13 @@ test("state: handshake opens, close records why, retries are scheduled", () => {
   const s1 = P.stateAfterHandshake(P.stateWithRetryAt(s0, 123), "ws", { uid: "alice", handshake_data: { n: 1 }, protocol: 1 });
   assert.deepEqual([s1.type, s1.open, s1.everOpened, s1.uid, s1.handshakeData, s1.nextReconnectAt], ["ws", true, true, "alice", { n: 1 }, null]);
   const close = P.describeWsClose(1001, "server shutting down", true);
-  const s2 = P.stateAfterClose(s1, close);
+  const s2 = P.stateAfterClose(s1, close, 1700000000000);
   assert.deepEqual([s2.open, s2.everOpened, s2.uid], [false, true, "alice"]);
-  assert.deepEqual(s2.lastClose, { reason: "clean", code: 1001, status: null, message: "server shutting down" });
+  assert.deepEqual(s2.lastClose, { reason: "clean", code: 1001, status: null, message: "server shutting down", at: 1700000000000 });
+  // Recorded with the time it happened (ms since the epoch), like the Python client's `at`.
+  const before = Date.now();
+  const at = P.stateAfterClose(s1, close).lastClose.at;
+  assert.ok(at >= before && at <= Date.now(), String(at));
   assert.equal(s0.open, false, "states are snapshots");
 });
 
@@ -176,20 +180,6 @@ test("close descriptions and the reconnect decision", () => {
   for (const reason of ["requested-reconnect", "unexpected", "clean", "ping-timeout"]) {
     assert.equal(P.shouldReconnect(P.closeInfo(reason)), true, reason);
   }
-});
-
-test("after a WebSocket fails before opening, the Ajax probe decides", () => {
-  const ok = { status: 200, handshake: { kind: "handshake" } };
-  const down = { status: 0, handshake: null };
-  assert.equal(P.afterWsFailure({ auto: true, wsEverOpened: false, probe: ok }), "downgrade");
-  // Once WebSocket worked, a failure is more likely a restart than a proxy: stay on WS.
-  assert.equal(P.afterWsFailure({ auto: true, wsEverOpened: true, probe: ok }), "retry");
-  assert.equal(P.afterWsFailure({ auto: false, wsEverOpened: false, probe: ok }), "retry");
-  // Server briefly down at page load: no permanent downgrade (Sente's pitfall).
-  assert.equal(P.afterWsFailure({ auto: true, wsEverOpened: false, probe: down }), "retry");
-  assert.equal(P.afterWsFailure({ auto: true, wsEverOpened: false, probe: { status: 403, handshake: null } }), "stop");
-  assert.equal(P.afterWsFailure({ auto: true, wsEverOpened: false, probe: { status: 401, handshake: null }, reconnectOnAuthFailure: true }), "retry");
-  assert.equal(P.afterWsFailure({ auto: true, wsEverOpened: false, probe: { status: 400, handshake: null } }), "retry");
 });
 
 test("msgpackPacker wraps a page-supplied codec and insists on bytes", () => {
