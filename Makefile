@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 
-.PHONY: help venv demo test test-py test-js test-browser browser-deps bench clean
+.PHONY: help venv demo test test-py test-js test-browser browser-deps redis-deps bench clean
 
 help:
 	@echo "make demo   - set up and run the demo todo app on http://$(HOST):$(PORT)"
@@ -33,7 +33,13 @@ browser-deps:
 	@test -d tests/js/node_modules/@msgpack/msgpack || \
 	  (cd tests/js && npm install --silent --no-audit --no-fund --no-save @msgpack/msgpack@3 >/dev/null)
 
-test: $(STAMP) browser-deps
+# Debian's redis-server for the scale-out tests (they start their own on free ports).
+redis-deps:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "installing Debian redis-server"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
+test: $(STAMP) browser-deps redis-deps
 	node --test tests/js/
 	$(PY) -m pytest tests
 

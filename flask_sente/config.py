@@ -77,6 +77,7 @@ class Options:
     write_timeout: float = WRITE_TIMEOUT
     history_size: int = HISTORY_SIZE
     history_ttl: float = HISTORY_TTL
+    backplane: t.Any = None
     handler_pool_size: int = HANDLER_POOL_SIZE
     reply_timeout: float = REPLY_TIMEOUT
 
@@ -137,6 +138,11 @@ class Options:
                 "allowed_origins must be None (same origin), '*' (any) or a list of "
                 f"origins such as 'https://example.com', got {origins!r}"
             )
+        bp = self.backplane
+        if not (bp is None or isinstance(bp, str) and bp.split(":", 1)[0] in (
+                "redis", "rediss", "unix") or hasattr(bp, "open_reader")):
+            raise ConfigError("backplane must be None (one process), a redis://, rediss:// "
+                              f"or unix:// URL, or a Backplane object, got {bp!r}")
         for name in ("user_id", "handshake_data", "authorize"):
             value = getattr(self, name)
             if value is not None and not callable(value):

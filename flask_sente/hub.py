@@ -380,6 +380,18 @@ class Hub:
             return kicked
         clients = self._conns["ajax"].get(uid)
         client: AjaxClient | None = clients.get(client_id) if clients else None
+        if client is None and not handshake and positions is not None:
+            # A poll this process has not seen (another worker served the client until
+            # now): with a shared backplane its positions are all it needs.
+            reader, recovered = self.backplane.open_reader(uid, client_id, "ajax",
+                                                           time.monotonic(), positions)
+            client = AjaxClient(uid, client_id, request, reader)
+            self._register(client)
+            client.version = version
+            if not recovered:
+                self._await_first_poll(client)
+                return self._ajax_handshake(client, handshake_data(), False)
+            positions = None  # already resumed
         if handshake or client is None:
             if client is None:
                 reader, recovered = self.backplane.open_reader(

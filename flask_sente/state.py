@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import typing as t
 
+from .backplanes import Backplane, LocalBackplane
 from .config import Options
 from .hub import Hub
 from .protocol.packers import Packer
@@ -66,5 +67,21 @@ def _make(options: Options, packer: Packer, handlers: t.Mapping[str, Handler],
     router = Router(handlers, pool_size=options.handler_pool_size,
                     receive_queue_size=options.receive_queue_size, **kwargs)
     hub = Hub(options, packer, router.dispatch, signal_sender=signal_sender,
-              wants=router.wants)
+              wants=router.wants, backplane=make_backplane(options))
     return router, hub
+
+
+def make_backplane(options: Options) -> Backplane:
+    """The backplane the options name: in memory by default, Redis for a URL."""
+    chosen = options.backplane
+    if chosen is None:
+        return LocalBackplane(history_size=options.history_size,
+                              history_ttl=options.history_ttl)
+    if isinstance(chosen, str):
+        from .backplanes.redis import from_url  # needs redis-py: only when asked for
+
+        return from_url(chosen, history_size=options.history_size,
+                        history_ttl=options.history_ttl,
+                        dead_node_grace=max(options.reconnect_grace_ws,
+                                            options.reconnect_grace_ajax))
+    return t.cast(Backplane, chosen)

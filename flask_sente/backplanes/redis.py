@@ -1,0 +1,399 @@
+"""The Redis backplane: many processes and hosts share logs and presence through Redis.
+
+Every push is appended to a Redis stream by one Lua script (seq, epoch, trim, expiry,
+publish), pipelined from one publisher greenlet per process. Every process holds a pattern
+subscription to the logs' channels and keeps a mirror of the logs its own readers read
+(``flask_sente.core.delivery``); a notification whose seq is not the next one is a gap,
+filled from the stream before delivery; a returning client whose position is older than the
+mirror is replayed from the stream. So any worker can serve any client, Ajax polls
+included, with the same positions, and no sticky sessions.
+
+Presence lives in per-user sorted sets; the scripts that change them report each user's
+online/offline transition to exactly one caller, so ``chsk/uidport-open/close`` and the user
+signals fire once in the cluster. Workers heartbeat; the members of a worker silent for
+``DEAD_AFTER`` seconds start their grace window. ``connected_uids`` is a local copy of the
+online sets kept current by the deltas every change publishes.
+
+Needs redis-py (``pip install flask_sente[redis]``) and gevent's monkey-patching (redis-py
+does its I/O on ``socket``).
+"""
+from __future__ import annotations
+
+import logging
+import time
+import typing as t
+import urllib.parse
+
+import gevent
+import gevent.event
+import gevent.monkey
+import gevent.pool
+import gevent.queue
+import msgpack
+
+from ..core.delivery import BROADCAST, GAP, USER, Delivery, Reader
+from ..core.presence import Change, ConnectedUids, Presence, Transport
+from ..exceptions import ConfigError
+from . import redis_scripts as rs
+from .base import BackplaneListener
+from .local import new_epoch
+
+logger = logging.getLogger("flask_sente")
+
+#: Heartbeat period, and the silence after which a worker counts as dead.
+HEARTBEAT = 2.0
+DEAD_AFTER = 6.0
+#: How often grace windows are checked cluster-wide.
+EXPIRE_EVERY = 0.25
+#: Pushes pipelined in one round trip at most.
+PIPELINE_MAX = 500
+#: redis-py timeouts: without them a dead Redis stalls a publish for seconds.
+SOCKET_TIMEOUT = 2.0
+
+
+def _ms() -> int:
+    return int(time.time() * 1000)
+
+
+class RedisBackplane:
+    """See the module docstring; satisfies :class:`~flask_sente.backplanes.base.Backplane`."""
+
+    def __init__(self, url: str, *, history_size: int, history_ttl: float,
+                 prefix: str = "sente", node_id: str | None = None,
+                 dead_node_grace: float = 5.0) -> None:
+        try:
+            import redis
+        except ImportError:  # pragma: no cover - depends on the install
+            raise ConfigError("the Redis backplane needs redis-py: pip install "
+                              "'flask_sente[redis]'") from None
+        if not gevent.monkey.is_module_patched("socket"):
+            raise ConfigError("the Redis backplane needs gevent's monkey-patching (redis-py "
+                              "uses the socket module): call gevent.monkey.patch_all() first, "
+                              "or run under gunicorn -k flask_sente.worker.SenteWorker")
+        self._redis_mod = redis
+        self.url = url
+        self.prefix = prefix
+        self.node = node_id or new_epoch() + new_epoch()
+        self.history_size = history_size
+        self.history_ttl = history_ttl
+        self._ttl = max(1, int(history_ttl))
+        #: The grace window a dead node's members get (the longer of the two transports').
+        self._dead_grace_ms = int(dead_node_grace * 1000)
+        self.client = redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT,
+                                           socket_connect_timeout=SOCKET_TIMEOUT)
+        self.delivery = Delivery(history_size=history_size, history_ttl=history_ttl,
+                                 new_epoch=new_epoch)
+        #: This process's members only (client-level signals, grace timers, who to drop).
+        self.presence = Presence()
+        self._scripts = {name: self.client.register_script(getattr(rs, name)) for name in
+                         ("APPEND", "TOUCH", "ATTACH", "DETACH", "REMOVE", "EXPIRE",
+                          "HEARTBEAT")}
+        self._listener: BackplaneListener | None = None
+        self._outbox: gevent.queue.Queue[tuple[str, t.Any, str, str, bool]] = \
+            gevent.queue.Queue()
+        self._group = gevent.pool.Group()
+        self._online: dict[str, set[t.Any]] = {"ws": set(), "ajax": set()}
+        self._snapshot: ConnectedUids | None = None
+        self._closed = False
+        self._started = False
+        #: Set once the subscription is up (appends made before it are caught up from
+        #: the streams anyway).
+        self._subscribed = gevent.event.Event()
+        self.healthy = False
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self, listener: BackplaneListener) -> None:
+        """Remember the listener; the greenlets start on first use, so a hub built and
+        never used (the one ``sente.close()`` leaves ready) holds no connection."""
+        self._listener = listener
+
+    def _running(self) -> None:
+        if not self._started and not self._closed:
+            self._started = True
+            self._group.spawn(self._publisher)
+            self._group.spawn(self._subscriber)
+            self._group.spawn(self._housekeeping)
+            self._subscribed.wait(timeout=SOCKET_TIMEOUT)
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener = None
+        self._group.kill(block=True, timeout=5)
+        try:
+            self.client.close()
+        except Exception:  # pragma: no cover - closing a dead connection
+            pass
+
+    # --- logs ------------------------------------------------------------------------------
+
+    def _keys(self, log_key: t.Hashable) -> tuple[str, str, str]:
+        if log_key == BROADCAST:
+            return rs.log_keys(self.prefix, rs.BROADCAST_KEY)
+        return rs.log_keys(self.prefix, rs.user_key(t.cast("tuple[str, t.Any]", log_key)[1]))
+
+    def push(self, uid: t.Any, event: t.Any, target: str | None, now: float) -> None:
+        self._running()
+        self._outbox.put((rs.user_key(uid), event, target or "", "", False))
+
+    def broadcast(self, event: t.Any, now: float) -> None:
+        self._running()
+        self._outbox.put((rs.BROADCAST_KEY, event, "", "", True))
+
+    def kick(self, uid: t.Any, reason: str, now: float) -> None:
+        self._running()
+        self._outbox.put((rs.user_key(uid), reason, "", "kick", False))
+
+    def _publisher(self) -> None:
+        """Drains the outbox in order, pipelining whatever queued since the last round trip;
+        retries a batch that failed (Redis down) until it goes through."""
+        script = self._scripts["APPEND"]
+        batch: list[tuple[str, t.Any, str, str, bool]] = []
+        while not self._closed:
+            if not batch:
+                batch.append(self._outbox.get())
+                while len(batch) < PIPELINE_MAX and not self._outbox.empty():
+                    batch.append(self._outbox.get_nowait())
+            try:
+                pipe = self.client.pipeline(transaction=False)
+                for ukey, event, target, control, create in batch:
+                    meta, log, channel = rs.log_keys(self.prefix, ukey)
+                    script(keys=[meta, log],
+                           args=[rs.pack_event(event), target, self.history_size,
+                                 self._ttl, new_epoch(), channel, "1" if create else "0",
+                                 control], client=pipe)
+                pipe.execute()
+                batch = []
+                self.healthy = True
+            except self._redis_mod.RedisError as exc:
+                self.healthy = False
+                logger.warning("Redis backplane: %d pushes wait for Redis (%s)", len(batch),
+                               exc)
+                gevent.sleep(0.5)
+
+    def _subscriber(self) -> None:
+        """Applies every append and presence delta; after a reconnect, catches up."""
+        while not self._closed:
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.psubscribe(f"{self.prefix}:{{*}}:ch")
+                pubsub.subscribe(f"{self.prefix}:presence")
+                self._reload_online()
+                self._catch_up()
+                self.healthy = True
+                self._subscribed.set()
+                while not self._closed:
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is None:
+                        continue
+                    channel = message["channel"].decode()
+                    if channel.endswith(":presence"):
+                        self._on_presence(message["data"])
+                    else:
+                        self._on_append(channel, message["data"])
+            except self._redis_mod.RedisError as exc:
+                self.healthy = False
+                logger.warning("Redis backplane: subscription lost (%s); reconnecting", exc)
+                gevent.sleep(0.5)
+            except Exception:
+                logger.exception("Redis backplane: subscriber failed; reconnecting")
+                gevent.sleep(0.5)
+            finally:
+                try:
+                    pubsub.close()
+                except Exception:  # pragma: no cover
+                    pass
+
+    def _log_key_of(self, ukey: str) -> t.Hashable:
+        return BROADCAST if ukey == rs.BROADCAST_KEY else (USER, rs.uid_of(ukey))
+
+    def _on_append(self, channel: str, data: bytes) -> None:
+        ukey = channel[len(self.prefix) + 2:-4]  # "P:{" ukey "}:ch"
+        log_key = self._log_key_of(ukey)
+        if log_key not in self.delivery.logs:
+            return
+        epoch, seq, target, control, event = msgpack.unpackb(data, raw=True)
+        self._apply(log_key, epoch.decode(), seq, event, target, control)
+
+    def _apply(self, log_key: t.Hashable, epoch: str, seq: int, event: bytes,
+               target: bytes, control: bytes) -> None:
+        now = time.monotonic()
+        due = self.delivery.apply(log_key, epoch, seq, rs.unpack_event(event),
+                                  target.decode() or None, control.decode() or None, now)
+        if due is None:  # entries missing before this one: fetch them, then apply all
+            self._fill(log_key)
+            due = ("ws", "ajax")
+        if due and self._listener is not None:
+            self._listener.logs_appended(due)
+        if control == b"kick" and self._listener is not None:
+            self._listener.kicked(t.cast("tuple[str, t.Any]", log_key)[1],
+                                  rs.unpack_event(event))
+
+    def _fetch(self, log_key: t.Hashable, after: int) -> list[tuple[int, t.Any, str | None,
+                                                                    str | None]]:
+        _, log, _ = self._keys(log_key)
+        rows = self.client.xrange(log, min=f"{after + 1}-0", max="+")
+        return [(int(rid.split(b"-")[0]), rs.unpack_event(f[b"e"]), f[b"t"].decode() or None,
+                 f[b"k"].decode() or None) for rid, f in rows]
+
+    def _fill(self, log_key: t.Hashable) -> None:
+        """Apply every stream entry after the mirror's last seq (gap repair, catch-up)."""
+        log = self.delivery.logs.get(log_key)
+        if log is None:
+            return
+        now = time.monotonic()
+        for seq, event, target, control in self._fetch(log_key, log.seq):
+            self.delivery.apply(log_key, log.epoch, seq, event, target, control, now)
+
+    def _catch_up(self) -> None:
+        for log_key in list(self.delivery.logs):
+            self._fill(log_key)
+        if self._listener is not None:
+            self._listener.logs_appended(("ws", "ajax"))
+
+    # --- readers ---------------------------------------------------------------------------
+
+    def open_reader(self, uid: t.Any, client_id: str, transport: Transport, now: float,
+                    positions: t.Mapping[str, tuple[str, int]] | None
+                    ) -> tuple[Reader, bool | None]:
+        self._running()
+        for log_key in ((USER, uid), BROADCAST):
+            meta, log, _ = self._keys(log_key)
+            epoch, seq = self._scripts["TOUCH"](keys=[meta, log], args=[new_epoch(), self._ttl])
+            mirror = self.delivery.mirror(log_key, epoch.decode(), int(seq), now)
+            if mirror.seq < int(seq):
+                self._fill(log_key)
+        reader = self.delivery.open_reader(uid, client_id, transport, now)
+        if positions is None:
+            return reader, None
+        return reader, self.resume(reader, positions)
+
+    def resume(self, reader: Reader, positions: t.Mapping[str, tuple[str, int]]) -> bool:
+        for name, log in reader.logs.items():
+            given = positions.get(name)
+            if given is None or given[0] != log.epoch:
+                continue
+            first = log.entries[0].seq if log.entries else log.seq + 1
+            if given[1] + 1 < first:  # further back than this process has seen
+                older = [row for row in self._fetch(log.key, given[1]) if row[0] < first]
+                self.delivery.backfill(log.key, older, time.monotonic())
+        return self.delivery.resume(reader, positions)
+
+    def close_reader(self, reader: Reader, now: float) -> None:
+        self.delivery.close_reader(reader, now)
+
+    # --- presence --------------------------------------------------------------------------
+
+    @property
+    def connected_uids(self) -> ConnectedUids:
+        self._running()
+        if self._snapshot is None:
+            ws, ajax = frozenset(self._online["ws"]), frozenset(self._online["ajax"])
+            self._snapshot = ConnectedUids(ws, ajax, ws | ajax)
+        return self._snapshot
+
+    def clients_of(self, uid: t.Any) -> dict[str, list[str]]:
+        now = _ms()
+        found: dict[str, list[str]] = {"ws": [], "ajax": []}
+        for member, score in self.client.zrange(
+                f"{self.prefix}:{{{rs.user_key(uid)}}}:members", 0, -1, withscores=True):
+            if score and score <= now:
+                continue
+            transport, _node, client_id = member.decode().split("|", 2)
+            found.setdefault(transport, []).append(client_id)
+        return found
+
+    def is_member(self, uid: t.Any, transport: Transport, client_id: str) -> bool:
+        return self.presence.is_member(uid, transport, client_id)
+
+    def _reload_online(self) -> None:
+        for transport in ("ws", "ajax"):
+            keys = self.client.smembers(f"{self.prefix}:online:{transport}")
+            self._online[transport] = {rs.uid_of(k.decode()) for k in keys}
+        self._snapshot = None
+
+    def _on_presence(self, data: bytes) -> None:
+        ukey, ws, ajax = msgpack.unpackb(data, raw=False)
+        uid = rs.uid_of(ukey)
+        for transport, present in (("ws", ws), ("ajax", ajax)):
+            if present:
+                self._online[transport].add(uid)
+            else:
+                self._online[transport].discard(uid)
+        self._snapshot = None
+
+    def _run(self, name: str, *args: t.Any) -> t.Any:
+        return self._scripts[name](args=[self.prefix, *args])
+
+    def attach(self, uid: t.Any, transport: Transport, client_id: str, conn_id: int) -> None:
+        local = self.presence.attach(uid, transport, client_id, conn_id)
+        was, on = self._run("ATTACH", rs.user_key(uid), transport, self.node, client_id, _ms())
+        changes = [c for c in local if not c.kind.startswith("user-")]
+        if not was and on:
+            changes.insert(0, Change("user-online", uid))
+        self._report(changes)
+
+    def detach(self, uid: t.Any, transport: Transport, client_id: str, conn_id: int,
+               deadline: float) -> None:
+        if self.presence.detach(uid, transport, client_id, conn_id, deadline):
+            until = _ms() + int(max(0.0, deadline - time.monotonic()) * 1000)
+            self._run("DETACH", rs.user_key(uid), transport, self.node, client_id, until,
+                      _ms())
+
+    def remove(self, uid: t.Any, transport: Transport, client_id: str) -> None:
+        local = [c for c in self.presence.remove(uid, transport, client_id)
+                 if not c.kind.startswith("user-")]
+        was, on = self._run("REMOVE", rs.user_key(uid), transport, client_id, _ms())
+        if was and not on:
+            local.insert(0, Change("user-offline", uid))
+        self._report(local)
+
+    def expire(self, now: float) -> None:
+        self.delivery.expire(now)
+        self._report([c for c in self.presence.expire(now) if not c.kind.startswith("user-")])
+        self._expire_cluster()
+
+    def _expire_cluster(self) -> None:
+        closed = self._run("EXPIRE", _ms(), 100)
+        self._report([Change("user-offline", rs.uid_of(k.decode())) for k in closed])
+
+    def next_deadline(self) -> float | None:
+        return self.presence.next_deadline()
+
+    def _housekeeping(self) -> None:
+        """Heartbeat, cluster-wide grace windows, and the TTL of logs being read here."""
+        last_beat = 0.0
+        while not self._closed:
+            gevent.sleep(EXPIRE_EVERY)
+            try:
+                now = time.monotonic()
+                if now - last_beat >= HEARTBEAT:
+                    last_beat = now
+                    self._run("HEARTBEAT", self.node, _ms(), int(DEAD_AFTER * 1000),
+                              self._dead_grace_ms)
+                    for log_key, log in list(self.delivery.logs.items()):
+                        if log.idle_since is None:
+                            meta, stream, _ = self._keys(log_key)
+                            self.client.expire(meta, self._ttl)
+                            self.client.expire(stream, self._ttl)
+                self._expire_cluster()
+            except self._redis_mod.RedisError as exc:
+                self.healthy = False
+                logger.warning("Redis backplane: housekeeping failed (%s)", exc)
+            except Exception:
+                logger.exception("Redis backplane: housekeeping failed")
+
+    def _report(self, changes: list[Change]) -> None:
+        if changes and self._listener is not None:
+            self._listener.presence_changed(changes)
+
+
+def from_url(url: str, **kwargs: t.Any) -> RedisBackplane:
+    """A backplane for ``redis://`` / ``rediss://`` / ``unix://`` URLs; ``?prefix=`` picks
+    the key prefix (default ``sente``)."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qs(parts.query)
+    prefix = query.pop("prefix", ["sente"])[0]
+    clean = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query,
+                                                                               doseq=True)))
+    return RedisBackplane(clean, prefix=prefix, **kwargs)

@@ -1,0 +1,191 @@
+"""The Redis side of the backplane: key names and the Lua scripts, shared by the server's
+:class:`~flask_sente.backplanes.redis.RedisBackplane` and the write-only
+:class:`~flask_sente.emitter.Emitter`. No gevent here, so the emitter runs anywhere.
+
+Keys (``P`` is the prefix, ``U`` a user's key: the JSON of the uid, or ``*`` for broadcasts):
+
+=====================  ==========  ===========================================================
+``P:{U}:log``          stream      entries ``<seq>-0`` with fields e (packed event), t (target
+                                   client id or ""), k (control: "" or "kick")
+``P:{U}:meta``         hash        epoch, seq
+``P:{U}:ch``           channel     one message per append: [epoch, seq, target, control, e]
+``P:{U}:members``      sorted set  ``transport|node|client_id``; score 0 = connected, else the
+                                   end of its grace window (ms since the epoch)
+``P:online``           set         online user keys (and ``P:online:ws``, ``P:online:ajax``)
+``P:leaving``          sorted set  user keys with members in a grace window, by earliest end
+``P:presence``         channel     [U, ws, ajax] whenever a user's online state changes
+``P:nodes``            sorted set  node id -> last heartbeat (ms)
+``P:node:<id>``        set         user keys with members on that node
+=====================  ==========  ===========================================================
+"""
+from __future__ import annotations
+
+import json
+import typing as t
+
+import msgpack
+
+BROADCAST_KEY = "*"
+
+
+def user_key(uid: t.Any) -> str:
+    """The user's key: its JSON, so ``42`` and ``"42"`` stay apart and come back typed."""
+    return json.dumps(uid, separators=(",", ":"), sort_keys=True)
+
+
+def uid_of(key: str) -> t.Any:
+    return json.loads(key)
+
+
+def log_keys(prefix: str, key: str) -> tuple[str, str, str]:
+    """(meta, log, channel) of one log."""
+    base = f"{prefix}:{{{key}}}"
+    return f"{base}:meta", f"{base}:log", f"{base}:ch"
+
+
+def pack_event(event: t.Any) -> bytes:
+    return msgpack.packb(event, use_bin_type=True)
+
+
+def unpack_event(data: bytes) -> t.Any:
+    return msgpack.unpackb(data, raw=False)
+
+
+#: Append one entry: KEYS meta, log; ARGV event, target, maxlen, ttl s, new epoch, channel,
+#: create ("1": make the log if missing, as for broadcasts; "0": a user nobody has read
+#: has no log, and the push reaches nobody), control. Returns {epoch, seq} or nil.
+APPEND = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  if ARGV[7] == '0' then return false end
+  epoch = ARGV[5]
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
+end
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-0',
+           'e', ARGV[1], 't', ARGV[2], 'k', ARGV[8])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('PUBLISH', ARGV[6], cmsgpack.pack({epoch, seq, ARGV[2], ARGV[8], ARGV[1]}))
+return {epoch, seq}
+"""
+
+#: A reader opens: KEYS meta, log; ARGV new epoch, ttl s. Returns {epoch, seq}.
+TOUCH = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return {epoch, tonumber(redis.call('HGET', KEYS[1], 'seq'))}
+"""
+
+# Presence. Every script that changes members ends with sync(): prune members whose grace
+# window ended, recompute the user's online sets and publish a delta when they changed.
+# Scripts run atomically, so each 0 -> 1 and 1 -> 0 transition is seen by exactly one
+# caller, which is the one that tells its app (signals, chsk/uidport-*).
+_SYNC = """
+local function sync(prefix, ukey, now)
+  local members = prefix .. ':{' .. ukey .. '}:members'
+  redis.call('ZREMRANGEBYSCORE', members, '(0', now)
+  local ws, ajax = 0, 0
+  for _, m in ipairs(redis.call('ZRANGE', members, 0, -1)) do
+    local tr = string.match(m, '^([a-z]+)|')
+    if tr == 'ws' then ws = 1 elseif tr == 'ajax' then ajax = 1 end
+  end
+  local on = (ws == 1 or ajax == 1) and 1 or 0
+  local was = redis.call('SISMEMBER', prefix .. ':online', ukey)
+  local was_ws = redis.call('SISMEMBER', prefix .. ':online:ws', ukey)
+  local was_ajax = redis.call('SISMEMBER', prefix .. ':online:ajax', ukey)
+  local function put(key, yes)
+    if yes == 1 then redis.call('SADD', key, ukey) else redis.call('SREM', key, ukey) end
+  end
+  put(prefix .. ':online', on)
+  put(prefix .. ':online:ws', ws)
+  put(prefix .. ':online:ajax', ajax)
+  if was ~= on or was_ws ~= ws or was_ajax ~= ajax then
+    redis.call('PUBLISH', prefix .. ':presence', cmsgpack.pack({ukey, ws, ajax}))
+  end
+  local nxt = redis.call('ZRANGEBYSCORE', members, '(0', '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  if nxt[2] then
+    redis.call('ZADD', prefix .. ':leaving', nxt[2], ukey)
+  else
+    redis.call('ZREM', prefix .. ':leaving', ukey)
+  end
+  return {was, on}
+end
+"""
+
+#: ARGV prefix, user key, transport, node, client id, now ms. Returns {was, now} online.
+ATTACH = _SYNC + """
+local prefix, ukey, tr, node, cid, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local members = prefix .. ':{' .. ukey .. '}:members'
+for _, m in ipairs(redis.call('ZRANGE', members, 0, -1)) do
+  local mtr, mnode, mcid = string.match(m, '^([a-z]+)|([^|]*)|(.*)$')
+  if mtr == tr and mcid == cid then redis.call('ZREM', members, m) end
+end
+redis.call('ZADD', members, 0, tr .. '|' .. node .. '|' .. cid)
+redis.call('SADD', prefix .. ':node:' .. node, ukey)
+return sync(prefix, ukey, now)
+"""
+
+#: ARGV prefix, user key, transport, node, client id, end of grace ms, now ms.
+DETACH = _SYNC + """
+local prefix, ukey = ARGV[1], ARGV[2]
+local members = prefix .. ':{' .. ukey .. '}:members'
+local member = ARGV[3] .. '|' .. ARGV[4] .. '|' .. ARGV[5]
+if redis.call('ZSCORE', members, member) then
+  redis.call('ZADD', members, 'XX', ARGV[6], member)
+end
+return sync(prefix, ukey, ARGV[7])
+"""
+
+#: ARGV prefix, user key, transport, client id, now ms: gone at once (a kick).
+REMOVE = _SYNC + """
+local prefix, ukey, tr, cid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local members = prefix .. ':{' .. ukey .. '}:members'
+for _, m in ipairs(redis.call('ZRANGE', members, 0, -1)) do
+  local mtr, mnode, mcid = string.match(m, '^([a-z]+)|([^|]*)|(.*)$')
+  if mtr == tr and mcid == cid then redis.call('ZREM', members, m) end
+end
+return sync(prefix, ukey, ARGV[5])
+"""
+
+#: ARGV prefix, now ms, limit. Ends due grace windows cluster-wide; returns the user keys
+#: that went offline (this caller reports them).
+EXPIRE = _SYNC + """
+local prefix, now = ARGV[1], ARGV[2]
+local closed = {}
+for _, ukey in ipairs(redis.call('ZRANGEBYSCORE', prefix .. ':leaving', '-inf', now,
+                                 'LIMIT', 0, tonumber(ARGV[3]))) do
+  local r = sync(prefix, ukey, now)
+  if r[1] == 1 and r[2] == 0 then table.insert(closed, ukey) end
+end
+return closed
+"""
+
+#: ARGV prefix, node, now ms, dead after ms, grace ms. Heartbeat for ``node``; the members
+#: of nodes silent longer than ``dead after`` start their grace window (a killed worker's
+#: users leave unless they reconnect elsewhere). Returns nothing.
+HEARTBEAT = _SYNC + """
+local prefix, node, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+redis.call('ZADD', prefix .. ':nodes', now, node)
+local dead = redis.call('ZRANGEBYSCORE', prefix .. ':nodes', '-inf', now - tonumber(ARGV[4]))
+for _, d in ipairs(dead) do
+  local until_ms = now + tonumber(ARGV[5])
+  for _, ukey in ipairs(redis.call('SMEMBERS', prefix .. ':node:' .. d)) do
+    local members = prefix .. ':{' .. ukey .. '}:members'
+    for _, m in ipairs(redis.call('ZRANGEBYSCORE', members, 0, 0)) do
+      if string.match(m, '^[a-z]+|([^|]*)|') == d then
+        redis.call('ZADD', members, 'XX', until_ms, m)
+      end
+    end
+    sync(prefix, ukey, now)
+  end
+  redis.call('DEL', prefix .. ':node:' .. d)
+  redis.call('ZREM', prefix .. ':nodes', d)
+end
+return #dead
+"""

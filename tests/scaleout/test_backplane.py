@@ -1,0 +1,150 @@
+"""Two apps ("workers") in one process sharing a real Redis: pushes, broadcasts, kicks and
+presence cross between them; Ajax polls land on either without a new handshake."""
+from __future__ import annotations
+
+import contextlib
+import json
+import typing as t
+import urllib.parse
+
+import gevent
+import requests
+import websocket
+from flask import Flask, request
+
+from flask_sente import Sente
+from flask_sente.testing import serve
+
+TIMEOUT = 5
+
+
+@contextlib.contextmanager
+def worker(url: str, **options: t.Any) -> t.Iterator[tuple[str, Sente, list[t.Any]]]:
+    app = Flask(__name__)
+    app.secret_key = "shared"
+    sente = Sente(app, csrf=False, backplane=url,
+                  user_id=lambda client_id: request.args.get("u"), **options)
+    seen: list[t.Any] = []
+
+    @sente.on("*")
+    def record(msg: t.Any) -> None:
+        seen.append(msg)
+
+    with serve(app) as base:
+        yield base, sente, seen
+
+
+def wait_for(pred: t.Callable[[], bool], timeout: float = TIMEOUT) -> None:
+    with gevent.Timeout(timeout, AssertionError("condition not met in time")):
+        while not pred():
+            gevent.sleep(0.02)
+
+
+def recv(ws: websocket.WebSocket) -> t.Any:
+    return json.loads(ws.recv())
+
+
+def numbers(batches: list[t.Any]) -> list[int]:
+    return [e[1] for b in batches for e in b[0][:-1] if e[0] == "t/n"]
+
+
+def test_pushes_broadcasts_and_kick_reach_a_client_on_another_worker(redis_server):
+    with worker(redis_server.url) as (a, sa, _), worker(redis_server.url) as (b, sb, _):
+        ws = websocket.create_connection(
+            a.replace("http", "ws") + "/chsk?client-id=c1&u=bob&protocol=2", timeout=TIMEOUT)
+        try:
+            hello = recv(ws)[0][1]
+            assert hello["recovered"] is None
+            wait_for(lambda: "bob" in sb.connected_uids.ws)      # cluster-wide presence
+            for i in range(5):
+                sb.send("bob", ("t/n", i))                     # from the other worker
+            sb.broadcast(("t/n", 5))
+            sa.send("bob", ("t/n", 6))
+            got: list[t.Any] = []
+            while len(numbers(got)) < 7:
+                got.append(recv(ws))
+            assert numbers(got) == list(range(7)) or sorted(numbers(got)) == list(range(7))
+            user = [n for n in numbers(got) if n != 5]
+            assert user == [0, 1, 2, 3, 4, 6]                   # one order per log
+            assert sb.clients_of("bob")["ws"] == ["c1"]
+            sb.kick("bob")
+            with gevent.Timeout(TIMEOUT):
+                while True:
+                    opcode, data = ws.recv_data(control_frame=True)
+                    if opcode == websocket.ABNF.OPCODE_CLOSE:
+                        assert int.from_bytes(data[:2], "big") == 4001
+                        break
+            wait_for(lambda: "bob" not in sa.connected_uids.any
+                     and "bob" not in sb.connected_uids.any)
+        finally:
+            ws.close()
+
+
+def test_ajax_polls_alternate_between_workers_without_a_new_handshake(redis_server):
+    with worker(redis_server.url, lp_timeout=1) as (a, sa, _), \
+            worker(redis_server.url, lp_timeout=1) as (b, sb, _):
+        http = requests.Session()
+        r = http.get(a + "/chsk?client-id=p1&u=amy&protocol=2&handshake=1", timeout=TIMEOUT)
+        positions = r.json()[0][1]["positions"]
+        got: list[int] = []
+        pusher_turn = [sa, sb]
+        for i in range(8):
+            pusher_turn[i % 2].send("amy", ("t/n", i), flush=True)
+            base = (a, b)[(i + 1) % 2]                          # the poll goes elsewhere
+            while len(got) <= i:
+                q = urllib.parse.quote(json.dumps(positions))
+                answer = http.get(f"{base}/chsk?client-id=p1&u=amy&protocol=2&pos={q}",
+                                  timeout=TIMEOUT).json()
+                payload = answer[0]
+                assert payload[0] != "chsk/handshake", answer   # no re-handshake
+                if isinstance(payload[0], list):
+                    *events, mark = payload
+                    got += [e[1] for e in events]
+                    positions.update(mark[1])
+        assert got == list(range(8))
+        http.close()
+
+
+def test_user_open_and_close_fire_once_in_the_cluster(redis_server):
+    opts = dict(reconnect_grace_ws=0.3)
+    with worker(redis_server.url, **opts) as (a, sa, seen_a), \
+            worker(redis_server.url, **opts) as (b, sb, seen_b):
+        tabs = [websocket.create_connection(
+            f"{base.replace('http', 'ws')}/chsk?client-id=t{i}&u=cal&protocol=2",
+            timeout=TIMEOUT) for i, base in enumerate([a, b, a, b])]
+        for tab in tabs:
+            recv(tab)
+        for tab in tabs:
+            tab.close()
+
+        def events(name: str) -> list[t.Any]:
+            return [m for m in seen_a + seen_b if m.id == name and m.data == "cal"]
+
+        wait_for(lambda: len(events("chsk/uidport-close")) == 1)
+        gevent.sleep(0.5)
+        assert len(events("chsk/uidport-open")) == 1
+        assert len(events("chsk/uidport-close")) == 1
+        assert "cal" not in sa.connected_uids.any and "cal" not in sb.connected_uids.any
+
+
+def test_a_returning_client_is_replayed_from_redis_on_another_worker(redis_server):
+    with worker(redis_server.url) as (a, sa, _), worker(redis_server.url) as (b, sb, _):
+        ws = websocket.create_connection(
+            a.replace("http", "ws") + "/chsk?client-id=r&u=rex&protocol=2", timeout=TIMEOUT)
+        positions = recv(ws)[0][1]["positions"]
+        ws.close()
+        for i in range(10):
+            sa.send("rex", ("t/n", i))                          # while it is away
+        gevent.sleep(0.3)
+        q = urllib.parse.quote(json.dumps(positions))
+        ws = websocket.create_connection(
+            b.replace("http", "ws") + f"/chsk?client-id=r&u=rex&protocol=2&pos={q}",
+            timeout=TIMEOUT)
+        try:
+            assert recv(ws)[0][1]["recovered"] is True
+            got: list[t.Any] = []
+            while len(numbers(got)) < 10:
+                got.append(recv(ws))
+            assert numbers(got) == list(range(10))
+        finally:
+            ws.close()
