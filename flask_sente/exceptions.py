@@ -91,3 +91,10 @@ class Rejected(ConnectionClosed):
         super().__init__(f"rejected with HTTP {status}: {body}".strip(": "), None)
         self.status = status
         self.body = body
+
+
+class BackplaneError(SenteError):
+    """The shared backplane (Redis) could not be reached or refused the operation.
+
+    The :class:`~flask_sente.emitter.Emitter` raises it so that a task can retry.
+    """
