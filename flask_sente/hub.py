@@ -75,6 +75,8 @@ class Hub:
         self.backplane: Backplane = backplane or LocalBackplane(
             history_size=options.history_size, history_ttl=options.history_ttl)
         self._delivery = self.backplane.delivery
+        #: Waits until this process's pushes are in the shared log (shared backplanes only).
+        self._settle: t.Callable[[], None] | None = getattr(self.backplane, "settled", None)
         #: Live connection objects: transport -> uid -> client_id -> connection.
         self._conns: dict[Transport, dict[t.Any, dict[str, t.Any]]] = {"ws": {}, "ajax": {}}
         self._windows: dict[Transport, float] = {
@@ -346,7 +348,8 @@ class Hub:
             return
         replier = None
         if cb_id is not None:
-            replier = WsReplier(self.packer, conn, cb_id, self.options.reply_timeout)
+            replier = WsReplier(self.packer, conn, cb_id, self.options.reply_timeout,
+                                self._settle)
         self._dispatch(EventMsg(event, conn.uid, conn.client_id, "ws", conn.request, replier))
 
     def _bad_package(self, exc: RemoteProtocolError, uid: t.Any, client_id: str | None,
@@ -536,7 +539,7 @@ class Hub:
         if cb_id is None:
             self._dispatch(EventMsg(event, uid, client_id, "ajax", request))
             return self._ack_packed
-        replier = AjaxReplier(self.packer)
+        replier = AjaxReplier(self.packer, self._settle)
         self._dispatch(EventMsg(event, uid, client_id, "ajax", request, replier))
         try:
             return t.cast("str | bytes", replier.result.get(timeout=self.options.reply_timeout))

@@ -98,19 +98,27 @@ class EventMsg:
 
 
 class Replier:
-    """Once-only reply slot; subclasses decide where the packed answer goes."""
+    """Once-only reply slot; subclasses decide where the packed answer goes.
 
-    __slots__ = ("done", "_packer")
+    ``settle`` (from a shared backplane) waits until the pushes this process made so far
+    are in the shared log: a reply never overtakes the pushes its handler made, so a client
+    that acts on a reply finds them in order, whichever worker serves it next.
+    """
 
-    def __init__(self, packer: Packer) -> None:
+    __slots__ = ("done", "_packer", "_settle")
+
+    def __init__(self, packer: Packer, settle: t.Callable[[], None] | None = None) -> None:
         self.done = False
         self._packer = packer
+        self._settle = settle
 
     def reply(self, value: t.Any) -> bool:
         if self.done:
             return False
         packed = self._packer.pack(self._envelope_reply(value))  # may raise PackError
         self.done = True
+        if self._settle is not None:
+            self._settle()
         self._deliver(packed)
         return True
 
@@ -135,8 +143,9 @@ class WsReplier(Replier):
 
     __slots__ = ("_conn", "_cb_id", "_timer")
 
-    def __init__(self, packer: Packer, conn: Outbox, cb_id: str, timeout: float) -> None:
-        super().__init__(packer)
+    def __init__(self, packer: Packer, conn: Outbox, cb_id: str, timeout: float,
+                 settle: t.Callable[[], None] | None = None) -> None:
+        super().__init__(packer, settle)
         self._conn = conn
         self._cb_id = cb_id
         self._timer = gevent.get_hub().loop.timer(timeout)
@@ -164,8 +173,8 @@ class AjaxReplier(Replier):
 
     __slots__ = ("result",)
 
-    def __init__(self, packer: Packer) -> None:
-        super().__init__(packer)
+    def __init__(self, packer: Packer, settle: t.Callable[[], None] | None = None) -> None:
+        super().__init__(packer, settle)
         self.result: gevent.event.AsyncResult = gevent.event.AsyncResult()
 
     def _envelope_reply(self, value: t.Any) -> list[t.Any]:

@@ -91,3 +91,7 @@ class Backplane(t.Protocol):
 
     def close(self) -> None:
         """Forget everything; report nothing more."""
+
+    # Optional: ``settled()`` - block until this process's pushes are in the shared log.
+    # The hub calls it before a reply leaves (replies never overtake their handler's
+    # pushes); an in-memory backplane, whose pushes are in the log at once, leaves it out.

@@ -96,6 +96,10 @@ class RedisBackplane:
         self._snapshot: ConnectedUids | None = None
         self._closed = False
         self._started = False
+        #: Pushes queued and written so far (``settled`` waits for the second to catch up).
+        self._queued = 0
+        self._written = 0
+        self._settle_waiters: list[tuple[int, gevent.event.AsyncResult]] = []
         #: Set once the subscription is up (appends made before it are caught up from
         #: the streams anyway).
         self._subscribed = gevent.event.Event()
@@ -133,16 +137,28 @@ class RedisBackplane:
         return rs.log_keys(self.prefix, rs.user_key(t.cast("tuple[str, t.Any]", log_key)[1]))
 
     def push(self, uid: t.Any, event: t.Any, target: str | None, now: float) -> None:
-        self._running()
-        self._outbox.put((rs.user_key(uid), event, target or "", "", False))
+        self._queue((rs.user_key(uid), event, target or "", "", False))
 
     def broadcast(self, event: t.Any, now: float) -> None:
-        self._running()
-        self._outbox.put((rs.BROADCAST_KEY, event, "", "", True))
+        self._queue((rs.BROADCAST_KEY, event, "", "", True))
 
     def kick(self, uid: t.Any, reason: str, now: float) -> None:
+        self._queue((rs.user_key(uid), reason, "", "kick", False))
+
+    def _queue(self, item: tuple[str, t.Any, str, str, bool]) -> None:
         self._running()
-        self._outbox.put((rs.user_key(uid), reason, "", "kick", False))
+        self._queued += 1
+        self._outbox.put(item)
+
+    def settled(self, timeout: float = 2 * SOCKET_TIMEOUT) -> None:
+        """Wait until every push queued so far is in Redis (or ``timeout`` passed): a reply
+        sent after this cannot overtake its handler's pushes on another worker."""
+        target = self._queued
+        if self._written >= target:
+            return
+        waiter: gevent.event.AsyncResult = gevent.event.AsyncResult()
+        self._settle_waiters.append((target, waiter))
+        waiter.wait(timeout)
 
     def _publisher(self) -> None:
         """Drains the outbox in order, pipelining whatever queued since the last round trip;
@@ -163,8 +179,15 @@ class RedisBackplane:
                                  self._ttl, new_epoch(), channel, "1" if create else "0",
                                  control], client=pipe)
                 pipe.execute()
+                self._written += len(batch)
                 batch = []
                 self.healthy = True
+                if self._settle_waiters:
+                    waiting = self._settle_waiters
+                    self._settle_waiters = [w for w in waiting if w[0] > self._written]
+                    for target, waiter in waiting:
+                        if target <= self._written:
+                            waiter.set()
             except self._redis_mod.RedisError as exc:
                 self.healthy = False
                 logger.warning("Redis backplane: %d pushes wait for Redis (%s)", len(batch),

@@ -1,0 +1,54 @@
+"""The app the cluster tests run under ``gunicorn -w 3``: users named by ``?u=``, handlers
+that push, broadcast and kick from whichever worker serves the request, and presence
+events recorded in Redis (so a test can count them across workers)."""
+from __future__ import annotations
+
+import json
+import os
+import typing as t
+
+import redis
+from flask import Flask, request
+
+from flask_sente import Sente
+
+
+def create_app() -> Flask:
+    url = os.environ["SENTE_TEST_REDIS"]
+    app = Flask(__name__)
+    app.secret_key = "cluster-test"
+    sente = Sente(app, csrf=False, backplane=url, reconnect_grace_ws=0.5,
+                  reconnect_grace_ajax=1.0, lp_timeout=2,
+                  user_id=lambda client_id: request.args.get("u"))
+    log = redis.Redis.from_url(url, socket_timeout=2)
+
+    @sente.on("t/push")
+    def push(msg: t.Any) -> None:
+        sente.send(msg.data["to"], ("t/n", msg.data["n"]))
+        msg.reply(os.getpid())
+
+    @sente.on("t/broadcast")
+    def broadcast(msg: t.Any) -> None:
+        sente.broadcast(("t/b", msg.data))
+        msg.reply(os.getpid())
+
+    @sente.on("t/kick")
+    def kick(msg: t.Any) -> None:
+        sente.kick(msg.data)
+        msg.reply(os.getpid())
+
+    @sente.on("t/online")
+    def online(msg: t.Any) -> None:
+        uids = sente.connected_uids
+        msg.reply({"pid": os.getpid(), "any": sorted(uids.any), "ws": sorted(uids.ws),
+                   "ajax": sorted(uids.ajax)})
+
+    @sente.on("chsk/uidport-open")
+    def opened(msg: t.Any) -> None:
+        log.rpush("test:events", json.dumps(["open", msg.data, os.getpid()]))
+
+    @sente.on("chsk/uidport-close")
+    def closed(msg: t.Any) -> None:
+        log.rpush("test:events", json.dumps(["close", msg.data, os.getpid()]))
+
+    return app

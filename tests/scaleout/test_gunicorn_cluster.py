@@ -1,0 +1,158 @@
+"""Acceptance under real ``gunicorn -k flask_sente.worker.SenteWorker -w 3`` with Redis:
+the rows of the design's table of failures, each at 100 %. Every request below opens a new
+TCP connection, so the kernel spreads them over the three workers."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import typing as t
+import urllib.parse
+
+import gevent
+import pytest
+import redis
+import requests
+import websocket
+
+from tests.transports.test_worker import Proc
+
+TIMEOUT = 10
+
+
+@pytest.fixture
+def cluster(redis_server, tmp_path):
+    env = dict(os.environ, SENTE_TEST_REDIS=redis_server.url)
+    proc = Proc([sys.executable, "-m", "gunicorn", "-k", "flask_sente.worker.SenteWorker",
+                 "-b", "127.0.0.1:0", "-w", "3", "--graceful-timeout", "3",
+                 "--no-control-socket", "tests.scaleout.cluster_app:create_app()"],
+                tmp_path, env)
+    try:
+        port = int(proc.wait_for(r"Listening at: http://127\.0\.0\.1:(\d+)").group(1))
+        for _ in range(3):
+            proc.wait_for(r"(?s)(Booting worker.*){%d}" % (_ + 1))
+        yield f"127.0.0.1:{port}", redis.Redis.from_url(redis_server.url)
+    finally:
+        proc.terminate()
+        proc.kill()
+
+
+def call(host: str, event: t.Any, uid: str = "driver") -> t.Any:
+    """One Ajax event on a fresh connection (any worker); returns the reply."""
+    r = requests.post(f"http://{host}/chsk?client-id=drv&u={uid}",
+                      data=json.dumps([event, "ajax"]),
+                      headers={"Content-Type": "application/json", "Connection": "close"},
+                      timeout=TIMEOUT)
+    r.raise_for_status()
+    reply = r.json()[0]
+    assert reply[0] == "chsk/reply", reply
+    return reply[1]
+
+
+class WsClient:
+    def __init__(self, host: str, uid: str) -> None:
+        self.ws = websocket.create_connection(
+            f"ws://{host}/chsk?client-id={uid}-tab&u={uid}&protocol=2", timeout=TIMEOUT)
+        assert json.loads(self.ws.recv())[0][0] == "chsk/handshake"
+        self.events: list[t.Any] = []
+        self.seqs: dict[str, list[int]] = {}
+
+    def read_until(self, pred: t.Callable[[], bool]) -> None:
+        while not pred():
+            payload = json.loads(self.ws.recv())[0]
+            if isinstance(payload[0], list):
+                *events, mark = payload
+                self.events += events
+                for name, (_, seq) in mark[1].items():
+                    self.seqs.setdefault(name, []).append(seq)
+
+    def close_code(self) -> int | None:
+        while True:
+            opcode, data = self.ws.recv_data(control_frame=True)
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                return int.from_bytes(data[:2], "big")
+
+
+class AjaxClient:
+    """Polls with protocol 2 positions, each poll a new TCP connection (no stickiness)."""
+
+    def __init__(self, host: str, uid: str) -> None:
+        self.base = f"http://{host}/chsk?client-id={uid}-tab&u={uid}&protocol=2"
+        hello = requests.get(self.base + "&handshake=1", timeout=TIMEOUT,
+                             headers={"Connection": "close"}).json()[0][1]
+        self.positions = hello["positions"]
+        self.events: list[t.Any] = []
+        self.handshakes = 0
+
+    def poll(self) -> None:
+        q = urllib.parse.quote(json.dumps(self.positions))
+        payload = requests.get(f"{self.base}&pos={q}", timeout=TIMEOUT,
+                               headers={"Connection": "close"}).json()[0]
+        if payload[0] == "chsk/handshake":
+            self.handshakes += 1
+            self.positions = payload[1]["positions"]
+        elif isinstance(payload[0], list):
+            *events, mark = payload
+            self.events += events
+            for name, (epoch, seq) in mark[1].items():
+                assert self.positions[name][0] != epoch or seq > self.positions[name][1]
+                self.positions[name] = [epoch, seq]
+
+
+def _increasing(values: list[int]) -> bool:
+    return all(a < b for a, b in zip(values, values[1:]))
+
+
+def test_pushes_presence_and_kick_across_three_workers(cluster):
+    host, r = cluster
+    ws = WsClient(host, "wsu")
+    ajax = AjaxClient(host, "axu")
+    poller = gevent.spawn(lambda: [ajax.poll() for _ in iter(int, 1)])
+    try:
+        with gevent.Timeout(60):
+            pids = set()
+            for n in range(100):
+                pids.add(call(host, ["t/push", {"to": "wsu", "n": n}]))
+                pids.add(call(host, ["t/push", {"to": "axu", "n": n}]))
+            assert len(pids) == 3, f"requests reached {len(pids)} workers"
+            ws.read_until(lambda: len(ws.events) >= 100)
+            assert [e[1] for e in ws.events] == list(range(100))   # 100 %, once, in order
+            assert _increasing(ws.seqs["u"])
+            while len(ajax.events) < 100:
+                gevent.sleep(0.05)
+            assert [e[1] for e in ajax.events] == list(range(100))
+            assert ajax.handshakes == 0                                  # no re-handshake
+
+            for n in range(30):
+                call(host, ["t/broadcast", n])
+            ws.read_until(lambda: len(ws.events) >= 130)
+            while len(ajax.events) < 130:
+                gevent.sleep(0.05)
+            for got in (ws.events, ajax.events):
+                assert [e[1] for e in got if e[0] == "t/b"] == list(range(30))
+
+            # Every worker sees the same users.
+            views: dict[int, t.Any] = {}
+            while len(views) < 3:
+                answer = call(host, ["t/online", None])
+                views[answer["pid"]] = (answer["ws"], answer["ajax"])
+            assert set(map(json.dumps, views.values())) == {json.dumps(
+                (["wsu"], ["axu"]))}, views
+
+            # Kick from whichever worker: 4001 on the WebSocket.
+            call(host, ["t/kick", "wsu"])
+            assert ws.close_code() == 4001
+    finally:
+        poller.kill()
+        ws.ws.close()
+    # One open and one close per user in the cluster (the driver's POSTs never count: it
+    # never polls), whichever worker saw the change.
+    def events() -> list[t.Any]:
+        return [json.loads(e) for e in r.lrange("test:events", 0, -1)]
+
+    with gevent.Timeout(10, AssertionError(f"closes missing: {events()}")):
+        while len([e for e in events() if e[0] == "close"]) < 2:
+            gevent.sleep(0.1)
+    gevent.sleep(1.5)  # time for a duplicate to show up, if any
+    for kind in ("open", "close"):
+        assert sorted(e[1] for e in events() if e[0] == kind) == ["axu", "wsu"], events()
