@@ -60,6 +60,9 @@ class Emitter:
         self._size = history_size
         self._ttl = max(1, int(history_ttl))
         self._pipe: t.Any = None
+        #: Writer id and counter: Redis skips an entry a writer already appended.
+        self._writer = "emitter-" + secrets.token_urlsafe(9)
+        self._counter = 0
 
     def send(self, uid: t.Any, event: t.Any, *, client_id: str | None = None) -> None:
         """Push ``event`` to every client of ``uid`` on every worker (or one client).
@@ -125,8 +128,10 @@ class Emitter:
     def _run(self, ukey: str, payload: t.Any, target: str, control: str, *,
              create: bool) -> None:
         meta, log, channel = rs.log_keys(self.prefix, ukey)
+        self._counter += 1
         args = [rs.pack_event(payload), target, self._size, self._ttl,
-                secrets.token_urlsafe(6), channel, "1" if create else "0", control]
+                secrets.token_urlsafe(6), channel, "1" if create else "0", control,
+                self._writer, self._counter, "0"]
         try:
             self._append(keys=[meta, log], args=args, client=self._pipe or self.client)
         except self._errors as exc:

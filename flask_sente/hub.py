@@ -163,6 +163,15 @@ class Hub:
                                                  client_id=change.client_id,
                                                  transport=transport)
 
+    @property
+    def healthy(self) -> bool:
+        """False while a shared backplane cannot be reached (always True in memory)."""
+        return bool(getattr(self.backplane, "healthy", True))
+
+    def backplane_state(self, healthy: bool) -> None:
+        """Backplane listener: Redis went away or came back."""
+        (signals.backplane_up if healthy else signals.backplane_down).send(self._sender)
+
     def _attach(self, conn: t.Any) -> None:
         self.backplane.attach(conn.uid, conn.transport, conn.client_id, conn.conn_id)
 

@@ -20,3 +20,8 @@ user_connected = _signals.signal("sente-user-connected")
 #: A user's last client went away and stayed away for the grace window
 #: (``chsk/uidport-close``). Keyword argument: ``uid``.
 user_disconnected = _signals.signal("sente-user-disconnected")
+#: The shared backplane (Redis) stopped answering: new handshakes and polls get 503 until
+#: it is back; open WebSockets stay open. No keyword arguments.
+backplane_down = _signals.signal("sente-backplane-down")
+#: The shared backplane answers again.
+backplane_up = _signals.signal("sente-backplane-up")

@@ -37,7 +37,22 @@ def make_blueprint(url: str) -> Blueprint:
     bp = Blueprint("sente", __name__)
     bp.add_url_rule(url, "chsk", _chsk, methods=["GET", "POST"])
     bp.add_url_rule(url.rstrip("/") + "/sente.js", "script", _script)
+    bp.add_url_rule(url.rstrip("/") + "/health", "health", _health)
     return bp
+
+
+def _health() -> Response:
+    """For load balancers and probes: 200 while this worker can serve, 503 while its
+    backplane is down (drain it)."""
+    state = _state()
+    healthy = state.hub.healthy
+    body = {"status": "ok" if healthy else "degraded",
+            "backplane": "up" if healthy else "down",
+            "kind": "redis" if state.options.backplane is not None else "memory"}
+    resp = current_app.json.response(body)
+    resp.status_code = 200 if healthy else 503
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
 
 
 def script_version() -> str:
@@ -71,6 +86,10 @@ def _chsk() -> Response:
     uid, client_id = admitted.uid, admitted.client_id
     if request.method == "POST":
         return _post(state, uid, client_id)
+    if not state.hub.healthy:  # open WebSockets go on; new handshakes and polls wait
+        resp = _text(503, "Backplane unavailable: the server cannot reach Redis; retry")
+        resp.headers["Retry-After"] = "2"
+        return resp
     upgrade = request.environ.get(UPGRADE_ENVIRON_KEY)
     info = request_snapshot()
     if upgrade is not None:

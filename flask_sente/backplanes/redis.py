@@ -47,6 +47,9 @@ DEAD_AFTER = 6.0
 EXPIRE_EVERY = 0.25
 #: Pushes pipelined in one round trip at most.
 PIPELINE_MAX = 500
+#: Pushes kept while Redis is away, at most, and for how long (seconds).
+OUTBOX_LIMIT = 10_000
+OUTBOX_MAX_AGE = 30.0
 #: redis-py timeouts: without them a dead Redis stalls a publish for seconds.
 SOCKET_TIMEOUT = 2.0
 
@@ -99,11 +102,17 @@ class RedisBackplane:
         #: Pushes queued and written so far (``settled`` waits for the second to catch up).
         self._queued = 0
         self._written = 0
+        #: This process's writer counter (Redis skips an entry it already appended).
+        self._counter = 0
+        #: User keys whose pushes were dropped while Redis was away, and how many.
+        self._gapped: set[str] = set()
+        self._dropped = 0
         self._settle_waiters: list[tuple[int, gevent.event.AsyncResult]] = []
         #: Set once the subscription is up (appends made before it are caught up from
         #: the streams anyway).
         self._subscribed = gevent.event.Event()
-        self.healthy = False
+        #: False while Redis cannot be reached (new handshakes and polls get 503).
+        self.healthy = True
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -147,52 +156,97 @@ class RedisBackplane:
 
     def _queue(self, item: tuple[str, t.Any, str, str, bool]) -> None:
         self._running()
+        if self._outbox.qsize() >= OUTBOX_LIMIT:
+            # Redis has been away too long: this push is lost, and its readers will be
+            # told (the log gets a new epoch once Redis is back).
+            self._gapped.add(item[0])
+            self._dropped += 1
+            return
         self._queued += 1
-        self._outbox.put(item)
+        self._counter += 1
+        self._outbox.put((self._counter, *item))
 
     def settled(self, timeout: float = 2 * SOCKET_TIMEOUT) -> None:
         """Wait until every push queued so far is in Redis (or ``timeout`` passed): a reply
         sent after this cannot overtake its handler's pushes on another worker."""
         target = self._queued
-        if self._written >= target:
+        if self._written >= target or not self.healthy:
             return
         waiter: gevent.event.AsyncResult = gevent.event.AsyncResult()
         self._settle_waiters.append((target, waiter))
         waiter.wait(timeout)
 
     def _publisher(self) -> None:
-        """Drains the outbox in order, pipelining whatever queued since the last round trip;
-        retries a batch that failed (Redis down) until it goes through."""
+        """Drains the outbox in order, pipelining whatever queued since the last round trip.
+
+        A batch that fails (Redis down, or too slow) is sent again until it goes through;
+        each entry carries this process's counter, so one that did reach Redis the first
+        time is not appended twice. While Redis stays away, the outbox is bounded in count
+        (``OUTBOX_LIMIT``) and age (``OUTBOX_MAX_AGE``): what is dropped marks its log, and
+        the log gets a new epoch when Redis is back, so its readers learn they missed it.
+        """
         script = self._scripts["APPEND"]
-        batch: list[tuple[str, t.Any, str, str, bool]] = []
+        batch: list[tuple[int, str, t.Any, str, str, bool]] = []
+        failing_since: float | None = None
         while not self._closed:
             if not batch:
-                batch.append(self._outbox.get())
+                if self._gapped and failing_since is None:
+                    batch = [self._gap_record(ukey) for ukey in self._gapped]
+                    self._gapped = set()
+                else:
+                    batch.append(self._outbox.get())
                 while len(batch) < PIPELINE_MAX and not self._outbox.empty():
                     batch.append(self._outbox.get_nowait())
             try:
                 pipe = self.client.pipeline(transaction=False)
-                for ukey, event, target, control, create in batch:
+                for counter, ukey, event, target, control, create in batch:
                     meta, log, channel = rs.log_keys(self.prefix, ukey)
                     script(keys=[meta, log],
                            args=[rs.pack_event(event), target, self.history_size,
                                  self._ttl, new_epoch(), channel, "1" if create else "0",
-                                 control], client=pipe)
+                                 control, self.node, counter,
+                                 "1" if control == "gap" else "0"], client=pipe)
                 pipe.execute()
-                self._written += len(batch)
-                batch = []
-                self.healthy = True
-                if self._settle_waiters:
-                    waiting = self._settle_waiters
-                    self._settle_waiters = [w for w in waiting if w[0] > self._written]
-                    for target, waiter in waiting:
-                        if target <= self._written:
-                            waiter.set()
             except self._redis_mod.RedisError as exc:
-                self.healthy = False
-                logger.warning("Redis backplane: %d pushes wait for Redis (%s)", len(batch),
-                               exc)
+                now = time.monotonic()
+                if failing_since is None:
+                    failing_since = now
+                    logger.warning("Redis backplane: pushes wait for Redis (%s)", exc)
+                self._set_healthy(False)
+                if now - failing_since > OUTBOX_MAX_AGE:
+                    for item in batch:
+                        self._gapped.add(item[1])
+                    while not self._outbox.empty():
+                        self._gapped.add(self._outbox.get_nowait()[1])
+                    self._dropped += len(batch)
+                    self._written = self._queued
+                    batch = []
                 gevent.sleep(0.5)
+                continue
+            if failing_since is not None:
+                logger.warning("Redis backplane: Redis is back; %d pushes could not wait",
+                               self._dropped)
+                failing_since = None
+            self._written += sum(1 for item in batch if item[4] != "gap")
+            batch = []
+            self._set_healthy(True)
+            if self._settle_waiters:
+                waiting = self._settle_waiters
+                self._settle_waiters = [w for w in waiting if w[0] > self._written]
+                for target, waiter in waiting:
+                    if target <= self._written:
+                        waiter.set()
+
+    def _gap_record(self, ukey: str) -> tuple[int, str, t.Any, str, str, bool]:
+        self._counter += 1
+        return (self._counter, ukey, None, "", "gap", ukey == rs.BROADCAST_KEY)
+
+    def _set_healthy(self, healthy: bool) -> None:
+        if healthy != self.healthy:
+            self.healthy = healthy
+            report = getattr(self._listener, "backplane_state", None)
+            if report is not None:
+                report(healthy)
 
     def _subscriber(self) -> None:
         """Applies every append and presence delta; after a reconnect, catches up."""
@@ -203,7 +257,7 @@ class RedisBackplane:
                 pubsub.subscribe(f"{self.prefix}:presence")
                 self._reload_online()
                 self._catch_up()
-                self.healthy = True
+                self._set_healthy(True)
                 self._subscribed.set()
                 while not self._closed:
                     message = pubsub.get_message(timeout=1.0)
@@ -215,7 +269,7 @@ class RedisBackplane:
                     else:
                         self._on_append(channel, message["data"])
             except self._redis_mod.RedisError as exc:
-                self.healthy = False
+                self._set_healthy(False)
                 logger.warning("Redis backplane: subscription lost (%s); reconnecting", exc)
                 gevent.sleep(0.5)
             except Exception:
@@ -401,7 +455,7 @@ class RedisBackplane:
                             self.client.expire(stream, self._ttl)
                 self._expire_cluster()
             except self._redis_mod.RedisError as exc:
-                self.healthy = False
+                self._set_healthy(False)
                 logger.warning("Redis backplane: housekeeping failed (%s)", exc)
             except Exception:
                 logger.exception("Redis backplane: housekeeping failed")

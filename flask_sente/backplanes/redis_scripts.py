@@ -53,14 +53,24 @@ def unpack_event(data: bytes) -> t.Any:
 
 #: Append one entry: KEYS meta, log; ARGV event, target, maxlen, ttl s, new epoch, channel,
 #: create ("1": make the log if missing, as for broadcasts; "0": a user nobody has read
-#: has no log, and the push reaches nobody), control. Returns {epoch, seq} or nil.
+#: has no log, and the push reaches nobody), control, writer id, writer counter, rotate.
+#: A writer's counter only grows: an entry it sent again after a timeout is not appended
+#: twice. ``rotate`` = "1" gives the log a new epoch first (entries were lost: every reader
+#: must learn it). Returns {epoch, seq}, or nil when nothing was appended.
 APPEND = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   if ARGV[7] == '0' then return false end
   epoch = ARGV[5]
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
+elseif ARGV[11] == '1' then
+  epoch = ARGV[5]
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
 end
+local writer = 'w:' .. ARGV[9]
+local counter = tonumber(ARGV[10])
+if counter <= tonumber(redis.call('HGET', KEYS[1], writer) or '0') then return false end
+redis.call('HSET', KEYS[1], writer, counter)
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-0',
            'e', ARGV[1], 't', ARGV[2], 'k', ARGV[8])
