@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import logging
 import socket
 import typing as t
@@ -60,8 +59,8 @@ from geventwebsocket.handler import WebSocketHandler
 from ..exceptions import ConnectionClosed, LocalProtocolError
 from ..protocol.wire import CLOSE_NORMAL, CLOSE_SERVER_ERROR
 from .base import STOP_CALLBACKS_ENVIRON_KEY, UPGRADE_ENVIRON_KEY
+from ..protocol.frames import accept_key
 from .frames import (
-    _GUID,
     CLOSE_TIMEOUT,
     DEFAULT_MAX_MESSAGE_SIZE,
     RECV_SIZE,
@@ -319,8 +318,7 @@ class SenteHandler(WebSocketHandler):
     def _accept_websocket(self, key: str, max_message_size: int | None) -> ServerWebSocket:
         if self.headers_sent or self.status:
             raise LocalProtocolError("cannot accept: the app already started a response")
-        digest = hashlib.sha1(key.encode("ascii") + _GUID).digest()
-        accept = base64.b64encode(digest)
+        accept = accept_key(key).encode("ascii")
         headers = [
             (b"Upgrade", b"websocket"),
             (b"Connection", b"Upgrade"),
