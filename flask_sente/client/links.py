@@ -87,9 +87,11 @@ class Link:
         raise NotImplementedError
 
     def call(self, pair: ev.Event, deadline: float, timeout: float) -> t.Any:
+        """Send ``pair`` asking for a reply and return the reply's value."""
         raise NotImplementedError
 
-    def send(self, pair: ev.Event, deadline: float) -> None:
+    def send(self, packed: str | bytes, deadline: float) -> None:
+        """Send a packed event that asks for no reply."""
         raise NotImplementedError
 
     def shutdown(self, intent: CloseInfo | None, graceful: bool) -> None:
@@ -153,22 +155,22 @@ class WsLink(Link):
             else:
                 self.env.on_message(self, message)
 
-    def send_packed(self, packed: str | bytes) -> None:
+    def _write(self, packed: str | bytes) -> None:
         try:
             self.ws.send(packed)
         except (OSError, ConnectionClosed) as exc:
             self.aborter.fire()  # the socket is broken: let the connector reconnect
             raise ConnectionClosed(f"sending failed: {error_text(exc)}") from exc
 
-    def send(self, pair: ev.Event, deadline: float) -> None:
-        self.send_packed(self.env.endpoint.packer.pack(wire.client_event(pair, None)))
+    def send(self, packed: str | bytes, deadline: float) -> None:
+        self._write(packed)
 
     def call(self, pair: ev.Event, deadline: float, timeout: float) -> t.Any:
         cb_id = secrets.token_urlsafe(6)
         packed = self.env.endpoint.packer.pack(wire.client_event(pair, cb_id))
         pending = self.env.pending.add(cb_id, self)
         try:
-            self.send_packed(packed)
+            self._write(packed)
             if not pending.done.wait(max(0.0, deadline - time.monotonic())):
                 raise ReplyTimeout(f"no reply to {pair[0]!r} within {timeout:g} s")
         finally:
@@ -336,9 +338,8 @@ class AjaxLink(Link):
             raise RemoteProtocolError(f"expected a reply, got {message.kind!r}")
         return outcome(message)
 
-    def send(self, pair: ev.Event, deadline: float) -> None:
-        packer = self.env.endpoint.packer
-        message = self.post(packer.pack(wire.client_event(pair, None)), deadline)
+    def send(self, packed: str | bytes, deadline: float) -> None:
+        message = self.post(packed, deadline)
         if message.kind not in ("ack", "reply"):
             logger.warning("unexpected answer to an Ajax event: %r", message)
 
