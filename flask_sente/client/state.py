@@ -167,8 +167,11 @@ def handshake_error(info: t.Mapping[str, t.Any]) -> str | None:
     A server that names no version is accepted (as sente.js does); one that names another
     version is not: each side would misread the other, so the client stops.
     """
-    version = info.get("protocol")
-    if version is None or version == PROTOCOL_VERSION:
+    if "protocol" not in info:
+        return None
+    version = info["protocol"]
+    if not isinstance(version, bool) and isinstance(version, (int, float)) \
+            and version == PROTOCOL_VERSION:  # 1 and 1.0 alike, as in JavaScript
         return None
     return (f"the server speaks protocol version {version!r}, this client "
             f"{PROTOCOL_VERSION}: install the flask_sente version the server runs")
