@@ -40,6 +40,8 @@ _EXPORTS = {
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from .config import ANONYMOUS_UID as ANONYMOUS_UID
+    from .connections import EventMsg as EventMsg
+    from .connections import RequestInfo as RequestInfo
     from .exceptions import ConfigError as ConfigError
     from .exceptions import ConnectionClosed as ConnectionClosed
     from .exceptions import LocalProtocolError as LocalProtocolError
@@ -53,8 +55,6 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from .exceptions import SenteError as SenteError
     from .ext import Sente as Sente
     from .hub import ConnectedUids as ConnectedUids
-    from .connections import EventMsg as EventMsg
-    from .connections import RequestInfo as RequestInfo
     from .protocol.packers import JsonPacker as JsonPacker
     from .protocol.packers import MsgpackPacker as MsgpackPacker
     from .protocol.packers import Packer as Packer

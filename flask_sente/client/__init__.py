@@ -50,22 +50,18 @@ handlers), :mod:`.state` (the sans-I/O state machine, twin of sente.js's), :mod:
 """
 from __future__ import annotations
 
-from .core import (
-    AJAX_TIMEOUT as AJAX_TIMEOUT,
-    DEFAULT_CALL_TIMEOUT as DEFAULT_CALL_TIMEOUT,
-    HANDSHAKE as HANDSHAKE,
-    JOIN_TIMEOUT as JOIN_TIMEOUT,
-    STATE as STATE,
-    Client as Client,
-    default_backoff as default_backoff,
-)
+from .connection import JOIN_TIMEOUT as JOIN_TIMEOUT
+from .core import AJAX_TIMEOUT as AJAX_TIMEOUT
+from .core import DEFAULT_CALL_TIMEOUT as DEFAULT_CALL_TIMEOUT
+from .core import HANDSHAKE as HANDSHAKE
+from .core import STATE as STATE
+from .core import Client as Client
+from .core import default_backoff as default_backoff
 from .links import CLOSE_WAIT as CLOSE_WAIT
-from .state import (
-    AUTH_STATUSES as AUTH_STATUSES,
-    STABLE_AFTER as STABLE_AFTER,
-    TRANSPORT_TYPES as TRANSPORT_TYPES,
-    ClientState as ClientState,
-    CloseInfo as CloseInfo,
-)
+from .state import AUTH_STATUSES as AUTH_STATUSES
+from .state import STABLE_AFTER as STABLE_AFTER
+from .state import TRANSPORT_TYPES as TRANSPORT_TYPES
+from .state import ClientState as ClientState
+from .state import CloseInfo as CloseInfo
 
 __all__ = ["Client", "ClientState", "CloseInfo", "default_backoff"]

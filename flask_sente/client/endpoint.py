@@ -204,7 +204,7 @@ class Endpoint:
                                                context=self.ssl_context)
         return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
 
-    def http(self, conn: http.client.HTTPConnection, method: str, url: str,
+    def request(self, conn: http.client.HTTPConnection, method: str, url: str,
              aborter: Aborter, body: str | bytes | None = None) -> tuple[int, bytes]:
         """One request on ``conn``; the socket is registered with ``aborter`` meanwhile."""
         if conn.sock is None:
@@ -301,7 +301,7 @@ class Endpoint:
         """
         conn = self.http_connection(self.connect_timeout)
         try:
-            status, body = self.http(conn, "GET", self.request_url(handshake=True), aborter)
+            status, body = self.request(conn, "GET", self.request_url(handshake=True), aborter)
             if status != 200:
                 raise AttemptFailed(CloseInfo("rejected", status=status, message=body.decode(
                     "utf-8", "replace").strip()))

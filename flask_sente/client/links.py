@@ -293,7 +293,7 @@ class AjaxLink(Link):
             if conn is None:
                 raise ConnectionAbortedError("the link was released")
             try:
-                return endpoint.http(conn, "GET", url, self.aborter)
+                return endpoint.request(conn, "GET", url, self.aborter)
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
                 conn.close()
                 if not retry or self.aborter.fired or self.upgrade is not None:
@@ -310,7 +310,7 @@ class AjaxLink(Link):
         conn = endpoint.http_connection(timeout)
         token = self.aborter.register(lambda: shutdown_socket(conn.sock))
         try:
-            status, answer = endpoint.http(conn, "POST", endpoint.request_url(), self.aborter,
+            status, answer = endpoint.request(conn, "POST", endpoint.request_url(), self.aborter,
                                            body=body)
         except TimeoutError as exc:
             if self.aborter.fired:

@@ -225,7 +225,7 @@ class WebSocket:
                 raise ConnectionAbortedError("the connection was aborted")
             try:
                 chunk = self._sock.recv(_RECV_CHUNK)
-            except socket.timeout:
+            except TimeoutError:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise
                 continue

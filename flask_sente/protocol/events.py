@@ -10,7 +10,7 @@ import typing as t
 
 from ..exceptions import LocalProtocolError
 
-Event = t.Tuple[str, t.Any]
+Event = tuple[str, t.Any]
 
 RESERVED_NAMESPACE = "chsk"
 

@@ -67,7 +67,7 @@ _utf8_incremental = codecs.getincrementaldecoder("utf-8")
 
 #: What :meth:`FrameReader.next` yields: ``(opcode, data)``. Data is ``str`` for
 #: ``OP_TEXT``, ``bytes`` for everything else (whole messages, or one control frame).
-Frame = tuple[int, t.Union[str, bytes]]
+Frame = tuple[int, str | bytes]
 
 
 def _error(code: int, reason: str) -> RemoteProtocolError:

@@ -162,8 +162,10 @@ class ServerWebSocket:
             # it and writes never run under it, so a timeout cannot cut a frame in half.
             if self._tail is not None:
                 self.flush()  # the peer may be waiting for the 101 before it says anything
+            chunk: bytes | None
             if deadline is None:
                 chunk = self._recv_or_close(None)
+                assert chunk is not None  # no timeout: data or an exception
             else:
                 remaining = deadline - gevent.get_hub().loop.now()
                 if remaining <= 0:
@@ -176,6 +178,7 @@ class ServerWebSocket:
     def _recv_or_close(self, timeout: float | None) -> bytes | None:
         """One ``recv``; None on timeout; raises ConnectionClosed on EOF or socket error."""
         try:
+            data: bytes
             if timeout is None:
                 data = self._recv(RECV_SIZE)
             else:

@@ -57,9 +57,9 @@ from gevent.pywsgi import WSGIHandler, WSGIServer
 from geventwebsocket.handler import WebSocketHandler
 
 from ..exceptions import ConnectionClosed, LocalProtocolError
+from ..protocol.frames import accept_key
 from ..protocol.wire import CLOSE_NORMAL, CLOSE_SERVER_ERROR
 from .base import STOP_CALLBACKS_ENVIRON_KEY, UPGRADE_ENVIRON_KEY
-from ..protocol.frames import accept_key
 from .frames import (
     CLOSE_TIMEOUT,
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -290,7 +290,7 @@ class SenteHandler(WebSocketHandler):
             headers.append(("Sec-WebSocket-Version", "13"))
         log.info("refused a malformed WebSocket upgrade from %s: %s",
                  self.client_address, problem)
-        body = f"Bad WebSocket handshake: {problem}\n".encode("utf-8")
+        body = f"Bad WebSocket handshake: {problem}\n".encode()
         headers.append(("Content-Length", str(len(body))))
         self.close_connection = True
         self.start_response("400 Bad Request", headers)

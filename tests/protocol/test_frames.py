@@ -48,7 +48,7 @@ def feed(reader: FrameReader, data: bytes, cuts: list[int]) -> list[t.Any]:
     """Give ``data`` to ``reader`` in pieces cut at ``cuts``; collect what it yields."""
     out: list[t.Any] = []
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
-    for start, end in zip(points, points[1:]):
+    for start, end in zip(points, points[1:], strict=False):
         reader.buffer += data[start:end]
         while (item := reader.next()) is not None:
             out.append(item)
@@ -91,7 +91,7 @@ def test_fragments_reassemble_with_pings_between(side: str, message: str | bytes
                                                  cuts: list[int]) -> None:
     raw = message.encode() if isinstance(message, str) else message
     points = sorted({s % (len(raw) + 1) for s in splits} | {0, len(raw)})
-    pieces = [raw[a:b] for a, b in zip(points, points[1:])] or [b""]
+    pieces = [raw[a:b] for a, b in zip(points, points[1:], strict=False)] or [b""]
     op = OP_TEXT if isinstance(message, str) else OP_BINARY
     frames = []
     for i, piece in enumerate(pieces):  # text may be cut inside a character: still valid

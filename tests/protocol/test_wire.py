@@ -9,8 +9,8 @@ J = JsonPacker()
 
 def test_exact_server_encodings():
     assert J.pack(wire.handshake("alice", {"v": 1})) == (
-        '[["chsk/handshake",{"uid":"alice","handshake_data":{"v":1},"protocol":%d}],null]'
-        % PROTOCOL_VERSION)
+        '[["chsk/handshake",{"uid":"alice","handshake_data":{"v":1},"protocol":'
+        f'{PROTOCOL_VERSION}}}],null]')
     assert J.pack(wire.batch([("a/b", 1), ("a/c", None)])) == '[[["a/b",1],["a/c"]],null]'
     assert J.pack(wire.reply({"ok": True}, "k1")) == '[["chsk/reply",{"ok":true}],"k1"]'
     assert J.pack(wire.failure("chsk/timeout", "k1")) == '[["chsk/timeout"],"k1"]'
