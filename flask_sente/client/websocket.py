@@ -78,7 +78,8 @@ class WebSocket:
     def __init__(self, sock: socket.socket, buffered: bytes = b"", *,
                  max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
         self._sock = sock
-        self._reader = FrameReader(CLIENT, max_message_size=max_message_size, buffered=buffered)
+        self._reader = FrameReader(CLIENT, self._on_control, max_message_size=max_message_size,
+                                   buffered=buffered)
         #: The receive buffer: the upgrade response is read into it, and what follows the
         #: response head is already the first frames.
         self._buf = self._reader.buffer
@@ -248,14 +249,10 @@ class WebSocket:
                 frame = self._reader.next()
             except RemoteProtocolError as exc:
                 self._fail(exc.close_code, str(exc))
-            if frame is None:
-                self._read_more(deadline)
-                continue
-            self.last_activity = time.monotonic()
-            opcode, data = frame
-            if opcode == OP_TEXT or opcode == OP_BINARY:
-                return data
-            self._on_control(opcode, t.cast(bytes, data))
+            if frame is not None:
+                self.last_activity = time.monotonic()
+                return frame
+            self._read_more(deadline)
 
     def _read_more(self, deadline: float | None) -> None:
         try:
@@ -268,6 +265,8 @@ class WebSocket:
             self._closed_abnormally("the server closed the connection without a close frame")
 
     def _on_control(self, opcode: int, payload: bytes) -> None:
+        """A control frame from the reader: answer pings, echo and end on a close frame."""
+        self.last_activity = time.monotonic()
         if opcode == OP_PING:
             try:
                 self._write(OP_PONG, payload)

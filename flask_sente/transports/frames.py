@@ -28,16 +28,16 @@ from ..protocol.closecodes import (
 )
 from ..protocol.frames import (
     DEFAULT_MAX_MESSAGE_SIZE,
-    OP_BINARY,
+    FIN_BINARY,
+    FIN_TEXT,
     OP_CLOSE,
     OP_PING,
     OP_PONG,
-    OP_TEXT,
     SERVER,
     FrameReader,
     close_payload,
-    encode_frame,
     parse_close,
+    server_frame,
 )
 from ..protocol.frames import mask as _unmask  # noqa: F401 - kept for tests and tools
 from .base import BUSY, PARTIAL, SENT
@@ -63,6 +63,7 @@ class ServerWebSocket:
 
     __slots__ = (
         "_sock", "_recv", "_send", "_sendall", "_raw_send", "_tail", "_wlock", "_reader",
+        "_buf", "_next_frame",
         "_peer",
         "_close_sent", "_close_received", "_dead", "_code", "_reason",
         "_close_timer", "_close_timeout", "_reading",
@@ -89,7 +90,11 @@ class ServerWebSocket:
         #: the first message. Written before anything else, and before waiting to read.
         self._tail: memoryview | None = memoryview(unsent) if unsent else None
         self._wlock = Semaphore()
-        self._reader = FrameReader(SERVER, max_message_size=max_message_size, buffered=buffered)
+        self._reader = FrameReader(SERVER, self._on_control, max_message_size=max_message_size,
+                                   buffered=buffered)
+        # Bound once: receive() runs per message, and every lookup there counts.
+        self._buf = self._reader.buffer
+        self._next_frame = self._reader.next
         self._peer = peer
         self._close_sent = False
         self._close_received = False
@@ -138,9 +143,8 @@ class ServerWebSocket:
         After we sent a close frame, data messages are dropped and this keeps reading until
         the peer's close frame or EOF (the closing handshake), then raises.
         """
-        reader = self._reader
-        buf = reader.buffer
-        next_frame = reader.next
+        buf = self._buf
+        next_frame = self._next_frame
         deadline = None if timeout is None else gevent.get_hub().loop.now() + timeout
         while True:
             try:
@@ -148,16 +152,9 @@ class ServerWebSocket:
             except RemoteProtocolError as ex:
                 self._fail(ex.close_code, str(ex))
             if frame is not None:
-                op, data = frame
-                if op <= OP_BINARY:
-                    if not self._close_sent:
-                        return data
-                elif op == OP_PING:
-                    if not self._close_sent:
-                        self._write_control(OP_PONG, t.cast(bytes, data))
-                elif op == OP_CLOSE:
-                    self._on_close_frame(t.cast(bytes, data))
-                continue  # a pong, or a message after our close frame: dropped
+                if not self._close_sent:
+                    return frame
+                continue  # a message after our close frame: dropped
             # Need more bytes. The timeout covers the wait only: frames are parsed outside
             # it and writes never run under it, so a timeout cannot cut a frame in half.
             if self._tail is not None:
@@ -197,6 +194,15 @@ class ServerWebSocket:
             self._lost("peer closed the TCP connection")
         return data
 
+    def _on_control(self, opcode: int, payload: bytes) -> None:
+        """A control frame from the reader: answer pings, end on a close frame."""
+        if opcode == OP_PING:
+            if not self._close_sent:
+                self._write_control(OP_PONG, payload)
+        elif opcode == OP_CLOSE:
+            self._on_close_frame(payload)
+        # a pong needs nothing
+
     def _on_close_frame(self, payload: bytes) -> t.NoReturn:
         try:
             code, reason = parse_close(payload)
@@ -216,9 +222,9 @@ class ServerWebSocket:
 
     def send(self, message: str | bytes) -> None:
         if isinstance(message, str):
-            frame = encode_frame(OP_TEXT, message.encode("utf-8"))
+            frame = server_frame(FIN_TEXT, message.encode("utf-8"))
         else:
-            frame = encode_frame(OP_BINARY, bytes(message))
+            frame = server_frame(FIN_BINARY, bytes(message))
         wlock = self._wlock
         wlock.acquire()
         try:
@@ -241,9 +247,9 @@ class ServerWebSocket:
         if self._close_sent or self._close_received or self._dead:
             raise self._closed_error()
         if isinstance(message, str):
-            frame = encode_frame(OP_TEXT, message.encode("utf-8"))
+            frame = server_frame(FIN_TEXT, message.encode("utf-8"))
         else:
-            frame = encode_frame(OP_BINARY, bytes(message))
+            frame = server_frame(FIN_BINARY, bytes(message))
         tail = self._tail
         if tail is not None:
             self._tail = None
@@ -321,7 +327,7 @@ class ServerWebSocket:
             if closing:
                 self._close_sent = True
             try:
-                self._write_locked(encode_frame(opcode, payload))
+                self._write_locked(server_frame(0x80 | opcode, payload))
             except ConnectionClosed:
                 return False
             return True

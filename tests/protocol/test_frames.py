@@ -44,9 +44,24 @@ def frame_for(side: str, opcode: int, payload: bytes, *, fin: bool = True) -> by
     return encode_frame(opcode, payload, KEY if side == SERVER else None, fin=fin)
 
 
-def feed(reader: FrameReader, data: bytes, cuts: list[int]) -> list[t.Any]:
-    """Give ``data`` to ``reader`` in pieces cut at ``cuts``; collect what it yields."""
-    out: list[t.Any] = []
+class Recorder:
+    """A reader whose control frames land, as ``(opcode, payload)``, in the same list as
+    its messages, so tests see the order in which everything arrived."""
+
+    def __init__(self, side: str, **options: t.Any) -> None:
+        self.out: list[t.Any] = []
+        self.reader = FrameReader(side, lambda op, payload: self.out.append((op, payload)),  # type: ignore[arg-type]
+                                  **options)
+
+
+def reader_for(side: str, **options: t.Any) -> FrameReader:
+    return Recorder(side, **options).reader
+
+
+def feed(reader: FrameReader, data: bytes, cuts: list[int],
+         out: list[t.Any] | None = None) -> list[t.Any]:
+    """Give ``data`` to ``reader`` in pieces cut at ``cuts``; collect the messages."""
+    out = [] if out is None else out
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
     for start, end in zip(points, points[1:], strict=False):
         reader.buffer += data[start:end]
@@ -56,7 +71,7 @@ def feed(reader: FrameReader, data: bytes, cuts: list[int]) -> list[t.Any]:
 
 
 def fail_code(side: str, data: bytes, **options: t.Any) -> int:
-    reader = FrameReader(side, **options)  # type: ignore[arg-type]
+    reader = reader_for(side, **options)
     reader.buffer += data
     with pytest.raises(RemoteProtocolError) as info:
         while reader.next() is not None:
@@ -77,8 +92,7 @@ def test_messages_survive_any_chunking(side: str, batch: list[str | bytes],
                                        cuts: list[int]) -> None:
     wire = b"".join(frame_for(side, OP_TEXT, m.encode()) if isinstance(m, str)
                     else frame_for(side, OP_BINARY, m) for m in batch)
-    got = feed(FrameReader(side), wire, cuts)  # type: ignore[arg-type]
-    assert got == [(OP_TEXT if isinstance(m, str) else OP_BINARY, m) for m in batch]
+    assert feed(reader_for(side), wire, cuts) == batch
 
 
 @quick
@@ -99,13 +113,13 @@ def test_fragments_reassemble_with_pings_between(side: str, message: str | bytes
                                 fin=i == len(pieces) - 1))
         if len(pieces) > 1 and i == ping_after % (len(pieces) - 1):
             frames.append(frame_for(side, OP_PING, b"mid"))
-    reader = FrameReader(side)  # type: ignore[arg-type]
-    got = feed(reader, b"".join(frames), cuts)
-    expected: list[t.Any] = [(op, message)]
+    recorder = Recorder(side)
+    got = feed(recorder.reader, b"".join(frames), cuts, recorder.out)
+    expected: list[t.Any] = [message]
     if len(pieces) > 1:
-        expected.insert(0, (OP_PING, b"mid"))
+        expected.insert(0, (OP_PING, b"mid"))  # delivered as it arrives, mid-message
     assert got == expected
-    assert not reader.in_message and not reader.buffer
+    assert not recorder.reader.in_message and not recorder.reader.buffer
 
 
 @pytest.mark.parametrize("n", [0, 1, 125, 126, 127, 65535, 65536, 70000])
@@ -115,8 +129,7 @@ def test_length_encodings_at_the_boundaries(side: str, n: int) -> None:
     frame = frame_for(side, OP_BINARY, data)
     header = 2 + (4 if side == SERVER else 0) + (0 if n < 126 else 2 if n < 65536 else 8)
     assert len(frame) == header + n
-    assert feed(FrameReader(side, max_message_size=None), frame, []) == [  # type: ignore[arg-type]
-        (OP_BINARY, data)]
+    assert feed(reader_for(side, max_message_size=None), frame, []) == [data]
 
 
 @given(data=st.binary(max_size=200), key=st.binary(min_size=4, max_size=4))
@@ -176,14 +189,14 @@ def test_the_limit_counts_all_fragments(side: str, sizes: list[int]) -> None:
     limit = 600
     frames = b"".join(frame_for(side, OP_BINARY if i == 0 else OP_CONT, b"y" * n,
                                 fin=i == len(sizes) - 1) for i, n in enumerate(sizes))
-    reader = FrameReader(side, max_message_size=limit)  # type: ignore[arg-type]
+    reader = reader_for(side, max_message_size=limit)
     reader.buffer += frames
     if sum(sizes) > limit:
         with pytest.raises(RemoteProtocolError) as info:
             reader.next()
         assert info.value.close_code == closecodes.CLOSE_TOO_BIG
     else:
-        assert reader.next() == (OP_BINARY, b"y" * sum(sizes))
+        assert reader.next() == b"y" * sum(sizes)
 
 
 # --- invalid input ------------------------------------------------------------------------
@@ -224,29 +237,31 @@ def test_invalid_frames_fail_with_the_right_close_code(side: str, case: str, cod
 @settings(max_examples=400, deadline=None)
 @given(side=st.sampled_from(SIDES), junk=st.binary(max_size=300))
 def test_arbitrary_bytes_give_frames_or_a_protocol_error(side: str, junk: bytes) -> None:
-    reader = FrameReader(side, max_message_size=4096)  # type: ignore[arg-type]
-    reader.buffer += junk
+    recorder = Recorder(side, max_message_size=4096)
+    recorder.reader.buffer += junk
     try:
-        while (item := reader.next()) is not None:
-            op, data = item
-            assert op in (OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG)
-            assert isinstance(data, str if op == OP_TEXT else bytes)
+        while (item := recorder.reader.next()) is not None:
+            assert isinstance(item, (str, bytes))
+        for item in recorder.out:
+            opcode, payload = item
+            assert opcode in (OP_CLOSE, OP_PING, OP_PONG)
+            assert isinstance(payload, bytes) and len(payload) <= 125
     except RemoteProtocolError as exc:
         assert exc.close_code in (1002, 1007, 1009)
 
 
 def test_a_partial_frame_waits_for_more_bytes() -> None:
     frame = frame_for(SERVER, OP_TEXT, "héllo".encode())
-    reader = FrameReader(SERVER)
+    reader = reader_for(SERVER)
     for i in range(len(frame) - 1):
         reader.buffer += frame[i:i + 1]
         assert reader.next() is None
     reader.buffer += frame[-1:]
-    assert reader.next() == (OP_TEXT, "héllo")
+    assert reader.next() == "héllo"
 
 
 def test_side_and_mask_key_are_checked() -> None:
     with pytest.raises(LocalProtocolError):
-        FrameReader("peer")  # type: ignore[arg-type]
+        reader_for("peer")
     with pytest.raises(LocalProtocolError):
         encode_frame(OP_TEXT, b"x", b"abc")
