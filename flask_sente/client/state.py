@@ -20,7 +20,6 @@ import time
 import typing as t
 
 from ..protocol import PROTOCOL_VERSION
-from ..protocol.backoff import DEFAULT_CAP, backoff_delay
 from ..protocol.closecodes import NO_RECONNECT_CODES
 
 __all__ = [
@@ -181,7 +180,7 @@ def handshake_error(info: t.Mapping[str, t.Any]) -> str | None:
 
 
 class ConnectionMachine:
-    """The decisions of one client across connections: attempt counting and backoff, the
+    """The decisions of one client across connections: attempt counting (for the backoff), the
     transport to try, and the auto-mode fallback rule. Times are ``time.monotonic()``
     values the caller passes in; it performs what the methods return.
 
@@ -221,11 +220,6 @@ class ConnectionMachine:
         that dropped at once keeps counting, so a flapping server is not hammered."""
         if now - opened_at >= STABLE_AFTER:
             self.attempt = 0
-
-    @staticmethod
-    def default_delay(attempt: int, rand: float, cap: float = DEFAULT_CAP) -> float:
-        """The default schedule (:func:`~flask_sente.protocol.backoff.backoff_delay`)."""
-        return backoff_delay(attempt, rand, cap=cap)
 
     # -- transports --
 
