@@ -57,8 +57,8 @@ from gevent.pywsgi import WSGIHandler, WSGIServer
 from geventwebsocket.handler import WebSocketHandler
 
 from ..exceptions import ConnectionClosed, LocalProtocolError
+from ..protocol.closecodes import CLOSE_NORMAL, CLOSE_SERVER_ERROR
 from ..protocol.frames import accept_key
-from ..protocol.wire import CLOSE_NORMAL, CLOSE_SERVER_ERROR
 from .base import STOP_CALLBACKS_ENVIRON_KEY, UPGRADE_ENVIRON_KEY
 from .frames import (
     CLOSE_TIMEOUT,
