@@ -6,11 +6,12 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 
-.PHONY: help venv demo test test-py test-js test-browser browser-deps redis-deps bench clean
+.PHONY: help venv demo lint test test-py test-js test-browser browser-deps redis-deps bench clean
 
 help:
 	@echo "make demo   - set up and run the demo todo app on http://$(HOST):$(PORT)"
-	@echo "make test   - set up and run every test (Python, node --test, headless Chromium)"
+	@echo "make lint   - ruff (ruff.toml) and mypy (setup.cfg; strict for protocol/ and client/)"
+	@echo "make test   - make lint, then every test (Python, node --test, headless Chromium)"
 	@echo "make bench  - run the benchmarks against the peers"
 
 venv: $(STAMP)
@@ -18,7 +19,7 @@ venv: $(STAMP)
 $(STAMP): setup.cfg setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,gunicorn]'
+	$(PY) -m pip install -q -e '.[test,gunicorn,lint]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -39,7 +40,11 @@ redis-deps:
 	  echo "installing Debian redis-server"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
-test: $(STAMP) browser-deps redis-deps
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+test: lint $(STAMP) browser-deps redis-deps
 	node --test tests/js/
 	$(PY) -m pytest tests
 

@@ -30,6 +30,7 @@ from .workloads import WORKLOADS, Sizes
 #: Areas by file path fragment, first match wins; the rest is "other".
 AREAS = (
     ("flask_sente/transports/", "flask_sente websocket transport"),
+    ("flask_sente/protocol/frames.py", "flask_sente websocket transport"),
     ("flask_sente/", "flask_sente hub/router/views/protocol"),
     ("geventwebsocket/", "gevent-websocket"),
     ("gevent/", "gevent (hub, greenlets, sockets, pywsgi)"),

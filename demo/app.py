@@ -12,8 +12,7 @@ import typing as t
 
 from flask import Flask, abort, current_app, redirect, render_template, request, session, url_for
 
-from flask_sente import EventMsg, Sente
-from flask_sente import signals
+from flask_sente import EventMsg, Sente, signals
 
 from .store import StoreError, TodoStore
 

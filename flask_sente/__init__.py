@@ -40,6 +40,8 @@ _EXPORTS = {
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from .config import ANONYMOUS_UID as ANONYMOUS_UID
+    from .connections import EventMsg as EventMsg
+    from .connections import RequestInfo as RequestInfo
     from .exceptions import ConfigError as ConfigError
     from .exceptions import ConnectionClosed as ConnectionClosed
     from .exceptions import LocalProtocolError as LocalProtocolError

@@ -42,19 +42,6 @@ class RemoteProtocolError(ProtocolError):
         self.close_code = close_code
 
 
-class MessageTooBig(RemoteProtocolError):
-    """A message exceeded ``max_message_size``; refused before it was buffered."""
-
-    def __init__(self, size: int, limit: int) -> None:
-        super().__init__(
-            f"message of {size} bytes exceeds the limit of {limit} bytes",
-            status=413,
-            close_code=1009,
-        )
-        self.size = size
-        self.limit = limit
-
-
 class PackError(LocalProtocolError):
     """A value could not be packed (e.g. a type the packer does not support)."""
 

@@ -42,20 +42,43 @@ def test_protocol_is_sans_io():
         assert not bad, f"{path.name} imports {bad}"
 
 
+_SERVER_MODULES = {"hub", "ext", "views", "router", "server", "connections", "testing",
+                   "transports", "worker"}
+
+
+def _relative_imports(path: pathlib.Path) -> set[str]:
+    """The first package-relative component of each relative import (``..hub`` -> hub)."""
+    tree = ast.parse(path.read_text())
+    return {n.module.split(".")[0] for n in ast.walk(tree)
+            if isinstance(n, ast.ImportFrom) and n.level and n.module}
+
+
 def test_clients_do_not_reach_into_the_server():
-    for name in ("client.py", "client_ws.py"):
-        path = PKG / name
-        if path.exists():
-            tree = ast.parse(path.read_text())
-            relative = {n.module for n in ast.walk(tree)
-                        if isinstance(n, ast.ImportFrom) and n.level and n.module}
-            assert not relative & {"hub", "ext", "views", "router", "server"}, relative
-            assert not _imports(path) & {"flask", "gevent"}
+    paths = [PKG / "client_ws.py", *sorted((PKG / "client").glob("*.py"))]
+    assert len(paths) > 2
+    for path in paths:
+        assert not _relative_imports(path) & _SERVER_MODULES, path
+        assert not _imports(path) & {"flask", "gevent"}, path
+
+
+def test_protocol_imports_only_protocol_and_exceptions():
+    for path in (PKG / "protocol").glob("*.py"):
+        outside = _relative_imports(path) - {"exceptions", "config", "events", "wire",
+                                             "packers", "security", "backoff", "frames",
+                                             "closecodes"}
+        assert not outside, f"{path.name} imports {outside}"
+
+
+def test_client_state_machine_is_sans_io():
+    bad = _imports(PKG / "client" / "state.py") & {"socket", "threading", "http", "ssl",
+                                                   "gevent", "flask", "random", "urllib"}
+    assert not bad
 
 
 def test_protocol_loads_without_gevent_or_flask():
     code = ("import sys; import flask_sente.protocol.wire, flask_sente.protocol.packers, "
-            "flask_sente.protocol.security, flask_sente.protocol.backoff; "
+            "flask_sente.protocol.security, flask_sente.protocol.backoff, "
+            "flask_sente.protocol.frames, flask_sente.protocol.closecodes; "
             "bad = [m for m in ('gevent', 'flask') if m in sys.modules]; "
             "sys.exit(1 if bad else 0)")
     # Importing the package __init__ pulls in the extension; load the modules by path.

@@ -10,7 +10,7 @@ import typing as t
 
 from ..exceptions import LocalProtocolError
 
-Event = t.Tuple[str, t.Any]
+Event = tuple[str, t.Any]
 
 RESERVED_NAMESPACE = "chsk"
 
@@ -21,8 +21,6 @@ WS_PING = "chsk/ws-ping"
 WS_PONG = "chsk/ws-pong"
 BAD_EVENT = "chsk/bad-event"
 BAD_PACKAGE = "chsk/bad-package"
-CONNECT = "chsk/connect"
-DISCONNECT = "chsk/disconnect"
 
 # Events that travel server -> client.
 HANDSHAKE = "chsk/handshake"
@@ -60,10 +58,6 @@ def event_error(obj: object) -> str | None:
     if slash <= 0 or slash == len(event_id) - 1:
         return "unnamespaced-id"
     return None
-
-
-def is_event(obj: object) -> bool:
-    return event_error(obj) is None
 
 
 def as_event(obj: t.Sequence[t.Any]) -> Event:

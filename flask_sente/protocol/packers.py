@@ -83,7 +83,8 @@ class MsgpackPacker:
 
     def pack(self, value: t.Any) -> bytes:
         try:
-            return self._packer.pack(value)
+            packed: bytes = self._packer.pack(value)
+            return packed
         except (TypeError, ValueError, OverflowError) as exc:
             # A failed pack can leave a partial buffer behind; start clean next time.
             self._packer.reset()

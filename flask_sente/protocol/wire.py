@@ -12,26 +12,23 @@ import dataclasses
 import json
 import typing as t
 
-from ..exceptions import RemoteProtocolError
+from ..exceptions import LocalProtocolError, RemoteProtocolError
 from . import PROTOCOL_VERSION
 from . import events as ev
 
-# WebSocket close codes used by the server and both clients.
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_PROTOCOL_ERROR = 1002
-CLOSE_INVALID_DATA = 1007
-CLOSE_TOO_BIG = 1009
-CLOSE_SERVER_ERROR = 1011
-CLOSE_TOO_SLOW = 1013
-#: Closed by ``sente.kick(uid)``: clients must not reconnect.
-CLOSE_KICKED = 4001
-#: The peer did not answer a keep-alive ping in time.
-CLOSE_PING_TIMEOUT = 4002
-#: Another connection with the same client id replaced this one.
-CLOSE_REPLACED = 4003
-#: Close codes after which a client does not reconnect on its own.
-NO_RECONNECT_CODES = frozenset({CLOSE_KICKED})
+# The close codes, re-exported from the one table (``closecodes.py``) for the modules that
+# have always read them here.
+from .closecodes import CLOSE_GOING_AWAY as CLOSE_GOING_AWAY
+from .closecodes import CLOSE_INVALID_DATA as CLOSE_INVALID_DATA
+from .closecodes import CLOSE_KICKED as CLOSE_KICKED
+from .closecodes import CLOSE_NORMAL as CLOSE_NORMAL
+from .closecodes import CLOSE_PING_TIMEOUT as CLOSE_PING_TIMEOUT
+from .closecodes import CLOSE_PROTOCOL_ERROR as CLOSE_PROTOCOL_ERROR
+from .closecodes import CLOSE_REPLACED as CLOSE_REPLACED
+from .closecodes import CLOSE_SERVER_ERROR as CLOSE_SERVER_ERROR
+from .closecodes import CLOSE_TOO_BIG as CLOSE_TOO_BIG
+from .closecodes import CLOSE_TOO_SLOW as CLOSE_TOO_SLOW
+from .closecodes import NO_RECONNECT_CODES as NO_RECONNECT_CODES
 
 #: The cb_id an Ajax POST sends when it wants the reply in its own response.
 AJAX_CB = "ajax"
@@ -102,7 +99,9 @@ def reply(value: t.Any, cb_id: str | None) -> list[t.Any]:
 
 def failure(kind: str, cb_id: str | None, info: t.Any = None) -> list[t.Any]:
     """A reply outcome that is not a value: ``chsk/timeout``, ``chsk/error``, ``chsk/closed``."""
-    assert kind in ev.FAILURE_IDS, kind
+    if kind not in ev.FAILURE_IDS:
+        raise LocalProtocolError(f"{kind!r} is not a reply failure; use one of "
+                                 f"{sorted(ev.FAILURE_IDS)}")
     return [[kind] if info is None else [kind, info], cb_id]
 
 

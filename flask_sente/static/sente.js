@@ -437,6 +437,13 @@
     return upgradeRetryMs && wsBlockedForMs >= upgradeRetryMs ? "ws" : "ajax";
   }
 
+  /** Why we cannot talk to the server that sent handshake `info`, or null (mirror of
+   * state.handshake_error): a server that names no version is accepted, any other differs. */
+  function handshakeError(info) {
+    if (info.protocol === undefined || info.protocol === PROTOCOL_VERSION) return null;
+    return `the server speaks protocol ${info.protocol}, this client ${PROTOCOL_VERSION}; reload the page`;
+  }
+
   // =========================================================================================
   // Transports: one object per connection attempt, reporting to its owner through hooks:
   //   hooks.handshake(transport, info), hooks.message(transport, decoded),
@@ -870,8 +877,8 @@
 
     _onHandshake(transport, info) {
       if (transport === this._trial) { this._promote(transport); } else if (transport !== this._conn) { return; }
-      if (info.protocol !== undefined && info.protocol !== PROTOCOL_VERSION) {
-        console.error(`sente: the server speaks protocol ${info.protocol}, this client ${PROTOCOL_VERSION}; reload the page`);
+      if (handshakeError(info) !== null) {
+        console.error(`sente: ${handshakeError(info)}`);
         const close = closeInfo("protocol-mismatch");
         this._closeConn(CLOSE.NORMAL, "protocol mismatch", close);
         this._stopped = true;
@@ -1361,7 +1368,7 @@
       clientEnvelope, decodeServer, replyOutcome, resolvePacker, backoffDelay, randomId, buildUrl,
       initialState, stateAfterHandshake, stateAfterClose, stateWithRetryAt, shouldReconnect,
       closeInfo, describeWsClose, describeHttpFailure, afterWsFailure, firstTransport,
-      nextAttempt, STABLE_AFTER_MS,
+      nextAttempt, STABLE_AFTER_MS, handshakeError,
     }),
   });
 });

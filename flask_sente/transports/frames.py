@@ -1,18 +1,17 @@
-"""A server-side WebSocket over a gevent socket: RFC 6455 frames, our own codec.
+"""A server-side WebSocket over a gevent socket: the I/O half of our RFC 6455 codec.
 
 :class:`ServerWebSocket` implements :class:`.base.WebSocket`. It reads with one ``recv`` of up
-to 64 KiB at a time into its own buffer and parses frames from there (a ``receive`` timeout
-never loses a partly read frame), unmasks with one big-integer XOR and validates UTF-8 with
-the codec (C speed), refuses oversized messages from the frame header, and writes each frame
-with one ``send`` under a lock (writes from several greenlets never interleave). It knows
-nothing of HTTP: ``websocket.py`` performs the upgrade and hands it the socket.
+to 64 KiB at a time into the buffer of a :class:`~flask_sente.protocol.frames.FrameReader`
+(the sans-I/O half, shared with the Python client), which parses, unmasks (one big-integer
+XOR), validates UTF-8 and refuses oversized messages from the frame header; a ``receive``
+timeout never loses a partly read frame. It writes each frame with one ``send`` under a lock
+(writes from several greenlets never interleave). It knows nothing of HTTP:
+``websocket.py`` performs the upgrade and hands it the socket.
 """
 from __future__ import annotations
 
-import codecs
 import logging
 import socket
-import struct
 import typing as t
 
 import gevent
@@ -20,77 +19,37 @@ import gevent.socket
 from gevent import Timeout
 from gevent.lock import Semaphore
 
-from ..exceptions import ConnectionClosed, LocalProtocolError
-from ..protocol.wire import (
+from ..exceptions import ConnectionClosed, LocalProtocolError, RemoteProtocolError
+from ..protocol.closecodes import (
+    CLOSE_ABNORMAL,
     CLOSE_GOING_AWAY,
-    CLOSE_INVALID_DATA,
     CLOSE_NORMAL,
-    CLOSE_PROTOCOL_ERROR,
-    CLOSE_TOO_BIG,
+    may_send,
 )
+from ..protocol.frames import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    FIN_BINARY,
+    FIN_TEXT,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    SERVER,
+    FrameReader,
+    close_payload,
+    parse_close,
+    server_frame,
+)
+from ..protocol.frames import mask as _unmask  # noqa: F401 - kept for tests and tools
 from .base import BUSY, PARTIAL, SENT
 
 log = logging.getLogger(__name__)
 
-#: Default limit for one incoming message (all fragments together), in bytes.
-DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
-#: Reserved close codes: never sent, only reported locally.
-CLOSE_NO_STATUS = 1005
-CLOSE_ABNORMAL = 1006
+__all__ = ["ServerWebSocket", "DEFAULT_MAX_MESSAGE_SIZE", "CLOSE_TIMEOUT", "RECV_SIZE"]
+
 #: Seconds to wait for the peer's half of the closing handshake before dropping TCP.
 CLOSE_TIMEOUT = 2.0
 #: Bytes asked of the kernel per ``recv``.
 RECV_SIZE = 65536
-
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-
-OP_CONT = 0x0
-OP_TEXT = 0x1
-OP_BINARY = 0x2
-OP_CLOSE = 0x8
-OP_PING = 0x9
-OP_PONG = 0xA
-_VALID_OPCODES = frozenset((OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG))
-
-_utf8_incremental = codecs.getincrementaldecoder("utf-8")
-_pack_16 = struct.Struct("!BBH").pack
-_pack_64 = struct.Struct("!BBQ").pack
-
-
-def _valid_received_close_code(code: int) -> bool:
-    """RFC 6455 §7.4: codes a peer may put on the wire (1012-1014 are IANA-registered)."""
-    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
-
-
-def _unmask(data: bytes | bytearray, mask: bytes | bytearray) -> bytes:
-    """XOR ``data`` with the repeated 4-byte ``mask`` at C speed (one big-integer XOR)."""
-    n = len(data)
-    if not n:
-        return b""
-    key = (mask * ((n + 3) >> 2))[:n]
-    return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(
-        n, "little"
-    )
-
-
-def _frame(first_byte: int, payload: bytes) -> bytes:
-    """An unmasked (server -> client) frame: header + payload in one bytes object."""
-    n = len(payload)
-    if n < 126:
-        return bytes((first_byte, n)) + payload
-    if n < 65536:
-        return _pack_16(first_byte, 126, n) + payload
-    return _pack_64(first_byte, 127, n) + payload
-
-
-def _close_payload(code: int | None, reason: str) -> bytes:
-    if code is None:
-        return b""
-    raw = reason.encode("utf-8")
-    if len(raw) > 123:
-        # A control frame carries at most 125 bytes: cut on a character boundary.
-        raw = raw[:123].decode("utf-8", "ignore").encode("utf-8")
-    return code.to_bytes(2, "big") + raw
 
 
 class ServerWebSocket:
@@ -103,9 +62,9 @@ class ServerWebSocket:
     """
 
     __slots__ = (
-        "_sock", "_recv", "_send", "_sendall", "_raw_send", "_tail", "_wlock", "_buf", "_max",
+        "_sock", "_recv", "_send", "_sendall", "_raw_send", "_tail", "_wlock", "_reader",
+        "_buf", "_next_frame",
         "_peer",
-        "_frag_op", "_frag_parts", "_frag_size", "_frag_decoder",
         "_close_sent", "_close_received", "_dead", "_code", "_reason",
         "_close_timer", "_close_timeout", "_reading",
     )
@@ -131,13 +90,12 @@ class ServerWebSocket:
         #: the first message. Written before anything else, and before waiting to read.
         self._tail: memoryview | None = memoryview(unsent) if unsent else None
         self._wlock = Semaphore()
-        self._buf = bytearray(buffered)
-        self._max = max_message_size or 0
+        self._reader = FrameReader(SERVER, self._on_control, max_message_size=max_message_size,
+                                   buffered=buffered)
+        # Bound once: receive() runs per message, and every lookup there counts.
+        self._buf = self._reader.buffer
+        self._next_frame = self._reader.next
         self._peer = peer
-        self._frag_op = 0
-        self._frag_parts: list[t.Any] = []
-        self._frag_size = 0
-        self._frag_decoder: t.Any = None
         self._close_sent = False
         self._close_received = False
         self._dead = False
@@ -186,73 +144,38 @@ class ServerWebSocket:
         the peer's close frame or EOF (the closing handshake), then raises.
         """
         buf = self._buf
+        next_frame = self._next_frame
         deadline = None if timeout is None else gevent.get_hub().loop.now() + timeout
         while True:
-            n = len(buf)
-            if n >= 2:
-                b0 = buf[0]
-                b1 = buf[1]
-                if not b1 & 0x80:
-                    self._fail(CLOSE_PROTOCOL_ERROR, "client frame not masked")
-                if b0 & 0x70:
-                    self._fail(CLOSE_PROTOCOL_ERROR, "reserved bits set (no extension agreed)")
-                op = b0 & 0x0F
-                if op not in _VALID_OPCODES:
-                    self._fail(CLOSE_PROTOCOL_ERROR, f"reserved opcode {op:#x}")
-                length = b1 & 0x7F
-                if length < 126:
-                    hlen = 6
-                elif length == 126:
-                    if n < 4:
-                        length = -1
-                    else:
-                        length = (buf[2] << 8) | buf[3]
-                        hlen = 8
-                else:
-                    if n < 10:
-                        length = -1
-                    else:
-                        length = int.from_bytes(buf[2:10], "big")
-                        hlen = 14
-                        if length >> 63:
-                            self._fail(CLOSE_PROTOCOL_ERROR, "frame length has the top bit set")
-                if length >= 0:
-                    if op & 0x8:
-                        if length > 125 or not b0 & 0x80:
-                            self._fail(CLOSE_PROTOCOL_ERROR,
-                                       "oversized or fragmented control frame")
-                    elif self._max and self._frag_size + length > self._max:
-                        self._fail(
-                            CLOSE_TOO_BIG,
-                            f"message of at least {self._frag_size + length} bytes exceeds "
-                            f"the limit of {self._max}",
-                        )
-                    end = hlen + length
-                    if n >= end:
-                        payload = _unmask(buf[hlen:end], buf[hlen - 4:hlen])
-                        del buf[:end]
-                        message = self._on_frame(b0 & 0x80, op, payload)
-                        if message is not None and not self._close_sent:
-                            return message
-                        continue
+            try:
+                frame = next_frame()
+            except RemoteProtocolError as ex:
+                self._fail(ex.close_code, str(ex))
+            if frame is not None:
+                if not self._close_sent:
+                    return frame
+                continue  # a message after our close frame: dropped
             # Need more bytes. The timeout covers the wait only: frames are parsed outside
             # it and writes never run under it, so a timeout cannot cut a frame in half.
             if self._tail is not None:
                 self.flush()  # the peer may be waiting for the 101 before it says anything
+            chunk: bytes | None
             if deadline is None:
-                data = self._recv_or_close(None)
+                chunk = self._recv_or_close(None)
+                assert chunk is not None  # no timeout: data or an exception
             else:
                 remaining = deadline - gevent.get_hub().loop.now()
                 if remaining <= 0:
                     return None
-                data = self._recv_or_close(remaining)
-                if data is None:
+                chunk = self._recv_or_close(remaining)
+                if chunk is None:
                     return None
-            buf += data
+            buf += chunk
 
     def _recv_or_close(self, timeout: float | None) -> bytes | None:
         """One ``recv``; None on timeout; raises ConnectionClosed on EOF or socket error."""
         try:
+            data: bytes
             if timeout is None:
                 data = self._recv(RECV_SIZE)
             else:
@@ -271,76 +194,26 @@ class ServerWebSocket:
             self._lost("peer closed the TCP connection")
         return data
 
-    def _on_frame(self, fin: int, op: int, payload: bytes) -> str | bytes | None:
-        """Handle one complete frame; return a message when one is complete."""
-        if op == OP_TEXT or op == OP_BINARY:
-            if self._frag_op:
-                self._fail(CLOSE_PROTOCOL_ERROR, "new message started inside a fragmented one")
-            if fin:
-                if op == OP_BINARY:
-                    return payload
-                try:
-                    return payload.decode("utf-8")
-                except UnicodeDecodeError:
-                    self._fail(CLOSE_INVALID_DATA, "invalid UTF-8 in a text message")
-            self._frag_op = op
-            self._frag_size = len(payload)
-            if op == OP_TEXT:
-                self._frag_decoder = _utf8_incremental("strict")
-                payload = self._decode_fragment(payload, False)
-            self._frag_parts = [payload]
-            return None
-        if op == OP_CONT:
-            if not self._frag_op:
-                self._fail(CLOSE_PROTOCOL_ERROR, "continuation frame without a message")
-            self._frag_size += len(payload)
-            if self._frag_decoder is not None:
-                payload = self._decode_fragment(payload, bool(fin))
-            self._frag_parts.append(payload)
-            if not fin:
-                return None
-            parts = self._frag_parts
-            text = self._frag_decoder is not None
-            self._frag_op = 0
-            self._frag_parts = []
-            self._frag_size = 0
-            self._frag_decoder = None
-            return "".join(parts) if text else b"".join(parts)
-        if op == OP_PING:
+    def _on_control(self, opcode: int, payload: bytes) -> None:
+        """A control frame from the reader: answer pings, end on a close frame."""
+        if opcode == OP_PING:
             if not self._close_sent:
-                self._write_control(0x80 | OP_PONG, payload)
-            return None
-        if op == OP_PONG:
-            return None
-        self._on_close_frame(payload)  # OP_CLOSE: always raises
-        return None  # pragma: no cover
-
-    def _decode_fragment(self, payload: bytes, final: bool) -> str:
-        try:
-            return self._frag_decoder.decode(payload, final)
-        except UnicodeDecodeError:
-            self._fail(CLOSE_INVALID_DATA, "invalid UTF-8 in a text message")
-            raise  # pragma: no cover
+                self._write_control(OP_PONG, payload)
+        elif opcode == OP_CLOSE:
+            self._on_close_frame(payload)
+        # a pong needs nothing
 
     def _on_close_frame(self, payload: bytes) -> t.NoReturn:
-        if len(payload) == 1:
-            self._fail(CLOSE_PROTOCOL_ERROR, "close frame with a 1-byte payload")
-        if payload:
-            code = int.from_bytes(payload[:2], "big")
-            if not _valid_received_close_code(code):
-                self._fail(CLOSE_PROTOCOL_ERROR, f"invalid close code {code}")
-            try:
-                reason = payload[2:].decode("utf-8")
-            except UnicodeDecodeError:
-                self._fail(CLOSE_INVALID_DATA, "invalid UTF-8 in the close reason")
-        else:
-            code, reason = CLOSE_NO_STATUS, ""
+        try:
+            code, reason = parse_close(payload)
+        except RemoteProtocolError as ex:
+            self._fail(ex.close_code, str(ex))
         self._close_received = True
         if not self._close_sent:
             # The peer started the closing handshake: echo its code, then drop TCP (the
             # server closes the connection first, RFC 6455 §7.1.1).
             self._code, self._reason = code, reason
-            self._write_control(0x80 | OP_CLOSE, payload[:2], closing=True)
+            self._write_control(OP_CLOSE, payload[:2], closing=True)
         log.debug("websocket %r: close %s %r received", self._peer, code, reason)
         self._teardown()
         raise self._closed_error("closed by peer")
@@ -349,9 +222,9 @@ class ServerWebSocket:
 
     def send(self, message: str | bytes) -> None:
         if isinstance(message, str):
-            frame = _frame(0x80 | OP_TEXT, message.encode("utf-8"))
+            frame = server_frame(FIN_TEXT, message.encode("utf-8"))
         else:
-            frame = _frame(0x80 | OP_BINARY, bytes(message))
+            frame = server_frame(FIN_BINARY, bytes(message))
         wlock = self._wlock
         wlock.acquire()
         try:
@@ -374,9 +247,9 @@ class ServerWebSocket:
         if self._close_sent or self._close_received or self._dead:
             raise self._closed_error()
         if isinstance(message, str):
-            frame = _frame(0x80 | OP_TEXT, message.encode("utf-8"))
+            frame = server_frame(FIN_TEXT, message.encode("utf-8"))
         else:
-            frame = _frame(0x80 | OP_BINARY, bytes(message))
+            frame = server_frame(FIN_BINARY, bytes(message))
         tail = self._tail
         if tail is not None:
             self._tail = None
@@ -441,7 +314,7 @@ class ServerWebSocket:
             raise
 
     def _write_control(
-        self, first_byte: int, payload: bytes, *, closing: bool = False,
+        self, opcode: int, payload: bytes, *, closing: bool = False,
         lock_timeout: float | None = None,
     ) -> bool:
         """Write a control frame if the socket can still take one; True if written."""
@@ -454,7 +327,7 @@ class ServerWebSocket:
             if closing:
                 self._close_sent = True
             try:
-                self._write_locked(_frame(first_byte, payload))
+                self._write_locked(server_frame(0x80 | opcode, payload))
             except ConnectionClosed:
                 return False
             return True
@@ -467,14 +340,14 @@ class ServerWebSocket:
         self._close(code, reason, lock_timeout=self._close_timeout)
 
     def _close(self, code: int, reason: str, *, lock_timeout: float | None) -> None:
-        if not (1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999):
+        if not may_send(code):
             raise LocalProtocolError(f"close code {code} may not be sent")
         if self._close_sent or self._close_received or self._dead:
             return
-        payload = _close_payload(code, reason)
+        payload = close_payload(code, reason)
         if self._code is None:
             self._code, self._reason = code, reason
-        written = self._write_control(0x80 | OP_CLOSE, payload, closing=True,
+        written = self._write_control(OP_CLOSE, payload, closing=True,
                                       lock_timeout=lock_timeout)
         if not written:
             # A writer is stuck on a peer that does not read: give up on the handshake.
@@ -507,7 +380,7 @@ class ServerWebSocket:
         log.debug("websocket %r: failing with %s: %s", self._peer, code, reason)
         if self._code is None or not self._close_sent:
             self._code, self._reason = code, reason
-        self._write_control(0x80 | OP_CLOSE, _close_payload(code, reason), closing=True,
+        self._write_control(OP_CLOSE, close_payload(code, reason), closing=True,
                             lock_timeout=self._close_timeout)
         self._teardown()
         raise ConnectionClosed(reason, code)

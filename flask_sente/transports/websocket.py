@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import logging
 import socket
 import typing as t
@@ -58,10 +57,10 @@ from gevent.pywsgi import WSGIHandler, WSGIServer
 from geventwebsocket.handler import WebSocketHandler
 
 from ..exceptions import ConnectionClosed, LocalProtocolError
-from ..protocol.wire import CLOSE_NORMAL, CLOSE_SERVER_ERROR
+from ..protocol.closecodes import CLOSE_NORMAL, CLOSE_SERVER_ERROR
+from ..protocol.frames import accept_key
 from .base import STOP_CALLBACKS_ENVIRON_KEY, UPGRADE_ENVIRON_KEY
 from .frames import (
-    _GUID,
     CLOSE_TIMEOUT,
     DEFAULT_MAX_MESSAGE_SIZE,
     RECV_SIZE,
@@ -291,7 +290,7 @@ class SenteHandler(WebSocketHandler):
             headers.append(("Sec-WebSocket-Version", "13"))
         log.info("refused a malformed WebSocket upgrade from %s: %s",
                  self.client_address, problem)
-        body = f"Bad WebSocket handshake: {problem}\n".encode("utf-8")
+        body = f"Bad WebSocket handshake: {problem}\n".encode()
         headers.append(("Content-Length", str(len(body))))
         self.close_connection = True
         self.start_response("400 Bad Request", headers)
@@ -319,8 +318,7 @@ class SenteHandler(WebSocketHandler):
     def _accept_websocket(self, key: str, max_message_size: int | None) -> ServerWebSocket:
         if self.headers_sent or self.status:
             raise LocalProtocolError("cannot accept: the app already started a response")
-        digest = hashlib.sha1(key.encode("ascii") + _GUID).digest()
-        accept = base64.b64encode(digest)
+        accept = accept_key(key).encode("ascii")
         headers = [
             (b"Upgrade", b"websocket"),
             (b"Connection", b"Upgrade"),

@@ -175,7 +175,7 @@ def test_server_close_is_echoed_and_reported(peers):
     echoed: list[tuple[bool, int, bytes]] = []
 
     def script(conn: socket.socket) -> None:
-        conn.sendall(frame(0x8, struct.pack("!H", 4001) + "kicked".encode()))
+        conn.sendall(frame(0x8, struct.pack("!H", 4001) + b"kicked"))
         echoed.append(read_client_frame(conn))
 
     peer = Peer(script)

@@ -11,8 +11,11 @@ import typing as t
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser.conftest import PAGE_TIMEOUT, Server
-from tests.browser.conftest import browser  # noqa: F401  (the fixture)
+from tests.browser.conftest import (
+    PAGE_TIMEOUT,
+    Server,
+    browser,  # noqa: F401  (the fixture)
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Short windows so the tests see presence changes quickly; the same keys a user would set.

@@ -16,8 +16,7 @@ import requests
 import websocket
 from flask import Flask, request
 
-from flask_sente import Sente
-from flask_sente import signals
+from flask_sente import Sente, signals
 from flask_sente.testing import serve
 
 TIMEOUT = 5

@@ -29,8 +29,9 @@ def test_csrf_is_checked_on_all_three_request_kinds():
         token["value"] = sente.csrf_token()
         return "ok"
 
-    from flask_sente.testing import serve
     import requests
+
+    from flask_sente.testing import serve
     with serve(app) as base:
         s = requests.Session()
         s.get(base + "/page", timeout=5)

@@ -27,8 +27,15 @@ from flask_sente.server import make_server
 from flask_sente.transports import base
 from flask_sente.transports.frames import ServerWebSocket, _unmask
 
-from .wsutil import TIMEOUT, RawClient, close_of, handshake_request, open_ws, read_http_head, \
-    read_to_eof
+from .wsutil import (
+    TIMEOUT,
+    RawClient,
+    close_of,
+    handshake_request,
+    open_ws,
+    read_http_head,
+    read_to_eof,
+)
 
 
 def variants(stock_reason: str) -> list[t.Any]:

@@ -1,0 +1,67 @@
+"""The Python client of a flask_sente channel socket: WebSocket with Ajax long-poll fallback.
+
+Why it exists: services, scripts, workers and tests talk to a flask_sente server the way
+``sente.js`` does in a browser — one logical connection that reconnects on its own, pushes
+from the server, requests with replies — without a browser and without new dependencies.
+It speaks ``docs/protocol.md`` exactly and reuses :mod:`flask_sente.protocol` for every
+wire decision.
+
+::
+
+    from flask_sente.client import Client
+
+    with Client("http://127.0.0.1:5000/chsk") as chsk:        # type="auto" by default
+        reply = chsk.call(("todo/add", {"text": "milk"}), timeout=5)
+        chsk.send(("todo/log", "hi"))
+        event = chsk.receive(timeout=5)                        # ("todo/added", {...}) or None
+
+Design, in short:
+
+* **Standard library only** for I/O: :mod:`http.client` for Ajax,
+  :mod:`flask_sente.client.websocket` (a socket around the shared RFC 6455 codec of
+  :mod:`flask_sente.protocol.frames`) for WebSocket. Threads everywhere, so it works in a
+  plain program and, unchanged, in a gevent-patched one (where threads are greenlets).
+* **Threads**: a *connector* connects, runs the current connection's read loop (WebSocket
+  frames or Ajax polls) and reconnects with backoff; a *dispatcher* runs ``on()`` handlers
+  one at a time, in order, never on the socket reader; while a connection is open, one
+  helper runs beside it: the keep-alive watchdog (WebSocket) or the upgrade prober (Ajax in
+  auto mode). ``close()`` joins all of them.
+* **Nothing happens on construction**: :meth:`Client.connect` (or ``with``) starts the
+  threads, so handlers registered right after construction see the first state change and
+  handshake.
+* **No offline buffering**: ``call()``/``send()`` on a client that is connecting or
+  reconnecting wait for the open (within their timeout); on a stopped client they raise at
+  once. Calls in flight fail at once with :class:`ConnectionClosed` when their connection
+  drops (Sente lets them wait for their timeout).
+* **Auto mode** starts with WebSocket, falls back to Ajax when a WebSocket cannot open but
+  Ajax can, and retries WebSocket every ``upgrade_retry`` seconds while on Ajax, moving back
+  up when it works (Sente never moves back up). A 401/403 is a rejection, never a reason to
+  fall back; nor is the failure of a WebSocket after one has opened (likely a server
+  restart: the client retries WebSocket), as in sente.js.
+* **Protocol version**: a handshake that names another protocol version stops the client
+  (``last_close.reason == "protocol-mismatch"``) with an error saying so, instead of
+  reconnecting in a loop.
+
+The package, one job per module: :mod:`.core` (the :class:`Client`: threads, lock,
+handlers), :mod:`.state` (the sans-I/O state machine, twin of sente.js's), :mod:`.links`
+(one open connection each, WebSocket or Ajax, owning its read loop), :mod:`.endpoint`
+(requests and opening connections), :mod:`.calls` (calls in flight), :mod:`.websocket`
+(the client socket).
+"""
+from __future__ import annotations
+
+from .connection import JOIN_TIMEOUT as JOIN_TIMEOUT
+from .core import AJAX_TIMEOUT as AJAX_TIMEOUT
+from .core import DEFAULT_CALL_TIMEOUT as DEFAULT_CALL_TIMEOUT
+from .core import HANDSHAKE as HANDSHAKE
+from .core import STATE as STATE
+from .core import Client as Client
+from .core import default_backoff as default_backoff
+from .links import CLOSE_WAIT as CLOSE_WAIT
+from .state import AUTH_STATUSES as AUTH_STATUSES
+from .state import STABLE_AFTER as STABLE_AFTER
+from .state import TRANSPORT_TYPES as TRANSPORT_TYPES
+from .state import ClientState as ClientState
+from .state import CloseInfo as CloseInfo
+
+__all__ = ["Client", "ClientState", "CloseInfo", "default_backoff"]

@@ -1,0 +1,315 @@
+"""The :class:`Client`'s public API: lifecycle, handlers, ``call``/``send``.
+
+What lives elsewhere: the connector thread and the state helpers in :mod:`.connection`;
+the decisions (state after a handshake or close, reconnect or stop, which transport,
+fallback) in :mod:`.state`; the open connections and their read loops in :mod:`.links`;
+requests and opening connections in :mod:`.endpoint`; calls in flight in :mod:`.calls`;
+handlers and the receive queue in :mod:`.dispatch`.
+"""
+from __future__ import annotations
+
+import http.cookiejar
+import logging
+import random
+import ssl
+import threading
+import time
+import typing as t
+import uuid
+
+from ..exceptions import ConnectionClosed, LocalProtocolError
+from ..protocol import events as ev
+from ..protocol import wire
+from ..protocol.backoff import DEFAULT_CAP, backoff_delay
+from ..protocol.packers import Packer, get_packer
+from .calls import PendingCalls
+from .connection import JOIN_TIMEOUT, ConnectionLoop
+from .dispatch import Dispatcher, Handler
+from .endpoint import Endpoint
+from .links import LinkEnv
+from .state import TRANSPORT_TYPES, ClientState, CloseInfo, ConnectionMachine
+from .websocket import DEFAULT_MAX_MESSAGE_SIZE
+
+__all__ = ["Client", "default_backoff"]
+
+logger = logging.getLogger("flask_sente.client")
+
+#: Event ids the client delivers itself (through ``on()`` and, if asked, ``receive()``).
+STATE = ev.STATE
+HANDSHAKE = ev.HANDSHAKE
+
+#: A client's own Ajax request timeout; longer than any server's long-poll hold (< 60 s).
+AJAX_TIMEOUT = 60.0
+DEFAULT_CALL_TIMEOUT = 30.0
+
+
+def default_backoff(cap: float = DEFAULT_CAP) -> t.Callable[[int], float]:
+    """The default reconnect schedule: attempt 1 at once, then doubling from 1 s with equal
+    jitter, never above ``cap`` seconds (see :func:`flask_sente.protocol.backoff.backoff_delay`)."""
+
+    def backoff(attempt: int) -> float:
+        return backoff_delay(attempt, random.random(), cap=cap)
+
+    return backoff
+
+
+class Client(ConnectionLoop):
+    """A channel-socket client. Thread-safe; see :mod:`flask_sente.client` for the design.
+
+    :param url: the channel socket, e.g. ``"http://127.0.0.1:5000/chsk"`` (``https``,
+        ``ws`` and ``wss`` work too; its query parameters are kept).
+    :param type: ``"auto"`` (WebSocket, falling back to Ajax), ``"ws"`` or ``"ajax"``.
+    :param packer: ``"json"``, ``"msgpack"`` or a :class:`~flask_sente.Packer`; must be the
+        server's.
+    :param client_id: this client's id (default: a random UUID4 hex).
+    :param headers: extra HTTP headers on every request (WebSocket upgrade and Ajax).
+    :param cookies: a dict, or an :class:`http.cookiejar.CookieJar` (e.g. a
+        ``requests.Session().cookies``) that is also updated from Ajax responses.
+    :param params: extra query parameters on every request.
+    :param csrf_token: a string, or a callable returning one, read anew for every
+        connection and every Ajax request, sent as the ``X-CSRF-Token`` header (on the
+        WebSocket upgrade too, so the token never appears in a URL).
+    :param keepalive: seconds without any incoming traffic on a WebSocket before the client
+        pings (None disables client pings).
+    :param ping_timeout: seconds to wait for the ping's answer (any traffic counts) before
+        the connection is dropped and re-made.
+    :param backoff: ``(attempt) -> seconds`` to wait before connection attempt ``attempt``
+        (1-based, counting failures in a row); default :func:`default_backoff` (30 s cap).
+    :param reconnect_on_auth_failure: keep retrying after a 401/403 (default: stop).
+    :param connect_timeout: bound on opening a connection (TCP, upgrade, handshake), and
+        the socket timeout of an open WebSocket's writes.
+    :param upgrade_retry: in auto mode, seconds between WebSocket attempts while on Ajax
+        (None: stay on Ajax until ``reconnect()``).
+    :param ajax_timeout: the Ajax request timeout (must exceed the server's ``lp_timeout``).
+    :param receive_system_events: also put ``chsk/state`` and ``chsk/handshake`` events
+        that have no handler into :meth:`receive`.
+    :param receive_queue_size: pushes kept for :meth:`receive`; when full the oldest is
+        dropped (and logged).
+    :param ssl_context: for ``https``/``wss`` URLs.
+    :param max_message_size: largest WebSocket message accepted from the server.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        type: str = "auto",  # noqa: A002 - the name fixed by the API
+        packer: str | Packer = "json",
+        client_id: str | None = None,
+        headers: t.Mapping[str, str] | None = None,
+        cookies: t.Mapping[str, str] | http.cookiejar.CookieJar | None = None,
+        params: t.Mapping[str, t.Any] | None = None,
+        csrf_token: str | t.Callable[[], str | None] | None = None,
+        keepalive: float | None = 20.0,
+        ping_timeout: float = 10.0,
+        backoff: t.Callable[[int], float] | None = None,
+        reconnect_on_auth_failure: bool = False,
+        connect_timeout: float = 10.0,
+        upgrade_retry: float | None = 30.0,
+        ajax_timeout: float = AJAX_TIMEOUT,
+        receive_system_events: bool = False,
+        receive_queue_size: int = 1000,
+        ssl_context: ssl.SSLContext | None = None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    ) -> None:
+        if type not in TRANSPORT_TYPES:
+            raise ValueError(f"type must be one of {TRANSPORT_TYPES}, got {type!r}")
+        for name, value in (("connect_timeout", connect_timeout), ("ping_timeout", ping_timeout),
+                            ("ajax_timeout", ajax_timeout), ("keepalive", keepalive),
+                            ("upgrade_retry", upgrade_retry)):
+            if value is not None and (not isinstance(value, (int, float)) or value <= 0):
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if client_id is not None and not (isinstance(client_id, str) and 0 < len(client_id) <= 128):
+            raise ValueError("client_id must be a non-empty string of at most 128 characters")
+        self.client_id = client_id or uuid.uuid4().hex
+        self._endpoint = Endpoint(
+            url, client_id=self.client_id, packer=get_packer(packer), headers=headers,
+            params=params, cookies=cookies, csrf_token=csrf_token, ssl_context=ssl_context,
+            connect_timeout=float(connect_timeout), ajax_timeout=float(ajax_timeout),
+            max_message_size=max_message_size)
+        #: The channel socket's http(s) URL.
+        self.url = self._endpoint.url
+        self._type = type
+        self._backoff = backoff or default_backoff()
+        self._connect_timeout = float(connect_timeout)
+        self._machine = ConnectionMachine(type, upgrade_retry=upgrade_retry,
+                                          reconnect_on_auth_failure=reconnect_on_auth_failure)
+        self._pending = PendingCalls()
+        self._env = LinkEnv(
+            endpoint=self._endpoint, pending=self._pending, on_message=self._on_message,
+            keepalive=keepalive, ping_timeout=ping_timeout,
+            upgrade_retry=upgrade_retry if type == "auto" else None,
+            thread_name=f"flask_sente.client-{self.client_id[:8]}")
+
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._state = ClientState(type=type)
+        self._closed = False
+        self._active = False
+        self._session = 0
+        self._link = None
+        self._attempt_aborter = None
+        self._dispatch = Dispatcher(self._changed, lambda: self._closed,
+                                    receive_system_events=receive_system_events,
+                                    queue_size=receive_queue_size)
+        self._connector: threading.Thread | None = None
+        self._dispatcher: threading.Thread | None = None
+
+    # --- context manager and lifecycle -----------------------------------------------------
+
+    def __enter__(self) -> Client:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = self._state
+        status = "open" if state.open else ("connecting" if state.active else "stopped")
+        return f"<Client {self.url} {state.type} {status} client_id={self.client_id}>"
+
+    def connect(self) -> None:
+        """Start connecting (in the background; returns at once) and keep connected.
+
+        Also restarts a client that stopped (after ``disconnect()``, a kick, a 401/403 or a
+        protocol mismatch). Use :meth:`wait_open` to block until the connection is open.
+        """
+        with self._lock:
+            if self._closed:
+                raise ConnectionClosed("this client was closed; create a new one")
+            self._start_threads()
+            if self._active:
+                return
+            self._active = True
+            self._session += 1
+            self._set_state(active=True)
+
+    def disconnect(self) -> None:
+        """Close the connection (WebSocket close 1000) and stop reconnecting.
+
+        ``state.last_close.reason`` becomes ``requested-disconnect``; pending calls fail with
+        :class:`ConnectionClosed`. :meth:`connect` or :meth:`reconnect` starts again.
+        """
+        self._drop(CloseInfo("requested-disconnect"), keep_active=False)
+
+    def reconnect(self) -> None:
+        """Close the connection and make a new one at once (e.g. after a login changed the
+        session, so the server computes the new uid). In auto mode WebSocket is tried first
+        again."""
+        with self._lock:
+            if self._closed:
+                raise ConnectionClosed("this client was closed; create a new one")
+            self._machine.reset_transport()
+            self._start_threads()
+        self._drop(CloseInfo("requested-reconnect"), keep_active=True)
+
+    def close(self) -> None:
+        """Disconnect and stop every thread of this client (joined with a timeout). Final."""
+        with self._lock:
+            if self._closed:
+                return
+        self._drop(CloseInfo("requested-disconnect"), keep_active=False)
+        with self._lock:
+            self._closed = True
+            self._changed.notify_all()
+        current = threading.current_thread()
+        # A TCP connect cannot be interrupted: allow for one to run into its timeout.
+        patience = JOIN_TIMEOUT + self._connect_timeout
+        for thread in (self._connector, self._dispatcher):
+            if thread is not None and thread is not current:
+                thread.join(patience)
+                if thread.is_alive():
+                    logger.warning("client thread %s did not stop within %.0f s (a handler "
+                                   "that does not return?)", thread.name, patience)
+
+    def wait_open(self, timeout: float | None = None) -> bool:
+        """Block until the connection is open; False if ``timeout`` passed first.
+
+        :raises Rejected: the client stopped after a 401/403.
+        :raises ConnectionClosed: the client is not trying to connect (never connected,
+            disconnected, kicked, protocol mismatch, closed).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while True:
+                if self._state.open:
+                    return True
+                self._raise_if_stopped()
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._changed.wait(remaining)
+
+    @property
+    def state(self) -> ClientState:
+        """The current :class:`ClientState` (an immutable snapshot)."""
+        return self._state
+
+    # --- handlers and receiving ------------------------------------------------------------
+
+    def on(self, event_id: str, fn: Handler | None = None) -> t.Any:
+        """Register ``fn(data)`` for pushed events with ``event_id`` (usable as decorator).
+
+        Also for the client's own ``chsk/state`` (data ``(old, new)``) and ``chsk/handshake``
+        (data: a dict with ``uid``, ``handshake_data``, ``first_handshake``, ``type``).
+        Handlers run one at a time on the dispatcher thread; an exception is logged and
+        changes nothing else. An event with a handler does not go to :meth:`receive`.
+        """
+        if not isinstance(event_id, str) or ev.event_error([event_id]) is not None:
+            raise LocalProtocolError(f"event ids are namespaced like 'todo/add', got {event_id!r}")
+
+        def register(handler: Handler) -> Handler:
+            self._dispatch.add(event_id, handler)
+            return handler
+
+        return register if fn is None else register(fn)
+
+    def off(self, event_id: str, fn: Handler) -> None:
+        """Remove a handler registered with :meth:`on`."""
+        self._dispatch.remove(event_id, fn)
+
+    def on_state(self, fn: t.Callable[[ClientState, ClientState], t.Any]) -> t.Any:
+        """Register ``fn(old, new)`` for every state change (a ``chsk/state`` handler)."""
+        self.on(STATE, lambda data: fn(*data))
+        return fn
+
+    def receive(self, timeout: float | None = None) -> ev.Event | None:
+        """The next pushed event without a handler, as ``(event_id, data)``; None if
+        ``timeout`` passes first, or at once when the client is closed and nothing is left.
+
+        ``chsk/state`` and ``chsk/handshake`` only come here with
+        ``receive_system_events=True``.
+        """
+        return self._dispatch.receive(timeout)
+
+    # --- sending ---------------------------------------------------------------------------
+
+    def call(self, event: t.Any, timeout: float = DEFAULT_CALL_TIMEOUT) -> t.Any:
+        """Send ``event`` and return the server handler's reply.
+
+        A client that is connecting or reconnecting is waited for; ``timeout`` covers that
+        wait and the reply. Example: ``chsk.call(("todo/add", {"text": "milk"}), timeout=5)``.
+
+        :raises ReplyTimeout: no reply within ``timeout`` (or the server's reply window).
+        :raises ReplyError: the server answered with ``chsk/error`` (e.g. the handler raised).
+        :raises ConnectionClosed: not connected within ``timeout``, the client is stopped, or
+            the connection dropped while waiting (at once, not at the timeout).
+        :raises Rejected: the client stopped after a 401/403, or an Ajax POST got a status.
+        :raises LocalProtocolError: an invalid or reserved event, or data the packer refuses.
+        """
+        pair = ev.validate_outgoing(event)
+        deadline = time.monotonic() + timeout
+        return self._wait_for_link(deadline).call(pair, deadline, timeout)
+
+    def send(self, event: t.Any, timeout: float | None = None) -> None:
+        """Send ``event`` without asking for a reply (fire and forget).
+
+        Over WebSocket it returns once the frame is written; over Ajax once the server
+        acknowledged the POST. A client that is connecting is waited for, up to ``timeout``
+        (default: ``connect_timeout``). Raises like :meth:`call`, minus the reply errors.
+        """
+        pair = ev.validate_outgoing(event)
+        deadline = time.monotonic() + (self._connect_timeout if timeout is None else timeout)
+        packed = self._endpoint.packer.pack(wire.client_event(pair, None))
+        self._wait_for_link(deadline).send(packed, deadline)

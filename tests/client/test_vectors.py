@@ -1,0 +1,141 @@
+"""The shared vectors in ``tests/vectors/`` against the Python client's sans-I/O parts.
+
+``tests/js/vectors.test.mjs`` runs the same files against sente.js, so a behaviour both
+clients must share is stated once, as data.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+import typing as t
+
+import pytest
+
+from flask_sente.client.state import (
+    CloseInfo,
+    after_ws_failure,
+    describe_http_failure,
+    describe_ws_close,
+    handshake_error,
+    initial_state,
+    should_reconnect,
+    state_after_close,
+    state_after_handshake,
+)
+from flask_sente.exceptions import RemoteProtocolError
+from flask_sente.protocol import PROTOCOL_VERSION, closecodes, wire
+from flask_sente.protocol.backoff import backoff_delay
+
+VECTORS = pathlib.Path(__file__).resolve().parent.parent / "vectors"
+
+
+def load(name: str) -> t.Any:
+    return json.loads((VECTORS / name).read_text())
+
+
+def close_of(spec: dict[str, t.Any]) -> CloseInfo:
+    return CloseInfo(spec["reason"], code=spec.get("code"), status=spec.get("status"),
+                     message=spec.get("message") or "")
+
+
+def as_dict(close: CloseInfo | None) -> dict[str, t.Any] | None:
+    """A close as the vectors write it: only the fields that are set."""
+    if close is None:
+        return None
+    out = {"reason": close.reason, "code": close.code, "status": close.status,
+           "message": close.message}
+    return {k: v for k, v in out.items() if v not in (None, "")}
+
+
+def test_every_vector_file_has_a_runner() -> None:
+    names = {p.name for p in VECTORS.glob("*.json")}
+    assert names == {"backoff.json", "close_codes.json", "reconnect.json", "ws_failure.json",
+                     "transitions.json", "envelopes.json", "handshake.json",
+                     "auto_mode.json"}  # the last one: tests/client/test_auto_mode_rule.py
+
+
+@pytest.mark.parametrize("case", load("backoff.json")["cases"], ids=str)
+def test_backoff(case: dict[str, t.Any]) -> None:
+    options = {"cap": case["cap"]} if "cap" in case else {}
+    assert backoff_delay(case["attempt"], case["rand"], **options) == pytest.approx(
+        case["seconds"])
+
+
+def test_close_codes() -> None:
+    data = load("close_codes.json")
+    assert closecodes.BY_NAME == data["codes"]
+    assert sorted(closecodes.NO_RECONNECT_CODES) == data["no_reconnect"]
+
+
+@pytest.mark.parametrize("case", load("reconnect.json")["ws_close"], ids=str)
+def test_ws_close(case: dict[str, t.Any]) -> None:
+    close = describe_ws_close(case["code"], case["text"], received=case["received"],
+                              local_reason=case.get("local_reason"))
+    assert as_dict(close) == case["expect"]
+    assert should_reconnect(close) is case["reconnect"]
+
+
+@pytest.mark.parametrize("case", load("reconnect.json")["http_failure"], ids=str)
+def test_http_failure(case: dict[str, t.Any]) -> None:
+    close = describe_http_failure(case["status"], case["message"])
+    assert as_dict(close) == case["expect"]
+    assert should_reconnect(close) is case["reconnect"]["default"]
+    assert should_reconnect(close, reconnect_on_auth_failure=True) is (
+        case["reconnect"]["reconnect_on_auth_failure"])
+
+
+@pytest.mark.parametrize("case", load("reconnect.json")["closes"], ids=str)
+def test_should_reconnect(case: dict[str, t.Any]) -> None:
+    flag = case.get("reconnect_on_auth_failure", False)
+    assert should_reconnect(close_of(case["close"]), reconnect_on_auth_failure=flag) is (
+        case["reconnect"])
+
+
+@pytest.mark.parametrize("case", load("ws_failure.json")["cases"], ids=str)
+def test_ws_failure(case: dict[str, t.Any]) -> None:
+    decision = after_ws_failure(
+        auto=case["auto"],
+        probe_status=case["probe"]["status"], probe_handshake=case["probe"]["handshake"],
+        reconnect_on_auth_failure=case.get("reconnect_on_auth_failure", False))
+    assert decision == case["decision"]
+
+
+@pytest.mark.parametrize("sequence", load("transitions.json")["sequences"],
+                         ids=lambda s: s["name"])
+def test_transitions(sequence: dict[str, t.Any]) -> None:
+    def view(state: t.Any, fields: t.Iterable[str]) -> dict[str, t.Any]:
+        return {f: as_dict(state.last_close) if f == "last_close" else getattr(state, f)
+                for f in fields}
+
+    state = initial_state(sequence["type"])
+    assert view(state, sequence["initial"]) == sequence["initial"]
+    for step in sequence["steps"]:
+        if "handshake" in step:
+            state = state_after_handshake(state, step["handshake"]["transport"],
+                                          step["handshake"]["info"])
+        else:
+            state = state_after_close(state, close_of(step["close"]))
+        assert view(state, step["expect"]) == step["expect"], step
+
+
+@pytest.mark.parametrize("case", load("envelopes.json")["valid"], ids=lambda c: c["name"])
+def test_valid_envelopes(case: dict[str, t.Any]) -> None:
+    message = wire.decode_server(case["value"])
+    got = {"kind": message.kind, "cb_id": message.cb_id,
+           "events": [list(e) for e in message.events], "outcome": message.outcome,
+           "value": message.value}
+    assert got == case["expect"]
+
+
+@pytest.mark.parametrize("case", load("envelopes.json")["invalid"], ids=lambda c: c["name"])
+def test_invalid_envelopes(case: dict[str, t.Any]) -> None:
+    with pytest.raises(RemoteProtocolError):
+        wire.decode_server(case["value"])
+
+
+def test_handshake_version_check() -> None:
+    versions = {"$VERSION": PROTOCOL_VERSION, "$OTHER": PROTOCOL_VERSION + 1}
+    for case in load("handshake.json")["cases"]:
+        info = {k: versions.get(v, v) if isinstance(v, str) else v
+                for k, v in case["info"].items()}
+        assert (handshake_error(info) is None) is case["ok"], case

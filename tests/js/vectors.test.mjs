@@ -1,0 +1,134 @@
+// The shared vectors in tests/vectors/ against sente.js's pure section (Sente.protocol).
+// tests/client/test_vectors.py runs the same files against the Python client, so the two
+// clients cannot drift. Vectors use the Python names and seconds; this file maps them.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync, readdirSync } from "node:fs";
+import { createRequire } from "node:module";
+
+const require = createRequire(import.meta.url);
+const Sente = require("../../flask_sente/static/sente.js");
+const P = Sente.protocol;
+const DIR = new URL("../vectors/", import.meta.url);
+const load = (name) => JSON.parse(readFileSync(new URL(name, DIR), "utf8"));
+
+/** A close as the vectors write it: only the fields that are set ("" and null are unset). */
+function closeView(close) {
+  if (close === null || close === undefined) return null;
+  const out = {};
+  for (const key of ["reason", "code", "status", "message"]) {
+    if (close[key] !== null && close[key] !== undefined && close[key] !== "") out[key] = close[key];
+  }
+  return out;
+}
+
+const closeOf = (spec) => P.closeInfo(spec.reason, { code: spec.code ?? null, status: spec.status ?? null, message: spec.message ?? null });
+
+/** Python state field → sente.js state field. */
+const FIELD = { type: "type", open: "open", ever_opened: "everOpened", uid: "uid", handshake_data: "handshakeData", last_close: "lastClose" };
+
+function stateView(state, fields) {
+  const out = {};
+  for (const f of Object.keys(fields)) {
+    const value = state[FIELD[f]];
+    out[f] = f === "last_close" ? closeView(value) : value;
+  }
+  return out;
+}
+
+test("every vector file has a runner", () => {
+  const names = readdirSync(DIR).filter((n) => n.endsWith(".json")).sort();
+  // auto_mode.json runs in rules.test.mjs (and against real servers in Python and Chromium).
+  assert.deepEqual(names, ["auto_mode.json", "backoff.json", "close_codes.json", "envelopes.json",
+    "handshake.json", "reconnect.json", "transitions.json", "ws_failure.json"]);
+});
+
+test("backoff schedule (seconds there, milliseconds here)", () => {
+  for (const c of load("backoff.json").cases) {
+    const options = c.cap === undefined ? {} : { cap: c.cap * 1000 };
+    const ms = P.backoffDelay(c.attempt, c.rand, options);
+    assert.ok(Math.abs(ms - c.seconds * 1000) < 1e-6, `${JSON.stringify(c)} gave ${ms} ms`);
+  }
+});
+
+test("close codes: every code sente.js names has the table's value", () => {
+  const data = load("close_codes.json");
+  for (const [name, code] of Object.entries(Sente.CLOSE)) {
+    assert.equal(data.codes[name], code, name);
+  }
+  for (const code of data.no_reconnect) {
+    assert.equal(P.shouldReconnect(P.closeInfo("clean", { code })), false, String(code));
+  }
+});
+
+test("WebSocket closes: description and reconnect decision", () => {
+  for (const c of load("reconnect.json").ws_close) {
+    const close = P.describeWsClose(c.code, c.text, c.received, c.local_reason ?? null);
+    assert.deepEqual(closeView(close), c.expect, JSON.stringify(c));
+    assert.equal(P.shouldReconnect(close), c.reconnect, JSON.stringify(c));
+  }
+});
+
+test("HTTP failures: description and reconnect decision", () => {
+  for (const c of load("reconnect.json").http_failure) {
+    const close = P.describeHttpFailure(c.status, c.message || null);
+    assert.deepEqual(closeView(close), c.expect, JSON.stringify(c));
+    assert.equal(P.shouldReconnect(close), c.reconnect.default, JSON.stringify(c));
+    assert.equal(P.shouldReconnect(close, { reconnectOnAuthFailure: true }),
+      c.reconnect.reconnect_on_auth_failure, JSON.stringify(c));
+  }
+});
+
+test("shouldReconnect", () => {
+  for (const c of load("reconnect.json").closes) {
+    const flag = Boolean(c.reconnect_on_auth_failure);
+    assert.equal(P.shouldReconnect(closeOf(c.close), { reconnectOnAuthFailure: flag }), c.reconnect, JSON.stringify(c));
+  }
+});
+
+test("afterWsFailure", () => {
+  for (const c of load("ws_failure.json").cases) {
+    const decision = P.afterWsFailure({
+      auto: c.auto,
+      probe: { status: c.probe.status, handshake: c.probe.handshake ? { kind: "handshake" } : null },
+      reconnectOnAuthFailure: Boolean(c.reconnect_on_auth_failure),
+    });
+    assert.equal(decision, c.decision, JSON.stringify(c));
+  }
+});
+
+test("state transitions", () => {
+  for (const seq of load("transitions.json").sequences) {
+    let state = P.initialState(seq.type);
+    assert.deepEqual(stateView(state, seq.initial), seq.initial, seq.name);
+    for (const step of seq.steps) {
+      state = step.handshake
+        ? P.stateAfterHandshake(state, step.handshake.transport, step.handshake.info)
+        : P.stateAfterClose(state, closeOf(step.close));
+      assert.deepEqual(stateView(state, step.expect), step.expect, `${seq.name}: ${JSON.stringify(step)}`);
+    }
+  }
+});
+
+test("envelopes: valid server messages decode alike", () => {
+  for (const c of load("envelopes.json").valid) {
+    const m = P.decodeServer(c.value);
+    const got = { kind: m.kind, cb_id: m.cbId, events: m.events, outcome: m.outcome, value: m.value };
+    assert.deepEqual(got, c.expect, c.name);
+  }
+});
+
+test("envelopes: invalid server messages are refused", () => {
+  for (const c of load("envelopes.json").invalid) {
+    assert.throws(() => P.decodeServer(c.value), { name: "ProtocolError" }, c.name);
+  }
+});
+
+test("handshake protocol-version check", () => {
+  const versions = { $VERSION: Sente.PROTOCOL_VERSION, $OTHER: Sente.PROTOCOL_VERSION + 1 };
+  for (const c of load("handshake.json").cases) {
+    const info = Object.fromEntries(Object.entries(c.info).map(
+      ([k, v]) => [k, typeof v === "string" && v in versions ? versions[v] : v]));
+    assert.equal(P.handshakeError(info) === null, c.ok, JSON.stringify(c));
+  }
+});
