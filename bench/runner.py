@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 import typing as t
-
 from pathlib import Path
 
 from .common import ROOT, Server, run_client

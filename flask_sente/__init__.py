@@ -40,8 +40,7 @@ _EXPORTS = {
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from .config import ANONYMOUS_UID as ANONYMOUS_UID
-    from .connections import EventMsg as EventMsg
-    from .connections import RequestInfo as RequestInfo
+    from .core.presence import ConnectedUids as ConnectedUids
     from .exceptions import ConfigError as ConfigError
     from .exceptions import ConnectionClosed as ConnectionClosed
     from .exceptions import LocalProtocolError as LocalProtocolError
@@ -54,7 +53,6 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from .exceptions import ReplyTimeout as ReplyTimeout
     from .exceptions import SenteError as SenteError
     from .ext import Sente as Sente
-    from .core.presence import ConnectedUids as ConnectedUids
     from .messages import EventMsg as EventMsg
     from .messages import RequestInfo as RequestInfo
     from .protocol.packers import JsonPacker as JsonPacker

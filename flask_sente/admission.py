@@ -14,8 +14,8 @@ import typing as t
 from flask import Response, current_app, request, session
 
 from .config import ANONYMOUS_UID
-from .protocol import PROTOCOL_VERSION, SUPPORTED_PROTOCOLS, wire
 from .exceptions import RemoteProtocolError
+from .protocol import PROTOCOL_VERSION, SUPPORTED_PROTOCOLS, wire
 from .protocol.security import csrf_token_valid, origin_allowed
 
 if t.TYPE_CHECKING:  # pragma: no cover

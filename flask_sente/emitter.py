@@ -28,9 +28,6 @@ from .core.presence import ConnectedUids
 from .exceptions import BackplaneError, LocalProtocolError
 from .protocol import events as ev
 
-if t.TYPE_CHECKING:  # pragma: no cover
-    import redis
-
 
 class Emitter:
     """Sends, broadcasts and kicks through Redis; reads who is connected.
@@ -54,9 +51,10 @@ class Emitter:
         self.prefix = prefix or query.pop("prefix", ["sente"])[0]
         url = urllib.parse.urlunsplit(parts._replace(
             query=urllib.parse.urlencode(query, doseq=True)))
-        self.client: redis.Redis = redis_py.Redis.from_url(
+        # redis-py's types are loose (bytes | str everywhere): used as Any here.
+        self.client: t.Any = redis_py.Redis.from_url(
             url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout)
-        self._append = self.client.register_script(rs.APPEND)
+        self._append: t.Any = self.client.register_script(rs.APPEND)
         self._size = history_size
         self._ttl = max(1, int(history_ttl))
         self._pipe: t.Any = None

@@ -31,7 +31,7 @@ from .connections import AjaxClient, Limits, WsConnection, new_conn_id
 from .core.delivery import GAP, Batch, Entry, split_positions
 from .core.packing import pack_all, pack_prefix
 from .core.presence import TRANSPORTS, Change, ConnectedUids, Transport
-from .exceptions import ConnectionClosed, RemoteProtocolError
+from .exceptions import ConnectionClosed, LocalProtocolError, RemoteProtocolError
 from .messages import AjaxReplier, EventMsg, RequestInfo, WsReplier
 from .protocol import events as ev
 from .protocol import wire
@@ -344,11 +344,13 @@ class Hub:
             conn.close_now(exc.close_code, str(exc)[:120])
             return
         event, cb_id = msg.event, msg.cb_id
-        if event is None or (ev.is_reserved(event[0]) and event[0] not in (ev.WS_PING, ev.WS_PONG)):
+        if event is None or (ev.is_reserved(event[0])
+                             and event[0] not in (ev.WS_PING, ev.WS_PONG)):
             self._bad_event(msg.raw if event is None else list(event), msg.bad_reason or
                             "reserved-id", conn.uid, conn.client_id, "ws", conn.request)
             if cb_id is not None:
-                conn.offer(self.packer.pack(wire.failure(ev.ERROR, cb_id, {"message": "bad event"})))
+                conn.offer(self.packer.pack(
+                    wire.failure(ev.ERROR, cb_id, {"message": "bad event"})))
             return
         if event[0] == ev.WS_PING:
             if cb_id is not None:
@@ -562,7 +564,7 @@ class Hub:
              flush: bool = False) -> None:
         """Push ``event`` to every client of ``uid`` (or one, with ``client_id``)."""
         if uid is None:
-            raise ev.LocalProtocolError(
+            raise LocalProtocolError(
                 "cannot send to uid None; anonymous users share the uid "
                 "flask_sente.ANONYMOUS_UID, send to that instead"
             )
@@ -621,7 +623,6 @@ class Hub:
             timer.close()
             self._flush_timers[transport] = None
         batches, gapped, woken = self._delivery.collect(transport)
-        limit = self.options.max_message_size
         table = self._conns["ws"]
         for batch in batches:
             by_version: dict[int, list[str | bytes]] = {}

@@ -23,7 +23,7 @@ from gevent.hub import Waiter
 from .protocol import events as ev
 
 if t.TYPE_CHECKING:  # pragma: no cover
-    from .connections import EventMsg
+    from .messages import EventMsg
 
 logger = logging.getLogger("flask_sente")
 
@@ -85,7 +85,8 @@ class Router:
         """
         self._mailbox_used = True
         try:
-            return self._mailbox.get(timeout=timeout)
+            msg: EventMsg = self._mailbox.get(timeout=timeout)
+            return msg
         except gevent.queue.Empty:
             return None
 

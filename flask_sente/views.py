@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import json
 import os
 import typing as t
 
@@ -49,7 +50,7 @@ def _health() -> Response:
     body = {"status": "ok" if healthy else "degraded",
             "backplane": "up" if healthy else "down",
             "kind": "redis" if state.options.backplane is not None else "memory"}
-    resp = current_app.json.response(body)
+    resp = Response(json.dumps(body), mimetype="application/json")
     resp.status_code = 200 if healthy else 503
     resp.headers["Cache-Control"] = "no-store"
     return resp
@@ -148,8 +149,10 @@ def _packed(state: AppState, body: str | bytes) -> Response:
 
 def request_snapshot() -> RequestInfo:
     """A lazy :class:`RequestInfo` of the current request (handlers see it as ``msg.request``)."""
-    return _LazyRequestInfo(request.environ, type(request._get_current_object()),
-                            session._get_current_object())
+    # The proxies' real objects: the snapshot outlives the request context.
+    real_request = request._get_current_object()  # type: ignore[attr-defined]
+    real_session = session._get_current_object()  # type: ignore[attr-defined]
+    return _LazyRequestInfo(request.environ, type(real_request), real_session)
 
 
 class _LazyRequestInfo(RequestInfo):

@@ -31,7 +31,7 @@ import gevent.pool
 import gevent.queue
 import msgpack
 
-from ..core.delivery import BROADCAST, GAP, USER, Delivery, Reader
+from ..core.delivery import BROADCAST, USER, Delivery, Reader
 from ..core.presence import Change, ConnectedUids, Presence, Transport
 from ..exceptions import ConfigError
 from . import redis_scripts as rs
@@ -82,8 +82,9 @@ class RedisBackplane:
         self._ttl = max(1, int(history_ttl))
         #: The grace window a dead node's members get (the longer of the two transports').
         self._dead_grace_ms = int(dead_node_grace * 1000)
-        self.client = redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT,
-                                           socket_connect_timeout=SOCKET_TIMEOUT)
+        # redis-py's types are loose (bytes | str everywhere): used as Any here.
+        self.client: t.Any = redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT,
+                                                  socket_connect_timeout=SOCKET_TIMEOUT)
         self.delivery = Delivery(history_size=history_size, history_ttl=history_ttl,
                                  new_epoch=new_epoch)
         #: This process's members only (client-level signals, grace timers, who to drop).
@@ -233,8 +234,8 @@ class RedisBackplane:
             if self._settle_waiters:
                 waiting = self._settle_waiters
                 self._settle_waiters = [w for w in waiting if w[0] > self._written]
-                for target, waiter in waiting:
-                    if target <= self._written:
+                for wanted, waiter in waiting:
+                    if wanted <= self._written:
                         waiter.set()
 
     def _gap_record(self, ukey: str) -> tuple[int, str, t.Any, str, str, bool]:

@@ -44,7 +44,7 @@ def log_keys(prefix: str, key: str) -> tuple[str, str, str]:
 
 
 def pack_event(event: t.Any) -> bytes:
-    return msgpack.packb(event, use_bin_type=True)
+    return t.cast(bytes, msgpack.packb(event, use_bin_type=True))
 
 
 def unpack_event(data: bytes) -> t.Any:

@@ -154,7 +154,7 @@ def test_every_reader_gets_its_own_events_in_send_order(pattern):
     expected = {a: [], b: [], other: []}
     got = {a: [], b: [], other: []}
     n = 0
-    for round_ in range(3):
+    for _round in range(3):
         for kind in pattern:
             n += 1
             event = ["t/n", n]

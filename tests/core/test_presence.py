@@ -113,5 +113,5 @@ def test_every_interleaving_of_two_tabs_opens_and_closes_the_user_once():
         changes += p.expire(100.0)
         user = [c.kind for c in changes if c.kind.startswith("user")]
         assert user[0] == "user-online" and user[-1] == "user-offline", (seq, user)
-        assert all(a != b for a, b in zip(user, user[1:])), (seq, user)
+        assert all(a != b for a, b in zip(user, user[1:], strict=False)), (seq, user)
         assert p.connected_uids.any == frozenset()

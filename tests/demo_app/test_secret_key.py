@@ -27,7 +27,8 @@ def test_create_app_uses_the_instance_key_unless_one_is_configured(tmp_path, mon
     apps = [create_app(str(tmp_path / "instance")), create_app(str(tmp_path / "instance"))]
     try:
         assert apps[0].config["SECRET_KEY"] == apps[1].config["SECRET_KEY"]
-        assert apps[0].config["SECRET_KEY"] == (tmp_path / "instance" / "secret_key").read_text().strip()
+        key_file = tmp_path / "instance" / "secret_key"
+        assert apps[0].config["SECRET_KEY"] == key_file.read_text().strip()
         monkeypatch.setenv("FLASK_SECRET_KEY", "from-the-environment")
         apps.append(create_app(str(tmp_path / "other")))
         assert apps[-1].config["SECRET_KEY"] == "from-the-environment"

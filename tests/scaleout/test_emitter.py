@@ -65,6 +65,6 @@ def test_the_emitter_raises_when_redis_is_unreachable(redis_server):
             with emitter.batch():
                 emitter.broadcast(("t/n", 1))
         with pytest.raises(BackplaneError):
-            emitter.connected_uids
+            _ = emitter.connected_uids
     finally:
         emitter.close()

@@ -30,7 +30,7 @@ def cluster(redis_server, tmp_path):
     try:
         port = int(proc.wait_for(r"Listening at: http://127\.0\.0\.1:(\d+)").group(1))
         for _ in range(3):
-            proc.wait_for(r"(?s)(Booting worker.*){%d}" % (_ + 1))
+            proc.wait_for(rf"(?s)(Booting worker.*){{{_ + 1}}}")
         yield f"127.0.0.1:{port}", redis.Redis.from_url(redis_server.url)
     finally:
         proc.terminate()
@@ -100,7 +100,7 @@ class AjaxClient:
 
 
 def _increasing(values: list[int]) -> bool:
-    return all(a < b for a, b in zip(values, values[1:]))
+    return all(a < b for a, b in zip(values, values[1:], strict=False))
 
 
 def test_pushes_presence_and_kick_across_three_workers(cluster):

@@ -12,7 +12,6 @@ import msgpack
 import pytest
 import requests
 import websocket
-
 from cutproxy import CutProxy
 
 from .conftest import running
