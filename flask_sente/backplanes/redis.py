@@ -324,8 +324,24 @@ class RedisBackplane:
             self.delivery.apply(log_key, log.epoch, seq, event, target, control, now)
 
     def _catch_up(self) -> None:
-        for log_key in list(self.delivery.logs):
+        """After (re)subscribing: bring every mirror up to its stream, and this process's
+        members back into Redis. A log whose epoch changed meanwhile (Redis lost its data,
+        or entries were dropped) puts its readers at a gap: each is told it was not
+        recovered. Presence lost with Redis's data is re-established from here (its
+        users may see a second ``uidport-open``)."""
+        now = time.monotonic()
+        for log_key, log in list(self.delivery.logs.items()):
+            if log.idle_since is None:  # read here now: make sure Redis still has it
+                meta, stream, _ = self._keys(log_key)
+                epoch, seq = self._scripts["TOUCH"](keys=[meta, stream],
+                                                    args=[new_epoch(), self._ttl])
+                if epoch.decode() != log.epoch:
+                    logger.warning("Redis backplane: the history of %r is gone (Redis lost "
+                                   "its data?); its readers are told", log_key)
+                    self.delivery.mirror(log_key, epoch.decode(), int(seq), now)
             self._fill(log_key)
+        for uid, transport, client_id in self.presence.connected():
+            self._run("ATTACH", rs.user_key(uid), transport, self.node, client_id, _ms())
         if self._listener is not None:
             self._listener.logs_appended(("ws", "ajax"))
 

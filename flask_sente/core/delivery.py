@@ -352,7 +352,9 @@ class Delivery:
             log.seq = seq
         elif log.epoch != epoch:
             log.epoch, log.seq, log.entries = epoch, seq, []
-            for readers in log.readers.values():
+            for transport, readers in log.readers.items():
+                if readers:
+                    self._dirty[transport].add(log)  # the next collect finds the gaps
                 for reader in readers:
                     for name, mine in reader.logs.items():
                         if mine is log:

@@ -86,6 +86,12 @@ class Presence:
             found[transport].append(client_id)
         return found
 
+    def connected(self) -> list[tuple[t.Any, Transport, str]]:
+        """Every member whose connection is there now (not in a grace window)."""
+        return [(uid, transport, client_id) for uid, members in self._members.items()
+                for (transport, client_id), member in members.items()
+                if member.leaving_at is None]
+
     def is_member(self, uid: t.Any, transport: Transport, client_id: str) -> bool:
         return (transport, client_id) in self._members.get(uid, ())
 

@@ -287,3 +287,18 @@ def test_random_operations_deliver_each_reader_exactly_its_events_in_order():
             assert got[i] == owed[i]        # all of it, once, in send order
 
     run()
+
+
+def test_a_mirror_whose_epoch_changes_puts_its_readers_at_a_gap():
+    """Redis lost a log's history: every reader of the mirror is told on the next collect
+    (eager) or poll (lazy), even if nothing new is appended."""
+    d = make()
+    d.mirror(("u", "m"), "e1", 5, now=0)
+    ws = d.open_reader("m", "w", "ws", now=0)
+    ajax = d.open_reader("m", "a", "ajax", now=0)
+    ajax.ready = True
+    d.mirror(("u", "m"), "e2", 0, now=0)
+    _, gapped, _ = d.collect("ws")
+    assert gapped == [ws]
+    assert d.collect("ajax")[2] == [ajax]            # woken to read its gap
+    assert d.pending(ajax) is GAP
