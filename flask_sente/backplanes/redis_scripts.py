@@ -138,6 +138,8 @@ for _, m in ipairs(redis.call('ZRANGE', members, 0, -1)) do
 end
 redis.call('ZADD', members, 0, tr .. '|' .. node .. '|' .. cid)
 redis.call('SADD', prefix .. ':node:' .. node, ukey)
+-- a node with members is watched from its first member on, heartbeat or not
+redis.call('ZADD', prefix .. ':nodes', 'NX', now, node)
 return sync(prefix, ukey, now)
 """
 

@@ -37,6 +37,10 @@ def create_app() -> Flask:
         sente.kick(msg.data)
         msg.reply(os.getpid())
 
+    @sente.on("t/pid")
+    def pid(msg: t.Any) -> None:
+        msg.reply(os.getpid())
+
     @sente.on("t/online")
     def online(msg: t.Any) -> None:
         uids = sente.connected_uids

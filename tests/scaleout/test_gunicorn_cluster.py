@@ -156,3 +156,66 @@ def test_pushes_presence_and_kick_across_three_workers(cluster):
     gevent.sleep(1.5)  # time for a duplicate to show up, if any
     for kind in ("open", "close"):
         assert sorted(e[1] for e in events() if e[0] == kind) == ["axu", "wsu"], events()
+
+
+def test_a_killed_worker_s_clients_resume_elsewhere_and_the_rest_close_once(cluster):
+    """SIGKILL the worker holding two users' sockets: the one that reconnects resumes on
+    another worker with ``recovered: true`` and misses nothing pushed meanwhile; the one that
+    does not is closed exactly once, after the dead worker's heartbeat lapses and the grace
+    window ends (the design's bound: 3 heartbeats + grace)."""
+    import signal
+    import time
+
+    host, r = cluster
+    # Two sockets on one worker: open pairs until both land on the same one.
+    while True:
+        back = websocket.create_connection(
+            f"ws://{host}/chsk?client-id=b&u=back&protocol=2", timeout=TIMEOUT)
+        gone = websocket.create_connection(
+            f"ws://{host}/chsk?client-id=g&u=gone&protocol=2", timeout=TIMEOUT)
+        positions = json.loads(back.recv())[0][1]["positions"]
+        json.loads(gone.recv())
+        pids = []
+        for ws in (back, gone):
+            ws.send(json.dumps([["t/pid", None], "p"]))
+            while True:
+                msg = json.loads(ws.recv())
+                if msg[1] == "p":
+                    pids.append(msg[0][1])
+                    break
+        if pids[0] == pids[1]:
+            break
+        back.close()
+        gone.close()
+    os.kill(pids[0], signal.SIGKILL)
+    killed_at = time.monotonic()
+    back.shutdown()
+    gone.shutdown()
+    for n in range(5):                                  # pushed while "back" is away
+        call(host, ["t/push", {"to": "back", "n": n}])
+    q = urllib.parse.quote(json.dumps(positions))
+    ws = websocket.create_connection(
+        f"ws://{host}/chsk?client-id=b&u=back&protocol=2&pos={q}", timeout=TIMEOUT)
+    try:
+        hello = json.loads(ws.recv())[0][1]
+        assert hello["recovered"] is True
+        got: list[int] = []
+        while len(got) < 5:
+            payload = json.loads(ws.recv())[0]
+            if isinstance(payload[0], list):
+                got += [e[1] for e in payload[:-1]]
+        assert got == [0, 1, 2, 3, 4]
+
+        def closes(uid: str) -> list[t.Any]:
+            return [e for e in map(json.loads, r.lrange("test:events", 0, -1))
+                    if e[0] == "close" and e[1] == uid]
+
+        with gevent.Timeout(20, AssertionError("the dead worker's user never closed")):
+            while not closes("gone"):
+                gevent.sleep(0.1)
+        took = time.monotonic() - killed_at
+        gevent.sleep(1.0)
+        assert len(closes("gone")) == 1 and not closes("back")
+        print(f"\n'gone' closed {took:.1f} s after its worker was killed")
+    finally:
+        ws.close()
