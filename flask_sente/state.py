@@ -6,6 +6,7 @@ can use an app's state without importing the extension (which imports them).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import typing as t
 
 from .backplanes import Backplane, LocalBackplane
@@ -42,6 +43,19 @@ class AppState:
         router, hub = _make(options, packer, handlers, signal_sender, context)
         return cls(sente, options, packer, hub, router, handlers, hooks, signal_sender,
                    context)
+
+    #: Whether the app's SECRET_KEY was compared with the other workers' (shared backplanes).
+    secret_checked: bool = False
+
+    def check_secret(self, secret_key: t.Any) -> None:
+        """Compare a fingerprint of ``SECRET_KEY`` with the one the first worker left in the
+        shared backplane: workers with different keys refuse each other's sessions and CSRF
+        tokens (403 on most handshakes), which is worth an error in the log."""
+        self.secret_checked = True
+        check = getattr(self.hub.backplane, "check_secret", None)
+        if check is not None and secret_key:
+            raw = secret_key if isinstance(secret_key, bytes) else str(secret_key).encode()
+            check(hashlib.sha256(b"flask_sente:" + raw).hexdigest()[:16])
 
     def hook(self, name: str) -> t.Callable[..., t.Any] | None:
         """A hook given as an option for this app, else the one set with the decorator."""

@@ -81,6 +81,8 @@ def _chsk() -> Response:
     stop_callbacks = request.environ.get(STOP_CALLBACKS_ENVIRON_KEY)
     if stop_callbacks is not None:
         stop_callbacks.add(state.shutdown)
+    if not state.secret_checked:
+        state.check_secret(current_app.secret_key)
     admitted = admit(state)
     if isinstance(admitted, Response):
         return admitted

@@ -376,6 +376,20 @@ class RedisBackplane:
     def close_reader(self, reader: Reader, now: float) -> None:
         self.delivery.close_reader(reader, now)
 
+    def check_secret(self, fingerprint: str) -> None:
+        """Log an error when this worker's SECRET_KEY differs from the cluster's."""
+        key = f"{self.prefix}:secret-fingerprint"
+        try:
+            if not self.client.set(key, fingerprint, nx=True, ex=86400):
+                theirs = self.client.get(key)
+                if theirs is not None and theirs.decode() != fingerprint:
+                    logger.error("flask_sente: this worker's SECRET_KEY differs from the other "
+                                 "workers' (a key generated per process?): their sessions and "
+                                 "CSRF tokens are refused here. Give every worker the same "
+                                 "SECRET_KEY.")
+        except self._redis_mod.RedisError as exc:
+            logger.warning("Redis backplane: could not compare SECRET_KEYs (%s)", exc)
+
     # --- presence --------------------------------------------------------------------------
 
     @property

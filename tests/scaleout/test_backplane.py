@@ -148,3 +148,15 @@ def test_a_returning_client_is_replayed_from_redis_on_another_worker(redis_serve
             assert numbers(got) == list(range(10))
         finally:
             ws.close()
+
+
+def test_workers_with_different_secret_keys_are_told(redis_server, caplog):
+    import logging
+
+    with worker(redis_server.url) as (a, sa, _), worker(redis_server.url) as (b, sb, _):
+        sb_app = next(iter(sb._apps))
+        sb_app.secret_key = "another-key"
+        with caplog.at_level(logging.ERROR, logger="flask_sente"):
+            for base in (a, b):
+                requests.get(base + "/chsk?client-id=k&u=k&handshake=1", timeout=TIMEOUT)
+        assert [r for r in caplog.records if "SECRET_KEY differs" in r.getMessage()]

@@ -219,3 +219,15 @@ def test_a_killed_worker_s_clients_resume_elsewhere_and_the_rest_close_once(clus
         print(f"\n'gone' closed {took:.1f} s after its worker was killed")
     finally:
         ws.close()
+
+
+def test_several_workers_without_a_backplane_get_a_clear_warning(tmp_path):
+    env = dict(os.environ, FLASK_SECRET_KEY="shared")
+    proc = Proc([sys.executable, "-m", "gunicorn", "-k", "flask_sente.worker.SenteWorker",
+                 "-b", "127.0.0.1:0", "-w", "2", "--graceful-timeout", "3",
+                 "--no-control-socket", "demo.app:create_app()"], tmp_path, env)
+    try:
+        proc.wait_for(r"2 gunicorn workers without a backplane")
+    finally:
+        proc.terminate()
+        proc.kill()
