@@ -6,10 +6,11 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 
-.PHONY: help venv demo lint test test-py test-js test-browser browser-deps redis-deps bench clean
+.PHONY: help venv demo demo-cluster lint test test-py test-js test-browser browser-deps redis-deps bench clean
 
 help:
 	@echo "make demo   - set up and run the demo todo app on http://$(HOST):$(PORT)"
+	@echo "make demo-cluster - the demo on 3 gunicorn workers sharing a Redis"
 	@echo "make lint   - ruff (ruff.toml) and mypy (setup.cfg; strict for protocol/ and client/)"
 	@echo "make test   - make lint, then every test (Python, node --test, headless Chromium)"
 	@echo "make bench  - run the benchmarks against the peers"
@@ -24,6 +25,15 @@ $(STAMP): setup.cfg setup.py
 
 demo: $(STAMP)
 	$(PY) -m demo --host $(HOST) --port $(PORT)
+
+# The demo on three gunicorn workers sharing a Redis (started here on REDIS_PORT, in
+# memory only, and stopped with the demo).
+REDIS_PORT ?= 6390
+demo-cluster: $(STAMP) redis-deps
+	@redis-server --port $(REDIS_PORT) --bind 127.0.0.1 --save '' --appendonly no \
+	  --loglevel warning & redis=$$!; trap "kill $$redis" EXIT INT TERM; \
+	  FLASK_SENTE_BACKPLANE=redis://127.0.0.1:$(REDIS_PORT)/0 $(VENV)/bin/gunicorn \
+	  -k flask_sente.worker.SenteWorker -w 3 -b $(HOST):$(PORT) 'demo.app:create_app()'
 
 # Debian's chromium (no browser download is possible here) and the npm codec used by the
 # msgpack browser test, installed into an ignored folder.

@@ -14,7 +14,7 @@ from flask import Flask, abort, current_app, redirect, render_template, request,
 
 from flask_sente import EventMsg, Sente, signals
 
-from .store import StoreError, TodoStore
+from .store import RedisTodoStore, StoreError, TodoStore
 
 sente = Sente()
 MAX_NAME = 24
@@ -33,7 +33,11 @@ def create_app(instance_path: str | None = None, **config: t.Any) -> Flask:
         # open page's reconnect a 403 after a restart, and every gunicorn worker refuse the
         # sessions of the others.
         app.config["SECRET_KEY"] = stable_secret_key(app.instance_path)
-    app.extensions["todo_store"] = TodoStore()
+    # With a Redis backplane (FLASK_SENTE_BACKPLANE=redis://...) the list lives in Redis
+    # too, so every gunicorn worker shows the same one.
+    backplane = app.config.get("SENTE_BACKPLANE")
+    app.extensions["todo_store"] = (RedisTodoStore(backplane) if backplane
+                                    else TodoStore())
     sente.init_app(app)
     app.register_blueprint(_pages())
     for signal in (signals.client_connected, signals.client_disconnected):
@@ -68,8 +72,8 @@ def stable_secret_key(instance_path: str) -> str:
     return key
 
 
-def _store() -> TodoStore:
-    return t.cast(TodoStore, current_app.extensions["todo_store"])
+def _store() -> TodoStore | RedisTodoStore:
+    return t.cast("TodoStore | RedisTodoStore", current_app.extensions["todo_store"])
 
 
 # --- pages ---------------------------------------------------------------------------------

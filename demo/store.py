@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import typing as t
 
 MAX_TEXT = 200
@@ -70,3 +71,59 @@ def _clean(text: t.Any) -> str:
     if len(text) > MAX_TEXT:
         raise StoreError(f"a todo is at most {MAX_TEXT} characters")
     return text
+
+
+class RedisTodoStore:
+    """The same list in Redis, for the demo under ``gunicorn -w 3``: every worker sees one
+    list. Each change is one Lua script, so two workers changing the same todo cannot lose
+    an update."""
+
+    _CHANGE = """
+    local raw = redis.call('HGET', KEYS[1], ARGV[1])
+    if not raw then return false end
+    local item = cjson.decode(raw)
+    if ARGV[2] == 'toggle' then item.done = not item.done
+    elseif ARGV[2] == 'edit' then item.text = ARGV[3]
+    elseif ARGV[2] == 'delete' then redis.call('HDEL', KEYS[1], ARGV[1]); return raw end
+    raw = cjson.encode(item)
+    redis.call('HSET', KEYS[1], ARGV[1], raw)
+    return raw
+    """
+
+    def __init__(self, url: str, key: str = "demo:todos") -> None:
+        import redis
+
+        self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._key = key
+        self._change_script = self._redis.register_script(self._CHANGE)
+
+    def all(self) -> list[Todo]:
+        items = [_todo(raw) for raw in self._redis.hvals(self._key)]
+        return sorted(items, key=lambda item: item.id)
+
+    def add(self, text: t.Any, author: str) -> Todo:
+        item = Todo(int(self._redis.incr(self._key + ":ids")), _clean(text), False, author)
+        self._redis.hset(self._key, str(item.id), json.dumps(item.as_dict()))
+        return item
+
+    def toggle(self, item_id: t.Any) -> Todo:
+        return self._change(item_id, "toggle")
+
+    def edit(self, item_id: t.Any, text: t.Any) -> Todo:
+        return self._change(item_id, "edit", _clean(text))
+
+    def delete(self, item_id: t.Any) -> Todo:
+        return self._change(item_id, "delete")
+
+    def _change(self, item_id: t.Any, what: str, text: str = "") -> Todo:
+        if not isinstance(item_id, int):
+            raise StoreError(f"no todo with id {item_id!r}")
+        raw = self._change_script(keys=[self._key], args=[item_id, what, text])
+        if raw is None:
+            raise StoreError(f"no todo with id {item_id!r}")
+        return _todo(raw)
+
+
+def _todo(raw: bytes | str) -> Todo:
+    data = json.loads(raw)
+    return Todo(int(data["id"]), data["text"], bool(data["done"]), data["author"])
