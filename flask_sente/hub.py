@@ -313,6 +313,9 @@ class Hub:
                             "reserved-id", conn.uid, conn.client_id, "ws", conn.request)
             if cb_id is not None:
                 conn.offer(self.packer.pack(wire.failure(ev.ERROR, cb_id, {"message": "bad event"})))
+            else:  # no reply to carry the refusal: tell the sender with a one-event push
+                conn.offer(self.packer.pack(wire.bad_event_notice(
+                    msg.bad_reason or "reserved-id", msg.raw if event is None else list(event))))
             return
         if event[0] == ev.WS_PING:
             if cb_id is not None:
