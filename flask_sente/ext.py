@@ -83,9 +83,7 @@ class Sente:
                 app.config.setdefault("SENTE_" + name.upper(), default)
         options = Options.resolve(app.config, self._overrides)
         packer = get_packer(options.packer)
-        router = Router(self._handlers, pool_size=options.handler_pool_size,
-                        receive_queue_size=options.receive_queue_size,
-                        context=app.app_context)
+        router = _make_router(self._handlers, options, app.app_context)
         hub = Hub(options, packer, router.dispatch, signal_sender=app, wants=router.wants)
         app.extensions["sente"] = AppState(self, options, packer, hub, router)
         app.register_blueprint(make_blueprint(options.url))
@@ -191,9 +189,7 @@ class Sente:
         state.hub.close()
         state.router.close()
         # Leave the app ready to serve again (as after a process restart).
-        state.router = Router(self._handlers, pool_size=state.options.handler_pool_size,
-                              receive_queue_size=state.options.receive_queue_size,
-                              context=state.router._context)
+        state.router = _make_router(self._handlers, state.options, state.router._context)
         state.hub = Hub(state.options, state.packer, state.router.dispatch,
                         signal_sender=state.hub._sender, wants=state.router.wants)
 
@@ -246,3 +242,11 @@ class Sente:
                     "or initialise this Sente object for exactly one app"
                 )
         return app
+
+
+def _make_router(handlers: t.Mapping[str, t.Any], options: Options,
+                 context: t.Callable[[], t.ContextManager[t.Any]]) -> Router:
+    return Router(handlers, pool_size=options.handler_pool_size,
+                  receive_queue_size=options.receive_queue_size, context=context,
+                  client_events_in_flight=options.client_events_in_flight,
+                  error_log_interval=options.error_log_interval)
