@@ -16,7 +16,7 @@ import gevent
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
 
-from .transports.websocket import SenteHandler, SenteWSGIServer
+from .transports.websocket import DEFAULT_HEADER_TIMEOUT, SenteHandler, SenteWSGIServer
 
 __all__ = ["make_server", "run"]
 
@@ -26,6 +26,9 @@ def make_server(
     host: str = "127.0.0.1",
     port: int = 0,
     log: t.Any = "default",
+    *,
+    header_timeout: float | None = DEFAULT_HEADER_TIMEOUT,
+    max_connections: int | None | str = "default",
     **kw: t.Any,
 ) -> WSGIServer:
     """A WSGI server for ``app`` on ``host:port``, not started yet.
@@ -37,10 +40,23 @@ def make_server(
     :class:`logging.Logger`). Other keywords go to the server (``error_log``, ``spawn``,
     ``handler_class``, SSL arguments, ...). Handlers run in a pool, so ``stop()`` waits for
     them and then kills what is left.
+
+    Protection against abuse and running out of descriptors:
+
+    - ``header_timeout`` (seconds, default 10): a connection whose request line and
+      headers are not complete by then is closed (slowloris, abandoned handshakes; also an
+      idle keep-alive connection waiting for its next request). None: no limit.
+    - ``max_connections``: connections served at once; beyond it a new connection gets a
+      ``503`` with ``Retry-After: 1`` at once, instead of the server running out of file
+      descriptors. The default is the descriptor limit (``ulimit -n``) less a reserve of
+      10 % (at least 32) for the app's own files. None: no limit. Should descriptors run
+      out anyway (the app opens many files), waiting clients get a 503 and one warning per
+      10 s is logged, never a traceback; the server keeps accepting.
     """
     kw.setdefault("handler_class", SenteHandler)
     kw.setdefault("spawn", Pool())
-    return SenteWSGIServer((host, port), app, log=log, **kw)
+    return SenteWSGIServer((host, port), app, log=log, header_timeout=header_timeout,
+                           max_connections=max_connections, **kw)
 
 
 def run(app: t.Callable[..., t.Any], host: str = "127.0.0.1", port: int = 5000,
