@@ -37,8 +37,17 @@ class AppState:
     hub: Hub
     router: Router
 
-    def shutdown(self) -> None:
-        """The server is stopping: answer parked polls, close WebSockets with 1001."""
+    def shutdown(self, timeout: float = 0.0) -> None:
+        """The server is stopping (it no longer accepts): a graceful drain.
+
+        Parked polls (and any poll still arriving) are answered ``chsk/close`` 1001 at once,
+        so Ajax clients reconnect (to another worker); handlers in flight get up to
+        ``timeout`` seconds to finish, and their replies go out; then every WebSocket is
+        closed with 1001 after what was queued for it.
+        """
+        self.hub.drain()
+        if timeout > 0:
+            self.router.wait_idle(timeout)
         self.hub.close()
 
 

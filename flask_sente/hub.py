@@ -52,6 +52,8 @@ if t.TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger("flask_sente")
 
 TRANSPORTS: tuple[Transport, ...] = ("ws", "ajax")
+#: Seconds :meth:`Hub.close` waits for the sockets' queued messages and close frames.
+CLOSE_WAIT = 3.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +113,8 @@ class Hub:
         self._ping_packed = packer.pack(wire.PING)
         self._sweeper: t.Any = None
         self.closed = False
+        #: Set by :meth:`drain`: the answer to every poll from then on.
+        self._going_away_packed: str | bytes | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -136,17 +140,30 @@ class Hub:
             if buf.timer is not None:
                 buf.timer.close()
                 buf.timer = None
+        self.flush()  # pushes made so far still go out, before the close
+        self.drain()
+        writers = []
         for clients in self._clients["ws"].values():
             for conn in list(clients.values()):
-                if conn.open:
-                    conn.close_now(wire.CLOSE_GOING_AWAY, "server shutting down")
+                if conn.open:  # the close frame follows what is already queued
+                    conn.close(wire.CLOSE_GOING_AWAY, "server shutting down")
+                    if conn._writer is not None:
+                        writers.append(conn._writer)
+        gevent.joinall(writers, timeout=CLOSE_WAIT)
+        gevent.sleep(0)
+        self._group.kill(block=True, timeout=5)
+
+    def drain(self) -> None:
+        """Stopping: answer every parked poll, and every poll from now on, with close 1001
+        (the Ajax equivalent: "server going away, reconnect")."""
+        if self._going_away_packed is None:
+            self._going_away_packed = self.packer.pack(
+                wire.close(wire.CLOSE_GOING_AWAY, "server shutting down"))
         for clients in self._clients["ajax"].values():
             for client in clients.values():
                 if client.parked is not None:
-                    client.parked.set(self._lp_timeout_packed)
+                    client.parked.set(self._going_away_packed)
                     client.parked = None
-        gevent.sleep(0)
-        self._group.kill(block=True, timeout=5)
 
     # --- presence ------------------------------------------------------------------------
 
@@ -345,6 +362,8 @@ class Hub:
     def ajax_get(self, uid: t.Any, client_id: str, request: RequestInfo, *,
                  handshake: bool, handshake_data: t.Callable[[], t.Any]) -> str | bytes:
         """Answer one Ajax GET: a handshake, or a long-poll parked until data or timeout."""
+        if self._going_away_packed is not None and not handshake:
+            return self._going_away_packed  # draining: reconnect (elsewhere)
         kicked = self._kicked.pop(client_id, None)
         if kicked is not None:
             return kicked

@@ -17,6 +17,10 @@ Limits, as a gunicorn user sets them:
   ``0`` or ``none`` turns it off), e.g. ``gunicorn -e FLASK_SENTE_HEADER_TIMEOUT=5 ...``,
   or from the ``header_timeout`` attribute of a ``SenteWorker`` subclass. gunicorn has no
   setting of its own for it.
+- On SIGTERM the worker drains: it stops accepting, lets handlers in flight finish and
+  their replies go out for ``--graceful-timeout`` less 3 s (the time the closing
+  handshakes get), answers parked long-polls with ``chsk/close`` 1001 (clients reconnect),
+  then closes every WebSocket with 1001.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ import typing as t
 from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler, PyWSGIServer
 
 from .exceptions import ConfigError
+from .transports.frames import CLOSE_TIMEOUT
 from .transports.websocket import DEFAULT_HEADER_TIMEOUT, SenteHandler, SenteServerMixin
 
 __all__ = ["SenteWorker", "SenteGunicornHandler", "SenteGunicornServer"]
@@ -70,6 +75,8 @@ class SenteWorker(GeventPyWSGIWorker):
         # fixed arguments.
         self.server_class = type(self.server_class.__name__, (self.server_class,), {
             "sente_header_timeout": header_timeout_from_env(self.header_timeout),
-            "sente_graceful_timeout": float(self.cfg.graceful_timeout),
+            # gunicorn kills the handlers at --graceful-timeout: leave time for the 1001s.
+            "sente_graceful_timeout": max(0.0, float(self.cfg.graceful_timeout)
+                                          - CLOSE_TIMEOUT - 1),
         })
         super().init_process()

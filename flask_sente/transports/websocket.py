@@ -90,6 +90,9 @@ DEFAULT_HEADER_TIMEOUT = 10.0
 #: The real ``os.close``: gevent's patched one defers closing a descriptor that is not a
 #: regular file to the event loop, too late for the reserve-descriptor trick below.
 _close_fd: t.Callable[[int], None] = get_original("os", "close")
+#: Seconds handlers in flight get to finish when the embedded server stops (gunicorn's
+#: worker uses its own ``--graceful-timeout``, less a second for the closing handshakes).
+DEFAULT_GRACEFUL_TIMEOUT = 10.0
 #: Accept errors that mean "out of descriptors or kernel memory", not "the listener broke".
 _RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _BUSY_BODY = b"Server busy: too many connections, retry later\n"
@@ -448,9 +451,13 @@ class SenteServerMixin:
     sente_header_timeout: float | None = DEFAULT_HEADER_TIMEOUT
     #: Connections handled at once; beyond it new ones get a 503 at once. None: no limit.
     sente_max_connections: int | None = None
+    #: Seconds handlers in flight get to finish (and reply) once the server stops.
+    sente_graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT
+    _sente_drainer: t.Any = None
 
     def __init__(self, *args: t.Any, max_connections: int | None | str = "default",
-                 header_timeout: float | None | str = "default", **kwargs: t.Any) -> None:
+                 header_timeout: float | None | str = "default",
+                 graceful_timeout: float | None = None, **kwargs: t.Any) -> None:
         self.sente_websockets: set[ServerWebSocket] = set()
         #: Handlers waiting for the next request of a keep-alive connection.
         self.sente_idle: set[SenteHandler] = set()
@@ -467,6 +474,12 @@ class SenteServerMixin:
                     not isinstance(header_timeout, (int, float)) or header_timeout <= 0):
                 raise ValueError(f"header_timeout must be > 0 or None, got {header_timeout!r}")
             self.sente_header_timeout = t.cast("float | None", header_timeout)
+        if graceful_timeout is not None:
+            if not isinstance(graceful_timeout, (int, float)) or graceful_timeout < 0:
+                raise ValueError(f"graceful_timeout must be >= 0, got {graceful_timeout!r}")
+            self.sente_graceful_timeout = float(graceful_timeout)
+        # stop() waits this long for handlers: the drain, then the closing handshakes.
+        self.stop_timeout = self.sente_graceful_timeout + CLOSE_TIMEOUT + 2
         pool_size = getattr(self.pool, "size", None)
         if max_connections == "default":
             # gunicorn's worker_connections (the pool's size) or the descriptor limit,
@@ -589,6 +602,10 @@ class SenteServerMixin:
             self._sente_refusing -= 1
 
     def close(self) -> None:
+        """Stop accepting, end idle keep-alive connections, and start the graceful drain
+        (in a greenlet of its own: gunicorn calls this from its main loop, which must keep
+        sending heartbeats while handlers finish)."""
+        first = not self.sente_stopping
         self.sente_stopping = True
         if self._sente_resume_timer is not None:
             self._sente_resume_timer.close()
@@ -600,16 +617,46 @@ class SenteServerMixin:
             super().close()  # type: ignore[misc]
         finally:
             self.close_idle_connections()
-            self.run_stop_callbacks()
-            self.close_websockets()
+            if first:
+                self._sente_drainer = gevent.spawn(self._drain)
 
-    def run_stop_callbacks(self) -> None:
-        for callback in list(self.sente_stop_callbacks):
-            try:
-                callback()
-            except Exception:
-                log.exception("a stop callback failed")
+    def stop(self, timeout: float | None = None) -> None:
+        """``close()``, then wait for the drain and the handlers (``stop_timeout`` by
+        default: the graceful timeout plus time for the closing handshakes)."""
+        try:
+            super().stop(timeout)  # type: ignore[misc]
+        finally:
+            drainer = self._sente_drainer
+            if drainer is not None:
+                drainer.join(timeout=1)
+                drainer.kill(block=True, timeout=1)
+
+    def _drain(self) -> None:
+        """The graceful stop: the apps finish their handlers in flight and send the replies
+        (each app's stop callback; see :data:`.base.STOP_CALLBACKS_ENVIRON_KEY`), then every
+        WebSocket still open gets close 1001."""
+        self.run_stop_callbacks(self.sente_graceful_timeout)
+        self.close_websockets()
+
+    def run_stop_callbacks(self, timeout: float = 0.0) -> None:
+        """Call every stop callback with ``timeout`` (the seconds its app has to finish its
+        handlers), concurrently, and wait for them a bounded time."""
+        callbacks = list(self.sente_stop_callbacks)
         self.sente_stop_callbacks.clear()
+        if not callbacks:
+            return
+        group = Group()
+        for callback in callbacks:
+            group.spawn(self._run_stop_callback, callback, timeout)
+        group.join(timeout=timeout + CLOSE_TIMEOUT + 1)
+        group.kill(block=True, timeout=1)
+
+    @staticmethod
+    def _run_stop_callback(callback: t.Callable[[float], t.Any], timeout: float) -> None:
+        try:
+            callback(timeout)
+        except Exception:
+            log.exception("a stop callback failed")
 
     def close_idle_connections(self) -> None:
         """End keep-alive connections that are between requests (no request is cut short)."""
@@ -642,5 +689,3 @@ class SenteWSGIServer(SenteServerMixin, WSGIServer):
     """gevent's WSGI server with :class:`SenteHandler` and the socket registry."""
 
     handler_class = SenteHandler
-    # Leave the 1001 closing handshakes time to finish before handlers are killed.
-    stop_timeout = CLOSE_TIMEOUT + 1
