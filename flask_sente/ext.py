@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+import time
 import typing as t
 import weakref
 
@@ -21,6 +22,7 @@ from .exceptions import NotInitializedError
 from .connections import EventMsg
 from .hub import ConnectedUids, Hub
 from .protocol.packers import Packer, get_packer
+from .protocol.security import WsTickets
 from .router import DEFAULT, Handler, Router
 from .views import CSRF_SESSION_KEY, make_blueprint, script_version
 
@@ -36,6 +38,9 @@ class AppState:
     packer: Packer
     hub: Hub
     router: Router
+    #: Tickets standing for the CSRF token in WebSocket URLs (see ``views``).
+    ws_tickets: WsTickets = dataclasses.field(
+        default_factory=lambda: WsTickets(clock=time.time))
 
     def shutdown(self, timeout: float = 0.0) -> None:
         """The server is stopping (it no longer accepts): a graceful drain.

@@ -87,17 +87,22 @@ def _chsk() -> Response:
     if packer_name is not None and packer_name != state.packer.name:
         return _text(400, f"Packer mismatch: the client uses {packer_name!r}, this server "
                           f"uses {state.packer.name!r}")
-    rejection = _check_csrf(state) or _check_origin(state)
+    upgrade = request.environ.get(UPGRADE_ENVIRON_KEY)
+    rejection = _check_csrf(state, client_id, upgrade is not None) or _check_origin(state)
     if rejection is not None:
         return rejection
     uid = state.sente._call_user_id(state, client_id)
     rejection = _check_authorized(state, uid, client_id)
     if rejection is not None:
         return rejection
+    if request.method == "GET" and upgrade is None and "new-ws-ticket" in request.args:
+        # Every check passed with the token in a header: a ticket for the WebSocket URL.
+        resp = _text(200, state.ws_tickets.issue(client_id, current_app.secret_key))
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
 
     if request.method == "POST":
         return _post(state, uid, client_id)
-    upgrade = request.environ.get(UPGRADE_ENVIRON_KEY)
     info = _snapshot()
     if upgrade is not None:
         handshake_data = state.sente._call_handshake_data(state, uid, client_id)
@@ -160,10 +165,17 @@ def _supplied_csrf_token() -> str | None:
                 request.mimetype == "application/x-www-form-urlencoded" else None))
 
 
-def _check_csrf(state: AppState) -> Response | None:
+def _check_csrf(state: AppState, client_id: str, upgrade: bool) -> Response | None:
     csrf = state.options.csrf
     if csrf is False:
         return None
+    if upgrade and "ws-ticket" in request.args:
+        # A browser's WebSocket: a single-use ticket fetched with the token in a header
+        # stands for the token, which so never appears in a URL (docs/protocol.md §5).
+        if state.ws_tickets.redeem(request.args.get("ws-ticket"), client_id,
+                                   current_app.secret_key):
+            return None
+        return _text(403, "Bad CSRF token: invalid, expired or used ws-ticket")
     supplied = _supplied_csrf_token()
     if csrf is True and "csrf" in current_app.extensions:  # Flask-WTF's CSRFProtect
         from flask_wtf.csrf import ValidationError, validate_csrf  # optional dependency

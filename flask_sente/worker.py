@@ -31,7 +31,13 @@ from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler, PyWSGISe
 
 from .exceptions import ConfigError
 from .transports.frames import CLOSE_TIMEOUT
-from .transports.websocket import DEFAULT_HEADER_TIMEOUT, SenteHandler, SenteServerMixin
+from .transports.websocket import (
+    DEFAULT_HEADER_TIMEOUT,
+    SenteHandler,
+    SenteServerMixin,
+    redact_secrets,
+    redacted_environ,
+)
 
 __all__ = ["SenteWorker", "SenteGunicornHandler", "SenteGunicornServer"]
 
@@ -39,7 +45,25 @@ HEADER_TIMEOUT_ENV = "FLASK_SENTE_HEADER_TIMEOUT"
 
 
 class SenteGunicornHandler(PyWSGIHandler, SenteHandler):
-    """gunicorn's ``log_request``/``get_environ`` first, then flask_sente's upgrade logic."""
+    """gunicorn's ``log_request``/``get_environ`` first, then flask_sente's upgrade logic.
+
+    The access log gets the request with secret query parameters (``csrf-token``,
+    ``ws-ticket``) redacted."""
+
+    def log_request(self) -> None:
+        environ = getattr(self, "environ", None)
+        if not environ:
+            return PyWSGIHandler.log_request(self)
+        self.environ = redacted_environ(environ)
+        requestline = getattr(self, "requestline", None)
+        if requestline:
+            self.requestline = redact_secrets(requestline)
+        try:
+            PyWSGIHandler.log_request(self)
+        finally:
+            self.environ = environ
+            if requestline:
+                self.requestline = requestline
 
 
 class SenteGunicornServer(SenteServerMixin, PyWSGIServer):

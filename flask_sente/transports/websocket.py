@@ -52,6 +52,7 @@ import errno
 import hashlib
 import logging
 import os
+import re
 import socket
 import time
 import typing as t
@@ -107,6 +108,27 @@ MAX_REFUSING = 64
 
 class HeaderTimeout(SenteError):
     """A client did not send a complete request head within the header timeout."""
+
+
+#: Query parameters whose values never reach a log: the CSRF token (old clients and Sente's
+#: own still send it in the URL) and the WebSocket ticket standing for it.
+_SECRET_PARAM = re.compile(r"(?i)((?:^|[?&;\s])(?:csrf-token|csrf_token|ws-ticket)=)[^&;\s#]*")
+
+
+def redact_secrets(text: str) -> str:
+    """``text`` (a request line, URI or query string) with secret parameter values
+    replaced by ``[redacted]``."""
+    return _SECRET_PARAM.sub(r"\1[redacted]", text)
+
+
+def redacted_environ(environ: dict[str, t.Any]) -> dict[str, t.Any]:
+    """A copy of ``environ`` for an access log: secrets redacted from the URI keys."""
+    copy = dict(environ)
+    for key in ("RAW_URI", "REQUEST_URI", "QUERY_STRING"):
+        value = copy.get(key)
+        if isinstance(value, str) and _SECRET_PARAM.search(value):
+            copy[key] = redact_secrets(value)
+    return copy
 
 
 def default_max_connections() -> int | None:
@@ -259,8 +281,18 @@ class SenteHandler(WebSocketHandler):
             idle.discard(self)
 
     # Write the access-log line with pywsgi's format (gevent-websocket's version skips 101s
-    # and writes to a logger it reconfigures). The gunicorn handler puts its own first.
-    log_request = WSGIHandler.log_request
+    # and writes to a logger it reconfigures), with secrets in the query redacted. The
+    # gunicorn handler puts its own first (and redacts the environ it logs from).
+    def log_request(self) -> None:
+        requestline = getattr(self, "requestline", None)
+        if requestline and _SECRET_PARAM.search(requestline):
+            self.requestline = redact_secrets(requestline)
+            try:
+                WSGIHandler.log_request(self)
+            finally:
+                self.requestline = requestline
+        else:
+            WSGIHandler.log_request(self)
 
     def run_application(self) -> None:
         environ = self.environ
