@@ -63,7 +63,7 @@ from gevent.pool import Group
 from gevent.pywsgi import WSGIHandler, WSGIServer
 from geventwebsocket.handler import WebSocketHandler
 
-from ..exceptions import ConnectionClosed, LocalProtocolError, SenteError
+from ..exceptions import ConfigError, ConnectionClosed, LocalProtocolError, SenteError
 from ..protocol.wire import CLOSE_NORMAL, CLOSE_SERVER_ERROR
 from .base import STOP_CALLBACKS_ENVIRON_KEY, UPGRADE_ENVIRON_KEY
 from .frames import (
@@ -92,7 +92,7 @@ DEFAULT_HEADER_TIMEOUT = 10.0
 #: regular file to the event loop, too late for the reserve-descriptor trick below.
 _close_fd: t.Callable[[int], None] = get_original("os", "close")
 #: Seconds handlers in flight get to finish when the embedded server stops (gunicorn's
-#: worker uses its own ``--graceful-timeout``, less a second for the closing handshakes).
+#: worker uses its own ``--graceful-timeout``, less 3 s for the closing handshakes).
 DEFAULT_GRACEFUL_TIMEOUT = 10.0
 #: Accept errors that mean "out of descriptors or kernel memory", not "the listener broke".
 _RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -497,6 +497,8 @@ class SenteServerMixin:
         #: :data:`.base.STOP_CALLBACKS_ENVIRON_KEY`).
         self.sente_stop_callbacks: set[t.Callable[[], t.Any]] = set()
         self._sente_refusing = 0
+        #: Greenlets answering 503 (each lives a second at most; killed by ``stop``).
+        self._sente_refusers = Group()
         self._sente_reserve_fd: int | None = None
         self._sente_warned_at = -1e9
         self._sente_resume_timer: t.Any = None
@@ -504,11 +506,11 @@ class SenteServerMixin:
         if header_timeout != "default":
             if header_timeout is not None and (
                     not isinstance(header_timeout, (int, float)) or header_timeout <= 0):
-                raise ValueError(f"header_timeout must be > 0 or None, got {header_timeout!r}")
+                raise ConfigError(f"header_timeout must be > 0 or None, got {header_timeout!r}")
             self.sente_header_timeout = t.cast("float | None", header_timeout)
         if graceful_timeout is not None:
             if not isinstance(graceful_timeout, (int, float)) or graceful_timeout < 0:
-                raise ValueError(f"graceful_timeout must be >= 0, got {graceful_timeout!r}")
+                raise ConfigError(f"graceful_timeout must be >= 0, got {graceful_timeout!r}")
             self.sente_graceful_timeout = float(graceful_timeout)
         # stop() waits this long for handlers: the drain, then the closing handshakes.
         self.stop_timeout = self.sente_graceful_timeout + CLOSE_TIMEOUT + 2
@@ -521,10 +523,10 @@ class SenteServerMixin:
             max_connections = min(limits) if limits else None
         if max_connections is not None and (
                 not isinstance(max_connections, int) or max_connections <= 0):
-            raise ValueError(f"max_connections must be a positive integer or None, "
+            raise ConfigError(f"max_connections must be a positive integer or None, "
                              f"got {max_connections!r}")
         if max_connections is not None and self.pool is None:
-            raise ValueError("max_connections needs a pool (spawn=Pool())")
+            raise ConfigError("max_connections needs a pool (spawn=Pool())")
         if max_connections is not None and pool_size is not None and pool_size < max_connections:
             max_connections = pool_size
         self.sente_max_connections = t.cast("int | None", max_connections)
@@ -615,7 +617,7 @@ class SenteServerMixin:
             sock.close()
             return
         self._sente_refusing += 1
-        gevent.spawn(self._send_503, sock)
+        self._sente_refusers.spawn(self._send_503, sock)
 
     def _send_503(self, sock: t.Any) -> None:
         try:
@@ -662,6 +664,7 @@ class SenteServerMixin:
             if drainer is not None:
                 drainer.join(timeout=1)
                 drainer.kill(block=True, timeout=1)
+            self._sente_refusers.kill(block=True, timeout=1)
 
     def _drain(self) -> None:
         """The graceful stop: the apps finish their handlers in flight and send the replies
