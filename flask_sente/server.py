@@ -16,7 +16,12 @@ import gevent
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
 
-from .transports.websocket import DEFAULT_HEADER_TIMEOUT, SenteHandler, SenteWSGIServer
+from .transports.websocket import (
+    DEFAULT_GRACEFUL_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    SenteHandler,
+    SenteWSGIServer,
+)
 
 __all__ = ["make_server", "run"]
 
@@ -29,13 +34,16 @@ def make_server(
     *,
     header_timeout: float | None = DEFAULT_HEADER_TIMEOUT,
     max_connections: int | None | str = "default",
+    graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT,
     **kw: t.Any,
 ) -> WSGIServer:
     """A WSGI server for ``app`` on ``host:port``, not started yet.
 
     Call ``.start()`` (then ``server.server_port`` is the bound port, useful with the
-    default ``port=0``) and ``.stop()``; stopping sends close 1001 to every open WebSocket
-    before waiting for handlers. ``log`` is the access log as for
+    default ``port=0``) and ``.stop()``. Stopping drains gracefully: the server stops
+    accepting, parked long-polls are answered ``chsk/close`` 1001 (clients reconnect),
+    handlers in flight get ``graceful_timeout`` seconds (default 10) to finish and reply,
+    then every WebSocket is closed with 1001. ``log`` is the access log as for
     :class:`gevent.pywsgi.WSGIServer` (``"default"`` = stderr, ``None`` = off, or a
     :class:`logging.Logger`). Other keywords go to the server (``error_log``, ``spawn``,
     ``handler_class``, SSL arguments, ...). Handlers run in a pool, so ``stop()`` waits for
@@ -56,12 +64,13 @@ def make_server(
     kw.setdefault("handler_class", SenteHandler)
     kw.setdefault("spawn", Pool())
     return SenteWSGIServer((host, port), app, log=log, header_timeout=header_timeout,
-                           max_connections=max_connections, **kw)
+                           max_connections=max_connections,
+                           graceful_timeout=graceful_timeout, **kw)
 
 
 def run(app: t.Callable[..., t.Any], host: str = "127.0.0.1", port: int = 5000,
         **kw: t.Any) -> None:
-    """Serve ``app`` until Ctrl-C or SIGTERM, then stop cleanly (WebSockets get 1001).
+    """Serve ``app`` until Ctrl-C or SIGTERM, then drain and stop (see :func:`make_server`).
 
     Blocks. Keywords are those of :func:`make_server`.
     """

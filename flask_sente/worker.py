@@ -4,7 +4,7 @@ gunicorn's gevent pywsgi worker with flask_sente's WebSocket handler (the only m
 imports gunicorn). Compared with gevent-websocket's ``GeventWebSocketWorker`` it keeps
 gunicorn's access log and ``gunicorn.sock`` / ``RAW_URI`` environ keys (the handler mixes in
 gunicorn's ``PyWSGIHandler``), lets the app refuse an upgrade with an HTTP status, and on
-SIGTERM sends close 1001 to every open WebSocket as soon as it stops accepting.
+SIGTERM drains (below) and then sends close 1001 to every open WebSocket.
 
 Limits, as a gunicorn user sets them:
 
