@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 
-.PHONY: help venv demo demo-cluster lint test test-py test-js test-browser browser-deps redis-deps bench clean
+.PHONY: help venv demo demo-cluster lint test test-py test-js test-browser browser-deps redis-deps bench soak clean
 
 help:
 	@echo "make demo   - set up and run the demo todo app on http://$(HOST):$(PORT)"
@@ -14,6 +14,7 @@ help:
 	@echo "make lint   - ruff (ruff.toml) and mypy (setup.cfg; strict for protocol/ and client/)"
 	@echo "make test   - make lint, then every test (Python, node --test, headless Chromium)"
 	@echo "make bench  - run the benchmarks against the peers"
+	@echo "make soak   - the soak and the abuse scenarios (127.0.0.1, about 2 minutes)"
 
 venv: $(STAMP)
 
@@ -70,6 +71,10 @@ bench: $(STAMP) $(BENCH_STAMP)
 	@test -f bench/node_modules/ws/package.json && test -f bench/node_modules/socket.io-client/package.json || \
 	  (cd bench && npm install --silent --no-audit --no-fund --no-save ws@8 socket.io-client@4 >/dev/null)
 	ulimit -n 65536 2>/dev/null || true; $(PY) -m bench
+
+# Not part of make test: server processes of its own, figures only (docs/soak.md).
+soak: $(STAMP)
+	$(PY) -m bench.soak
 
 clean:
 	rm -rf $(VENV) tests/js/node_modules bench/node_modules

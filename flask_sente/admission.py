@@ -17,6 +17,7 @@ from .config import ANONYMOUS_UID
 from .exceptions import RemoteProtocolError
 from .protocol import PROTOCOL_VERSION, SUPPORTED_PROTOCOLS, wire
 from .protocol.security import csrf_token_valid, origin_allowed
+from .transports.base import UPGRADE_ENVIRON_KEY
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from .state import AppState
@@ -76,7 +77,8 @@ def admit(state: AppState, *, skip: frozenset[str] = frozenset()) -> Admitted | 
     if packer_name is not None and packer_name != state.packer.name:
         return text_response(400, f"Packer mismatch: the client uses {packer_name!r}, this "
                                   f"server uses {state.packer.name!r}")
-    refusal = ((None if "csrf" in skip else check_csrf(state))
+    upgrade = UPGRADE_ENVIRON_KEY in request.environ
+    refusal = ((None if "csrf" in skip else check_csrf(state, client_id, upgrade))
                or (None if "origin" in skip else check_origin(state)))
     if refusal is not None:
         return refusal
@@ -109,10 +111,17 @@ def supplied_csrf_token() -> str | None:
                 request.mimetype == "application/x-www-form-urlencoded" else None))
 
 
-def check_csrf(state: AppState) -> Response | None:
+def check_csrf(state: AppState, client_id: str, upgrade: bool) -> Response | None:
     csrf = state.options.csrf
     if csrf is False:
         return None
+    if upgrade and "ws-ticket" in request.args:
+        # A browser's WebSocket: a single-use ticket fetched with the token in a header
+        # stands for the token, which so never appears in a URL (docs/protocol.md §5).
+        if state.ws_tickets.redeem(request.args.get("ws-ticket"), client_id,
+                                   current_app.secret_key):
+            return None
+        return text_response(403, "Bad CSRF token: invalid, expired or used ws-ticket")
     supplied = supplied_csrf_token()
     if csrf is True and "csrf" in current_app.extensions:  # Flask-WTF's CSRFProtect
         from flask_wtf.csrf import ValidationError, validate_csrf  # optional dependency

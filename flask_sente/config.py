@@ -44,6 +44,13 @@ HISTORY_SIZE = 100
 HISTORY_TTL = 120.0
 #: Handlers run in a greenlet pool of this size; a full pool makes readers wait.
 HANDLER_POOL_SIZE = 1000
+#: Events of one client in the handler pool at once; its next event waits on its own
+#: connection. 20 clients x 32 stay well inside the pool, so a few flooders cannot starve
+#: everybody else (issue 14).
+CLIENT_EVENTS_IN_FLIGHT = 32
+#: The same handler error (handler, exception type, raising line) is logged with its
+#: traceback at most once per this many seconds, with a count of the ones not logged.
+ERROR_LOG_INTERVAL = 60.0
 #: A reply not given within this window is answered with a timeout on the handler's behalf.
 REPLY_TIMEOUT = 20.0
 #: The uid shared by every client whose ``user_id`` hook returns None.
@@ -80,6 +87,8 @@ class Options:
     backplane: t.Any = None
     handler_pool_size: int = HANDLER_POOL_SIZE
     reply_timeout: float = REPLY_TIMEOUT
+    client_events_in_flight: int = CLIENT_EVENTS_IN_FLIGHT
+    error_log_interval: float = ERROR_LOG_INTERVAL
 
     @classmethod
     def names(cls) -> list[str]:
@@ -115,7 +124,7 @@ class Options:
             )
         for name in ("send_buffer_ws", "send_buffer_ajax", "reconnect_grace_ws",
                      "reconnect_grace_ajax", "reply_timeout", "write_timeout",
-                     "history_ttl"):
+                     "history_ttl", "error_log_interval"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value < 0:
                 raise ConfigError(f"{name} must be a number >= 0, got {value!r}")
@@ -124,7 +133,8 @@ class Options:
             if value is not None and (not isinstance(value, (int, float)) or value <= 0):
                 raise ConfigError(f"{name} must be a positive number or None, got {value!r}")
         for name in ("max_message_size", "receive_queue_size", "send_queue_size",
-                     "send_queue_bytes", "handler_pool_size", "history_size"):
+                     "send_queue_bytes", "handler_pool_size", "history_size",
+                     "client_events_in_flight"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")

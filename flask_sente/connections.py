@@ -183,6 +183,11 @@ class WsConnection:
         finally:
             self._writer = None
 
+    @property
+    def writer(self) -> gevent.Greenlet | None:
+        """The greenlet writing the queue now, if any (a stop waits for it)."""
+        return self._writer
+
     def stop_writer(self) -> None:
         self.open = False
         writer = self._writer

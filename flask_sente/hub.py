@@ -43,6 +43,8 @@ if t.TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger("flask_sente")
 
 __all__ = ["ConnectedUids", "Hub"]
+#: Seconds :meth:`Hub.close` waits for the sockets' queued messages and close frames.
+CLOSE_WAIT = 3.0
 
 _thread_ident: t.Callable[[], int] = gevent.monkey.get_original("_thread", "get_ident")
 #: Set on a parked poll to wake it: its greenlet reads what it is owed itself.
@@ -95,6 +97,8 @@ class Hub:
         self._loop = gevent.get_hub().loop
         self._thread = _thread_ident()
         self.closed = False
+        #: Set by :meth:`drain`: the answer to every poll from then on.
+        self._going_away_packed: str | bytes | None = None
         self.backplane.start(self)
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -103,27 +107,41 @@ class Hub:
         return self._group.spawn(fn, *args)
 
     def close(self) -> None:
-        """Close every connection (WebSocket 1001, parked polls answered) and stop all greenlets."""
+        """Stop: pushes made so far go out, parked polls are told to reconnect (``drain``),
+        every WebSocket is closed with 1001 after what was queued for it (waiting up to
+        ``CLOSE_WAIT``), then every greenlet is stopped."""
         if self.closed:
             return
+        self.flush()
+        self.drain()
         self.closed = True
         for timer in (self._sweeper, self._expiry_timer, *self._flush_timers.values()):
             if timer is not None:
                 timer.close()
         self._sweeper = self._expiry_timer = None
         self._flush_timers = {"ws": None, "ajax": None}
+        writers = []
         for clients in self._conns["ws"].values():
             for conn in list(clients.values()):
-                if conn.open:
-                    conn.close_now(wire.CLOSE_GOING_AWAY, "server shutting down")
-        for clients in self._conns["ajax"].values():
-            for client in clients.values():
-                client.close_packed = self._lp_timeout_packed
-                if client.parked is not None:
-                    client.parked.set(_WAKE)
+                if conn.open:  # the close frame follows what is already queued
+                    conn.close(wire.CLOSE_GOING_AWAY, "server shutting down")
+                    if conn.writer is not None:
+                        writers.append(conn.writer)
+        gevent.joinall(writers, timeout=CLOSE_WAIT)
         self.backplane.close()
         gevent.sleep(0)
         self._group.kill(block=True, timeout=5)
+
+    def drain(self) -> None:
+        """Stopping: answer every parked poll, and every poll from now on, with close 1001
+        (the Ajax equivalent: "server going away, reconnect")."""
+        if self._going_away_packed is None:
+            self._going_away_packed = self.packer.pack(
+                wire.close(wire.CLOSE_GOING_AWAY, "server shutting down"))
+        for clients in self._conns["ajax"].values():
+            for client in clients.values():
+                if client.parked is not None:
+                    client.parked.set(self._going_away_packed)
 
     def _on_hub_thread(self) -> bool:
         return _thread_ident() == self._thread
@@ -351,6 +369,9 @@ class Hub:
             if cb_id is not None:
                 conn.offer(self.packer.pack(
                     wire.failure(ev.ERROR, cb_id, {"message": "bad event"})))
+            else:  # no reply to carry the refusal: tell the sender with a one-event push
+                conn.offer(self.packer.pack(wire.bad_event_notice(
+                    msg.bad_reason or "reserved-id", msg.raw if event is None else list(event))))
             return
         if event[0] == ev.WS_PING:
             if cb_id is not None:
@@ -389,6 +410,8 @@ class Hub:
         gone, it is answered with a handshake saying ``recovered: false``.
         """
         self._thread = _thread_ident()
+        if self._going_away_packed is not None and not handshake:
+            return self._going_away_packed  # draining: reconnect (elsewhere)
         kicked = self._kicked.pop(client_id, None)
         if kicked is not None:
             return kicked

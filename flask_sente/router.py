@@ -7,11 +7,27 @@ sender's reads rather than growing memory. Workers are reused — starting a gre
 more than a typical handler — and up to ``MAX_IDLE_WORKERS`` of them wait for the next event;
 the others end when they find nothing to do. An exception in a handler is logged with the
 uid and client id, answers a pending reply with ``chsk/error``, and never stops the router.
+
+Errors are logged at a bounded rate: a handler that raises on every call (100 clients, one
+bug) would otherwise write one traceback per call and fill the disk. The first occurrence
+of an error (same handler, exception type and raising line) is logged with its traceback;
+repeats within ``error_log_interval`` are counted, and the next one after the interval is
+logged with its traceback and the count of those suppressed. Clients get the same
+``chsk/error`` reply either way.
+
+Fairness: each client (transport, uid, client id) has at most ``client_events_in_flight``
+events in the pool; its next event waits on its own connection (the reader greenlet, or the
+Ajax POST's request) until one of its handlers ends. So one client flooding a slow handler
+slows itself down, not everybody. Keep-alive events (``chsk/ws-ping``, ``chsk/ws-pong``)
+never wait: they are dispatched only when a slot is free at once (a full pool drops the
+notification, not the client).
 """
 from __future__ import annotations
 
 import contextlib
 import logging
+import time
+import traceback
 import typing as t
 
 import gevent
@@ -32,6 +48,47 @@ Handler = t.Callable[["EventMsg"], t.Any]
 DEFAULT = "*"
 #: Worker greenlets kept waiting for the next event after a burst (each costs a few KiB).
 MAX_IDLE_WORKERS = 256
+#: Events that must never make a reader wait: the keep-alive answer is already sent, the
+#: handler only gets a notification.
+_NEVER_WAIT = frozenset({ev.WS_PING, ev.WS_PONG})
+
+
+class ErrorLogLimiter:
+    """Decides whether a handler's exception is logged with its traceback now.
+
+    Keyed by handler, exception type and the file:line that raised (so two different bugs
+    in one handler are both seen); one entry per distinct key, a handful in practice.
+    """
+
+    def __init__(self, interval: float, clock: t.Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self._clock = clock
+        #: key -> [time of the last logged occurrence, occurrences suppressed since]
+        self._seen: dict[tuple[t.Any, ...], list[float]] = {}
+
+    @staticmethod
+    def key(handler: t.Any, exc: BaseException) -> tuple[t.Any, ...]:
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = (frames[-1].filename, frames[-1].lineno) if frames else None
+        name = getattr(handler, "__qualname__", None) or repr(handler)
+        return (getattr(handler, "__module__", None), name, type(exc), where)
+
+    def check(self, key: tuple[t.Any, ...]) -> int | None:
+        """None: suppress (and count) this one; else log it, with this many suppressed
+        since the last one logged."""
+        now = self._clock()
+        entry = self._seen.get(key)
+        if entry is None:
+            if len(self._seen) >= 1000:  # a pathological spread of keys: start over
+                self._seen.clear()
+            self._seen[key] = [now, 0]
+            return 0
+        if now - entry[0] < self.interval:
+            entry[1] += 1
+            return None
+        suppressed = int(entry[1])
+        entry[0], entry[1] = now, 0
+        return suppressed
 
 
 class Router:
@@ -44,10 +101,13 @@ class Router:
         pool_size: int,
         receive_queue_size: int,
         context: t.Callable[[], t.ContextManager[t.Any]] = contextlib.nullcontext,
+        client_events_in_flight: int | None = None,
+        error_log_interval: float = 0.0,
     ) -> None:
         self._handlers = handlers
         self._context = context
         self._slots = gevent.lock.Semaphore(pool_size)
+        self._pool_size = pool_size
         self._workers = gevent.pool.Group()
         self._idle: list[Waiter] = []
         self._max_idle = min(MAX_IDLE_WORKERS, pool_size)
@@ -55,21 +115,83 @@ class Router:
         self._mailbox: gevent.queue.Queue[EventMsg] = gevent.queue.Queue(receive_queue_size)
         self._mailbox_used = False
         self._warned: set[str] = set()
+        self._per_client = client_events_in_flight
+        #: client key -> semaphore of its events in flight (dropped when none are)
+        self._clients: dict[tuple[t.Any, ...], gevent.lock.Semaphore] = {}
+        self._errors = ErrorLogLimiter(error_log_interval)
 
     def dispatch(self, msg: EventMsg) -> None:
-        """Hand one event to its handler (or the catch-all, or ``receive()``); may wait."""
+        """Hand one event to its handler (or the catch-all, or ``receive()``); may wait:
+        for the client's own share of the pool, then for a slot in the pool."""
         handler = self._handlers.get(msg.id) or self._handlers.get(DEFAULT)
         if handler is not None:
-            self._slots.acquire()  # waits while pool_size handlers are running
-            if self._idle:
-                waiter = self._idle.pop()
-                gevent.get_hub().loop.run_callback(waiter.switch, (handler, msg))
-            else:
-                self._workers.spawn(self._work, handler, msg)
+            if msg.id in _NEVER_WAIT:
+                self._dispatch_nowait(handler, msg)
+                return
+            share = self._share(msg)
+            if share is not None:
+                share.acquire()  # waits while this client has its share in flight
+            try:
+                self._slots.acquire()  # waits while pool_size handlers are running
+            except BaseException:
+                self._release_share(msg, share)
+                raise
+            self._start(handler, msg, share)
         elif self._mailbox_used:
             self._mailbox.put(msg)
         elif not ev.is_reserved(msg.id):
             self._unhandled(msg)
+
+    def _dispatch_nowait(self, handler: Handler, msg: EventMsg) -> None:
+        if not self._slots.acquire(blocking=False):
+            logger.debug("handler pool full: dropped a %r notification", msg.id)
+            return
+        self._start(handler, msg, None)
+
+    def _start(self, handler: Handler, msg: EventMsg, share: t.Any) -> None:
+        if self._idle:
+            waiter = self._idle.pop()
+            gevent.get_hub().loop.run_callback(waiter.switch, (handler, msg, share))
+        else:
+            self._workers.spawn(self._work, handler, msg, share)
+
+    def _client_key(self, msg: EventMsg) -> tuple[t.Any, ...] | None:
+        if self._per_client is None or msg.client_id is None:
+            return None  # the hub's own events (presence, bad input) have no sender
+        try:
+            hash(msg.uid)
+        except TypeError:
+            return None
+        return (msg.transport, msg.uid, msg.client_id)
+
+    def _share(self, msg: EventMsg) -> gevent.lock.Semaphore | None:
+        key = self._client_key(msg)
+        if key is None:
+            return None
+        share = self._clients.get(key)
+        if share is None:
+            share = self._clients[key] = gevent.lock.Semaphore(t.cast(int, self._per_client))
+        return share
+
+    def _release_share(self, msg: EventMsg, share: gevent.lock.Semaphore | None) -> None:
+        if share is None:
+            return
+        share.release()
+        key = self._client_key(msg)
+        if (key is not None and share.counter == self._per_client
+                and not share.linkcount() and self._clients.get(key) is share):
+            del self._clients[key]  # nothing in flight, nobody waiting: forget the client
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no handler runs, at most ``timeout`` seconds; True if none does.
+        Used by a graceful stop so that handlers in flight finish and reply."""
+        deadline = time.monotonic() + timeout
+        while self._slots.counter < self._pool_size:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            gevent.sleep(min(0.05, left))
+        return True
 
     def wants(self, event_id: str) -> bool:
         """Whether :meth:`dispatch` would do anything with an event of this id: a handler,
@@ -95,7 +217,7 @@ class Router:
         self._idle.clear()
         self._workers.kill(block=True, timeout=5)
 
-    def _work(self, handler: Handler, msg: EventMsg) -> None:
+    def _work(self, handler: Handler, msg: EventMsg, share: t.Any) -> None:
         """A worker greenlet: run this event's handler, then wait for the next (or end)."""
         idle = self._idle
         while True:
@@ -103,21 +225,26 @@ class Router:
                 self._run(handler, msg)
             finally:
                 self._slots.release()
-            del handler, msg  # hold no event while idle
+                self._release_share(msg, share)
+            del handler, msg, share  # hold no event while idle
             if self._closed or len(idle) >= self._max_idle:
                 return
             waiter = Waiter()
             idle.append(waiter)
-            handler, msg = waiter.get()
+            handler, msg, share = waiter.get()
 
     def _run(self, handler: Handler, msg: EventMsg) -> None:
         try:
             with self._context():
                 handler(msg)
-        except Exception:
-            logger.exception(
-                "handler for %r raised (uid=%r, client_id=%r)", msg.id, msg.uid, msg.client_id
-            )
+        except Exception as exc:
+            suppressed = self._errors.check(self._errors.key(handler, exc))
+            if suppressed is not None:
+                more = (f"; {suppressed} more like it in the last "
+                        f"{self._errors.interval:g} s not logged" if suppressed else "")
+                logger.error(
+                    "handler for %r raised (uid=%r, client_id=%r)%s", msg.id, msg.uid,
+                    msg.client_id, more, exc_info=True)
             msg._fail(ev.ERROR, {"message": f"the handler for {msg.id!r} raised an error"})
 
     def _unhandled(self, msg: EventMsg) -> None:

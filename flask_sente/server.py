@@ -16,7 +16,12 @@ import gevent
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
 
-from .transports.websocket import SenteHandler, SenteWSGIServer
+from .transports.websocket import (
+    DEFAULT_GRACEFUL_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    SenteHandler,
+    SenteWSGIServer,
+)
 
 __all__ = ["make_server", "run"]
 
@@ -26,26 +31,46 @@ def make_server(
     host: str = "127.0.0.1",
     port: int = 0,
     log: t.Any = "default",
+    *,
+    header_timeout: float | None = DEFAULT_HEADER_TIMEOUT,
+    max_connections: int | None | str = "default",
+    graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT,
     **kw: t.Any,
 ) -> WSGIServer:
     """A WSGI server for ``app`` on ``host:port``, not started yet.
 
     Call ``.start()`` (then ``server.server_port`` is the bound port, useful with the
-    default ``port=0``) and ``.stop()``; stopping sends close 1001 to every open WebSocket
-    before waiting for handlers. ``log`` is the access log as for
+    default ``port=0``) and ``.stop()``. Stopping drains gracefully: the server stops
+    accepting, parked long-polls are answered ``chsk/close`` 1001 (clients reconnect),
+    handlers in flight get ``graceful_timeout`` seconds (default 10) to finish and reply,
+    then every WebSocket is closed with 1001. ``log`` is the access log as for
     :class:`gevent.pywsgi.WSGIServer` (``"default"`` = stderr, ``None`` = off, or a
     :class:`logging.Logger`). Other keywords go to the server (``error_log``, ``spawn``,
     ``handler_class``, SSL arguments, ...). Handlers run in a pool, so ``stop()`` waits for
     them and then kills what is left.
+
+    Protection against abuse and running out of descriptors:
+
+    - ``header_timeout`` (seconds, default 10): a connection whose request line and
+      headers are not complete by then is closed (slowloris, abandoned handshakes; also an
+      idle keep-alive connection waiting for its next request). None: no limit.
+    - ``max_connections``: connections served at once; beyond it a new connection gets a
+      ``503`` with ``Retry-After: 1`` at once, instead of the server running out of file
+      descriptors. The default is the descriptor limit (``ulimit -n``) less a reserve of
+      10 % (at least 32) for the app's own files. None: no limit. Should descriptors run
+      out anyway (the app opens many files), waiting clients get a 503 and one warning per
+      10 s is logged, never a traceback; the server keeps accepting.
     """
     kw.setdefault("handler_class", SenteHandler)
     kw.setdefault("spawn", Pool())
-    return SenteWSGIServer((host, port), app, log=log, **kw)
+    return SenteWSGIServer((host, port), app, log=log, header_timeout=header_timeout,
+                           max_connections=max_connections,
+                           graceful_timeout=graceful_timeout, **kw)
 
 
 def run(app: t.Callable[..., t.Any], host: str = "127.0.0.1", port: int = 5000,
         **kw: t.Any) -> None:
-    """Serve ``app`` until Ctrl-C or SIGTERM, then stop cleanly (WebSockets get 1001).
+    """Serve ``app`` until Ctrl-C or SIGTERM, then drain and stop (see :func:`make_server`).
 
     Blocks. Keywords are those of :func:`make_server`.
     """

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import time
 import typing as t
 
 from .backplanes import Backplane, LocalBackplane
 from .config import Options
 from .hub import Hub
 from .protocol.packers import Packer
+from .protocol.security import WsTickets
 from .router import Handler, Router
 
 
@@ -44,6 +46,9 @@ class AppState:
         return cls(sente, options, packer, hub, router, handlers, hooks, signal_sender,
                    context)
 
+    #: Tickets standing for the CSRF token in WebSocket URLs (see ``views``).
+    ws_tickets: WsTickets = dataclasses.field(
+        default_factory=lambda: WsTickets(clock=time.time))
     #: Whether the app's SECRET_KEY was compared with the other workers' (shared backplanes).
     secret_checked: bool = False
 
@@ -62,8 +67,17 @@ class AppState:
         return t.cast("t.Callable[..., t.Any] | None",
                       getattr(self.options, name) or self.hooks.get(name))
 
-    def shutdown(self) -> None:
-        """The server is stopping: answer parked polls, close WebSockets with 1001."""
+    def shutdown(self, timeout: float = 0.0) -> None:
+        """The server is stopping (it no longer accepts): a graceful drain.
+
+        Parked polls (and any poll still arriving) are answered ``chsk/close`` 1001 at once,
+        so Ajax clients reconnect (to another worker); handlers in flight get up to
+        ``timeout`` seconds to finish, and their replies go out; then every WebSocket is
+        closed with 1001 after what was queued for it.
+        """
+        self.hub.drain()
+        if timeout > 0:
+            self.router.wait_idle(timeout)
         self.hub.close()
 
     def restart(self) -> None:
@@ -79,7 +93,9 @@ def _make(options: Options, packer: Packer, handlers: t.Mapping[str, Handler],
           context: t.Callable[[], t.ContextManager[t.Any]] | None) -> tuple[Router, Hub]:
     kwargs = {} if context is None else {"context": context}
     router = Router(handlers, pool_size=options.handler_pool_size,
-                    receive_queue_size=options.receive_queue_size, **kwargs)
+                    receive_queue_size=options.receive_queue_size,
+                    client_events_in_flight=options.client_events_in_flight,
+                    error_log_interval=options.error_log_interval, **kwargs)
     hub = Hub(options, packer, router.dispatch, signal_sender=signal_sender,
               wants=router.wants, backplane=make_backplane(options))
     return router, hub

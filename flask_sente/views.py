@@ -94,6 +94,11 @@ def _chsk() -> Response:
         resp.headers["Retry-After"] = "2"
         return resp
     upgrade = request.environ.get(UPGRADE_ENVIRON_KEY)
+    if upgrade is None and "new-ws-ticket" in request.args:
+        # Every check passed with the token in a header: a ticket for the WebSocket URL.
+        resp = _text(200, state.ws_tickets.issue(client_id, current_app.secret_key))
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
     info = request_snapshot()
     if upgrade is not None:
         data = handshake_data(state, uid, client_id)

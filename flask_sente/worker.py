@@ -4,32 +4,106 @@ gunicorn's gevent pywsgi worker with flask_sente's WebSocket handler (the only m
 imports gunicorn). Compared with gevent-websocket's ``GeventWebSocketWorker`` it keeps
 gunicorn's access log and ``gunicorn.sock`` / ``RAW_URI`` environ keys (the handler mixes in
 gunicorn's ``PyWSGIHandler``), lets the app refuse an upgrade with an HTTP status, and on
-SIGTERM sends close 1001 to every open WebSocket as soon as it stops accepting.
+SIGTERM drains (below) and then sends close 1001 to every open WebSocket.
+
+Limits, as a gunicorn user sets them:
+
+- ``--worker-connections`` (default 1000) is the connection limit of each worker, lowered to
+  the descriptor limit (``ulimit -n``, less a 10 % reserve) if that is smaller. Beyond it a
+  new connection gets ``503`` with ``Retry-After: 1`` at once (stock gevent workers stop
+  accepting instead, so clients wait in the listen backlog with no answer).
+- The header timeout (10 s; a connection whose request head is not complete by then is
+  closed) comes from the environment variable ``FLASK_SENTE_HEADER_TIMEOUT`` (seconds;
+  ``0`` or ``none`` turns it off), e.g. ``gunicorn -e FLASK_SENTE_HEADER_TIMEOUT=5 ...``,
+  or from the ``header_timeout`` attribute of a ``SenteWorker`` subclass. gunicorn has no
+  setting of its own for it.
+- On SIGTERM the worker drains: it stops accepting, lets handlers in flight finish and
+  their replies go out for ``--graceful-timeout`` less 3 s (the time the closing
+  handshakes get), answers parked long-polls with ``chsk/close`` 1001 (clients reconnect),
+  then closes every WebSocket with 1001.
 """
 from __future__ import annotations
 
+import os
 import typing as t
 
 from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler, PyWSGIServer
 
-from .transports.websocket import SenteHandler, SenteServerMixin
+from .exceptions import ConfigError
+from .transports.frames import CLOSE_TIMEOUT
+from .transports.websocket import (
+    DEFAULT_HEADER_TIMEOUT,
+    SenteHandler,
+    SenteServerMixin,
+    redact_secrets,
+    redacted_environ,
+)
 
 __all__ = ["SenteWorker", "SenteGunicornHandler", "SenteGunicornServer"]
 
+HEADER_TIMEOUT_ENV = "FLASK_SENTE_HEADER_TIMEOUT"
+
 
 class SenteGunicornHandler(PyWSGIHandler, SenteHandler):
-    """gunicorn's ``log_request``/``get_environ`` first, then flask_sente's upgrade logic."""
+    """gunicorn's ``log_request``/``get_environ`` first, then flask_sente's upgrade logic.
+
+    The access log gets the request with secret query parameters (``csrf-token``,
+    ``ws-ticket``) redacted."""
+
+    def log_request(self) -> None:
+        environ = getattr(self, "environ", None)
+        if not environ:
+            return PyWSGIHandler.log_request(self)
+        self.environ = redacted_environ(environ)
+        requestline = getattr(self, "requestline", None)
+        if requestline:
+            self.requestline = redact_secrets(requestline)
+        try:
+            PyWSGIHandler.log_request(self)
+        finally:
+            self.environ = environ
+            if requestline:
+                self.requestline = requestline
 
 
 class SenteGunicornServer(SenteServerMixin, PyWSGIServer):
     """gunicorn's pywsgi server; its ``close()`` (called on SIGTERM) sends close 1001."""
 
 
+def header_timeout_from_env(default: float | None) -> float | None:
+    value = os.environ.get(HEADER_TIMEOUT_ENV)
+    if value is None or not value.strip():
+        return default
+    if value.strip().lower() in ("0", "none", "off"):
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if seconds <= 0:
+        raise ConfigError(f"{HEADER_TIMEOUT_ENV} must be a number of seconds > 0, or 0/none "
+                          f"to turn the header timeout off; got {value!r}")
+    return seconds
+
+
 class SenteWorker(GeventPyWSGIWorker):
     """Use with ``-k flask_sente.worker.SenteWorker``."""
 
-    server_class = SenteGunicornServer
+    server_class: t.Any = SenteGunicornServer
     wsgi_handler = SenteGunicornHandler
+    #: Seconds for a complete request head (overridden by ``FLASK_SENTE_HEADER_TIMEOUT``).
+    header_timeout: float | None = DEFAULT_HEADER_TIMEOUT
+
+    def init_process(self) -> None:
+        # The server class carries this worker's settings: gunicorn builds the server with
+        # fixed arguments.
+        self.server_class = type(self.server_class.__name__, (self.server_class,), {
+            "sente_header_timeout": header_timeout_from_env(self.header_timeout),
+            # gunicorn kills the handlers at --graceful-timeout: leave time for the 1001s.
+            "sente_graceful_timeout": max(0.0, float(self.cfg.graceful_timeout)
+                                          - CLOSE_TIMEOUT - 1),
+        })
+        super().init_process()
 
     def load_wsgi(self) -> None:
         super().load_wsgi()

@@ -115,6 +115,17 @@ def close(code: int, reason: str) -> list[t.Any]:
     return [[ev.CLOSE, {"code": code, "reason": reason}], None]
 
 
+def bad_event_notice(reason: str, raw: t.Any) -> list[t.Any]:
+    """A one-event push telling a WebSocket client that an event it sent without a cb_id
+    was refused (malformed or reserved id). A batch, so clients that do not know
+    ``chsk/bad-event`` ignore it like any unknown system event. Only the reason and the
+    offending id (when it is a string, cut to 100 characters) go back, not the data."""
+    info: dict[str, t.Any] = {"reason": reason}
+    if isinstance(raw, list) and raw and isinstance(raw[0], str):
+        info["id"] = raw[0][:100]
+    return [[[ev.BAD_EVENT, info]], None]
+
+
 # --- client -> server -------------------------------------------------------------------
 
 PONG: list[t.Any] = [[ev.WS_PONG], None]

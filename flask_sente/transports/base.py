@@ -14,9 +14,12 @@ import typing as t
 #: return any normal HTTP response (401, 403, ...) to refuse.
 UPGRADE_ENVIRON_KEY = "flask_sente.websocket_upgrade"
 
-#: WSGI environ key under which the server offers a set of zero-argument callables it calls
-#: when it starts stopping (before it waits for handlers). The app adds its hub's shutdown,
-#: so parked long-polls are answered at once instead of being killed with a 500.
+#: WSGI environ key under which the server offers a set of callables it calls, each on a
+#: greenlet of its own, when it starts stopping (it has stopped accepting). Each gets one
+#: argument, the seconds its app has to let handlers in flight finish and reply; it then
+#: closes the app's connections (parked long-polls are told to reconnect, WebSockets get
+#: 1001) and returns. The app adds its hub's drain, so a stop never kills a handler
+#: mid-call without need, nor a parked poll with a 500.
 STOP_CALLBACKS_ENVIRON_KEY = "flask_sente.stop_callbacks"
 
 #: Results of the optional fast path ``send_nowait(message)`` a WebSocket may offer (the hub

@@ -158,7 +158,8 @@ def create_app(packer: str) -> Flask:
     @app.get("/test/hits")
     def get_hits():
         cid = request.args["client-id"]
-        return jsonify({kind: n for (c, kind), n in hits.items() if c == cid})
+        return jsonify({kind: n for (c, kind), n in hits.items()
+                        if c == cid and kind != "ticket"})
 
     @app.get("/test/msgpack.js")
     def msgpack_js():
@@ -176,6 +177,8 @@ def create_app(packer: str) -> Flask:
                 if part.startswith("client-id="):
                     cid = part[len("client-id="):]
             kind = "ws" if is_ws else environ["REQUEST_METHOD"].lower()
+            if "new-ws-ticket=" in environ.get("QUERY_STRING", ""):
+                kind = "ticket"  # part of a WebSocket attempt (the CSRF ticket), not Ajax
             hits[(cid, kind)] += 1
             if is_ws and app.config["refuse_ws"]:
                 start_response("400 Bad Request", [("Content-Type", "text/plain")])

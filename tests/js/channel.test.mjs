@@ -32,6 +32,11 @@ function fakeNet() {
   /** `net.http(url, init)` returns a Response, a promise of one, or "park" (until aborted). */
   net.fetch = (url, init) => {
     const req = { url: new URL(url), init, body: init.body && JSON.parse(init.body) };
+    // The WebSocket ticket fetched before each upgrade (docs/protocol.md §5): always granted.
+    if (req.url.searchParams.has("new-ws-ticket")) {
+      (net.tickets = net.tickets || []).push(req);
+      return Promise.resolve(new Response(`TICKET-${net.tickets.length}`));
+    }
     net.requests.push(req);
     return new Promise((resolve, reject) => {
       const abort = () => reject(Object.assign(new Error("aborted"), { name: "AbortError" }));
@@ -82,7 +87,9 @@ test("WebSocket: handshake, push, call with reply, server ping answered", async 
   const ws = net.sockets[0];
   const url = new URL(ws.url);
   assert.equal(url.protocol, "ws:");
-  assert.deepEqual(Object.fromEntries(url.searchParams), { "client-id": chsk.clientId, protocol: "1", packer: "json", "csrf-token": "T" });
+  // The token travels in the ticket request's header, never in the WebSocket URL.
+  assert.deepEqual(Object.fromEntries(url.searchParams), { "client-id": chsk.clientId, protocol: "1", packer: "json", "ws-ticket": "TICKET-1" });
+  assert.equal(net.tickets[0].init.headers["X-CSRF-Token"], "T");
   assert.deepEqual([chsk.state.type, chsk.state.uid, chsk.state.handshakeData], ["ws", "alice", { n: 1 }]);
   assert.deepEqual(states, [[false, true, "ws"]]);
 

@@ -39,3 +39,21 @@ def test_normalize_origin_drops_default_ports():
 ])
 def test_csrf_truth_table(expected, supplied, ok):
     assert csrf_token_valid(expected, supplied) is ok
+
+
+def test_ws_tickets_single_use_bound_and_expiring():
+    from flask_sente.protocol.security import WsTickets
+
+    now = [1000.0]
+    tickets = WsTickets(clock=lambda: now[0], ttl=30)
+    first = tickets.issue("tab", "key")
+    assert not tickets.redeem(first, "other-tab", "key")     # bound to its client id
+    assert not tickets.redeem(first, "tab", "other-key")     # and to the app's key
+    assert tickets.redeem(first, "tab", "key")
+    assert not tickets.redeem(first, "tab", "key")           # single use
+    late = tickets.issue("tab", "key")
+    now[0] += 31
+    assert not tickets.redeem(late, "tab", "key")            # expired
+    assert WsTickets(clock=lambda: now[0]).redeem(tickets.issue("tab", "key"), "tab", "key")
+    for junk in (None, "", "a.b", "1.2.3", "x" * 300, "a.b.c.d"):
+        assert not tickets.redeem(junk, "tab", "key")

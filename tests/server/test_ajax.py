@@ -117,7 +117,9 @@ def test_server_stop_answers_parked_polls_instead_of_killing_them():
         server.stop(timeout=30)
         response = poll.get(timeout=10)
         assert response.status_code == 200
-        assert response.json() == [["chsk/timeout"], None]
+        # The Ajax equivalent of close 1001: the client reconnects (issue 14).
+        assert response.json() == [["chsk/close", {"code": 1001,
+                                                   "reason": "server shutting down"}], None]
     finally:
         server.stop(timeout=1)
         sente.close(app)

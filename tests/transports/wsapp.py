@@ -46,7 +46,25 @@ def create_app() -> Flask:
     return app
 
 
+def _limits_from_env() -> dict:
+    """``WSAPP_NOFILE`` lowers RLIMIT_NOFILE; ``WSAPP_HEADER_TIMEOUT`` and
+    ``WSAPP_MAX_CONNECTIONS`` (``none`` = no limit) go to ``run``."""
+    kw: dict = {}
+    nofile = os.environ.get("WSAPP_NOFILE")
+    if nofile:
+        import resource
+
+        _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (int(nofile), hard))
+    if os.environ.get("WSAPP_HEADER_TIMEOUT"):
+        kw["header_timeout"] = float(os.environ["WSAPP_HEADER_TIMEOUT"])
+    limit = os.environ.get("WSAPP_MAX_CONNECTIONS")
+    if limit:
+        kw["max_connections"] = None if limit == "none" else int(limit)
+    return kw
+
+
 if __name__ == "__main__":
     from flask_sente.server import run
 
-    run(create_app(), port=0)
+    run(create_app(), port=0, **_limits_from_env())
