@@ -110,7 +110,7 @@ class ConnectionLoop:
         kind = message.kind
         if kind == "events":
             with self._lock:
-                for event_id, data in message.events:
+                for event_id, data in self._endpoint.positions.batch(message.events):
                     if ev.is_reserved(event_id):
                         logger.debug("ignoring unknown system event %r", event_id)
                         continue
@@ -313,11 +313,15 @@ class ConnectionLoop:
     def _opened(self, link: Link, handshake: Handshake) -> None:
         """State and events for a handshake (lock held)."""
         first = not self._state.ever_opened
+        recovered = self._endpoint.positions.handshake(handshake)
         self._machine.opened(link.transport)
-        self._replace_state(state_after_handshake(self._state, link.transport, handshake))
+        self._replace_state(dataclasses.replace(
+            state_after_handshake(self._state, link.transport, handshake),
+            recovered=recovered))
         self._dispatch.emit(ev.HANDSHAKE, {"uid": handshake.get("uid"),
                                "handshake_data": handshake.get("handshake_data"),
-                               "first_handshake": first, "type": link.transport}, system=True)
+                               "first_handshake": first, "type": link.transport,
+                               "recovered": recovered}, system=True)
 
     def _closed_link(self, link: Link, info: CloseInfo) -> None:
         """The connection ended: fail its calls, record why, decide about reconnecting."""
@@ -327,6 +331,8 @@ class ConnectionLoop:
             info = link.intent
         self._pending.fail_link(link, ConnectionClosed(f"connection closed: {info.reason}",
                                                        info.code))
+        if info.reason == "kicked":
+            self._endpoint.positions.forget()
         with self._lock:
             if self._link is link:
                 self._link = None

@@ -23,6 +23,7 @@ from ..exceptions import ConnectionClosed, Rejected, RemoteProtocolError
 from ..protocol import PROTOCOL_VERSION, wire
 from ..protocol.closecodes import NO_RECONNECT_CODES
 from ..protocol.packers import Packer
+from .positions import Positions
 from .state import AUTH_STATUSES, CloseInfo, handshake_error
 from .websocket import WebSocket
 
@@ -156,6 +157,8 @@ class Endpoint:
         self.connect_timeout = connect_timeout
         self.ajax_timeout = ajax_timeout
         self.max_message_size = max_message_size
+        #: Where the client stands in the server's logs (protocol 2).
+        self.positions = Positions()
 
     # -- requests --
 
@@ -165,11 +168,17 @@ class Endpoint:
             token = token()
         return token or None
 
-    def request_url(self, *, ws: bool = False, handshake: bool = False) -> str:
+    def request_url(self, *, ws: bool = False, handshake: bool = False,
+                    positions: bool = False) -> str:
+        """The URL of a request; ``positions``: carry where the client stands (the
+        WebSocket upgrade and every Ajax GET, so the server replays what it missed)."""
         query: list[tuple[str, t.Any]] = list(self.base_query)
         query += [(k, v) for k, v in self.params.items()]
         query += [("client-id", self.client_id), ("protocol", str(PROTOCOL_VERSION)),
                   ("packer", self.packer.name)]
+        pos = self.positions.param() if positions else None
+        if pos is not None:
+            query.append(("pos", pos))
         if handshake:
             query.append(("handshake", "1"))
         if ws:
@@ -248,7 +257,7 @@ class Endpoint:
         :raises AttemptFailed: refused (``may_fall_back`` False for 401/403), broken,
             kicked, or a server with another protocol version.
         """
-        url = self.request_url(ws=True)
+        url = self.request_url(ws=True, positions=True)
         headers = self.request_headers(url)
         tokens: list[int] = []
         deadline = time.monotonic() + self.connect_timeout
@@ -301,7 +310,9 @@ class Endpoint:
         """
         conn = self.http_connection(self.connect_timeout)
         try:
-            status, body = self.request(conn, "GET", self.request_url(handshake=True), aborter)
+            status, body = self.request(conn, "GET",
+                                        self.request_url(handshake=True, positions=True),
+                                        aborter)
             if status != 200:
                 raise AttemptFailed(CloseInfo("rejected", status=status, message=body.decode(
                     "utf-8", "replace").strip()))

@@ -287,7 +287,7 @@ class AjaxLink(Link):
         """One long-poll GET on the link's persistent connection (retried once on a fresh
         connection if a reused one turns out to be closed by the server)."""
         endpoint = self.env.endpoint
-        url = endpoint.request_url(handshake=handshake)
+        url = endpoint.request_url(handshake=handshake, positions=True)
         for retry in (True, False):
             conn = self.poll_conn
             if conn is None:

@@ -80,6 +80,9 @@ class ClientState:
         protocol mismatch.
     :ivar attempt: failed connection attempts in a row (0 once open).
     :ivar next_reconnect: ``time.time()`` of the next attempt while waiting in backoff.
+    :ivar recovered: from the last handshake (protocol 2): True when the server replayed
+        everything missed since the previous connection, False when some of it was gone
+        (reload your state), None on a first connection.
     """
 
     type: str
@@ -91,6 +94,7 @@ class ClientState:
     active: bool = False
     attempt: int = 0
     next_reconnect: float | None = None
+    recovered: bool | None = None
 
 
 # --- the pure functions (one for one with sente.js) ---------------------------------------

@@ -1,0 +1,74 @@
+"""Where the client stands in the server's logs (protocol 2), without I/O.
+
+The server tells the client its positions in every handshake and in the mark that ends every
+push batch (docs/protocol.md §10); the client sends them back on every reconnect (the
+WebSocket upgrade, every Ajax GET) and the server replays what it missed, or says
+``recovered: false``. A batch whose mark does not move the client forward was seen already
+(an answer sent again after it was cut in flight) and is dropped, so the app never sees a
+push twice. Mirrors the positions section of sente.js.
+"""
+from __future__ import annotations
+
+import json
+import typing as t
+
+from ..protocol import events as ev
+
+_NO_UID = object()
+
+
+class Positions:
+    """One client's positions; the caller serializes access (the client's lock), except
+    :meth:`param`, which only copies."""
+
+    def __init__(self) -> None:
+        self._current: dict[str, tuple[str, int]] = {}
+        self._uid: t.Any = _NO_UID
+
+    @property
+    def current(self) -> dict[str, tuple[str, int]]:
+        return dict(self._current)
+
+    def param(self) -> str | None:
+        """The ``pos`` query parameter, or None before the first handshake."""
+        current = dict(self._current)
+        if not current:
+            return None
+        return json.dumps({name: [epoch, seq] for name, (epoch, seq) in current.items()},
+                          separators=(",", ":"))
+
+    def handshake(self, info: t.Mapping[str, t.Any]) -> bool | None:
+        """Adopt a handshake's positions; returns what to report as ``recovered``: the
+        server's verdict, or None on a first connection or when the user changed (the old
+        positions belonged to someone else: nothing was missed)."""
+        same_user = self._uid is not _NO_UID and info.get("uid") == self._uid
+        self._uid = info.get("uid")
+        given = info.get("positions")
+        if isinstance(given, dict):
+            self._current = {name: (pos[0], int(pos[1])) for name, pos in given.items()
+                             if isinstance(pos, list) and len(pos) == 2}
+        recovered = info.get("recovered")
+        return recovered if same_user and isinstance(recovered, bool) else None
+
+    def batch(self, events: list[tuple[str, t.Any]]) -> list[tuple[str, t.Any]]:
+        """The events of a pushed batch the app should get: the mark taken off and applied,
+        nothing at all for a batch already seen. A batch without a mark (protocol 1) is
+        passed on whole."""
+        if not events or events[-1][0] != ev.POSITION or not isinstance(events[-1][1], dict):
+            return events
+        *body, (_, mark) = events
+        moved = False
+        for name, pos in mark.items():
+            if not (isinstance(pos, list) and len(pos) == 2):
+                continue
+            epoch, seq = pos[0], int(pos[1])
+            old = self._current.get(name)
+            if old is None or old[0] != epoch or seq > old[1]:
+                self._current[name] = (epoch, seq)
+                moved = True
+        return body if moved else []
+
+    def forget(self) -> None:
+        """After a kick: the next connection starts afresh (nothing to recover)."""
+        self._current = {}
+        self._uid = _NO_UID
