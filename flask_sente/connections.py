@@ -19,6 +19,7 @@ import typing as t
 
 import gevent
 import gevent.event
+import gevent.monkey
 
 from .core.delivery import Reader
 from .exceptions import ConnectionClosed
@@ -32,6 +33,8 @@ if t.TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger("flask_sente")
 
 Spawn = t.Callable[..., gevent.Greenlet]
+#: The OS thread's id even under monkey-patching (where threading's is the greenlet's).
+thread_ident: t.Callable[[], int] = gevent.monkey.get_original("_thread", "get_ident")
 _conn_ids = itertools.count(1)
 
 

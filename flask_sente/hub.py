@@ -21,18 +21,17 @@ import typing as t
 
 import gevent
 import gevent.event
-import gevent.monkey
 import gevent.pool
 
 from . import signals
 from .backplanes import Backplane, LocalBackplane
 from .config import Options
-from .connections import AjaxClient, Limits, WsConnection, new_conn_id
-from .core.delivery import GAP, Batch, Entry, split_positions
-from .core.packing import pack_all, pack_prefix
+from .connections import Limits, WsConnection, thread_ident
+from .core.packing import pack_batch
 from .core.presence import TRANSPORTS, Change, ConnectedUids, Transport
 from .exceptions import ConnectionClosed, LocalProtocolError, RemoteProtocolError
-from .messages import AjaxReplier, EventMsg, RequestInfo, WsReplier
+from .longpoll import WAKE, LongPolls
+from .messages import EventMsg, RequestInfo, WsReplier
 from .protocol import events as ev
 from .protocol import wire
 from .protocol.packers import Packer
@@ -46,14 +45,11 @@ __all__ = ["ConnectedUids", "Hub"]
 #: Seconds :meth:`Hub.close` waits for the sockets' queued messages and close frames.
 CLOSE_WAIT = 3.0
 
-_thread_ident: t.Callable[[], int] = gevent.monkey.get_original("_thread", "get_ident")
-#: Set on a parked poll to wake it: its greenlet reads what it is owed itself.
-_WAKE = object()
 #: How often idle logs and history past ``history_ttl`` are dropped.
 HOUSEKEEPING_INTERVAL = 5.0
 
 
-class Hub:
+class Hub(LongPolls):
     """The server state of one app. See the module docstring."""
 
     def __init__(
@@ -95,7 +91,7 @@ class Hub:
         self._expiry_timer: t.Any = None
         self._expiry_at: float | None = None
         self._loop = gevent.get_hub().loop
-        self._thread = _thread_ident()
+        self._thread = thread_ident()
         self.closed = False
         #: Set by :meth:`drain`: the answer to every poll from then on.
         self._going_away_packed: str | bytes | None = None
@@ -144,7 +140,7 @@ class Hub:
                     client.parked.set(self._going_away_packed)
 
     def _on_hub_thread(self) -> bool:
-        return _thread_ident() == self._thread
+        return thread_ident() == self._thread
 
     def _threadsafe(self, fn: t.Callable[..., t.Any], *args: t.Any) -> None:
         """Run ``fn(*args)`` in a greenlet of the hub's loop (calls from one thread keep
@@ -263,7 +259,7 @@ class Hub:
         ``grace`` overrides ``reconnect_grace_ws`` for this connection (the in-process test
         client uses 0 so that a test's disconnect shows up at once).
         """
-        self._thread = _thread_ident()
+        self._thread = thread_ident()
         conn = WsConnection(ws, uid, client_id, request, spawn=self.spawn, limits=self._limits,
                             version=version)
         old = self._register(conn)
@@ -397,190 +393,6 @@ class Hub:
         self._system_event(ev.BAD_EVENT, {"event": raw, "reason": reason}, uid, client_id,
                            transport, request)
 
-    # --- Ajax ----------------------------------------------------------------------------
-
-    def ajax_get(self, uid: t.Any, client_id: str, request: RequestInfo, *,
-                 handshake: bool, handshake_data: t.Callable[[], t.Any], version: int = 1,
-                 positions: wire.Positions | None = None) -> str | bytes:
-        """Answer one Ajax GET: a handshake, or a long-poll parked until data or timeout.
-
-        A handshake alone does not make the client present (a WebSocket client probing
-        whether HTTP works would flap presence): its first poll does. A protocol-2 poll
-        carries the client's positions and gets everything after them; when its history is
-        gone, it is answered with a handshake saying ``recovered: false``.
-        """
-        self._thread = _thread_ident()
-        if self._going_away_packed is not None and not handshake:
-            return self._going_away_packed  # draining: reconnect (elsewhere)
-        kicked = self._kicked.pop(client_id, None)
-        if kicked is not None:
-            return kicked
-        clients = self._conns["ajax"].get(uid)
-        client: AjaxClient | None = clients.get(client_id) if clients else None
-        if client is None and not handshake and positions is not None:
-            # A poll this process has not seen (another worker served the client until
-            # now): with a shared backplane its positions are all it needs.
-            reader, recovered = self.backplane.open_reader(uid, client_id, "ajax",
-                                                           time.monotonic(), positions)
-            client = AjaxClient(uid, client_id, request, reader)
-            self._register(client)
-            client.version = version
-            if not recovered:
-                self._await_first_poll(client)
-                return self._ajax_handshake(client, handshake_data(), False)
-            positions = None  # already resumed
-        if handshake or client is None:
-            if client is None:
-                reader, recovered = self.backplane.open_reader(
-                    uid, client_id, "ajax", time.monotonic(), positions)
-                client = AjaxClient(uid, client_id, request, reader)
-                self._register(client)
-            else:
-                client.conn_id = new_conn_id()
-                recovered = (None if positions is None
-                             else self.backplane.resume(client.reader, positions))
-            client.version = version
-            self._await_first_poll(client)
-            return self._ajax_handshake(client, handshake_data(), recovered)
-        if client.close_packed is not None:
-            packed = client.close_packed
-            self._drop_ajax(client)
-            return packed
-        client.version = version
-        if positions is not None and not self.backplane.resume(client.reader, positions):
-            return self._ajax_handshake(client, handshake_data(), False)
-        client.conn_id = new_conn_id()
-        self._attach(client)
-        try:
-            return self._poll(client)
-        finally:
-            if not self.closed:
-                self._detach(client, self.options.reconnect_grace_ajax)
-
-    def _ajax_handshake(self, client: AjaxClient, data: t.Any,
-                        recovered: bool | None) -> str | bytes:
-        return self.packer.pack(wire.handshake(
-            client.uid, data, version=client.version, recovered=recovered,
-            positions=self._delivery.positions_of(client.reader)))
-
-    def _poll(self, client: AjaxClient) -> str | bytes:
-        answer = self._owed(client)
-        if answer is not None:
-            return answer
-        if client.parked is not None:  # an older poll of the same client is still parked
-            client.parked.set(self._lp_timeout_packed)
-        result = gevent.event.AsyncResult()
-        client.parked = result
-        client.reader.ready = True
-        deadline = time.monotonic() + self.options.lp_timeout
-        try:
-            while True:
-                try:
-                    woken = result.get(timeout=max(0.0, deadline - time.monotonic()))
-                except gevent.Timeout:
-                    return self._lp_timeout_packed
-                if woken is not _WAKE:
-                    return t.cast("str | bytes", woken)
-                if client.close_packed is not None:
-                    return client.close_packed
-                answer = self._owed(client)
-                if answer is not None:
-                    return answer
-                result = gevent.event.AsyncResult()  # all of it was for other tabs
-                client.parked = result
-                client.reader.ready = True
-        finally:
-            if client.parked is result:
-                client.parked = None
-                client.reader.ready = False
-
-    def _owed(self, client: AjaxClient) -> str | bytes | None:
-        """Pack what the client's reader is owed (as much as fits in one message) and move
-        it past that; None when nothing is owed to this client."""
-        reader = client.reader
-        pending = self._delivery.pending(reader)
-        if pending is GAP:
-            logger.warning("a long-polling client fell behind the push history (uid=%r, "
-                           "client_id=%r)", client.uid, client.client_id)
-            self._delivery.skip_to_head(reader)
-            if client.version >= 2:  # told, and where to go on from
-                return self._ajax_handshake(client, None, False)
-            return self.packer.pack(wire.close(wire.CLOSE_TOO_SLOW, "client too slow"))
-        pairs = t.cast("list[tuple[str, Entry]]", pending)
-        for i, (_, entry) in enumerate(pairs):
-            if entry.control == "kick":  # answered after the pushes before it
-                if i:
-                    pairs = pairs[:i]
-                    break
-                self._delivery.advance(reader, pairs[:1])
-                return self.packer.pack(wire.close(wire.CLOSE_KICKED, entry.event))
-        mine = [(i, e.event) for i, (_, e) in enumerate(pairs)
-                if e.control is None and (e.target is None or e.target == client.client_id)]
-        if not mine:
-            self._delivery.advance(reader, pairs)
-            return None
-        limit = self.options.max_message_size
-        if client.version >= 2:
-            epochs = {name: log.epoch for name, log in reader.logs.items()}
-
-            def with_mark(count: int) -> list[t.Any]:
-                upto = mine[count - 1][0] + 1 if count < len(mine) else len(pairs)
-                return [wire.position_mark(split_positions(pairs[:upto], epochs))]
-
-            packed, taken = pack_prefix(self.packer, [event for _, event in mine], limit,
-                                        tail=with_mark)
-        else:
-            packed, taken = pack_prefix(self.packer, [event for _, event in mine], limit)
-        last = mine[taken - 1][0] + 1 if taken < len(mine) else len(pairs)
-        self._delivery.advance(reader, pairs[:last])
-        return packed
-
-    def _await_first_poll(self, client: AjaxClient) -> None:
-        """Forget a client that handshook but never polled within its grace window."""
-        if self.closed:
-            return
-        conn_id = client.conn_id
-        timer = self._loop.timer(self.options.reconnect_grace_ajax)
-
-        def check() -> None:
-            timer.close()
-            if (client.conn_id == conn_id and not self.backplane.is_member(
-                    client.uid, "ajax", client.client_id)):
-                self._forget("ajax", client.uid, client.client_id)
-
-        timer.start(check)
-
-    def _drop_ajax(self, client: AjaxClient) -> None:
-        self.backplane.remove(client.uid, "ajax", client.client_id)
-        self._forget("ajax", client.uid, client.client_id)
-
-    def ajax_post(self, uid: t.Any, client_id: str, request: RequestInfo,
-                  body: str | bytes) -> str | bytes:
-        """Handle one Ajax event; returns the response body (reply, ack or failure).
-
-        Raises RemoteProtocolError for a malformed body (the caller answers 400).
-        """
-        try:
-            msg = wire.decode_client(self.packer.unpack(body))
-        except RemoteProtocolError as exc:
-            self._bad_package(exc, uid, client_id, "ajax", request)
-            raise
-        event, cb_id = msg.event, msg.cb_id
-        if event is None or ev.is_reserved(event[0]):
-            self._bad_event(msg.raw if event is None else list(event),
-                            msg.bad_reason or "reserved-id", uid, client_id, "ajax", request)
-            raise RemoteProtocolError(f"bad event ({msg.bad_reason or 'reserved-id'})")
-        if cb_id is None:
-            self._dispatch(EventMsg(event, uid, client_id, "ajax", request))
-            return self._ack_packed
-        replier = AjaxReplier(self.packer, self._settle)
-        self._dispatch(EventMsg(event, uid, client_id, "ajax", request, replier))
-        try:
-            return t.cast("str | bytes", replier.result.get(timeout=self.options.reply_timeout))
-        except gevent.Timeout:
-            replier.fail(ev.TIMEOUT)
-            return t.cast("str | bytes", replier.result.get())
-
     # --- push ----------------------------------------------------------------------------
 
     def send(self, uid: t.Any, event: t.Any, *, client_id: str | None = None,
@@ -655,7 +467,8 @@ class Hub:
                     continue
                 messages = by_version.get(conn.version)
                 if messages is None:
-                    messages = by_version[conn.version] = self._pack_batch(batch, conn.version)
+                    messages = by_version[conn.version] = pack_batch(
+                        self.packer, batch, conn.version, self.options.max_message_size)
                 for packed in messages:
                     conn.offer(packed)
         for reader in gapped:  # cannot happen while WebSocket readers are collected often
@@ -666,27 +479,7 @@ class Hub:
         for reader in woken:
             client = self._conns["ajax"].get(reader.uid, {}).get(reader.client_id)
             if client is not None and client.parked is not None:
-                client.parked.set(_WAKE)
-
-    def _pack_batch(self, batch: Batch, version: int) -> list[str | bytes]:
-        """A batch as messages within ``max_message_size``; in protocol 2 each one ends with
-        the positions it brings the client to, so a cut between two loses nothing."""
-        limit = self.options.max_message_size
-        if version < 2:
-            return pack_all(self.packer, batch.events, limit)
-        entries = batch.entries
-        epochs = {name: epoch for name, (epoch, _) in batch.end.items()}
-        messages: list[str | bytes] = []
-        while entries:
-            def with_mark(count: int, entries: list[tuple[str, Entry]] = entries) -> list[t.Any]:
-                return [wire.position_mark(batch.end if count == len(entries)
-                                           else split_positions(entries[:count], epochs))]
-
-            packed, taken = pack_prefix(self.packer, [e.event for _, e in entries], limit,
-                                        tail=with_mark)
-            messages.append(packed)
-            entries = entries[taken:]
-        return messages
+                client.parked.set(WAKE)
 
     # --- kick ----------------------------------------------------------------------------
 

@@ -16,12 +16,8 @@ import gevent
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
 
-from .transports.websocket import (
-    DEFAULT_GRACEFUL_TIMEOUT,
-    DEFAULT_HEADER_TIMEOUT,
-    SenteHandler,
-    SenteWSGIServer,
-)
+from .transports.servers import DEFAULT_GRACEFUL_TIMEOUT, SenteWSGIServer
+from .transports.websocket import DEFAULT_HEADER_TIMEOUT, SenteHandler
 
 __all__ = ["make_server", "run"]
 

@@ -31,10 +31,10 @@ from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler, PyWSGISe
 
 from .exceptions import ConfigError
 from .transports.frames import CLOSE_TIMEOUT
+from .transports.servers import SenteServerMixin
 from .transports.websocket import (
     DEFAULT_HEADER_TIMEOUT,
     SenteHandler,
-    SenteServerMixin,
     redact_secrets,
     redacted_environ,
 )

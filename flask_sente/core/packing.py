@@ -11,7 +11,9 @@ import logging
 import typing as t
 
 from ..exceptions import PackError
+from ..protocol import wire
 from ..protocol.packers import Packer
+from .delivery import Batch, Entry, split_positions
 
 logger = logging.getLogger("flask_sente")
 
@@ -56,3 +58,48 @@ def _pack_skipping_bad(packer: Packer, events: list[t.Any]) -> str | bytes:
         except PackError as exc:
             logger.error("dropped a push of %r: %s", event[0], exc)
     return packer.pack([good, None])
+
+
+def pack_batch(packer: Packer, batch: Batch, version: int, limit: int) -> list[str | bytes]:
+    """A batch as messages within ``limit`` bytes; in protocol 2 each one ends with the
+    positions it brings the client to, so a cut between two loses nothing."""
+    if version < 2:
+        return pack_all(packer, batch.events, limit)
+    entries = batch.entries
+    epochs = {name: epoch for name, (epoch, _) in batch.end.items()}
+    messages: list[str | bytes] = []
+    while entries:
+        def with_mark(count: int, entries: list[tuple[str, Entry]] = entries) -> list[t.Any]:
+            return [wire.position_mark(batch.end if count == len(entries)
+                                       else split_positions(entries[:count], epochs))]
+
+        packed, taken = pack_prefix(packer, [e.event for _, e in entries], limit,
+                                    tail=with_mark)
+        messages.append(packed)
+        entries = entries[taken:]
+    return messages
+
+
+def pack_owed(packer: Packer, pairs: list[tuple[str, Entry]], client_id: str, version: int,
+              epochs: t.Mapping[str, str], limit: int) -> tuple[str | bytes | None, int]:
+    """One poll's answer from what a lazy reader is owed (``pairs``, oldest first): the
+    events meant for ``client_id``, as many as fit in ``limit`` bytes, with a position mark
+    in protocol 2. Returns the message (None when nothing is meant for this client) and how
+    many of ``pairs`` it covers (entries for other tabs included)."""
+    mine = [(i, e.event) for i, (_, e) in enumerate(pairs)
+            if e.control is None and (e.target is None or e.target == client_id)]
+    if not mine:
+        return None, len(pairs)
+    events = [event for _, event in mine]
+
+    def covered(count: int) -> int:
+        return mine[count - 1][0] + 1 if count < len(mine) else len(pairs)
+
+    if version >= 2:
+        def with_mark(count: int) -> list[t.Any]:
+            return [wire.position_mark(split_positions(pairs[:covered(count)], epochs))]
+
+        packed, taken = pack_prefix(packer, events, limit, tail=with_mark)
+    else:
+        packed, taken = pack_prefix(packer, events, limit)
+    return packed, covered(taken)

@@ -7,7 +7,6 @@ import typing as t
 
 import gevent
 import pytest
-
 from cutproxy import CutProxy
 
 from .conftest import TIMEOUT, Server, wait_until

@@ -1,0 +1,230 @@
+"""The long-polling side of the hub: Ajax handshakes, polls and posted events.
+
+A poll reads what its client's reader is owed, as much as fits in one message, and moves the
+reader past it; with nothing owed it parks until a flush wakes it (``WAKE``) or
+``lp_timeout`` passes. A protocol-2 poll carries the client's positions, so any process
+can answer it (a shared backplane). Mixed into :class:`flask_sente.hub.Hub`, whose state it
+uses; it never imports Flask.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import typing as t
+
+import gevent
+import gevent.event
+
+from .backplanes import Backplane
+from .config import Options
+from .connections import AjaxClient, new_conn_id, thread_ident
+from .core.delivery import GAP, Delivery, Entry
+from .core.packing import pack_owed
+from .core.presence import Transport
+from .exceptions import RemoteProtocolError
+from .messages import AjaxReplier, EventMsg, RequestInfo
+from .protocol import events as ev
+from .protocol import wire
+from .protocol.packers import Packer
+
+logger = logging.getLogger("flask_sente")
+
+#: Set on a parked poll to wake it: its greenlet reads what it is owed itself.
+WAKE = object()
+
+
+class LongPolls:
+    """Ajax requests; see the module docstring. The attributes below are the hub's."""
+
+    options: Options
+    packer: Packer
+    backplane: Backplane
+    closed: bool
+    _delivery: Delivery
+    _conns: dict[Transport, dict[t.Any, dict[str, t.Any]]]
+    _kicked: dict[str, str | bytes]
+    _loop: t.Any
+    _thread: int
+    _going_away_packed: str | bytes | None
+    _lp_timeout_packed: str | bytes
+    _ack_packed: str | bytes
+    _settle: t.Callable[[], None] | None
+    _dispatch: t.Callable[[EventMsg], None]
+
+    if t.TYPE_CHECKING:  # the hub's methods this side calls
+        def _register(self, conn: t.Any) -> t.Any: ...
+        def _attach(self, conn: t.Any) -> None: ...
+        def _detach(self, conn: t.Any, grace: float) -> None: ...
+        def _forget(self, transport: Transport, uid: t.Any, client_id: str) -> None: ...
+        def _bad_package(self, exc: RemoteProtocolError, uid: t.Any, client_id: str | None,
+                         transport: str, request: RequestInfo | None) -> None: ...
+        def _bad_event(self, raw: t.Any, reason: str, uid: t.Any, client_id: str | None,
+                       transport: str, request: RequestInfo | None) -> None: ...
+
+    def ajax_get(self, uid: t.Any, client_id: str, request: RequestInfo, *,
+                 handshake: bool, handshake_data: t.Callable[[], t.Any], version: int = 1,
+                 positions: wire.Positions | None = None) -> str | bytes:
+        """Answer one Ajax GET: a handshake, or a long-poll parked until data or timeout.
+
+        A handshake alone does not make the client present (a WebSocket client probing
+        whether HTTP works would flap presence): its first poll does. A protocol-2 poll
+        carries the client's positions and gets everything after them; when its history is
+        gone, it is answered with a handshake saying ``recovered: false``.
+        """
+        self._thread = thread_ident()
+        if self._going_away_packed is not None and not handshake:
+            return self._going_away_packed  # draining: reconnect (elsewhere)
+        kicked = self._kicked.pop(client_id, None)
+        if kicked is not None:
+            return kicked
+        clients = self._conns["ajax"].get(uid)
+        client: AjaxClient | None = clients.get(client_id) if clients else None
+        if client is None and not handshake and positions is not None:
+            # A poll this process has not seen (another worker served the client until
+            # now): with a shared backplane its positions are all it needs.
+            reader, recovered = self.backplane.open_reader(uid, client_id, "ajax",
+                                                           time.monotonic(), positions)
+            client = AjaxClient(uid, client_id, request, reader)
+            self._register(client)
+            client.version = version
+            if not recovered:
+                self._await_first_poll(client)
+                return self._ajax_handshake(client, handshake_data(), False)
+            positions = None  # already resumed
+        if handshake or client is None:
+            if client is None:
+                reader, recovered = self.backplane.open_reader(
+                    uid, client_id, "ajax", time.monotonic(), positions)
+                client = AjaxClient(uid, client_id, request, reader)
+                self._register(client)
+            else:
+                client.conn_id = new_conn_id()
+                recovered = (None if positions is None
+                             else self.backplane.resume(client.reader, positions))
+            client.version = version
+            self._await_first_poll(client)
+            return self._ajax_handshake(client, handshake_data(), recovered)
+        if client.close_packed is not None:
+            packed = client.close_packed
+            self._drop_ajax(client)
+            return packed
+        client.version = version
+        if positions is not None and not self.backplane.resume(client.reader, positions):
+            return self._ajax_handshake(client, handshake_data(), False)
+        client.conn_id = new_conn_id()
+        self._attach(client)
+        try:
+            return self._poll(client)
+        finally:
+            if not self.closed:
+                self._detach(client, self.options.reconnect_grace_ajax)
+
+    def _ajax_handshake(self, client: AjaxClient, data: t.Any,
+                        recovered: bool | None) -> str | bytes:
+        return self.packer.pack(wire.handshake(
+            client.uid, data, version=client.version, recovered=recovered,
+            positions=self._delivery.positions_of(client.reader)))
+
+    def _poll(self, client: AjaxClient) -> str | bytes:
+        answer = self._owed(client)
+        if answer is not None:
+            return answer
+        if client.parked is not None:  # an older poll of the same client is still parked
+            client.parked.set(self._lp_timeout_packed)
+        result = gevent.event.AsyncResult()
+        client.parked = result
+        client.reader.ready = True
+        deadline = time.monotonic() + self.options.lp_timeout
+        try:
+            while True:
+                try:
+                    woken = result.get(timeout=max(0.0, deadline - time.monotonic()))
+                except gevent.Timeout:
+                    return self._lp_timeout_packed
+                if woken is not WAKE:
+                    return t.cast("str | bytes", woken)
+                if client.close_packed is not None:
+                    return client.close_packed
+                answer = self._owed(client)
+                if answer is not None:
+                    return answer
+                result = gevent.event.AsyncResult()  # all of it was for other tabs
+                client.parked = result
+                client.reader.ready = True
+        finally:
+            if client.parked is result:
+                client.parked = None
+                client.reader.ready = False
+
+    def _owed(self, client: AjaxClient) -> str | bytes | None:
+        """Pack what the client's reader is owed (as much as fits in one message) and move
+        it past that; None when nothing is owed to this client."""
+        reader = client.reader
+        pending = self._delivery.pending(reader)
+        if pending is GAP:
+            logger.warning("a long-polling client fell behind the push history (uid=%r, "
+                           "client_id=%r)", client.uid, client.client_id)
+            self._delivery.skip_to_head(reader)
+            if client.version >= 2:  # told, and where to go on from
+                return self._ajax_handshake(client, None, False)
+            return self.packer.pack(wire.close(wire.CLOSE_TOO_SLOW, "client too slow"))
+        pairs = t.cast("list[tuple[str, Entry]]", pending)
+        for i, (_, entry) in enumerate(pairs):
+            if entry.control == "kick":  # answered after the pushes before it
+                if i:
+                    pairs = pairs[:i]
+                    break
+                self._delivery.advance(reader, pairs[:1])
+                return self.packer.pack(wire.close(wire.CLOSE_KICKED, entry.event))
+        epochs = {name: log.epoch for name, log in reader.logs.items()}
+        packed, upto = pack_owed(self.packer, pairs, client.client_id, client.version, epochs,
+                                 self.options.max_message_size)
+        self._delivery.advance(reader, pairs[:upto])
+        return packed
+
+    def _await_first_poll(self, client: AjaxClient) -> None:
+        """Forget a client that handshook but never polled within its grace window."""
+        if self.closed:
+            return
+        conn_id = client.conn_id
+        timer = self._loop.timer(self.options.reconnect_grace_ajax)
+
+        def check() -> None:
+            timer.close()
+            if (client.conn_id == conn_id and not self.backplane.is_member(
+                    client.uid, "ajax", client.client_id)):
+                self._forget("ajax", client.uid, client.client_id)
+
+        timer.start(check)
+
+    def _drop_ajax(self, client: AjaxClient) -> None:
+        self.backplane.remove(client.uid, "ajax", client.client_id)
+        self._forget("ajax", client.uid, client.client_id)
+
+    def ajax_post(self, uid: t.Any, client_id: str, request: RequestInfo,
+                  body: str | bytes) -> str | bytes:
+        """Handle one Ajax event; returns the response body (reply, ack or failure).
+
+        Raises RemoteProtocolError for a malformed body (the caller answers 400).
+        """
+        try:
+            msg = wire.decode_client(self.packer.unpack(body))
+        except RemoteProtocolError as exc:
+            self._bad_package(exc, uid, client_id, "ajax", request)
+            raise
+        event, cb_id = msg.event, msg.cb_id
+        if event is None or ev.is_reserved(event[0]):
+            self._bad_event(msg.raw if event is None else list(event),
+                            msg.bad_reason or "reserved-id", uid, client_id, "ajax", request)
+            raise RemoteProtocolError(f"bad event ({msg.bad_reason or 'reserved-id'})")
+        if cb_id is None:
+            self._dispatch(EventMsg(event, uid, client_id, "ajax", request))
+            return self._ack_packed
+        replier = AjaxReplier(self.packer, self._settle)
+        self._dispatch(EventMsg(event, uid, client_id, "ajax", request, replier))
+        try:
+            return t.cast("str | bytes", replier.result.get(timeout=self.options.reply_timeout))
+        except gevent.Timeout:
+            replier.fail(ev.TIMEOUT)
+            return t.cast("str | bytes", replier.result.get())
+
