@@ -94,3 +94,24 @@ def test_kick_drops_the_positions(server: Server, pages: Pages):
     page.evaluate("() => chsk.reconnect()")
     page.wait_for_function("() => chsk.state.open")
     assert page.evaluate(RECOVERED) == [None, None]  # a fresh start, not a resume
+
+
+def test_moving_up_from_ajax_to_websocket_mid_stream_loses_and_repeats_nothing(
+        server: Server, pages: Pages):
+    """Auto mode on Ajax (upgrades refused), then upgrades allowed while the stream runs:
+    trials fail and then one opens mid-stream. What the long-poll gets while a trial runs
+    waits (the trial asked for a replay from where the client stood), so the switch neither
+    drops nor repeats a push."""
+    server.post("/test/refuse-ws", on=True)
+    page = pages.open(server, "uma", upgradeRetryMs=50)
+    page.wait_for_function("() => chsk.state.open && chsk.state.type === 'ajax'")
+    server.post("/test/stream", uid="uma", n=PUSHES, rate=RATE)
+    page.wait_for_function(f"() => ({NUMBERS})().length >= {PUSHES // 3}")
+    assert page.evaluate("() => chsk.state.type") == "ajax"   # trials refused so far
+    server.post("/test/refuse-ws", on=False)
+    page.wait_for_function("() => log.events.some((e) => e[0] === 't/end')", timeout=30_000)
+    assert page.evaluate("() => chsk.state.type") == "ws"
+    assert page.evaluate(NUMBERS) == list(range(PUSHES))
+    assert server.hits(page.evaluate("() => chsk.clientId"))["ws"] >= 3   # refused trials too
+    # The trial's handshake resumed the positions the Ajax connection had reached.
+    assert page.evaluate(RECOVERED)[1:] == [True]
