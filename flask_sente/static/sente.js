@@ -9,7 +9,8 @@
  * `globalThis.Sente` (and `module.exports` under node); that body runs unchanged as a module.
  *
  * Sections, in this order: protocol (pure: events, envelopes, packers, backoff, ids and URLs,
- * state, positions), transports (WebSocket, Ajax), auto socket (transport choice, reconnects, calls), public API.
+ * state, positions), transports (WebSocket, Ajax), auto socket (transport choice, reconnects,
+ * positions held during an upgrade, calls), public API.
  * docs/protocol.md is the contract; flask_sente/protocol/*.py is the Python twin of the pure
  * section and the two must stay in step.
  */
@@ -519,10 +520,10 @@
   }
 
   /**
-   * What to do with one decoded push batch: `{events, positions}` — the events to hand to
-   * the app (the mark taken off; none when the batch was seen already, so a duplicate never
-   * reaches the app) and the positions after it. A batch without a mark (protocol 1) is
-   * delivered and moves nothing.
+   * What to do with one decoded push batch: `{events, positions, seen}` — the events to hand
+   * to the app (the mark taken off; none when the batch was `seen` already, so a duplicate
+   * never reaches the app) and the positions after it. A batch without a mark (protocol 1)
+   * is delivered and moves nothing.
    */
   function takeBatch(positions, events) {
     const mark = batchMark(events);
@@ -986,8 +987,9 @@
 
     /**
      * Where this client stands in each log it reads (`{log: [epoch, seq]}`, frozen), or null
-     * before the first handshake and after a kick. Pass it back as the `positions` option of
-     * a later connect() to resume from there (see the README).
+     * when it has none: before the first handshake (unless the `positions` option gave some)
+     * and after a kick. Pass it back as the `positions` option of a later connect() to resume
+     * from there (see the README).
      */
     get positions() { return this._positions; }
 
