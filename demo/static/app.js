@@ -68,9 +68,14 @@
   chsk.onState((state, old) => {
     showState(state);
     if (state.open !== Boolean(old && old.open)) renderTodos(); // its controls follow the connection
-    if (state.open && !(old && old.open)) resync();
   });
   showState(chsk.state);
+
+  // Load the list and the online panel on the first connection (recovered: null), and again
+  // whenever the server says this page missed something it cannot replay (recovered: false,
+  // e.g. after a server restart). After recovered: true the missed pushes are replayed in
+  // order, so what the page shows is already right: nothing to do.
+  chsk.on("chsk/handshake", (info) => { if (info.recovered !== true) resync(); });
 
   // --- todos ---------------------------------------------------------------------------------
   async function resync() {

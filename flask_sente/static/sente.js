@@ -1,5 +1,5 @@
 /**
- * sente.js — the browser client of flask_sente (wire protocol version 1).
+ * sente.js — the browser client of flask_sente (wire protocol version 2: positions and replay).
  *
  * One dependency-free file, loadable three ways:
  *   - classic script:  <script src="/chsk/sente.js"></script>  → global `Sente`
@@ -8,8 +8,9 @@
  * A classic script cannot contain `export`, so the file is an IIFE that assigns
  * `globalThis.Sente` (and `module.exports` under node); that body runs unchanged as a module.
  *
- * Sections, in this order: protocol (pure: events, envelopes, packers, backoff, state),
- * transports (WebSocket, Ajax), auto socket (transport choice, reconnects, calls), public API.
+ * Sections, in this order: protocol (pure: events, envelopes, packers, backoff, ids and URLs,
+ * state, positions), transports (WebSocket, Ajax), auto socket (transport choice, reconnects,
+ * positions held during an upgrade, calls), public API.
  * docs/protocol.md is the contract; flask_sente/protocol/*.py is the Python twin of the pure
  * section and the two must stay in step.
  */
@@ -25,7 +26,7 @@
   // Protocol (pure: no I/O, no timers, no globals beyond crypto for ids)
   // =========================================================================================
 
-  const PROTOCOL_VERSION = 1;
+  const PROTOCOL_VERSION = 2;
   const RESERVED_PREFIX = "chsk/";
 
   /** Event ids with a meaning on the wire (docs/protocol.md §3-4). */
@@ -39,6 +40,7 @@
     CLOSE: "chsk/close",
     WS_PING: "chsk/ws-ping",
     WS_PONG: "chsk/ws-pong",
+    POS: "chsk/pos", // protocol 2: the position mark that ends every push batch
   });
 
   /** Reply outcomes that are not a value; they never travel as a reply's data. */
@@ -345,17 +347,22 @@
 
   function initialState(type) {
     return Object.freeze({
-      type, open: false, everOpened: false, uid: null, handshakeData: null,
+      type, open: false, everOpened: false, uid: null, handshakeData: null, recovered: null,
       lastClose: null, nextReconnectAt: null,
     });
   }
 
-  /** The state after a handshake over `type` ("ws" or "ajax"). */
+  /**
+   * The state after a handshake over `type` ("ws" or "ajax"). `recovered` is the server's
+   * word on the positions this client came back with (docs/protocol.md §10): null when it
+   * brought none, true when nothing was missed, false when the app should reload its state.
+   */
   function stateAfterHandshake(state, type, info) {
     return Object.freeze({
       ...state, type, open: true, everOpened: true,
       uid: info.uid === undefined ? null : info.uid,
       handshakeData: info.handshake_data === undefined ? null : info.handshake_data,
+      recovered: typeof info.recovered === "boolean" ? info.recovered : null,
       nextReconnectAt: null,
     });
   }
@@ -442,6 +449,97 @@
   function handshakeError(info) {
     if (info.protocol === undefined || info.protocol === PROTOCOL_VERSION) return null;
     return `the server speaks protocol ${info.protocol}, this client ${PROTOCOL_VERSION}; reload the page`;
+  }
+
+  // --- positions (protocol 2) -------------------------------------------------------------
+  //
+  // Where this client stands in each log it reads: null (none yet: the next handshake is a
+  // first connection) or a frozen `{log: [epoch, seq]}`, the last entry it was given
+  // (docs/protocol.md §10). The server's handshake sets them, each batch's mark moves them
+  // forward, every reconnect sends them back so the server replays what was missed, and a
+  // batch that does not move them is one this client has already processed.
+
+  /**
+   * `value` as positions (a frozen copy), or null when it is not `{log: [epoch, seq]}` with
+   * a string epoch and an integer seq >= 0 for every log. An empty object is null too:
+   * positions in no log tell the server nothing.
+   */
+  function readPositions(value) {
+    if (value === null || typeof value !== "object" || Array.isArray(value)) return null;
+    const out = {};
+    for (const [name, pos] of Object.entries(value)) {
+      if (!Array.isArray(pos) || pos.length !== 2) return null;
+      const [epoch, seq] = pos;
+      if (typeof epoch !== "string" || !Number.isSafeInteger(seq) || seq < 0) return null;
+      out[name] = Object.freeze([epoch, seq]);
+    }
+    return Object.keys(out).length ? Object.freeze(out) : null;
+  }
+
+  /**
+   * The `pos` query parameter for `positions` (null: leave it out, a first connection).
+   * buildUrl URL-encodes it.
+   */
+  function posParam(positions) {
+    return positions ? JSON.stringify(positions) : null;
+  }
+
+  /**
+   * The positions after a handshake: the server's replace the client's (they are where the
+   * server put it: its own after a recovery, the head otherwise). A protocol-1 handshake
+   * or one without positions leaves none.
+   */
+  function positionsAfterHandshake(info) {
+    return info && info.protocol >= 2 ? readPositions(info.positions) : null;
+  }
+
+  /** The mark's data when `events` (a decoded batch) ends with one, else null. */
+  function batchMark(events) {
+    const last = events.length ? events[events.length - 1] : null;
+    return last && last[0] === EV.POS ? readPositions(last[1]) : null;
+  }
+
+  /**
+   * Whether a batch with this mark was processed already: every log it names is at or below
+   * this client's position in the same epoch. A mark naming a log in another epoch (or one
+   * the client does not know) moves it, so its batch is new. Marks only ever increase within
+   * an epoch (docs/protocol.md §10), so a batch that does not move any position is a repeat
+   * — an Ajax answer sent again, or a replay that overlaps what another connection gave.
+   */
+  function isSeenMark(positions, mark) {
+    if (!mark) return false;
+    for (const [name, [epoch, seq]] of Object.entries(mark)) {
+      const ours = positions && positions[name];
+      if (!ours || ours[0] !== epoch || seq > ours[1]) return false;
+    }
+    return true;
+  }
+
+  /** The positions after a mark: each log it names moves forward, never back in an epoch. */
+  function positionsAfterMark(positions, mark) {
+    if (!mark) return positions;
+    const out = { ...(positions || {}) };
+    for (const [name, pos] of Object.entries(mark)) {
+      const ours = out[name];
+      if (!ours || ours[0] !== pos[0] || pos[1] > ours[1]) out[name] = pos;
+    }
+    return Object.freeze(out);
+  }
+
+  /**
+   * What to do with one decoded push batch: `{events, positions, seen}` — the events to hand
+   * to the app (the mark taken off; none when the batch was `seen` already, so a duplicate
+   * never reaches the app) and the positions after it. A batch without a mark (protocol 1)
+   * is delivered and moves nothing.
+   */
+  function takeBatch(positions, events) {
+    const mark = batchMark(events);
+    if (mark === null) {
+      const hasMark = events.length && events[events.length - 1][0] === EV.POS;
+      return { events: hasMark ? events.slice(0, -1) : events, positions, seen: false };
+    }
+    if (isSeenMark(positions, mark)) return { events: [], positions, seen: true };
+    return { events: events.slice(0, -1), positions: positionsAfterMark(positions, mark), seen: false };
   }
 
   // =========================================================================================
@@ -557,7 +655,9 @@
     _open(ticket) {
       const env = this.env;
       try {
-        this.socket = new env.WebSocket(env.wsUrl(ticket ? { "ws-ticket": ticket } : {}));
+        // Protocol 2: where this client stands, so the server replays what it missed.
+        this.socket = new env.WebSocket(env.wsUrl({
+          ...(ticket ? { "ws-ticket": ticket } : {}), pos: env.pos() }));
       } catch (error) {
         // Bad URL, blocked by CSP, no WebSocket at all: the same as failing to connect.
         setTimeout(() => this._fail(closeInfo("unexpected", { code: CLOSE.ABNORMAL, message: String(error) })), 0);
@@ -690,9 +790,26 @@
       this.done = false;
       this.controller = new AbortController();
       this.handshakeMessage = handshakeMessage;
+      this.paused = null; // a promise the poll loop waits on before its next poll
+      this._unpause = null;
     }
 
     start() { this._run(); }
+
+    /**
+     * Poll no more after the running poll until resume(): while a WebSocket upgrade is
+     * tried, so the two connections never both move this client's positions.
+     */
+    pause() {
+      if (this.paused) return;
+      this.paused = new Promise((resolve) => { this._unpause = resolve; });
+    }
+
+    resume() {
+      const unpause = this._unpause;
+      this.paused = this._unpause = null;
+      if (unpause) unpause();
+    }
 
     /** breakConnection(): the running long-poll is aborted, as a network failure would. */
     breakLink() { this._fail(closeInfo("unexpected", { message: BROKEN_ON_PURPOSE })); }
@@ -701,6 +818,7 @@
       if (this.done) return;
       this.done = true;
       this.controller.abort();
+      this.resume(); // a paused loop wakes up and sees it is done
     }
 
     async _run() {
@@ -718,6 +836,8 @@
       this.opened = true;
       this.hooks.handshake(this, msg.value || {});
       while (!this.done) {
+        if (this.paused) await this.paused;
+        if (this.done) return;
         const res = await this._get(false);
         if (this.done) return;
         if (!res.decoded) { this._fail(this._failure(res)); return; }
@@ -736,8 +856,11 @@
     }
 
     _get(handshake) {
+      // Protocol 2: every GET names the position, read now: a poll answered with everything
+      // after it, or again with the same events when the last answer was lost in flight.
+      const pos = this.env.pos();
       return ajaxRequest(this.env, {
-        query: handshake ? { handshake: 1 } : {},
+        query: handshake ? { handshake: 1, pos } : { pos },
         timeoutMs: handshake ? this.env.connectTimeoutMs : this.env.ajaxTimeoutMs,
         signal: this.controller.signal,
       });
@@ -769,7 +892,10 @@
 
   const OPTION_NAMES = new Set(["type", "csrfToken", "packer", "params", "clientId", "keepAliveMs",
     "pingTimeoutMs", "backoffMs", "upgradeRetryMs", "reconnectOnAuthFailure", "connectTimeoutMs",
-    "ajaxTimeoutMs", "callTimeoutMs", "headers", "WebSocket", "fetch", "baseUrl"]);
+    "ajaxTimeoutMs", "callTimeoutMs", "headers", "positions", "WebSocket", "fetch", "baseUrl"]);
+
+  /** Whether two handshakes name the same user (uids are JSON values: compare as such). */
+  function sameUid(a, b) { return a === b || safeRepr(a) === safeRepr(b); }
 
   function metaContent(name) {
     const doc = global.document;
@@ -840,6 +966,13 @@
       }
       const backoffMs = options.backoffMs || ((attempt) => backoffDelay(attempt, Math.random()));
       if (typeof backoffMs !== "function") throw new TypeError("backoffMs must be a function (attempt) => ms");
+      let positions = null;
+      if (options.positions !== undefined && options.positions !== null) {
+        positions = readPositions(options.positions);
+        if (positions === null) {
+          throw new TypeError("positions must be what chsk.positions gave: {log: [epoch, seq], ...}");
+        }
+      }
 
       this.url = url;
       this.clientId = clientId;
@@ -859,6 +992,7 @@
         headers: typeof headers === "function" ? () => headers() || {} : () => headers,
         keepAliveMs: number("keepAliveMs", true), pingTimeoutMs: number("pingTimeoutMs"),
         connectTimeoutMs: number("connectTimeoutMs"), ajaxTimeoutMs: number("ajaxTimeoutMs"),
+        pos: () => posParam(this._positions),
         wsUrl: (extra) => buildUrl(base, url, query(extra), "ws"),
         httpUrl: (extra) => buildUrl(base, url, query(extra), "http"),
       });
@@ -868,6 +1002,9 @@
         closed: (t, close) => this._onClosed(t, close),
       };
       this._state = initialState(type);
+      // Memory only: nothing is kept across page loads unless the app passes `positions`.
+      this._positions = positions;
+      this._held = []; // what the Ajax connection received while a WebSocket upgrade was tried
       this._stateListeners = new Set();
       this._listeners = new Map();
       this._pending = new Map(); // cbId → {resolve, reject, timer, transport}
@@ -891,6 +1028,14 @@
 
     get state() { return this._state; }
 
+    /**
+     * Where this client stands in each log it reads (`{log: [epoch, seq]}`, frozen), or null
+     * when it has none: before the first handshake (unless the `positions` option gave some)
+     * and after a kick. Pass it back as the `positions` option of a later connect() to resume
+     * from there (see the README).
+     */
+    get positions() { return this._positions; }
+
     // --- connecting ----------------------------------------------------------------------
 
     _open() {
@@ -912,6 +1057,7 @@
 
     _onHandshake(transport, info) {
       if (transport === this._trial) { this._promote(transport); } else if (transport !== this._conn) { return; }
+      if (this._holding(transport)) { this._held.push(["handshake", info]); return; }
       if (handshakeError(info) !== null) {
         console.error(`sente: ${handshakeError(info)}`);
         const close = closeInfo("protocol-mismatch");
@@ -925,15 +1071,36 @@
       if (!this._state.open) this._openedAt = monotonicNow();
       if (transport.type === "ws") this._wsBlockedAt = null;
       const firstHandshake = !this._state.everOpened;
+      // Another user's positions mean nothing for this one (a login or logout in between):
+      // dropped, so only what the server says now counts.
+      if (!firstHandshake && !sameUid(this._state.uid, info.uid)) this._positions = null;
+      this._positions = positionsAfterHandshake(info) || this._positions;
       this._setState(stateAfterHandshake(this._state, transport.type, info));
       if (transport.type === "ajax" && this._type === "auto") this._scheduleUpgrade();
-      this._emit(EV.HANDSHAKE, { uid: this._state.uid, handshakeData: this._state.handshakeData, type: transport.type, firstHandshake });
+      this._emit(EV.HANDSHAKE, {
+        uid: this._state.uid, handshakeData: this._state.handshakeData, type: transport.type,
+        firstHandshake, recovered: this._state.recovered,
+      });
     }
+
+    /**
+     * Whether what the Ajax connection `transport` delivers waits: while a WebSocket upgrade
+     * is tried, the trial asked the server to replay from the positions this client had
+     * when it started, so nothing may move them until the trial opens (the held answer is
+     * then dropped: the WebSocket replays it) or fails (it is processed then).
+     */
+    _holding(transport) { return this._trial !== null && transport === this._conn && transport.type === "ajax"; }
 
     _onMessage(transport, msg) {
       if (transport !== this._conn) return;
       if (msg.kind === "events") {
-        for (const event of msg.events) {
+        if (this._holding(transport)) { this._held.push(["message", msg]); return; }
+        const batch = takeBatch(this._positions, msg.events);
+        // Adopted before the listeners run (the batch is delivered whole either way), so a
+        // listener that reconnects mid-batch does not get the batch's events a second time.
+        this._positions = batch.positions;
+        for (const event of batch.events) {
+          // Unknown chsk/ events (the mark among them) are the protocol's, never the app's.
           if (!isReserved(event[0])) this._emit(event[0], event[1], event);
         }
       } else if (msg.kind === "reply" && msg.cbId !== null) {
@@ -947,7 +1114,12 @@
     }
 
     _onClosed(transport, close) {
-      if (transport === this._trial) { this._trial = null; this._scheduleUpgrade(); return; }
+      if (transport === this._trial) {
+        this._trial = null;
+        this._releaseHeld();
+        this._scheduleUpgrade();
+        return;
+      }
       if (transport !== this._conn) return;
       this._conn = null;
       const upMs = transport.opened ? monotonicNow() - this._openedAt : null;
@@ -968,7 +1140,8 @@
     async _probe(wsClose) {
       const marker = {};
       this._conn = marker; // "connecting": disconnect()/reconnect() replace it
-      const res = await ajaxRequest(this._env, { query: { handshake: 1 }, timeoutMs: this._env.connectTimeoutMs });
+      const res = await ajaxRequest(this._env, {
+        query: { handshake: 1, pos: this._env.pos() }, timeoutMs: this._env.connectTimeoutMs });
       if (this._conn !== marker) return;
       this._conn = null;
       const handshake = res.decoded && res.decoded.kind === "handshake" ? res.decoded : null;
@@ -999,6 +1172,9 @@
         shouldReconnect(close, { reconnectOnAuthFailure: this._reconnectOnAuthFailure });
       // A stop (401/403, kick) is final until reconnect(): calls waiting for the open fail now.
       if (!retry) this._stopped = true;
+      // Kicked (signed out, banned): whatever comes next — reconnect() after a new login —
+      // starts afresh, it does not resume the old session's logs.
+      if (close.reason === "kicked" || close.code === CLOSE.KICKED) this._positions = null;
       const closed = stateAfterClose(this._state, close);
       this._setState(retry ? closed : stateWithRetryAt(closed, null));
       if (!retry) return;
@@ -1027,6 +1203,7 @@
         this._upgradeTimer = null;
         const conn = this._conn;
         if (!conn || conn.type !== "ajax" || !this._state.open || this._trial) return;
+        conn.pause(); // see _holding
         this._trial = new WsTransport(this._env, this._hooks);
         this._trial.start();
       }, this._upgradeRetryMs);
@@ -1035,6 +1212,21 @@
     _cancelUpgrade() {
       if (this._upgradeTimer !== null) { clearTimeout(this._upgradeTimer); this._upgradeTimer = null; }
       if (this._trial) { this._trial.close(CLOSE.NORMAL, "upgrade cancelled"); this._trial = null; }
+      // Only ever cancelled with the connection that held it: unprocessed, so the positions
+      // did not move, and the next connection gets it again.
+      this._held = [];
+    }
+
+    /** The trial failed: the Ajax connection goes on, with what it received meanwhile. */
+    _releaseHeld() {
+      const conn = this._conn;
+      const held = this._held;
+      this._held = [];
+      for (const [kind, value] of held) {
+        if (this._conn !== conn) return; // a listener closed or replaced it
+        if (kind === "handshake") this._onHandshake(conn, value); else this._onMessage(conn, value);
+      }
+      if (conn && this._conn === conn && conn.resume) conn.resume();
     }
 
     /**
@@ -1043,6 +1235,7 @@
      */
     _promote(trial) {
       this._trial = null;
+      this._held = []; // the WebSocket replays it, from where the client stood at its start
       const old = this._conn;
       this._conn = trial;
       this._wsBlockedAt = null;
@@ -1404,6 +1597,8 @@
       initialState, stateAfterHandshake, stateAfterClose, stateWithRetryAt, shouldReconnect,
       closeInfo, describeWsClose, describeHttpFailure, afterWsFailure, firstTransport,
       nextAttempt, STABLE_AFTER_MS, handshakeError,
+      readPositions, posParam, positionsAfterHandshake, batchMark, isSeenMark, positionsAfterMark,
+      takeBatch,
     }),
   });
 });

@@ -10,8 +10,8 @@ Pages (each sets ``session["uid"]`` from ``?uid=`` first):
 * ``/page`` — ``{{ sente_script() }}`` (the documented setup) plus a small harness,
   ``window.start(options)``, that connects and records states, pushes and page errors;
 * ``/module-page`` — the same client loaded from a ``<script type="module">``;
-* test controls under ``/test/``: push, kick, refuse WebSocket upgrades, refuse Ajax with
-  403, request counts,
+* test controls under ``/test/``: push, a numbered push stream, kick, refuse WebSocket
+  upgrades, refuse Ajax with 403, request counts,
   and the npm msgpack codec (from ``tests/js/node_modules``, installed by ``make``).
 """
 from gevent import monkey
@@ -85,8 +85,11 @@ window.moduleReady = true;
 def create_app(packer: str) -> Flask:
     app = Flask(__name__)
     app.secret_key = "browser-tests"  # fixed: sessions and CSRF tokens survive a restart
+    # history_size: room for a stream of 200 pushes/s to be replayed after a slow reconnect
+    # on a busy test machine (the default 100 is half a second of it).
     sente = Sente(app, packer=packer, ws_keepalive=1.0, ws_ping_timeout=1.0,
-                  reconnect_grace_ws=0.5, reconnect_grace_ajax=1.0, reply_timeout=5.0)
+                  reconnect_grace_ws=0.5, reconnect_grace_ajax=1.0, reply_timeout=5.0,
+                  history_size=2000)
     app.config["refuse_ws"] = False
     app.config["refuse_http"] = False
     hits: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -138,6 +141,22 @@ def create_app(packer: str) -> Flask:
     def push():
         body = request.get_json()
         sente.send(body["uid"], (body["event"], body.get("data")), flush=True)
+        return jsonify(ok=True)
+
+    @app.post("/test/stream")
+    def stream():
+        """Push ``["t/n", i]`` for i in range(n) at ``rate`` per second, then ``["t/end", n]``;
+        answers at once (the stream runs on)."""
+        body = request.get_json()
+        uid, n, rate = body["uid"], int(body["n"]), float(body["rate"])
+
+        def run() -> None:
+            for i in range(n):
+                sente.send(uid, ("t/n", i))
+                gevent.sleep(1 / rate)
+            sente.send(uid, ("t/end", n), flush=True)
+
+        gevent.spawn(run)
         return jsonify(ok=True)
 
     @app.post("/test/kick")

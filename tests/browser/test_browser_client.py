@@ -49,10 +49,12 @@ def test_websocket_handshake_state_and_call(server: Server, pages: Pages):
     wait_open(page)
     assert state(page) == {
         "type": "ws", "open": True, "everOpened": True, "uid": "alice",
-        "handshakeData": {"hello": "alice"}, "lastClose": None, "nextReconnectAt": None,
+        "handshakeData": {"hello": "alice"}, "recovered": None, "lastClose": None,
+        "nextReconnectAt": None,
     }
     assert page.evaluate("() => log.handshakes") == [
-        {"uid": "alice", "handshakeData": {"hello": "alice"}, "type": "ws", "firstHandshake": True}]
+        {"uid": "alice", "handshakeData": {"hello": "alice"}, "type": "ws", "firstHandshake": True,
+         "recovered": None}]
     data = {"text": "milk", "n": [1, 2.5, None, True], "s": "é ✓"}
     assert call(page, ["t/echo", data]) == ["ok", data]
     assert call(page, ["t/whoami"]) == [

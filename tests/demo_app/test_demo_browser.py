@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import types
 import typing as t
 
 import pytest
@@ -227,3 +228,60 @@ def test_offline_page_counts_down_and_disables_changes(browser, demo):
     expect(ada.locator("#add-form button")).to_be_enabled()
     expect(ada.locator("#transport")).to_be_visible()
     expect(ada.locator(".todo .text")).to_have_count(0)  # a new process: the list is empty
+
+
+@pytest.mark.parametrize("query", ["", "?type=ajax"])
+def test_a_page_that_missed_pushes_it_cannot_get_back_reloads_the_list(browser, demo, query):
+    """A restart while ada is cut off: the new process has no history of what she missed
+    (bob's sign-in and todo), so her reconnect says recovered: false and the page loads the
+    list and the online panel again — not the stale list from before the restart."""
+    from cutproxy import CutProxy
+
+    with CutProxy(demo.port) as proxy:
+        via = types.SimpleNamespace(url=f"http://127.0.0.1:{proxy.port}")
+        ada = sign_in(browser, t.cast(Server, via), "ada", query)
+        ada.fill("#add-text", "before the restart")
+        ada.click("#add-form button")
+        expect(ada.locator(".todo .text")).to_have_text(["before the restart"], timeout=WAIT)
+        proxy.cut(down_for=120)              # ada is offline until the test says otherwise
+        expect(ada.locator("#status")).not_to_have_attribute("data-state", "open", timeout=WAIT)
+        demo.stop()
+        demo.start()                         # an empty list, and no history of it
+        bob = sign_in(browser, demo, "bob")  # directly, while ada is still cut off
+        bob.fill("#add-text", "while ada was away")
+        bob.click("#add-form button")
+        expect(bob.locator(".todo .text")).to_have_text(["while ada was away"], timeout=WAIT)
+        proxy.cut(down_for=0)                # the network is back
+        ada.evaluate("() => window.dispatchEvent(new Event('online'))")  # skip the backoff
+        expect(ada.locator("#status")).to_have_attribute("data-state", "open", timeout=20_000)
+        assert ada.evaluate("() => chsk.state.recovered") is False
+        expect(ada.locator(".todo .text")).to_have_text(["while ada was away"], timeout=WAIT)
+        expect(online_row(ada, "bob")).to_have_count(1, timeout=WAIT)
+
+
+@pytest.mark.parametrize("query", ["", "?type=ajax"])
+def test_a_recovered_page_gets_what_it_missed_without_reloading(browser, demo, query):
+    """Cut off without a restart: the reconnect is recovered: true and what ada missed is
+    replayed; the page does not ask for the list again."""
+    from cutproxy import CutProxy
+
+    with CutProxy(demo.port) as proxy:
+        via = types.SimpleNamespace(url=f"http://127.0.0.1:{proxy.port}")
+        ada = sign_in(browser, t.cast(Server, via), "ada", query)
+        bob = sign_in(browser, demo, "bob")
+        expect(online_row(ada, "bob")).to_have_count(1, timeout=WAIT)
+        calls: list[str] = []
+        ada.expose_function("noteCall", lambda name: calls.append(name))
+        ada.evaluate("""() => { const call = chsk.call.bind(chsk);
+                                chsk.call = (ev, ...rest) => { noteCall(ev[0]); return call(ev, ...rest); }; }""")
+        proxy.cut(down_for=120)
+        expect(ada.locator("#status")).not_to_have_attribute("data-state", "open", timeout=WAIT)
+        bob.fill("#add-text", "while ada was away")
+        bob.click("#add-form button")
+        expect(bob.locator(".todo .text")).to_have_text(["while ada was away"], timeout=WAIT)
+        proxy.cut(down_for=0)
+        ada.evaluate("() => window.dispatchEvent(new Event('online'))")
+        expect(ada.locator("#status")).to_have_attribute("data-state", "open", timeout=20_000)
+        expect(ada.locator(".todo .text")).to_have_text(["while ada was away"], timeout=WAIT)
+        assert ada.evaluate("() => chsk.state.recovered") is True
+        assert "todo/list" not in calls and "presence/list" not in calls

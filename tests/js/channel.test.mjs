@@ -8,7 +8,9 @@ import { createRequire } from "node:module";
 const require = createRequire(import.meta.url);
 const Sente = require("../../flask_sente/static/sente.js");
 
-const HANDSHAKE = (uid = "alice") => [["chsk/handshake", { uid, handshake_data: { n: 1 }, protocol: 1 }], null];
+/** A protocol-2 handshake: positions in both logs, `recovered` null (a first connection). */
+const HANDSHAKE = (uid = "alice", { positions = { u: ["eu", 0], "*": ["eb", 0] }, recovered = null } = {}) =>
+  [["chsk/handshake", { uid, handshake_data: { n: 1 }, protocol: 2, positions, recovered }], null];
 
 /** A fake server: records sockets and requests; tests script its answers. */
 function fakeNet() {
@@ -25,7 +27,7 @@ function fakeNet() {
     send(data) { this.sent.push(JSON.parse(data)); }
     close(code, reason) { this.closedWith = [code, reason]; this.readyState = 3; }
     // server side
-    accept(uid = "alice") { this.readyState = 1; this.push(HANDSHAKE(uid)); }
+    accept(uid = "alice", extra = {}) { this.readyState = 1; this.push(HANDSHAKE(uid, extra)); }
     push(value) { this.onmessage({ data: JSON.stringify(value) }); }
     drop(code = 1006, reason = "", wasClean = false) { this.readyState = 3; this.onclose({ code, reason, wasClean }); }
   };
@@ -88,7 +90,7 @@ test("WebSocket: handshake, push, call with reply, server ping answered", async 
   const url = new URL(ws.url);
   assert.equal(url.protocol, "ws:");
   // The token travels in the ticket request's header, never in the WebSocket URL.
-  assert.deepEqual(Object.fromEntries(url.searchParams), { "client-id": chsk.clientId, protocol: "1", packer: "json", "ws-ticket": "TICKET-1" });
+  assert.deepEqual(Object.fromEntries(url.searchParams), { "client-id": chsk.clientId, protocol: "2", packer: "json", "ws-ticket": "TICKET-1" });
   assert.equal(net.tickets[0].init.headers["X-CSRF-Token"], "T");
   assert.deepEqual([chsk.state.type, chsk.state.uid, chsk.state.handshakeData], ["ws", "alice", { n: 1 }]);
   assert.deepEqual(states, [[false, true, "ws"]]);
@@ -259,7 +261,7 @@ test("ajax: 401 stops; kicked (chsk/close 4001) stops; 1013 makes a new handshak
   await waitFor(() => chsk.state.lastClose && chsk.state.lastClose.reason === "kicked", "kicked");
   assert.deepEqual(got, [["a/one", 1]]);
   assert.equal(handshakes.length, 2, "1013 → a fresh handshake");
-  assert.deepEqual(handshakes[0], { uid: "alice", handshakeData: { n: 1 }, type: "ajax", firstHandshake: true });
+  assert.deepEqual(handshakes[0], { uid: "alice", handshakeData: { n: 1 }, type: "ajax", firstHandshake: true, recovered: null });
   assert.equal(handshakes[1].firstHandshake, false);
   await new Promise((r) => setTimeout(r, 40));
   assert.equal(polls, 4, "no polling after a kick");
@@ -319,4 +321,137 @@ test("options are checked up front", () => {
   assert.throws(() => Sente.connect("/chsk", { ...base, pingTimeoutMs: -1 }), /pingTimeoutMs/);
   assert.throws(() => Sente.connect("/chsk", { ...base, clientId: "" }), /clientId/);
   assert.throws(() => Sente.connect("/chsk", { ...base, packer: "msgpack" }), /msgpackPacker/);
+});
+
+// --- protocol 2: positions ------------------------------------------------------------------
+
+const MARK = (u, b) => ["chsk/pos", { ...(u === null ? {} : { u: ["eu", u] }), ...(b === null ? {} : { "*": ["eb", b] }) }];
+const posOf = (url) => { const p = new URL(url).searchParams.get("pos"); return p === null ? null : JSON.parse(p); };
+
+test("WebSocket: marks move positions, repeats never reach the app, reconnects send pos", async (t) => {
+  const net = fakeNet();
+  net.onSocket = (ws) => ws.accept("alice", net.sockets.length > 1
+    ? { positions: { u: ["eu", 2], "*": ["eb", 1] }, recovered: true } : {});
+  const chsk = connect(net);
+  t.after(() => chsk.disconnect());
+  const got = [];
+  chsk.on("*", (data) => got.push(data));
+  const handshakes = [];
+  chsk.on("chsk/handshake", (info) => handshakes.push(info));
+  await waitFor(() => chsk.state.open, "open");
+  assert.equal(posOf(net.sockets[0].url), null, "a first connection brings no positions");
+  assert.deepEqual(chsk.positions, { u: ["eu", 0], "*": ["eb", 0] });
+  const ws = net.sockets[0];
+  ws.push([[["t/n", 1], ["t/n", 2], MARK(2, null)], null]);
+  ws.push([[["t/n", 2], MARK(2, null)], null]); // a repeat: moves nothing
+  ws.push([[["t/b", 3], MARK(null, 1)], null]);
+  assert.deepEqual(got, [1, 2, 3], "once each; the mark is not an event");
+  assert.deepEqual(chsk.positions, { u: ["eu", 2], "*": ["eb", 1] });
+
+  ws.drop();
+  await waitFor(() => net.sockets.length === 2 && chsk.state.open, "reconnected");
+  assert.deepEqual(posOf(net.sockets[1].url), { u: ["eu", 2], "*": ["eb", 1] });
+  assert.deepEqual([chsk.state.recovered, handshakes.map((h) => h.recovered)], [true, [null, true]]);
+  net.sockets[1].push([[["t/n", 4], MARK(3, null)], null]);
+  assert.deepEqual(got, [1, 2, 3, 4]);
+});
+
+test("a kick and a change of user drop the positions", async (t) => {
+  const net = fakeNet();
+  let uid = "alice";
+  net.onSocket = (ws) => ws.accept(uid, { positions: { u: [`e-${uid}`, 5] }, recovered: net.sockets.length > 1 ? false : null });
+  const chsk = connect(net);
+  t.after(() => chsk.disconnect());
+  await waitFor(() => chsk.state.open, "open");
+  net.sockets[0].drop(4001, "kicked", true);
+  await waitFor(() => chsk.state.lastClose && chsk.state.lastClose.reason === "kicked", "kicked");
+  assert.equal(chsk.positions, null);
+  uid = "bob";
+  chsk.reconnect();
+  await waitFor(() => chsk.state.open, "open again");
+  assert.equal(posOf(net.sockets[1].url), null, "after a kick the client starts afresh");
+
+  // The user changes (a login elsewhere): bob's positions are dropped for carol's.
+  const handshakes = [];
+  chsk.on("chsk/handshake", (info) => handshakes.push(info));
+  net.sockets[1].push([[["t/n", 1], ["chsk/pos", { u: ["e-bob", 6], "*": ["eb", 3] }]], null]);
+  uid = "carol";
+  net.sockets[1].drop();
+  await waitFor(() => net.sockets.length === 3 && chsk.state.open, "reconnected as carol");
+  assert.deepEqual(posOf(net.sockets[2].url), { u: ["e-bob", 6], "*": ["eb", 3] });
+  assert.deepEqual(chsk.positions, { u: ["e-carol", 5] }, "bob's broadcast position is not kept");
+  assert.deepEqual([handshakes[0].uid, handshakes[0].recovered], ["carol", false]);
+});
+
+test("Ajax: every GET names the position; a poll past history gets a recovered:false handshake", async (t) => {
+  const net = fakeNet();
+  let polls = 0;
+  net.http = (req) => {
+    // As the server: the client's own positions, recovered (what it missed follows).
+    if (req.url.searchParams.has("handshake")) return json(HANDSHAKE("alice", { positions: posOf(req.url), recovered: true }));
+    polls += 1;
+    if (polls === 1) return json([[["t/n", 7], ["t/n", 8], MARK(8, null)], null]);
+    if (polls === 2) return new TypeError("the answer was lost in flight");
+    if (polls === 3) return json([[["t/n", 8], MARK(8, null)], null]); // sent again (seen: 8)
+    if (polls === 4) return json(HANDSHAKE("alice", { positions: { u: ["new", 40] }, recovered: false }));
+    return "park";
+  };
+  const chsk = connect(net, { type: "ajax", positions: { u: ["eu", 6] } });
+  t.after(() => chsk.disconnect());
+  const got = [];
+  chsk.on("*", (data) => got.push(data));
+  const recovered = [];
+  chsk.on("chsk/handshake", (info) => recovered.push(info.recovered));
+  await waitFor(() => polls >= 5, "five polls");
+  const gets = net.requests.filter((r) => r.init.method === "GET").map((r) => posOf(r.url));
+  assert.deepEqual(gets.slice(0, 6), [
+    { u: ["eu", 6] },            // handshake: the app's positions option
+    { u: ["eu", 6] },            // poll 1: the handshake's
+    { u: ["eu", 8] },            // poll 2: lost → the connection fails
+    { u: ["eu", 8] },            // a new handshake, same position
+    { u: ["eu", 8] },            // poll 3
+    { u: ["eu", 8] },            // poll 4 → recovered: false
+  ]);
+  assert.deepEqual(posOf(net.requests.at(-1).url), { u: ["new", 40] });
+  assert.deepEqual(got, [7, 8], "exactly once");
+  assert.deepEqual(recovered, [true, true, false]);
+  assert.equal(chsk.state.recovered, false);
+  assert.throws(() => connect(net, { positions: { u: "junk" } }), /positions must be/);
+});
+
+test("auto: Ajax answers wait while a WebSocket upgrade is tried (no duplicate, no loss)", async (t) => {
+  const net = fakeNet();
+  const held = [];
+  net.onSocket = (ws) => {
+    if (net.sockets.length === 1) { ws.drop(); return; } // the first WebSocket: refused → Ajax
+    held.push(ws); // trials: answered by the test
+  };
+  let polls = 0;
+  net.http = (req) => {
+    if (req.url.searchParams.has("handshake")) return json(HANDSHAKE());
+    polls += 1;
+    if (polls === 1) return new Promise((r) => setTimeout(() => r(json([[["t/n", 1], MARK(1, null)], null])), 30));
+    if (polls === 2) return new Promise((r) => setTimeout(() => r(json([[["t/n", 2], MARK(2, null)], null])), 30));
+    return "park";
+  };
+  const chsk = connect(net, { upgradeRetryMs: 10 });
+  t.after(() => chsk.disconnect());
+  const got = [];
+  chsk.on("*", (data) => got.push(data));
+  await waitFor(() => held.length === 1, "an upgrade trial");
+  // Poll 1's answer arrives while the trial runs: held, and no further poll is made.
+  await new Promise((r) => setTimeout(r, 60));
+  assert.deepEqual([got, polls], [[], 1]);
+  assert.deepEqual(posOf(held[0].url), { u: ["eu", 0], "*": ["eb", 0] });
+  held[0].drop(); // the trial fails: the held answer is processed, polling goes on
+  await waitFor(() => got.length === 1 && polls >= 2, "the held answer");
+  assert.deepEqual(got, [1]);
+  // Next trial opens: what Ajax held is dropped, the WebSocket replays it from the trial's pos.
+  await waitFor(() => held.length === 2, "a second trial");
+  await new Promise((r) => setTimeout(r, 60));
+  assert.deepEqual(posOf(held[1].url), { u: ["eu", 1], "*": ["eb", 0] });
+  held[1].accept("alice", { positions: { u: ["eu", 1], "*": ["eb", 0] }, recovered: true });
+  assert.equal(chsk.state.type, "ws");
+  held[1].push([[["t/n", 2], MARK(2, null)], null]);
+  assert.deepEqual(got, [1, 2]);
 });

@@ -11,7 +11,7 @@ const P = Sente.protocol;
 test("loads as a CommonJS module and also sets globalThis.Sente", () => {
   assert.equal(globalThis.Sente, Sente);
   assert.equal(typeof Sente.connect, "function");
-  assert.equal(Sente.PROTOCOL_VERSION, 1);
+  assert.equal(Sente.PROTOCOL_VERSION, 2);
 });
 
 test("eventError gives the same reasons as events.py", () => {
@@ -136,10 +136,15 @@ test("buildUrl maps http to ws and leaves out null parameters", () => {
 
 test("state: handshake opens, close records why, retries are scheduled", () => {
   const s0 = P.initialState("auto");
-  assert.deepEqual({ ...s0 }, { type: "auto", open: false, everOpened: false, uid: null, handshakeData: null, lastClose: null, nextReconnectAt: null });
+  assert.deepEqual({ ...s0 }, { type: "auto", open: false, everOpened: false, uid: null, handshakeData: null, recovered: null, lastClose: null, nextReconnectAt: null });
   assert.ok(Object.isFrozen(s0));
   const s1 = P.stateAfterHandshake(P.stateWithRetryAt(s0, 123), "ws", { uid: "alice", handshake_data: { n: 1 }, protocol: 1 });
   assert.deepEqual([s1.type, s1.open, s1.everOpened, s1.uid, s1.handshakeData, s1.nextReconnectAt], ["ws", true, true, "alice", { n: 1 }, null]);
+  assert.equal(s1.recovered, null, "protocol 1: no word on recovery");
+  for (const recovered of [true, false, null]) {
+    const s = P.stateAfterHandshake(s1, "ajax", { uid: "alice", protocol: 2, positions: {}, recovered });
+    assert.equal(s.recovered, recovered);
+  }
   const close = P.describeWsClose(1001, "server shutting down", true);
   const s2 = P.stateAfterClose(s1, close, 1700000000000);
   assert.deepEqual([s2.open, s2.everOpened, s2.uid], [false, true, "alice"]);
