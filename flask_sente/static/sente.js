@@ -24,6 +24,8 @@
 
   // =========================================================================================
   // Protocol (pure: no I/O, no timers, no globals beyond crypto for ids)
+  // Python twins: flask_sente/protocol/ (events, wire, packers, backoff, closecodes) and,
+  // for ids/URLs, state and positions, flask_sente/client/endpoint.py, state.py, positions.py.
   // =========================================================================================
 
   const PROTOCOL_VERSION = 2;
@@ -211,7 +213,7 @@
     return { ok: false, error: new ReplyError(message, value) };
   }
 
-  // --- packers ----------------------------------------------------------------------------
+  // --- packers (protocol/packers.py) --------------------------------------------------------
 
   const textDecoder = typeof TextDecoder !== "undefined" ? new TextDecoder() : null;
 
@@ -267,7 +269,7 @@
     throw new TypeError(`${safeRepr(spec)} is not a packer: it needs name, binary, pack() and unpack()`);
   }
 
-  // --- backoff ----------------------------------------------------------------------------
+  // --- backoff (protocol/backoff.py) --------------------------------------------------------
 
   /**
    * Milliseconds to wait before reconnect `attempt` (1-based); `rand` in [0, 1).
@@ -298,7 +300,7 @@
     return (upMs !== null && upMs >= stableAfterMs ? 0 : attempt) + 1;
   }
 
-  // --- ids and URLs -----------------------------------------------------------------------
+  // --- ids and URLs (client/endpoint.py) ---------------------------------------------------
 
   const ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
@@ -331,7 +333,7 @@
     return url.toString();
   }
 
-  // --- state ------------------------------------------------------------------------------
+  // --- state (client/state.py) -------------------------------------------------------------
 
   /**
    * Close reasons (`state.lastClose.reason`), shared with the Python client: clean (the server
@@ -451,7 +453,7 @@
     return `the server speaks protocol ${info.protocol}, this client ${PROTOCOL_VERSION}; reload the page`;
   }
 
-  // --- positions (protocol 2) -------------------------------------------------------------
+  // --- positions, protocol 2 (client/positions.py) -----------------------------------------
   //
   // Where this client stands in each log it reads: null (none yet: the next handshake is a
   // first connection) or a frozen `{log: [epoch, seq]}`, the last entry it was given
@@ -543,7 +545,8 @@
   }
 
   // =========================================================================================
-  // Transports: one object per connection attempt, reporting to its owner through hooks:
+  // Transports (client/links.py, client/websocket.py): one object per connection attempt,
+  // reporting to its owner through hooks:
   //   hooks.handshake(transport, info), hooks.message(transport, decoded),
   //   hooks.closed(transport, close)   — once, only for closes this client did not ask for.
   // `close()` from the owner is silent: the owner already knows why it closed.
@@ -880,8 +883,9 @@
   }
 
   // =========================================================================================
-  // Auto socket: picks the transport, reconnects with backoff, moves between WS and Ajax,
-  // keeps the state and the table of calls waiting for a reply.
+  // Auto socket (client/connection.py, calls.py, dispatch.py): picks the transport,
+  // reconnects with backoff, moves between WS and Ajax, keeps the state and the table of
+  // calls waiting for a reply.
   // =========================================================================================
 
   /** lastClose.message after breakConnection(). */
@@ -1558,7 +1562,7 @@
   }
 
   // =========================================================================================
-  // Public API
+  // Public API (client/core.py)
   // =========================================================================================
 
   /**
