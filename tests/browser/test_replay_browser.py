@@ -11,7 +11,6 @@ from __future__ import annotations
 import types
 
 import pytest
-
 from cutproxy import CutProxy
 
 from .conftest import Pages, Server

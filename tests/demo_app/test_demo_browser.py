@@ -272,8 +272,10 @@ def test_a_recovered_page_gets_what_it_missed_without_reloading(browser, demo, q
         expect(online_row(ada, "bob")).to_have_count(1, timeout=WAIT)
         calls: list[str] = []
         ada.expose_function("noteCall", lambda name: calls.append(name))
-        ada.evaluate("""() => { const call = chsk.call.bind(chsk);
-                                chsk.call = (ev, ...rest) => { noteCall(ev[0]); return call(ev, ...rest); }; }""")
+        ada.evaluate("""() => {
+            const call = chsk.call.bind(chsk);
+            chsk.call = (ev, ...rest) => { noteCall(ev[0]); return call(ev, ...rest); };
+        }""")
         proxy.cut(down_for=120)
         expect(ada.locator("#status")).not_to_have_attribute("data-state", "open", timeout=WAIT)
         bob.fill("#add-text", "while ada was away")
