@@ -79,7 +79,7 @@ def test_state_and_handshake_events(server, make_client, transport):
     wait_until(lambda: recorder.handshakes, message="handshake event")
     hs = recorder.handshakes[0]
     assert hs == {"uid": ANONYMOUS_UID, "handshake_data": None, "first_handshake": True,
-                  "type": expected_type(transport)}
+                  "type": expected_type(transport), "recovered": None}
     opened = [new for old, new in recorder.states if new.open and not old.open]
     assert opened and isinstance(opened[0], ClientState)
     assert quiet.receive(timeout=0.05) is None  # system events stay out of receive()
