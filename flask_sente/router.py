@@ -116,8 +116,10 @@ class Router:
         self._mailbox_used = False
         self._warned: set[str] = set()
         self._per_client = client_events_in_flight
-        #: client key -> semaphore of its events in flight (dropped when none are)
-        self._clients: dict[tuple[t.Any, ...], gevent.lock.Semaphore] = {}
+        #: client key -> its events in flight (dropped when none are), and the greenlets
+        #: waiting because that count is at its share
+        self._in_flight: dict[tuple[t.Any, ...], int] = {}
+        self._share_waiters: dict[tuple[t.Any, ...], list[Waiter]] = {}
         self._errors = ErrorLogLimiter(error_log_interval)
 
     def dispatch(self, msg: EventMsg) -> None:
@@ -128,13 +130,11 @@ class Router:
             if msg.id in _NEVER_WAIT:
                 self._dispatch_nowait(handler, msg)
                 return
-            share = self._share(msg)
-            if share is not None:
-                share.acquire()  # waits while this client has its share in flight
+            share = self._take_share(msg)  # waits while the client has its share in flight
             try:
                 self._slots.acquire()  # waits while pool_size handlers are running
             except BaseException:
-                self._release_share(msg, share)
+                self._release_share(share)
                 raise
             self._start(handler, msg, share)
         elif self._mailbox_used:
@@ -155,32 +155,46 @@ class Router:
         else:
             self._workers.spawn(self._work, handler, msg, share)
 
-    def _client_key(self, msg: EventMsg) -> tuple[t.Any, ...] | None:
+    def _take_share(self, msg: EventMsg) -> tuple[t.Any, ...] | None:
+        """Count one more event of this client in flight, waiting first while it has its
+        whole share in flight; returns the client's key (None: not counted — the hub's own
+        events, or a uid that cannot be a key). A plain counter: no object per event."""
         if self._per_client is None or msg.client_id is None:
-            return None  # the hub's own events (presence, bad input) have no sender
+            return None
+        key = (msg.transport, msg.uid, msg.client_id)
         try:
-            hash(msg.uid)
-        except TypeError:
+            count = self._in_flight.get(key, 0)
+        except TypeError:  # an unhashable uid
             return None
-        return (msg.transport, msg.uid, msg.client_id)
+        while count >= self._per_client:
+            waiter: Waiter = Waiter()
+            self._share_waiters.setdefault(key, []).append(waiter)
+            try:
+                waiter.get()
+            finally:
+                waiters = self._share_waiters.get(key)
+                if waiters is not None and waiter in waiters:
+                    waiters.remove(waiter)
+                    if not waiters:
+                        del self._share_waiters[key]
+            count = self._in_flight.get(key, 0)
+        self._in_flight[key] = count + 1
+        return key
 
-    def _share(self, msg: EventMsg) -> gevent.lock.Semaphore | None:
-        key = self._client_key(msg)
+    def _release_share(self, key: tuple[t.Any, ...] | None) -> None:
         if key is None:
-            return None
-        share = self._clients.get(key)
-        if share is None:
-            share = self._clients[key] = gevent.lock.Semaphore(t.cast(int, self._per_client))
-        return share
-
-    def _release_share(self, msg: EventMsg, share: gevent.lock.Semaphore | None) -> None:
-        if share is None:
             return
-        share.release()
-        key = self._client_key(msg)
-        if (key is not None and share.counter == self._per_client
-                and not share.linkcount() and self._clients.get(key) is share):
-            del self._clients[key]  # nothing in flight, nobody waiting: forget the client
+        count = self._in_flight[key] - 1
+        if count:
+            self._in_flight[key] = count
+        else:
+            del self._in_flight[key]
+        waiters = self._share_waiters.pop(key, None)
+        if waiters:  # the next of this client's events may go (from the hub: no switch here)
+            waiter = waiters.pop(0)
+            if waiters:
+                self._share_waiters[key] = waiters
+            gevent.get_hub().loop.run_callback(waiter.switch, None)
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no handler runs, at most ``timeout`` seconds; True if none does.
@@ -225,7 +239,7 @@ class Router:
                 self._run(handler, msg)
             finally:
                 self._slots.release()
-                self._release_share(msg, share)
+                self._release_share(share)
             del handler, msg, share  # hold no event while idle
             if self._closed or len(idle) >= self._max_idle:
                 return

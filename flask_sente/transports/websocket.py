@@ -185,7 +185,13 @@ class SenteHandler(WebSocketHandler):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
-        super().handle()
+        try:
+            super().handle()
+        finally:
+            timer = self._sente_header_timer
+            if timer is not None:
+                self._sente_header_timer = None
+                timer.close()
 
     #: Default for :attr:`SenteServerMixin.sente_header_timeout` when the server has none.
     header_timeout: float | None = DEFAULT_HEADER_TIMEOUT
@@ -197,15 +203,18 @@ class SenteHandler(WebSocketHandler):
         timeout = getattr(self.server, "sente_header_timeout", self.header_timeout)
         if not timeout:
             return super().handle_one_request()
-        timer = self._sente_header_timer = gevent.Timeout(timeout, HeaderTimeout)
+        # One timer per connection, armed for each request head (a keep-alive connection
+        # serves many): cheaper than a Timeout object per request.
+        timer = self._sente_header_timer
+        if timer is None:
+            timer = self._sente_header_timer = gevent.Timeout(timeout, HeaderTimeout)
         timer.start()
         try:
             return super().handle_one_request()
         except HeaderTimeout:  # while reading the request line
             return self._header_timed_out()
         finally:
-            timer.close()
-            self._sente_header_timer = None
+            timer.cancel()
 
     def _handle_client_error(self, ex: BaseException) -> t.Any:
         if isinstance(ex, HeaderTimeout):  # while reading the headers
@@ -245,7 +254,8 @@ class SenteHandler(WebSocketHandler):
     # gunicorn handler puts its own first (and redacts the environ it logs from).
     def log_request(self) -> None:
         requestline = getattr(self, "requestline", None)
-        if requestline and _SECRET_PARAM.search(requestline):
+        lowered = requestline.lower() if requestline else ""
+        if ("csrf" in lowered or "ticket" in lowered) and _SECRET_PARAM.search(requestline):
             self.requestline = redact_secrets(requestline)
             try:
                 WSGIHandler.log_request(self)
