@@ -72,6 +72,10 @@ class WsConnection:
     """
 
     transport: t.Final = "ws"
+    # Thousands of idle connections: no instance dict each.
+    __slots__ = ("ws", "version", "uid", "client_id", "request", "conn_id", "open", "reader",
+                 "last_seen", "pinged_at", "_spawn", "_limits", "_pending", "_pending_bytes",
+                 "_writer", "_send_nowait")
 
     def __init__(self, ws: WebSocket, uid: t.Any, client_id: str, request: RequestInfo,
                  *, spawn: Spawn, limits: Limits, version: int = 1) -> None:
@@ -202,6 +206,8 @@ class AjaxClient:
     """Hub-side state of one long-polling client, across its polls."""
 
     transport: t.Final = "ajax"
+    __slots__ = ("uid", "client_id", "request", "reader", "version", "conn_id", "parked",
+                 "close_packed")
 
     def __init__(self, uid: t.Any, client_id: str, request: RequestInfo,
                  reader: Reader) -> None:

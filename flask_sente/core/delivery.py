@@ -69,7 +69,7 @@ class Entry:
 class Log:
     """One ordered history: entries ``first_seq .. seq`` kept, older ones trimmed."""
 
-    __slots__ = ("key", "epoch", "seq", "entries", "readers", "idle_since")
+    __slots__ = ("key", "epoch", "seq", "entries", "readers", "counts", "idle_since")
 
     def __init__(self, key: t.Hashable, epoch: str, now: float) -> None:
         self.key = key
@@ -77,8 +77,10 @@ class Log:
         #: Seq of the last entry appended (0: none yet).
         self.seq = 0
         self.entries: list[Entry] = []
-        #: Readers of this log by transport (the broadcast log: every reader).
-        self.readers: dict[Transport, set[Reader]] = {"ws": set(), "ajax": set()}
+        #: Readers of this log (the broadcast log: every reader), and how many of them read
+        #: over each transport: one set per log, not one per transport (a log per user).
+        self.readers: set[Reader] = set()
+        self.counts: dict[Transport, int] = {"ws": 0, "ajax": 0}
         #: When the last reader went away (None while it has readers).
         self.idle_since: float | None = now
 
@@ -165,7 +167,8 @@ class Delivery:
             log = self._log(key, now)
             reader.logs[name] = log
             reader.positions[name] = log.seq
-            log.readers[transport].add(reader)
+            log.readers.add(reader)
+            log.counts[transport] += 1
             log.idle_since = None
         return reader
 
@@ -195,9 +198,10 @@ class Delivery:
     def close_reader(self, reader: Reader, now: float) -> None:
         """The reader is gone for good; its logs start their idle time when it was the last."""
         for log in reader.logs.values():
-            readers = log.readers[reader.transport]
-            readers.discard(reader)
-            if not readers and not log.readers["ws" if reader.transport == "ajax" else "ajax"]:
+            if reader in log.readers:
+                log.readers.discard(reader)
+                log.counts[reader.transport] -= 1
+            if not log.readers:
                 log.idle_since = now
         reader.ready = False
 
@@ -240,7 +244,7 @@ class Delivery:
         # a burst inside one batching window must arrive whole. collect() trims after.
         if len(log.entries) >= 2 * self.history_size and log not in self._dirty["ws"]:
             log.trim(self.history_size, now - self.history_ttl)
-        due = tuple(tr for tr in TRANSPORTS if log.readers[tr])
+        due = tuple(tr for tr in TRANSPORTS if log.counts[tr])
         for transport in due:
             self._dirty[transport].add(log)
         return due
@@ -261,7 +265,7 @@ class Delivery:
         self._dirty[transport] = set()
         readers: set[Reader] = set()
         for log in dirty:
-            readers.update(log.readers[transport])
+            readers.update(r for r in log.readers if r.transport == transport)
         batches: dict[t.Hashable, Batch] = {}
         gapped: list[Reader] = []
         woken: list[Reader] = []
@@ -352,13 +356,13 @@ class Delivery:
             log.seq = seq
         elif log.epoch != epoch:
             log.epoch, log.seq, log.entries = epoch, seq, []
-            for transport, readers in log.readers.items():
-                if readers:
+            for transport in TRANSPORTS:
+                if log.counts[transport]:
                     self._dirty[transport].add(log)  # the next collect finds the gaps
-                for reader in readers:
-                    for name, mine in reader.logs.items():
-                        if mine is log:
-                            reader.positions[name] = -1  # behind anything: a gap
+            for reader in log.readers:
+                for name, mine in reader.logs.items():
+                    if mine is log:
+                        reader.positions[name] = -1  # behind anything: a gap
         return log
 
     def apply(self, key: t.Hashable, epoch: str, seq: int, event: t.Any, target: str | None,

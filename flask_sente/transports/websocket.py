@@ -232,7 +232,14 @@ class SenteHandler(WebSocketHandler):
         timer = self._sente_header_timer
         if timer is not None:
             timer.cancel()  # the head is complete: the body and the app have no such limit
+            if self.environ_upgrade_requested():  # no second request on this connection
+                self._sente_header_timer = None
+                timer.close()
         return result
+
+    def environ_upgrade_requested(self) -> bool:
+        headers = getattr(self, "headers", None)
+        return headers is not None and "websocket" in headers.get("Upgrade", "").lower()
 
     def read_requestline(self) -> t.Any:
         # Between two requests of a keep-alive connection the handler only waits for the
@@ -253,8 +260,8 @@ class SenteHandler(WebSocketHandler):
     # and writes to a logger it reconfigures), with secrets in the query redacted. The
     # gunicorn handler puts its own first (and redacts the environ it logs from).
     def log_request(self) -> None:
-        requestline = getattr(self, "requestline", None)
-        lowered = requestline.lower() if requestline else ""
+        requestline: str = getattr(self, "requestline", None) or ""
+        lowered = requestline.lower()
         if ("csrf" in lowered or "ticket" in lowered) and _SECRET_PARAM.search(requestline):
             self.requestline = redact_secrets(requestline)
             try:
