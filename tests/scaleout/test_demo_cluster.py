@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import typing as t
 
@@ -12,19 +11,10 @@ import gevent
 import requests
 import websocket
 
+from tests.server.test_gunicorn import _login  # the demo's sign-in, shared
 from tests.transports.test_worker import Proc
 
 TIMEOUT = 10
-
-
-def _login(base: str, name: str) -> tuple[requests.Session, str]:
-    s = requests.Session()
-    page = s.get(base + "/", timeout=TIMEOUT).text
-    token = re.search(r'name="csrf-token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
-    s.post(base + "/login", data={"name": name, "csrf-token": token}, timeout=TIMEOUT)
-    page = s.get(base + "/", timeout=TIMEOUT).text
-    token = re.search(r'name="sente-csrf-token" content="([^"]+)"', page).group(1)  # type: ignore[union-attr]
-    return s, token
 
 
 def _call(session: requests.Session, base: str, token: str, event: t.Any) -> t.Any:
