@@ -204,6 +204,16 @@ class Client(ConnectionLoop):
             self._start_threads()
         self._drop(CloseInfo("requested-reconnect"), keep_active=True)
 
+    def break_connection(self) -> None:
+        """Drop the connection as a network failure would (no close frame, no intent): the
+        client reconnects on its own, with its backoff, and is replayed what it missed.
+        Sente's ``chsk-break-connection!`` and sente.js's ``breakConnection()``: for tests
+        of an app's reconnect paths, or to force a fresh connection."""
+        with self._lock:
+            link = self._link
+        if link is not None:
+            link.shutdown(None, graceful=False)
+
     def close(self) -> None:
         """Disconnect and stop every thread of this client (joined with a timeout). Final."""
         with self._lock:

@@ -103,3 +103,20 @@ def test_a_kick_drops_the_positions(make_server, make_client):
     server.sente.kick(chsk.state.uid)
     wait_until(lambda: not chsk.state.active, message="the kick")
     assert chsk._endpoint.positions.param() is None
+
+
+def test_break_connection_reconnects_as_after_a_network_failure(make_server, make_client,
+                                                                 transport):
+    server: Server = make_server()
+    chsk = make_client(server.url, type=transport, connect=False)
+    numbers, handshakes = _collect(chsk)
+    chsk.connect()
+    assert chsk.wait_open(TIMEOUT)
+    uid = chsk.state.uid
+    chsk.break_connection()
+    server.sente.send(uid, ("t/n", 1), flush=True)    # while it is (or was) away
+    wait_until(lambda: len(handshakes) >= 2, message="a reconnect")
+    wait_until(lambda: numbers == [1], message="the push, once")
+    assert chsk.state.active and chsk.state.open
+    assert chsk.state.last_close.reason == "unexpected"
+    assert handshakes[-1]["recovered"] is True
