@@ -4,21 +4,21 @@ ack; ``start`` emits ``ev`` n times to every client of the namespace (broadcast)
 ``--nodelay`` sets TCP_NODELAY on accepted sockets (Flask-SocketIO does not)."""
 from __future__ import annotations
 
+import os
+import typing as t
 
-def serve(backlog: int, nodelay: bool = False) -> None:
-    from gevent import monkey
 
-    monkey.patch_all()
+def create_app() -> t.Any:
+    """The app (also what gunicorn serves in ``python -m bench.cluster``, where the
+    environment variable ``BENCH_MESSAGE_QUEUE``, a Redis URL, gives it Flask-SocketIO's
+    ``message_queue``)."""
     from flask import Flask
     from flask_socketio import SocketIO
-    from gevent.pywsgi import WSGIServer
-    from geventwebsocket.handler import WebSocketHandler
-
-    from .gevent_util import announce, nodelay_handler
 
     app = Flask("bench_fsio")
     socketio = SocketIO(app, async_mode="gevent", cors_allowed_origins="*", logger=False,
-                        engineio_logger=False)
+                        engineio_logger=False,
+                        message_queue=os.environ.get("BENCH_MESSAGE_QUEUE") or None)
 
     @socketio.on("echo")
     def echo(data):  # type: ignore[no-untyped-def]
@@ -29,6 +29,19 @@ def serve(backlog: int, nodelay: bool = False) -> None:
         for i in range(int(n)):
             socketio.emit("ev", i)
 
+    return app
+
+
+def serve(backlog: int, nodelay: bool = False) -> None:
+    from gevent import monkey
+
+    monkey.patch_all()
+    from gevent.pywsgi import WSGIServer
+    from geventwebsocket.handler import WebSocketHandler
+
+    from .gevent_util import announce, nodelay_handler
+
+    app = create_app()
     handler = nodelay_handler(WebSocketHandler) if nodelay else WebSocketHandler
     announce(WSGIServer(("127.0.0.1", 0), app, handler_class=handler, log=None,
                         backlog=backlog))
