@@ -29,7 +29,12 @@ from .config import Options
 from .connections import Limits, WsConnection, thread_ident
 from .core.packing import pack_batch
 from .core.presence import TRANSPORTS, Change, ConnectedUids, Transport
-from .exceptions import ConnectionClosed, LocalProtocolError, RemoteProtocolError
+from .exceptions import (
+    BackplaneError,
+    ConnectionClosed,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
 from .longpoll import WAKE, LongPolls
 from .messages import EventMsg, RequestInfo, WsReplier
 from .protocol import events as ev
@@ -187,13 +192,19 @@ class Hub(LongPolls):
         (signals.backplane_up if healthy else signals.backplane_down).send(self._sender)
 
     def _attach(self, conn: t.Any) -> None:
-        self.backplane.attach(conn.uid, conn.transport, conn.client_id, conn.conn_id)
+        try:
+            self.backplane.attach(conn.uid, conn.transport, conn.client_id, conn.conn_id)
+        except BackplaneError as exc:  # served all the same; presence catches up later
+            logger.warning("presence not recorded for uid=%r: %s", conn.uid, exc)
 
     def _detach(self, conn: t.Any, grace: float) -> None:
         """The connection ended: its member leaves after ``grace`` unless it comes back."""
         now = time.monotonic()
-        self.backplane.detach(conn.uid, conn.transport, conn.client_id, conn.conn_id,
-                              now + grace)
+        try:
+            self.backplane.detach(conn.uid, conn.transport, conn.client_id, conn.conn_id,
+                                  now + grace)
+        except BackplaneError as exc:
+            logger.warning("presence not updated for uid=%r: %s", conn.uid, exc)
         if grace <= 0:
             self._expire()
         else:
@@ -268,8 +279,14 @@ class Hub(LongPolls):
                 self.backplane.close_reader(old.reader, time.monotonic())
             if old.open:
                 old.close_now(wire.CLOSE_REPLACED, "replaced by a newer connection")
-        reader, recovered = self.backplane.open_reader(uid, client_id, "ws", time.monotonic(),
-                                                       positions)
+        try:
+            reader, recovered = self.backplane.open_reader(uid, client_id, "ws",
+                                                           time.monotonic(), positions)
+        except BackplaneError as exc:  # the 101 is out: say "later" with a close code
+            logger.warning("refusing a WebSocket for now: %s", exc)
+            self._forget("ws", uid, client_id)
+            conn.close_now(wire.CLOSE_TOO_SLOW, "backplane unavailable, retry")
+            return
         conn.reader = reader
         conn.offer(self.packer.pack(wire.handshake(
             uid, handshake_data, version=version, recovered=recovered,

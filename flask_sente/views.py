@@ -23,7 +23,7 @@ from flask import Blueprint, Request, Response, current_app, request, send_file,
 
 from .admission import admit, handshake_data
 from .admission import text_response as _text
-from .exceptions import RemoteProtocolError
+from .exceptions import BackplaneError, RemoteProtocolError
 from .messages import RequestInfo
 from .transports.base import STOP_CALLBACKS_ENVIRON_KEY, UPGRADE_ENVIRON_KEY
 
@@ -90,9 +90,7 @@ def _chsk() -> Response:
     if request.method == "POST":
         return _post(state, uid, client_id)
     if not state.hub.healthy:  # open WebSockets go on; new handshakes and polls wait
-        resp = _text(503, "Backplane unavailable: the server cannot reach Redis; retry")
-        resp.headers["Retry-After"] = "2"
-        return resp
+        return _unavailable()
     upgrade = request.environ.get(UPGRADE_ENVIRON_KEY)
     if upgrade is None and "new-ws-ticket" in request.args:
         # Every check passed with the token in a header: a ticket for the WebSocket URL.
@@ -118,11 +116,20 @@ def _chsk() -> Response:
                           "flask_sente.run() or gunicorn -k flask_sente.worker.SenteWorker "
                           "(clients fall back to Ajax)")
     handshake = "handshake" in request.args or "handshake?" in request.args
-    body = state.hub.ajax_get(
-        uid, client_id, info, handshake=handshake,
-        handshake_data=lambda: handshake_data(state, uid, client_id),
-        version=admitted.version, positions=admitted.positions)
+    try:
+        body = state.hub.ajax_get(
+            uid, client_id, info, handshake=handshake,
+            handshake_data=lambda: handshake_data(state, uid, client_id),
+            version=admitted.version, positions=admitted.positions)
+    except BackplaneError:
+        return _unavailable()
     return _packed(state, body)
+
+
+def _unavailable() -> Response:
+    resp = _text(503, "Backplane unavailable: the server cannot reach Redis; retry")
+    resp.headers["Retry-After"] = "2"
+    return resp
 
 
 def _post(state: AppState, uid: t.Any, client_id: str) -> Response:

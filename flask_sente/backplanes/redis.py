@@ -19,6 +19,7 @@ does its I/O on ``socket``).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import typing as t
@@ -33,7 +34,7 @@ import msgpack
 
 from ..core.delivery import BROADCAST, USER, Delivery, Reader
 from ..core.presence import Change, ConnectedUids, Presence, Transport
-from ..exceptions import ConfigError
+from ..exceptions import BackplaneError, ConfigError
 from . import redis_scripts as rs
 from .base import BackplaneListener
 from .local import new_epoch
@@ -47,6 +48,8 @@ DEAD_AFTER = 6.0
 EXPIRE_EVERY = 0.25
 #: Pushes pipelined in one round trip at most.
 PIPELINE_MAX = 500
+#: Connections to Redis per process at most (the subscription holds one).
+MAX_CONNECTIONS = 64
 #: Pushes kept while Redis is away, at most, and for how long (seconds).
 OUTBOX_LIMIT = 10_000
 OUTBOX_MAX_AGE = 30.0
@@ -83,8 +86,12 @@ class RedisBackplane:
         #: The grace window a dead node's members get (the longer of the two transports').
         self._dead_grace_ms = int(dead_node_grace * 1000)
         # redis-py's types are loose (bytes | str everywhere): used as Any here.
-        self.client: t.Any = redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT,
-                                                  socket_connect_timeout=SOCKET_TIMEOUT)
+        # A burst of handshakes makes one Redis call each, at once: a blocking pool makes
+        # them wait their turn for a connection instead of failing past redis-py's limit.
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=MAX_CONNECTIONS, timeout=2 * SOCKET_TIMEOUT,
+            socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT)
+        self.client: t.Any = redis.Redis(connection_pool=pool)
         self.delivery = Delivery(history_size=history_size, history_ttl=history_ttl,
                                  new_epoch=new_epoch)
         #: This process's members only (client-level signals, grace timers, who to drop).
@@ -208,7 +215,7 @@ class RedisBackplane:
                                  control, self.node, counter,
                                  "1" if control == "gap" else "0"], client=pipe)
                 pipe.execute()
-            except self._redis_mod.RedisError as exc:
+            except (self._redis_mod.RedisError, BackplaneError) as exc:
                 now = time.monotonic()
                 if failing_since is None:
                     failing_since = now
@@ -269,7 +276,7 @@ class RedisBackplane:
                         self._on_presence(message["data"])
                     else:
                         self._on_append(channel, message["data"])
-            except self._redis_mod.RedisError as exc:
+            except (self._redis_mod.RedisError, BackplaneError) as exc:
                 self._set_healthy(False)
                 logger.warning("Redis backplane: subscription lost (%s); reconnecting", exc)
                 gevent.sleep(0.5)
@@ -347,9 +354,25 @@ class RedisBackplane:
 
     # --- readers ---------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _calling(self) -> t.Iterator[None]:
+        """A call made for a request: Redis's errors become BackplaneError (the hub answers
+        503 or closes the socket with 1013), and mark the backplane unhealthy."""
+        try:
+            yield
+        except self._redis_mod.RedisError as exc:
+            self._set_healthy(False)
+            raise BackplaneError(f"Redis: {exc}") from exc
+
     def open_reader(self, uid: t.Any, client_id: str, transport: Transport, now: float,
                     positions: t.Mapping[str, tuple[str, int]] | None
                     ) -> tuple[Reader, bool | None]:
+        with self._calling():
+            return self._open_reader(uid, client_id, transport, now, positions)
+
+    def _open_reader(self, uid: t.Any, client_id: str, transport: Transport, now: float,
+                     positions: t.Mapping[str, tuple[str, int]] | None
+                     ) -> tuple[Reader, bool | None]:
         self._running()
         for log_key in ((USER, uid), BROADCAST):
             meta, log, _ = self._keys(log_key)
@@ -360,9 +383,13 @@ class RedisBackplane:
         reader = self.delivery.open_reader(uid, client_id, transport, now)
         if positions is None:
             return reader, None
-        return reader, self.resume(reader, positions)
+        return reader, self._resume(reader, positions)
 
     def resume(self, reader: Reader, positions: t.Mapping[str, tuple[str, int]]) -> bool:
+        with self._calling():
+            return self._resume(reader, positions)
+
+    def _resume(self, reader: Reader, positions: t.Mapping[str, tuple[str, int]]) -> bool:
         for name, log in reader.logs.items():
             given = positions.get(name)
             if given is None or given[0] != log.epoch:
@@ -401,6 +428,10 @@ class RedisBackplane:
         return self._snapshot
 
     def clients_of(self, uid: t.Any) -> dict[str, list[str]]:
+        with self._calling():
+            return self._clients_of(uid)
+
+    def _clients_of(self, uid: t.Any) -> dict[str, list[str]]:
         now = _ms()
         found: dict[str, list[str]] = {"ws": [], "ajax": []}
         for member, score in self.client.zrange(
@@ -431,7 +462,8 @@ class RedisBackplane:
         self._snapshot = None
 
     def _run(self, name: str, *args: t.Any) -> t.Any:
-        return self._scripts[name](args=[self.prefix, *args])
+        with self._calling():
+            return self._scripts[name](args=[self.prefix, *args])
 
     def attach(self, uid: t.Any, transport: Transport, client_id: str, conn_id: int) -> None:
         local = self.presence.attach(uid, transport, client_id, conn_id)
@@ -485,7 +517,7 @@ class RedisBackplane:
                             self.client.expire(meta, self._ttl)
                             self.client.expire(stream, self._ttl)
                 self._expire_cluster()
-            except self._redis_mod.RedisError as exc:
+            except (self._redis_mod.RedisError, BackplaneError) as exc:
                 self._set_healthy(False)
                 logger.warning("Redis backplane: housekeeping failed (%s)", exc)
             except Exception:

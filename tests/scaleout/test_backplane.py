@@ -161,3 +161,26 @@ def test_workers_with_different_secret_keys_are_told(redis_server, caplog):
             for base in (a, b):
                 requests.get(base + "/chsk?client-id=k&u=k&handshake=1", timeout=TIMEOUT)
         assert [r for r in caplog.records if "SECRET_KEY differs" in r.getMessage()]
+
+
+def test_a_burst_of_handshakes_waits_for_redis_connections_instead_of_failing(redis_server,
+                                                                              caplog):
+    """More clients connecting at once than redis-py's pool holds: every one gets its
+    handshake (they queue for a connection), none gets an error or a traceback."""
+    import logging
+
+    with worker(redis_server.url) as (a, sa, _):
+        url = a.replace("http", "ws") + "/chsk?protocol=2&client-id="
+
+        def connect(i: int) -> t.Any:
+            ws = websocket.create_connection(f"{url}b{i}&u=burst{i}", timeout=TIMEOUT)
+            try:
+                return recv(ws)[0][0]
+            finally:
+                ws.close()
+
+        with caplog.at_level(logging.WARNING, logger="flask_sente"):
+            jobs = [gevent.spawn(connect, i) for i in range(200)]
+            gevent.joinall(jobs, timeout=60, raise_error=True)
+        assert [j.value for j in jobs] == ["chsk/handshake"] * 200
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
