@@ -114,7 +114,7 @@ class LongPolls:
         client.conn_id = new_conn_id()
         self._attach(client)
         try:
-            return self._poll(client)
+            return self._poll(client, handshake_data)
         finally:
             if not self.closed:
                 self._detach(client, self.options.reconnect_grace_ajax)
@@ -125,8 +125,8 @@ class LongPolls:
             client.uid, data, version=client.version, recovered=recovered,
             positions=self._delivery.positions_of(client.reader)))
 
-    def _poll(self, client: AjaxClient) -> str | bytes:
-        answer = self._owed(client)
+    def _poll(self, client: AjaxClient, handshake_data: t.Callable[[], t.Any]) -> str | bytes:
+        answer = self._owed(client, handshake_data)
         if answer is not None:
             return answer
         if client.parked is not None:  # an older poll of the same client is still parked
@@ -145,7 +145,7 @@ class LongPolls:
                     return t.cast("str | bytes", woken)
                 if client.close_packed is not None:
                     return client.close_packed
-                answer = self._owed(client)
+                answer = self._owed(client, handshake_data)
                 if answer is not None:
                     return answer
                 result = gevent.event.AsyncResult()  # all of it was for other tabs
@@ -156,7 +156,8 @@ class LongPolls:
                 client.parked = None
                 client.reader.ready = False
 
-    def _owed(self, client: AjaxClient) -> str | bytes | None:
+    def _owed(self, client: AjaxClient,
+              handshake_data: t.Callable[[], t.Any]) -> str | bytes | None:
         """Pack what the client's reader is owed (as much as fits in one message) and move
         it past that; None when nothing is owed to this client."""
         reader = client.reader
@@ -166,7 +167,7 @@ class LongPolls:
                            "client_id=%r)", client.uid, client.client_id)
             self._delivery.skip_to_head(reader)
             if client.version >= 2:  # told, and where to go on from
-                return self._ajax_handshake(client, None, False)
+                return self._ajax_handshake(client, handshake_data(), False)
             return self.packer.pack(wire.close(wire.CLOSE_TOO_SLOW, "client too slow"))
         pairs = t.cast("list[tuple[str, Entry]]", pending)
         for i, (_, entry) in enumerate(pairs):

@@ -113,7 +113,7 @@ def test_a_restarted_server_says_not_recovered():
 
 
 def test_overflowing_the_history_says_not_recovered_never_a_gap():
-    with running(history_size=5) as h:
+    with running(history_size=5, handshake_data=lambda uid, cid: {"hello": uid}) as h:
         s = Stream()
         ws = _ws(h, s, "tab", "ola", None)
         ws.close()
@@ -134,7 +134,9 @@ def test_overflowing_the_history_says_not_recovered_never_a_gap():
         old = dict(s2.positions)
         for i in range(30):
             h.sente.send("ola", ("t/n", i), flush=True)
-        s2.take(h.get("p", uid="ola", protocol="2", pos=json.dumps(old)).json())
+        told = h.get("p", uid="ola", protocol="2", pos=json.dumps(old)).json()
+        assert told[0][1]["handshake_data"] == {"hello": "ola"}  # a whole handshake
+        s2.take(told)
         assert s2.recovered[-1] is False and s2.numbers() == []
 
 
