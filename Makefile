@@ -32,7 +32,7 @@ demo: $(STAMP)
 REDIS_PORT ?= 6390
 demo-cluster: $(STAMP) redis-deps
 	@redis-server --port $(REDIS_PORT) --bind 127.0.0.1 --save '' --appendonly no \
-	  --loglevel warning & redis=$$!; trap "kill $$redis" EXIT INT TERM; \
+	  --loglevel warning & redis=$$!; trap "kill $$redis 2>/dev/null" EXIT INT TERM; \
 	  FLASK_SENTE_BACKPLANE=redis://127.0.0.1:$(REDIS_PORT)/0 $(VENV)/bin/gunicorn \
 	  -k flask_sente.worker.SenteWorker -w 3 -b $(HOST):$(PORT) 'demo.app:create_app()'
 
