@@ -339,18 +339,28 @@ class RedisBackplane:
         now = time.monotonic()
         for log_key, log in list(self.delivery.logs.items()):
             if log.idle_since is None:  # read here now: make sure Redis still has it
-                meta, stream, _ = self._keys(log_key)
-                epoch, seq = self._scripts["TOUCH"](keys=[meta, stream],
-                                                    args=[new_epoch(), self._ttl])
-                if epoch.decode() != log.epoch:
-                    logger.warning("Redis backplane: the history of %r is gone (Redis lost "
-                                   "its data?); its readers are told", log_key)
-                    self.delivery.mirror(log_key, epoch.decode(), int(seq), now)
-            self._fill(log_key)
+                self._sync_log(log_key, now)
+            else:
+                self._fill(log_key)
         for uid, transport, client_id in self.presence.connected():
             self._run("ATTACH", rs.user_key(uid), transport, self.node, client_id, _ms())
         if self._listener is not None:
             self._listener.logs_appended(("ws", "ajax"))
+
+    def _sync_log(self, log_key: t.Hashable, now: float) -> None:
+        """Make the log exist in Redis (and its expiry start again) and bring this process's
+        mirror of it to the stream: a new epoch there (Redis lost its data, or entries were
+        dropped) puts the mirror's readers at a gap, so each is told."""
+        meta, stream, _ = self._keys(log_key)
+        epoch_raw, seq_raw = self._scripts["TOUCH"](keys=[meta, stream],
+                                                    args=[new_epoch(), self._ttl])
+        epoch, seq = epoch_raw.decode(), int(seq_raw)
+        known = self.delivery.logs.get(log_key)
+        if known is not None and known.epoch != epoch:
+            logger.warning("Redis backplane: the history of %r is gone; its readers are told",
+                           log_key)
+        if self.delivery.mirror(log_key, epoch, seq, now).seq < seq:
+            self._fill(log_key)
 
     # --- readers ---------------------------------------------------------------------------
 
@@ -375,11 +385,7 @@ class RedisBackplane:
                      ) -> tuple[Reader, bool | None]:
         self._running()
         for log_key in ((USER, uid), BROADCAST):
-            meta, log, _ = self._keys(log_key)
-            epoch, seq = self._scripts["TOUCH"](keys=[meta, log], args=[new_epoch(), self._ttl])
-            mirror = self.delivery.mirror(log_key, epoch.decode(), int(seq), now)
-            if mirror.seq < int(seq):
-                self._fill(log_key)
+            self._sync_log(log_key, now)
         reader = self.delivery.open_reader(uid, client_id, transport, now)
         if positions is None:
             return reader, None

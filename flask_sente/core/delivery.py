@@ -286,16 +286,11 @@ class Delivery:
     def _collect_one(self, reader: Reader, batches: dict[t.Hashable, Batch],
                      gapped: list[Reader]) -> None:
         positions = reader.positions
-        parts: list[tuple[str, Log, list[Entry]]] = []
-        for name, log in reader.logs.items():
-            position = positions[name]
-            if log.seq == position:
-                continue
-            entries = log.after(position)
-            if entries is GAP:
-                gapped.append(reader)
-                return
-            parts.append((name, log, t.cast("list[Entry]", entries)))
+        parts = _owed_parts(reader)
+        if parts is GAP:
+            gapped.append(reader)
+            return
+        parts = t.cast("list[_Part]", parts)
         if not parts:
             return
         targeted = any(e.target is not None for _, _, entries in parts for e in entries)
@@ -313,19 +308,8 @@ class Delivery:
     def pending(self, reader: Reader) -> list[tuple[str, Entry]] | _Gap:
         """What a lazy reader is owed, oldest first, as ``(log name, entry)`` pairs
         (targeted entries for other clients included: :meth:`advance` must pass them)."""
-        parts: list[tuple[str, Log, list[Entry]]] = []
-        for name, log in reader.logs.items():
-            position = reader.positions[name]
-            if log.seq == position:
-                continue
-            entries = log.after(position)
-            if entries is GAP:
-                return GAP
-            parts.append((name, log, t.cast("list[Entry]", entries)))
-        pairs = [(name, e) for name, _, entries in parts for e in entries]
-        if len(parts) > 1:
-            pairs.sort(key=lambda pair: pair[1].stamp)
-        return pairs
+        parts = _owed_parts(reader)
+        return GAP if parts is GAP else _in_send_order(t.cast("list[_Part]", parts))
 
     def advance(self, reader: Reader, delivered: t.Iterable[tuple[str, Entry]]) -> None:
         """Move a lazy reader past entries it was given (and any skipped before them)."""
@@ -407,12 +391,38 @@ class Delivery:
                 log.trim(self.history_size, oldest)
 
 
-def _merged(parts: list[tuple[str, Log, list[Entry]]],
-            client_id: str | None) -> list[tuple[str, Entry]]:
-    """The entries of several logs in send order; with ``client_id``, those meant for it."""
+#: A log a reader is owed entries of: (the reader's name for it, the log, the entries).
+_Part = tuple[str, Log, list[Entry]]
+
+
+def _owed_parts(reader: Reader) -> list[_Part] | _Gap:
+    """For each log with entries past the reader's position, those entries; :data:`GAP`
+    when some of them were trimmed."""
+    parts: list[_Part] = []
+    positions = reader.positions
+    for name, log in reader.logs.items():
+        position = positions[name]
+        if log.seq == position:
+            continue
+        entries = log.after(position)
+        if entries is GAP:
+            return GAP
+        parts.append((name, log, t.cast("list[Entry]", entries)))
+    return parts
+
+
+def _in_send_order(parts: list[_Part]) -> list[tuple[str, Entry]]:
+    """The entries of several logs as ``(log name, entry)``, merged back into send order."""
     pairs = [(name, e) for name, _, entries in parts for e in entries]
     if len(parts) > 1:
         pairs.sort(key=lambda pair: pair[1].stamp)
+    return pairs
+
+
+def _merged(parts: list[_Part], client_id: str | None) -> list[tuple[str, Entry]]:
+    """The entries in send order, control records left out; with ``client_id``, those
+    meant for it."""
+    pairs = _in_send_order(parts)
     if client_id is None:
         return [(n, e) for n, e in pairs if e.control is None]
     return [(n, e) for n, e in pairs

@@ -163,7 +163,3 @@ class Presence:
             changes.append(Change("user-offline", uid))
         changes.append(Change("client-left", uid, client_id, transport))
         return changes
-
-    def clear(self) -> None:
-        """Forget everything (the server stopped; nobody is told)."""
-        self.__init__()  # type: ignore[misc]
