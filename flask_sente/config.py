@@ -149,10 +149,14 @@ class Options:
                 f"origins such as 'https://example.com', got {origins!r}"
             )
         bp = self.backplane
-        if not (bp is None or isinstance(bp, str) and bp.split(":", 1)[0] in (
-                "redis", "rediss", "unix") or hasattr(bp, "open_reader")):
-            raise ConfigError("backplane must be None (one process), a redis://, rediss:// "
-                              f"or unix:// URL, or a Backplane object, got {bp!r}")
+        if isinstance(bp, str):
+            from .backplanes.redis_connect import parse_url
+
+            parse_url(bp)  # a clear ConfigError now rather than a redis-py error later
+        elif not (bp is None or hasattr(bp, "open_reader")):
+            raise ConfigError("backplane must be None (one process), a Redis URL (redis://, "
+                              "rediss://, unix://, redis+sentinel://, redis+cluster://) or "
+                              f"a Backplane object, got {bp!r}")
         for name in ("user_id", "handshake_data", "authorize"):
             value = getattr(self, name)
             if value is not None and not callable(value):

@@ -23,6 +23,7 @@ import secrets
 import typing as t
 
 from .backplanes import redis_scripts as rs
+from .backplanes.redis_connect import connect, parse_url
 from .config import HISTORY_SIZE, HISTORY_TTL
 from .core.presence import ConnectedUids
 from .exceptions import BackplaneError, LocalProtocolError
@@ -41,19 +42,12 @@ class Emitter:
     def __init__(self, redis_url: str, *, prefix: str | None = None,
                  history_size: int = HISTORY_SIZE, history_ttl: float = HISTORY_TTL,
                  socket_timeout: float = 2.0) -> None:
-        import urllib.parse
-
         import redis as redis_py
 
         self._errors = redis_py.RedisError
-        parts = urllib.parse.urlsplit(redis_url)
-        query = urllib.parse.parse_qs(parts.query)
-        self.prefix = prefix or query.pop("prefix", ["sente"])[0]
-        url = urllib.parse.urlunsplit(parts._replace(
-            query=urllib.parse.urlencode(query, doseq=True)))
-        # redis-py's types are loose (bytes | str everywhere): used as Any here.
-        self.client: t.Any = redis_py.Redis.from_url(
-            url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout)
+        target = parse_url(redis_url, prefix=prefix)
+        self.prefix = target.prefix
+        self.client: t.Any = connect(target, socket_timeout=socket_timeout)
         self._append: t.Any = self.client.register_script(rs.APPEND)
         self._size = history_size
         self._ttl = max(1, int(history_ttl))

@@ -23,7 +23,6 @@ import contextlib
 import logging
 import time
 import typing as t
-import urllib.parse
 
 import gevent
 import gevent.event
@@ -38,6 +37,7 @@ from ..exceptions import BackplaneError, ConfigError
 from . import redis_scripts as rs
 from .base import BackplaneListener
 from .local import new_epoch
+from .redis_connect import connect, parse_url
 
 logger = logging.getLogger("flask_sente")
 
@@ -65,8 +65,7 @@ class RedisBackplane:
     """See the module docstring; satisfies :class:`~flask_sente.backplanes.base.Backplane`."""
 
     def __init__(self, url: str, *, history_size: int, history_ttl: float,
-                 prefix: str = "sente", node_id: str | None = None,
-                 dead_node_grace: float = 5.0) -> None:
+                 node_id: str | None = None, dead_node_grace: float = 5.0) -> None:
         try:
             import redis
         except ImportError:  # pragma: no cover - depends on the install
@@ -78,20 +77,18 @@ class RedisBackplane:
                               "or run under gunicorn -k flask_sente.worker.SenteWorker")
         self._redis_mod = redis
         self.url = url
-        self.prefix = prefix
+        target = parse_url(url)
+        self.prefix = target.prefix
         self.node = node_id or new_epoch() + new_epoch()
         self.history_size = history_size
         self.history_ttl = history_ttl
         self._ttl = max(1, int(history_ttl))
         #: The grace window a dead node's members get (the longer of the two transports').
         self._dead_grace_ms = int(dead_node_grace * 1000)
-        # redis-py's types are loose (bytes | str everywhere): used as Any here.
-        # A burst of handshakes makes one Redis call each, at once: a blocking pool makes
+        # A burst of handshakes makes one Redis call each, at once: a bounded pool makes
         # them wait their turn for a connection instead of failing past redis-py's limit.
-        pool = redis.BlockingConnectionPool.from_url(
-            url, max_connections=MAX_CONNECTIONS, timeout=2 * SOCKET_TIMEOUT,
-            socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT)
-        self.client: t.Any = redis.Redis(connection_pool=pool)
+        self.client: t.Any = connect(target, socket_timeout=SOCKET_TIMEOUT,
+                                     max_connections=MAX_CONNECTIONS)
         self.delivery = Delivery(history_size=history_size, history_ttl=history_ttl,
                                  new_epoch=new_epoch)
         #: This process's members only (client-level signals, grace timers, who to drop).
@@ -469,7 +466,8 @@ class RedisBackplane:
 
     def _run(self, name: str, *args: t.Any) -> t.Any:
         with self._calling():
-            return self._scripts[name](args=[self.prefix, *args])
+            return self._scripts[name](keys=rs.route_keys(self.prefix),
+                                       args=[self.prefix, *args])
 
     def attach(self, uid: t.Any, transport: Transport, client_id: str, conn_id: int) -> None:
         local = self.presence.attach(uid, transport, client_id, conn_id)
@@ -535,11 +533,6 @@ class RedisBackplane:
 
 
 def from_url(url: str, **kwargs: t.Any) -> RedisBackplane:
-    """A backplane for ``redis://`` / ``rediss://`` / ``unix://`` URLs; ``?prefix=`` picks
-    the key prefix (default ``sente``)."""
-    parts = urllib.parse.urlsplit(url)
-    query = urllib.parse.parse_qs(parts.query)
-    prefix = query.pop("prefix", ["sente"])[0]
-    clean = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query,
-                                                                               doseq=True)))
-    return RedisBackplane(clean, prefix=prefix, **kwargs)
+    """A backplane for a Redis URL (the forms are in
+    :mod:`flask_sente.backplanes.redis_connect`; ``?prefix=`` picks the key prefix)."""
+    return RedisBackplane(url, **kwargs)

@@ -43,6 +43,14 @@ def log_keys(prefix: str, key: str) -> tuple[str, str, str]:
     return f"{base}:meta", f"{base}:log", f"{base}:ch"
 
 
+def route_keys(prefix: str) -> list[str]:
+    """The key a script that builds its own key names (from the prefix in ARGV) is sent
+    with. It reads nothing from it: a Redis Cluster client routes the script by it, to the
+    one slot every key of the deployment hashes to (on a Cluster the prefix is a hash tag,
+    ``{sente}``; see :mod:`~flask_sente.backplanes.redis_connect`)."""
+    return [f"{prefix}:online"]
+
+
 def pack_event(event: t.Any) -> bytes:
     return t.cast(bytes, msgpack.packb(event, use_bin_type=True))
 

@@ -2,6 +2,8 @@
 loopback port with persistence off; stopped and its files removed after the test."""
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -20,16 +22,27 @@ def _free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self) -> None:
+    """One redis-server; ``extra`` arguments make it a replica, a Sentinel (a config file
+    first, then ``--sentinel``) or a Cluster node."""
+
+    def __init__(self, *extra: str, config: str | None = None) -> None:
         self.dir = tempfile.mkdtemp(prefix="sente-redis-")
         self.port = _free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.extra = list(extra)
+        self.config = config
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        command = ["redis-server"]
+        if self.config is not None:  # a Sentinel rewrites its config file: one per server
+            path = os.path.join(self.dir, "redis.conf")
+            with open(path, "w") as f:
+                f.write(self.config)
+            command.append(path)
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", self.dir],
+            [*command, "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", self.dir, *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis.from_url(self.url, socket_timeout=1, socket_connect_timeout=1)
         deadline = time.monotonic() + 10
@@ -54,15 +67,24 @@ class RedisServer:
         self.proc = None
 
 
-@pytest.fixture
-def redis_server() -> t.Iterator[RedisServer]:
+@contextlib.contextmanager
+def running(*servers: RedisServer) -> t.Iterator[None]:
+    """Start these in order; stop them all and remove their files afterwards."""
     if shutil.which("redis-server") is None:
         pytest.fail("redis-server is not installed: run make test (it installs Debian's "
                     "redis-server)")
-    server = RedisServer()
-    server.start()
     try:
-        yield server
+        for server in servers:
+            server.start()
+        yield
     finally:
-        server.stop()
-        shutil.rmtree(server.dir, ignore_errors=True)
+        for server in servers:
+            server.stop()
+            shutil.rmtree(server.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_server() -> t.Iterator[RedisServer]:
+    server = RedisServer()
+    with running(server):
+        yield server
