@@ -21,6 +21,7 @@ URL forms (``?prefix=`` picks the key prefix of the deployment, default ``sente`
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import typing as t
 import urllib.parse
@@ -215,28 +216,56 @@ def _sentinel_master(target: RedisTarget, auth: dict[str, t.Any], timeouts: dict
 
 
 def _cluster_client_class() -> type[t.Any]:
-    """redis-py's RedisCluster, with pipelines that load the scripts they run first (as a
-    plain Redis pipeline does; redis-py's Cluster pipeline does not, so a script unknown to
-    a node — a new master after a failover — would fail every batch)."""
+    """redis-py's RedisCluster, adapted to the backplane's use of it:
+
+    - pipelines may run scripts (redis-py blocks EVALSHA in Cluster pipelines because a
+      script's keys could span slots; ours all hash to one) and load them first, as a
+      plain Redis pipeline does — a node that lacks them (a new master after a failover)
+      would otherwise fail every batch;
+    - redis-py's own Cluster errors (a slot not covered during a failover, …) are not
+      RedisErrors: they are raised as ConnectionErrors, which the backplane and the
+      emitter already treat as "Redis is away for now".
+    """
     from redis.cluster import ClusterPipeline, RedisCluster
+    from redis.exceptions import ConnectionError, RedisClusterException
+
+    class ClusterUnavailable(ConnectionError):
+        """The Cluster cannot serve the call now (redis-py's RedisClusterException)."""
+
+    @contextlib.contextmanager
+    def as_redis_error() -> t.Iterator[None]:
+        try:
+            yield
+        except RedisClusterException as exc:
+            raise ClusterUnavailable(f"Redis Cluster: {exc}") from exc
 
     class ScriptLoadingPipeline(ClusterPipeline):
         owner: t.Any = None
 
+        def evalsha(self, sha: str, numkeys: int, *keys_and_args: t.Any) -> t.Any:
+            return self.execute_command(  # type: ignore[no-untyped-call]
+                "EVALSHA", sha, numkeys, *keys_and_args)
+
         def execute(self, raise_on_error: bool = True) -> t.Any:
-            scripts = self.owner.registered_scripts if self.owner is not None else []
-            if scripts and any(c.args and c.args[0] == "EVALSHA"
-                               for c in self._execution_strategy.command_queue):
-                exists = self.owner.script_exists(*[s.sha for s in scripts])
-                for script, exist in zip(scripts, exists, strict=True):
-                    if not exist:
-                        self.owner.script_load(script.script)
-            return super().execute(raise_on_error)
+            with as_redis_error():
+                scripts = self.owner.registered_scripts if self.owner is not None else []
+                if scripts and len(self):
+                    exists = self.owner.script_exists(*[s.sha for s in scripts])
+                    for script, exist in zip(scripts, exists, strict=True):
+                        if not exist:
+                            self.owner.script_load(script.script)
+                return super().execute(raise_on_error)
 
     class SenteCluster(RedisCluster):
         def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
-            super().__init__(*args, **kwargs)
+            with as_redis_error():
+                super().__init__(*args, **kwargs)
             self.registered_scripts: list[t.Any] = []
+
+        def execute_command(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
+            with as_redis_error():
+                return super().execute_command(  # type: ignore[no-untyped-call]
+                    *args, **kwargs)
 
         def register_script(self, script: t.Any) -> t.Any:
             registered = super().register_script(script)
@@ -246,7 +275,7 @@ def _cluster_client_class() -> type[t.Any]:
         def pipeline(self, transaction: t.Any = None, shard_hint: t.Any = None) -> t.Any:
             pipe = super().pipeline(transaction, shard_hint)  # type: ignore[no-untyped-call]
             # redis-py builds the pipeline from a dozen of its own fields: take it as it
-            # is and only give it the execute above.
+            # is and only give it the methods above.
             pipe.__class__ = ScriptLoadingPipeline
             pipe.owner = self
             return pipe

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -27,7 +27,7 @@ class RedisServer:
 
     def __init__(self, *extra: str, config: str | None = None) -> None:
         self.dir = tempfile.mkdtemp(prefix="sente-redis-")
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.extra = list(extra)
         self.config = config
@@ -51,6 +51,8 @@ class RedisServer:
                 client.ping()
                 break
             except redis.ConnectionError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"redis-server {self.extra} exited at start") from None
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.02)
