@@ -300,6 +300,9 @@ class RedisBackplane:
     def _apply(self, log_key: t.Hashable, epoch: str, seq: int, event: bytes,
                target: bytes, control: bytes) -> None:
         now = time.monotonic()
+        if self._diverged(log_key, epoch, seq, event, target, control):
+            self._sync_log(log_key, now, diverged=True)
+            return
         due = self.delivery.apply(log_key, epoch, seq, rs.unpack_event(event),
                                   target.decode() or None, control.decode() or None, now)
         if due is None:  # entries missing before this one: fetch them, then apply all
@@ -310,6 +313,21 @@ class RedisBackplane:
         if control == b"kick" and self._listener is not None:
             self._listener.kicked(t.cast("tuple[str, t.Any]", log_key)[1],
                                   rs.unpack_event(event))
+
+    def _diverged(self, log_key: t.Hashable, epoch: str, seq: int, event: bytes,
+                  target: bytes, control: bytes) -> bool:
+        """Whether this append reuses a seq of the mirror's epoch for another entry: the
+        log went back (a failover lost entries this process saw). A repeat of an entry
+        already here (gap repair and the notification both bring it) is not."""
+        log = self.delivery.logs.get(log_key)
+        if log is None or log.epoch != epoch or seq > log.seq or not log.entries:
+            return False
+        index = seq - log.entries[0].seq
+        if not 0 <= index < len(log.entries):
+            return False
+        seen = log.entries[index]
+        return (seen.event, seen.target, seen.control) != (
+            rs.unpack_event(event), target.decode() or None, control.decode() or None)
 
     def _fetch(self, log_key: t.Hashable, after: int) -> list[tuple[int, t.Any, str | None,
                                                                     str | None]]:
@@ -344,13 +362,16 @@ class RedisBackplane:
         if self._listener is not None:
             self._listener.logs_appended(("ws", "ajax"))
 
-    def _sync_log(self, log_key: t.Hashable, now: float) -> None:
+    def _sync_log(self, log_key: t.Hashable, now: float, diverged: bool = False) -> None:
         """Make the log exist in Redis (and its expiry start again) and bring this process's
         mirror of it to the stream: a new epoch there (Redis lost its data, or entries were
-        dropped) puts the mirror's readers at a gap, so each is told."""
+        dropped) puts the mirror's readers at a gap, so each is told. A log that went back
+        behind the mirror (a failover lost entries) gets that new epoch here."""
         meta, stream, _ = self._keys(log_key)
+        known = self.delivery.logs.get(log_key)
+        seen = [] if known is None else [known.epoch, known.seq, "1" if diverged else "0"]
         epoch_raw, seq_raw = self._scripts["TOUCH"](keys=[meta, stream],
-                                                    args=[new_epoch(), self._ttl])
+                                                    args=[new_epoch(), self._ttl, *seen])
         epoch, seq = epoch_raw.decode(), int(seq_raw)
         known = self.delivery.logs.get(log_key)
         if known is not None and known.epoch != epoch:

@@ -88,12 +88,22 @@ redis.call('PUBLISH', ARGV[6], cmsgpack.pack({epoch, seq, ARGV[2], ARGV[8], ARGV
 return {epoch, seq}
 """
 
-#: A reader opens: KEYS meta, log; ARGV new epoch, ttl s. Returns {epoch, seq}.
+#: A reader opens: KEYS meta, log; ARGV new epoch, ttl s[, epoch seen, seq seen, diverged].
+#: Returns {epoch, seq}. With what a mirror saw: if the log still has that epoch but stands
+#: before that seq, or ``diverged`` is "1" (the mirror saw another entry at a seq the log
+#: has now), the log went back — a failover lost entries that readers saw — and gets a new
+#: epoch (its seq goes on from what was seen), so every reader is told.
 TOUCH = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[1]
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
+elseif ARGV[3] and epoch == ARGV[3] then
+  local seq = tonumber(redis.call('HGET', KEYS[1], 'seq'))
+  if ARGV[5] == '1' or seq < tonumber(ARGV[4]) then
+    epoch = ARGV[1]
+    redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', math.max(seq, tonumber(ARGV[4])))
+  end
 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])

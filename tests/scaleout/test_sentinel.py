@@ -2,9 +2,11 @@
 Sentinel on loopback, both connected with a ``redis+sentinel://`` URL; then the master is
 killed in the middle of the pushes and the Sentinel promotes the replica, which the worker,
 its subscription and the emitter all follow: every push still arrives once and in order,
-or the client is told ``recovered: false``."""
+or the client is told ``recovered: false``. And a graceful ``SENTINEL FAILOVER``, whose old
+master drops the pushes it took after the promotion: never a silent gap."""
 from __future__ import annotations
 
+import contextlib
 import typing as t
 
 import gevent
@@ -68,35 +70,79 @@ def _send_retrying(emitter: Emitter, uid: str, event: t.Any) -> None:
     raise AssertionError("the emitter never reached the new master")
 
 
-def test_backplane_and_emitter_follow_a_sentinel_failover(sentinel_setup):
-    url = sentinel_setup.url
+@contextlib.contextmanager
+def streaming(url: str, uid: str) -> t.Iterator[tuple[t.Any, Emitter, Stream]]:
+    """A worker and an emitter on ``url``, and a protocol-2 client of ``uid`` on the worker,
+    connected."""
     with worker(url) as (a, sa, _), Emitter(url) as emitter:
-        s = Stream(a, "sam")
+        s = Stream(a, uid)
         try:
             wait_for(lambda: s.recovered == [None])
-            for n in range(5):
-                emitter.send("sam", ("t/n", n))
-            wait_for(lambda: len(s.numbers) >= 5)       # two writers: one after the other
-            for n in range(5, 10):
-                sa.send("sam", ("t/n", n))
-            wait_for(lambda: len(s.numbers) >= 10)
-            assert s.numbers == list(range(10))
-
-            sentinel_setup.master.proc.kill()            # SIGKILL: the Sentinel fails over
-            for n in range(10, 30):                      # during and after the switch
-                sa.send("sam", ("t/n", n))
-                gevent.sleep(0.1)
-            wait_for(lambda: sentinel_setup.master_port() == sentinel_setup.replica.port,
-                     timeout=15)
-            wait_for(lambda: len(s.numbers) >= 30, timeout=15)  # the outbox, drained
-            for n in range(30, 35):
-                _send_retrying(emitter, "sam", ("t/n", n))
-            wait_for(lambda: s.numbers and s.numbers[-1] == 34, timeout=10)
-            _no_silent_gap(s.numbers, 35)
-            new_master = redis.Redis(port=sentinel_setup.replica.port, socket_timeout=2)
-            try:   # the pushes after the switch were written to the new master
-                assert int(new_master.hget('sente:{"sam"}:meta', "seq")) >= 25
-            finally:
-                new_master.close()
+            yield sa, emitter, s
         finally:
             s.stop()
+
+
+def test_backplane_and_emitter_follow_a_sentinel_failover(sentinel_setup):
+    with streaming(sentinel_setup.url, "sam") as (sa, emitter, s):
+        for n in range(5):
+            emitter.send("sam", ("t/n", n))
+        wait_for(lambda: len(s.numbers) >= 5)       # two writers: one after the other
+        for n in range(5, 10):
+            sa.send("sam", ("t/n", n))
+        wait_for(lambda: len(s.numbers) >= 10)
+        assert s.numbers == list(range(10))
+
+        sentinel_setup.master.proc.kill()            # SIGKILL: the Sentinel fails over
+        for n in range(10, 30):                      # during and after the switch
+            sa.send("sam", ("t/n", n))
+            gevent.sleep(0.1)
+        wait_for(lambda: sentinel_setup.master_port() == sentinel_setup.replica.port,
+                 timeout=15)
+        wait_for(lambda: len(s.numbers) >= 30, timeout=15)  # the outbox, drained
+        for n in range(30, 35):
+            _send_retrying(emitter, "sam", ("t/n", n))
+        wait_for(lambda: s.numbers and s.numbers[-1] == 34, timeout=10)
+        _no_silent_gap(s.numbers, 35)
+        new_master = redis.Redis(port=sentinel_setup.replica.port, socket_timeout=2)
+        try:   # the pushes after the switch were written to the new master
+            assert int(new_master.hget('sente:{"sam"}:meta', "seq")) >= 25
+        finally:
+            new_master.close()
+
+
+def test_pushes_a_graceful_failover_loses_are_never_a_silent_gap(sentinel_setup):
+    """``SENTINEL FAILOVER``: the old master takes writes for a while after the replica was
+    promoted, and drops them when it becomes a replica itself. The logs on the new master
+    then stand behind what the worker delivered; the worker notices (a seq it saw comes
+    back with another entry, or the log is behind its mirror) and gives the log a new
+    epoch, so the client hears ``recovered: false`` — and the pushes after it arrive."""
+    with streaming(sentinel_setup.url, "gus") as (sa, emitter, s):
+        for n in range(10):
+            sa.send("gus", ("t/n", n))
+        wait_for(lambda: len(s.numbers) >= 10)
+        admin = redis.Redis(port=sentinel_setup.sentinel.port, socket_timeout=2)
+        try:
+            admin.execute_command("SENTINEL", "FAILOVER", SERVICE)
+        finally:
+            admin.close()
+        for n in range(10, 30):                      # some reach only the old master
+            sa.send("gus", ("t/n", n))
+            gevent.sleep(0.1)
+        wait_for(lambda: sentinel_setup.master_port() == sentinel_setup.replica.port,
+                 timeout=15)
+        old = redis.Redis(port=sentinel_setup.master.port, socket_timeout=2)
+        try:
+            wait_for(lambda: old.role()[0] == b"slave", timeout=15)   # it resynced
+        finally:
+            old.close()
+        for n in range(30, 35):
+            _send_retrying(emitter, "gus", ("t/n", n))
+            gevent.sleep(0.1)
+        # All of them arrived, or the client was told it missed some (and stands at
+        # the log's new epoch): the pushes from then on arrive.
+        wait_for(lambda: s.numbers[-1] == 34 or s.recovered[-1] is False, timeout=15)
+        for n in range(35, 40):
+            sa.send("gus", ("t/n", n))
+        wait_for(lambda: s.numbers[-1] == 39, timeout=15)
+        _no_silent_gap(s.numbers, 40)
