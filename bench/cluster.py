@@ -14,16 +14,34 @@ Node.js load client on core 1:
   gevent-websocket's worker, ``-w 1`` and ``-w 3`` (WebSocket transport only: Socket.IO's
   polling would need sticky sessions).
 
+Each run measures, per configuration:
+
+- throughput: ``--rounds`` rounds of ``--m`` broadcasts (after one warm-up round);
+  deliveries/s, and broadcasts/s (= deliveries/s ÷ clients: pushes through Redis per second);
+- latency: then ``--paced`` broadcasts, one every ``--interval`` ms, each stamped by the
+  server with ``time.time()`` (ms); every client takes its wall clock on arrival (same clock,
+  one machine): push→client p50 and p99 over every delivery;
+- Redis's cost per push, from ``INFO`` when the clients are connected and when the pushes
+  are over (the client prints marks): the microseconds of the commands that carry pushes
+  (``PUSH_COMMANDS``) and Redis's whole CPU time (command execution plus the network I/O to
+  every subscriber; the workers' housekeeping too), each ÷ the broadcasts made.
+
+Then: flask_sente ÷ Flask-SocketIO for each worker count and the scaling efficiency from 1
+to 3 workers, throughput(3) / (3 × throughput(1)) — with all workers pinned to one core,
+1.0 would mean three workers on one core do three times the work of one, so expect ≤ 1/3
+plus what one worker leaves idle.
+
 Needs ``redis-server`` (``make test`` installs it) and ``make bench``'s peers and npm
-clients. Prints the medians, min-max and flask_sente ÷ Flask-SocketIO for each worker
-count.
+clients.
 
     python -m bench.cluster [--conns 300] [--m 100] [--rounds 3] [--runs 3]
+                            [--paced 150] [--interval 20]
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import shutil
 import socket
@@ -131,52 +149,128 @@ CONFIGS: tuple[tuple[str, str, int], ...] = (
 )
 
 
+#: The Redis commands that carry a push, per configuration: flask_sente appends with one
+#: script per push (EVALSHA; redis-py's pipeline also asks SCRIPT EXISTS once per batch);
+#: Flask-SocketIO PUBLISHes each emit. Commands a script calls count inside it.
+PUSH_COMMANDS = {"sente-redis": ("cmdstat_evalsha", "cmdstat_script|exists"),
+                 "fsio-redis": ("cmdstat_publish",)}
+
+
+def redis_counters(client: t.Any) -> dict[str, float]:
+    """Redis's CPU seconds (user + system: command execution and the network I/O of every
+    client, subscribers included) and each command's total microseconds so far."""
+    cpu = client.info("cpu")
+    found = {"cpu_s": float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])}
+    for name, stats in client.info("commandstats").items():
+        found[name] = float(stats["usec"])
+    return found
+
+
+def read_counters(client: t.Any, into: dict[str, dict[str, float]], mark: str) -> None:
+    into[mark] = redis_counters(client)
+
+
+def median_text(values: list[float]) -> str:
+    return f"{statistics.median(values):,.1f}" if values else "-"
+
+
 def main(argv: list[str] | None = None) -> int:
+    import redis
+
     parser = argparse.ArgumentParser(prog="python -m bench.cluster")
     parser.add_argument("--conns", type=int, default=300)
     parser.add_argument("--m", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--paced", type=int, default=150,
+                        help="stamped broadcasts for the latency phase (0: none)")
+    parser.add_argument("--interval", type=float, default=20.0,
+                        help="milliseconds between two stamped broadcasts")
     args = parser.parse_args(argv)
     raise_nofile()
     ensure_node_packages()
-    results: dict[str, list[float]] = {label: [] for _, label, _ in CONFIGS}
+    labels = [label for _, label, _ in CONFIGS]
+    rates: dict[str, list[float]] = {label: [] for label in labels}
+    p50: dict[str, list[float]] = {label: [] for label in labels}
+    p99: dict[str, list[float]] = {label: [] for label in labels}
+    command_us: dict[str, list[float]] = {label: [] for label in labels}
+    cpu_us: dict[str, list[float]] = {label: [] for label in labels}
+    pushes = args.m * (args.rounds + 1) + args.paced
     with redis_server() as redis_url:
+        admin = redis.Redis.from_url(redis_url, socket_timeout=10)
         for run in range(args.runs):
             for config, label, workers in CONFIGS:
                 script, fixed = (("ws_client.js", {"dialect": "sente"})
                                  if config.startswith("sente")
                                  else ("sio_client.js", {"transport": "websocket"}))
+                # Redis's counters around the pushes only (after the clients connected,
+                # before they close: their presence scripts are not a push's cost).
+                marks: dict[str, dict[str, float]] = {}
                 with server(config, workers, redis_url) as (port, pid):
                     try:
                         r = run_client(script, {"mode": "fanout", "port": port, "pid": pid,
                                                 "conns": args.conns, "m": args.m,
-                                                "rounds": args.rounds, **fixed}, timeout=300)
+                                                "rounds": args.rounds, "paced": args.paced,
+                                                "interval": args.interval, **fixed},
+                                       timeout=300, on_mark=functools.partial(
+                                           read_counters, admin, marks))
                     except RuntimeError as exc:
                         print(f"run {run + 1} {label}: FAILED {exc}", flush=True)
                         continue
-                ok = r.get("clients") == args.conns and not r.get("mismatched")
-                print(f"run {run + 1} {label:48} {r['rate']:>12,.0f} deliveries/s"
-                      f"{'' if ok else '  (INCOMPLETE: ' + str(r) + ')'}", flush=True)
-                if ok:
-                    results[label].append(r["rate"])
-    print(f"\n{args.conns} clients, {args.m} broadcasts x {args.rounds} rounds, "
+                before, after = marks.get("pushes", {}), marks.get("end", {})
+                latency = r.get("latency") or {}
+                ok = (r.get("clients") == args.conns and not r.get("mismatched")
+                      and not latency.get("mismatched", 0))
+                line = f"run {run + 1} {label:48} {r['rate']:>12,.0f} deliveries/s"
+                if latency:
+                    line += f"  p50 {latency['p50_ms']:.1f} ms  p99 {latency['p99_ms']:.1f} ms"
+                if config in PUSH_COMMANDS and before and after:
+                    used = sum(after.get(k, 0) - before.get(k, 0)
+                               for k in PUSH_COMMANDS[config]) / pushes
+                    cpu = (after["cpu_s"] - before["cpu_s"]) * 1e6 / pushes
+                    line += f"  Redis {used:.1f} us/push in commands, {cpu:.1f} us/push CPU"
+                print(line + ("" if ok else "  (INCOMPLETE: " + str(r) + ")"), flush=True)
+                if not ok:
+                    continue
+                rates[label].append(r["rate"])
+                if latency:
+                    p50[label].append(latency["p50_ms"])
+                    p99[label].append(latency["p99_ms"])
+                if config in PUSH_COMMANDS and before and after:
+                    command_us[label].append(used)
+                    cpu_us[label].append(cpu)
+        admin.close()
+    print(f"\n{args.conns} clients, {args.m} broadcasts x {args.rounds} rounds (throughput), "
+          f"then {args.paced} stamped broadcasts every {args.interval:g} ms (latency); "
           f"{args.runs} runs; medians (min-max):\n")
-    print("| configuration | deliveries/s | min-max |")
-    print("|---|---:|---:|")
+    print("| configuration | deliveries/s | min-max | broadcasts/s | latency p50 ms "
+          "| p99 ms | Redis µs/push (commands) | Redis CPU µs/push |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     medians: dict[str, float] = {}
-    for _, label, _ in CONFIGS:
-        values = results[label]
-        if values:
-            medians[label] = statistics.median(values)
-            print(f"| {label} | {medians[label]:,.0f} | {min(values):,.0f}-{max(values):,.0f} |")
-        else:
-            print(f"| {label} | failed | |")
+    for label in labels:
+        values = rates[label]
+        if not values:
+            print(f"| {label} | failed | | | | | | |")
+            continue
+        medians[label] = statistics.median(values)
+        print(f"| {label} | {medians[label]:,.0f} | {min(values):,.0f}-{max(values):,.0f} "
+              f"| {medians[label] / args.conns:,.0f} | {median_text(p50[label])} "
+              f"| {median_text(p99[label])} | {median_text(command_us[label])} "
+              f"| {median_text(cpu_us[label])} |")
+    print()
     for workers in (1, 3):
-        ours = medians.get(f"flask_sente + Redis backplane, -w {workers}")
-        theirs = medians.get(f"Flask-SocketIO + Redis message_queue, -w {workers}")
-        if ours and theirs:
-            print(f"\n-w {workers}: flask_sente / Flask-SocketIO = {ours / theirs:.2f}x")
+        ours = f"flask_sente + Redis backplane, -w {workers}"
+        theirs = f"Flask-SocketIO + Redis message_queue, -w {workers}"
+        if ours in medians and theirs in medians:
+            print(f"-w {workers}: flask_sente / Flask-SocketIO = "
+                  f"{medians[ours] / medians[theirs]:.2f}x deliveries/s, p99 "
+                  f"{median_text(p99[ours])} ms vs {median_text(p99[theirs])} ms")
+    for name in ("flask_sente + Redis backplane", "Flask-SocketIO + Redis message_queue"):
+        one, three = medians.get(f"{name}, -w 1"), medians.get(f"{name}, -w 3")
+        if one and three:
+            print(f"scaling efficiency 1 -> 3 workers, {name}: "
+                  f"throughput(3) / (3 x throughput(1)) = {three / (3 * one):.2f} "
+                  f"(throughput(3) / throughput(1) = {three / one:.2f})")
     local = medians.get("flask_sente, 1 process, in memory")
     redis1 = medians.get("flask_sente + Redis backplane, -w 1")
     if local and redis1:

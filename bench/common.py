@@ -17,6 +17,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import typing as t
 from pathlib import Path
@@ -140,18 +141,36 @@ class Server:
 
 
 def run_client(script: str, params: dict[str, t.Any], timeout: float,
-               core: int = CLIENT_CORE) -> dict[str, t.Any]:
-    """Run ``bench/clients/<script>`` with ``params`` (JSON); return its last JSON line."""
+               core: int = CLIENT_CORE,
+               on_mark: t.Callable[[str], None] | None = None) -> dict[str, t.Any]:
+    """Run ``bench/clients/<script>`` with ``params`` (JSON); return its last JSON line.
+
+    ``on_mark(name)`` is called as the client prints each ``MARK name`` line (bench.cluster
+    reads Redis's counters at the start and end of the measured phases)."""
     argv = pinned(core, ["node", str(CLIENTS / script), json.dumps(params)])
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=BENCH)
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
     try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=BENCH)
-    except subprocess.TimeoutExpired as exc:
-        raise RuntimeError(f"{script} {params.get('mode')} timed out after {timeout:.0f} s") \
-            from exc
-    lines = [ln for ln in out.stdout.strip().splitlines() if ln.startswith("{")]
-    if out.returncode != 0 or not lines:
-        raise RuntimeError(f"{script} {params.get('mode')} failed ({out.returncode}): "
-                           f"{(out.stderr or out.stdout)[-800:]}")
+        assert proc.stdout is not None and proc.stderr is not None
+        stdout = []
+        for line in proc.stdout:
+            if line.startswith("MARK ") and on_mark is not None:
+                on_mark(line[5:].strip())
+            else:
+                stdout.append(line)
+        stderr = proc.stderr.read()
+        returncode = proc.wait()
+    finally:
+        timed_out = not timer.is_alive()
+        timer.cancel()
+    if timed_out:
+        raise RuntimeError(f"{script} {params.get('mode')} timed out after {timeout:.0f} s")
+    lines = [ln for ln in stdout if ln.startswith("{")]
+    if returncode != 0 or not lines:
+        raise RuntimeError(f"{script} {params.get('mode')} failed ({returncode}): "
+                           f"{(stderr or ''.join(stdout))[-800:]}")
     return t.cast("dict[str, t.Any]", json.loads(lines[-1]))
 
 

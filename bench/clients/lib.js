@@ -19,6 +19,30 @@ function fail(message) {
 }
 
 const now = () => Number(process.hrtime.bigint()) / 1e9;
+/** Wall-clock milliseconds since the Unix epoch, sub-millisecond (the servers stamp pushes
+ * with Python's time.time() * 1000: the same clock, on one machine). */
+const wallMs = () => performance.timeOrigin + performance.now();
+
+/** Record the push->client latency of a push stamped `sentMs`, while `stats.latencies`
+ * is an array (the paced phase of a fan-out run). */
+function stamp(stats, sentMs) {
+  if (stats.latencies && typeof sentMs === 'number') stats.latencies.push(wallMs() - sentMs);
+}
+
+/** Tell the bench a phase starts or ends (`MARK name` on stdout; bench.cluster reads
+ * Redis's counters there), then give it a moment to do so. */
+async function mark(name) {
+  process.stdout.write(`MARK ${name}\n`);
+  await sleep(200);
+}
+
+/** p50, p99 and max of some latencies (ms), and how many. */
+function percentiles(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  const at = (q) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+  return { count: sorted.length, p50_ms: at(0.5), p99_ms: at(0.99),
+    max_ms: sorted[sorted.length - 1] };
+}
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Resident set size of a process, in KiB (from /proc). */
@@ -157,5 +181,5 @@ async function fanOutRounds(clients, m, rounds, trigger, timeoutS, pid) {
 
 module.exports = {
   params, done, fail, now, sleep, rssKiB, cpuSeconds, cpuMeter, payload, openMany,
-  closedLoop, fanOutRounds,
+  closedLoop, fanOutRounds, stamp, percentiles, mark,
 };

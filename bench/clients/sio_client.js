@@ -7,6 +7,7 @@
 const http = require('http');
 const { io } = require('socket.io-client');
 const modes = require('./modes');
+const lib = require('./lib');
 
 const socketio = {
   open(i, P, stats) {
@@ -26,9 +27,13 @@ const socketio = {
       s.on('connect', () => { ready = true; resolve(c); });
       s.on('connect_error', (err) => { stats.errors++; if (!ready) reject(err); });
       s.on('disconnect', () => { if (!stats.closing) stats.errors++; });
-      s.on('ev', () => { if (c.add) c.add(1); });
+      s.on('ev', (data) => {
+        if (Array.isArray(data)) lib.stamp(stats, data[1]);      // [i, sent ms]
+        if (c.add) c.add(1);
+      });
       c.echo = (msg, cb) => s.emit('echo', msg, (answer) => cb(answer === msg));
       c.trigger = (m) => s.emit('start', m);
+      c.paced = (n, ms) => s.emit('paced', [n, ms]);
       c.close = () => s.disconnect();
     });
   },

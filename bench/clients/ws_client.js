@@ -47,7 +47,11 @@ const sente = {
           if (cb) cb(ok); else stats.errors++;
         } else if (Array.isArray(payload[0])) {    // a push batch: count the events
           let k = 0;
-          for (const ev of payload) if (ev[0] === 'bench/ev') k++;
+          for (const ev of payload) {
+            if (ev[0] !== 'bench/ev') continue;
+            k++;
+            if (Array.isArray(ev[1])) lib.stamp(stats, ev[1][1]);   // [i, sent ms]
+          }
           if (c.add) c.add(k);
         } else if (payload[0] === 'chsk/ws-ping') {
           c.ws.send('[["chsk/ws-pong"],null]');
@@ -62,6 +66,7 @@ const sente = {
         c.ws.send(JSON.stringify([['bench/echo', msg], c.cbid]));
       };
       c.trigger = (m) => c.ws.send(JSON.stringify([['bench/start', m], null]));
+      c.paced = (n, ms) => c.ws.send(JSON.stringify([['bench/paced', [n, ms]], null]));
       c.close = () => c.ws.terminate();
     });
   },

@@ -1,10 +1,12 @@
 """Flask-SocketIO with ``async_mode="gevent"`` on gevent's pywsgi with gevent-websocket's
 handler — what ``socketio.run(app)`` builds in that mode. ``echo`` returns its data as the
-ack; ``start`` emits ``ev`` n times to every client of the namespace (broadcast).
+ack; ``start`` emits ``ev`` n times to every client of the namespace (broadcast); ``paced``
+[n, ms] emits ``ev`` [i, sent ms] every ms milliseconds (push->client latency).
 ``--nodelay`` sets TCP_NODELAY on accepted sockets (Flask-SocketIO does not)."""
 from __future__ import annotations
 
 import os
+import time
 import typing as t
 
 
@@ -14,6 +16,8 @@ def create_app() -> t.Any:
     ``message_queue``)."""
     from flask import Flask
     from flask_socketio import SocketIO
+
+    from .gevent_util import paced_pushes
 
     app = Flask("bench_fsio")
     socketio = SocketIO(app, async_mode="gevent", cors_allowed_origins="*", logger=False,
@@ -28,6 +32,12 @@ def create_app() -> t.Any:
     def start(n):  # type: ignore[no-untyped-def]
         for i in range(int(n)):
             socketio.emit("ev", i)
+
+    @socketio.on("paced")
+    def paced(data):  # type: ignore[no-untyped-def]
+        count, interval_ms = data
+        socketio.start_background_task(paced_pushes, lambda i: socketio.emit(
+            "ev", [i, time.time() * 1000]), int(count), float(interval_ms))
 
     return app
 

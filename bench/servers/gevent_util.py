@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import socket
+import time
 import typing as t
 
 
@@ -24,3 +25,14 @@ def nodelay_handler(base: type) -> type:
             super().handle()
 
     return NoDelayHandler
+
+
+def paced_pushes(push: t.Callable[[int], t.Any], count: int, interval_ms: float) -> None:
+    """``push(i)`` for i < count, one every ``interval_ms`` (on a fixed schedule, so a
+    slow push does not stretch the ones after it): the paced phase of bench.cluster."""
+    import gevent
+
+    start = time.monotonic()
+    for i in range(count):
+        gevent.sleep(max(0.0, start + i * interval_ms / 1000 - time.monotonic()))
+        push(i)

@@ -1,18 +1,24 @@
 """flask_sente, the code under test: ``bench/echo`` replies with its data, ``bench/start``
-broadcasts ``("bench/ev", i)`` for i < n. Each client is its own user (uid = client id).
+broadcasts ``("bench/ev", i)`` for i < n; ``bench/paced`` [n, ms]
+broadcasts ``("bench/ev", [i, sent ms])`` every ms milliseconds (push->client latency).
+Each client is its own user (uid = client id).
 
 ``create_app()`` is also what gunicorn serves in ``python -m bench.cluster``; the
 environment variable ``BENCH_BACKPLANE`` (a Redis URL) gives it a shared backplane."""
 from __future__ import annotations
 
 import os
+import time
 import typing as t
 
 
 def create_app() -> t.Any:
+    import gevent
     from flask import Flask
 
     from flask_sente import Sente
+
+    from .gevent_util import paced_pushes
 
     app = Flask("bench_sente")
     app.secret_key = "bench"
@@ -27,6 +33,12 @@ def create_app() -> t.Any:
     def start(msg):  # type: ignore[no-untyped-def]
         for i in range(int(msg.data)):
             sente.broadcast(("bench/ev", i))
+
+    @sente.on("bench/paced")
+    def paced(msg):  # type: ignore[no-untyped-def]
+        count, interval_ms = msg.data
+        gevent.spawn(paced_pushes, lambda i: sente.broadcast(
+            ("bench/ev", [i, time.time() * 1000])), int(count), float(interval_ms))
 
     return app
 
