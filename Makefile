@@ -45,11 +45,12 @@ browser-deps:
 	@test -d tests/js/node_modules/@msgpack/msgpack || \
 	  (cd tests/js && npm install --silent --no-audit --no-fund --no-save @msgpack/msgpack@3 >/dev/null)
 
-# Debian's redis-server for the scale-out tests (they start their own on free ports).
+# Debian's redis-server for the scale-out tests (they start their own on free ports, as
+# plain servers, replicas, Sentinels and Cluster nodes; redis-cli creates the Cluster).
 redis-deps:
-	@command -v redis-server >/dev/null 2>&1 || { \
-	  echo "installing Debian redis-server"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 || { \
+	  echo "installing Debian redis-server and redis-tools"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null; }
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -12,7 +12,8 @@ Node.js load client on core 1:
   backplane, ``-w 1`` and ``-w 3``;
 - Flask-SocketIO (gevent) with its Redis ``message_queue`` under gunicorn with
   gevent-websocket's worker, ``-w 1`` and ``-w 3`` (WebSocket transport only: Socket.IO's
-  polling would need sticky sessions).
+  polling would need sticky sessions);
+- flask_sente with Redis, ``-w 3``, with ``send_buffer_ws=0`` (no 30 ms batching window).
 
 Each run measures, per configuration:
 
@@ -110,6 +111,8 @@ def server(config: str, workers: int, redis_url: str) -> t.Iterator[tuple[int, i
         sente = config.startswith("sente")
         if sente:
             env["BENCH_BACKPLANE"] = redis_url
+        if config == "sente-redis-unbuffered":
+            env["BENCH_SEND_BUFFER_WS"] = "0"
         else:
             env["BENCH_MESSAGE_QUEUE"] = redis_url
         argv = [sys.executable, "-m", "gunicorn", "-w", str(workers), "-b",
@@ -146,6 +149,9 @@ CONFIGS: tuple[tuple[str, str, int], ...] = (
     ("fsio-redis", "Flask-SocketIO + Redis message_queue, -w 1", 1),
     ("sente-redis", "flask_sente + Redis backplane, -w 3", 3),
     ("fsio-redis", "Flask-SocketIO + Redis message_queue, -w 3", 3),
+    # The default send_buffer_ws (30 ms) batches pushes, and so adds up to 30 ms to each:
+    # the same without it, to show what the batching costs and buys.
+    ("sente-redis-unbuffered", "flask_sente + Redis backplane, -w 3, send_buffer_ws=0", 3),
 )
 
 
@@ -153,6 +159,7 @@ CONFIGS: tuple[tuple[str, str, int], ...] = (
 #: script per push (EVALSHA; redis-py's pipeline also asks SCRIPT EXISTS once per batch);
 #: Flask-SocketIO PUBLISHes each emit. Commands a script calls count inside it.
 PUSH_COMMANDS = {"sente-redis": ("cmdstat_evalsha", "cmdstat_script|exists"),
+                 "sente-redis-unbuffered": ("cmdstat_evalsha", "cmdstat_script|exists"),
                  "fsio-redis": ("cmdstat_publish",)}
 
 
@@ -196,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     command_us: dict[str, list[float]] = {label: [] for label in labels}
     cpu_us: dict[str, list[float]] = {label: [] for label in labels}
     pushes = args.m * (args.rounds + 1) + args.paced
+    load_before = os.getloadavg()[0]
     with redis_server() as redis_url:
         admin = redis.Redis.from_url(redis_url, socket_timeout=10)
         for run in range(args.runs):
@@ -242,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         admin.close()
     print(f"\n{args.conns} clients, {args.m} broadcasts x {args.rounds} rounds (throughput), "
           f"then {args.paced} stamped broadcasts every {args.interval:g} ms (latency); "
-          f"{args.runs} runs; medians (min-max):\n")
+          f"{args.runs} runs; medians (min-max); 1-minute load average {load_before:.1f} "
+          f"at the start, {os.getloadavg()[0]:.1f} at the end ({os.cpu_count()} cores):\n")
     print("| configuration | deliveries/s | min-max | broadcasts/s | latency p50 ms "
           "| p99 ms | Redis µs/push (commands) | Redis CPU µs/push |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")

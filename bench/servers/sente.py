@@ -4,7 +4,8 @@ broadcasts ``("bench/ev", [i, sent ms])`` every ms milliseconds (push->client la
 Each client is its own user (uid = client id).
 
 ``create_app()`` is also what gunicorn serves in ``python -m bench.cluster``; the
-environment variable ``BENCH_BACKPLANE`` (a Redis URL) gives it a shared backplane."""
+environment variable ``BENCH_BACKPLANE`` (a Redis URL) gives it a shared backplane, and
+``BENCH_SEND_BUFFER_WS`` (seconds) its ``send_buffer_ws``."""
 from __future__ import annotations
 
 import os
@@ -22,8 +23,10 @@ def create_app() -> t.Any:
 
     app = Flask("bench_sente")
     app.secret_key = "bench"
+    buffer = os.environ.get("BENCH_SEND_BUFFER_WS")
     sente = Sente(app, csrf=False, user_id=lambda client_id: client_id,
-                  backplane=os.environ.get("BENCH_BACKPLANE") or None)
+                  backplane=os.environ.get("BENCH_BACKPLANE") or None,
+                  **({"send_buffer_ws": float(buffer)} if buffer else {}))
 
     @sente.on("bench/echo")
     def echo(msg):  # type: ignore[no-untyped-def]
