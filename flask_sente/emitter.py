@@ -33,8 +33,10 @@ from .protocol import events as ev
 class Emitter:
     """Sends, broadcasts and kicks through Redis; reads who is connected.
 
-    :param redis_url: the same Redis the app's ``backplane`` option names (``?prefix=``
-        included, if the app uses one).
+    :param redis_url: the same URL as the app's ``backplane`` option (``redis://``,
+        ``rediss://``, ``unix://``, ``redis+sentinel://``, ``redis+cluster://``; ``?prefix=``
+        included, if the app uses one): see :mod:`flask_sente.backplanes.redis_connect`.
+    :param prefix: replaces the URL's ``?prefix=``.
     :param history_size: keep in step with the app's option (entries kept per log).
     :param history_ttl: likewise (seconds).
     """

@@ -65,10 +65,10 @@ class RedisTarget:
 
 
 def _bad(url: str, why: str) -> ConfigError:
-    shown = url
-    parts = urllib.parse.urlsplit(url) if "://" in url else None
-    if parts is not None and "@" in parts.netloc:  # never echo a password into a log
-        shown = url.replace(parts.netloc.rsplit("@", 1)[0], "***", 1)
+    scheme, _, rest = url.partition("://")
+    auth, at, _ = rest.split("/", 1)[0].rpartition("@")
+    # never echo a password into a log
+    shown = f"{scheme}://***@{rest[len(auth) + 1:]}" if at and auth else url
     return ConfigError(f"bad Redis URL {shown!r}: {why}. Forms: redis://host:port/db, "
                        "rediss://…, unix:///path, redis+sentinel://host:port[,host:port]/"
                        "service[/db], redis+cluster://host:port[,host:port] "
@@ -86,6 +86,9 @@ def _hosts(url: str, netloc: str, default_port: int) -> tuple[tuple[str, int], .
                 raise _bad(url, f"cannot read the address {item!r}")
         else:
             host, _, port_text = item.rpartition(":") if ":" in item else (item, "", "")
+            if ":" in host:
+                raise _bad(url, f"cannot read the address {item!r} (an IPv6 address goes "
+                                "in brackets: [::1]:26379)")
         if not host:
             raise _bad(url, f"an address without a host ({item!r})")
         try:
@@ -106,7 +109,10 @@ def parse_url(url: str, *, prefix: str | None = None) -> RedisTarget:
     """
     if not isinstance(url, str) or "://" not in url:
         raise _bad(str(url), "not a URL")
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed [IPv6
+        raise _bad(url, str(exc)) from None
     scheme = parts.scheme.lower()
     query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
     in_url = query.pop("prefix", [DEFAULT_PREFIX])[-1]

@@ -53,6 +53,9 @@ def test_cluster_urls_make_the_prefix_one_hash_tag():
     ("redis+sentinel://a/m?ssl=true", "unknown parameter(s) ssl"),
     ("redis+cluster://a:7000/0", "no database number"),
     ("redis+cluster://a:7000?prefix=a{b", "hash tag"),
+    ("redis+sentinel://[::1/m", "Invalid IPv6 URL"),
+    ("redis+sentinel://a:1:2/m", "in brackets"),
+    ("redis+cluster://@", "no host"),
 ])
 def test_bad_urls_say_what_is_wrong(url, why):
     with pytest.raises(ConfigError, match=r"(?s)" + why.replace("(", r"\(").replace(")", r"\)")):
@@ -60,9 +63,11 @@ def test_bad_urls_say_what_is_wrong(url, why):
 
 
 def test_a_bad_url_never_echoes_its_password():
-    with pytest.raises(ConfigError) as caught:
-        parse_url("redis+sentinel://user:hunter2@a:26379")
-    assert "hunter2" not in str(caught.value)
+    for url in ("redis+sentinel://user:hunter2@a:26379", "redis+cluster://hunter2@a/0"):
+        with pytest.raises(ConfigError) as caught:
+            parse_url(url)
+        assert "hunter2" not in str(caught.value)
+        assert "://***@a" in str(caught.value)
 
 
 def test_the_app_refuses_a_bad_backplane_url_at_init():
