@@ -170,9 +170,10 @@ def connect(target: RedisTarget, *, socket_timeout: float,
     """A redis-py client for ``target`` with explicit timeouts (with redis-py's defaults a
     dead Redis stalls a call for seconds).
 
-    ``max_connections`` bounds the connections per Redis server; with one Redis or
-    Sentinel, callers then wait their turn for one (up to twice the timeout) instead of
-    failing (redis-py's Cluster client has no waiting pool: it raises at the limit).
+    ``max_connections`` bounds the connections per Redis server; callers then wait their
+    turn for one (up to twice the timeout) instead of failing. Not on a Cluster: redis-py's
+    Cluster client has no waiting pool (it would raise at the limit), so its pools stay
+    unbounded, as by default.
     The client is typed Any: redis-py's own types are loose (bytes | str everywhere).
     """
     import redis
@@ -191,8 +192,6 @@ def connect(target: RedisTarget, *, socket_timeout: float,
         return _sentinel_master(target, auth, timeouts, max_connections)
     from redis.cluster import ClusterNode
 
-    if max_connections is not None:
-        timeouts["max_connections"] = max_connections
     return _cluster_client_class()(
         startup_nodes=[ClusterNode(host, port)  # type: ignore[no-untyped-call]
                        for host, port in target.hosts],
