@@ -153,3 +153,11 @@ def test_core_and_backplane_seam_are_sans_io():
                                     "asyncio", "select", "random", "secrets"}
             assert not bad, f"{folder}/{path.name} imports {bad}"
     assert not _imports(PKG / "backplanes" / "base.py") & {"gevent", "flask", "socket"}
+
+
+def test_what_the_emitter_runs_on_needs_no_gevent_nor_flask():
+    """The Emitter runs in plain processes (Celery, cron): it and the Redis modules it
+    shares with the backplane import neither gevent nor Flask."""
+    for path in (PKG / "emitter.py", PKG / "backplanes" / "redis_connect.py",
+                 PKG / "backplanes" / "redis_scripts.py"):
+        assert not _imports(path) & {"gevent", "flask"}, path.name
