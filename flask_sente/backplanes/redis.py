@@ -368,8 +368,9 @@ class RedisBackplane:
         dropped) puts the mirror's readers at a gap, so each is told. A log that went back
         behind the mirror (a failover lost entries) gets that new epoch here."""
         meta, stream, _ = self._keys(log_key)
-        known = self.delivery.logs.get(log_key)
-        seen = [] if known is None else [known.epoch, known.seq, "1" if diverged else "0"]
+        mirrored = self.delivery.logs.get(log_key)
+        seen = ([] if mirrored is None
+                else [mirrored.epoch, mirrored.seq, "1" if diverged else "0"])
         epoch_raw, seq_raw = self._scripts["TOUCH"](keys=[meta, stream],
                                                     args=[new_epoch(), self._ttl, *seen])
         epoch, seq = epoch_raw.decode(), int(seq_raw)
