@@ -83,6 +83,7 @@ class Topics:
         def _on_hub_thread(self) -> bool: ...
         def _threadsafe(self, fn: t.Callable[..., t.Any], *args: t.Any) -> None: ...
         def flush(self) -> None: ...
+        def logs_appended(self, transports: tuple[Transport, ...]) -> None: ...
         def _push(self, uid: t.Any, wire_event: t.Any, client_id: str | None,
                   flush: bool) -> None: ...
 
@@ -104,6 +105,8 @@ class Topics:
             logger.warning("topic request not served now: %s", exc)
             value = _refused(topic, "unavailable")
         msg.reply(value)
+        if value.get("recovered"):  # the replay follows the reply
+            self.logs_appended((t.cast(Transport, msg.transport),))
 
     def _join_request(self, msg: EventMsg, handlers: JoinHandlers) -> dict[str, t.Any]:
         req = wire.decode_join(msg.data, self.options.max_topic_length)
