@@ -177,6 +177,9 @@ class Topics:
         """Put every client of ``uid`` (or the one ``client_id``) in ``topic``, on every
         process, without asking a join handler; each is sent ``chsk/joined``."""
         self._check_topic(topic)
+        if not self._on_hub_thread():
+            self._threadsafe(self.join, topic, uid, client_id)
+            return
         for cid in self._client_ids(uid, client_id):
             self.backplane.grant(uid, cid, topic)
         self.backplane.command(uid, client_id, "join", topic)
@@ -185,6 +188,9 @@ class Topics:
         """Take every client of ``uid`` (or one) out of ``topic``; each is sent
         ``chsk/left`` with reason ``"removed"`` and will not rejoin on its own."""
         self._check_topic(topic)
+        if not self._on_hub_thread():
+            self._threadsafe(self.leave, topic, uid, client_id)
+            return
         for cid in self._client_ids(uid, client_id):
             self.backplane.revoke(uid, cid, topic)
         self.backplane.command(uid, client_id, "remove", topic)
