@@ -6,13 +6,13 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 
-.PHONY: help venv demo demo-cluster lint test test-py test-js test-browser browser-deps redis-deps bench soak clean
+.PHONY: help venv demo demo-cluster lint test test-py test-js test-browser browser-deps redis-deps ts-deps bench soak clean
 
 help:
 	@echo "make demo   - set up and run the demo todo app on http://$(HOST):$(PORT)"
 	@echo "make demo-cluster - the demo on 3 gunicorn workers sharing a Redis"
 	@echo "make lint   - ruff (ruff.toml) and mypy (setup.cfg; strict for protocol/ and client/)"
-	@echo "make test   - make lint, then every test (Python, node --test, headless Chromium)"
+	@echo "make test   - make lint, then every test (Python, node --test, headless Chromium, tsc)"
 	@echo "make bench  - run the benchmarks against the peers"
 	@echo "make soak   - the soak and the abuse scenarios (127.0.0.1, about 2 minutes)"
 
@@ -51,11 +51,16 @@ redis-deps:
 	  echo "installing Debian redis-server"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
+# TypeScript, for the check of flask_sente/static/sente.d.ts (tests/ts), into an ignored folder.
+ts-deps:
+	@test -x tests/ts/node_modules/.bin/tsc || \
+	  (cd tests/ts && npm install --silent --no-audit --no-fund --no-save typescript@5 >/dev/null)
+
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 
-test: lint $(STAMP) browser-deps redis-deps
+test: lint $(STAMP) browser-deps redis-deps ts-deps
 	node --test tests/js/
 	$(PY) -m pytest tests
 
@@ -77,4 +82,4 @@ soak: $(STAMP)
 	$(PY) -m bench.soak
 
 clean:
-	rm -rf $(VENV) tests/js/node_modules bench/node_modules
+	rm -rf $(VENV) tests/js/node_modules tests/ts/node_modules bench/node_modules
