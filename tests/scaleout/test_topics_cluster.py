@@ -11,7 +11,7 @@ import typing as t
 import gevent
 import pytest
 import requests
-from cutproxy import CutProxy
+from cutproxy import CutProxy, cutting
 
 from flask_sente.client import Client
 
@@ -126,19 +126,10 @@ def test_the_python_client_rejoins_and_is_replayed_through_cuts(cluster, transpo
                     call(host, ["t/publish", {"topic": "room/c", "n": n}])
                     gevent.sleep(0.01)
 
-            def cut() -> None:
-                while not publisher.dead:
-                    gevent.sleep(0.4)
-                    proxy.cut()
-
-            publisher = gevent.spawn(publish)
-            cutter = gevent.spawn(cut)
-            try:
-                with gevent.Timeout(60, AssertionError(f"publishes missing: {len(got)}")):
-                    while len(got) < 120:
-                        gevent.sleep(0.05)
-            finally:
-                gevent.killall([publisher, cutter], timeout=5)
+            with cutting(proxy, publish, every=0.4), gevent.Timeout(
+                    60, AssertionError(f"publishes missing: {len(got)}")):
+                while len(got) < 120:
+                    gevent.sleep(0.05)
             assert proxy.cuts >= 2
             assert got == list(range(120))
         finally:
