@@ -89,6 +89,7 @@ class Options:
     reply_timeout: float = REPLY_TIMEOUT
     client_events_in_flight: int = CLIENT_EVENTS_IN_FLIGHT
     error_log_interval: float = ERROR_LOG_INTERVAL
+    metrics: t.Any = False
 
     @classmethod
     def names(cls) -> list[str]:
@@ -153,6 +154,9 @@ class Options:
                 "redis", "rediss", "unix") or hasattr(bp, "open_reader")):
             raise ConfigError("backplane must be None (one process), a redis://, rediss:// "
                               f"or unix:// URL, or a Backplane object, got {bp!r}")
+        if not (isinstance(self.metrics, bool) or hasattr(self.metrics, "register")):
+            raise ConfigError("metrics must be True, False or a prometheus_client "
+                              f"CollectorRegistry, got {self.metrics!r}")
         for name in ("user_id", "handshake_data", "authorize"):
             value = getattr(self, name)
             if value is not None and not callable(value):
