@@ -16,7 +16,8 @@ samples its own every ``SAMPLE_INTERVAL`` seconds, since a scrape reaches one wo
 No label ever holds a uid, a client id or an event id: label values come from small fixed
 sets (transport, refusal reason, close cause), so the number of series stays bounded.
 
-Mount the endpoint with one line: ``app.add_url_rule("/metrics", view_func=view)``.
+Mount the endpoint with one line: ``app.add_url_rule("/metrics",
+view_func=sente.metrics_view)``.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ import weakref
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from .core.delivery import Batch, Entry
-    from .hub import Hub
+    from .core.presence import ConnectedUids
 
 #: Seconds between two samples of a worker's gauges in multiprocess mode.
 SAMPLE_INTERVAL = 2.0
@@ -46,6 +47,20 @@ REFUSAL_REASONS = ("client-id", "protocol", "positions", "packer", "csrf", "orig
 CLOSE_1013_CAUSES = ("send-queue", "history-gap", "backplane")
 
 ContextFactory = t.Callable[[], t.ContextManager[t.Any]]
+
+
+class Hub(t.Protocol):
+    """What the gauges are sampled from (a :class:`flask_sente.hub.Hub`)."""
+
+    closed: bool
+    backplane: t.Any
+
+    @property
+    def connected_uids(self) -> ConnectedUids: ...
+
+    def connections(self, transport: t.Literal["ws", "ajax"]) -> list[t.Any]: ...
+
+    def spawn(self, fn: t.Callable[..., t.Any], *args: t.Any) -> t.Any: ...
 
 
 class NoMetrics:
@@ -317,10 +332,3 @@ def from_option(value: t.Any, *, shared_backplane: bool) -> NoMetrics:
     return PrometheusMetrics(None if value is True else value,
                              shared_backplane=shared_backplane)
 
-
-def view() -> t.Any:
-    """The ``/metrics`` view of the current app:
-    ``app.add_url_rule("/metrics", view_func=flask_sente.metrics.view)``."""
-    from .views import metrics_view  # Flask only when mounted
-
-    return metrics_view()

@@ -61,7 +61,7 @@ def _health() -> Response:
 
 
 def metrics_view() -> Response:
-    """Prometheus's scrape of this app (``flask_sente.metrics.view`` mounts it)."""
+    """Prometheus's scrape of the current app (``Sente.metrics_view`` mounts it)."""
     state = _state()
     if not state.metrics.enabled:
         return _text(404, "Metrics are off: start Sente with metrics=True (SENTE_METRICS)")

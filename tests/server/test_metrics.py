@@ -18,7 +18,6 @@ import websocket
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-import flask_sente.metrics
 from flask_sente.testing import serve
 from tests.scaleout.conftest import RedisServer, redis_server  # noqa: F401 (a fixture)
 
@@ -49,7 +48,7 @@ def metered(**options: t.Any) -> t.Iterator[tuple[str, t.Any]]:
     """A served app recording into a fresh registry, with ``/metrics`` mounted."""
     options.setdefault("metrics", CollectorRegistry())
     app, sente = build_app(**options)
-    app.add_url_rule("/metrics", view_func=flask_sente.metrics.view)
+    app.add_url_rule("/metrics", view_func=sente.metrics_view)
 
     @sente.on("t/echo")
     def echo(msg: t.Any) -> None:
@@ -198,8 +197,8 @@ def test_the_default_registry_is_used_with_metrics_true():
 
 
 def test_the_view_says_when_metrics_are_off():
-    app, _ = build_app()
-    app.add_url_rule("/metrics", view_func=flask_sente.metrics.view)
+    app, sente = build_app()
+    app.add_url_rule("/metrics", view_func=sente.metrics_view)
     with serve(app) as base:
         resp = requests.get(base + "/metrics", timeout=TIMEOUT)
     assert resp.status_code == 404
