@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 
-.PHONY: help venv demo demo-cluster lint test test-py test-js test-browser browser-deps redis-deps bench soak clean
+.PHONY: help venv demo demo-cluster lint test test-py test-js test-browser browser-deps redis-deps nginx-deps bench soak clean
 
 help:
 	@echo "make demo   - set up and run the demo todo app on http://$(HOST):$(PORT)"
@@ -51,11 +51,18 @@ redis-deps:
 	  echo "installing Debian redis-server"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
+# Debian's nginx for the deployment tests (they run docs/deployment/nginx.conf themselves,
+# as the current user, on free ports).
+nginx-deps:
+	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || { \
+	  echo "installing Debian nginx"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; }
+
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 
-test: lint $(STAMP) browser-deps redis-deps
+test: lint $(STAMP) browser-deps redis-deps nginx-deps
 	node --test tests/js/
 	$(PY) -m pytest tests
 
