@@ -300,9 +300,9 @@ def _make_families(pc: t.Any, registry: t.Any, shared_backplane: bool) -> dict[s
                              "transport", "transport"),
         "bytes_in": counter("sente_received_bytes", "Size of the events received (characters "
                             "for text frames), by transport", "transport"),
-        "events_out": counter("sente_events_pushed", "Pushed events delivered, one per "
-                              "recipient, by transport", "transport"),
-        "bytes_out": counter("sente_pushed_bytes", "Size of the push messages delivered, by "
+        "events_out": counter("sente_events_pushed", "Pushed events sent to clients, one "
+                              "per recipient, by transport", "transport"),
+        "bytes_out": counter("sente_pushed_bytes", "Size of the push messages sent, by "
                              "transport", "transport"),
         "batch": histogram("sente_batch_events", "Events per batch delivered to one client",
                            BATCH_BUCKETS, "transport"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import subprocess
 import sys
 import typing as t
@@ -22,6 +23,7 @@ from flask_sente.testing import serve
 from tests.scaleout.conftest import RedisServer, redis_server  # noqa: F401 (a fixture)
 
 from .conftest import TIMEOUT, build_app, ws_connect
+from .test_outbound_limits import _frames_until_close
 
 TOKEN = "the-csrf-token"
 ALICE, BOB = "alice-uid-31337", "bob-uid-27182"
@@ -237,3 +239,28 @@ print("prometheus_client" in sys.modules)
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_a_slow_client_closed_with_1013_is_counted_with_what_it_dropped():
+    with metered(send_queue_bytes=1 << 20, write_timeout=10) as (base, sente):
+        ws = ws_connect(base.replace("http", "ws") + "/chsk?client-id=slow&u=slow",
+                        sockopt=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)])
+        try:
+            ws.recv()  # the handshake
+            chunk = "y" * 100_000
+            conn = sente._state().hub.connections("ws")[0]
+            offered = 0
+            while conn.open and offered < 100:  # each push is one message (flush)
+                sente.send("slow", ("t/n", {"pad": chunk}), flush=True)
+                offered += 1
+                gevent.sleep(0)
+            frames, code = _frames_until_close(ws)
+            assert code == 1013
+            _, m = scrape(base)
+        finally:
+            ws.close()
+    assert value(m, "sente_closes_1013_total", cause="send-queue") == 1
+    # The push that did not fit was refused; those queued behind the frame being written
+    # were dropped; the rest reached the client.
+    assert value(m, "sente_send_queue_dropped_messages_total") == offered - 1 - len(frames)
+    assert value(m, "sente_events_pushed_total", transport="ws") == offered
