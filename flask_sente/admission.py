@@ -69,16 +69,16 @@ def admit(state: AppState, *, skip: frozenset[str] = frozenset()) -> Admitted | 
         "application/x-www-form-urlencoded" else None)
     if not client_id:
         return refuse("client-id", 400, "Missing client-id: every request to the channel socket "
-                                  "must carry a client-id query parameter")
+                      "must carry a client-id query parameter")
     if len(client_id) > MAX_CLIENT_ID:
         return refuse("client-id", 400, f"client-id is too long ({MAX_CLIENT_ID} characters at "
-                                  "most)")
+                      "most)")
     version_text = request.args.get("protocol", "1")
     version = int(version_text) if version_text in ("1", "2") else 0
     if version not in SUPPORTED_PROTOCOLS:
         return refuse("protocol", 400, f"Unsupported protocol version {version_text!r}: this "
-                                  f"server speaks versions 1 to {PROTOCOL_VERSION}; update "
-                                  "the client")
+                      f"server speaks versions 1 to {PROTOCOL_VERSION}; update "
+                      "the client")
     positions = None
     pos_text = request.args.get("pos")
     if pos_text is not None and version >= 2:
@@ -89,7 +89,7 @@ def admit(state: AppState, *, skip: frozenset[str] = frozenset()) -> Admitted | 
     packer_name = request.args.get("packer")
     if packer_name is not None and packer_name != state.packer.name:
         return refuse("packer", 400, f"Packer mismatch: the client uses {packer_name!r}, this "
-                                  f"server uses {state.packer.name!r}")
+                      f"server uses {state.packer.name!r}")
     upgrade = UPGRADE_ENVIRON_KEY in request.environ
     refusal = ((None if "csrf" in skip else check_csrf(state, client_id, upgrade))
                or (None if "origin" in skip else check_origin(state)))
@@ -157,7 +157,7 @@ def check_origin(state: AppState) -> Response | None:
                                         f"{request.scheme}://{request.host}"):
         return None
     return refuse("origin", 403, f"Unauthorized origin {origin!r}: allow it with the "
-                              f"allowed_origins option (SENTE_ALLOWED_ORIGINS)")
+                  f"allowed_origins option (SENTE_ALLOWED_ORIGINS)")
 
 
 def check_authorized(state: AppState, uid: t.Any, client_id: str) -> Response | None:

@@ -264,3 +264,21 @@ def test_a_slow_client_closed_with_1013_is_counted_with_what_it_dropped():
     # were dropped; the rest reached the client.
     assert value(m, "sente_send_queue_dropped_messages_total") == offered - 1 - len(frames)
     assert value(m, "sente_events_pushed_total", transport="ws") == offered
+
+
+def test_the_config_key_turns_metrics_on():
+    from flask import Flask
+
+    from flask_sente import Sente
+
+    registry = CollectorRegistry()
+    app = Flask(__name__)
+    app.config["SENTE_METRICS"] = registry
+    sente = Sente(app, csrf=False)
+    app.add_url_rule("/metrics", view_func=sente.metrics_view)
+    with serve(app) as base:
+        requests.get(base + "/chsk", params={"client-id": "a", "handshake": 1},
+                     timeout=TIMEOUT)
+        _, m = scrape(base)
+    assert value(m, "sente_handshakes_total", transport="ajax") == 1
+    assert registry.get_sample_value("sente_handshakes_total", {"transport": "ajax"}) == 1
