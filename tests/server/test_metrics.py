@@ -187,6 +187,35 @@ def test_the_redis_backplane_reports_its_publishes(redis_server: RedisServer):  
     assert value(m, "sente_users_online", transport="ws") == 1
 
 
+def test_a_missed_redis_notification_is_repaired_and_counted(redis_server: RedisServer):  # noqa: F811
+    """An entry appended to the user's stream without its notification (as if the
+    subscription dropped it): the next notification's seq shows the gap, and the entry is
+    read from the stream before the one notified."""
+    import redis
+
+    from flask_sente.backplanes import redis_scripts as rs
+
+    with metered(backplane=redis_server.url) as (base, sente):
+        ws = ws_connect(base.replace("http", "ws") + "/chsk?client-id=w&u=ann")
+        r = redis.Redis.from_url(redis_server.url, socket_timeout=TIMEOUT)
+        try:
+            assert json.loads(ws.recv())[0][0] == "chsk/handshake"
+            meta, log, _ = rs.log_keys("sente", rs.user_key("ann"))
+            seq = r.hincrby(meta, "seq", 1)
+            r.xadd(log, {"e": rs.pack_event(["t/n", "unannounced"]), "t": "", "k": ""},
+                   id=f"{seq}-0")
+            sente.send("ann", ("t/n", "announced"))
+            got: list[t.Any] = []
+            while len(got) < 2:
+                got += [e[1] for e in json.loads(ws.recv())[0] if e[0] == "t/n"]
+            _, m = scrape(base)
+        finally:
+            r.close()
+            ws.close()
+    assert got == ["unannounced", "announced"]
+    assert value(m, "sente_redis_gap_repairs_total") == 1
+
+
 def test_the_default_registry_is_used_with_metrics_true():
     from prometheus_client import REGISTRY
 
