@@ -22,6 +22,8 @@ view_func=sente.metrics_view)``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import logging
 import os
 import time
 import typing as t
@@ -30,6 +32,8 @@ import weakref
 if t.TYPE_CHECKING:  # pragma: no cover
     from .core.delivery import Batch, Entry
     from .core.presence import ConnectedUids
+
+logger = logging.getLogger("flask_sente")
 
 #: Seconds between two samples of a worker's gauges in multiprocess mode.
 SAMPLE_INTERVAL = 2.0
@@ -43,8 +47,6 @@ BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500)
 #: Why a request can be refused (``admission`` and the views); the label's whole range.
 REFUSAL_REASONS = ("client-id", "protocol", "positions", "packer", "csrf", "origin",
                    "unauthorized", "backplane")
-#: Why a connection can be closed with 1013 ("try again later").
-CLOSE_1013_CAUSES = ("send-queue", "history-gap", "backplane")
 
 ContextFactory = t.Callable[[], t.ContextManager[t.Any]]
 
@@ -88,8 +90,7 @@ class NoMetrics:
     def received(self, transport: str, size: int) -> None:
         """An event arrived from a client, ``size`` long (characters for text frames)."""
 
-    def pushed(self, transport: str, batch: Batch, messages: list[str] | list[bytes]
-               | list[str | bytes]) -> None:
+    def pushed(self, transport: str, batch: Batch, messages: t.Sequence[str | bytes]) -> None:
         """A batch of pushes went to one WebSocket client as ``messages``."""
 
     def polled(self, pairs: list[tuple[str, Entry]], upto: int, client_id: str,
@@ -98,7 +99,8 @@ class NoMetrics:
         ``client_id``), packed as ``packed``."""
 
     def closed_1013(self, cause: str, dropped: int = 0) -> None:
-        """A connection was closed with 1013, dropping ``dropped`` queued messages."""
+        """A connection was closed with 1013, dropping ``dropped`` queued messages; the
+        cause is ``send-queue``, ``history-gap`` or ``backplane``."""
 
     def reply_timed_out(self, transport: str) -> None:
         """A handler did not reply within ``reply_timeout``."""
@@ -118,7 +120,7 @@ NO_METRICS = NoMetrics()
 
 #: Metric families already made per registry (making one twice is an error in
 #: prometheus_client; several apps, or one app set up again, share them).
-_families: weakref.WeakKeyDictionary[t.Any, dict[str, t.Any]] = weakref.WeakKeyDictionary()
+_families: weakref.WeakKeyDictionary[t.Any, _Families] = weakref.WeakKeyDictionary()
 
 
 def multiprocess_mode() -> bool:
@@ -137,49 +139,28 @@ class PrometheusMetrics(NoMetrics):
         self.registry = pc.REGISTRY if registry is None else registry
         self._pc = pc
         self._sampled: weakref.WeakSet[t.Any] = weakref.WeakSet()
-        made = _families.setdefault(self.registry, {})
-        if not made:
-            made.update(_make_families(pc, self.registry, shared_backplane))
-        m = made
-        self._connections = m["connections"]
-        self._users_online = m["users_online"]
-        self._send_queue = m["send_queue"]
-        self._outbox = m["outbox"]
-        self._handshakes = m["handshakes"]
-        self._rejections = m["rejections"]
-        self._events_in = m["events_in"]
-        self._bytes_in = m["bytes_in"]
-        self._events_out = m["events_out"]
-        self._bytes_out = m["bytes_out"]
-        self._batch = m["batch"]
-        self._closes_1013 = m["closes_1013"]
-        self._dropped = m["dropped"]
-        self._reply_timeouts = m["reply_timeouts"]
-        self._keepalive = m["keepalive"]
-        self._handler_seconds = m["handler_seconds"]
-        self._publish_seconds = m["publish_seconds"]
-        self._published = m["published"]
-        self._gap_repairs = m["gap_repairs"]
+        families = _families.get(self.registry)
+        if families is None:
+            families = _families[self.registry] = _Families.make(pc, self.registry,
+                                                                 shared_backplane)
+        self._f = families
 
     # --- gauges, sampled -------------------------------------------------------------------
 
     def sample(self, hub: Hub) -> None:
         """Set the state gauges from ``hub`` (at a scrape, and periodically per worker in
         multiprocess mode)."""
-        queued = 0
-        for transport in ("ws", "ajax"):
-            conns = hub.connections(transport)
-            self._connections.labels(transport).set(len(conns))
-            if transport == "ws":
-                queued = sum(conn.queued for conn in conns)
+        websockets = hub.connections("ws")
+        self._f.connections.labels("ws").set(len(websockets))
+        self._f.connections.labels("ajax").set(len(hub.connections("ajax")))
+        self._f.send_queue.set(sum(conn.queued for conn in websockets))
         uids = hub.connected_uids
-        self._users_online.labels("ws").set(len(uids.ws))
-        self._users_online.labels("ajax").set(len(uids.ajax))
-        self._users_online.labels("any").set(len(uids.any))
-        self._send_queue.set(queued)
+        self._f.users_online.labels("ws").set(len(uids.ws))
+        self._f.users_online.labels("ajax").set(len(uids.ajax))
+        self._f.users_online.labels("any").set(len(uids.any))
         depth = getattr(hub.backplane, "outbox_depth", None)
         if depth is not None:
-            self._outbox.set(depth)
+            self._f.outbox.set(depth)
 
     def watch(self, hub: Hub) -> None:
         if hub not in self._sampled and multiprocess_mode():
@@ -190,7 +171,10 @@ class PrometheusMetrics(NoMetrics):
         import gevent
 
         while not hub.closed:
-            self.sample(hub)
+            try:
+                self.sample(hub)
+            except Exception:  # a sampler that died would leave the gauges stale for good
+                logger.exception("sampling the metrics failed")
             gevent.sleep(SAMPLE_INTERVAL)
 
     def exposition(self, hub: Hub) -> tuple[bytes, str]:
@@ -210,7 +194,7 @@ class PrometheusMetrics(NoMetrics):
     # --- counters and histograms -----------------------------------------------------------
 
     def timed(self, context: ContextFactory) -> ContextFactory:
-        histogram = self._handler_seconds
+        histogram = self._f.handler_seconds
         clock = time.perf_counter
 
         @contextlib.contextmanager
@@ -225,17 +209,16 @@ class PrometheusMetrics(NoMetrics):
         return timed_context
 
     def handshake(self, transport: str) -> None:
-        self._handshakes.labels(transport).inc()
+        self._f.handshakes.labels(transport).inc()
 
     def rejected(self, reason: str) -> None:
-        self._rejections.labels(reason if reason in REFUSAL_REASONS else "unauthorized").inc()
+        self._f.rejections.labels(reason if reason in REFUSAL_REASONS else "unauthorized").inc()
 
     def received(self, transport: str, size: int) -> None:
-        self._events_in.labels(transport).inc()
-        self._bytes_in.labels(transport).inc(size)
+        self._f.events_in.labels(transport).inc()
+        self._f.bytes_in.labels(transport).inc(size)
 
-    def pushed(self, transport: str, batch: Batch, messages: list[str] | list[bytes]
-               | list[str | bytes]) -> None:
+    def pushed(self, transport: str, batch: Batch, messages: t.Sequence[str | bytes]) -> None:
         self._sent(transport, len(batch.entries), sum(len(m) for m in messages))
 
     def polled(self, pairs: list[tuple[str, Entry]], upto: int, client_id: str,
@@ -247,81 +230,105 @@ class PrometheusMetrics(NoMetrics):
         self._sent("ajax", events, len(packed))
 
     def _sent(self, transport: str, events: int, size: int) -> None:
-        self._events_out.labels(transport).inc(events)
-        self._bytes_out.labels(transport).inc(size)
-        self._batch.labels(transport).observe(events)
+        self._f.events_out.labels(transport).inc(events)
+        self._f.bytes_out.labels(transport).inc(size)
+        self._f.batch.labels(transport).observe(events)
 
     def closed_1013(self, cause: str, dropped: int = 0) -> None:
-        self._closes_1013.labels(cause).inc()
+        self._f.closes_1013.labels(cause).inc()
         if dropped:
-            self._dropped.inc(dropped)
+            self._f.dropped.inc(dropped)
 
     def reply_timed_out(self, transport: str) -> None:
-        self._reply_timeouts.labels(transport).inc()
+        self._f.reply_timeouts.labels(transport).inc()
 
     def keepalive_closed(self) -> None:
-        self._keepalive.inc()
+        self._f.keepalive.inc()
 
     def published(self, pushes: int, seconds: float) -> None:
-        self._publish_seconds.observe(seconds)
-        self._published.inc(pushes)
+        self._f.publish_seconds.observe(seconds)
+        self._f.published.inc(pushes)
 
     def gap_repaired(self) -> None:
-        self._gap_repairs.inc()
+        self._f.gap_repairs.inc()
 
 
-def _make_families(pc: t.Any, registry: t.Any, shared_backplane: bool) -> dict[str, t.Any]:
-    """Every metric flask_sente records, registered in ``registry``."""
-    def counter(name: str, doc: str, *labels: str) -> t.Any:
-        return pc.Counter(name, doc, labels, registry=registry)
+@dataclasses.dataclass(frozen=True)
+class _Families:
+    """Every metric flask_sente records, made once per registry."""
 
-    def gauge(name: str, doc: str, *labels: str, mode: str = "livesum") -> t.Any:
-        return pc.Gauge(name, doc, labels, registry=registry, multiprocess_mode=mode)
+    connections: t.Any
+    users_online: t.Any
+    send_queue: t.Any
+    outbox: t.Any
+    handshakes: t.Any
+    rejections: t.Any
+    events_in: t.Any
+    bytes_in: t.Any
+    events_out: t.Any
+    bytes_out: t.Any
+    batch: t.Any
+    closes_1013: t.Any
+    dropped: t.Any
+    reply_timeouts: t.Any
+    keepalive: t.Any
+    handler_seconds: t.Any
+    publish_seconds: t.Any
+    published: t.Any
+    gap_repairs: t.Any
 
-    def histogram(name: str, doc: str, buckets: t.Sequence[float], *labels: str) -> t.Any:
-        return pc.Histogram(name, doc, labels, registry=registry, buckets=buckets)
+    @classmethod
+    def make(cls, pc: t.Any, registry: t.Any, shared_backplane: bool) -> _Families:
+        def counter(name: str, doc: str, *labels: str) -> t.Any:
+            return pc.Counter(name, doc, labels, registry=registry)
 
-    # A shared backplane's presence is the cluster's: every worker reports the same count.
-    presence_mode = "mostrecent" if shared_backplane else "livesum"
-    return {
-        "connections": gauge("sente_connections", "Clients this worker serves (connected, or "
-                             "within their reconnect grace), by transport", "transport"),
-        "users_online": gauge("sente_users_online", "Users online (cluster-wide with a shared "
-                              "backplane), by transport ('any': either)", "transport",
-                              mode=presence_mode),
-        "send_queue": gauge("sente_send_queue_messages", "Messages queued for WebSockets "
-                            "that are not reading fast enough"),
-        "outbox": gauge("sente_redis_outbox_pushes", "Pushes waiting to be written to Redis"),
-        "handshakes": counter("sente_handshakes", "Handshakes sent, by transport",
-                              "transport"),
-        "rejections": counter("sente_rejections", "Requests refused before reaching the hub, "
-                              "by reason", "reason"),
-        "events_in": counter("sente_events_received", "Events received from clients, by "
-                             "transport", "transport"),
-        "bytes_in": counter("sente_received_bytes", "Size of the events received (characters "
-                            "for text frames), by transport", "transport"),
-        "events_out": counter("sente_events_pushed", "Pushed events sent to clients, one "
-                              "per recipient, by transport", "transport"),
-        "bytes_out": counter("sente_pushed_bytes", "Size of the push messages sent, by "
-                             "transport", "transport"),
-        "batch": histogram("sente_batch_events", "Events per batch delivered to one client",
-                           BATCH_BUCKETS, "transport"),
-        "closes_1013": counter("sente_closes_1013", "Connections closed with 1013 (try again "
-                               "later), by cause", "cause"),
-        "dropped": counter("sente_send_queue_dropped_messages", "Queued messages dropped "
-                           "when a slow WebSocket was closed"),
-        "reply_timeouts": counter("sente_reply_timeouts", "Replies answered chsk/timeout on "
-                                  "the handler's behalf, by transport", "transport"),
-        "keepalive": counter("sente_keepalive_closes", "WebSockets closed (4002) for not "
-                             "answering a ping"),
-        "handler_seconds": histogram("sente_handler_seconds", "Time handlers ran, in the app "
-                                     "context", HANDLER_BUCKETS),
-        "publish_seconds": histogram("sente_redis_publish_seconds", "Round trip of one "
-                                     "pipelined write of pushes to Redis", PUBLISH_BUCKETS),
-        "published": counter("sente_redis_published_pushes", "Pushes written to Redis"),
-        "gap_repairs": counter("sente_redis_gap_repairs", "Notifications that arrived after a "
-                               "gap, repaired by reading the stream"),
-    }
+        def gauge(name: str, doc: str, *labels: str, mode: str = "livesum") -> t.Any:
+            return pc.Gauge(name, doc, labels, registry=registry, multiprocess_mode=mode)
+
+        def histogram(name: str, doc: str, buckets: t.Sequence[float], *labels: str) -> t.Any:
+            return pc.Histogram(name, doc, labels, registry=registry, buckets=buckets)
+
+        # A shared backplane's presence is the cluster's: every worker reports the same.
+        presence_mode = "mostrecent" if shared_backplane else "livesum"
+        return cls(
+            connections=gauge("sente_connections", "Clients this worker serves (connected, or "
+                              "within their reconnect grace), by transport", "transport"),
+            users_online=gauge("sente_users_online", "Users online (cluster-wide with a shared "
+                               "backplane), by transport ('any': either)", "transport",
+                               mode=presence_mode),
+            send_queue=gauge("sente_send_queue_messages", "Messages queued for WebSockets "
+                             "that are not reading fast enough"),
+            outbox=gauge("sente_redis_outbox_pushes", "Pushes waiting to be written to Redis"),
+            handshakes=counter("sente_handshakes", "Handshakes sent, by transport",
+                               "transport"),
+            rejections=counter("sente_rejections", "Requests refused before reaching the hub, "
+                               "by reason", "reason"),
+            events_in=counter("sente_events_received", "Events received from clients, by "
+                              "transport", "transport"),
+            bytes_in=counter("sente_received_bytes", "Size of the events received (characters "
+                             "for text frames), by transport", "transport"),
+            events_out=counter("sente_events_pushed", "Pushed events sent to clients, one "
+                               "per recipient, by transport", "transport"),
+            bytes_out=counter("sente_pushed_bytes", "Size of the push messages sent, by "
+                              "transport", "transport"),
+            batch=histogram("sente_batch_events", "Events per batch delivered to one client",
+                            BATCH_BUCKETS, "transport"),
+            closes_1013=counter("sente_closes_1013", "Connections closed with 1013 (try again "
+                                "later), by cause", "cause"),
+            dropped=counter("sente_send_queue_dropped_messages", "Queued messages dropped "
+                            "when a slow WebSocket was closed"),
+            reply_timeouts=counter("sente_reply_timeouts", "Replies answered chsk/timeout on "
+                                   "the handler's behalf, by transport", "transport"),
+            keepalive=counter("sente_keepalive_closes", "WebSockets closed (4002) for not "
+                              "answering a ping"),
+            handler_seconds=histogram("sente_handler_seconds", "Time handlers ran, in the app "
+                                      "context", HANDLER_BUCKETS),
+            publish_seconds=histogram("sente_redis_publish_seconds", "Round trip of one "
+                                      "pipelined write of pushes to Redis", PUBLISH_BUCKETS),
+            published=counter("sente_redis_published_pushes", "Pushes written to Redis"),
+            gap_repairs=counter("sente_redis_gap_repairs", "Notifications that arrived after a "
+                                "gap, repaired by reading the stream"),
+        )
 
 
 def from_option(value: t.Any, *, shared_backplane: bool) -> NoMetrics:
