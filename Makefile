@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 
-.PHONY: help venv demo demo-cluster lint docs test test-py test-js test-browser browser-deps redis-deps ts-deps bench soak clean
+.PHONY: help venv demo demo-cluster lint docs test test-py test-js test-browser browser-deps redis-deps ts-deps nginx-deps bench soak clean
 
 help:
 	@echo "make demo   - set up and run the demo todo app on http://$(HOST):$(PORT)"
@@ -57,6 +57,13 @@ ts-deps:
 	@test -x tests/ts/node_modules/.bin/tsc || \
 	  (cd tests/ts && npm install --silent --no-audit --no-fund --no-save typescript@5 >/dev/null)
 
+# Debian's nginx for the deployment tests (they run docs/deployment/nginx.conf themselves,
+# as the current user, on free ports).
+nginx-deps:
+	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || { \
+	  echo "installing Debian nginx"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; }
+
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
@@ -67,7 +74,7 @@ docs: $(STAMP)
 	$(PY) -m sphinx -W --keep-going -n -E -q -b html docs docs/_build/html
 	@echo "docs: open docs/_build/html/index.html"
 
-test: lint docs $(STAMP) browser-deps redis-deps ts-deps
+test: lint docs $(STAMP) browser-deps redis-deps ts-deps nginx-deps
 	node --test tests/js/
 	$(PY) -m pytest tests
 

@@ -98,6 +98,7 @@ class Options:
     max_topics_per_client: int = MAX_TOPICS_PER_CLIENT
     max_topic_length: int = MAX_TOPIC_LENGTH
     max_topic_members: int = MAX_TOPIC_MEMBERS
+    metrics: t.Any = False
 
     @classmethod
     def names(cls) -> list[str]:
@@ -163,6 +164,9 @@ class Options:
                 "redis", "rediss", "unix") or hasattr(bp, "open_reader")):
             raise ConfigError("backplane must be None (one process), a redis://, rediss:// "
                               f"or unix:// URL, or a Backplane object, got {bp!r}")
+        if not (isinstance(self.metrics, bool) or hasattr(self.metrics, "register")):
+            raise ConfigError("metrics must be True, False or a prometheus_client "
+                              f"CollectorRegistry, got {self.metrics!r}")
         for name in ("user_id", "handshake_data", "authorize"):
             value = getattr(self, name)
             if value is not None and not callable(value):

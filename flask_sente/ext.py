@@ -11,7 +11,7 @@ import secrets
 import typing as t
 import weakref
 
-from flask import Flask, current_app, has_app_context, session
+from flask import Flask, Response, current_app, has_app_context, session
 from markupsafe import Markup, escape
 
 from .admission import CSRF_SESSION_KEY
@@ -24,7 +24,7 @@ from .protocol.packers import get_packer
 from .router import DEFAULT, Handler
 from .state import AppState
 from .topics import JoinHandlers
-from .views import make_blueprint, script_version
+from .views import make_blueprint, metrics_view, script_version
 
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
 
@@ -210,6 +210,12 @@ class Sente:
     def close(self, app: Flask | None = None) -> None:
         """Close every connection of the app (WebSocket 1001) and stop its greenlets."""
         self._state(app).restart()
+
+    def metrics_view(self) -> Response:
+        """The Prometheus scrape of the current app, to mount where you like:
+        ``app.add_url_rule("/metrics", view_func=sente.metrics_view)`` (a 404 saying so
+        while the ``metrics`` option is off)."""
+        return metrics_view()
 
     def csrf_token(self) -> str:
         """The CSRF token clients must send; stored in the Flask session on first use.

@@ -37,6 +37,7 @@ from .exceptions import (
 )
 from .longpoll import WAKE, LongPolls
 from .messages import EventMsg, RequestInfo, WsReplier
+from .metrics import NO_METRICS, NoMetrics
 from .protocol import events as ev
 from .protocol import wire
 from .protocol.packers import Packer
@@ -70,8 +71,11 @@ class Hub(LongPolls, Topics):
         signal_sender: t.Any = None,
         wants: t.Callable[[str], bool] | None = None,
         backplane: Backplane | None = None,
+        metrics: NoMetrics = NO_METRICS,
     ) -> None:
         self.options = options
+        #: Where what happens is counted (a no-op unless the ``metrics`` option is on).
+        self.metrics = metrics
         self.packer = packer
         self._dispatch = dispatch
         #: Whether an event id would reach anybody (the router's ``wants``): system events
@@ -91,7 +95,7 @@ class Hub(LongPolls, Topics):
         }
         self._flush_timers: dict[Transport, t.Any] = {"ws": None, "ajax": None}
         self._limits = Limits(options.send_queue_size, options.send_queue_bytes,
-                              options.write_timeout)
+                              options.write_timeout, metrics)
         self._kicked: dict[str, str | bytes] = {}
         self._lp_timeout_packed = packer.pack(wire.LP_TIMEOUT)
         self._ack_packed = packer.pack(wire.ACK)
@@ -186,6 +190,16 @@ class Hub(LongPolls, Topics):
                                                  client_id=change.client_id,
                                                  transport=transport)
 
+    def connections(self, transport: Transport) -> list[t.Any]:
+        """The connections (WebSocket) or clients (Ajax) of this process on ``transport``,
+        those within their reconnect grace included (sampled by metrics)."""
+        return [conn for clients in self._conns[transport].values() for conn in clients.values()]
+
+    @property
+    def draining(self) -> bool:
+        """True once the server began stopping (:meth:`drain`): no new work is taken."""
+        return self._going_away_packed is not None or self.closed
+
     @property
     def healthy(self) -> bool:
         """False while a shared backplane cannot be reached (always True in memory)."""
@@ -260,6 +274,7 @@ class Hub(LongPolls, Topics):
 
     def _register(self, conn: t.Any) -> t.Any:
         """Put ``conn`` in the table; returns the connection it replaced (or None)."""
+        self.metrics.watch(self)
         clients = self._conns[conn.transport].setdefault(conn.uid, {})
         old = clients.get(conn.client_id)
         clients[conn.client_id] = conn
@@ -293,12 +308,14 @@ class Hub(LongPolls, Topics):
         except BackplaneError as exc:  # the 101 is out: say "later" with a close code
             logger.warning("refusing a WebSocket for now: %s", exc)
             self._forget("ws", uid, client_id)
+            self.metrics.closed_1013("backplane")
             conn.close_now(wire.CLOSE_TOO_SLOW, "backplane unavailable, retry")
             return
         conn.reader = reader
         conn.offer(self.packer.pack(wire.handshake(
             uid, handshake_data, version=version, recovered=recovered,
             positions=self._delivery.positions_of(reader))))
+        self.metrics.handshake("ws")
         if reader.owed():
             self._flush("ws")  # the replay goes out before anything pushed from now on
         self._attach(conn)
@@ -373,11 +390,13 @@ class Hub(LongPolls, Topics):
                         logger.info("closing a silent WebSocket (uid=%r, client_id=%r)",
                                     conn.uid, conn.client_id)
                         conn.open = False
+                        self.metrics.keepalive_closed()
                         self.spawn(conn.close_now, wire.CLOSE_PING_TIMEOUT, "ping timeout")
         except Exception:  # runs in the event loop: never let it raise there
             logger.exception("keep-alive sweep failed")
 
     def _on_ws_message(self, conn: WsConnection, data: str | bytes) -> None:
+        self.metrics.received("ws", len(data))
         try:
             msg = wire.decode_client(self.packer.unpack(data))
         except RemoteProtocolError as exc:
@@ -403,7 +422,7 @@ class Hub(LongPolls, Topics):
         replier = None
         if cb_id is not None:
             replier = WsReplier(self.packer, conn, cb_id, self.options.reply_timeout,
-                                self._settle)
+                                self._settle, self.metrics)
         self._dispatch(EventMsg(event, conn.uid, conn.client_id, "ws", conn.request, replier))
 
     def _bad_package(self, exc: RemoteProtocolError, uid: t.Any, client_id: str | None,
@@ -485,6 +504,7 @@ class Hub(LongPolls, Topics):
             self._flush_timers[transport] = None
         batches, gapped, woken = self._delivery.collect(transport)
         table = self._conns["ws"]
+        pushed = self.metrics.pushed
         for batch in batches:
             by_version: dict[int, list[str | bytes]] = {}
             for reader in batch.readers:
@@ -497,10 +517,12 @@ class Hub(LongPolls, Topics):
                         self.packer, batch, conn.version, self.options.max_message_size)
                 for packed in messages:
                     conn.offer(packed)
+                pushed("ws", batch, messages)
         for reader in gapped:  # cannot happen while WebSocket readers are collected often
             self._delivery.skip_to_head(reader)
             conn = self._conns["ws"].get(reader.uid, {}).get(reader.client_id)
             if conn is not None and conn.open:
+                self.metrics.closed_1013("history-gap")
                 conn.close(wire.CLOSE_TOO_SLOW, "client too slow")
         for reader in woken:
             client = self._conns["ajax"].get(reader.uid, {}).get(reader.client_id)

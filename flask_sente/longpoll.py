@@ -23,6 +23,7 @@ from .core.packing import pack_owed
 from .core.presence import Transport
 from .exceptions import BackplaneError, RemoteProtocolError
 from .messages import AjaxReplier, EventMsg, RequestInfo
+from .metrics import NoMetrics
 from .protocol import events as ev
 from .protocol import wire
 from .protocol.packers import Packer
@@ -50,6 +51,7 @@ class LongPolls:
     _ack_packed: str | bytes
     _settle: t.Callable[[], None] | None
     _dispatch: t.Callable[[EventMsg], None]
+    metrics: NoMetrics
 
     if t.TYPE_CHECKING:  # the hub's methods this side calls
         def _register(self, conn: t.Any) -> t.Any: ...
@@ -142,6 +144,7 @@ class LongPolls:
     def _ajax_handshake(self, client: AjaxClient, data: t.Any,
                         recovered: bool | None) -> str | bytes:
         self._save_cursor(client)
+        self.metrics.handshake("ajax")
         return self.packer.pack(wire.handshake(
             client.uid, data, version=client.version, recovered=recovered,
             positions=self._delivery.positions_of(client.reader)))
@@ -187,6 +190,7 @@ class LongPolls:
             logger.warning("a long-polling client fell behind the push history (uid=%r, "
                            "client_id=%r)", client.uid, client.client_id)
             self._delivery.skip_to_head(reader)
+            self.metrics.closed_1013("history-gap")
             if client.version >= 2:  # told, and where to go on from
                 return self._ajax_handshake(client, handshake_data(), False)
             return self.packer.pack(wire.close(wire.CLOSE_TOO_SLOW, "client too slow"))
@@ -201,6 +205,7 @@ class LongPolls:
         epochs = {name: log.epoch for name, log in reader.logs.items()}
         packed, upto = pack_owed(self.packer, pairs, client.client_id, client.version, epochs,
                                  self.options.max_message_size)
+        self.metrics.polled(pairs, upto, client.client_id, packed)
         self._delivery.advance(reader, pairs[:upto])
         return packed
 
@@ -229,6 +234,7 @@ class LongPolls:
 
         Raises RemoteProtocolError for a malformed body (the caller answers 400).
         """
+        self.metrics.received("ajax", len(body))
         try:
             msg = wire.decode_client(self.packer.unpack(body))
         except RemoteProtocolError as exc:
@@ -247,6 +253,7 @@ class LongPolls:
         try:
             return t.cast("str | bytes", replier.result.get(timeout=self.options.reply_timeout))
         except gevent.Timeout:
+            self.metrics.reply_timed_out("ajax")
             replier.fail(ev.TIMEOUT)
             return t.cast("str | bytes", replier.result.get())
 

@@ -14,6 +14,7 @@ import typing as t
 import gevent
 import gevent.event
 
+from .metrics import NO_METRICS, NoMetrics
 from .protocol import events as ev
 from .protocol import wire
 from .protocol.packers import Packer
@@ -170,17 +171,20 @@ class WsReplier(Replier):
     """Replies travel back on the sender's socket, tagged with its cb_id; a libev timer
     answers ``chsk/timeout`` if the handler never replies."""
 
-    __slots__ = ("_conn", "_cb_id", "_timer")
+    __slots__ = ("_conn", "_cb_id", "_timer", "_metrics")
 
     def __init__(self, packer: Packer, conn: Outbox, cb_id: str, timeout: float,
-                 settle: t.Callable[[], None] | None = None) -> None:
+                 settle: t.Callable[[], None] | None = None,
+                 metrics: NoMetrics = NO_METRICS) -> None:
         super().__init__(packer, settle)
         self._conn = conn
+        self._metrics = metrics
         self._cb_id = cb_id
         self._timer = gevent.get_hub().loop.timer(timeout)
         self._timer.start(self._on_timeout)
 
     def _on_timeout(self) -> None:
+        self._metrics.reply_timed_out("ws")
         try:
             self.fail(ev.TIMEOUT)
         except Exception:  # runs in the event loop: never let it raise there

@@ -29,6 +29,7 @@ from .messages import RequestInfo
 from .transports.base import STOP_CALLBACKS_ENVIRON_KEY, UPGRADE_ENVIRON_KEY
 
 if t.TYPE_CHECKING:  # pragma: no cover
+    from .metrics import PrometheusMetrics
     from .state import AppState
 
 STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
@@ -45,15 +46,29 @@ def make_blueprint(url: str) -> Blueprint:
 
 
 def _health() -> Response:
-    """For load balancers and probes: 200 while this worker can serve, 503 while its
-    backplane is down (drain it)."""
+    """Readiness, for load balancers and probes: 200 while this worker takes new clients;
+    503 while it drains (it is stopping: send them elsewhere) or its backplane is down."""
     state = _state()
-    healthy = state.hub.healthy
-    body = {"status": "ok" if healthy else "degraded",
-            "backplane": "up" if healthy else "down",
-            "kind": "redis" if state.options.backplane is not None else "memory"}
+    draining, backplane_up = state.hub.draining, state.hub.healthy
+    ready = backplane_up and not draining
+    body = {"status": "ready" if ready else "draining" if draining else "backplane-down",
+            "accepting": not draining,
+            "draining": draining,
+            "backplane": "up" if backplane_up else "down",
+            "kind": "memory" if state.options.backplane is None else "redis"}
     resp = Response(json.dumps(body), mimetype="application/json")
-    resp.status_code = 200 if healthy else 503
+    resp.status_code = 200 if ready else 503
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def metrics_view() -> Response:
+    """Prometheus's scrape of the current app (``Sente.metrics_view`` mounts it)."""
+    state = _state()
+    if not state.metrics.enabled:
+        return _text(404, "Metrics are off: start Sente with metrics=True (SENTE_METRICS)")
+    body, content_type = t.cast("PrometheusMetrics", state.metrics).exposition(state.hub)
+    resp = Response(body, content_type=content_type)
     resp.headers["Cache-Control"] = "no-store"
     return resp
 
@@ -96,12 +111,13 @@ def _chsk() -> Response:
         state.check_secret(current_app.secret_key)
     admitted = admit(state)
     if isinstance(admitted, Response):
+        state.metrics.rejected(getattr(admitted, "reason", "unauthorized"))
         return admitted
     uid, client_id = admitted.uid, admitted.client_id
     if request.method == "POST":
         return _post(state, uid, client_id)
     if not state.hub.healthy:  # open WebSockets go on; new handshakes and polls wait
-        return _unavailable()
+        return _unavailable(state)
     upgrade = request.environ.get(UPGRADE_ENVIRON_KEY)
     if upgrade is None and "new-ws-ticket" in request.args:
         # Every check passed with the token in a header: a ticket for the WebSocket URL.
@@ -133,11 +149,12 @@ def _chsk() -> Response:
             handshake_data=lambda: handshake_data(state, uid, client_id),
             version=admitted.version, positions=admitted.positions)
     except BackplaneError:
-        return _unavailable()
+        return _unavailable(state)
     return _packed(state, body)
 
 
-def _unavailable() -> Response:
+def _unavailable(state: AppState) -> Response:
+    state.metrics.rejected("backplane")
     resp = _text(503, "Backplane unavailable: the server cannot reach Redis; retry")
     resp.headers["Retry-After"] = "2"
     return resp

@@ -36,6 +36,7 @@ import msgpack
 from ..core.delivery import BROADCAST, TOPIC, USER, Delivery, Reader, join_target
 from ..core.presence import Change, ConnectedUids, Presence, Transport
 from ..exceptions import BackplaneError, ConfigError
+from ..metrics import NO_METRICS, NoMetrics
 from . import redis_scripts as rs
 from .base import BackplaneListener
 from .local import new_epoch, track_members
@@ -71,7 +72,7 @@ class RedisBackplane:
 
     def __init__(self, url: str, *, history_size: int, history_ttl: float,
                  prefix: str = "sente", node_id: str | None = None,
-                 dead_node_grace: float = 5.0) -> None:
+                 dead_node_grace: float = 5.0, metrics: NoMetrics = NO_METRICS) -> None:
         try:
             import redis
         except ImportError:  # pragma: no cover - depends on the install
@@ -82,6 +83,7 @@ class RedisBackplane:
                               "uses the socket module): call gevent.monkey.patch_all() first, "
                               "or run under gunicorn -k flask_sente.worker.SenteWorker")
         self._redis_mod = redis
+        self.metrics = metrics
         self.url = url
         self.prefix = prefix
         #: Topic presence: the same scripts and keys under this prefix.
@@ -185,6 +187,11 @@ class RedisBackplane:
         self._counter += 1
         self._outbox.put((self._counter, *item))
 
+    @property
+    def outbox_depth(self) -> int:
+        """Pushes waiting for the publisher (they pile up while Redis is away)."""
+        return int(self._outbox.qsize())
+
     def settled(self, timeout: float = 2 * SOCKET_TIMEOUT) -> None:
         """Wait until every push queued so far is in Redis (or ``timeout`` passed): a reply
         sent after this cannot overtake its handler's pushes on another worker."""
@@ -216,6 +223,7 @@ class RedisBackplane:
                     batch.append(self._outbox.get())
                 while len(batch) < PIPELINE_MAX and not self._outbox.empty():
                     batch.append(self._outbox.get_nowait())
+            started = time.monotonic()
             try:
                 pipe = self.client.pipeline(transaction=False)
                 for counter, ukey, event, target, control, create in batch:
@@ -246,6 +254,7 @@ class RedisBackplane:
                 logger.warning("Redis backplane: Redis is back; %d pushes could not wait",
                                self._dropped)
                 failing_since = None
+            self.metrics.published(len(batch), time.monotonic() - started)
             self._written += sum(1 for item in batch if item[4] != "gap")
             batch = []
             self._set_healthy(True)
@@ -329,6 +338,7 @@ class RedisBackplane:
         controls: list[tuple[str | None, t.Any, str | None]] = (
             [(kind, value, field)] if kind and due is not None else [])
         if due is None:  # entries missing before this one: fetch them, then apply all
+            self.metrics.gap_repaired()
             controls = self._fill(log_key)
             due = ("ws", "ajax")
         if due and self._listener is not None:
