@@ -20,8 +20,9 @@ Each run measures, per configuration:
 - throughput: ``--rounds`` rounds of ``--m`` broadcasts (after one warm-up round);
   deliveries/s, and broadcasts/s (= deliveries/s ÷ clients: pushes through Redis per second);
 - latency: then ``--paced`` broadcasts, one every ``--interval`` ms, each stamped by the
-  server with ``time.time()`` (ms); every client takes its wall clock on arrival (same clock,
-  one machine): push→client p50 and p99 over every delivery;
+  server with ``time.time()`` (ms), twice (a warm-up round, then the measured one); every
+  client takes its wall clock on arrival (same clock, one machine): push→client p50 and p99
+  over every delivery of the measured round;
 - Redis's cost per push, from ``INFO`` when the clients are connected and when the pushes
   are over (the client prints marks): the microseconds of the commands that carry pushes
   (``PUSH_COMMANDS``) and Redis's whole CPU time (command execution plus the network I/O to
@@ -202,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     p99: dict[str, list[float]] = {label: [] for label in labels}
     command_us: dict[str, list[float]] = {label: [] for label in labels}
     cpu_us: dict[str, list[float]] = {label: [] for label in labels}
-    pushes = args.m * (args.rounds + 1) + args.paced
+    pushes = args.m * (args.rounds + 1) + 2 * args.paced  # a warm-up round of each
     load_before = os.getloadavg()[0]
     with redis_server() as redis_url:
         admin = redis.Redis.from_url(redis_url, socket_timeout=10)

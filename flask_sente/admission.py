@@ -46,6 +46,19 @@ def text_response(status: int, body: str) -> Response:
     return Response(body + "\n", status=status, mimetype="text/plain")
 
 
+class Refusal(Response):
+    """A request refused by one of the checks; ``reason`` names which (metrics count
+    refusals by it: one of a few fixed names, never anything the client sent)."""
+
+    reason = "unauthorized"
+
+
+def refuse(reason: str, status: int, body: str) -> Refusal:
+    refusal = Refusal(body + "\n", status=status, mimetype="text/plain")
+    refusal.reason = reason
+    return refusal
+
+
 def admit(state: AppState, *, skip: frozenset[str] = frozenset()) -> Admitted | Response:
     """Run the pipeline on the current request; a refusal is the response to send.
 
@@ -55,28 +68,30 @@ def admit(state: AppState, *, skip: frozenset[str] = frozenset()) -> Admitted | 
         request.form.get("client-id") if request.method == "POST" and request.mimetype ==
         "application/x-www-form-urlencoded" else None)
     if not client_id:
-        return text_response(400, "Missing client-id: every request to the channel socket "
-                                  "must carry a client-id query parameter")
+        return refuse("client-id", 400, "Missing client-id: every request to the channel socket "
+                      "must carry a client-id query parameter")
     if len(client_id) > MAX_CLIENT_ID:
-        return text_response(400, f"client-id is too long ({MAX_CLIENT_ID} characters at "
-                                  "most)")
+        return refuse("client-id", 400, f"client-id is too long ({MAX_CLIENT_ID} characters at "
+                      "most)")
+    if client_id[0] == "!":  # marks an excluded client in a shared log's entries
+        return refuse("client-id", 400, "client-id must not start with '!'")
     version_text = request.args.get("protocol", "1")
     version = int(version_text) if version_text in ("1", "2") else 0
     if version not in SUPPORTED_PROTOCOLS:
-        return text_response(400, f"Unsupported protocol version {version_text!r}: this "
-                                  f"server speaks versions 1 to {PROTOCOL_VERSION}; update "
-                                  "the client")
+        return refuse("protocol", 400, f"Unsupported protocol version {version_text!r}: this "
+                      f"server speaks versions 1 to {PROTOCOL_VERSION}; update "
+                      "the client")
     positions = None
     pos_text = request.args.get("pos")
     if pos_text is not None and version >= 2:
         try:
             positions = wire.decode_positions(pos_text)
         except RemoteProtocolError as exc:
-            return text_response(400, f"Bad positions: {exc}")
+            return refuse("positions", 400, f"Bad positions: {exc}")
     packer_name = request.args.get("packer")
     if packer_name is not None and packer_name != state.packer.name:
-        return text_response(400, f"Packer mismatch: the client uses {packer_name!r}, this "
-                                  f"server uses {state.packer.name!r}")
+        return refuse("packer", 400, f"Packer mismatch: the client uses {packer_name!r}, this "
+                      f"server uses {state.packer.name!r}")
     upgrade = UPGRADE_ENVIRON_KEY in request.environ
     refusal = ((None if "csrf" in skip else check_csrf(state, client_id, upgrade))
                or (None if "origin" in skip else check_origin(state)))
@@ -121,7 +136,7 @@ def check_csrf(state: AppState, client_id: str, upgrade: bool) -> Response | Non
         if state.ws_tickets.redeem(request.args.get("ws-ticket"), client_id,
                                    current_app.secret_key):
             return None
-        return text_response(403, "Bad CSRF token: invalid, expired or used ws-ticket")
+        return refuse("csrf", 403, "Bad CSRF token: invalid, expired or used ws-ticket")
     supplied = supplied_csrf_token()
     if csrf is True and "csrf" in current_app.extensions:  # Flask-WTF's CSRFProtect
         from flask_wtf.csrf import ValidationError, validate_csrf  # optional dependency
@@ -129,11 +144,11 @@ def check_csrf(state: AppState, client_id: str, upgrade: bool) -> Response | Non
             validate_csrf(supplied)
             return None
         except ValidationError:
-            return text_response(403, "Bad CSRF token")
+            return refuse("csrf", 403, "Bad CSRF token")
     expected = csrf() if callable(csrf) else session.get(CSRF_SESSION_KEY)
     if csrf_token_valid(expected, supplied):
         return None
-    return text_response(403, "Bad CSRF token")
+    return refuse("csrf", 403, "Bad CSRF token")
 
 
 def check_origin(state: AppState) -> Response | None:
@@ -143,8 +158,8 @@ def check_origin(state: AppState) -> Response | None:
     if origin is None or origin_allowed(state.options.allowed_origins, origin,
                                         f"{request.scheme}://{request.host}"):
         return None
-    return text_response(403, f"Unauthorized origin {origin!r}: allow it with the "
-                              f"allowed_origins option (SENTE_ALLOWED_ORIGINS)")
+    return refuse("origin", 403, f"Unauthorized origin {origin!r}: allow it with the "
+                  f"allowed_origins option (SENTE_ALLOWED_ORIGINS)")
 
 
 def check_authorized(state: AppState, uid: t.Any, client_id: str) -> Response | None:
@@ -155,5 +170,5 @@ def check_authorized(state: AppState, uid: t.Any, client_id: str) -> Response | 
     if verdict is True or (verdict and not isinstance(verdict, (Response, tuple, str))):
         return None
     if verdict is None or verdict is False:
-        return text_response(401, "Unauthorized request")
+        return refuse("unauthorized", 401, "Unauthorized request")
     return current_app.make_response(verdict)

@@ -24,6 +24,7 @@ import gevent.monkey
 from .core.delivery import Reader
 from .exceptions import ConnectionClosed
 from .messages import RequestInfo
+from .metrics import NO_METRICS, NoMetrics
 from .protocol import wire
 from .transports.base import PARTIAL, SENT
 
@@ -53,6 +54,8 @@ class Limits:
     queue_bytes: int
     #: Longest a single write (or the close frame) may wait for the peer to read.
     write_timeout: float
+    #: Where a close for being too slow is counted.
+    metrics: NoMetrics = NO_METRICS
 
 
 _CLOSE = object()
@@ -136,6 +139,7 @@ class WsConnection:
         logger.warning("closing a client that does not keep up (uid=%r, client_id=%r)",
                        self.uid, self.client_id)
         self.open = False
+        self._limits.metrics.closed_1013("send-queue", len(self._pending or ()))
         # What is queued is dropped: the client reconnects and, with positions, learns what
         # it missed. The close frame goes out after the frame being written, if any.
         self._pending = collections.deque([(_CLOSE, wire.CLOSE_TOO_SLOW, "client too slow")])
@@ -189,6 +193,11 @@ class WsConnection:
             self.open = False
         finally:
             self._writer = None
+
+    @property
+    def queued(self) -> int:
+        """Messages waiting for the writer."""
+        return len(self._pending) if self._pending else 0
 
     @property
     def writer(self) -> gevent.Greenlet | None:

@@ -37,9 +37,11 @@ from .exceptions import (
 )
 from .longpoll import WAKE, LongPolls
 from .messages import EventMsg, RequestInfo, WsReplier
+from .metrics import NO_METRICS, NoMetrics
 from .protocol import events as ev
 from .protocol import wire
 from .protocol.packers import Packer
+from .topics import Topics
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from .transports.base import WebSocket
@@ -50,11 +52,14 @@ __all__ = ["ConnectedUids", "Hub"]
 #: Seconds :meth:`Hub.close` waits for the sockets' queued messages and close frames.
 CLOSE_WAIT = 3.0
 
+#: Reserved ids a WebSocket client may send: keep-alive and topic requests.
+_WS_SYSTEM_IDS = frozenset({ev.WS_PING, ev.WS_PONG, *ev.TOPIC_REQUESTS})
+
 #: How often idle logs and history past ``history_ttl`` are dropped.
 HOUSEKEEPING_INTERVAL = 5.0
 
 
-class Hub(LongPolls):
+class Hub(LongPolls, Topics):
     """The server state of one app. See the module docstring."""
 
     def __init__(
@@ -66,8 +71,11 @@ class Hub(LongPolls):
         signal_sender: t.Any = None,
         wants: t.Callable[[str], bool] | None = None,
         backplane: Backplane | None = None,
+        metrics: NoMetrics = NO_METRICS,
     ) -> None:
         self.options = options
+        #: Where what happens is counted (a no-op unless the ``metrics`` option is on).
+        self.metrics = metrics
         self.packer = packer
         self._dispatch = dispatch
         #: Whether an event id would reach anybody (the router's ``wants``): system events
@@ -87,7 +95,7 @@ class Hub(LongPolls):
         }
         self._flush_timers: dict[Transport, t.Any] = {"ws": None, "ajax": None}
         self._limits = Limits(options.send_queue_size, options.send_queue_bytes,
-                              options.write_timeout)
+                              options.write_timeout, metrics)
         self._kicked: dict[str, str | bytes] = {}
         self._lp_timeout_packed = packer.pack(wire.LP_TIMEOUT)
         self._ack_packed = packer.pack(wire.ACK)
@@ -182,6 +190,16 @@ class Hub(LongPolls):
                                                  client_id=change.client_id,
                                                  transport=transport)
 
+    def connections(self, transport: Transport) -> list[t.Any]:
+        """The connections (WebSocket) or clients (Ajax) of this process on ``transport``,
+        those within their reconnect grace included (sampled by metrics)."""
+        return [conn for clients in self._conns[transport].values() for conn in clients.values()]
+
+    @property
+    def draining(self) -> bool:
+        """True once the server began stopping (:meth:`drain`): no new work is taken."""
+        return self._going_away_packed is not None or self.closed
+
     @property
     def healthy(self) -> bool:
         """False while a shared backplane cannot be reached (always True in memory)."""
@@ -239,7 +257,11 @@ class Hub(LongPolls):
         if not clients:
             del self._conns[transport][uid]
         if conn.reader is not None:
-            self.backplane.close_reader(conn.reader, time.monotonic())
+            now = time.monotonic()
+            if transport == "ajax":
+                self._topics_end(conn, now)
+            self.backplane.close_reader(conn.reader, now)
+        self.backplane.drop_grants(uid, client_id)
 
     def _system_event(self, event_id: str, data: t.Any, uid: t.Any = None,
                       client_id: str | None = None, transport: str | None = None,
@@ -252,6 +274,7 @@ class Hub(LongPolls):
 
     def _register(self, conn: t.Any) -> t.Any:
         """Put ``conn`` in the table; returns the connection it replaced (or None)."""
+        self.metrics.watch(self)
         clients = self._conns[conn.transport].setdefault(conn.uid, {})
         old = clients.get(conn.client_id)
         clients[conn.client_id] = conn
@@ -285,12 +308,14 @@ class Hub(LongPolls):
         except BackplaneError as exc:  # the 101 is out: say "later" with a close code
             logger.warning("refusing a WebSocket for now: %s", exc)
             self._forget("ws", uid, client_id)
+            self.metrics.closed_1013("backplane")
             conn.close_now(wire.CLOSE_TOO_SLOW, "backplane unavailable, retry")
             return
         conn.reader = reader
         conn.offer(self.packer.pack(wire.handshake(
             uid, handshake_data, version=version, recovered=recovered,
             positions=self._delivery.positions_of(reader))))
+        self.metrics.handshake("ws")
         if reader.owed():
             self._flush("ws")  # the replay goes out before anything pushed from now on
         self._attach(conn)
@@ -302,7 +327,9 @@ class Hub(LongPolls):
             conn.stop_writer()
             self.backplane.close_reader(reader, time.monotonic())
             if not self.closed:
-                self._detach(conn, self.options.reconnect_grace_ws if grace is None else grace)
+                grace = self.options.reconnect_grace_ws if grace is None else grace
+                self._topics_end(conn, time.monotonic() + grace)
+                self._detach(conn, grace)
 
     def _read_loop(self, conn: WsConnection) -> None:
         """Read messages until the socket closes. Keep-alive is the sweeper's job: a read
@@ -363,11 +390,13 @@ class Hub(LongPolls):
                         logger.info("closing a silent WebSocket (uid=%r, client_id=%r)",
                                     conn.uid, conn.client_id)
                         conn.open = False
+                        self.metrics.keepalive_closed()
                         self.spawn(conn.close_now, wire.CLOSE_PING_TIMEOUT, "ping timeout")
         except Exception:  # runs in the event loop: never let it raise there
             logger.exception("keep-alive sweep failed")
 
     def _on_ws_message(self, conn: WsConnection, data: str | bytes) -> None:
+        self.metrics.received("ws", len(data))
         try:
             msg = wire.decode_client(self.packer.unpack(data))
         except RemoteProtocolError as exc:
@@ -375,8 +404,7 @@ class Hub(LongPolls):
             conn.close_now(exc.close_code, str(exc)[:120])
             return
         event, cb_id = msg.event, msg.cb_id
-        if event is None or (ev.is_reserved(event[0])
-                             and event[0] not in (ev.WS_PING, ev.WS_PONG)):
+        if event is None or (ev.is_reserved(event[0]) and event[0] not in _WS_SYSTEM_IDS):
             self._bad_event(msg.raw if event is None else list(event), msg.bad_reason or
                             "reserved-id", conn.uid, conn.client_id, "ws", conn.request)
             if cb_id is not None:
@@ -394,7 +422,7 @@ class Hub(LongPolls):
         replier = None
         if cb_id is not None:
             replier = WsReplier(self.packer, conn, cb_id, self.options.reply_timeout,
-                                self._settle)
+                                self._settle, self.metrics)
         self._dispatch(EventMsg(event, conn.uid, conn.client_id, "ws", conn.request, replier))
 
     def _bad_package(self, exc: RemoteProtocolError, uid: t.Any, client_id: str | None,
@@ -476,6 +504,7 @@ class Hub(LongPolls):
             self._flush_timers[transport] = None
         batches, gapped, woken = self._delivery.collect(transport)
         table = self._conns["ws"]
+        pushed = self.metrics.pushed
         for batch in batches:
             by_version: dict[int, list[str | bytes]] = {}
             for reader in batch.readers:
@@ -488,10 +517,12 @@ class Hub(LongPolls):
                         self.packer, batch, conn.version, self.options.max_message_size)
                 for packed in messages:
                     conn.offer(packed)
+                pushed("ws", batch, messages)
         for reader in gapped:  # cannot happen while WebSocket readers are collected often
             self._delivery.skip_to_head(reader)
             conn = self._conns["ws"].get(reader.uid, {}).get(reader.client_id)
             if conn is not None and conn.open:
+                self.metrics.closed_1013("history-gap")
                 conn.close(wire.CLOSE_TOO_SLOW, "client too slow")
         for reader in woken:
             client = self._conns["ajax"].get(reader.uid, {}).get(reader.client_id)

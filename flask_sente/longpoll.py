@@ -21,8 +21,9 @@ from .connections import AjaxClient, new_conn_id, thread_ident
 from .core.delivery import GAP, Delivery, Entry
 from .core.packing import pack_owed
 from .core.presence import Transport
-from .exceptions import RemoteProtocolError
+from .exceptions import BackplaneError, RemoteProtocolError
 from .messages import AjaxReplier, EventMsg, RequestInfo
+from .metrics import NoMetrics
 from .protocol import events as ev
 from .protocol import wire
 from .protocol.packers import Packer
@@ -50,6 +51,7 @@ class LongPolls:
     _ack_packed: str | bytes
     _settle: t.Callable[[], None] | None
     _dispatch: t.Callable[[EventMsg], None]
+    metrics: NoMetrics
 
     if t.TYPE_CHECKING:  # the hub's methods this side calls
         def _register(self, conn: t.Any) -> t.Any: ...
@@ -60,6 +62,7 @@ class LongPolls:
                          transport: str, request: RequestInfo | None) -> None: ...
         def _bad_event(self, raw: t.Any, reason: str, uid: t.Any, client_id: str | None,
                        transport: str, request: RequestInfo | None) -> None: ...
+        def adopt_topics(self, conn: t.Any, positions: wire.Positions) -> None: ...
 
     def ajax_get(self, uid: t.Any, client_id: str, request: RequestInfo, *,
                  handshake: bool, handshake_data: t.Callable[[], t.Any], version: int = 1,
@@ -79,6 +82,10 @@ class LongPolls:
             return kicked
         clients = self._conns["ajax"].get(uid)
         client: AjaxClient | None = clients.get(client_id) if clients else None
+        if not handshake and version == 1:
+            # A protocol-1 client sends no positions: the process that answered its last
+            # poll kept them (a shared backplane; None in memory, where the reader is all).
+            positions = self.backplane.load_cursor(uid, client_id)
         if client is None and not handshake and positions is not None:
             # A poll this process has not seen (another worker served the client until
             # now): with a shared backplane its positions are all it needs.
@@ -87,6 +94,7 @@ class LongPolls:
             client = AjaxClient(uid, client_id, request, reader)
             self._register(client)
             client.version = version
+            self.adopt_topics(client, positions)
             if not recovered:
                 self._await_first_poll(client)
                 return self._ajax_handshake(client, handshake_data(), False)
@@ -109,18 +117,34 @@ class LongPolls:
             self._drop_ajax(client)
             return packed
         client.version = version
-        if positions is not None and not self.backplane.resume(client.reader, positions):
-            return self._ajax_handshake(client, handshake_data(), False)
+        if positions is not None:
+            self.adopt_topics(client, positions)
+            if not self.backplane.resume(client.reader, positions):
+                return self._ajax_handshake(client, handshake_data(), False)
         client.conn_id = new_conn_id()
         self._attach(client)
         try:
-            return self._poll(client, handshake_data)
+            answer = self._poll(client, handshake_data)
+            self._save_cursor(client)
+            return answer
         finally:
             if not self.closed:
                 self._detach(client, self.options.reconnect_grace_ajax)
 
+    def _save_cursor(self, client: AjaxClient) -> None:
+        """A protocol-1 client's positions, kept where any process can answer its next
+        poll (a shared backplane; a no-op in memory)."""
+        if client.version == 1:
+            try:
+                self.backplane.save_cursor(client.uid, client.client_id,
+                                           self._delivery.positions_of(client.reader))
+            except BackplaneError as exc:  # the answer still goes out (at most once)
+                logger.warning("protocol-1 cursor not saved: %s", exc)
+
     def _ajax_handshake(self, client: AjaxClient, data: t.Any,
                         recovered: bool | None) -> str | bytes:
+        self._save_cursor(client)
+        self.metrics.handshake("ajax")
         return self.packer.pack(wire.handshake(
             client.uid, data, version=client.version, recovered=recovered,
             positions=self._delivery.positions_of(client.reader)))
@@ -166,6 +190,7 @@ class LongPolls:
             logger.warning("a long-polling client fell behind the push history (uid=%r, "
                            "client_id=%r)", client.uid, client.client_id)
             self._delivery.skip_to_head(reader)
+            self.metrics.closed_1013("history-gap")
             if client.version >= 2:  # told, and where to go on from
                 return self._ajax_handshake(client, handshake_data(), False)
             return self.packer.pack(wire.close(wire.CLOSE_TOO_SLOW, "client too slow"))
@@ -180,6 +205,7 @@ class LongPolls:
         epochs = {name: log.epoch for name, log in reader.logs.items()}
         packed, upto = pack_owed(self.packer, pairs, client.client_id, client.version, epochs,
                                  self.options.max_message_size)
+        self.metrics.polled(pairs, upto, client.client_id, packed)
         self._delivery.advance(reader, pairs[:upto])
         return packed
 
@@ -208,13 +234,14 @@ class LongPolls:
 
         Raises RemoteProtocolError for a malformed body (the caller answers 400).
         """
+        self.metrics.received("ajax", len(body))
         try:
             msg = wire.decode_client(self.packer.unpack(body))
         except RemoteProtocolError as exc:
             self._bad_package(exc, uid, client_id, "ajax", request)
             raise
         event, cb_id = msg.event, msg.cb_id
-        if event is None or ev.is_reserved(event[0]):
+        if event is None or (ev.is_reserved(event[0]) and event[0] not in ev.TOPIC_REQUESTS):
             self._bad_event(msg.raw if event is None else list(event),
                             msg.bad_reason or "reserved-id", uid, client_id, "ajax", request)
             raise RemoteProtocolError(f"bad event ({msg.bad_reason or 'reserved-id'})")
@@ -226,6 +253,7 @@ class LongPolls:
         try:
             return t.cast("str | bytes", replier.result.get(timeout=self.options.reply_timeout))
         except gevent.Timeout:
+            self.metrics.reply_timed_out("ajax")
             replier.fail(ev.TIMEOUT)
             return t.cast("str | bytes", replier.result.get())
 

@@ -14,6 +14,7 @@ import typing as t
 import gevent
 import gevent.event
 
+from .metrics import NO_METRICS, NoMetrics
 from .protocol import events as ev
 from .protocol import wire
 from .protocol.packers import Packer
@@ -97,6 +98,35 @@ class EventMsg:
         return f"<EventMsg {self.id!r} uid={self.uid!r} client_id={self.client_id!r}>"
 
 
+class JoinMsg:
+    """A client asking to join a topic, as an ``on_join`` handler sees it.
+
+    :ivar topic: the topic asked for, e.g. ``"room/lobby"``.
+    :ivar data: what the client passed to ``join`` (None when nothing).
+    :ivar uid: the client's user id.
+    :ivar client_id: the client's id (one per tab / client instance).
+    :ivar transport: ``"ws"`` or ``"ajax"``.
+    :ivar request: the :class:`RequestInfo` of the connection.
+    :ivar rejoin: True when this client was let in before (it is coming back after a
+        reconnect, or the server joined it); the handler may decide again.
+    """
+
+    __slots__ = ("topic", "data", "uid", "client_id", "transport", "request", "rejoin")
+
+    def __init__(self, topic: str, data: t.Any, uid: t.Any, client_id: str,
+                 transport: str, request: RequestInfo | None, rejoin: bool) -> None:
+        self.topic = topic
+        self.data = data
+        self.uid = uid
+        self.client_id = client_id
+        self.transport = transport
+        self.request = request
+        self.rejoin = rejoin
+
+    def __repr__(self) -> str:
+        return f"<JoinMsg {self.topic!r} uid={self.uid!r} client_id={self.client_id!r}>"
+
+
 class Replier:
     """Once-only reply slot; subclasses decide where the packed answer goes.
 
@@ -141,17 +171,20 @@ class WsReplier(Replier):
     """Replies travel back on the sender's socket, tagged with its cb_id; a libev timer
     answers ``chsk/timeout`` if the handler never replies."""
 
-    __slots__ = ("_conn", "_cb_id", "_timer")
+    __slots__ = ("_conn", "_cb_id", "_timer", "_metrics")
 
     def __init__(self, packer: Packer, conn: Outbox, cb_id: str, timeout: float,
-                 settle: t.Callable[[], None] | None = None) -> None:
+                 settle: t.Callable[[], None] | None = None,
+                 metrics: NoMetrics = NO_METRICS) -> None:
         super().__init__(packer, settle)
         self._conn = conn
+        self._metrics = metrics
         self._cb_id = cb_id
         self._timer = gevent.get_hub().loop.timer(timeout)
         self._timer.start(self._on_timeout)
 
     def _on_timeout(self) -> None:
+        self._metrics.reply_timed_out("ws")
         try:
             self.fail(ev.TIMEOUT)
         except Exception:  # runs in the event loop: never let it raise there

@@ -5,6 +5,7 @@ can use an app's state without importing the extension (which imports them).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import time
@@ -13,6 +14,7 @@ import typing as t
 from .backplanes import Backplane, LocalBackplane
 from .config import Options
 from .hub import Hub
+from .metrics import NO_METRICS, NoMetrics, from_option
 from .protocol.packers import Packer
 from .protocol.security import WsTickets
 from .router import Handler, Router
@@ -36,15 +38,18 @@ class AppState:
     signal_sender: t.Any = None
     #: Makes the app context handlers run in.
     context: t.Callable[[], t.ContextManager[t.Any]] | None = None
+    #: Where the hub, router and backplane count what they do (``metrics`` option).
+    metrics: NoMetrics = NO_METRICS
 
     @classmethod
     def build(cls, sente: t.Any, options: Options, packer: Packer,
               handlers: t.Mapping[str, Handler], hooks: t.Mapping[str, t.Callable[..., t.Any]],
               *, signal_sender: t.Any,
               context: t.Callable[[], t.ContextManager[t.Any]]) -> AppState:
-        router, hub = _make(options, packer, handlers, signal_sender, context)
+        metrics = from_option(options.metrics, shared_backplane=options.backplane is not None)
+        router, hub = _make(options, packer, handlers, signal_sender, context, metrics)
         return cls(sente, options, packer, hub, router, handlers, hooks, signal_sender,
-                   context)
+                   context, metrics)
 
     #: Tickets standing for the CSRF token in WebSocket URLs (see ``views``).
     ws_tickets: WsTickets = dataclasses.field(
@@ -85,23 +90,26 @@ class AppState:
         self.hub.close()
         self.router.close()
         self.router, self.hub = _make(self.options, self.packer, self.handlers,
-                                      self.signal_sender, self.context)
+                                      self.signal_sender, self.context, self.metrics)
 
 
 def _make(options: Options, packer: Packer, handlers: t.Mapping[str, Handler],
           signal_sender: t.Any,
-          context: t.Callable[[], t.ContextManager[t.Any]] | None) -> tuple[Router, Hub]:
+          context: t.Callable[[], t.ContextManager[t.Any]] | None,
+          metrics: NoMetrics = NO_METRICS) -> tuple[Router, Hub]:
+    if metrics.enabled:  # handler latency: the context handlers run in is timed
+        context = metrics.timed(context or contextlib.nullcontext)
     kwargs = {} if context is None else {"context": context}
     router = Router(handlers, pool_size=options.handler_pool_size,
                     receive_queue_size=options.receive_queue_size,
                     client_events_in_flight=options.client_events_in_flight,
                     error_log_interval=options.error_log_interval, **kwargs)
     hub = Hub(options, packer, router.dispatch, signal_sender=signal_sender,
-              wants=router.wants, backplane=make_backplane(options))
+              wants=router.wants, backplane=make_backplane(options, metrics), metrics=metrics)
     return router, hub
 
 
-def make_backplane(options: Options) -> Backplane:
+def make_backplane(options: Options, metrics: NoMetrics = NO_METRICS) -> Backplane:
     """The backplane the options name: in memory by default, Redis for a URL."""
     chosen = options.backplane
     if chosen is None:
@@ -113,5 +121,6 @@ def make_backplane(options: Options) -> Backplane:
         return from_url(chosen, history_size=options.history_size,
                         history_ttl=options.history_ttl,
                         dead_node_grace=max(options.reconnect_grace_ws,
-                                            options.reconnect_grace_ajax))
+                                            options.reconnect_grace_ajax),
+                        metrics=metrics)
     return t.cast(Backplane, chosen)

@@ -5,7 +5,8 @@
   400/401/403, never a 101 and then a close);
 * ``GET <url>`` -> Ajax handshake or long-poll;
 * ``POST <url>`` -> one Ajax event, answered with its reply or an ack;
-* ``GET <url>/sente.js`` -> the browser client.
+* ``GET <url>/sente.js`` -> the browser client (``<url>/sente.d.ts``: its TypeScript
+  declarations).
 
 This module translates Flask's request into hub calls, after ``admission.admit`` (the
 checks, in one pipeline) let the request in.
@@ -28,6 +29,7 @@ from .messages import RequestInfo
 from .transports.base import STOP_CALLBACKS_ENVIRON_KEY, UPGRADE_ENVIRON_KEY
 
 if t.TYPE_CHECKING:  # pragma: no cover
+    from .metrics import PrometheusMetrics
     from .state import AppState
 
 STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
@@ -38,20 +40,35 @@ def make_blueprint(url: str) -> Blueprint:
     bp = Blueprint("sente", __name__)
     bp.add_url_rule(url, "chsk", _chsk, methods=["GET", "POST"])
     bp.add_url_rule(url.rstrip("/") + "/sente.js", "script", _script)
+    bp.add_url_rule(url.rstrip("/") + "/sente.d.ts", "script_types", _script_types)
     bp.add_url_rule(url.rstrip("/") + "/health", "health", _health)
     return bp
 
 
 def _health() -> Response:
-    """For load balancers and probes: 200 while this worker can serve, 503 while its
-    backplane is down (drain it)."""
+    """Readiness, for load balancers and probes: 200 while this worker takes new clients;
+    503 while it drains (it is stopping: send them elsewhere) or its backplane is down."""
     state = _state()
-    healthy = state.hub.healthy
-    body = {"status": "ok" if healthy else "degraded",
-            "backplane": "up" if healthy else "down",
-            "kind": "redis" if state.options.backplane is not None else "memory"}
+    draining, backplane_up = state.hub.draining, state.hub.healthy
+    ready = backplane_up and not draining
+    body = {"status": "ready" if ready else "draining" if draining else "backplane-down",
+            "accepting": not draining,
+            "draining": draining,
+            "backplane": "up" if backplane_up else "down",
+            "kind": "memory" if state.options.backplane is None else "redis"}
     resp = Response(json.dumps(body), mimetype="application/json")
-    resp.status_code = 200 if healthy else 503
+    resp.status_code = 200 if ready else 503
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def metrics_view() -> Response:
+    """Prometheus's scrape of the current app (``Sente.metrics_view`` mounts it)."""
+    state = _state()
+    if not state.metrics.enabled:
+        return _text(404, "Metrics are off: start Sente with metrics=True (SENTE_METRICS)")
+    body, content_type = t.cast("PrometheusMetrics", state.metrics).exposition(state.hub)
+    resp = Response(body, content_type=content_type)
     resp.headers["Cache-Control"] = "no-store"
     return resp
 
@@ -63,7 +80,16 @@ def script_version() -> str:
 
 
 def _script() -> Response:
-    resp = send_file(os.path.join(STATIC_DIR, "sente.js"), mimetype="text/javascript",
+    return _static("sente.js", "text/javascript")
+
+
+def _script_types() -> Response:
+    return _static("sente.d.ts", "text/plain")
+
+
+def _static(name: str, mimetype: str) -> Response:
+    """A file of the client, revalidated by ETag; immutable for a year when versioned (?v=)."""
+    resp = send_file(os.path.join(STATIC_DIR, name), mimetype=mimetype,
                      max_age=0 if "v" not in request.args else 365 * 24 * 3600,
                      conditional=True, etag=True)
     if "v" in request.args:
@@ -85,12 +111,13 @@ def _chsk() -> Response:
         state.check_secret(current_app.secret_key)
     admitted = admit(state)
     if isinstance(admitted, Response):
+        state.metrics.rejected(getattr(admitted, "reason", "unauthorized"))
         return admitted
     uid, client_id = admitted.uid, admitted.client_id
     if request.method == "POST":
         return _post(state, uid, client_id)
     if not state.hub.healthy:  # open WebSockets go on; new handshakes and polls wait
-        return _unavailable()
+        return _unavailable(state)
     upgrade = request.environ.get(UPGRADE_ENVIRON_KEY)
     if upgrade is None and "new-ws-ticket" in request.args:
         # Every check passed with the token in a header: a ticket for the WebSocket URL.
@@ -122,11 +149,12 @@ def _chsk() -> Response:
             handshake_data=lambda: handshake_data(state, uid, client_id),
             version=admitted.version, positions=admitted.positions)
     except BackplaneError:
-        return _unavailable()
+        return _unavailable(state)
     return _packed(state, body)
 
 
-def _unavailable() -> Response:
+def _unavailable(state: AppState) -> Response:
+    state.metrics.rejected("backplane")
     resp = _text(503, "Backplane unavailable: the server cannot reach Redis; retry")
     resp.headers["Retry-After"] = "2"
     return resp

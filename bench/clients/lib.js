@@ -19,16 +19,6 @@ function fail(message) {
 }
 
 const now = () => Number(process.hrtime.bigint()) / 1e9;
-/** Wall-clock milliseconds since the Unix epoch, sub-millisecond (the servers stamp pushes
- * with Python's time.time() * 1000: the same clock, on one machine). */
-const wallMs = () => performance.timeOrigin + performance.now();
-
-/** Record the push->client latency of a push stamped `sentMs`, while `stats.latencies`
- * is an array (the paced phase of a fan-out run). */
-function stamp(stats, sentMs) {
-  if (stats.latencies && typeof sentMs === 'number') stats.latencies.push(wallMs() - sentMs);
-}
-
 /** Tell the bench a phase starts or ends (`MARK name` on stdout; bench.cluster reads
  * Redis's counters there), then give it a moment to do so. */
 async function mark(name) {
@@ -36,13 +26,6 @@ async function mark(name) {
   await sleep(200);
 }
 
-/** p50, p99 and max of some latencies (ms), and how many. */
-function percentiles(values) {
-  const sorted = [...values].sort((a, b) => a - b);
-  const at = (q) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
-  return { count: sorted.length, p50_ms: at(0.5), p99_ms: at(0.99),
-    max_ms: sorted[sorted.length - 1] };
-}
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Resident set size of a process, in KiB (from /proc). */
@@ -140,12 +123,27 @@ function closedLoop(warmup, seconds, pid) {
  * and seconds summed over the measured rounds (one warm-up round first), and `mismatched`:
  * clients that had not exactly m events 200 ms after their round (lost or duplicated).
  */
+// Push -> client latencies (ms) of time-stamped events, recorded while ``recording`` (the
+// measured rounds, not the warm-up). Server and client share this machine's clock.
+const latencies = { recording: false, values: [] };
+
+function latency(sentMs) {
+  if (latencies.recording && typeof sentMs === 'number') latencies.values.push(Date.now() - sentMs);
+}
+
+function percentiles() {
+  const v = latencies.values.slice().sort((a, b) => a - b);
+  const at = (q) => (v.length ? v[Math.min(v.length - 1, Math.floor(q * v.length))] : null);
+  return { p50_ms: at(0.5), p99_ms: at(0.99), samples: v.length };
+}
+
 async function fanOutRounds(clients, m, rounds, trigger, timeoutS, pid) {
   let total = 0;
   let seconds = 0;
   let mismatched = 0;
   const meter = cpuMeter(pid);
   for (let r = 0; r <= rounds; r++) {
+    latencies.recording = r > 0;
     for (const c of clients) c.received = 0;
     let pending = clients.length;
     let finish;
@@ -181,5 +179,5 @@ async function fanOutRounds(clients, m, rounds, trigger, timeoutS, pid) {
 
 module.exports = {
   params, done, fail, now, sleep, rssKiB, cpuSeconds, cpuMeter, payload, openMany,
-  closedLoop, fanOutRounds, stamp, percentiles, mark,
+  closedLoop, fanOutRounds, latency, percentiles, mark,
 };

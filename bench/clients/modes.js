@@ -5,12 +5,15 @@
 //   fanout  one client asks the server for m events to everybody; time until every client
 //           counted m of them (events inside batches count one each)        (W2)
 //           With `paced` (bench.cluster): then `paced` events, one every `interval` ms,
-//           stamped by the server; their push->client latency p50/p99.
+//           stamped by the server (a warm-up round, then a measured one); their
+//           push->client latency p50/p99.
+//   topic   every client joins one topic (a room); one client asks the server to publish m
+//           time-stamped events to it; deliveries/s and push -> client latency p50/p99
 //   idle    server RSS (from /proc) before / after opening n more clients    (W3)
 //   connect n clients opened at once; time until the last is ready          (W5)
 // A dialect is { open(i, P, stats) -> Promise<client> } with client = { echo(msg, cb(ok)),
 // trigger(m), paced(n, ms), close() } that calls client.add(k) when k pushed events arrive
-// (and lib.stamp for each stamped one).
+// (and lib.latency for each time-stamped one).
 'use strict';
 const lib = require('./lib');
 
@@ -46,16 +49,26 @@ async function run(dialect) {
       P.roundTimeout || 120, P.pid);
     let latency = null;
     if (P.paced) {   // then one push every P.interval ms, each stamped: push->client latency
-      stats.latencies = [];
-      const paced = await lib.fanOutRounds(clients, P.paced, 0,
+      const paced = await lib.fanOutRounds(clients, P.paced, 1,
         () => clients[0].paced(P.paced, P.interval), P.roundTimeout || 120, null);
-      latency = { ...lib.percentiles(stats.latencies), mismatched: paced.mismatched };
-      stats.latencies = null;
+      latency = { ...lib.percentiles(), mismatched: paced.mismatched };
       await lib.mark('end');
     }
     closeAll(clients);
     return { ...r, rate: r.deliveries / r.seconds, errors: stats.errors,
       clients: clients.length, latency };
+  }
+  if (P.mode === 'topic') {
+    const clients = await lib.openMany(P.conns, P.wave || 200, open, 120);
+    await Promise.all(clients.map((c) => new Promise((resolve, reject) => {
+      c.join(P.topic || 'bench/room', (ok) => (ok ? resolve() : reject(new Error('join refused'))));
+    })));
+    await lib.sleep(500);
+    const r = await lib.fanOutRounds(clients, P.m, P.rounds, () => clients[0].publish(P.m),
+      P.roundTimeout || 120, P.pid);
+    closeAll(clients);
+    return { ...r, ...lib.percentiles(), rate: r.deliveries / r.seconds,
+      errors: stats.errors, clients: clients.length };
   }
   if (P.mode === 'idle') {
     const warm = await lib.openMany(P.warm, P.warm, (i) => open(P.conns + i), 60);

@@ -1,7 +1,8 @@
 // Socket.IO load client (npm `socket.io-client`) for Flask-SocketIO and python-socketio.
 // One engine.io connection per client (forceNew), no reconnection, no compression;
 // `transport` is "websocket" (W1-W3, W5) or "polling" (W4, with a keep-alive HTTP agent per
-// client). Echo = emit("echo", msg, ack); fan-out = emit("start", m), count "ev" events.
+// client). Echo = emit("echo", msg, ack); fan-out = emit("start", m), count "ev" events;
+// topic = emit("join", room, ack) per client, then emit("publish", m) to the room.
 //   node sio_client.js '{"mode": "rtt", "port": 8000, "transport": "websocket", ...}'
 'use strict';
 const http = require('http');
@@ -28,12 +29,14 @@ const socketio = {
       s.on('connect_error', (err) => { stats.errors++; if (!ready) reject(err); });
       s.on('disconnect', () => { if (!stats.closing) stats.errors++; });
       s.on('ev', (data) => {
-        if (Array.isArray(data)) lib.stamp(stats, data[1]);      // [i, sent ms]
+        if (Array.isArray(data)) lib.latency(data[1]);          // [i, sent ms]
         if (c.add) c.add(1);
       });
       c.echo = (msg, cb) => s.emit('echo', msg, (answer) => cb(answer === msg));
       c.trigger = (m) => s.emit('start', m);
       c.paced = (n, ms) => s.emit('paced', [n, ms]);
+      c.join = (room, cb) => s.emit('join', room, (ok) => cb(ok === true));
+      c.publish = (m) => s.emit('publish', m);
       c.close = () => s.disconnect();
     });
   },

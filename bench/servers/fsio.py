@@ -1,7 +1,9 @@
 """Flask-SocketIO with ``async_mode="gevent"`` on gevent's pywsgi with gevent-websocket's
 handler — what ``socketio.run(app)`` builds in that mode. ``echo`` returns its data as the
 ack; ``start`` emits ``ev`` n times to every client of the namespace (broadcast); ``paced``
-[n, ms] emits ``ev`` [i, sent ms] every ms milliseconds (push->client latency).
+[n, ms] emits ``ev`` [i, sent ms] every ms milliseconds (push->client latency); ``join``
+puts the client in a room, ``publish`` emits n time-stamped ``ev`` to the room
+``bench/room``.
 ``--nodelay`` sets TCP_NODELAY on accepted sockets (Flask-SocketIO does not)."""
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ def create_app() -> t.Any:
     environment variable ``BENCH_MESSAGE_QUEUE``, a Redis URL, gives it Flask-SocketIO's
     ``message_queue``)."""
     from flask import Flask
-    from flask_socketio import SocketIO
+    from flask_socketio import SocketIO, join_room
 
     from .gevent_util import paced_pushes
 
@@ -38,6 +40,16 @@ def create_app() -> t.Any:
         count, interval_ms = data
         socketio.start_background_task(paced_pushes, lambda i: socketio.emit(
             "ev", [i, time.time() * 1000]), int(count), float(interval_ms))
+
+    @socketio.on("join")
+    def join(room):  # type: ignore[no-untyped-def]
+        join_room(room)
+        return True
+
+    @socketio.on("publish")
+    def publish(n):  # type: ignore[no-untyped-def]
+        for i in range(int(n)):  # [i, when it was published, ms since the epoch]
+            socketio.emit("ev", [i, time.time() * 1000], to="bench/room")
 
     return app
 

@@ -1,7 +1,8 @@
 """flask_sente, the code under test: ``bench/echo`` replies with its data, ``bench/start``
-broadcasts ``("bench/ev", i)`` for i < n; ``bench/paced`` [n, ms]
-broadcasts ``("bench/ev", [i, sent ms])`` every ms milliseconds (push->client latency).
-Each client is its own user (uid = client id).
+broadcasts ``("bench/ev", i)`` for i < n; ``bench/paced`` [n, ms] broadcasts
+``("bench/ev", [i, sent ms])`` every ms milliseconds (push->client latency);
+``bench/publish`` publishes n events stamped with the time to the topic ``bench/room``
+(anyone may join ``bench/*``). Each client is its own user (uid = client id).
 
 ``create_app()`` is also what gunicorn serves in ``python -m bench.cluster``; the
 environment variable ``BENCH_BACKPLANE`` (a Redis URL) gives it a shared backplane, and
@@ -42,6 +43,15 @@ def create_app() -> t.Any:
         count, interval_ms = msg.data
         gevent.spawn(paced_pushes, lambda i: sente.broadcast(
             ("bench/ev", [i, time.time() * 1000])), int(count), float(interval_ms))
+
+    @sente.on_join("bench/*")
+    def join(msg):  # type: ignore[no-untyped-def]
+        return True
+
+    @sente.on("bench/publish")
+    def publish(msg):  # type: ignore[no-untyped-def]
+        for i in range(int(msg.data)):  # [i, when it was published, ms since the epoch]
+            sente.publish("bench/room", ("bench/ev", [i, time.time() * 1000]))
 
     return app
 

@@ -1,0 +1,111 @@
+"""Recipe docs/recipes/celery-emitter.md: a Celery task pushes through the Emitter to a
+client of a real gunicorn server on the Redis backplane; with Redis unreachable, the task
+retries on BackplaneError and then fails instead of losing the push silently.
+
+Two tests run Celery eagerly (``task_always_eager``): the task body runs in this process, as
+it would in a worker, and Celery's retry machinery (``autoretry_for``) is the real one. The
+third runs a real Celery worker process, with the same Redis as its broker.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+import reports_tasks
+import requests
+from celery.signals import task_retry
+from transports.test_worker import Proc
+
+from flask_sente.client import Client
+from flask_sente.exceptions import BackplaneError
+
+from .conftest import EXAMPLES, TIMEOUT, page_token
+
+
+@pytest.fixture
+def eager_tasks():
+    """The recipe's Celery app, run eagerly against ``url`` (set by the test)."""
+    conf = reports_tasks.celery.conf
+    saved = {key: conf[key] for key in ("task_always_eager", "sente_backplane")}
+    conf.task_always_eager = True
+    try:
+        yield conf
+    finally:
+        task = reports_tasks.build_report
+        if task._emitter is not None:
+            task._emitter.close()
+            task._emitter = None
+        conf.update(saved)
+
+
+@pytest.fixture
+def web_server(redis_server, tmp_path):
+    """``reports_web`` under gunicorn with flask_sente's worker, on the test's Redis."""
+    env = dict(os.environ, REDIS_URL=redis_server.url, SECRET_KEY="recipe test")
+    proc = Proc([sys.executable, "-m", "gunicorn", "-k", "flask_sente.worker.SenteWorker",
+                 "-b", "127.0.0.1:0", "-w", "1", "--graceful-timeout", "3",
+                 "--no-control-socket", "--chdir", str(EXAMPLES), "reports_web:create_app()"],
+                tmp_path, env)
+    try:
+        port = int(proc.wait_for(r"Listening at: http://127\.0\.0\.1:(\d+)").group(1))
+        proc.wait_for(r"Booting worker")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.kill()
+
+
+def test_a_task_pushes_to_a_client_of_the_web_server(web_server, redis_server, eager_tasks):
+    eager_tasks.sente_backplane = redis_server.url
+    with requests.Session() as http:
+        token = page_token(web_server, http)
+        with Client(web_server + "/chsk", cookies=http.cookies, csrf_token=token) as client:
+            assert client.wait_open(TIMEOUT)
+            result = reports_tasks.build_report.delay(client.state.uid, 7)
+            assert result.successful(), result.traceback
+            assert client.receive(timeout=TIMEOUT) == ("report/ready", {"id": 7, "rows": 70})
+
+
+def test_the_task_retries_while_redis_is_unreachable_then_fails(redis_server, eager_tasks):
+    eager_tasks.sente_backplane = redis_server.url
+    redis_server.stop()
+    retries: list[int] = []
+
+    def count(request, **_):
+        retries.append(request.retries)
+
+    task_retry.connect(count, weak=False)
+    try:
+        result = reports_tasks.build_report.delay("ada", 7)
+    finally:
+        task_retry.disconnect(count)
+    assert retries == [0, 1, 2, 3, 4]          # max_retries=5, each on BackplaneError
+    assert result.failed() and isinstance(result.result, BackplaneError)
+
+
+@pytest.fixture
+def celery_worker(redis_server, tmp_path):
+    """A real Celery worker process on the test's Redis (broker and backplane)."""
+    env = dict(os.environ, REDIS_URL=redis_server.url)
+    celery_log = tmp_path / "celery"
+    celery_log.mkdir()
+    proc = Proc([sys.executable, "-m", "celery", "--workdir", str(EXAMPLES), "-A",
+                 "reports_tasks", "worker", "--pool=solo", "--without-mingle",
+                 "--without-gossip", "--without-heartbeat", "--loglevel=INFO"],
+                celery_log, env)
+    try:
+        proc.wait_for(r"celery@\S+ ready")
+        yield proc
+    finally:
+        proc.terminate()
+        proc.kill()
+
+
+def test_the_handler_queues_a_task_whose_push_comes_back(web_server, celery_worker):
+    with requests.Session() as http:
+        token = page_token(web_server, http)
+        with Client(web_server + "/chsk", cookies=http.cookies, csrf_token=token) as client:
+            queued = client.call(("reports/build", 3), timeout=TIMEOUT)["queued"]
+            assert client.receive(timeout=TIMEOUT) == ("report/ready", {"id": 3, "rows": 30})
+    celery_worker.wait_for(rf"Task reports_tasks.build_report\[{queued}\] succeeded")
