@@ -1,9 +1,9 @@
 """The backplane and the emitter on a real Redis Cluster: three masters with a replica
 each, on loopback, and a ``redis+cluster://`` URL. Every key of the deployment hashes to one
 slot (the prefix is a hash tag), the scripts are routed there, and the appends' PUBLISH
-reaches the worker's pattern subscription whichever node holds it. Then the master of that
-slot is killed: its replica takes over and the pushes after it still arrive (once, in
-order, or with ``recovered: false``)."""
+reaches the worker's pattern subscription whichever node holds it; topics too. Then the
+master of that slot is killed: its replica takes over and the pushes after it still arrive
+(once, in order, or with ``recovered: false``)."""
 from __future__ import annotations
 
 import subprocess
@@ -13,12 +13,14 @@ import gevent
 import pytest
 import redis
 
+from flask_sente import Sente
 from flask_sente.emitter import Emitter
 from flask_sente.exceptions import BackplaneError
 
 from .conftest import RedisServer, free_port, running
-from .test_backplane import wait_for, worker
+from .test_backplane import TIMEOUT, recv, wait_for, worker
 from .test_drills import Stream, _no_silent_gap
+from .test_topics_backplane import _call, _topic_numbers, _ws
 
 
 def _cluster_state(node: RedisServer) -> str:
@@ -60,6 +62,27 @@ def _slot_owner(nodes: list[RedisServer], key: str) -> int:
     raise AssertionError(f"no node serves {key}")
 
 
+def _a_topic_crosses_workers(a: str, sa: Sente, sb: Sente) -> None:
+    """A join on one worker, the member seen and a publish made on the other (the topic's
+    log and its presence keys live in the deployment's slot too)."""
+    for sente in (sa, sb):
+        sente.on_join("room/*")(lambda msg: True)
+    ws = _ws(a, "tia")
+    try:
+        recv(ws)
+        pushed: list[t.Any] = []
+        assert _call(ws, ["chsk/join", {"topic": "room/1"}], pushed)["ok"]
+        wait_for(lambda: sb.members("room/1") == {"tia"})
+        for n in range(3):
+            sb.publish("room/1", ("t/n", n))
+        with gevent.Timeout(TIMEOUT):
+            while len(_topic_numbers(pushed, "room/1")) < 3:
+                pushed.append(recv(ws)[0])
+        assert _topic_numbers(pushed, "room/1") == [0, 1, 2]
+    finally:
+        ws.close()
+
+
 def test_pushes_cross_workers_on_a_redis_cluster_and_survive_a_failover(redis_cluster):
     url = "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in redis_cluster)
     with worker(url) as (a, sa, _), worker(url) as (b, sb, _), Emitter(url) as emitter:
@@ -76,6 +99,7 @@ def test_pushes_cross_workers_on_a_redis_cluster_and_survive_a_failover(redis_cl
                 emitter.broadcast(("t/n", 4))
             wait_for(lambda: len(s.numbers) >= 5)
             assert s.numbers == [0, 1, 2, 3, 4]
+            _a_topic_crosses_workers(a, sa, sb)
 
             owner = _slot_owner(redis_cluster, "{sente}")
             assert _slot_owner(redis_cluster, '{sente}:{"cat"}:log') == owner   # one slot
