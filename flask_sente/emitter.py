@@ -35,7 +35,8 @@ class Emitter:
 
     :param redis_url: the same URL as the app's ``backplane`` option (``redis://``,
         ``rediss://``, ``unix://``, ``redis+sentinel://``, ``redis+cluster://``; ``?prefix=``
-        included, if the app uses one): see :mod:`flask_sente.backplanes.redis_connect`.
+        included, if the app uses one); the forms are listed in the scale-out guide
+        (docs/scaleout.md, "Which Redis: the URL").
     :param prefix: replaces the URL's ``?prefix=``.
     :param history_size: keep in step with the app's option (entries kept per log).
     :param history_ttl: likewise (seconds).
