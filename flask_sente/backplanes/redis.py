@@ -331,7 +331,9 @@ class RedisBackplane:
                target: bytes, control: bytes) -> None:
         now = time.monotonic()
         if self._diverged(log_key, epoch, seq, event, target, control):
-            self._sync_log(log_key, now, diverged=True)
+            self._sync_log(log_key, now, diverged=True)   # a new epoch: readers at a gap
+            if self._listener is not None:
+                self._listener.logs_appended(("ws", "ajax"))
             return
         value = rs.unpack_event(event)
         kind, field = control.decode() or None, target.decode() or None
@@ -370,7 +372,7 @@ class RedisBackplane:
         if not 0 <= index < len(log.entries):
             return False
         seen = log.entries[index]
-        return (seen.event, seen.target, seen.control) != (
+        return (seen.event, join_target(seen.target, seen.exclude), seen.control) != (
             rs.unpack_event(event), target.decode() or None, control.decode() or None)
 
     def _fetch(self, log_key: t.Hashable, after: int) -> list[tuple[int, t.Any, str | None,

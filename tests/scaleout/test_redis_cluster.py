@@ -19,8 +19,9 @@ from flask_sente.exceptions import BackplaneError
 
 from .conftest import RedisServer, free_port, running
 from .test_backplane import TIMEOUT, recv, wait_for, worker
+from .test_diverged_logs import topic_member
 from .test_drills import Stream, _no_silent_gap
-from .test_topics_backplane import _call, _topic_numbers, _ws
+from .test_topics_backplane import _topic_numbers
 
 
 def _cluster_state(node: RedisServer) -> str:
@@ -67,11 +68,7 @@ def _a_topic_crosses_workers(a: str, sa: Sente, sb: Sente) -> None:
     log and its presence keys live in the deployment's slot too)."""
     for sente in (sa, sb):
         sente.on_join("room/*")(lambda msg: True)
-    ws = _ws(a, "tia")
-    try:
-        recv(ws)
-        pushed: list[t.Any] = []
-        assert _call(ws, ["chsk/join", {"topic": "room/1"}], pushed)["ok"]
+    with topic_member(a, "tia", "room/1") as (ws, pushed):
         wait_for(lambda: sb.members("room/1") == {"tia"})
         for n in range(3):
             sb.publish("room/1", ("t/n", n))
@@ -79,8 +76,6 @@ def _a_topic_crosses_workers(a: str, sa: Sente, sb: Sente) -> None:
             while len(_topic_numbers(pushed, "room/1")) < 3:
                 pushed.append(recv(ws)[0])
         assert _topic_numbers(pushed, "room/1") == [0, 1, 2]
-    finally:
-        ws.close()
 
 
 def test_pushes_cross_workers_on_a_redis_cluster_and_survive_a_failover(redis_cluster):
