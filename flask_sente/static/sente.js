@@ -9,8 +9,8 @@
  * `globalThis.Sente` (and `module.exports` under node); that body runs unchanged as a module.
  *
  * Sections, in this order: protocol (pure: events, envelopes, packers, backoff, ids and URLs,
- * state, positions), transports (WebSocket, Ajax), auto socket (transport choice, reconnects,
- * positions held during an upgrade, calls), public API.
+ * state, positions, topics), transports (WebSocket, Ajax), auto socket (transport choice,
+ * reconnects, positions held during an upgrade, calls, topics), public API.
  * docs/protocol.md is the contract; flask_sente/protocol/*.py is the Python twin of the pure
  * section and the two must stay in step.
  */
@@ -25,7 +25,8 @@
   // =========================================================================================
   // Protocol (pure: no I/O, no timers, no globals beyond crypto for ids)
   // Python twins: flask_sente/protocol/ (events, wire, packers, backoff, closecodes) and,
-  // for ids/URLs, state and positions, flask_sente/client/endpoint.py, state.py, positions.py.
+  // for ids/URLs, state, positions and topics, flask_sente/client/endpoint.py, state.py,
+  // positions.py, topics.py.
   // =========================================================================================
 
   const PROTOCOL_VERSION = 2;
@@ -1699,7 +1700,9 @@
 
     /**
      * Listen to pushed events with this id ("*": every pushed id without a listener of its
-     * own; "chsk/handshake": each handshake). `fn(data, event)`; returns an unsubscribe fn.
+     * own; "chsk/handshake": each handshake; "chsk/left" and "chsk/rejoined": see join()).
+     * `fn(data, event, meta)`: `meta.topic` names the topic of a topic's event (null for a
+     * push to the user or a broadcast). Returns an unsubscribe fn.
      */
     on(eventId, fn) {
       if (typeof fn !== "function") throw new TypeError("on(eventId, fn) needs a function");
