@@ -28,12 +28,14 @@ import typing as t
 _EXPORTS = {
     "ANONYMOUS_UID": ".config",
     "ConfigError": ".exceptions", "ConnectionClosed": ".exceptions",
+    "JoinRefused": ".exceptions",
     "LocalProtocolError": ".exceptions", "NotInitializedError": ".exceptions",
     "PackError": ".exceptions", "ProtocolError": ".exceptions", "Rejected": ".exceptions",
     "RemoteProtocolError": ".exceptions", "ReplyError": ".exceptions",
     "ReplyTimeout": ".exceptions", "SenteError": ".exceptions",
     "Sente": ".ext",
     "ConnectedUids": ".core.presence", "EventMsg": ".messages", "RequestInfo": ".messages",
+    "JoinMsg": ".messages",
     "JsonPacker": ".protocol.packers", "MsgpackPacker": ".protocol.packers",
     "Packer": ".protocol.packers",
 }
@@ -43,6 +45,7 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from .core.presence import ConnectedUids as ConnectedUids
     from .exceptions import ConfigError as ConfigError
     from .exceptions import ConnectionClosed as ConnectionClosed
+    from .exceptions import JoinRefused as JoinRefused
     from .exceptions import LocalProtocolError as LocalProtocolError
     from .exceptions import NotInitializedError as NotInitializedError
     from .exceptions import PackError as PackError
@@ -54,6 +57,7 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from .exceptions import SenteError as SenteError
     from .ext import Sente as Sente
     from .messages import EventMsg as EventMsg
+    from .messages import JoinMsg as JoinMsg
     from .messages import RequestInfo as RequestInfo
     from .protocol.packers import JsonPacker as JsonPacker
     from .protocol.packers import MsgpackPacker as MsgpackPacker
@@ -81,7 +85,8 @@ def run(app, host: str = "127.0.0.1", port: int = 5000, **kwargs):  # type: igno
 
 __all__ = [
     "ANONYMOUS_UID", "ConfigError", "ConnectedUids", "ConnectionClosed", "EventMsg",
-    "JsonPacker", "LocalProtocolError", "MsgpackPacker", "NotInitializedError", "PackError",
+    "JoinMsg", "JoinRefused", "JsonPacker", "LocalProtocolError", "MsgpackPacker",
+    "NotInitializedError", "PackError",
     "Packer", "ProtocolError", "Rejected", "RemoteProtocolError", "ReplyError", "ReplyTimeout",
     "RequestInfo", "Sente", "SenteError", "run",
 ]

@@ -60,6 +60,8 @@ def admit(state: AppState, *, skip: frozenset[str] = frozenset()) -> Admitted | 
     if len(client_id) > MAX_CLIENT_ID:
         return text_response(400, f"client-id is too long ({MAX_CLIENT_ID} characters at "
                                   "most)")
+    if client_id[0] == "!":  # marks an excluded client in a shared log's entries
+        return text_response(400, "client-id must not start with '!'")
     version_text = request.args.get("protocol", "1")
     version = int(version_text) if version_text in ("1", "2") else 0
     if version not in SUPPORTED_PROTOCOLS:

@@ -51,6 +51,11 @@ CLIENT_EVENTS_IN_FLIGHT = 32
 #: The same handler error (handler, exception type, raising line) is logged with its
 #: traceback at most once per this many seconds, with a count of the ones not logged.
 ERROR_LOG_INTERVAL = 60.0
+#: Topics one client may be in at once; a topic name's length; users in one topic. A join
+#: past a limit is refused with a reason, never half done.
+MAX_TOPICS_PER_CLIENT = 64
+MAX_TOPIC_LENGTH = 200
+MAX_TOPIC_MEMBERS = 10_000
 #: A reply not given within this window is answered with a timeout on the handler's behalf.
 REPLY_TIMEOUT = 20.0
 #: The uid shared by every client whose ``user_id`` hook returns None.
@@ -89,6 +94,10 @@ class Options:
     reply_timeout: float = REPLY_TIMEOUT
     client_events_in_flight: int = CLIENT_EVENTS_IN_FLIGHT
     error_log_interval: float = ERROR_LOG_INTERVAL
+    topic_presence: bool = False
+    max_topics_per_client: int = MAX_TOPICS_PER_CLIENT
+    max_topic_length: int = MAX_TOPIC_LENGTH
+    max_topic_members: int = MAX_TOPIC_MEMBERS
 
     @classmethod
     def names(cls) -> list[str]:
@@ -134,7 +143,8 @@ class Options:
                 raise ConfigError(f"{name} must be a positive number or None, got {value!r}")
         for name in ("max_message_size", "receive_queue_size", "send_queue_size",
                      "send_queue_bytes", "handler_pool_size", "history_size",
-                     "client_events_in_flight"):
+                     "client_events_in_flight", "max_topics_per_client", "max_topic_length",
+                     "max_topic_members"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")

@@ -71,6 +71,15 @@ class ReplyError(SenteError):
         self.data = data
 
 
+class JoinRefused(SenteError):
+    """A topic join was refused: raised by a join handler to refuse with ``reason``, and by
+    the Python client's ``join`` when the server refused (``reason`` is the server's)."""
+
+    def __init__(self, reason: str = "forbidden") -> None:
+        super().__init__(f"join refused: {reason}")
+        self.reason = reason
+
+
 class Rejected(ConnectionClosed):
     """The server refused the connection with an HTTP status (CSRF, origin, auth, ...)."""
 

@@ -19,9 +19,11 @@ from .config import Options
 from .core.presence import ConnectedUids
 from .exceptions import NotInitializedError
 from .messages import EventMsg
+from .protocol import events as ev
 from .protocol.packers import get_packer
 from .router import DEFAULT, Handler
 from .state import AppState
+from .topics import JoinHandlers
 from .views import make_blueprint, script_version
 
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
@@ -49,7 +51,10 @@ class Sente:
         if unknown:
             Options.resolve({}, options)  # raises ConfigError naming the unknown options
         self._overrides = options
-        self._handlers: dict[str, Handler] = {}
+        # Topic requests are answered by the hub, as handlers (app context, fair pool).
+        self._handlers: dict[str, Handler] = {name: self._topic_request
+                                              for name in ev.TOPIC_REQUESTS}
+        self._join_handlers = JoinHandlers()
         self._hooks: dict[str, t.Callable[..., t.Any]] = {}
         self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
         if app is not None:
@@ -85,12 +90,35 @@ class Sente:
         """
         if event_id != DEFAULT and ("/" not in event_id or event_id.startswith("/")):
             raise ValueError(f"event ids are namespaced like 'todo/add', got {event_id!r}")
+        if event_id in ev.TOPIC_REQUESTS:
+            raise ValueError(f"{event_id!r} is answered by flask_sente itself: use "
+                             "@sente.on_join(pattern) to decide who may join a topic")
 
         def register(fn: F) -> F:
             self._handlers[event_id] = fn
             return fn
 
         return register
+
+    def on_join(self, pattern: str) -> t.Callable[[F], F]:
+        """Register who may join the topics matching ``pattern``: an exact name, or a
+        prefix ending in ``*`` (``"room/*"``); an exact name wins, then the longest prefix.
+        A topic no pattern matches cannot be joined by clients.
+
+        The handler gets a :class:`~flask_sente.messages.JoinMsg` and runs like an event
+        handler (app context, the handler pool). It returns ``True`` to let the client in,
+        any other true value to let it in and send that value back as the join's data,
+        ``False`` or ``None`` to refuse (reason ``"forbidden"``), or raises
+        :class:`~flask_sente.exceptions.JoinRefused` to refuse with a reason of its own.
+        """
+        def register(fn: F) -> F:
+            self._join_handlers.add(pattern, fn)
+            return fn
+
+        return register
+
+    def _topic_request(self, msg: EventMsg) -> None:
+        self._state().hub.topic_request(msg, self._join_handlers)
 
     def user_id(self, fn: F) -> F:
         """Decorator: ``fn(client_id) -> uid`` computes the user id of a connecting client.
@@ -128,6 +156,32 @@ class Sente:
     def broadcast(self, event: t.Any, *, flush: bool = False) -> None:
         """Push ``event`` to every connected user."""
         self._state().hub.broadcast(event, flush=flush)
+
+    def publish(self, topic: str, event: t.Any, *, exclude_client_id: str | None = None,
+                flush: bool = False) -> None:
+        """Push ``event`` to every member of ``topic``, on every process, in one order per
+        topic. Clients receive it tagged with the topic (see the clients' ``on_topic``).
+
+        :param exclude_client_id: one client that does not get it (e.g. the sender's tab).
+        :raises LocalProtocolError: for an invalid event or topic name.
+        """
+        self._state().hub.publish(topic, event, exclude_client_id=exclude_client_id,
+                                  flush=flush)
+
+    def join(self, topic: str, uid: t.Any, *, client_id: str | None = None) -> None:
+        """Put every client of ``uid`` now connected (or the one ``client_id``) in
+        ``topic`` without asking a join handler; each gets ``chsk/joined`` and rejoins by
+        itself after a reconnect. Clients that connect later are not joined."""
+        self._state().hub.join(topic, uid, client_id)
+
+    def leave(self, topic: str, uid: t.Any, *, client_id: str | None = None) -> None:
+        """Take every client of ``uid`` (or the one ``client_id``) out of ``topic``; each
+        gets ``chsk/left`` with reason ``"removed"`` and does not rejoin by itself."""
+        self._state().hub.leave(topic, uid, client_id)
+
+    def members(self, topic: str) -> frozenset[t.Any]:
+        """The users in ``topic`` now (on every process, with the Redis backplane)."""
+        return self._state().hub.members(topic)
 
     @property
     def connected_uids(self) -> ConnectedUids:

@@ -40,6 +40,7 @@ from .messages import EventMsg, RequestInfo, WsReplier
 from .protocol import events as ev
 from .protocol import wire
 from .protocol.packers import Packer
+from .topics import Topics
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from .transports.base import WebSocket
@@ -50,11 +51,14 @@ __all__ = ["ConnectedUids", "Hub"]
 #: Seconds :meth:`Hub.close` waits for the sockets' queued messages and close frames.
 CLOSE_WAIT = 3.0
 
+#: Reserved ids a WebSocket client may send: keep-alive and topic requests.
+_WS_SYSTEM_IDS = frozenset({ev.WS_PING, ev.WS_PONG, *ev.TOPIC_REQUESTS})
+
 #: How often idle logs and history past ``history_ttl`` are dropped.
 HOUSEKEEPING_INTERVAL = 5.0
 
 
-class Hub(LongPolls):
+class Hub(LongPolls, Topics):
     """The server state of one app. See the module docstring."""
 
     def __init__(
@@ -239,7 +243,11 @@ class Hub(LongPolls):
         if not clients:
             del self._conns[transport][uid]
         if conn.reader is not None:
-            self.backplane.close_reader(conn.reader, time.monotonic())
+            now = time.monotonic()
+            if transport == "ajax":
+                self._topics_end(conn, now)
+            self.backplane.close_reader(conn.reader, now)
+        self.backplane.drop_grants(uid, client_id)
 
     def _system_event(self, event_id: str, data: t.Any, uid: t.Any = None,
                       client_id: str | None = None, transport: str | None = None,
@@ -302,7 +310,9 @@ class Hub(LongPolls):
             conn.stop_writer()
             self.backplane.close_reader(reader, time.monotonic())
             if not self.closed:
-                self._detach(conn, self.options.reconnect_grace_ws if grace is None else grace)
+                grace = self.options.reconnect_grace_ws if grace is None else grace
+                self._topics_end(conn, time.monotonic() + grace)
+                self._detach(conn, grace)
 
     def _read_loop(self, conn: WsConnection) -> None:
         """Read messages until the socket closes. Keep-alive is the sweeper's job: a read
@@ -375,8 +385,7 @@ class Hub(LongPolls):
             conn.close_now(exc.close_code, str(exc)[:120])
             return
         event, cb_id = msg.event, msg.cb_id
-        if event is None or (ev.is_reserved(event[0])
-                             and event[0] not in (ev.WS_PING, ev.WS_PONG)):
+        if event is None or (ev.is_reserved(event[0]) and event[0] not in _WS_SYSTEM_IDS):
             self._bad_event(msg.raw if event is None else list(event), msg.bad_reason or
                             "reserved-id", conn.uid, conn.client_id, "ws", conn.request)
             if cb_id is not None:

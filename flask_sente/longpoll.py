@@ -60,6 +60,7 @@ class LongPolls:
                          transport: str, request: RequestInfo | None) -> None: ...
         def _bad_event(self, raw: t.Any, reason: str, uid: t.Any, client_id: str | None,
                        transport: str, request: RequestInfo | None) -> None: ...
+        def adopt_topics(self, conn: t.Any, positions: wire.Positions) -> None: ...
 
     def ajax_get(self, uid: t.Any, client_id: str, request: RequestInfo, *,
                  handshake: bool, handshake_data: t.Callable[[], t.Any], version: int = 1,
@@ -87,6 +88,7 @@ class LongPolls:
             client = AjaxClient(uid, client_id, request, reader)
             self._register(client)
             client.version = version
+            self.adopt_topics(client, positions)
             if not recovered:
                 self._await_first_poll(client)
                 return self._ajax_handshake(client, handshake_data(), False)
@@ -109,8 +111,10 @@ class LongPolls:
             self._drop_ajax(client)
             return packed
         client.version = version
-        if positions is not None and not self.backplane.resume(client.reader, positions):
-            return self._ajax_handshake(client, handshake_data(), False)
+        if positions is not None:
+            self.adopt_topics(client, positions)
+            if not self.backplane.resume(client.reader, positions):
+                return self._ajax_handshake(client, handshake_data(), False)
         client.conn_id = new_conn_id()
         self._attach(client)
         try:
@@ -214,7 +218,7 @@ class LongPolls:
             self._bad_package(exc, uid, client_id, "ajax", request)
             raise
         event, cb_id = msg.event, msg.cb_id
-        if event is None or ev.is_reserved(event[0]):
+        if event is None or (ev.is_reserved(event[0]) and event[0] not in ev.TOPIC_REQUESTS):
             self._bad_event(msg.raw if event is None else list(event),
                             msg.bad_reason or "reserved-id", uid, client_id, "ajax", request)
             raise RemoteProtocolError(f"bad event ({msg.bad_reason or 'reserved-id'})")

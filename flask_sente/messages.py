@@ -97,6 +97,35 @@ class EventMsg:
         return f"<EventMsg {self.id!r} uid={self.uid!r} client_id={self.client_id!r}>"
 
 
+class JoinMsg:
+    """A client asking to join a topic, as an ``on_join`` handler sees it.
+
+    :ivar topic: the topic asked for, e.g. ``"room/lobby"``.
+    :ivar data: what the client passed to ``join`` (None when nothing).
+    :ivar uid: the client's user id.
+    :ivar client_id: the client's id (one per tab / client instance).
+    :ivar transport: ``"ws"`` or ``"ajax"``.
+    :ivar request: the :class:`RequestInfo` of the connection.
+    :ivar rejoin: True when this client was let in before (it is coming back after a
+        reconnect, or the server joined it); the handler may decide again.
+    """
+
+    __slots__ = ("topic", "data", "uid", "client_id", "transport", "request", "rejoin")
+
+    def __init__(self, topic: str, data: t.Any, uid: t.Any, client_id: str,
+                 transport: str, request: RequestInfo | None, rejoin: bool) -> None:
+        self.topic = topic
+        self.data = data
+        self.uid = uid
+        self.client_id = client_id
+        self.transport = transport
+        self.request = request
+        self.rejoin = rejoin
+
+    def __repr__(self) -> str:
+        return f"<JoinMsg {self.topic!r} uid={self.uid!r} client_id={self.client_id!r}>"
+
+
 class Replier:
     """Once-only reply slot; subclasses decide where the packed answer goes.
 

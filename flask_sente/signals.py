@@ -25,3 +25,9 @@ user_disconnected = _signals.signal("sente-user-disconnected")
 backplane_down = _signals.signal("sente-backplane-down")
 #: The shared backplane answers again.
 backplane_up = _signals.signal("sente-backplane-up")
+#: A user's first client joined a topic (once in the cluster). Keyword arguments:
+#: ``topic``, ``uid``.
+topic_joined = _signals.signal("sente-topic-joined")
+#: A user's last client left a topic (after the grace window when its connection ended).
+#: Keyword arguments: ``topic``, ``uid``.
+topic_left = _signals.signal("sente-topic-left")

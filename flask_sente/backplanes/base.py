@@ -30,6 +30,13 @@ class BackplaneListener(t.Protocol):
     def kicked(self, uid: t.Any, reason: str) -> None:
         """``uid`` was kicked (here or elsewhere): close its connections in this process."""
 
+    def topic_command(self, uid: t.Any, client_id: str | None, kind: str, topic: str) -> None:
+        """The server joined (``kind`` "join") or removed ("leave") a user or one client
+        of it to/from ``topic``, here or elsewhere: apply it to this process's readers."""
+
+    def topic_presence_changed(self, changes: list[Change]) -> None:
+        """Users joined or left topics; each change's ``uid`` is ``(topic, uid)``."""
+
 
 class Backplane(t.Protocol):
     """Logs, presence and their fan-out. Methods never block: they may run in the event
@@ -72,6 +79,54 @@ class Backplane(t.Protocol):
 
     def broadcast(self, event: t.Any, now: float) -> None:
         """Append ``event`` to the broadcast log."""
+
+    # --- topics (each is one more log; membership per client, presence per user) --------
+
+    def join(self, reader: Reader | None, topic: str, now: float,
+             position: tuple[str, int] | None) -> tuple[bool | None, tuple[str, int]]:
+        """Make ``reader`` read ``topic`` from ``position`` (see
+        :meth:`~flask_sente.core.delivery.Delivery.join`); with no reader (the client reads
+        through another process), only the topic's head. May wait for a shared store."""
+
+    def leave(self, reader: Reader, topic: str, now: float) -> None:
+        """Stop ``reader`` reading ``topic``."""
+
+    def publish(self, topic: str, event: t.Any, exclude: str | None, now: float) -> None:
+        """Append ``event`` to the topic's log (``exclude``: one client that skips it)."""
+
+    def grant(self, uid: t.Any, client_id: str, topic: str) -> None:
+        """Record that the client was let into ``topic`` (any process may then add the
+        topic to that client's reader, and a rejoin needs no new authorization)."""
+
+    def revoke(self, uid: t.Any, client_id: str, topic: str) -> None:
+        """Forget a grant."""
+
+    def granted(self, uid: t.Any, client_id: str) -> set[str]:
+        """The topics the client was let into. May wait for a shared store."""
+
+    def drop_grants(self, uid: t.Any, client_id: str) -> None:
+        """The client is gone for good: forget its grants (a shared store lets them
+        expire instead: the client may live on in another process)."""
+
+    def command(self, uid: t.Any, client_id: str | None, kind: str, topic: str) -> None:
+        """Tell every process's listener (``topic_command``), after earlier pushes to uid."""
+
+    def topic_attach(self, topic: str, uid: t.Any, transport: Transport, client_id: str,
+                     conn_id: int) -> None:
+        """The client is in the topic (topic presence: the user's first client fires a
+        join transition)."""
+
+    def topic_detach(self, topic: str, uid: t.Any, transport: Transport, client_id: str,
+                     conn_id: int, deadline: float) -> None:
+        """The client's connection ended: it leaves the topic at ``deadline`` unless it
+        comes back."""
+
+    def topic_remove(self, topic: str, uid: t.Any, transport: Transport,
+                     client_id: str) -> None:
+        """The client left the topic at once."""
+
+    def members(self, topic: str) -> frozenset[t.Any]:
+        """The users in ``topic`` (cluster-wide for a shared backplane)."""
 
     def attach(self, uid: t.Any, transport: Transport, client_id: str, conn_id: int) -> None:
         """A member's connection is there."""

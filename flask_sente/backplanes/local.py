@@ -10,13 +10,27 @@ import secrets
 import typing as t
 
 from ..core.delivery import Delivery, Reader
-from ..core.presence import ConnectedUids, Presence, Transport
+from ..core.presence import Change, ConnectedUids, Presence, Transport
 from .base import BackplaneListener
 
 
 def new_epoch() -> str:
     """A random log epoch: 8 URL-safe characters (48 bits) are plenty per process."""
     return secrets.token_urlsafe(6)
+
+
+def track_members(members: dict[str, set[t.Any]], changes: list[Change]) -> None:
+    """Keep ``topic -> uids`` in step with topic presence transitions."""
+    for change in changes:
+        topic, uid = change.uid
+        if change.kind == "user-online":
+            members.setdefault(topic, set()).add(uid)
+        else:
+            uids = members.get(topic)
+            if uids is not None:
+                uids.discard(uid)
+                if not uids:
+                    del members[topic]
 
 
 class LocalBackplane:
@@ -26,6 +40,10 @@ class LocalBackplane:
         self.delivery = Delivery(history_size=history_size, history_ttl=history_ttl,
                                  new_epoch=new_epoch)
         self.presence = Presence()
+        #: Topic presence: a member's "uid" is ``(topic, uid)``.
+        self.topic_presence = Presence()
+        self._grants: dict[tuple[t.Any, str], set[str]] = {}
+        self._members: dict[str, set[t.Any]] = {}
         self._listener: BackplaneListener | None = None
 
     def start(self, listener: BackplaneListener) -> None:
@@ -68,6 +86,62 @@ class LocalBackplane:
         if due and self._listener is not None:
             self._listener.logs_appended(due)
 
+    # --- topics ----------------------------------------------------------------------------
+
+    def join(self, reader: Reader | None, topic: str, now: float,
+             position: tuple[str, int] | None) -> tuple[bool | None, tuple[str, int]]:
+        if reader is None:
+            return None, self.delivery.topic_head(topic, now)
+        return self.delivery.join(reader, topic, now, position)
+
+    def leave(self, reader: Reader, topic: str, now: float) -> None:
+        self.delivery.leave(reader, topic, now)
+
+    def publish(self, topic: str, event: t.Any, exclude: str | None, now: float) -> None:
+        due = self.delivery.publish(topic, event, exclude, now)
+        if due and self._listener is not None:
+            self._listener.logs_appended(due)
+
+    def grant(self, uid: t.Any, client_id: str, topic: str) -> None:
+        self._grants.setdefault((uid, client_id), set()).add(topic)
+
+    def revoke(self, uid: t.Any, client_id: str, topic: str) -> None:
+        self._grants.get((uid, client_id), set()).discard(topic)
+
+    def granted(self, uid: t.Any, client_id: str) -> set[str]:
+        return set(self._grants.get((uid, client_id), ()))
+
+    def drop_grants(self, uid: t.Any, client_id: str) -> None:
+        self._grants.pop((uid, client_id), None)
+
+    def command(self, uid: t.Any, client_id: str | None, kind: str, topic: str) -> None:
+        if self._listener is not None:
+            self._listener.topic_command(uid, client_id, kind, topic)
+
+    def topic_attach(self, topic: str, uid: t.Any, transport: Transport, client_id: str,
+                     conn_id: int) -> None:
+        self._report_topics(self.topic_presence.attach((topic, uid), transport, client_id,
+                                                       conn_id))
+
+    def topic_detach(self, topic: str, uid: t.Any, transport: Transport, client_id: str,
+                     conn_id: int, deadline: float) -> None:
+        self.topic_presence.detach((topic, uid), transport, client_id, conn_id, deadline)
+
+    def topic_remove(self, topic: str, uid: t.Any, transport: Transport,
+                     client_id: str) -> None:
+        self._report_topics(self.topic_presence.remove((topic, uid), transport, client_id))
+
+    def members(self, topic: str) -> frozenset[t.Any]:
+        return frozenset(self._members.get(topic, ()))
+
+    def _report_topics(self, changes: list[Change]) -> None:
+        changes = [c for c in changes if c.kind.startswith("user-")]
+        if not changes:
+            return
+        track_members(self._members, changes)
+        if self._listener is not None:
+            self._listener.topic_presence_changed(changes)
+
     def attach(self, uid: t.Any, transport: Transport, client_id: str, conn_id: int) -> None:
         self._report(self.presence.attach(uid, transport, client_id, conn_id))
 
@@ -81,9 +155,12 @@ class LocalBackplane:
     def expire(self, now: float) -> None:
         self.delivery.expire(now)
         self._report(self.presence.expire(now))
+        self._report_topics(self.topic_presence.expire(now))
 
     def next_deadline(self) -> float | None:
-        return self.presence.next_deadline()
+        due = [d for d in (self.presence.next_deadline(), self.topic_presence.next_deadline())
+               if d is not None]
+        return min(due) if due else None
 
     def close(self) -> None:
         self._listener = None

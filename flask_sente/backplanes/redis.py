@@ -32,12 +32,12 @@ import gevent.pool
 import gevent.queue
 import msgpack
 
-from ..core.delivery import BROADCAST, USER, Delivery, Reader
+from ..core.delivery import BROADCAST, TOPIC, USER, Delivery, Reader, join_target
 from ..core.presence import Change, ConnectedUids, Presence, Transport
 from ..exceptions import BackplaneError, ConfigError
 from . import redis_scripts as rs
 from .base import BackplaneListener
-from .local import new_epoch
+from .local import new_epoch, track_members
 
 logger = logging.getLogger("flask_sente")
 
@@ -55,6 +55,10 @@ OUTBOX_LIMIT = 10_000
 OUTBOX_MAX_AGE = 30.0
 #: redis-py timeouts: without them a dead Redis stalls a publish for seconds.
 SOCKET_TIMEOUT = 2.0
+#: How long a client's topic grants outlive their last join (seconds).
+GRANTS_TTL = 86_400
+#: Controls in a user's log that are topic commands (the rest: "kick", "gap").
+TOPIC_COMMANDS = frozenset({"join", "leave", "remove"})
 
 
 def _ms() -> int:
@@ -79,6 +83,8 @@ class RedisBackplane:
         self._redis_mod = redis
         self.url = url
         self.prefix = prefix
+        #: Topic presence: the same scripts and keys under this prefix.
+        self.topic_prefix = f"{prefix}:tp"
         self.node = node_id or new_epoch() + new_epoch()
         self.history_size = history_size
         self.history_ttl = history_ttl
@@ -96,6 +102,8 @@ class RedisBackplane:
                                  new_epoch=new_epoch)
         #: This process's members only (client-level signals, grace timers, who to drop).
         self.presence = Presence()
+        self.topic_presence = Presence()
+        self._topic_members: dict[str, set[t.Any]] = {}
         self._scripts = {name: self.client.register_script(getattr(rs, name)) for name in
                          ("APPEND", "TOUCH", "ATTACH", "DETACH", "REMOVE", "EXPIRE",
                           "HEARTBEAT")}
@@ -151,7 +159,9 @@ class RedisBackplane:
     def _keys(self, log_key: t.Hashable) -> tuple[str, str, str]:
         if log_key == BROADCAST:
             return rs.log_keys(self.prefix, rs.BROADCAST_KEY)
-        return rs.log_keys(self.prefix, rs.user_key(t.cast("tuple[str, t.Any]", log_key)[1]))
+        kind, name = t.cast("tuple[str, t.Any]", log_key)
+        return rs.log_keys(self.prefix, rs.topic_key(name) if kind == TOPIC
+                           else rs.user_key(name))
 
     def push(self, uid: t.Any, event: t.Any, target: str | None, now: float) -> None:
         self._queue((rs.user_key(uid), event, target or "", "", False))
@@ -262,8 +272,11 @@ class RedisBackplane:
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
                 pubsub.psubscribe(f"{self.prefix}:{{*}}:ch")
-                pubsub.subscribe(f"{self.prefix}:presence")
+                presence = f"{self.prefix}:presence"
+                topic_presence = f"{self.topic_prefix}:presence"
+                pubsub.subscribe(presence, topic_presence)
                 self._reload_online()
+                self._reload_topic_members()
                 self._catch_up()
                 self._set_healthy(True)
                 self._subscribed.set()
@@ -272,8 +285,10 @@ class RedisBackplane:
                     if message is None:
                         continue
                     channel = message["channel"].decode()
-                    if channel.endswith(":presence"):
+                    if channel == presence:
                         self._on_presence(message["data"])
+                    elif channel == topic_presence:
+                        self._on_topic_presence(message["data"])
                     else:
                         self._on_append(channel, message["data"])
             except (self._redis_mod.RedisError, BackplaneError) as exc:
@@ -290,7 +305,11 @@ class RedisBackplane:
                     pass
 
     def _log_key_of(self, ukey: str) -> t.Hashable:
-        return BROADCAST if ukey == rs.BROADCAST_KEY else (USER, rs.uid_of(ukey))
+        if ukey == rs.BROADCAST_KEY:
+            return BROADCAST
+        if ukey.startswith("t:"):
+            return (TOPIC, ukey[2:])
+        return (USER, rs.uid_of(ukey))
 
     def _on_append(self, channel: str, data: bytes) -> None:
         ukey = channel[len(self.prefix) + 2:-4]  # "P:{" ukey "}:ch"
@@ -303,16 +322,29 @@ class RedisBackplane:
     def _apply(self, log_key: t.Hashable, epoch: str, seq: int, event: bytes,
                target: bytes, control: bytes) -> None:
         now = time.monotonic()
-        due = self.delivery.apply(log_key, epoch, seq, rs.unpack_event(event),
-                                  target.decode() or None, control.decode() or None, now)
+        value = rs.unpack_event(event)
+        kind, field = control.decode() or None, target.decode() or None
+        due = self.delivery.apply(log_key, epoch, seq, value, field, kind, now)
+        controls: list[tuple[str | None, t.Any, str | None]] = (
+            [(kind, value, field)] if kind and due is not None else [])
         if due is None:  # entries missing before this one: fetch them, then apply all
-            self._fill(log_key)
+            controls = self._fill(log_key)
             due = ("ws", "ajax")
         if due and self._listener is not None:
             self._listener.logs_appended(due)
-        if control == b"kick" and self._listener is not None:
-            self._listener.kicked(t.cast("tuple[str, t.Any]", log_key)[1],
-                                  rs.unpack_event(event))
+        for kind, value, field in controls:
+            self._control(log_key, kind, value, field)
+
+    def _control(self, log_key: t.Hashable, kind: str | None, value: t.Any,
+                 field: str | None) -> None:
+        """Act on a control record of a user's log (applied here, or filled in a gap)."""
+        listener = self._listener
+        if listener is None or not isinstance(log_key, tuple) or log_key[0] != USER:
+            return
+        if kind == "kick":
+            listener.kicked(log_key[1], value)
+        elif kind in TOPIC_COMMANDS:
+            listener.topic_command(log_key[1], field, kind, value)
 
     def _fetch(self, log_key: t.Hashable, after: int) -> list[tuple[int, t.Any, str | None,
                                                                     str | None]]:
@@ -321,14 +353,19 @@ class RedisBackplane:
         return [(int(rid.split(b"-")[0]), rs.unpack_event(f[b"e"]), f[b"t"].decode() or None,
                  f[b"k"].decode() or None) for rid, f in rows]
 
-    def _fill(self, log_key: t.Hashable) -> None:
-        """Apply every stream entry after the mirror's last seq (gap repair, catch-up)."""
+    def _fill(self, log_key: t.Hashable) -> list[tuple[str | None, t.Any, str | None]]:
+        """Apply every stream entry after the mirror's last seq (gap repair, catch-up);
+        returns the control records among them, for the caller to act on."""
         log = self.delivery.logs.get(log_key)
         if log is None:
-            return
+            return []
         now = time.monotonic()
+        controls: list[tuple[str | None, t.Any, str | None]] = []
         for seq, event, target, control in self._fetch(log_key, log.seq):
-            self.delivery.apply(log_key, log.epoch, seq, event, target, control, now)
+            if self.delivery.apply(log_key, log.epoch, seq, event, target, control,
+                                   now) is not None and control:
+                controls.append((control, event, target))
+        return controls
 
     def _catch_up(self) -> None:
         """After (re)subscribing: bring every mirror up to its stream, and this process's
@@ -344,6 +381,9 @@ class RedisBackplane:
                 self._fill(log_key)
         for uid, transport, client_id in self.presence.connected():
             self._run("ATTACH", rs.user_key(uid), transport, self.node, client_id, _ms())
+        for (topic, uid), transport, client_id in self.topic_presence.connected():
+            self._run_in(self.topic_prefix, "ATTACH", rs.user_key([topic, uid]), transport,
+                         self.node, client_id, _ms())
         if self._listener is not None:
             self._listener.logs_appended(("ws", "ajax"))
 
@@ -397,14 +437,19 @@ class RedisBackplane:
 
     def _resume(self, reader: Reader, positions: t.Mapping[str, tuple[str, int]]) -> bool:
         for name, log in reader.logs.items():
-            given = positions.get(name)
-            if given is None or given[0] != log.epoch:
-                continue
-            first = log.entries[0].seq if log.entries else log.seq + 1
-            if given[1] + 1 < first:  # further back than this process has seen
-                older = [row for row in self._fetch(log.key, given[1]) if row[0] < first]
-                self.delivery.backfill(log.key, older, time.monotonic())
+            self._backfill(log.key, positions.get(name))
         return self.delivery.resume(reader, positions)
+
+    def _backfill(self, log_key: t.Hashable, given: tuple[str, int] | None) -> None:
+        """Bring the mirror's history back to ``given`` when a returning client stood
+        further back than this process has seen (same epoch only)."""
+        log = self.delivery.logs.get(log_key)
+        if log is None or given is None or given[0] != log.epoch:
+            return
+        first = log.entries[0].seq if log.entries else log.seq + 1
+        if given[1] + 1 < first:
+            older = [row for row in self._fetch(log_key, given[1]) if row[0] < first]
+            self.delivery.backfill(log_key, older, time.monotonic())
 
     def close_reader(self, reader: Reader, now: float) -> None:
         self.delivery.close_reader(reader, now)
@@ -422,6 +467,92 @@ class RedisBackplane:
                                  "SECRET_KEY.")
         except self._redis_mod.RedisError as exc:
             logger.warning("Redis backplane: could not compare SECRET_KEYs (%s)", exc)
+
+    # --- topics ----------------------------------------------------------------------------
+
+    def join(self, reader: Reader | None, topic: str, now: float,
+             position: tuple[str, int] | None) -> tuple[bool | None, tuple[str, int]]:
+        with self._calling():
+            self._running()
+            log_key = (TOPIC, topic)
+            self._sync_log(log_key, now)
+            if reader is None:
+                log = self.delivery.logs[log_key]
+                return None, (log.epoch, log.seq)
+            self._backfill(log_key, position)
+            return self.delivery.join(reader, topic, now, position)
+
+    def leave(self, reader: Reader, topic: str, now: float) -> None:
+        self.delivery.leave(reader, topic, now)
+
+    def publish(self, topic: str, event: t.Any, exclude: str | None, now: float) -> None:
+        self._queue((rs.topic_key(topic), event, join_target(None, exclude) or "", "", False))
+
+    def command(self, uid: t.Any, client_id: str | None, kind: str, topic: str) -> None:
+        self._queue((rs.user_key(uid), topic, client_id or "", kind, False))
+
+    def grant(self, uid: t.Any, client_id: str, topic: str) -> None:
+        key = rs.grants_key(self.prefix, rs.user_key(uid), client_id)
+        with self._calling():
+            self.client.pipeline(transaction=False).sadd(key, topic).expire(
+                key, GRANTS_TTL).execute()
+
+    def revoke(self, uid: t.Any, client_id: str, topic: str) -> None:
+        with self._calling():
+            self.client.srem(rs.grants_key(self.prefix, rs.user_key(uid), client_id), topic)
+
+    def granted(self, uid: t.Any, client_id: str) -> set[str]:
+        with self._calling():
+            found = self.client.smembers(rs.grants_key(self.prefix, rs.user_key(uid),
+                                                       client_id))
+        return {topic.decode() for topic in found}
+
+    def drop_grants(self, uid: t.Any, client_id: str) -> None:
+        """Grants expire instead: the client may go on in another process."""
+
+    def topic_attach(self, topic: str, uid: t.Any, transport: Transport, client_id: str,
+                     conn_id: int) -> None:
+        self.topic_presence.attach((topic, uid), transport, client_id, conn_id)
+        was, on = self._run_in(self.topic_prefix, "ATTACH", rs.user_key([topic, uid]),
+                               transport, self.node, client_id, _ms())
+        if not was and on:
+            self._report_topics([Change("user-online", (topic, uid))])
+
+    def topic_detach(self, topic: str, uid: t.Any, transport: Transport, client_id: str,
+                     conn_id: int, deadline: float) -> None:
+        if self.topic_presence.detach((topic, uid), transport, client_id, conn_id, deadline):
+            until = _ms() + int(max(0.0, deadline - time.monotonic()) * 1000)
+            self._run_in(self.topic_prefix, "DETACH", rs.user_key([topic, uid]), transport,
+                         self.node, client_id, until, _ms())
+
+    def topic_remove(self, topic: str, uid: t.Any, transport: Transport,
+                     client_id: str) -> None:
+        self.topic_presence.remove((topic, uid), transport, client_id)
+        was, on = self._run_in(self.topic_prefix, "REMOVE", rs.user_key([topic, uid]),
+                               transport, client_id, _ms())
+        if was and not on:
+            self._report_topics([Change("user-offline", (topic, uid))])
+
+    def members(self, topic: str) -> frozenset[t.Any]:
+        self._running()
+        return frozenset(self._topic_members.get(topic, ()))
+
+    def _report_topics(self, changes: list[Change]) -> None:
+        if changes and self._listener is not None:
+            self._listener.topic_presence_changed(changes)
+
+    def _reload_topic_members(self) -> None:
+        members: dict[str, set[t.Any]] = {}
+        for key in self.client.smembers(f"{self.topic_prefix}:online"):
+            topic, uid = rs.uid_of(key.decode())
+            members.setdefault(topic, set()).add(uid)
+        self._topic_members = members
+
+    def _on_topic_presence(self, data: bytes) -> None:
+        ukey, ws, ajax = msgpack.unpackb(data, raw=False)
+        topic, uid = rs.uid_of(ukey)
+        track_members(self._topic_members, [
+            Change("user-online" if ws or ajax else "user-offline", (topic, uid))])
 
     # --- presence --------------------------------------------------------------------------
 
@@ -468,8 +599,11 @@ class RedisBackplane:
         self._snapshot = None
 
     def _run(self, name: str, *args: t.Any) -> t.Any:
+        return self._run_in(self.prefix, name, *args)
+
+    def _run_in(self, prefix: str, name: str, *args: t.Any) -> t.Any:
         with self._calling():
-            return self._scripts[name](args=[self.prefix, *args])
+            return self._scripts[name](args=[prefix, *args])
 
     def attach(self, uid: t.Any, transport: Transport, client_id: str, conn_id: int) -> None:
         local = self.presence.attach(uid, transport, client_id, conn_id)
@@ -497,14 +631,20 @@ class RedisBackplane:
     def expire(self, now: float) -> None:
         self.delivery.expire(now)
         self._report([c for c in self.presence.expire(now) if not c.kind.startswith("user-")])
+        self.topic_presence.expire(now)  # the cluster-wide transitions come from Redis
         self._expire_cluster()
 
     def _expire_cluster(self) -> None:
         closed = self._run("EXPIRE", _ms(), 100)
         self._report([Change("user-offline", rs.uid_of(k.decode())) for k in closed])
+        left = self._run_in(self.topic_prefix, "EXPIRE", _ms(), 100)
+        self._report_topics([Change("user-offline", tuple(rs.uid_of(k.decode())))
+                             for k in left])
 
     def next_deadline(self) -> float | None:
-        return self.presence.next_deadline()
+        due = [d for d in (self.presence.next_deadline(), self.topic_presence.next_deadline())
+               if d is not None]
+        return min(due) if due else None
 
     def _housekeeping(self) -> None:
         """Heartbeat, cluster-wide grace windows, and the TTL of logs being read here."""
@@ -515,8 +655,9 @@ class RedisBackplane:
                 now = time.monotonic()
                 if now - last_beat >= HEARTBEAT:
                     last_beat = now
-                    self._run("HEARTBEAT", self.node, _ms(), int(DEAD_AFTER * 1000),
-                              self._dead_grace_ms)
+                    for prefix in (self.prefix, self.topic_prefix):
+                        self._run_in(prefix, "HEARTBEAT", self.node, _ms(),
+                                     int(DEAD_AFTER * 1000), self._dead_grace_ms)
                     for log_key, log in list(self.delivery.logs.items()):
                         if log.idle_since is None:
                             meta, stream, _ = self._keys(log_key)

@@ -6,7 +6,12 @@ Keys (``P`` is the prefix, ``U`` a user's key: the JSON of the uid, or ``*`` for
 
 =====================  ==========  ===========================================================
 ``P:{U}:log``          stream      entries ``<seq>-0`` with fields e (packed event), t (target
-                                   client id or ""), k (control: "" or "kick")
+                                   client id, "!" + an excluded one, or ""), k (control: "",
+                                   "kick", or a topic command "join" / "leave" / "remove")
+``P:{t:T}:…``          (as above)  topic T's log: meta, stream and channel like a user's
+``P:{U}:grants:<c>``   set         topics client c of the user was let into (TTL 1 day)
+``P:tp:…``             (as below)  topic presence: the presence keys with prefix ``P:tp``
+                                   and, as the user key, the JSON of ``[topic, uid]``
 ``P:{U}:meta``         hash        epoch, seq
 ``P:{U}:ch``           channel     one message per append: [epoch, seq, target, control, e]
 ``P:{U}:members``      sorted set  ``transport|node|client_id``; score 0 = connected, else the
@@ -35,6 +40,16 @@ def user_key(uid: t.Any) -> str:
 
 def uid_of(key: str) -> t.Any:
     return json.loads(key)
+
+
+def topic_key(topic: str) -> str:
+    """A topic log's key: ``t:`` + the name (a user's key is JSON, never starting so)."""
+    return "t:" + topic
+
+
+def grants_key(prefix: str, ukey: str, client_id: str) -> str:
+    """The set of topics one client of a user was let into."""
+    return f"{prefix}:{{{ukey}}}:grants:{client_id}"
 
 
 def log_keys(prefix: str, key: str) -> tuple[str, str, str]:

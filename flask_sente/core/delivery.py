@@ -16,7 +16,8 @@ positions, so:
 * history is bounded (``history_size`` entries and ``history_ttl`` seconds per log); a reader
   whose position fell out of it has a *gap* (:data:`GAP`), which the caller must make known.
 
-Readers that start at the same positions and receive no targeted entry get the same batch:
+Readers that start at the same positions and are named by no targeted (or excluding) entry
+get the same batch:
 :meth:`Delivery.collect` groups them so the hub packs each distinct batch once.
 
 The clock (``now``) and the epoch source are passed in. This module may import only the
@@ -32,6 +33,13 @@ from .presence import TRANSPORTS, Transport
 BROADCAST = "*"
 #: The name a reader knows its own user's log by (on the wire: one user, one "u").
 USER = "u"
+#: Key kind of a topic's log (``(TOPIC, name)``); readers know it as ``"t:" + name``.
+TOPIC = "t"
+
+
+def topic_log_name(topic: str) -> str:
+    """The name a reader (and the wire: positions, marks) knows a topic's log by."""
+    return "t:" + topic
 
 
 class _Gap:
@@ -49,10 +57,10 @@ GAP: t.Final = _Gap()
 class Entry:
     """One appended push (or a control record, such as a kick, that readers act on)."""
 
-    __slots__ = ("seq", "stamp", "event", "target", "at", "control")
+    __slots__ = ("seq", "stamp", "event", "target", "at", "control", "exclude")
 
     def __init__(self, seq: int, stamp: int, event: t.Any, target: str | None,
-                 at: float, control: str | None = None) -> None:
+                 at: float, control: str | None = None, exclude: str | None = None) -> None:
         self.seq = seq
         #: None for a push; else what the record asks of readers (``"kick"``, with the
         #: reason as ``event``). Control records are never delivered as events.
@@ -63,7 +71,15 @@ class Entry:
         self.event = event
         #: The one client id that gets it, or None for every reader.
         self.target = target
+        #: The one client id that skips it (a topic publish not echoed to its sender).
+        self.exclude = exclude
         self.at = at
+
+    def for_client(self, client_id: str) -> bool:
+        """Whether a reader of ``client_id`` is given this entry (its position moves past
+        it either way)."""
+        return (self.control is None and (self.target is None or self.target == client_id)
+                and self.exclude != client_id)
 
 
 class Log:
@@ -178,12 +194,15 @@ class Delivery:
 
         A log the client names with another epoch, a seq the history no longer reaches,
         or a log it does not name at all, leaves the reader at that log's head: the caller
-        tells the client it was not recovered. Logs the client names that the reader does
+        tells the client it was not recovered (a topic it does not name is left where it
+        is: topics are resumed by their joins). Logs the client names that the reader does
         not read are ignored.
         """
         recovered = True
         for name, log in reader.logs.items():
             given = positions.get(name)
+            if given is None and name.startswith("t:"):
+                continue  # a topic is resumed by its own (re)join, not by the handshake
             if (given is None or given[0] != log.epoch or not 0 <= given[1] <= log.seq
                     or log.after(given[1]) is GAP):
                 recovered = False
@@ -205,6 +224,53 @@ class Delivery:
                 log.idle_since = now
         reader.ready = False
 
+    # --- topics ----------------------------------------------------------------------------
+
+    def join(self, reader: Reader, topic: str, now: float,
+             position: tuple[str, int] | None = None) -> tuple[bool | None, tuple[str, int]]:
+        """Make ``reader`` read the topic's log, from ``position`` when the client brings
+        one its history still reaches (a rejoin: what it missed is owed at once), else from
+        the head. Returns ``(recovered, position)``: recovered is None without a position,
+        and the position is where the reader now stands."""
+        log = self._log((TOPIC, topic), now)
+        name = topic_log_name(topic)
+        if reader.logs.get(name) is not log:
+            reader.logs[name] = log
+            reader.positions[name] = log.seq
+            log.readers.add(reader)
+            log.counts[reader.transport] += 1
+            log.idle_since = None
+        recovered: bool | None = None
+        if position is not None:
+            recovered = (position[0] == log.epoch and 0 <= position[1] <= log.seq
+                         and log.after(position[1]) is not GAP)
+            reader.positions[name] = position[1] if recovered else log.seq
+            if recovered and position[1] < log.seq and reader.transport == "ws":
+                self._dirty["ws"].add(log)
+        return recovered, (log.epoch, reader.positions[name])
+
+    def leave(self, reader: Reader, topic: str, now: float) -> bool:
+        """Stop ``reader`` reading the topic; False when it did not."""
+        name = topic_log_name(topic)
+        log = reader.logs.pop(name, None)
+        if log is None:
+            return False
+        del reader.positions[name]
+        if reader in log.readers:
+            log.readers.discard(reader)
+            log.counts[reader.transport] -= 1
+            if not log.readers:
+                log.idle_since = now
+        return True
+
+    def topic_head(self, topic: str, now: float) -> tuple[str, int]:
+        """Where a reader joining the topic now would stand (the log is made if missing)."""
+        log = self._log((TOPIC, topic), now)
+        return log.epoch, log.seq
+
+    def topics_of(self, reader: Reader) -> list[str]:
+        return [name[2:] for name in reader.logs if name.startswith("t:")]
+
     def _log(self, key: t.Hashable, now: float) -> Log:
         log = self.logs.get(key)
         if log is None:
@@ -225,6 +291,15 @@ class Delivery:
             return ()
         return self._append(log, event, target, now)
 
+    def publish(self, topic: str, event: t.Any, exclude: str | None,
+                now: float) -> tuple[Transport, ...]:
+        """Append to the topic's log (``exclude``: the one client that skips it). A topic
+        nobody has joined has no log: the publish reaches nobody and is not kept."""
+        log = self.logs.get((TOPIC, topic))
+        if log is None:
+            return ()
+        return self._append(log, event, None, now, exclude=exclude)
+
     def broadcast(self, event: t.Any, now: float) -> tuple[Transport, ...]:
         return self._append(self._log(BROADCAST, now), event, None, now)
 
@@ -236,10 +311,11 @@ class Delivery:
             self._append(log, reason, None, now, control="kick")
 
     def _append(self, log: Log, event: t.Any, target: str | None, now: float,
-                control: str | None = None) -> tuple[Transport, ...]:
+                control: str | None = None, exclude: str | None = None
+                ) -> tuple[Transport, ...]:
         self._stamp += 1
         log.seq += 1
-        log.entries.append(Entry(log.seq, self._stamp, event, target, now, control))
+        log.entries.append(Entry(log.seq, self._stamp, event, target, now, control, exclude))
         # Trim in halves (amortized), but never what eager readers have not been given yet:
         # a burst inside one batching window must arrive whole. collect() trims after.
         if len(log.entries) >= 2 * self.history_size and log not in self._dirty["ws"]:
@@ -293,12 +369,16 @@ class Delivery:
         parts = t.cast("list[_Part]", parts)
         if not parts:
             return
-        targeted = any(e.target is not None for _, _, entries in parts for e in entries)
-        key: t.Hashable = (tuple((log.key, positions[name]) for name, log, _ in parts)
-                           if not targeted else (reader,))
+        # Readers named by a targeted or excluding entry get a batch of their own; every
+        # other reader at the same positions shares one (packed once).
+        cid = reader.client_id
+        named = any(e.target == cid or e.exclude == cid
+                    for _, _, entries in parts for e in entries)
+        key: t.Hashable = (tuple((log.key, positions[name]) for name, log, _ in parts),
+                           cid if named else None)
         batch = batches.get(key)
         if batch is None:
-            batch = Batch(_merged(parts, reader.client_id if targeted else None),
+            batch = Batch(_merged(parts, cid),
                           {name: (log.epoch, log.seq) for name, log, _ in parts})
             batches[key] = batch
         batch.readers.append(reader)
@@ -364,7 +444,8 @@ class Delivery:
         if seq != log.seq + 1:
             return None
         log.seq = seq - 1
-        return self._append(log, event, target, now, control)
+        target, exclude = split_target(target)
+        return self._append(log, event, target, now, control, exclude)
 
     def backfill(self, key: t.Hashable, older: list[tuple[int, t.Any, str | None, str | None]],
                  now: float) -> None:
@@ -374,8 +455,11 @@ class Delivery:
         if log is None or not older:
             return
         first = log.entries[0].seq if log.entries else log.seq + 1
-        fetched = [Entry(seq, 0, event, target, now, control)
-                   for seq, event, target, control in older if seq < first]
+        fetched = []
+        for seq, event, field, control in older:
+            if seq < first:
+                target, exclude = split_target(field)
+                fetched.append(Entry(seq, 0, event, target, now, control, exclude))
         if fetched and fetched[-1].seq == first - 1:
             log.entries[:0] = fetched
 
@@ -389,6 +473,19 @@ class Delivery:
                 del self.logs[key]
             else:
                 log.trim(self.history_size, oldest)
+
+
+def join_target(target: str | None, exclude: str | None) -> str | None:
+    """One field for a shared store: the target client id, or ``"!"`` + the excluded one."""
+    return target if exclude is None else "!" + exclude
+
+
+def split_target(field: str | None) -> tuple[str | None, str | None]:
+    """``(target, exclude)`` from :func:`join_target`'s field (client ids never start
+    with "!")."""
+    if field and field[0] == "!":
+        return None, field[1:]
+    return field, None
 
 
 #: A log a reader is owed entries of: (the reader's name for it, the log, the entries).
@@ -419,14 +516,10 @@ def _in_send_order(parts: list[_Part]) -> list[tuple[str, Entry]]:
     return pairs
 
 
-def _merged(parts: list[_Part], client_id: str | None) -> list[tuple[str, Entry]]:
-    """The entries in send order, control records left out; with ``client_id``, those
-    meant for it."""
-    pairs = _in_send_order(parts)
-    if client_id is None:
-        return [(n, e) for n, e in pairs if e.control is None]
-    return [(n, e) for n, e in pairs
-            if e.control is None and (e.target is None or e.target == client_id)]
+def _merged(parts: list[_Part], client_id: str) -> list[tuple[str, Entry]]:
+    """The entries in send order that a reader of ``client_id`` is given (control records
+    and entries for other tabs left out)."""
+    return [(n, e) for n, e in _in_send_order(parts) if e.for_client(client_id)]
 
 
 def split_positions(entries: list[tuple[str, Entry]],

@@ -86,8 +86,7 @@ def pack_owed(packer: Packer, pairs: list[tuple[str, Entry]], client_id: str, ve
     events meant for ``client_id``, as many as fit in ``limit`` bytes, with a position mark
     in protocol 2. Returns the message (None when nothing is meant for this client) and how
     many of ``pairs`` it covers (entries for other tabs included)."""
-    mine = [(i, e.event) for i, (_, e) in enumerate(pairs)
-            if e.control is None and (e.target is None or e.target == client_id)]
+    mine = [(i, e.event) for i, (_, e) in enumerate(pairs) if e.for_client(client_id)]
     if not mine:
         return None, len(pairs)
     events = [event for _, event in mine]

@@ -33,6 +33,18 @@ CLOSE = "chsk/close"
 #: Protocol 2: ends a push batch with the positions it brought the client to.
 POSITION = "chsk/pos"
 
+# Topics (protocol 2). Client -> server calls:
+JOIN = "chsk/join"
+LEAVE = "chsk/leave"
+#: The events the server handles itself although their ids are reserved.
+TOPIC_REQUESTS = frozenset({JOIN, LEAVE})
+# Server -> client: a topic's event (``[TOPIC, [topic, event]]``), the server joined or
+# removed the client, and the topic presence diff pushed into a topic.
+TOPIC = "chsk/topic"
+JOINED = "chsk/joined"
+LEFT = "chsk/left"
+MEMBERS = "chsk/members"
+
 # Events the clients deliver to their own listeners.
 STATE = "chsk/state"
 

@@ -63,8 +63,9 @@ def position_mark(positions: Positions) -> list[t.Any]:
     return [ev.POSITION, {name: [epoch, seq] for name, (epoch, seq) in positions.items()}]
 
 
-#: Longest ``pos`` query parameter accepted (a few logs; topics will add more).
-MAX_POSITIONS_PARAM = 4096
+#: Longest ``pos`` query parameter accepted (the user's and broadcast logs and the topics
+#: joined: about 30 bytes plus the name per topic).
+MAX_POSITIONS_PARAM = 16384
 
 
 def decode_positions(text: str) -> dict[str, tuple[str, int]]:
@@ -87,6 +88,59 @@ def decode_positions(text: str) -> dict[str, tuple[str, int]]:
             raise RemoteProtocolError(f"pos[{name!r}] must be [epoch, seq]")
         positions[name] = (pos[0], pos[1])
     return positions
+
+
+def topic_event(topic: str, event: t.Any) -> list[t.Any]:
+    """A topic's event as it travels in a push batch: the receiver can tell the topic."""
+    return [ev.TOPIC, [topic, event]]
+
+
+def topic_error(topic: object, max_length: int) -> str | None:
+    """Why ``topic`` cannot be a topic name, or None."""
+    if not isinstance(topic, str) or not topic:
+        return "a topic is a non-empty string"
+    if len(topic) > max_length:
+        return f"topic names are at most {max_length} characters"
+    if not topic.isprintable():
+        return "topic names are printable characters"
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class JoinRequest:
+    """A client's ``chsk/join``: the topic, its data for the join handler, and where the
+    client stood in the topic's log (a rejoin after a reconnect) or None."""
+
+    topic: str
+    data: t.Any
+    position: tuple[str, int] | None
+
+
+def decode_join(value: t.Any, max_length: int) -> JoinRequest:
+    """Parse a ``chsk/join`` event's data; RemoteProtocolError says what is wrong."""
+    if not isinstance(value, dict):
+        raise RemoteProtocolError("chsk/join takes {topic, data, position}")
+    topic = value.get("topic")
+    error = topic_error(topic, max_length)
+    if error is not None:
+        raise RemoteProtocolError(error)
+    pos = value.get("position")
+    position = None
+    if pos is not None:
+        if not (isinstance(pos, list) and len(pos) == 2 and isinstance(pos[0], str)
+                and type(pos[1]) is int and pos[1] >= 0):
+            raise RemoteProtocolError("position must be [epoch, seq] or null")
+        position = (pos[0], pos[1])
+    return JoinRequest(t.cast(str, topic), value.get("data"), position)
+
+
+def decode_leave(value: t.Any, max_length: int) -> str:
+    """The topic of a ``chsk/leave`` event's data."""
+    topic = value.get("topic") if isinstance(value, dict) else None
+    error = topic_error(topic, max_length)
+    if error is not None:
+        raise RemoteProtocolError(error)
+    return t.cast(str, topic)
 
 
 def batch(events: t.Iterable[ev.Event]) -> list[t.Any]:

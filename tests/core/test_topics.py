@@ -1,0 +1,127 @@
+"""Topics in the core: a topic is one more log a reader may read, joined and left at will."""
+import itertools
+
+from flask_sente.core.delivery import GAP, Delivery, join_target, split_target, topic_log_name
+
+epochs = itertools.count()
+
+
+def make(history_size=100, history_ttl=120.0):
+    return Delivery(history_size=history_size, history_ttl=history_ttl,
+                    new_epoch=lambda: f"e{next(epochs)}")
+
+
+def events_of(batches, reader):
+    found = [b.events for b in batches if reader in b.readers]
+    assert len(found) <= 1
+    return found[0] if found else []
+
+
+def test_a_publish_reaches_the_topics_readers_only():
+    d = make()
+    a = d.open_reader("ann", "a", "ws", now=0)
+    b = d.open_reader("bob", "b", "ws", now=0)
+    assert d.join(a, "room/1", now=0) == (None, (d.logs[("t", "room/1")].epoch, 0))
+    d.publish("room/1", ["chat/msg", "hi"], None, now=0)
+    batches, _, _ = d.collect("ws")
+    assert events_of(batches, a) == [["chat/msg", "hi"]]
+    assert events_of(batches, b) == []
+    assert a.positions[topic_log_name("room/1")] == 1
+
+
+def test_a_publish_to_a_topic_nobody_joined_is_not_kept():
+    d = make()
+    assert d.publish("empty", ["x/y", 1], None, now=0) == ()
+    assert ("t", "empty") not in d.logs
+
+
+def test_topic_entries_keep_send_order_with_pushes_in_one_batch():
+    d = make()
+    a = d.open_reader("ann", "a", "ws", now=0)
+    d.join(a, "r", now=0)
+    d.push("ann", ["p/n", 1], None, now=0)
+    d.publish("r", ["t/n", 2], None, now=0)
+    d.broadcast(["b/n", 3], now=0)
+    d.publish("r", ["t/n", 4], None, now=0)
+    batches, _, _ = d.collect("ws")
+    assert events_of(batches, a) == [["p/n", 1], ["t/n", 2], ["b/n", 3], ["t/n", 4]]
+    (batch,) = batches
+    assert set(batch.end) == {"u", "*", "t:r"}
+
+
+def test_exclude_skips_one_client_and_the_others_share_one_batch():
+    d = make()
+    readers = [d.open_reader(f"u{i}", f"c{i}", "ws", now=0) for i in range(5)]
+    for r in readers:
+        d.join(r, "r", now=0)
+    d.publish("r", ["t/said", "x"], "c0", now=0)
+    batches, _, _ = d.collect("ws")
+    assert events_of(batches, readers[0]) == []
+    assert len(batches) == 1 and set(batches[0].readers) == set(readers[1:])
+    # the excluded reader moved past it all the same
+    assert readers[0].positions["t:r"] == 1
+
+
+def test_an_excluded_lazy_reader_is_not_given_the_entry_but_passes_it():
+    d = make()
+    r = d.open_reader("ann", "a", "ajax", now=0)
+    d.join(r, "r", now=0)
+    d.publish("r", ["t/n", 1], "a", now=0)
+    d.publish("r", ["t/n", 2], None, now=0)
+    pending = d.pending(r)
+    assert [e.event for _, e in pending if e.for_client("a")] == [["t/n", 2]]
+
+
+def test_leave_stops_delivery_and_the_log_goes_idle():
+    d = make()
+    a = d.open_reader("ann", "a", "ws", now=0)
+    d.join(a, "r", now=0)
+    assert d.leave(a, "r", now=5)
+    assert not d.leave(a, "r", now=5)
+    assert d.publish("r", ["t/n", 1], None, now=5) == ()   # kept, but nobody reads it
+    assert d.collect("ws") == ([], [], [])
+    assert d.logs[("t", "r")].idle_since == 5
+    assert "t:r" not in a.positions and d.topics_of(a) == []
+
+
+def test_rejoin_with_a_position_replays_what_was_missed():
+    d = make()
+    a = d.open_reader("ann", "a", "ws", now=0)
+    _, (epoch, _) = d.join(a, "r", now=0)
+    d.publish("r", ["t/n", 1], None, now=0)
+    d.collect("ws")
+    d.close_reader(a, now=1)
+    d.publish("r", ["t/n", 2], None, now=1)           # kept: the log outlives its readers
+    a2 = d.open_reader("ann", "a", "ws", now=2)
+    assert d.join(a2, "r", now=2, position=(epoch, 1)) == (True, (epoch, 1))
+    batches, _, _ = d.collect("ws")
+    assert events_of(batches, a2) == [["t/n", 2]]
+
+
+def test_rejoin_from_another_epoch_or_too_far_back_is_not_recovered():
+    d = make(history_size=2)
+    a = d.open_reader("ann", "a", "ws", now=0)
+    _, (epoch, _) = d.join(a, "r", now=0)
+    assert d.join(a, "r", now=0, position=("other", 0)) == (False, (epoch, 0))
+    for i in range(6):
+        d.publish("r", ["t/n", i], None, now=0)
+        d.collect("ws")
+    assert d.logs[("t", "r")].after(0) is GAP
+    assert d.join(a, "r", now=0, position=(epoch, 0)) == (False, (epoch, 6))
+
+
+def test_topics_are_mirrored_and_applied_like_other_logs():
+    d = make()
+    a = d.open_reader("ann", "a", "ajax", now=0)
+    d.mirror(("t", "r"), "E", 4, now=0)
+    assert d.join(a, "r", now=0, position=("E", 4)) == (True, ("E", 4))
+    assert d.apply(("t", "r"), "E", 5, ["t/n", 5], join_target(None, "a"), None, now=0) \
+        == ("ajax",)
+    (_, entry), = d.pending(a)
+    assert entry.exclude == "a" and not entry.for_client("a")
+
+
+def test_target_fields_round_trip():
+    assert split_target(join_target("c1", None)) == ("c1", None)
+    assert split_target(join_target(None, "c1")) == (None, "c1")
+    assert split_target(None) == (None, None)
