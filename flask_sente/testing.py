@@ -16,7 +16,7 @@ from flask import Flask, Response
 from flask import session as flask_session
 
 from . import admission
-from .exceptions import ConnectionClosed, Rejected, ReplyError, ReplyTimeout
+from .exceptions import ConnectionClosed, JoinRefused, Rejected, ReplyError, ReplyTimeout
 from .protocol import events, wire
 from .server import make_server
 from .views import request_snapshot
@@ -141,9 +141,14 @@ class SenteTestClient:
         timeout or nothing came within ``timeout``, :class:`~flask_sente.exceptions.ReplyError`
         when the handler failed.
         """
+        return self._call(events.validate_outgoing(event), timeout)
+
+    def _call_reserved(self, event: tuple[str, t.Any], timeout: float) -> t.Any:
+        return self._call(events.validate_outgoing(event, allow_reserved=True), timeout)
+
+    def _call(self, event: tuple[str, t.Any], timeout: float) -> t.Any:
         cb_id = f"t{next(self._cb_ids)}"
-        self._ws.to_server.put(self._packer.pack(wire.client_event(
-            events.validate_outgoing(event), cb_id)))
+        self._ws.to_server.put(self._packer.pack(wire.client_event(event, cb_id)))
         with gevent.Timeout(timeout, ReplyTimeout(f"no reply to {event[0]!r} in {timeout} s")):
             while cb_id not in self._replies:
                 self._next(timeout=None)
@@ -153,6 +158,22 @@ class SenteTestClient:
         if outcome == events.TIMEOUT:
             raise ReplyTimeout(f"the server timed out waiting for the reply to {event[0]!r}")
         raise ReplyError(f"the server answered {outcome}", value)
+
+    def join(self, topic: str, data: t.Any = None, timeout: float = 5) -> t.Any:
+        """Join ``topic`` through the app's ``on_join`` handlers; returns the join data.
+
+        A topic's events then show in :meth:`received` as ``("chsk/topic", [topic,
+        [event_id, data]])``. Raises :class:`~flask_sente.exceptions.JoinRefused` when
+        refused.
+        """
+        reply = self._call_reserved((events.JOIN, {"topic": topic, "data": data}), timeout)
+        if not reply.get("ok"):
+            raise JoinRefused(str(reply.get("reason")))
+        return reply.get("data")
+
+    def leave(self, topic: str, timeout: float = 5) -> None:
+        """Leave ``topic``."""
+        self._call_reserved((events.LEAVE, {"topic": topic}), timeout)
 
     def received(self, wait: float = 0.0) -> list[tuple[str, t.Any]]:
         """Events pushed to this client so far (and within ``wait`` seconds), then forget them.

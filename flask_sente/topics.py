@@ -83,6 +83,7 @@ class Topics:
         def _on_hub_thread(self) -> bool: ...
         def _threadsafe(self, fn: t.Callable[..., t.Any], *args: t.Any) -> None: ...
         def flush(self) -> None: ...
+        def logs_appended(self, transports: tuple[Transport, ...]) -> None: ...
         def _push(self, uid: t.Any, wire_event: t.Any, client_id: str | None,
                   flush: bool) -> None: ...
 
@@ -104,6 +105,8 @@ class Topics:
             logger.warning("topic request not served now: %s", exc)
             value = _refused(topic, "unavailable")
         msg.reply(value)
+        if value.get("recovered"):  # the replay follows the reply
+            self.logs_appended((t.cast(Transport, msg.transport),))
 
     def _join_request(self, msg: EventMsg, handlers: JoinHandlers) -> dict[str, t.Any]:
         req = wire.decode_join(msg.data, self.options.max_topic_length)
@@ -174,6 +177,9 @@ class Topics:
         """Put every client of ``uid`` (or the one ``client_id``) in ``topic``, on every
         process, without asking a join handler; each is sent ``chsk/joined``."""
         self._check_topic(topic)
+        if not self._on_hub_thread():
+            self._threadsafe(self.join, topic, uid, client_id)
+            return
         for cid in self._client_ids(uid, client_id):
             self.backplane.grant(uid, cid, topic)
         self.backplane.command(uid, client_id, "join", topic)
@@ -182,6 +188,9 @@ class Topics:
         """Take every client of ``uid`` (or one) out of ``topic``; each is sent
         ``chsk/left`` with reason ``"removed"`` and will not rejoin on its own."""
         self._check_topic(topic)
+        if not self._on_hub_thread():
+            self._threadsafe(self.leave, topic, uid, client_id)
+            return
         for cid in self._client_ids(uid, client_id):
             self.backplane.revoke(uid, cid, topic)
         self.backplane.command(uid, client_id, "remove", topic)

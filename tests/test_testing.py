@@ -59,3 +59,26 @@ def test_two_clients_of_one_user_both_get_pushes(app_and_sente):
         tab1.send(("todo/add", 1))
         assert tab2.received(wait=0.2) == [("todo/added", 1)]
         assert tab1.received(wait=0.2) == [("todo/added", 1)]
+
+
+def test_the_test_client_joins_topics_and_sees_their_events():
+    from flask_sente import JoinRefused
+
+    app = Flask(__name__)
+    app.secret_key = "t"
+    sente = Sente(app, csrf=False)
+
+    @sente.on_join("room/*")
+    def allow(msg):
+        return {"welcome": msg.topic}
+
+    with sente.test_client(app, uid="ann") as client:
+        assert client.join("room/1") == {"welcome": "room/1"}
+        with pytest.raises(JoinRefused):
+            client.join("elsewhere")
+        sente.publish("room/1", ("chat/said", "hi"), flush=True)
+        assert client.received(wait=0.2) == [("chsk/topic", ["room/1", ["chat/said", "hi"]])]
+        client.leave("room/1")
+        sente.publish("room/1", ("chat/said", "gone"), flush=True)
+        assert client.received(wait=0.1) == []
+    sente.close(app)

@@ -116,12 +116,27 @@ function closedLoop(warmup, seconds, pid) {
  * and seconds summed over the measured rounds (one warm-up round first), and `mismatched`:
  * clients that had not exactly m events 200 ms after their round (lost or duplicated).
  */
+// Push -> client latencies (ms) of time-stamped events, recorded while ``recording`` (the
+// measured rounds, not the warm-up). Server and client share this machine's clock.
+const latencies = { recording: false, values: [] };
+
+function latency(sentMs) {
+  if (latencies.recording && typeof sentMs === 'number') latencies.values.push(Date.now() - sentMs);
+}
+
+function percentiles() {
+  const v = latencies.values.slice().sort((a, b) => a - b);
+  const at = (q) => (v.length ? v[Math.min(v.length - 1, Math.floor(q * v.length))] : null);
+  return { p50_ms: at(0.5), p99_ms: at(0.99), samples: v.length };
+}
+
 async function fanOutRounds(clients, m, rounds, trigger, timeoutS, pid) {
   let total = 0;
   let seconds = 0;
   let mismatched = 0;
   const meter = cpuMeter(pid);
   for (let r = 0; r <= rounds; r++) {
+    latencies.recording = r > 0;
     for (const c of clients) c.received = 0;
     let pending = clients.length;
     let finish;
@@ -157,5 +172,5 @@ async function fanOutRounds(clients, m, rounds, trigger, timeoutS, pid) {
 
 module.exports = {
   params, done, fail, now, sleep, rssKiB, cpuSeconds, cpuMeter, payload, openMany,
-  closedLoop, fanOutRounds,
+  closedLoop, fanOutRounds, latency, percentiles,
 };

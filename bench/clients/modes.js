@@ -4,6 +4,8 @@
 //           round trips counted in a window after a warm-up                  (W1, W4)
 //   fanout  one client asks the server for m events to everybody; time until every client
 //           counted m of them (events inside batches count one each)        (W2)
+//   topic   every client joins one topic (a room); one client asks the server to publish m
+//           time-stamped events to it; deliveries/s and push -> client latency p50/p99
 //   idle    server RSS (from /proc) before / after opening n more clients    (W3)
 //   connect n clients opened at once; time until the last is ready          (W5)
 // A dialect is { open(i, P, stats) -> Promise<client> } with client = { echo(msg, cb(ok)),
@@ -43,6 +45,18 @@ async function run(dialect) {
     closeAll(clients);
     return { ...r, rate: r.deliveries / r.seconds, errors: stats.errors,
       clients: clients.length };
+  }
+  if (P.mode === 'topic') {
+    const clients = await lib.openMany(P.conns, P.wave || 200, open, 120);
+    await Promise.all(clients.map((c) => new Promise((resolve, reject) => {
+      c.join(P.topic || 'bench/room', (ok) => (ok ? resolve() : reject(new Error('join refused'))));
+    })));
+    await lib.sleep(500);
+    const r = await lib.fanOutRounds(clients, P.m, P.rounds, () => clients[0].publish(P.m),
+      P.roundTimeout || 120, P.pid);
+    closeAll(clients);
+    return { ...r, ...lib.percentiles(), rate: r.deliveries / r.seconds,
+      errors: stats.errors, clients: clients.length };
   }
   if (P.mode === 'idle') {
     const warm = await lib.openMany(P.warm, P.warm, (i) => open(P.conns + i), 60);

@@ -1,12 +1,14 @@
 // Socket.IO load client (npm `socket.io-client`) for Flask-SocketIO and python-socketio.
 // One engine.io connection per client (forceNew), no reconnection, no compression;
 // `transport` is "websocket" (W1-W3, W5) or "polling" (W4, with a keep-alive HTTP agent per
-// client). Echo = emit("echo", msg, ack); fan-out = emit("start", m), count "ev" events.
+// client). Echo = emit("echo", msg, ack); fan-out = emit("start", m), count "ev" events;
+// topic = emit("join", room, ack) per client, then emit("publish", m) to the room.
 //   node sio_client.js '{"mode": "rtt", "port": 8000, "transport": "websocket", ...}'
 'use strict';
 const http = require('http');
 const { io } = require('socket.io-client');
 const modes = require('./modes');
+const lib = require('./lib');
 
 const socketio = {
   open(i, P, stats) {
@@ -26,9 +28,14 @@ const socketio = {
       s.on('connect', () => { ready = true; resolve(c); });
       s.on('connect_error', (err) => { stats.errors++; if (!ready) reject(err); });
       s.on('disconnect', () => { if (!stats.closing) stats.errors++; });
-      s.on('ev', () => { if (c.add) c.add(1); });
+      s.on('ev', (data) => {
+        if (Array.isArray(data)) lib.latency(data[1]);
+        if (c.add) c.add(1);
+      });
       c.echo = (msg, cb) => s.emit('echo', msg, (answer) => cb(answer === msg));
       c.trigger = (m) => s.emit('start', m);
+      c.join = (room, cb) => s.emit('join', room, (ok) => cb(ok === true));
+      c.publish = (m) => s.emit('publish', m);
       c.close = () => s.disconnect();
     });
   },

@@ -27,7 +27,7 @@ function connect(url, stats, onReady, onMessage, reject) {
 const sente = {
   open(i, P, stats) {
     return new Promise((resolve, reject) => {
-      const url = `ws://127.0.0.1:${P.port}/chsk?client-id=${RUN}-${i}&protocol=1&packer=json`;
+      const url = `ws://127.0.0.1:${P.port}/chsk?client-id=${RUN}-${i}&protocol=${P.protocol || 1}&packer=json`;
       const c = { pending: null, cbid: null, len: 0, seq: 0, add: null };
       const onReady = (text) => {
         const msg = JSON.parse(text);
@@ -39,7 +39,11 @@ const sente = {
         let msg;
         try { msg = JSON.parse(text); } catch (e) { stats.errors++; return; }
         const payload = msg[0];
-        if (msg[1] !== null) {                     // a reply, tagged with our cb id
+        if (msg[1] === 'join') {                   // a topic join's reply
+          const cb = c.joined;
+          c.joined = null;
+          if (cb) cb(payload[0] === 'chsk/reply' && payload[1] && payload[1].ok === true);
+        } else if (msg[1] !== null) {              // a reply, tagged with our cb id
           const cb = c.pending;
           c.pending = null;
           const ok = msg[1] === c.cbid && payload[0] === 'chsk/reply' &&
@@ -47,7 +51,13 @@ const sente = {
           if (cb) cb(ok); else stats.errors++;
         } else if (Array.isArray(payload[0])) {    // a push batch: count the events
           let k = 0;
-          for (const ev of payload) if (ev[0] === 'bench/ev') k++;
+          for (const ev of payload) {
+            if (ev[0] === 'bench/ev') k++;
+            else if (ev[0] === 'chsk/topic') {     // ["chsk/topic", [topic, ["bench/ev", [i, ms]]]]
+              k++;
+              lib.latency(ev[1][1][1][1]);
+            }
+          }
           if (c.add) c.add(k);
         } else if (payload[0] === 'chsk/ws-ping') {
           c.ws.send('[["chsk/ws-pong"],null]');
@@ -62,6 +72,11 @@ const sente = {
         c.ws.send(JSON.stringify([['bench/echo', msg], c.cbid]));
       };
       c.trigger = (m) => c.ws.send(JSON.stringify([['bench/start', m], null]));
+      c.join = (topic, cb) => {
+        c.joined = cb;
+        c.ws.send(JSON.stringify([['chsk/join', { topic }], 'join']));
+      };
+      c.publish = (m) => c.ws.send(JSON.stringify([['bench/publish', m], null]));
       c.close = () => c.ws.terminate();
     });
   },

@@ -1,10 +1,13 @@
 """Flask-SocketIO with ``async_mode="gevent"`` on gevent's pywsgi with gevent-websocket's
 handler — what ``socketio.run(app)`` builds in that mode. ``echo`` returns its data as the
-ack; ``start`` emits ``ev`` n times to every client of the namespace (broadcast).
+ack; ``start`` emits ``ev`` n times to every client of the namespace (broadcast); ``join``
+puts the client in a room, ``publish`` emits n time-stamped ``ev`` to the room
+``bench/room``.
 ``--nodelay`` sets TCP_NODELAY on accepted sockets (Flask-SocketIO does not)."""
 from __future__ import annotations
 
 import os
+import time
 import typing as t
 
 
@@ -13,7 +16,7 @@ def create_app() -> t.Any:
     environment variable ``BENCH_MESSAGE_QUEUE``, a Redis URL, gives it Flask-SocketIO's
     ``message_queue``)."""
     from flask import Flask
-    from flask_socketio import SocketIO
+    from flask_socketio import SocketIO, join_room
 
     app = Flask("bench_fsio")
     socketio = SocketIO(app, async_mode="gevent", cors_allowed_origins="*", logger=False,
@@ -28,6 +31,16 @@ def create_app() -> t.Any:
     def start(n):  # type: ignore[no-untyped-def]
         for i in range(int(n)):
             socketio.emit("ev", i)
+
+    @socketio.on("join")
+    def join(room):  # type: ignore[no-untyped-def]
+        join_room(room)
+        return True
+
+    @socketio.on("publish")
+    def publish(n):  # type: ignore[no-untyped-def]
+        for i in range(int(n)):  # [i, when it was published, ms since the epoch]
+            socketio.emit("ev", [i, time.time() * 1000], to="bench/room")
 
     return app
 

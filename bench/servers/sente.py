@@ -1,11 +1,14 @@
 """flask_sente, the code under test: ``bench/echo`` replies with its data, ``bench/start``
-broadcasts ``("bench/ev", i)`` for i < n. Each client is its own user (uid = client id).
+broadcasts ``("bench/ev", i)`` for i < n, ``bench/publish`` publishes n events stamped
+with the time to the topic ``bench/room`` (anyone may join ``bench/*``). Each client is its
+own user (uid = client id).
 
 ``create_app()`` is also what gunicorn serves in ``python -m bench.cluster``; the
 environment variable ``BENCH_BACKPLANE`` (a Redis URL) gives it a shared backplane."""
 from __future__ import annotations
 
 import os
+import time
 import typing as t
 
 
@@ -27,6 +30,15 @@ def create_app() -> t.Any:
     def start(msg):  # type: ignore[no-untyped-def]
         for i in range(int(msg.data)):
             sente.broadcast(("bench/ev", i))
+
+    @sente.on_join("bench/*")
+    def join(msg):  # type: ignore[no-untyped-def]
+        return True
+
+    @sente.on("bench/publish")
+    def publish(msg):  # type: ignore[no-untyped-def]
+        for i in range(int(msg.data)):  # [i, when it was published, ms since the epoch]
+            sente.publish("bench/room", ("bench/ev", [i, time.time() * 1000]))
 
     return app
 

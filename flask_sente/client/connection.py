@@ -67,6 +67,10 @@ class ConnectionLoop:
     _connector: threading.Thread | None
     _dispatcher: threading.Thread | None
 
+    if t.TYPE_CHECKING:  # the topics side (client/topics.py)
+        def _system_push(self, event_id: str, data: t.Any) -> bool: ...
+        def _rejoin_all(self) -> None: ...
+
     # --- internals: state and events -------------------------------------------------------
 
     def _set_state(self, **changes: t.Any) -> None:
@@ -112,7 +116,8 @@ class ConnectionLoop:
             with self._lock:
                 for event_id, data in self._endpoint.positions.batch(message.events):
                     if ev.is_reserved(event_id):
-                        logger.debug("ignoring unknown system event %r", event_id)
+                        if not self._system_push(event_id, data):
+                            logger.debug("ignoring unknown system event %r", event_id)
                         continue
                     self._dispatch.emit(event_id, data)
         elif kind == "reply":
@@ -322,6 +327,7 @@ class ConnectionLoop:
                                "handshake_data": handshake.get("handshake_data"),
                                "first_handshake": first, "type": link.transport,
                                "recovered": recovered}, system=True)
+        self._rejoin_all()
 
     def _closed_link(self, link: Link, info: CloseInfo) -> None:
         """The connection ended: fail its calls, record why, decide about reconnecting."""

@@ -28,6 +28,7 @@ from .dispatch import Dispatcher, Handler
 from .endpoint import Endpoint
 from .links import LinkEnv
 from .state import TRANSPORT_TYPES, ClientState, CloseInfo, ConnectionMachine
+from .topics import ClientTopics
 from .websocket import DEFAULT_MAX_MESSAGE_SIZE
 
 __all__ = ["Client", "default_backoff"]
@@ -53,7 +54,7 @@ def default_backoff(cap: float = DEFAULT_CAP) -> t.Callable[[int], float]:
     return backoff
 
 
-class Client(ConnectionLoop):
+class Client(ConnectionLoop, ClientTopics):
     """A channel-socket client. Thread-safe; see :mod:`flask_sente.client` for the design.
 
     :param url: the channel socket, e.g. ``"http://127.0.0.1:5000/chsk"`` (``https``,
@@ -154,6 +155,7 @@ class Client(ConnectionLoop):
                                     queue_size=receive_queue_size)
         self._connector: threading.Thread | None = None
         self._dispatcher: threading.Thread | None = None
+        self._init_topics()
 
     # --- context manager and lifecycle -----------------------------------------------------
 
@@ -226,6 +228,7 @@ class Client(ConnectionLoop):
         current = threading.current_thread()
         # A TCP connect cannot be interrupted: allow for one to run into its timeout.
         patience = JOIN_TIMEOUT + self._connect_timeout
+        self._stop_rejoining(patience)
         for thread in (self._connector, self._dispatcher):
             if thread is not None and thread is not current:
                 thread.join(patience)

@@ -52,6 +52,11 @@ class Dispatcher:
             if not handlers:
                 self._handlers.pop(event_id, None)
 
+    def queue(self, handlers: list[Handler], data: t.Any) -> None:
+        """Queue ``handlers`` to be called with ``data`` (call with the lock held)."""
+        self._jobs.append((handlers, data))
+        self._changed.notify_all()
+
     def emit(self, event_id: str, data: t.Any, *, system: bool = False) -> None:
         """Hand an event to its handlers or to receive() (call with the lock held).
 

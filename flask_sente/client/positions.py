@@ -24,6 +24,9 @@ class Positions:
     def __init__(self) -> None:
         self._current: dict[str, tuple[str, int]] = {}
         self._uid: t.Any = _NO_UID
+        #: Names of the topic logs followed (joined, or being joined): marks for other
+        #: topics (one just left) are ignored.
+        self._topics: set[str] = set()
 
     @property
     def current(self) -> dict[str, tuple[str, int]]:
@@ -43,10 +46,17 @@ class Positions:
         positions belonged to someone else: nothing was missed)."""
         same_user = self._uid is not _NO_UID and info.get("uid") == self._uid
         self._uid = info.get("uid")
+        if not same_user:
+            self._topics = set()
         given = info.get("positions")
         if isinstance(given, dict):
+            # Topics keep their positions: each is resumed by its rejoin, not here.
+            kept = {name: pos for name, pos in self._current.items() if name in self._topics}
             self._current = {name: (pos[0], int(pos[1])) for name, pos in given.items()
-                             if isinstance(pos, list) and len(pos) == 2}
+                             if isinstance(pos, list) and len(pos) == 2
+                             and (not name.startswith("t:") or name in self._topics)}
+            for name, pos in kept.items():
+                self._current.setdefault(name, pos)
         recovered = info.get("recovered")
         return recovered if same_user and isinstance(recovered, bool) else None
 
@@ -59,7 +69,8 @@ class Positions:
         *body, (_, mark) = events
         moved = False
         for name, pos in mark.items():
-            if not (isinstance(pos, list) and len(pos) == 2):
+            if not (isinstance(pos, list) and len(pos) == 2) or (
+                    name.startswith("t:") and name not in self._topics):
                 continue
             epoch, seq = pos[0], int(pos[1])
             old = self._current.get(name)
@@ -72,3 +83,27 @@ class Positions:
         """After a kick: the next connection starts afresh (nothing to recover)."""
         self._current = {}
         self._uid = _NO_UID
+        self._topics = set()
+
+    # --- topics --------------------------------------------------------------------------
+
+    def follow(self, topic: str) -> tuple[str, int] | None:
+        """Start (or keep) following a topic's marks; returns the position to join with
+        (None: never joined, or its history is another user's)."""
+        self._topics.add("t:" + topic)
+        return self._current.get("t:" + topic)
+
+    def joined(self, topic: str, position: t.Any, sent: tuple[str, int] | None) -> None:
+        """A join's reply: adopt its position unless a mark moved the topic since the
+        join was sent (over Ajax a batch may come before the reply)."""
+        name = "t:" + topic
+        if (name in self._topics and self._current.get(name) == sent
+                and isinstance(position, list) and len(position) == 2):
+            self._current[name] = (position[0], int(position[1]))
+
+    def unfollow(self, topic: str) -> None:
+        self._topics.discard("t:" + topic)
+        self._current.pop("t:" + topic, None)
+
+    def follows(self, topic: str) -> bool:
+        return "t:" + topic in self._topics

@@ -245,8 +245,8 @@ class Delivery:
             recovered = (position[0] == log.epoch and 0 <= position[1] <= log.seq
                          and log.after(position[1]) is not GAP)
             reader.positions[name] = position[1] if recovered else log.seq
-            if recovered and position[1] < log.seq and reader.transport == "ws":
-                self._dirty["ws"].add(log)
+            if recovered and position[1] < log.seq:  # the caller schedules a flush
+                self._dirty[reader.transport].add(log)
         return recovered, (log.epoch, reader.positions[name])
 
     def leave(self, reader: Reader, topic: str, now: float) -> bool:

@@ -125,3 +125,91 @@ def test_target_fields_round_trip():
     assert split_target(join_target("c1", None)) == ("c1", None)
     assert split_target(join_target(None, "c1")) == (None, "c1")
     assert split_target(None) == (None, None)
+
+
+def test_random_joins_leaves_and_publishes_deliver_each_reader_exactly_its_events():
+    """Hypothesis drives opens, closes, joins, leaves, pushes, publishes (some excluding one
+    client), collects and polls; a plain model says what each live reader is owed: the
+    publishes of the topics it is in from its join on, except those excluding it, merged
+    in send order with its user's pushes."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    clients = [("x", "a", "ws"), ("x", "b", "ajax"), ("y", "c", "ws"), ("y", "d", "ajax")]
+    topics = ["r1", "r2"]
+    op = st.one_of(
+        st.tuples(st.just("open"), st.integers(0, 3)),
+        st.tuples(st.just("close"), st.integers(0, 3)),
+        st.tuples(st.just("join"), st.integers(0, 3), st.sampled_from(topics)),
+        st.tuples(st.just("leave"), st.integers(0, 3), st.sampled_from(topics)),
+        st.tuples(st.just("push"), st.sampled_from(["x", "y"])),
+        st.tuples(st.just("publish"), st.sampled_from(topics),
+                  st.sampled_from([None, "a", "b", "c", "d"])),
+        st.tuples(st.just("collect")),
+        st.tuples(st.just("poll"), st.integers(0, 3)),
+    )
+
+    def drain(d, reader):
+        pending = d.pending(reader)
+        assert pending is not GAP
+        d.advance(reader, pending)
+        return [e.event[1] for _, e in pending if e.for_client(reader.client_id)]
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(op, max_size=60))
+    def run(ops):
+        d = make(history_size=1000)
+        live: dict[int, object] = {}
+        owed: dict[int, list] = {}
+        got: dict[int, list] = {}
+        n = 0
+
+        def collect():
+            batches, gapped, _ = d.collect("ws")
+            assert not gapped
+            for b in batches:
+                for r in b.readers:
+                    i = next(k for k, v in live.items() if v is r)
+                    got[i] += [e[1] for e in b.events]
+
+        for o in ops:
+            if o[0] == "open" and o[1] not in live:
+                uid, cid, tr = clients[o[1]]
+                live[o[1]] = d.open_reader(uid, cid, tr, now=0)
+                owed[o[1]], got[o[1]] = [], []
+            elif o[0] == "close" and o[1] in live:
+                d.close_reader(live.pop(o[1]), now=0)
+            elif o[0] == "join" and o[1] in live:
+                d.join(live[o[1]], o[2], now=0)
+            elif o[0] == "leave" and o[1] in live:
+                # what it was owed of the topic up to now still counts once collected:
+                # collect first, as the hub answers a leave after earlier batches
+                collect()
+                for i, r in live.items():
+                    if r.transport == "ajax":
+                        got[i] += drain(d, r)
+                d.leave(live[o[1]], o[2], now=0)
+            elif o[0] == "push":
+                n += 1
+                d.push(o[1], ["t/n", n], None, now=0)
+                for i, r in live.items():
+                    if r.uid == o[1]:
+                        owed[i].append(n)
+            elif o[0] == "publish":
+                n += 1
+                d.publish(o[1], ["t/n", n], o[2], now=0)
+                for i, r in live.items():
+                    if f"t:{o[1]}" in r.logs and r.client_id != o[2]:
+                        owed[i].append(n)
+            elif o[0] == "collect":
+                collect()
+            elif o[0] == "poll" and o[1] in live and live[o[1]].transport == "ajax":
+                got[o[1]] += drain(d, live[o[1]])
+        collect()
+        for i, r in live.items():
+            if r.transport == "ajax":
+                got[i] += drain(d, r)
+        for i in live:
+            assert got[i] == owed[i]        # all of it, once, in send order
+
+    run()

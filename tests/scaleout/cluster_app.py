@@ -10,7 +10,7 @@ import typing as t
 import redis
 from flask import Flask, request
 
-from flask_sente import Sente
+from flask_sente import Sente, signals
 
 
 def create_app() -> Flask:
@@ -46,6 +46,32 @@ def create_app() -> Flask:
         uids = sente.connected_uids
         msg.reply({"pid": os.getpid(), "any": sorted(uids.any), "ws": sorted(uids.ws),
                    "ajax": sorted(uids.ajax)})
+
+    @sente.on_join("room/*")
+    def join_room(msg: t.Any) -> t.Any:
+        return {"pid": os.getpid()}
+
+    @sente.on_join("vip")
+    def join_vip(msg: t.Any) -> bool:
+        return False
+
+    @sente.on("t/publish")
+    def publish(msg: t.Any) -> None:
+        sente.publish(msg.data["topic"], ("t/p", msg.data["n"]))
+        msg.reply(os.getpid())
+
+    @sente.on("t/members")
+    def members(msg: t.Any) -> None:
+        msg.reply({"pid": os.getpid(), "members": sorted(sente.members(msg.data))})
+
+    def topic_joined(sender: t.Any, topic: str, uid: t.Any) -> None:
+        log.rpush("test:topics", json.dumps(["joined", topic, uid, os.getpid()]))
+
+    def topic_left(sender: t.Any, topic: str, uid: t.Any) -> None:
+        log.rpush("test:topics", json.dumps(["left", topic, uid, os.getpid()]))
+
+    signals.topic_joined.connect(topic_joined, app, weak=False)
+    signals.topic_left.connect(topic_left, app, weak=False)
 
     @sente.on("chsk/uidport-open")
     def opened(msg: t.Any) -> None:

@@ -1,0 +1,98 @@
+"""Topics through a real Redis between two apps ("workers") in one process: a client that
+rejoins on the other worker is replayed from the Redis stream, and a server-side join or
+leave made on one worker reaches the client's connection on the other."""
+from __future__ import annotations
+
+import json
+import typing as t
+import urllib.parse
+
+import gevent
+import websocket
+
+from .test_backplane import TIMEOUT, recv, worker
+
+
+def _ws(base: str, uid: str, positions: t.Any = None) -> websocket.WebSocket:
+    query = f"client-id={uid}-tab&u={uid}&protocol=2"
+    if positions is not None:
+        query += "&pos=" + urllib.parse.quote(json.dumps(positions))
+    return websocket.create_connection(base.replace("http", "ws") + "/chsk?" + query,
+                                       timeout=TIMEOUT)
+
+
+def _call(ws: websocket.WebSocket, event: t.Any, pushed: list[t.Any]) -> t.Any:
+    ws.send(json.dumps([event, "cb"]))
+    while True:
+        message = recv(ws)
+        if message[1] == "cb":
+            return message[0][1]
+        pushed.append(message[0])
+
+
+def _topic_numbers(batches: list[t.Any], topic: str) -> list[int]:
+    return [e[1][1][1] for b in batches for e in b
+            if e[0] == "chsk/topic" and e[1][0] == topic]
+
+
+def test_a_rejoin_on_another_worker_is_replayed_from_redis(redis_server):
+    with worker(redis_server.url) as (a, sa, _), worker(redis_server.url) as (b, sb, _):
+        @sa.on_join("room/*")
+        @sb.on_join("room/*")
+        def allow(msg: t.Any) -> bool:
+            return True
+
+        ws = _ws(a, "rex")
+        positions = recv(ws)[0][1]["positions"]
+        pushed: list[t.Any] = []
+        joined = _call(ws, ["chsk/join", {"topic": "room/9"}], pushed)
+        assert joined["ok"] and joined["recovered"] is None
+        ws.close()
+        for n in range(10):
+            sa.publish("room/9", ("t/n", n))                 # while it is away
+        gevent.sleep(0.3)
+        ws = _ws(b, "rex", positions)
+        try:
+            assert recv(ws)[0][1]["recovered"] is True
+            pushed = []
+            again = _call(ws, ["chsk/join", {"topic": "room/9",
+                                             "position": joined["position"]}], pushed)
+            assert again["ok"] and again["recovered"] is True
+            with gevent.Timeout(TIMEOUT):
+                while len(_topic_numbers(pushed, "room/9")) < 10:
+                    pushed.append(recv(ws)[0])
+            assert _topic_numbers(pushed, "room/9") == list(range(10))
+        finally:
+            ws.close()
+
+
+def test_server_side_join_and_leave_reach_a_client_on_another_worker(redis_server):
+    with worker(redis_server.url) as (a, sa, _), worker(redis_server.url) as (b, sb, _):
+        ws = _ws(a, "sue")
+        recv(ws)
+        try:
+            sb.join("news", "sue")                           # made on the other worker
+            got: list[t.Any] = []
+            with gevent.Timeout(TIMEOUT):
+                while not any(e[0] == "chsk/joined" for e in got):
+                    got += recv(ws)[0]
+            joined = next(e[1] for e in got if e[0] == "chsk/joined")
+            assert joined["topic"] == "news" and len(joined["position"]) == 2
+            with gevent.Timeout(TIMEOUT):
+                while sb.members("news") != {"sue"}:
+                    gevent.sleep(0.02)
+            sb.publish("news", ("t/n", 1))
+            with gevent.Timeout(TIMEOUT):
+                while _topic_numbers([got], "news") != [1]:
+                    got += recv(ws)[0]
+            sb.leave("news", "sue")
+            with gevent.Timeout(TIMEOUT):
+                while not any(e[0] == "chsk/left" for e in got):
+                    got += recv(ws)[0]
+            assert next(e[1] for e in got if e[0] == "chsk/left") == {
+                "topic": "news", "reason": "removed"}
+            with gevent.Timeout(TIMEOUT):
+                while sa.members("news") or sb.members("news"):
+                    gevent.sleep(0.02)
+        finally:
+            ws.close()

@@ -1,0 +1,100 @@
+"""Topics under real ``gunicorn -k flask_sente.worker.SenteWorker -w 3`` with Redis: joins
+allowed and refused on any worker, publishes from every worker reaching members only, in
+order, on both transports (Ajax polls on a new TCP connection each, so a poll often lands on
+a worker that did not see the join), members equal on every worker, topic presence once in
+the cluster, and leave stopping delivery."""
+from __future__ import annotations
+
+import json
+import typing as t
+
+import gevent
+import requests
+
+from .test_gunicorn_cluster import TIMEOUT, AjaxClient, WsClient, call, cluster  # noqa: F401
+
+
+def _join_ws(client: WsClient, topic: str) -> dict[str, t.Any]:
+    client.ws.send(json.dumps([["chsk/join", {"topic": topic}], "j1"]))
+    while True:
+        payload = json.loads(client.ws.recv())
+        if payload[0] == ["chsk/reply", payload[0][1]] and payload[1] == "j1":
+            return t.cast("dict[str, t.Any]", payload[0][1])
+        if isinstance(payload[0], list) and isinstance(payload[0][0], list):
+            *events, mark = payload[0]
+            client.events += events
+
+
+def _post(client: AjaxClient, event: t.Any) -> t.Any:
+    r = requests.post(client.base, data=json.dumps([event, "cb"]), timeout=TIMEOUT,
+                      headers={"Content-Type": "application/json", "Connection": "close"})
+    r.raise_for_status()
+    return r.json()[0][1]
+
+
+def test_topics_across_three_workers(cluster):  # noqa: F811
+    host, r = cluster
+    ann = WsClient(host, "ann")
+    bob = AjaxClient(host, "bob")
+    carl = WsClient(host, "carl")
+    poller = gevent.spawn(lambda: [bob.poll() for _ in iter(int, 1)])
+    try:
+        with gevent.Timeout(90):
+            joined = _join_ws(ann, "room/1")
+            assert joined["ok"] and joined["topic"] == "room/1"
+            reply = _post(bob, ["chsk/join", {"topic": "room/1"}])
+            assert reply["ok"]
+            bob.positions["t:room/1"] = reply["position"]
+            assert _join_ws(carl, "vip") == {"ok": False, "topic": "vip",
+                                             "reason": "forbidden"}
+
+            pids = {call(host, ["t/publish", {"topic": "room/1", "n": n}])
+                    for n in range(60)}
+            assert len(pids) == 3, f"publishes came from {len(pids)} workers"
+            ann.read_until(lambda: len(ann.events) >= 60)
+            assert ann.events == [["chsk/topic", ["room/1", ["t/p", n]]] for n in range(60)]
+            while len(bob.events) < 60:
+                gevent.sleep(0.05)
+            assert bob.events == [["chsk/topic", ["room/1", ["t/p", n]]] for n in range(60)]
+            assert bob.handshakes == 0
+
+            def views() -> dict[int, list[str]]:
+                seen: dict[int, list[str]] = {}
+                while len(seen) < 3:
+                    answer = call(host, ["t/members", "room/1"])
+                    seen[answer["pid"]] = answer["members"]
+                return seen
+
+            assert list(views().values()) == [["ann", "bob"]] * 3
+
+            assert _post(bob, ["chsk/leave", {"topic": "room/1"}]) == {"ok": True,
+                                                                        "topic": "room/1"}
+            del bob.positions["t:room/1"]
+            for n in range(60, 70):
+                call(host, ["t/publish", {"topic": "room/1", "n": n}])
+            ann.read_until(lambda: len(ann.events) >= 70)
+            gevent.sleep(1.0)
+            assert len(bob.events) == 60                      # left: nothing more
+            deadline = gevent.Timeout(10, AssertionError("members not updated"))
+            with deadline:
+                while list(views().values()) != [["ann"]] * 3:
+                    gevent.sleep(0.1)
+            carl.ws.settimeout(0.5)
+            try:
+                carl_got = json.loads(carl.ws.recv())
+            except Exception:  # a timeout: carl got nothing, as he should
+                carl_got = None
+            assert carl_got is None
+    finally:
+        poller.kill()
+        for ws in (ann, carl):
+            ws.ws.close()
+    def events() -> list[tuple[str, ...]]:
+        return sorted(tuple(json.loads(e)[:3]) for e in r.lrange("test:topics", 0, -1))
+
+    with gevent.Timeout(10, AssertionError(f"ann never left: {events()}")):
+        while ("left", "room/1", "ann") not in events():   # her socket closed: after grace
+            gevent.sleep(0.1)
+    gevent.sleep(1.0)  # time for a duplicate transition to show up, if any
+    assert events() == [("joined", "room/1", "ann"), ("joined", "room/1", "bob"),
+                        ("left", "room/1", "ann"), ("left", "room/1", "bob")]
