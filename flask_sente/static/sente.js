@@ -26,7 +26,7 @@
   // Protocol (pure: no I/O, no timers, no globals beyond crypto for ids)
   // Python twins: flask_sente/protocol/ (events, wire, packers, backoff, closecodes) and,
   // for ids/URLs, state, positions and topics, flask_sente/client/endpoint.py, state.py,
-  // positions.py, topics.py.
+  // positions.py (topic positions too), topics.py.
   // =========================================================================================
 
   const PROTOCOL_VERSION = 2;
@@ -560,7 +560,7 @@
     return { events: events.slice(0, -1), positions: positionsAfterMark(positions, mark), seen: false };
   }
 
-  // --- topics, protocol 2 (client/topics.py) -----------------------------------------------
+  // --- topics, protocol 2 (client/positions.py's topic part, client/topics.py) -------------
   //
   // A topic is a named log like the user's (docs/protocol.md §11): a mark names it
   // "t:" + topic, and this client keeps its position there beside the user's and the
