@@ -5,10 +5,18 @@ todos. The demo runs as ``python -m demo`` (tests/demo_app/test_demo_browser.py'
 """
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from tests.demo_app.test_demo_browser import WAIT, demo, sign_in  # noqa: F401  (demo: fixture)
+from tests.demo_app.test_demo_browser import (  # noqa: F401  (demo: the fixture)
+    ROOT,
+    WAIT,
+    demo,
+    sign_in,
+)
 
 # Every todo/added the page gets, as [text, meta.topic].
 RECORD = """() => { window.added = [];
@@ -91,3 +99,22 @@ def test_a_bad_list_name_is_refused_with_the_reason_and_open_lists_come_back(bro
     ada.click('#lists li[data-list="work"] .chip-name')
     expect(ada.locator(".todo .text")).to_have_text(["ship it"], timeout=WAIT)
     expect(ada.locator("#viewers li")).to_have_text(["ada (you)"])
+
+
+def test_the_terminal_client_opens_a_list_and_adds_to_it(browser, demo):  # noqa: F811
+    ada = sign_in(browser, demo, "ada")
+    open_list(ada, "groceries")
+
+    def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "demo.cli", "--url", demo.url, "--name",
+                               "cli", *argv], cwd=ROOT, capture_output=True, text=True,
+                              timeout=30)
+
+    added = cli("--list", "groceries", "add", "from the terminal")
+    assert added.returncode == 0, added.stderr
+    expect(ada.locator(".todo .text")).to_have_text(["from the terminal"], timeout=WAIT)
+    listed = cli("--type", "ajax", "--list", "groceries", "list")
+    assert "from the terminal  (cli)" in listed.stdout
+    refused = cli("--list", "No Such!", "list")
+    assert refused.returncode == 1
+    assert "cannot open No Such!: a list name is 1 to 24" in refused.stderr
