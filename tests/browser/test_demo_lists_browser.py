@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import types
+import typing as t
 
 import pytest
+from cutproxy import CutProxy
 from playwright.sync_api import Locator, Page, expect
 
 from tests.demo_app.test_demo_browser import (  # noqa: F401  (demo: the fixture)
@@ -17,6 +20,8 @@ from tests.demo_app.test_demo_browser import (  # noqa: F401  (demo: the fixture
     demo,
     sign_in,
 )
+
+from .conftest import Server
 
 # Every todo/added the page gets, as [text, meta.topic].
 RECORD = """() => { window.added = [];
@@ -118,3 +123,31 @@ def test_the_terminal_client_opens_a_list_and_adds_to_it(browser, demo):  # noqa
     refused = cli("--list", "No Such!", "list")
     assert refused.returncode == 1
     assert "cannot open No Such!: a list name is 1 to 24" in refused.stderr
+
+
+@pytest.mark.parametrize("query", ["", "?type=ajax"])
+def test_a_list_cut_off_gets_what_it_missed_on_rejoin(browser, demo, query):  # noqa: F811
+    """sente.js rejoins the list's topic after the reconnect, from its position: bob's todo
+    added meanwhile is replayed, the page does not ask for the list again."""
+    with CutProxy(demo.port) as proxy:
+        via = types.SimpleNamespace(url=f"http://127.0.0.1:{proxy.port}")
+        ada = sign_in(browser, t.cast(Server, via), "ada", query)
+        bob = sign_in(browser, demo, "bob")
+        open_list(ada, "groceries")
+        open_list(bob, "groceries")
+        expect(ada.locator("#viewers li")).to_have_text(["ada (you)", "bob"], timeout=WAIT)
+        ada.evaluate("""() => { window.calls = []; window.rejoined = [];
+            chsk.on("chsk/rejoined", (r) => rejoined.push(r));
+            const call = chsk.call.bind(chsk);
+            chsk.call = (ev, ...rest) => { calls.push(ev[0]); return call(ev, ...rest); }; }""")
+        proxy.cut(down_for=120)
+        expect(ada.locator("#status")).not_to_have_attribute("data-state", "open", timeout=WAIT)
+        add(bob, "while ada was away")
+        proxy.cut(down_for=0)
+        ada.evaluate("() => window.dispatchEvent(new Event('online'))")
+        expect(ada.locator("#status")).to_have_attribute("data-state", "open", timeout=20_000)
+        expect(ada.locator(".todo .text")).to_have_text(["while ada was away"], timeout=WAIT)
+        ada.wait_for_function("() => rejoined.length > 0")
+        assert ada.evaluate("() => rejoined[0]") == {"topic": "list/groceries",
+                                                     "recovered": True}
+        assert ada.evaluate("() => calls") == []

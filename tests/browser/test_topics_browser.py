@@ -8,6 +8,7 @@ on gevent in this process (see test_replay_browser.py).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import types
@@ -77,6 +78,26 @@ def barrier(server: Server, page: Page, uid: str, n: int) -> None:
         f"() => got.some((g) => g[0] === 't/barrier' && g[1] === {n})")
 
 
+@contextlib.contextmanager
+def behind_a_proxy(make_server: t.Callable[..., Server], pages: Pages, transport: str,
+                   **server_options: t.Any) -> t.Iterator[tuple[Server, CutProxy, Page]]:
+    """A server, a cutting proxy in front of it, and ann's page connected through it."""
+    server = make_server(**server_options)
+    with CutProxy(server.port) as proxy:
+        via = types.SimpleNamespace(url=f"http://127.0.0.1:{proxy.port}")
+        yield server, proxy, open_page(pages, via, "ann", transport)
+
+
+def cut_off_while(proxy: CutProxy, page: Page, publish: t.Callable[[], t.Any]) -> None:
+    """Cut the page off, run ``publish`` while it is away, bring it back."""
+    proxy.cut(down_for=120)
+    page.wait_for_function("() => !chsk.state.open")
+    publish()
+    proxy.cut(down_for=0)
+    page.evaluate("() => window.dispatchEvent(new Event('online'))")  # skip the backoff
+    page.wait_for_function("() => chsk.state.open", timeout=20_000)
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_join_is_allowed_or_refused_with_the_servers_reason(make_topics_server, pages: Pages,
                                                             transport: str):
@@ -133,26 +154,33 @@ def test_topic_events_reach_members_only_and_stop_after_leave(make_topics_server
         ["t/barrier", 1, None]]
 
 
-def through(proxy: CutProxy) -> types.SimpleNamespace:
-    return types.SimpleNamespace(url=f"http://127.0.0.1:{proxy.port}")
-
-
-def cut_off_while(proxy: CutProxy, page: Page, publish: t.Callable[[], None]) -> None:
-    """Cut the page off, run ``publish`` while it is away, bring it back."""
-    proxy.cut(down_for=120)
-    page.wait_for_function("() => !chsk.state.open")
-    publish()
-    proxy.cut(down_for=0)
-    page.evaluate("() => window.dispatchEvent(new Event('online'))")  # skip the backoff
-    page.wait_for_function("() => chsk.state.open", timeout=20_000)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_the_server_joins_and_removes_a_client(make_topics_server, pages: Pages,
+                                               transport: str):
+    with behind_a_proxy(make_topics_server, pages, transport) as (server, proxy, page):
+        server.post("/test/join", topic="news", uid="ann")   # no join handler needed
+        page.wait_for_function("() => chsk.topics().includes('news')")
+        server.post("/test/publish", topic="news", event="t/said", data="extra")
+        page.wait_for_function("() => got.some((g) => g[0] === 't/said')")
+        assert topic_events(page) == [["t/said", "extra", "news"]]
+        # It is rejoined after a reconnect like a topic the page joined itself.
+        cut_off_while(proxy, page, lambda: server.post(
+            "/test/publish", topic="news", event="t/said", data="while away"))
+        page.wait_for_function("() => got.filter((g) => g[0] === 't/said').length === 2",
+                               timeout=20_000)
+        page.wait_for_function("() => notices.length === 1")
+        assert page.evaluate("() => notices") == [
+            ["chsk/rejoined", {"topic": "news", "recovered": True}]]
+        server.post("/test/leave", topic="news", uid="ann")
+        page.wait_for_function("() => notices.length === 2")
+        assert page.evaluate("() => [notices[1], chsk.topics()]") == [
+            ["chsk/left", {"topic": "news", "reason": "removed"}], []]
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_rejoin_after_a_cut_replays_what_was_missed(make_topics_server, pages: Pages,
                                                     transport: str):
-    server = make_topics_server()
-    with CutProxy(server.port) as proxy:
-        page = open_page(pages, through(proxy), "ann", transport)
+    with behind_a_proxy(make_topics_server, pages, transport) as (server, proxy, page):
         assert join(page, "room/r")[0] == "ok"
         for n in range(3):
             server.post("/test/publish", topic="room/r", event="t/said", data=n)
@@ -176,9 +204,8 @@ def test_rejoin_after_a_cut_replays_what_was_missed(make_topics_server, pages: P
 def test_rejoin_says_not_recovered_when_the_topics_history_is_gone(make_topics_server,
                                                                    pages: Pages,
                                                                    transport: str):
-    server = make_topics_server(history_size=4)
-    with CutProxy(server.port) as proxy:
-        page = open_page(pages, through(proxy), "ann", transport)
+    with behind_a_proxy(make_topics_server, pages, transport, history_size=4) as (
+            server, proxy, page):
         assert join(page, "room/r")[0] == "ok"
         server.post("/test/publish", topic="room/r", event="t/said", data=0)
         page.wait_for_function("() => got.some((g) => g[0] === 't/said')")

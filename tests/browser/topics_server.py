@@ -11,7 +11,8 @@ Join handler for ``room/*`` (topic presence on):
 * any other room — allowed; the join data is ``{"hello": uid, "members": [...]}``.
 
 No handler matches other topics (refused, ``forbidden``). Test controls under ``/test/``:
-``publish`` ``{topic, event, data}`` and ``push`` ``{uid, event, data}``.
+``publish`` ``{topic, event, data}``, ``push`` ``{uid, event, data}``, and the server-side
+``join`` / ``leave`` ``{topic, uid}``.
 """
 from gevent import monkey
 
@@ -61,6 +62,18 @@ def create_app(packer: str, history_size: int) -> Flask:
     def push() -> t.Any:
         body = request.get_json()
         sente.send(body["uid"], (body["event"], body.get("data")), flush=True)
+        return jsonify(ok=True)
+
+    @app.post("/test/join")
+    def join() -> t.Any:
+        body = request.get_json()
+        sente.join(body["topic"], body["uid"])
+        return jsonify(ok=True)
+
+    @app.post("/test/leave")
+    def leave() -> t.Any:
+        body = request.get_json()
+        sente.leave(body["topic"], body["uid"])
         return jsonify(ok=True)
 
     return app
