@@ -6,13 +6,14 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 
-.PHONY: help venv demo demo-cluster lint test test-py test-js test-browser browser-deps redis-deps bench soak clean
+.PHONY: help venv demo demo-cluster lint docs test test-py test-js test-browser browser-deps redis-deps ts-deps bench soak clean
 
 help:
 	@echo "make demo   - set up and run the demo todo app on http://$(HOST):$(PORT)"
 	@echo "make demo-cluster - the demo on 3 gunicorn workers sharing a Redis"
 	@echo "make lint   - ruff (ruff.toml) and mypy (setup.cfg; strict for protocol/ and client/)"
-	@echo "make test   - make lint, then every test (Python, node --test, headless Chromium)"
+	@echo "make docs   - the documentation site (Sphinx) into docs/_build/html; warnings are errors"
+	@echo "make test   - make lint and make docs, then every test (Python, node --test, headless Chromium, tsc)"
 	@echo "make bench  - run the benchmarks against the peers"
 	@echo "make soak   - the soak and the abuse scenarios (127.0.0.1, about 2 minutes)"
 
@@ -21,7 +22,7 @@ venv: $(STAMP)
 $(STAMP): setup.cfg setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,gunicorn,lint]'
+	$(PY) -m pip install -q -e '.[test,gunicorn,lint,docs]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -51,11 +52,22 @@ redis-deps:
 	  echo "installing Debian redis-server"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
+# TypeScript, for the check of flask_sente/static/sente.d.ts (tests/ts), into an ignored folder.
+ts-deps:
+	@test -x tests/ts/node_modules/.bin/tsc || \
+	  (cd tests/ts && npm install --silent --no-audit --no-fund --no-save typescript@5 >/dev/null)
+
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 
-test: lint $(STAMP) browser-deps redis-deps
+# -W --keep-going: every warning is an error, all of them reported in one run; -n: every
+# cross-reference must resolve. A fresh build each time (-E), so no stale page hides one.
+docs: $(STAMP)
+	$(PY) -m sphinx -W --keep-going -n -E -q -b html docs docs/_build/html
+	@echo "docs: open docs/_build/html/index.html"
+
+test: lint docs $(STAMP) browser-deps redis-deps ts-deps
 	node --test tests/js/
 	$(PY) -m pytest tests
 
@@ -77,4 +89,4 @@ soak: $(STAMP)
 	$(PY) -m bench.soak
 
 clean:
-	rm -rf $(VENV) tests/js/node_modules bench/node_modules
+	rm -rf $(VENV) tests/js/node_modules tests/ts/node_modules bench/node_modules docs/_build

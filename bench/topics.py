@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             ok = (r.get("clients") == args.conns and not r.get("mismatched")
                   and not r.get("errors"))
             print(f"run {run + 1} {label:22} {r['rate']:>12,.0f} deliveries/s  "
-                  f"p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms"
+                  f"p50 {r['p50_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms"
                   f"{'' if ok else '  (INCOMPLETE: ' + str(r) + ')'}", flush=True)
             if ok:
                 results[kind].append(r)

@@ -5,7 +5,8 @@
   400/401/403, never a 101 and then a close);
 * ``GET <url>`` -> Ajax handshake or long-poll;
 * ``POST <url>`` -> one Ajax event, answered with its reply or an ack;
-* ``GET <url>/sente.js`` -> the browser client.
+* ``GET <url>/sente.js`` -> the browser client (``<url>/sente.d.ts``: its TypeScript
+  declarations).
 
 This module translates Flask's request into hub calls, after ``admission.admit`` (the
 checks, in one pipeline) let the request in.
@@ -38,6 +39,7 @@ def make_blueprint(url: str) -> Blueprint:
     bp = Blueprint("sente", __name__)
     bp.add_url_rule(url, "chsk", _chsk, methods=["GET", "POST"])
     bp.add_url_rule(url.rstrip("/") + "/sente.js", "script", _script)
+    bp.add_url_rule(url.rstrip("/") + "/sente.d.ts", "script_types", _script_types)
     bp.add_url_rule(url.rstrip("/") + "/health", "health", _health)
     return bp
 
@@ -63,7 +65,16 @@ def script_version() -> str:
 
 
 def _script() -> Response:
-    resp = send_file(os.path.join(STATIC_DIR, "sente.js"), mimetype="text/javascript",
+    return _static("sente.js", "text/javascript")
+
+
+def _script_types() -> Response:
+    return _static("sente.d.ts", "text/plain")
+
+
+def _static(name: str, mimetype: str) -> Response:
+    """A file of the client, revalidated by ETag; immutable for a year when versioned (?v=)."""
+    resp = send_file(os.path.join(STATIC_DIR, name), mimetype=mimetype,
                      max_age=0 if "v" not in request.args else 365 * 24 * 3600,
                      conditional=True, etag=True)
     if "v" in request.args:

@@ -31,8 +31,8 @@ Design, in short:
   handshake.
 * **No offline buffering**: ``call()``/``send()`` on a client that is connecting or
   reconnecting wait for the open (within their timeout); on a stopped client they raise at
-  once. Calls in flight fail at once with :class:`ConnectionClosed` when their connection
-  drops (Sente lets them wait for their timeout).
+  once. Calls in flight fail at once with :class:`~flask_sente.exceptions.ConnectionClosed`
+  when their connection drops (Sente lets them wait for their timeout).
 * **Auto mode** starts with WebSocket, falls back to Ajax when a WebSocket cannot open but
   Ajax can, and retries WebSocket every ``upgrade_retry`` seconds while on Ajax, moving back
   up when it works (Sente never moves back up). A 401/403 is a rejection, never a reason to

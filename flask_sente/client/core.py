@@ -191,7 +191,8 @@ class Client(ConnectionLoop, ClientTopics):
         """Close the connection (WebSocket close 1000) and stop reconnecting.
 
         ``state.last_close.reason`` becomes ``requested-disconnect``; pending calls fail with
-        :class:`ConnectionClosed`. :meth:`connect` or :meth:`reconnect` starts again.
+        :class:`~flask_sente.exceptions.ConnectionClosed`. :meth:`connect` or :meth:`reconnect`
+        starts again.
         """
         self._drop(CloseInfo("requested-disconnect"), keep_active=False)
 
