@@ -1299,7 +1299,7 @@
         uid: this._state.uid, handshakeData: this._state.handshakeData, type: transport.type,
         firstHandshake, recovered: this._state.recovered,
       });
-      if (this._conn === transport) this._rejoinTopics();
+      if (this._conn === transport) this._rejoinTopics(transport);
     }
 
     /**
@@ -1559,17 +1559,29 @@
      * replays what this client missed in it — or says `recovered: false` in a
      * "chsk/rejoined" listener event. A refused rejoin is a "chsk/left" with the reason.
      * A rejoin cut off by the connection is made again after the next handshake.
+     *
+     * Over Ajax the long-poll waits for the rejoins' replies: it names the topics'
+     * positions, which the replies may move (to the head, when a topic's history is gone),
+     * and a poll naming a position the server no longer holds is answered with another
+     * handshake, and another round of rejoins.
      */
-    _rejoinTopics() {
+    _rejoinTopics(transport) {
+      const rejoins = [];
       for (const [topic, record] of this._topics) {
         if (record.state !== "joined") continue;
-        this._joinCall(topic, record, record.data, this._callTimeoutMs).then(
+        rejoins.push(this._joinCall(topic, record, record.data, this._callTimeoutMs).then(
           (answer) => this._emit(EV.REJOINED, { topic, recovered: answer.recovered }),
           (error) => {
             if (error instanceof JoinRefusedError) this._emit(EV.LEFT, { topic, reason: error.reason });
             else if (typeof console !== "undefined") console.warn(`sente: rejoining ${topic} failed: ${error.message}`);
-          });
+          }));
       }
+      if (!rejoins.length || transport.type !== "ajax") return;
+      transport.pause();
+      Promise.all(rejoins).then(() => {
+        // A WebSocket trial started meanwhile resumes the poll itself when it fails.
+        if (this._conn === transport && this._trial === null) transport.resume();
+      });
     }
 
     // --- page lifecycle ------------------------------------------------------------------

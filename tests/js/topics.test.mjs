@@ -312,3 +312,33 @@ test("Ajax: a batch that overtakes the join's reply keeps its position; polls na
   const again = net.requests.filter((r) => r.url.searchParams.has("handshake"))[1];
   assert.deepEqual(posOf(again.url)["t:room/1"], ["et", 5], "the reply's older position lost to the mark");
 });
+
+test("Ajax: after a handshake the long-poll waits for the rejoins, then names their positions", async (t) => {
+  const net = fakeNet();
+  const polls = [];
+  const joins = [];
+  net.http = (req) => {
+    if (req.url.searchParams.has("handshake")) return json(HANDSHAKE());
+    if (req.init.method === "POST") return new Promise((resolve) => joins.push({ body: req.body, resolve }));
+    polls.push(req);
+    return "park";
+  };
+  const chsk = connect(net, { type: "ajax" });
+  t.after(() => chsk.disconnect());
+  const got = record(chsk);
+  await waitFor(() => chsk.state.open && polls.length === 1, "polling");
+  const joining = chsk.join("room/1");
+  await waitFor(() => joins.length === 1, "the join POSTed");
+  joins[0].resolve(json([["chsk/reply", { ok: true, topic: "room/1", data: null, position: ["et", 2], recovered: null }], null]));
+  await joining;
+  chsk.breakConnection();
+  await waitFor(() => joins.length === 2, "the rejoin after the new handshake");
+  assert.deepEqual(joins[1].body[0], ["chsk/join", { topic: "room/1", data: null, position: ["et", 2], ticket: null }]);
+  await new Promise((r) => setTimeout(r, 30));
+  assert.equal(polls.length, 1, "no poll while the rejoin is unanswered");
+  // The topic's history is gone: the server put the client at the head.
+  joins[1].resolve(json([["chsk/reply", { ok: true, topic: "room/1", data: null, position: ["new", 40], recovered: false }], null]));
+  await waitFor(() => polls.length === 2, "polling again");
+  assert.deepEqual(posOf(polls[1].url)["t:room/1"], ["new", 40]);
+  assert.deepEqual(got, [["rejoined", { topic: "room/1", recovered: false }]]);
+});
