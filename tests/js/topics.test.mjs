@@ -281,39 +281,12 @@ test("a kick and a change of user drop the topics, as the positions", async (t) 
   assert.deepEqual(chsk.topics(), []);
 });
 
-test("Ajax: a batch that overtakes the join's reply keeps its position; polls name topic logs", async (t) => {
-  const net = fakeNet();
-  const polls = [];
-  let answerJoin = null;
-  net.http = (req) => {
-    if (req.url.searchParams.has("handshake")) return json(HANDSHAKE());
-    if (req.init.method === "POST") return new Promise((resolve) => { answerJoin = resolve; });
-    polls.push(req);
-    // The first poll is answered once the join is in: with the topic's first batch.
-    if (polls.length === 1) {
-      return waitFor(() => answerJoin, "the join POSTed").then(() =>
-        json([[inTopic("room/1", ["chat/said", "early"]), mark({ "t:room/1": ["et", 5] })], null]));
-    }
-    return "park";
-  };
-  const chsk = connect(net, { type: "ajax" });
-  t.after(() => chsk.disconnect());
-  const got = record(chsk);
-  await waitFor(() => chsk.state.open && polls.length === 1, "polling");
-  const joining = chsk.join("room/1");
-  await waitFor(() => polls.length === 2, "the batch processed, the next poll");
-  assert.deepEqual(got, [["on", "early", "room/1"]], "a joining topic's events are delivered");
-  assert.deepEqual(posOf(polls[1].url)["t:room/1"], ["et", 5]);
-  answerJoin(json([["chsk/reply", { ok: true, topic: "room/1", data: null, position: ["et", 3], recovered: null }], null]));
-  await joining;
-  assert.deepEqual(chsk.topics(), ["room/1"]);
-  chsk.breakConnection(); // the next connection's handshake names where the client stands
-  await waitFor(() => net.requests.filter((r) => r.url.searchParams.has("handshake")).length === 2, "reconnected");
-  const again = net.requests.filter((r) => r.url.searchParams.has("handshake"))[1];
-  assert.deepEqual(posOf(again.url)["t:room/1"], ["et", 5], "the reply's older position lost to the mark");
-});
-
-test("Ajax: after a handshake the long-poll waits for the rejoins, then names their positions", async (t) => {
+/**
+ * An Ajax client on a fake server that answers handshakes, parks POSTs in `joins` (answer
+ * with `joins[i].resolve(response)`) and records polls, answered by `answerPoll(n)` (a
+ * response or a promise of one; default: parked).
+ */
+async function ajaxClient(t, answerPoll = () => "park") {
   const net = fakeNet();
   const polls = [];
   const joins = [];
@@ -321,15 +294,43 @@ test("Ajax: after a handshake the long-poll waits for the rejoins, then names th
     if (req.url.searchParams.has("handshake")) return json(HANDSHAKE());
     if (req.init.method === "POST") return new Promise((resolve) => joins.push({ body: req.body, resolve }));
     polls.push(req);
-    return "park";
+    return answerPoll(polls.length);
   };
   const chsk = connect(net, { type: "ajax" });
   t.after(() => chsk.disconnect());
   const got = record(chsk);
   await waitFor(() => chsk.state.open && polls.length === 1, "polling");
+  return { net, chsk, got, polls, joins };
+}
+
+const joinReply = (position, recovered = null) =>
+  json([["chsk/reply", { ok: true, topic: "room/1", data: null, position, recovered }], null]);
+
+test("Ajax: a batch that overtakes the join's reply keeps its position; polls name topic logs", async (t) => {
+  // The first poll is answered once the join is in: with the topic's first batch.
+  let joins = null;
+  const { net, chsk, got, polls, joins: posted } = await ajaxClient(t, (n) => (n !== 1 ? "park"
+    : waitFor(() => joins && joins.length === 1, "the join POSTed").then(() =>
+      json([[inTopic("room/1", ["chat/said", "early"]), mark({ "t:room/1": ["et", 5] })], null]))));
+  joins = posted;
+  const joining = chsk.join("room/1");
+  await waitFor(() => polls.length === 2, "the batch processed, the next poll");
+  assert.deepEqual(got, [["on", "early", "room/1"]], "a joining topic's events are delivered");
+  assert.deepEqual(posOf(polls[1].url)["t:room/1"], ["et", 5]);
+  joins[0].resolve(joinReply(["et", 3]));
+  await joining;
+  assert.deepEqual(chsk.topics(), ["room/1"]);
+  chsk.breakConnection(); // the next connection's handshake names where the client stands
+  const handshakes = () => net.requests.filter((r) => r.url.searchParams.has("handshake"));
+  await waitFor(() => handshakes().length === 2, "reconnected");
+  assert.deepEqual(posOf(handshakes()[1].url)["t:room/1"], ["et", 5], "the reply's older position lost to the mark");
+});
+
+test("Ajax: after a handshake the long-poll waits for the rejoins, then names their positions", async (t) => {
+  const { chsk, got, polls, joins } = await ajaxClient(t);
   const joining = chsk.join("room/1");
   await waitFor(() => joins.length === 1, "the join POSTed");
-  joins[0].resolve(json([["chsk/reply", { ok: true, topic: "room/1", data: null, position: ["et", 2], recovered: null }], null]));
+  joins[0].resolve(joinReply(["et", 2]));
   await joining;
   chsk.breakConnection();
   await waitFor(() => joins.length === 2, "the rejoin after the new handshake");
@@ -337,7 +338,7 @@ test("Ajax: after a handshake the long-poll waits for the rejoins, then names th
   await new Promise((r) => setTimeout(r, 30));
   assert.equal(polls.length, 1, "no poll while the rejoin is unanswered");
   // The topic's history is gone: the server put the client at the head.
-  joins[1].resolve(json([["chsk/reply", { ok: true, topic: "room/1", data: null, position: ["new", 40], recovered: false }], null]));
+  joins[1].resolve(joinReply(["new", 40], false));
   await waitFor(() => polls.length === 2, "polling again");
   assert.deepEqual(posOf(polls[1].url)["t:room/1"], ["new", 40]);
   assert.deepEqual(got, [["rejoined", { topic: "room/1", recovered: false }]]);
