@@ -21,7 +21,7 @@ from .connections import AjaxClient, new_conn_id, thread_ident
 from .core.delivery import GAP, Delivery, Entry
 from .core.packing import pack_owed
 from .core.presence import Transport
-from .exceptions import RemoteProtocolError
+from .exceptions import BackplaneError, RemoteProtocolError
 from .messages import AjaxReplier, EventMsg, RequestInfo
 from .protocol import events as ev
 from .protocol import wire
@@ -80,6 +80,10 @@ class LongPolls:
             return kicked
         clients = self._conns["ajax"].get(uid)
         client: AjaxClient | None = clients.get(client_id) if clients else None
+        if not handshake and version == 1:
+            # A protocol-1 client sends no positions: the process that answered its last
+            # poll kept them (a shared backplane; None in memory, where the reader is all).
+            positions = self.backplane.load_cursor(uid, client_id)
         if client is None and not handshake and positions is not None:
             # A poll this process has not seen (another worker served the client until
             # now): with a shared backplane its positions are all it needs.
@@ -118,13 +122,26 @@ class LongPolls:
         client.conn_id = new_conn_id()
         self._attach(client)
         try:
-            return self._poll(client, handshake_data)
+            answer = self._poll(client, handshake_data)
+            self._save_cursor(client)
+            return answer
         finally:
             if not self.closed:
                 self._detach(client, self.options.reconnect_grace_ajax)
 
+    def _save_cursor(self, client: AjaxClient) -> None:
+        """A protocol-1 client's positions, kept where any process can answer its next
+        poll (a shared backplane; a no-op in memory)."""
+        if client.version == 1:
+            try:
+                self.backplane.save_cursor(client.uid, client.client_id,
+                                           self._delivery.positions_of(client.reader))
+            except BackplaneError as exc:  # the answer still goes out (at most once)
+                logger.warning("protocol-1 cursor not saved: %s", exc)
+
     def _ajax_handshake(self, client: AjaxClient, data: t.Any,
                         recovered: bool | None) -> str | bytes:
+        self._save_cursor(client)
         return self.packer.pack(wire.handshake(
             client.uid, data, version=client.version, recovered=recovered,
             positions=self._delivery.positions_of(client.reader)))

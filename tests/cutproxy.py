@@ -7,6 +7,7 @@ network outage. Runs on gevent in the test process; ``close()`` stops it and its
 """
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 import typing as t
@@ -71,6 +72,25 @@ class CutProxy:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def cutting(proxy: CutProxy, work: t.Callable[[], t.Any],
+            every: float = 0.3) -> t.Iterator[gevent.Greenlet]:
+    """Run ``work`` in a greenlet while ``proxy`` cuts every connection each ``every``
+    seconds until ``work`` ends; both are stopped when the block exits."""
+    worker = gevent.spawn(work)
+
+    def cut() -> None:
+        while not worker.dead:
+            gevent.sleep(every)
+            proxy.cut()
+
+    cutter = gevent.spawn(cut)
+    try:
+        yield worker
+    finally:
+        gevent.killall([worker, cutter], timeout=5)
 
 
 def _pump(src: socket.socket, dst: socket.socket) -> None:

@@ -128,6 +128,16 @@ class Backplane(t.Protocol):
     def members(self, topic: str) -> frozenset[t.Any]:
         """The users in ``topic`` (cluster-wide for a shared backplane)."""
 
+    # --- protocol-1 Ajax clients (they send no positions) ----------------------------------
+
+    def save_cursor(self, uid: t.Any, client_id: str,
+                    positions: t.Mapping[str, tuple[str, int]]) -> None:
+        """Remember where a protocol-1 long-poller stands after a poll, so a process that
+        never saw it can answer its next poll (an in-memory backplane needs none)."""
+
+    def load_cursor(self, uid: t.Any, client_id: str) -> dict[str, tuple[str, int]] | None:
+        """What :meth:`save_cursor` kept, or None. May wait for a shared store."""
+
     def attach(self, uid: t.Any, transport: Transport, client_id: str, conn_id: int) -> None:
         """A member's connection is there."""
 

@@ -134,6 +134,13 @@ class LocalBackplane:
     def members(self, topic: str) -> frozenset[t.Any]:
         return frozenset(self._members.get(topic, ()))
 
+    def save_cursor(self, uid: t.Any, client_id: str,
+                    positions: t.Mapping[str, tuple[str, int]]) -> None:
+        """One process serves every poll: its reader is the cursor."""
+
+    def load_cursor(self, uid: t.Any, client_id: str) -> dict[str, tuple[str, int]] | None:
+        return None
+
     def _report_topics(self, changes: list[Change]) -> None:
         changes = [c for c in changes if c.kind.startswith("user-")]
         if not changes:

@@ -20,6 +20,7 @@ does its I/O on ``socket``).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 import typing as t
@@ -536,6 +537,20 @@ class RedisBackplane:
     def members(self, topic: str) -> frozenset[t.Any]:
         self._running()
         return frozenset(self._topic_members.get(topic, ()))
+
+    def save_cursor(self, uid: t.Any, client_id: str,
+                    positions: t.Mapping[str, tuple[str, int]]) -> None:
+        with self._calling():
+            self.client.set(rs.cursor_key(self.prefix, rs.user_key(uid), client_id),
+                            json.dumps({k: list(v) for k, v in positions.items()}),
+                            ex=self._ttl)
+
+    def load_cursor(self, uid: t.Any, client_id: str) -> dict[str, tuple[str, int]] | None:
+        with self._calling():
+            raw = self.client.get(rs.cursor_key(self.prefix, rs.user_key(uid), client_id))
+        if raw is None:
+            return None
+        return {name: (pos[0], int(pos[1])) for name, pos in json.loads(raw).items()}
 
     def _report_topics(self, changes: list[Change]) -> None:
         if changes and self._listener is not None:

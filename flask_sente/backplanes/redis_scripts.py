@@ -10,6 +10,7 @@ Keys (``P`` is the prefix, ``U`` a user's key: the JSON of the uid, or ``*`` for
                                    "kick", or a topic command "join" / "leave" / "remove")
 ``P:{t:T}:…``          (as above)  topic T's log: meta, stream and channel like a user's
 ``P:{U}:grants:<c>``   set         topics client c of the user was let into (TTL 1 day)
+``P:{U}:cursor:<c>``   string      positions of protocol-1 long-poller c (TTL history_ttl)
 ``P:tp:…``             (as below)  topic presence: the presence keys with prefix ``P:tp``
                                    and, as the user key, the JSON of ``[topic, uid]``
 ``P:{U}:meta``         hash        epoch, seq
@@ -45,6 +46,11 @@ def uid_of(key: str) -> t.Any:
 def topic_key(topic: str) -> str:
     """A topic log's key: ``t:`` + the name (a user's key is JSON, never starting so)."""
     return "t:" + topic
+
+
+def cursor_key(prefix: str, ukey: str, client_id: str) -> str:
+    """Where a protocol-1 long-poller stands (JSON positions, TTL ``history_ttl``)."""
+    return f"{prefix}:{{{ukey}}}:cursor:{client_id}"
 
 
 def grants_key(prefix: str, ukey: str, client_id: str) -> str:

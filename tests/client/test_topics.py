@@ -8,7 +8,7 @@ import typing as t
 
 import gevent
 import pytest
-from cutproxy import CutProxy
+from cutproxy import CutProxy, cutting
 from flask import Flask, request
 
 from flask_sente import JoinRefused, Sente, signals
@@ -236,18 +236,9 @@ def test_rejoin_replays_what_was_published_during_cuts(topic_server, make_client
                 server.sente.publish("room/r", ("t/n", n))
                 gevent.sleep(1 / 100)
 
-        def cut() -> None:
-            while not publisher.dead:
-                gevent.sleep(0.3)
-                proxy.cut()
-
-        publisher = gevent.spawn(publish)
-        cutter = gevent.spawn(cut)
-        try:
+        with cutting(proxy, publish):
             wait_until(lambda: len(got) >= 200, timeout=30,
                        message=f"every publish (got {len(got)})")
-        finally:
-            gevent.killall([publisher, cutter], timeout=5)
         assert proxy.cuts >= 2
         assert [data for _, data in got] == list(range(200))
         assert server.joins[0] == ("room/r", "ann", False)

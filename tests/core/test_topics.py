@@ -1,20 +1,7 @@
 """Topics in the core: a topic is one more log a reader may read, joined and left at will."""
-import itertools
+from flask_sente.core.delivery import GAP, join_target, split_target, topic_log_name
 
-from flask_sente.core.delivery import GAP, Delivery, join_target, split_target, topic_log_name
-
-epochs = itertools.count()
-
-
-def make(history_size=100, history_ttl=120.0):
-    return Delivery(history_size=history_size, history_ttl=history_ttl,
-                    new_epoch=lambda: f"e{next(epochs)}")
-
-
-def events_of(batches, reader):
-    found = [b.events for b in batches if reader in b.readers]
-    assert len(found) <= 1
-    return found[0] if found else []
+from .test_delivery import events_of, make
 
 
 def test_a_publish_reaches_the_topics_readers_only():

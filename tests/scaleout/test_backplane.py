@@ -201,3 +201,25 @@ def test_a_burst_of_handshakes_waits_for_redis_connections_instead_of_failing(re
             gevent.joinall(jobs, timeout=60, raise_error=True)
         assert [j.value for j in jobs] == ["chsk/handshake"] * 200
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_protocol_1_polls_alternate_between_workers_without_a_new_handshake(redis_server):
+    """A protocol-1 client sends no positions: the worker that answered its poll keeps them
+    in Redis, so the other worker answers the next poll where it left off."""
+    with worker(redis_server.url, lp_timeout=1) as (a, sa, _), \
+            worker(redis_server.url, lp_timeout=1) as (b, sb, _):
+        http = requests.Session()
+        query = "/chsk?client-id=v1&u=old&protocol=1"
+        assert http.get(a + query + "&handshake=1", timeout=TIMEOUT).json()[0][0] == \
+            "chsk/handshake"
+        got: list[int] = []
+        for i in range(6):
+            (sa, sb)[i % 2].send("old", ("t/n", i), flush=True)
+            base = (a, b)[(i + 1) % 2]                          # the poll goes elsewhere
+            while len(got) <= i:
+                payload = http.get(base + query, timeout=TIMEOUT).json()[0]
+                assert payload[0] != "chsk/handshake", payload  # no re-handshake
+                if isinstance(payload[0], list):
+                    got += [e[1] for e in payload if e[0] == "t/n"]
+        assert got == list(range(6))
+        http.close()

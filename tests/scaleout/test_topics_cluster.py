@@ -9,7 +9,11 @@ import json
 import typing as t
 
 import gevent
+import pytest
 import requests
+from cutproxy import CutProxy, cutting
+
+from flask_sente.client import Client
 
 from .test_gunicorn_cluster import TIMEOUT, AjaxClient, WsClient, call, cluster  # noqa: F401
 
@@ -98,3 +102,35 @@ def test_topics_across_three_workers(cluster):  # noqa: F811
     gevent.sleep(1.0)  # time for a duplicate transition to show up, if any
     assert events() == [("joined", "room/1", "ann"), ("joined", "room/1", "bob"),
                         ("left", "room/1", "ann"), ("left", "room/1", "bob")]
+
+
+@pytest.mark.parametrize("transport", ["ws", "ajax"])
+def test_the_python_client_rejoins_and_is_replayed_through_cuts(cluster, transport):  # noqa: F811
+    """The Python client behind a proxy that cuts its connections: every reconnect may land
+    on another worker, rejoins the topic with its position there, and every publish (made
+    from all three workers) arrives once, in order."""
+    host, _ = cluster
+    port = int(host.rsplit(":", 1)[1])
+    with CutProxy(port) as proxy:
+        client = Client(f"http://127.0.0.1:{proxy.port}/chsk?u=pat", type=transport,
+                        backoff=lambda attempt: 0.05, connect_timeout=5)
+        got: list[int] = []
+        client.on_topic("room/c", lambda event_id, data: got.append(data))
+        try:
+            client.connect()
+            assert client.wait_open(TIMEOUT)
+            client.join("room/c", timeout=TIMEOUT)
+
+            def publish() -> None:
+                for n in range(120):
+                    call(host, ["t/publish", {"topic": "room/c", "n": n}])
+                    gevent.sleep(0.01)
+
+            with cutting(proxy, publish, every=0.4), gevent.Timeout(
+                    60, AssertionError(f"publishes missing: {len(got)}")):
+                while len(got) < 120:
+                    gevent.sleep(0.05)
+            assert proxy.cuts >= 2
+            assert got == list(range(120))
+        finally:
+            client.close()
