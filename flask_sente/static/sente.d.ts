@@ -458,15 +458,13 @@ declare namespace Sente {
       seen: boolean;
     };
     readJoinReply(value: unknown):
-      | { ok: true; data: unknown; position: Positions[string] | null; recovered: boolean | null;
-          ticket: string | null }
+      | { ok: true; data: unknown; position: Positions[string] | null; recovered: boolean | null }
       | { ok: false; reason: string };
   };
 
   /** What one push batch asks of a client in topics (see `protocol.takeTopicBatch`). */
   type TopicBatchItem =
     | { readonly kind: "event"; readonly event: ReceivedEvent; readonly topic: string | null }
-    | { readonly kind: "joined"; readonly topic: string; readonly position: Positions[string] | null;
-        readonly ticket: string | null }
+    | { readonly kind: "joined"; readonly topic: string; readonly position: Positions[string] | null }
     | { readonly kind: "left"; readonly topic: string; readonly reason: string | null };
 }

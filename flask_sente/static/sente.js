@@ -638,13 +638,12 @@
     return { topic: data[0], event: asEvent(data[1]) };
   }
 
-  /** chsk/joined or chsk/left data as `{topic, position, ticket, reason}`, or null. */
+  /** chsk/joined or chsk/left data as `{topic, position, reason}`, or null. */
   function readTopicNotice(data) {
     if (data === null || typeof data !== "object" || topicError(data.topic) !== null) return null;
     return {
       topic: data.topic,
       position: readPosition(data.position),
-      ticket: typeof data.ticket === "string" ? data.ticket : null,
       reason: typeof data.reason === "string" ? data.reason : null,
     };
   }
@@ -653,7 +652,7 @@
    * What to do with one decoded push batch when the client is in `topics` (Map topic →
    * position | null): `{items, positions, topics, seen}`. `items`, in batch order, are
    *   {kind: "event", event, topic}   — for the app; topic null for a user or broadcast push;
-   *   {kind: "joined", topic, position, ticket} / {kind: "left", topic, reason};
+   *   {kind: "joined", topic, position} / {kind: "left", topic, reason};
    * `positions` and `topics` (a new Map) are where the client stands after the batch.
    * As takeBatch, a batch whose mark moves none of the logs this client reads was processed
    * already (`seen`: nothing to do). Logs of topics it is not in do not count: their events
@@ -684,10 +683,10 @@
       } else if (id === EV.JOINED || id === EV.LEFT) {
         const notice = readTopicNotice(data);
         if (notice === null) continue;
-        const { topic, position, ticket, reason } = notice;
+        const { topic, position, reason } = notice;
         if (id === EV.JOINED) {
           if (!members.has(topic)) members.set(topic, position);
-          items.push({ kind: "joined", topic, position, ticket });
+          items.push({ kind: "joined", topic, position });
         } else if (members.delete(topic)) {
           items.push({ kind: "left", topic, reason });
         }
@@ -704,7 +703,7 @@
   }
 
   /**
-   * A chsk/join reply as `{ok: true, data, position, recovered, ticket}` or `{ok: false,
+   * A chsk/join reply as `{ok: true, data, position, recovered}` or `{ok: false,
    * reason}`; a reply that is neither is the server's bug (ProtocolError).
    */
   function readJoinReply(value) {
@@ -714,7 +713,6 @@
         data: value.data === undefined ? null : value.data,
         position: readPosition(value.position),
         recovered: typeof value.recovered === "boolean" ? value.recovered : null,
-        ticket: typeof value.ticket === "string" ? value.ticket : null,
       };
     }
     if (value && value.ok === false) {
@@ -1111,7 +1109,7 @@
 
   /** A topic this client is in or joining (see ChannelSocket._topics). */
   function newTopicRecord(data) {
-    return { state: "joining", data, position: null, ticket: null, moves: 0 };
+    return { state: "joining", data, position: null, moves: 0 };
   }
 
   /** The `meta` of a listener call for a user or broadcast push. */
@@ -1218,7 +1216,7 @@
       this._stateListeners = new Set();
       this._listeners = new Map();
       // Topics this client is in or joining: topic → {state: "joining" | "joined", data,
-      // position, ticket, moves}; `moves` counts the marks that moved the position (a join
+      // position, moves}; `moves` counts the marks that moved the position (a join
       // reply's position loses to a mark that came first, see _joinCall).
       this._topics = new Map();
       this._topicListeners = new Map(); // topic → Set of fn(eventId, data)
@@ -1513,7 +1511,6 @@
           this._topics.set(item.topic, record);
         }
         record.state = "joined"; // a server-side join: no join call of ours to wait for
-        if (item.ticket !== null) record.ticket = item.ticket;
       }
       for (const [topic, record] of [...this._topics]) {
         if (!batch.topics.has(topic)) { this._topics.delete(topic); continue; }
@@ -1537,7 +1534,7 @@
      */
     _joinCall(topic, record, data, timeout) {
       const moves = record.moves;
-      const payload = { topic, data, position: record.position, ticket: record.ticket };
+      const payload = { topic, data, position: record.position };
       return this._call([EV.JOIN, payload], timeout).promise.then((reply) => {
         const answer = readJoinReply(reply);
         if (!answer.ok) {
@@ -1548,7 +1545,6 @@
           record.state = "joined";
           record.data = data;
           if (answer.position !== null && record.moves === moves) record.position = answer.position;
-          if (answer.ticket !== null) record.ticket = answer.ticket;
         }
         return answer;
       });

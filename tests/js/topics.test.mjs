@@ -89,7 +89,7 @@ test("a topic joining (no position yet) takes the events and the position of its
 test("chsk/joined adds a topic from that point of the batch on; chsk/left ends it there", () => {
   const batch = P.takeTopicBatch(P.readPositions(AT), topics({ old: ["eo", 2] }), [
     inTopic("new", ["a/x", 0]), // before the join: not ours yet
-    ["chsk/joined", { topic: "new", position: ["en", 4], ticket: "TK" }],
+    ["chsk/joined", { topic: "new", position: ["en", 4] }],
     inTopic("new", ["a/x", 1]),
     inTopic("old", ["a/x", 2]),
     ["chsk/left", { topic: "old", reason: "removed" }],
@@ -100,13 +100,13 @@ test("chsk/joined adds a topic from that point of the batch on; chsk/left ends i
   ]);
   assert.deepEqual(handed(batch), [["a/x", 1, "new"], ["a/x", 2, "old"]]);
   assert.deepEqual(batch.items.filter((i) => i.kind !== "event"), [
-    { kind: "joined", topic: "new", position: ["en", 4], ticket: "TK" },
+    { kind: "joined", topic: "new", position: ["en", 4] },
     { kind: "left", topic: "old", reason: "removed" },
   ]);
   assert.deepEqual([...batch.topics], [["new", ["en", 5]]]);
   // The join's batch when only the topic's log moved: the notice makes the mark count.
   const alone = P.takeTopicBatch(null, new Map(), [
-    ["chsk/joined", { topic: "t", position: ["et", 0], ticket: null }], inTopic("t", ["a/y", 1]),
+    ["chsk/joined", { topic: "t", position: ["et", 0] }], inTopic("t", ["a/y", 1]),
     mark({ "t:t": ["et", 1] })]);
   assert.deepEqual([alone.seen, handed(alone)], [false, [["a/y", 1, "t"]]]);
 });
@@ -120,9 +120,9 @@ test("a batch without a mark (protocol 1) is delivered and moves nothing", () =>
 
 test("join replies: allowed with data, position and recovered; refused with a reason", () => {
   assert.deepEqual(P.readJoinReply({ ok: true, topic: "r", data: { n: 1 }, position: ["e", 3], recovered: true }),
-    { ok: true, data: { n: 1 }, position: ["e", 3], recovered: true, ticket: null });
-  assert.deepEqual(P.readJoinReply({ ok: true, topic: "r", position: "junk", ticket: "T" }),
-    { ok: true, data: null, position: null, recovered: null, ticket: "T" });
+    { ok: true, data: { n: 1 }, position: ["e", 3], recovered: true });
+  assert.deepEqual(P.readJoinReply({ ok: true, topic: "r", position: "junk" }),
+    { ok: true, data: null, position: null, recovered: null });
   assert.deepEqual(P.readJoinReply({ ok: false, topic: "r", reason: "full" }), { ok: false, reason: "full" });
   assert.deepEqual(P.readJoinReply({ ok: false }), { ok: false, reason: "refused" });
   for (const bad of [null, "yes", { ok: 1 }, []]) assert.throws(() => P.readJoinReply(bad), Sente.ProtocolError);
@@ -159,7 +159,7 @@ test("join: a call with a reply; the topic's events reach on() with meta.topic a
   const got = record(chsk, "room/1");
   const joining = chsk.join("room/1", { as: "guest" });
   const call = lastCall(ws);
-  assert.deepEqual(call.event, ["chsk/join", { topic: "room/1", data: { as: "guest" }, position: null, ticket: null }]);
+  assert.deepEqual(call.event, ["chsk/join", { topic: "room/1", data: { as: "guest" }, position: null }]);
   assert.deepEqual(chsk.topics(), [], "not joined before the reply");
   call.reply({ ok: true, topic: "room/1", data: { history: [] }, position: ["et", 2], recovered: null });
   assert.deepEqual(await joining, { data: { history: [] }, recovered: null });
@@ -222,8 +222,8 @@ test("after a reconnect every topic is rejoined from its position; a refused rej
   assert.deepEqual(posOf(ws2.url), { u: ["eu", 1], "*": ["eb", 0], "t:room/1": ["et", 4], "t:room/2": ["et", 0] });
   const joins = ws2.sent.filter(([event]) => event[0] === "chsk/join");
   assert.deepEqual(joins.map(([event]) => event[1]), [
-    { topic: "room/1", data: { n: "room/1" }, position: ["et", 4], ticket: null },
-    { topic: "room/2", data: { n: "room/2" }, position: ["et", 0], ticket: null },
+    { topic: "room/1", data: { n: "room/1" }, position: ["et", 4] },
+    { topic: "room/2", data: { n: "room/2" }, position: ["et", 0] },
   ]);
   ws2.push([["chsk/reply", { ok: true, topic: "room/1", data: null, position: ["et", 4], recovered: true }], joins[0][1]]);
   ws2.push([["chsk/reply", { ok: false, topic: "room/2", reason: "kicked out" }], joins[1][1]]);
@@ -235,17 +235,17 @@ test("after a reconnect every topic is rejoined from its position; a refused rej
   assert.deepEqual(chsk.topics(), ["room/1"]);
 });
 
-test("a server-side join is remembered with its ticket and rejoined with it; chsk/left forgets", async (t) => {
+test("a server-side join is remembered and rejoined from its position; chsk/left forgets", async (t) => {
   const { net, chsk, ws } = await openWs(t);
   const got = record(chsk, "vip");
-  ws.push([[["chsk/joined", { topic: "vip", position: ["ev", 7], ticket: "TK1" }], inTopic("vip", ["chat/said", "welcome"]),
+  ws.push([[["chsk/joined", { topic: "vip", position: ["ev", 7] }], inTopic("vip", ["chat/said", "welcome"]),
     mark({ u: ["eu", 1], "t:vip": ["ev", 8] })], null]);
   assert.deepEqual(chsk.topics(), ["vip"]);
   assert.deepEqual(got, [["on", "welcome", "vip"], ["onTopic", "chat/said", "welcome"]]);
   ws.drop();
   await waitFor(() => net.sockets.length === 2 && chsk.state.open, "reconnected");
   const [event, cbId] = net.sockets[1].sent.find(([e]) => e[0] === "chsk/join");
-  assert.deepEqual(event[1], { topic: "vip", data: null, position: ["ev", 8], ticket: "TK1" });
+  assert.deepEqual(event[1], { topic: "vip", data: null, position: ["ev", 8] });
   net.sockets[1].push([["chsk/reply", { ok: true, topic: "vip", data: null, position: ["ev", 8], recovered: false }], cbId]);
   await waitFor(() => got.length === 3, "rejoined");
   assert.deepEqual(got[2], ["rejoined", { topic: "vip", recovered: false }]);
@@ -334,7 +334,7 @@ test("Ajax: after a handshake the long-poll waits for the rejoins, then names th
   await joining;
   chsk.breakConnection();
   await waitFor(() => joins.length === 2, "the rejoin after the new handshake");
-  assert.deepEqual(joins[1].body[0], ["chsk/join", { topic: "room/1", data: null, position: ["et", 2], ticket: null }]);
+  assert.deepEqual(joins[1].body[0], ["chsk/join", { topic: "room/1", data: null, position: ["et", 2] }]);
   await new Promise((r) => setTimeout(r, 30));
   assert.equal(polls.length, 1, "no poll while the rejoin is unanswered");
   // The topic's history is gone: the server put the client at the head.
