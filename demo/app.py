@@ -1,8 +1,10 @@
 """The demo app factory: ``demo.app:create_app``.
 
 Everything realtime goes through one ``Sente`` object: handlers reply to the author and push
-the change to every user; the "who is online" panel is rebuilt from ``connected_uids`` and
-pushed whenever a client comes or goes.
+the change — to every user for the shared list, to the list's topic (``list/<name>``) for a
+named list, so only the users who joined it get it. The "who is online" panel is rebuilt from
+``connected_uids`` and pushed whenever a client comes or goes; who views a named list comes
+from the topic's members (``SENTE_TOPIC_PRESENCE`` pushes the changes into the topic).
 """
 from __future__ import annotations
 
@@ -12,19 +14,21 @@ import typing as t
 
 from flask import Flask, abort, current_app, redirect, render_template, request, session, url_for
 
-from flask_sente import EventMsg, Sente, signals
+from flask_sente import EventMsg, JoinMsg, JoinRefused, Sente, signals
 
-from .store import RedisTodoStore, StoreError, TodoStore
+from .store import MAIN, StoreError, TodoLists, memory_lists, redis_lists
 
 sente = Sente()
 MAX_NAME = 24
+#: Named lists are the topics ``list/<name>``.
+LIST_TOPIC = "list/"
 
 
 def create_app(instance_path: str | None = None, **config: t.Any) -> Flask:
     """The demo app. ``instance_path`` is Flask's instance folder (default ``instance/`` next
     to the ``demo`` package), where the secret key is kept unless one is configured."""
     app = Flask(__name__, instance_path=instance_path)
-    app.config.update(SESSION_COOKIE_SAMESITE="Lax")
+    app.config.update(SESSION_COOKIE_SAMESITE="Lax", SENTE_TOPIC_PRESENCE=True)
     # FLASK_SECRET_KEY, FLASK_SENTE_LP_TIMEOUT=10, ... from the environment (Flask's idiom).
     app.config.from_prefixed_env()
     app.config.update(config)
@@ -36,8 +40,7 @@ def create_app(instance_path: str | None = None, **config: t.Any) -> Flask:
     # With a Redis backplane (FLASK_SENTE_BACKPLANE=redis://...) the list lives in Redis
     # too, so every gunicorn worker shows the same one.
     backplane = app.config.get("SENTE_BACKPLANE")
-    app.extensions["todo_store"] = (RedisTodoStore(backplane) if backplane
-                                    else TodoStore())
+    app.extensions["todo_lists"] = redis_lists(backplane) if backplane else memory_lists()
     sente.init_app(app)
     app.register_blueprint(_pages())
     for signal in (signals.client_connected, signals.client_disconnected):
@@ -72,8 +75,8 @@ def stable_secret_key(instance_path: str) -> str:
     return key
 
 
-def _store() -> TodoStore | RedisTodoStore:
-    return t.cast("TodoStore | RedisTodoStore", current_app.extensions["todo_store"])
+def _lists() -> TodoLists:
+    return t.cast("TodoLists", current_app.extensions["todo_lists"])
 
 
 # --- pages ---------------------------------------------------------------------------------
@@ -118,20 +121,64 @@ def signed_in_only(uid: t.Any, client_id: str) -> bool:
     return "uid" in session
 
 
+@sente.on_join(LIST_TOPIC + "*")
+def join_list(msg: JoinMsg) -> dict[str, t.Any]:
+    """Anyone signed in may open a named list (a bad name is refused with the reason the
+    page shows); the join data is the list and who views it, so the page needs no other
+    call to show it."""
+    try:
+        store = _lists().named(msg.topic[len(LIST_TOPIC):])
+    except StoreError as exc:
+        raise JoinRefused(str(exc)) from None
+    return {"todos": [item.as_dict() for item in store.all()],
+            "viewers": _viewers(msg.topic, msg.uid)}
+
+
+def _viewers(topic: str, uid: t.Any) -> list[t.Any]:
+    """Who is in the topic, cluster-wide, with ``uid`` (whose join is being decided)."""
+    return sorted(set(sente.members(topic)) | {uid}, key=str)
+
+
+def _list_of(msg: EventMsg) -> tuple[str, t.Any]:
+    """The list a todo event names (``{"list": name}``; none: the shared list) and its store;
+    raises StoreError for a named list the user has not joined (its changes would reach the
+    list's viewers, not the user: joining is how a page sees a list)."""
+    data = msg.data if isinstance(msg.data, dict) else {}
+    name = data.get("list", MAIN)
+    if not isinstance(name, str):
+        raise StoreError("a list name is a string")
+    store = _lists().get(name)
+    if name != MAIN and msg.uid not in sente.members(LIST_TOPIC + name):
+        raise StoreError(f"open the list {name} first")
+    return name, store
+
+
 @sente.on("todo/list")
 def list_todos(msg: EventMsg) -> None:
-    msg.reply({"todos": [item.as_dict() for item in _store().all()]})
-
-
-def _change(msg: EventMsg, apply: t.Callable[[TodoStore, dict[str, t.Any]], t.Any],
-            event_id: str) -> None:
-    data = msg.data if isinstance(msg.data, dict) else {}
     try:
-        item = apply(_store(), data)
+        name, store = _list_of(msg)
     except StoreError as exc:
         msg.reply({"ok": False, "error": str(exc)})
         return
-    sente.broadcast((event_id, item.as_dict()))
+    reply: dict[str, t.Any] = {"ok": True, "todos": [item.as_dict() for item in store.all()]}
+    if name != MAIN:
+        reply["viewers"] = _viewers(LIST_TOPIC + name, msg.uid)
+    msg.reply(reply)
+
+
+def _change(msg: EventMsg, apply: t.Callable[[t.Any, dict[str, t.Any]], t.Any],
+            event_id: str) -> None:
+    data = msg.data if isinstance(msg.data, dict) else {}
+    try:
+        name, store = _list_of(msg)
+        item = apply(store, data)
+    except StoreError as exc:
+        msg.reply({"ok": False, "error": str(exc)})
+        return
+    if name == MAIN:
+        sente.broadcast((event_id, item.as_dict()))
+    else:
+        sente.publish(LIST_TOPIC + name, (event_id, item.as_dict()))
     msg.reply({"ok": True, "todo": item.as_dict()})
 
 

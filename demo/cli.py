@@ -5,6 +5,7 @@
     python -m demo.cli --name bob list            # print the todos
     python -m demo.cli --name bob add "buy milk"  # add one (the browsers show it at once)
     python -m demo.cli --name bob watch           # print changes as they happen (Ctrl-C)
+    python -m demo.cli --list groceries add milk  # a named list: joins its topic first
 
 It signs in like a browser would (a session cookie and the page's CSRF token), then talks
 over the channel socket. Plain Python: no gevent, no monkey-patching.
@@ -20,6 +21,7 @@ import urllib.parse
 import urllib.request
 
 from flask_sente.client import Client
+from flask_sente.exceptions import JoinRefused
 
 
 def sign_in(base: str, name: str) -> tuple[http.cookiejar.CookieJar, str]:
@@ -49,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default="http://127.0.0.1:5000", help="the demo's address")
     parser.add_argument("--name", default="cli", help="who to sign in as")
     parser.add_argument("--type", default="auto", choices=["auto", "ws", "ajax"])
+    parser.add_argument("--list", default="", help="a named list (default: the shared one)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="print the todos")
     add = sub.add_parser("add", help="add a todo")
@@ -64,11 +67,21 @@ def main(argv: list[str] | None = None) -> int:
         if not chsk.wait_open(timeout=10):
             print(f"could not connect: {chsk.state.last_close}", file=sys.stderr)
             return 1
+        where: dict[str, t.Any] = {}
+        if args.list:
+            # A named list is the topic list/<name>: joining is what lets this client read
+            # and change it, and get its pushes (with no on_topic handler: from receive()).
+            try:
+                chsk.join("list/" + args.list, timeout=10)
+            except JoinRefused as exc:
+                print(f"cannot open {args.list}: {exc.reason}", file=sys.stderr)
+                return 1
+            where = {"list": args.list}
         if args.command == "list":
-            for todo in chsk.call(("todo/list", None), timeout=10)["todos"]:
+            for todo in chsk.call(("todo/list", where or None), timeout=10)["todos"]:
                 print(_show(todo))
         elif args.command == "add":
-            reply = chsk.call(("todo/add", {"text": args.text}), timeout=10)
+            reply = chsk.call(("todo/add", {**where, "text": args.text}), timeout=10)
             if not reply["ok"]:
                 print(reply["error"], file=sys.stderr)
                 return 1

@@ -1,8 +1,9 @@
 """Make the README's screenshot: ``python -m demo.screenshot docs/demo.png``.
 
 Runs the demo in-process on a free port, signs in two users in headless Chromium (Debian's
-``/usr/bin/chromium``): Ada over WebSocket adds a few todos, Grace over Ajax ticks one and
-sends Ada a direct message. Saves Ada's page, which shows both users' changes.
+``/usr/bin/chromium``): both open the named list "release" (a topic), Ada over WebSocket
+adds a few todos to it, Grace over Ajax ticks one and sends Ada a direct message. Saves
+Ada's page, which shows both users' changes and both viewing the list.
 """
 from gevent import monkey
 
@@ -35,6 +36,11 @@ def main(out: str) -> None:
                 page.wait_for_selector('#status[data-state="open"]', timeout=10_000)
                 pages.append(page)
             ada, grace = pages
+            for page in pages:
+                page.fill("#join-name", "release")
+                page.click("#join-form button")
+                page.wait_for_selector('#lists li[data-list="release"].selected', timeout=10_000)
+            ada.wait_for_selector('#viewers li[data-uid="Grace"]', timeout=10_000)
             for text in ("Write the release notes", "Review the Redis backplane design",
                          "Buy oat milk"):
                 ada.fill("#add-text", text)

@@ -1,16 +1,23 @@
-"""In-memory todo storage: no I/O, no Flask, so it is unit-tested on its own.
+"""Todo storage: lists in memory (no I/O, no Flask, so it is unit-tested on its own) or in
+Redis for the demo on several workers.
 
 Every change returns the item as it now is, so the caller can both reply to the author and
-push the same value to everyone else.
+push the same value to everyone else. :class:`TodoLists` holds the shared list everyone
+sees and the named lists users join.
 """
 from __future__ import annotations
 
 import dataclasses
 import itertools
 import json
+import re
 import typing as t
 
 MAX_TEXT = 200
+#: The everyone's list: ``TodoLists.get(MAIN)``.
+MAIN = ""
+#: Names of the lists users join (``list/<name>`` topics): short, and safe in a URL and a key.
+LIST_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,23}")
 
 
 class StoreError(ValueError):
@@ -90,10 +97,9 @@ class RedisTodoStore:
     return raw
     """
 
-    def __init__(self, url: str, key: str = "demo:todos") -> None:
-        import redis
-
-        self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    def __init__(self, client: t.Any, key: str = "demo:todos") -> None:
+        """``client``: a ``redis.Redis`` (shared by the lists)."""
+        self._redis = client
         self._key = key
         self._change_script = self._redis.register_script(self._CHANGE)
 
@@ -127,3 +133,46 @@ class RedisTodoStore:
 def _todo(raw: bytes | str) -> Todo:
     data = json.loads(raw)
     return Todo(int(data["id"]), data["text"], bool(data["done"]), data["author"])
+
+
+class TodoLists:
+    """The shared list (``MAIN``) and the named lists, each made on first use by ``make``
+    (``make(name)``: a :class:`TodoStore` or a :class:`RedisTodoStore`)."""
+
+    def __init__(self, make: t.Callable[[str], TodoStore | RedisTodoStore]) -> None:
+        self._make = make
+        self._lists: dict[str, TodoStore | RedisTodoStore] = {}
+
+    def get(self, name: str) -> TodoStore | RedisTodoStore:
+        """The shared list (``MAIN``) or the named list ``name``."""
+        return self._store(name) if name == MAIN else self.named(name)
+
+    def named(self, name: str) -> TodoStore | RedisTodoStore:
+        """The named list ``name``; raises StoreError for a name :data:`LIST_NAME` refuses."""
+        if not LIST_NAME.fullmatch(name):
+            raise StoreError(BAD_LIST_NAME)
+        return self._store(name)
+
+    def _store(self, name: str) -> TodoStore | RedisTodoStore:
+        store = self._lists.get(name)
+        if store is None:
+            store = self._lists[name] = self._make(name)
+        return store
+
+
+#: Why a list name was refused (also the join's refusal reason the page shows).
+BAD_LIST_NAME = "a list name is 1 to 24 lowercase letters, digits or dashes"
+
+
+def memory_lists() -> TodoLists:
+    return TodoLists(lambda name: TodoStore())
+
+
+def redis_lists(url: str) -> TodoLists:
+    """Lists in Redis, one connection pool for all: the shared one under ``demo:todos`` (as
+    before lists), the others under ``demo:todos:<name>``."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    return TodoLists(lambda name: RedisTodoStore(client, f"demo:todos:{name}" if name
+                                                 else "demo:todos"))

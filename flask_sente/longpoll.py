@@ -62,7 +62,7 @@ class LongPolls:
                          transport: str, request: RequestInfo | None) -> None: ...
         def _bad_event(self, raw: t.Any, reason: str, uid: t.Any, client_id: str | None,
                        transport: str, request: RequestInfo | None) -> None: ...
-        def adopt_topics(self, conn: t.Any, positions: wire.Positions) -> None: ...
+        def adopt_topics(self, conn: t.Any, positions: wire.Positions) -> bool: ...
 
     def ajax_get(self, uid: t.Any, client_id: str, request: RequestInfo, *,
                  handshake: bool, handshake_data: t.Callable[[], t.Any], version: int = 1,
@@ -94,12 +94,13 @@ class LongPolls:
             client = AjaxClient(uid, client_id, request, reader)
             self._register(client)
             client.version = version
-            self.adopt_topics(client, positions)
-            if not recovered:
+            if not self.adopt_topics(client, positions) or not recovered:
                 self._await_first_poll(client)
                 return self._ajax_handshake(client, handshake_data(), False)
             positions = None  # already resumed
         if handshake or client is None:
+            if positions is not None:  # topics are resumed by their rejoins, each told
+                positions = {n: p for n, p in positions.items() if not n.startswith("t:")}
             if client is None:
                 reader, recovered = self.backplane.open_reader(
                     uid, client_id, "ajax", time.monotonic(), positions)

@@ -155,21 +155,25 @@ class Topics:
         self.backplane.command(msg.uid, client_id, "leave", topic)  # its other readers
         return {"ok": True, "topic": topic}
 
-    def adopt_topics(self, conn: t.Any, positions: wire.Positions) -> None:
+    def adopt_topics(self, conn: t.Any, positions: wire.Positions) -> bool:
         """A poll names topics its reader here does not read (the client joined them
         through another process): add those the client was granted, at its positions.
-        Names it was not granted are ignored (they reach it nothing)."""
+        Names it was not granted are ignored (they reach it nothing). False when the
+        history of one of them no longer reaches the client's position."""
         reader = conn.reader
         names = [name[2:] for name in positions
                  if name.startswith("t:") and name not in reader.logs]
         if not names:
-            return
+            return True
         grants = self.backplane.granted(conn.uid, conn.client_id)
         now = time.monotonic()
+        recovered = True
         for topic in names:
             if topic in grants:
-                self.backplane.join(reader, topic, now, positions[f"t:{topic}"])
+                ok, _ = self.backplane.join(reader, topic, now, positions[f"t:{topic}"])
+                recovered = recovered and ok is not False
                 self._topic_attach(conn, topic)
+        return recovered
 
     # --- the server deciding ---------------------------------------------------------------
 

@@ -1,14 +1,21 @@
-// The demo page: a todo list and an online panel kept live by flask_sente's browser client.
+// The demo page: todo lists and an online panel kept live by flask_sente's browser client.
 // Every change is a call with a reply (so failures show up), and every page applies the
-// server's pushes, including the author's own page.
+// server's pushes, including the author's own page. The shared list reaches every user;
+// a named list is a topic ("list/<name>") the page joins, so only its viewers get its todos.
 (function () {
   "use strict";
 
   const params = new URLSearchParams(location.search);
   const forced = params.get("type");
   const $ = (id) => document.getElementById(id);
-  const todos = new Map();        // id -> todo, in creation order
   const me = $("me").textContent;
+  const MAIN = "";                // the shared list; named lists are topics "list/<name>"
+  const TOPIC = "list/";
+  // name -> {todos: Map id -> todo (creation order), viewers: Set of uids (named lists)}
+  const lists = new Map([[MAIN, {todos: new Map(), viewers: null}]]);
+  const early = new Map();        // name -> pushes that came before its join's reply
+  let shown = MAIN;               // the list on screen
+  const todosOf = () => lists.get(shown).todos;
 
   const forceAjax = $("force-ajax");
   forceAjax.checked = forced === "ajax";
@@ -84,22 +91,31 @@
         chsk.call(["todo/list"], {timeout: 5000}),
         chsk.call(["presence/list"], {timeout: 5000}),
       ]);
-      todos.clear();
-      for (const t of list.todos) todos.set(t.id, t);
-      renderTodos();
+      fill(MAIN, list);
       renderPresence(presence.users);
     } catch (err) {
       toast(`Could not load the list: ${err.message}`, true);
     }
   }
 
+  /** Show `{todos, viewers}` (a join's data or a todo/list reply) as list `name`'s content. */
+  function fill(name, {todos, viewers}) {
+    const list = lists.get(name);
+    if (!list) return; // left meanwhile
+    list.todos = new Map(todos.map((t) => [t.id, t]));
+    if (viewers) list.viewers = new Set(viewers);
+    renderLists();
+    renderTodos();
+  }
+
   function renderTodos(freshId) {
     const ul = $("todo-list");
-    ul.replaceChildren(...[...todos.values()].map((t) => todoItem(t, t.id === freshId)));
+    const todos = todosOf();
+    ul.replaceChildren(...[...todos.values()].map((t) => todoItem(t, t.id === freshId, shown)));
     $("empty").hidden = todos.size > 0;
   }
 
-  function todoItem(todo, fresh) {
+  function todoItem(todo, fresh, listName) {
     const li = document.createElement("li");
     li.className = "todo" + (todo.done ? " done" : "") + (fresh ? " fresh" : "");
     li.dataset.id = todo.id;
@@ -108,12 +124,12 @@
     box.checked = todo.done;
     box.disabled = !chsk.state.open;
     box.setAttribute("aria-label", "Done");
-    box.addEventListener("change", () => change("todo/toggle", {id: todo.id}));
+    box.addEventListener("change", () => change("todo/toggle", inList(listName, {id: todo.id})));
     const text = document.createElement("span");
     text.className = "text";
     text.textContent = todo.text;
     text.title = "Double-click to edit";
-    text.addEventListener("dblclick", () => startEdit(li, todo));
+    text.addEventListener("dblclick", () => startEdit(li, todo, listName));
     const author = document.createElement("span");
     author.className = "author";
     author.textContent = todo.author;
@@ -122,12 +138,15 @@
     del.textContent = "✕";
     del.setAttribute("aria-label", "Delete");
     del.disabled = !chsk.state.open;
-    del.addEventListener("click", () => change("todo/delete", {id: todo.id}));
+    del.addEventListener("click", () => change("todo/delete", inList(listName, {id: todo.id})));
     li.append(box, text, author, del);
     return li;
   }
 
-  function startEdit(li, todo) {
+  /** A todo event's data for list `name` (the shared list is the default: no key). */
+  function inList(name, data) { return name === MAIN ? data : {...data, list: name}; }
+
+  function startEdit(li, todo, listName) {
     if (!chsk.state.open) return;
     const input = document.createElement("input");
     input.className = "edit-input";
@@ -139,7 +158,7 @@
       if (done) return;
       done = true;
       if (save && input.value.trim() && input.value !== todo.text) {
-        change("todo/edit", {id: todo.id, text: input.value});
+        change("todo/edit", inList(listName, {id: todo.id, text: input.value}));
       } else {
         renderTodos();
       }
@@ -168,13 +187,158 @@
     const input = $("add-text");
     const text = input.value;
     if (!text.trim()) return;
-    const reply = await change("todo/add", {text});
+    const reply = await change("todo/add", inList(shown, {text}));
     if (reply && reply.ok) input.value = "";
   });
 
-  chsk.on("todo/added", (todo) => { todos.set(todo.id, todo); renderTodos(todo.id); });
-  chsk.on("todo/changed", (todo) => { todos.set(todo.id, todo); renderTodos(); });
-  chsk.on("todo/deleted", (todo) => { todos.delete(todo.id); renderTodos(); });
+  /**
+   * A todo push: `meta.topic` says which list (null: the shared one, a broadcast). A push
+   * for a list whose join has not answered yet waits for the join's data, then applies.
+   */
+  function onTodo(apply) {
+    return (todo, event, meta) => {
+      const name = meta.topic === null ? MAIN : meta.topic.slice(TOPIC.length);
+      const list = lists.get(name);
+      if (!list) { if (early.has(name)) early.get(name).push([apply, todo]); return; }
+      apply(list.todos, todo);
+      if (name === shown) renderTodos(event[0] === "todo/added" ? todo.id : undefined);
+    };
+  }
+  chsk.on("todo/added", onTodo((todos, todo) => todos.set(todo.id, todo)));
+  chsk.on("todo/changed", onTodo((todos, todo) => todos.set(todo.id, todo)));
+  chsk.on("todo/deleted", onTodo((todos, todo) => todos.delete(todo.id)));
+
+  // --- named lists: topics ---------------------------------------------------------------------
+  // Opening a list joins its topic: the join's data is the list and who views it, then its
+  // pushes arrive with meta.topic. The server pushes "chsk/members" diffs into the topic as
+  // users come and go (SENTE_TOPIC_PRESENCE). After a reconnect sente.js rejoins by itself
+  // and replays what the page missed; "recovered: false" means reload the list.
+
+  const storageKey = `sente-demo-lists:${me}`;
+
+  /** The named lists this page has open, kept for the next visit. */
+  function remember() {
+    try {
+      localStorage.setItem(storageKey, JSON.stringify([...lists.keys()].filter((n) => n !== MAIN)));
+    } catch (_) { /* storage off: lists are just not kept */ }
+  }
+
+  function remembered() {
+    try {
+      const names = JSON.parse(localStorage.getItem(storageKey) || "[]");
+      return Array.isArray(names) ? names.filter((n) => typeof n === "string") : [];
+    } catch (_) { return []; }
+  }
+
+  async function openList(name, show = true) {
+    if (lists.has(name)) { if (show) showList(name); return; }
+    early.set(name, []);
+    try {
+      const {data} = await chsk.join(TOPIC + name, null, {timeout: 5000});
+      lists.set(name, {todos: new Map(), viewers: new Set()});
+      remember();
+      if (show) shown = name;
+      fill(name, data);
+      for (const [apply, todo] of early.get(name) || []) apply(lists.get(name).todos, todo);
+      renderTodos();
+    } catch (err) {
+      toast(err.reason ? `Cannot open ${name || "that list"}: ${err.reason}` : `Opening ${name} failed: ${err.message}`, true);
+    } finally {
+      early.delete(name);
+    }
+  }
+
+  async function leaveList(name) {
+    lists.delete(name);
+    remember();
+    if (shown === name) shown = MAIN;
+    renderLists();
+    renderTodos();
+    try {
+      await chsk.leave(TOPIC + name, {timeout: 5000});
+    } catch (err) {
+      toast(`Leaving ${name} failed: ${err.message}`, true);
+    }
+  }
+
+  function showList(name) {
+    shown = name;
+    renderLists();
+    renderTodos();
+  }
+
+  async function reloadList(name) {
+    try {
+      const reply = await chsk.call(["todo/list", {list: name}], {timeout: 5000});
+      if (reply.ok) fill(name, reply); else toast(reply.error, true);
+    } catch (err) {
+      toast(`Could not reload ${name}: ${err.message}`, true);
+    }
+  }
+
+  chsk.on("chsk/members", (diff, event, meta) => {
+    const list = meta.topic && lists.get(meta.topic.slice(TOPIC.length));
+    if (!list) return;
+    for (const uid of diff.joined || []) list.viewers.add(uid);
+    for (const uid of diff.left || []) list.viewers.delete(uid);
+    renderLists();
+  });
+  chsk.on("chsk/rejoined", ({topic, recovered}) => {
+    if (recovered !== true && topic.startsWith(TOPIC)) reloadList(topic.slice(TOPIC.length));
+  });
+  chsk.on("chsk/left", ({topic, reason}) => {
+    const name = topic.slice(TOPIC.length);
+    if (!lists.has(name)) return;
+    lists.delete(name);
+    if (shown === name) shown = MAIN;
+    renderLists();
+    renderTodos();
+    if (reason !== "kicked") toast(`You are no longer in ${name}: ${reason}`, true);
+  });
+
+  function renderLists() {
+    $("lists").replaceChildren(...[...lists.keys()].map((name) => {
+      const li = document.createElement("li");
+      li.className = "chip" + (name === shown ? " selected" : "");
+      li.dataset.list = name;
+      const open = document.createElement("button");
+      open.type = "button";
+      open.className = "chip-name";
+      open.textContent = name === MAIN ? "everyone" : name;
+      open.title = name === MAIN ? "The list every user sees" : `Show ${name}`;
+      open.addEventListener("click", () => showList(name));
+      li.append(open);
+      if (name !== MAIN) {
+        const leave = document.createElement("button");
+        leave.type = "button";
+        leave.className = "icon leave";
+        leave.textContent = "✕";
+        leave.setAttribute("aria-label", `Leave ${name}`);
+        leave.addEventListener("click", () => leaveList(name));
+        li.append(leave);
+      }
+      return li;
+    }));
+    const viewers = lists.get(shown).viewers;
+    $("viewers-box").hidden = viewers === null;
+    $("viewers").replaceChildren(...[...(viewers || [])].sort().map((uid) => {
+      const li = document.createElement("li");
+      li.dataset.uid = uid;
+      li.textContent = uid + (uid === me ? " (you)" : "");
+      return li;
+    }));
+  }
+
+  $("join-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const input = $("join-name");
+    const name = input.value.trim();
+    if (!name) return;
+    await openList(name);
+    if (lists.has(name)) input.value = "";
+  });
+  renderLists();
+  for (const name of remembered()) openList(name, false);
 
   // --- presence and direct messages ----------------------------------------------------------
   function renderPresence(users) {

@@ -64,8 +64,10 @@ def position_mark(positions: Positions) -> list[t.Any]:
 
 
 #: Longest ``pos`` query parameter accepted (the user's and broadcast logs and the topics
-#: joined: about 30 bytes plus the name per topic).
-MAX_POSITIONS_PARAM = 16384
+#: joined: about 30 bytes plus the name per topic). The whole request line must also pass
+#: the server's limit: 8 KiB for gevent's, 4094 bytes by default under gunicorn
+#: (``--limit-request-line``).
+MAX_POSITIONS_PARAM = 8192
 
 
 def decode_positions(text: str) -> dict[str, tuple[str, int]]:

@@ -63,6 +63,16 @@ declare namespace Sente {
   }
 
   /**
+   * The data of the `"chsk/left"` listener event: this client is out of a topic — the server
+   * took it out (`"removed"`), refused its rejoin (the server's reason), or the client was
+   * kicked (`"kicked"`) or another user signed in (`"user-changed"`).
+   */
+  interface LeftInfo {
+    readonly topic: string;
+    readonly reason: string;
+  }
+
+  /**
    * The data of a topic's `"chsk/members"` events, which the server publishes into a topic
    * when `SENTE_TOPIC_PRESENCE` is on: the uids that joined or left.
    */
@@ -202,20 +212,15 @@ declare namespace Sente {
 
   /** What `join` resolves with. */
   interface JoinResult<D = any> {
-    /** The join data: what the server's join handler returned (`true` when it returned that). */
+    /** The join data: what the server's join handler returned (`null` when it returned `true`). */
     readonly data: D;
     /** Whether this client's earlier position in the topic was recovered (`null`: it had none). */
     readonly recovered: boolean | null;
   }
 
-  /** What `join` rejects with when the server refuses: `reason` is the server's. */
-  interface JoinRefusedError extends Error {
-    readonly reason: string;
-  }
-
   // --- errors ------------------------------------------------------------------------------
 
-  type ErrorKind = "timeout" | "closed" | "error" | "protocol";
+  type ErrorKind = "timeout" | "closed" | "error" | "protocol" | "refused";
 
   /** Base class of the errors a call rejects with; `kind` is stable, messages are not. */
   class SenteError extends Error {
@@ -251,6 +256,15 @@ declare namespace Sente {
     readonly kind: "protocol";
   }
 
+  /** What `join` rejects with when the server refuses: `reason` is the server's. */
+  class JoinRefusedError extends SenteError {
+    constructor(topic: string, reason: string);
+    readonly kind: "refused";
+    readonly topic: string;
+    /** E.g. `"forbidden"`, `"full"`, `"too-many-topics"`, or the app's own. */
+    readonly reason: string;
+  }
+
   // --- the channel socket ------------------------------------------------------------------
 
   /** One channel socket; make it with {@link connect}. */
@@ -269,6 +283,8 @@ declare namespace Sente {
     on(eventId: "chsk/handshake", fn: Listener<HandshakeInfo>): Unsubscribe;
     /** A topic rejoined after a reconnect. */
     on(eventId: "chsk/rejoined", fn: Listener<RejoinedInfo>): Unsubscribe;
+    /** Out of a topic without asking (see {@link LeftInfo}). */
+    on(eventId: "chsk/left", fn: Listener<LeftInfo>): Unsubscribe;
     /** Pushed events with this id; `"*"`: every pushed id without a listener of its own. */
     on<D = any>(eventId: EventId, fn: Listener<D>): Unsubscribe;
 
@@ -293,12 +309,13 @@ declare namespace Sente {
     reconnect(): void;
 
     /**
-     * Join a topic; `data` goes to the server's join handler. Rejects with a
-     * {@link JoinRefusedError} when refused. Rejoined on its own after a reconnect.
+     * Join a topic (a non-empty name of at most 200 characters, else a TypeError at once);
+     * `data` goes to the server's join handler. Rejects with a {@link JoinRefusedError} when
+     * refused, or the errors of `call`. Rejoined on its own after a reconnect.
      */
-    join<D = any>(topic: string, data?: unknown): Promise<JoinResult<D>>;
-    /** Leave a topic. */
-    leave(topic: string): Promise<void>;
+    join<D = any>(topic: string, data?: unknown, options?: CallOptions): Promise<JoinResult<D>>;
+    /** Leave a topic: its events stop at once; resolves when the server confirms. */
+    leave(topic: string, options?: CallOptions): Promise<void>;
     /** The names of the joined topics. */
     topics(): string[];
     /** `fn(eventId, data)` for each event published to `topic`. */
@@ -369,6 +386,12 @@ declare namespace Sente {
       readonly WS_PING: "chsk/ws-ping";
       readonly WS_PONG: "chsk/ws-pong";
       readonly POS: "chsk/pos";
+      readonly JOIN: "chsk/join";
+      readonly LEAVE: "chsk/leave";
+      readonly TOPIC: "chsk/topic";
+      readonly JOINED: "chsk/joined";
+      readonly LEFT: "chsk/left";
+      readonly REJOINED: "chsk/rejoined";
     };
     readonly AJAX_CB: "ajax";
     readonly STABLE_AFTER_MS: number;
@@ -419,5 +442,29 @@ declare namespace Sente {
       positions: Positions | null;
       seen: boolean;
     };
+    readonly MAX_TOPIC_LENGTH: number;
+    topicError(topic: unknown): string | null;
+    validateTopic(topic: unknown): string;
+    topicLog(topic: string): string;
+    mainPositions(positions: Positions | null): Positions | null;
+    withTopicLogs(positions: Positions | null,
+                  topics: ReadonlyMap<string, Positions[string] | null>): Positions | null;
+    takeTopicBatch(positions: Positions | null,
+                   topics: ReadonlyMap<string, Positions[string] | null>,
+                   events: readonly ReceivedEvent[]): {
+      items: TopicBatchItem[];
+      positions: Positions | null;
+      topics: Map<string, Positions[string] | null>;
+      seen: boolean;
+    };
+    readJoinReply(value: unknown):
+      | { ok: true; data: unknown; position: Positions[string] | null; recovered: boolean | null }
+      | { ok: false; reason: string };
   };
+
+  /** What one push batch asks of a client in topics (see `protocol.takeTopicBatch`). */
+  type TopicBatchItem =
+    | { readonly kind: "event"; readonly event: ReceivedEvent; readonly topic: string | null }
+    | { readonly kind: "joined"; readonly topic: string; readonly position: Positions[string] | null }
+    | { readonly kind: "left"; readonly topic: string; readonly reason: string | null };
 }

@@ -9,8 +9,8 @@
  * `globalThis.Sente` (and `module.exports` under node); that body runs unchanged as a module.
  *
  * Sections, in this order: protocol (pure: events, envelopes, packers, backoff, ids and URLs,
- * state, positions), transports (WebSocket, Ajax), auto socket (transport choice, reconnects,
- * positions held during an upgrade, calls), public API.
+ * state, positions, topics), transports (WebSocket, Ajax), auto socket (transport choice,
+ * reconnects, positions held during an upgrade, calls, topics), public API.
  * docs/protocol.md is the contract; flask_sente/protocol/*.py is the Python twin of the pure
  * section and the two must stay in step.
  */
@@ -25,7 +25,8 @@
   // =========================================================================================
   // Protocol (pure: no I/O, no timers, no globals beyond crypto for ids)
   // Python twins: flask_sente/protocol/ (events, wire, packers, backoff, closecodes) and,
-  // for ids/URLs, state and positions, flask_sente/client/endpoint.py, state.py, positions.py.
+  // for ids/URLs, state, positions and topics, flask_sente/client/endpoint.py, state.py,
+  // positions.py (topic positions too), topics.py.
   // =========================================================================================
 
   const PROTOCOL_VERSION = 2;
@@ -43,6 +44,12 @@
     WS_PING: "chsk/ws-ping",
     WS_PONG: "chsk/ws-pong",
     POS: "chsk/pos", // protocol 2: the position mark that ends every push batch
+    JOIN: "chsk/join", // protocol 2 topics (docs/protocol.md §11): a call, and its reply
+    LEAVE: "chsk/leave",
+    TOPIC: "chsk/topic", // a topic's event in a push batch: ["chsk/topic", [topic, event]]
+    JOINED: "chsk/joined", // the server joined this client to a topic
+    LEFT: "chsk/left", // the server took it out (or refused a rejoin)
+    REJOINED: "chsk/rejoined", // a listener event only: a topic rejoined after a reconnect
   });
 
   /** Reply outcomes that are not a value; they never travel as a reply's data. */
@@ -95,6 +102,14 @@
       super(message, "error");
       this.info = info;
       this.status = status;
+    }
+  }
+  /** The server refused a join (`reason`: its word, such as "forbidden"). */
+  class JoinRefusedError extends SenteError {
+    constructor(topic, reason) {
+      super(`joining topic ${safeRepr(topic)} was refused: ${reason}`, "refused");
+      this.topic = topic;
+      this.reason = reason;
     }
   }
   /** The server sent something this client cannot read (a bug or a version mismatch). */
@@ -489,10 +504,11 @@
   /**
    * The positions after a handshake: the server's replace the client's (they are where the
    * server put it: its own after a recovery, the head otherwise). A protocol-1 handshake
-   * or one without positions leaves none.
+   * or one without positions leaves none. Topic logs it may name are left out: a topic's
+   * position stays the client's own until the topic's rejoin answers for it (§11).
    */
   function positionsAfterHandshake(info) {
-    return info && info.protocol >= 2 ? readPositions(info.positions) : null;
+    return info && info.protocol >= 2 ? mainPositions(readPositions(info.positions)) : null;
   }
 
   /** The mark's data when `events` (a decoded batch) ends with one, else null. */
@@ -542,6 +558,167 @@
     }
     if (isSeenMark(positions, mark)) return { events: [], positions, seen: true };
     return { events: events.slice(0, -1), positions: positionsAfterMark(positions, mark), seen: false };
+  }
+
+  // --- topics, protocol 2 (client/positions.py's topic part, client/topics.py) -------------
+  //
+  // A topic is a named log like the user's (docs/protocol.md §11): a mark names it
+  // "t:" + topic, and this client keeps its position there beside the user's and the
+  // broadcast's, in a Map `topic → [epoch, seq] | null` (null: joining, no position yet) of
+  // the topics it is in or joining. A topic's events travel in the user's batches wrapped as
+  // ["chsk/topic", [topic, event]]; "chsk/joined" and "chsk/left" say the server moved this
+  // client in or out. Membership changes, positions and what to hand to the app are decided
+  // here, per batch, so the channel only applies them.
+
+  const TOPIC_LOG_PREFIX = "t:";
+  /** The server's default SENTE_MAX_TOPIC_LENGTH; a longer name is refused there anyway. */
+  const MAX_TOPIC_LENGTH = 200;
+
+  /** Why `topic` is not a topic name, or null: a non-empty string of at most 200 characters. */
+  function topicError(topic) {
+    if (typeof topic !== "string") return "a topic name is a string";
+    if (!topic) return "a topic name cannot be empty";
+    // Characters as the server counts them (code points), not UTF-16 units.
+    if (topic.length > MAX_TOPIC_LENGTH && Array.from(topic).length > MAX_TOPIC_LENGTH) {
+      return `a topic name is at most ${MAX_TOPIC_LENGTH} characters`;
+    }
+    return null;
+  }
+
+  /** Check a topic name the application passes; misuse throws at once (TypeError). */
+  function validateTopic(topic) {
+    const reason = topicError(topic);
+    if (reason !== null) throw new TypeError(`invalid topic ${safeRepr(topic)}: ${reason}`);
+    return topic;
+  }
+
+  /** The name a mark (and the `pos` parameter) gives a topic's log. */
+  function topicLog(topic) { return TOPIC_LOG_PREFIX + topic; }
+
+  function isTopicLog(name) { return name.startsWith(TOPIC_LOG_PREFIX); }
+
+  /** One `[epoch, seq]` (frozen), or null when `value` is not one. */
+  function readPosition(value) {
+    const read = readPositions({ p: value });
+    return read ? read.p : null;
+  }
+
+  /** `positions` without topic logs (null when nothing is left). */
+  function mainPositions(positions) {
+    if (!positions) return null;
+    const out = {};
+    for (const [name, pos] of Object.entries(positions)) if (!isTopicLog(name)) out[name] = pos;
+    return Object.keys(out).length ? Object.freeze(out) : null;
+  }
+
+  /** `positions` with each topic's position added under its log name (null: none at all). */
+  function withTopicLogs(positions, topics) {
+    const out = { ...(positions || {}) };
+    for (const [topic, pos] of topics) if (pos) out[topicLog(topic)] = pos;
+    return Object.keys(out).length ? Object.freeze(out) : null;
+  }
+
+  /** The mark cut down to the logs this client reads: its own and the `topics` it tracks. */
+  function trackedMark(mark, topics) {
+    const out = {};
+    for (const [name, pos] of Object.entries(mark)) {
+      if (!isTopicLog(name) || topics.has(name.slice(TOPIC_LOG_PREFIX.length))) out[name] = pos;
+    }
+    return Object.keys(out).length ? out : null;
+  }
+
+  /** `ours` moved forward to `pos`: never back within an epoch (as positionsAfterMark). */
+  function forwardPosition(ours, pos) {
+    return !ours || ours[0] !== pos[0] || pos[1] > ours[1] ? pos : ours;
+  }
+
+  /** A ["chsk/topic", …] event's data as `{topic, event}`, or null when malformed. */
+  function readTopicEvent(data) {
+    if (!Array.isArray(data) || data.length !== 2 || topicError(data[0]) !== null || !isEvent(data[1])) return null;
+    return { topic: data[0], event: asEvent(data[1]) };
+  }
+
+  /** chsk/joined or chsk/left data as `{topic, position, reason}`, or null. */
+  function readTopicNotice(data) {
+    if (data === null || typeof data !== "object" || topicError(data.topic) !== null) return null;
+    return {
+      topic: data.topic,
+      position: readPosition(data.position),
+      reason: typeof data.reason === "string" ? data.reason : null,
+    };
+  }
+
+  /**
+   * What to do with one decoded push batch when the client is in `topics` (Map topic →
+   * position | null): `{items, positions, topics, seen}`. `items`, in batch order, are
+   *   {kind: "event", event, topic}   — for the app; topic null for a user or broadcast push;
+   *   {kind: "joined", topic, position} / {kind: "left", topic, reason};
+   * `positions` and `topics` (a new Map) are where the client stands after the batch.
+   * As takeBatch, a batch whose mark moves none of the logs this client reads was processed
+   * already (`seen`: nothing to do). Logs of topics it is not in do not count: their events
+   * are dropped (they were in flight when it left), and a repeat is still a repeat. A topic
+   * the batch joins counts from its "chsk/joined" on; one it leaves, until its "chsk/left".
+   */
+  function takeTopicBatch(positions, topics, events) {
+    const mark = batchMark(events);
+    const body = events.length && events[events.length - 1][0] === EV.POS ? events.slice(0, -1) : events;
+    const tracked = new Map(topics);
+    for (const [id, data] of body) {
+      const notice = id === EV.JOINED ? readTopicNotice(data) : null;
+      if (notice && !tracked.has(notice.topic)) tracked.set(notice.topic, notice.position);
+    }
+    if (mark !== null) {
+      const ours = trackedMark(mark, tracked);
+      if (ours === null || isSeenMark(withTopicLogs(positions, tracked), ours)) {
+        return { items: [], positions, topics, seen: true };
+      }
+    }
+    const members = new Map(topics);
+    const items = [];
+    for (const event of body) {
+      const [id, data] = event;
+      if (id === EV.TOPIC) {
+        const inner = readTopicEvent(data);
+        if (inner && members.has(inner.topic)) items.push({ kind: "event", event: inner.event, topic: inner.topic });
+      } else if (id === EV.JOINED || id === EV.LEFT) {
+        const notice = readTopicNotice(data);
+        if (notice === null) continue;
+        const { topic, position, reason } = notice;
+        if (id === EV.JOINED) {
+          if (!members.has(topic)) members.set(topic, position);
+          items.push({ kind: "joined", topic, position });
+        } else if (members.delete(topic)) {
+          items.push({ kind: "left", topic, reason });
+        }
+      } else if (!isReserved(id)) {
+        items.push({ kind: "event", event, topic: null });
+      }
+    }
+    if (mark === null) return { items, positions, topics: members, seen: false };
+    for (const [topic, ours] of members) {
+      const pos = mark[topicLog(topic)];
+      if (pos) members.set(topic, forwardPosition(ours, pos));
+    }
+    return { items, positions: positionsAfterMark(positions, mainPositions(mark)), topics: members, seen: false };
+  }
+
+  /**
+   * A chsk/join reply as `{ok: true, data, position, recovered}` or `{ok: false,
+   * reason}`; a reply that is neither is the server's bug (ProtocolError).
+   */
+  function readJoinReply(value) {
+    if (value && value.ok === true) {
+      return {
+        ok: true,
+        data: value.data === undefined ? null : value.data,
+        position: readPosition(value.position),
+        recovered: typeof value.recovered === "boolean" ? value.recovered : null,
+      };
+    }
+    if (value && value.ok === false) {
+      return { ok: false, reason: typeof value.reason === "string" && value.reason ? value.reason : "refused" };
+    }
+    throw new ProtocolError(`a join reply is {ok: true|false, …}, got ${safeRepr(value)}`);
   }
 
   // =========================================================================================
@@ -912,6 +1089,32 @@
     if (typeof console !== "undefined") console.warn(`sente: ${ev[0]} was not sent: ${why}`);
   }
 
+  /** Add `fn` to the set of `key` in `listeners` (a Map); returns its unsubscribe fn. */
+  function addListener(listeners, key, fn) {
+    let set = listeners.get(key);
+    if (!set) { set = new Set(); listeners.set(key, set); }
+    set.add(fn);
+    return () => {
+      set.delete(fn);
+      if (!set.size && listeners.get(key) === set) listeners.delete(key);
+    };
+  }
+
+  /** The `timeout` option of a call (default `fallback`), checked. */
+  function callTimeout(options, fallback) {
+    const timeout = options && options.timeout !== undefined ? options.timeout : fallback;
+    if (!(typeof timeout === "number" && timeout > 0)) throw new TypeError("timeout must be a positive number of milliseconds");
+    return timeout;
+  }
+
+  /** A topic this client is in or joining (see ChannelSocket._topics). */
+  function newTopicRecord(data) {
+    return { state: "joining", data, position: null, moves: 0 };
+  }
+
+  /** The `meta` of a listener call for a user or broadcast push. */
+  const NO_TOPIC = Object.freeze({ topic: null });
+
   function reportListenerError(error) {
     if (typeof global.reportError === "function") global.reportError(error);
     else if (typeof console !== "undefined") console.error("sente: a listener threw", error);
@@ -996,7 +1199,8 @@
         headers: typeof headers === "function" ? () => headers() || {} : () => headers,
         keepAliveMs: number("keepAliveMs", true), pingTimeoutMs: number("pingTimeoutMs"),
         connectTimeoutMs: number("connectTimeoutMs"), ajaxTimeoutMs: number("ajaxTimeoutMs"),
-        pos: () => posParam(this._positions),
+        // Topic logs included: an Ajax poll names every log its answer may move.
+        pos: () => posParam(withTopicLogs(this._positions, this._topicPositions())),
         wsUrl: (extra) => buildUrl(base, url, query(extra), "ws"),
         httpUrl: (extra) => buildUrl(base, url, query(extra), "http"),
       });
@@ -1011,6 +1215,11 @@
       this._held = []; // what the Ajax connection received while a WebSocket upgrade was tried
       this._stateListeners = new Set();
       this._listeners = new Map();
+      // Topics this client is in or joining: topic → {state: "joining" | "joined", data,
+      // position, moves}; `moves` counts the marks that moved the position (a join
+      // reply's position loses to a mark that came first, see _joinCall).
+      this._topics = new Map();
+      this._topicListeners = new Map(); // topic → Set of fn(eventId, data)
       this._pending = new Map(); // cbId → {resolve, reject, timer, transport}
       this._ajaxCalls = new Set(); // {transport, fail(error)}: POSTs waiting for a reply
       this._conn = null; // the transport in use (open or connecting)
@@ -1077,7 +1286,10 @@
       const firstHandshake = !this._state.everOpened;
       // Another user's positions mean nothing for this one (a login or logout in between):
       // dropped, so only what the server says now counts.
-      if (!firstHandshake && !sameUid(this._state.uid, info.uid)) this._positions = null;
+      if (!firstHandshake && !sameUid(this._state.uid, info.uid)) {
+        this._positions = null;
+        this._dropTopics("user-changed"); // they were the other user's
+      }
       this._positions = positionsAfterHandshake(info) || this._positions;
       this._setState(stateAfterHandshake(this._state, transport.type, info));
       if (transport.type === "ajax" && this._type === "auto") this._scheduleUpgrade();
@@ -1085,6 +1297,7 @@
         uid: this._state.uid, handshakeData: this._state.handshakeData, type: transport.type,
         firstHandshake, recovered: this._state.recovered,
       });
+      if (this._conn === transport) this._rejoinTopics(transport);
     }
 
     /**
@@ -1099,13 +1312,17 @@
       if (transport !== this._conn) return;
       if (msg.kind === "events") {
         if (this._holding(transport)) { this._held.push(["message", msg]); return; }
-        const batch = takeBatch(this._positions, msg.events);
+        const batch = takeTopicBatch(this._positions, this._topicPositions(), msg.events);
+        if (batch.seen) return;
         // Adopted before the listeners run (the batch is delivered whole either way), so a
         // listener that reconnects mid-batch does not get the batch's events a second time.
         this._positions = batch.positions;
-        for (const event of batch.events) {
-          // Unknown chsk/ events (the mark among them) are the protocol's, never the app's.
-          if (!isReserved(event[0])) this._emit(event[0], event[1], event);
+        this._adoptTopics(batch);
+        // Unknown chsk/ events (the mark among them) are the protocol's, never the app's:
+        // takeTopicBatch left them out.
+        for (const item of batch.items) {
+          if (item.kind === "event") this._emitEvent(item.event, item.topic);
+          else if (item.kind === "left") this._emit(EV.LEFT, { topic: item.topic, reason: item.reason });
         }
       } else if (msg.kind === "reply" && msg.cbId !== null) {
         const entry = this._pending.get(msg.cbId);
@@ -1178,7 +1395,10 @@
       if (!retry) this._stopped = true;
       // Kicked (signed out, banned): whatever comes next — reconnect() after a new login —
       // starts afresh, it does not resume the old session's logs.
-      if (close.reason === "kicked" || close.code === CLOSE.KICKED) this._positions = null;
+      if (close.reason === "kicked" || close.code === CLOSE.KICKED) {
+        this._positions = null;
+        this._dropTopics("kicked");
+      }
       const closed = stateAfterClose(this._state, close);
       this._setState(retry ? closed : stateWithRetryAt(closed, null));
       if (!retry) return;
@@ -1270,6 +1490,94 @@
       for (const call of this._ajaxCalls) {
         if (call.transport === transport) call.fail(error);
       }
+    }
+
+    // --- topics (client/topics.py) --------------------------------------------------------
+
+    /** Map topic → position | null of the topics this client is in or joining. */
+    _topicPositions() {
+      const out = new Map();
+      for (const [topic, record] of this._topics) out.set(topic, record.position);
+      return out;
+    }
+
+    /** Apply a batch's membership changes and topic positions (see takeTopicBatch). */
+    _adoptTopics(batch) {
+      for (const item of batch.items) {
+        if (item.kind !== "joined") continue;
+        let record = this._topics.get(item.topic);
+        if (!record) {
+          record = newTopicRecord(null);
+          this._topics.set(item.topic, record);
+        }
+        record.state = "joined"; // a server-side join: no join call of ours to wait for
+      }
+      for (const [topic, record] of [...this._topics]) {
+        if (!batch.topics.has(topic)) { this._topics.delete(topic); continue; }
+        const position = batch.topics.get(topic);
+        if (position !== record.position) { record.position = position; record.moves += 1; }
+      }
+    }
+
+    /** Forget every topic (a kick, another user): nothing to rejoin, the app is told. */
+    _dropTopics(reason) {
+      const dropped = [...this._topics].filter(([, record]) => record.state === "joined");
+      this._topics.clear();
+      for (const [topic] of dropped) this._emit(EV.LEFT, { topic, reason });
+    }
+
+    /**
+     * The chsk/join call for `record` (the topic's entry in this._topics), resolving with
+     * the reply read by readJoinReply. The reply's position is where the server put the
+     * client, unless a mark moved it since the call went out: over Ajax the topic's first
+     * batch can overtake the reply, and its mark is the newer word.
+     */
+    _joinCall(topic, record, data, timeout) {
+      const moves = record.moves;
+      const payload = { topic, data, position: record.position };
+      return this._call([EV.JOIN, payload], timeout).promise.then((reply) => {
+        const answer = readJoinReply(reply);
+        if (!answer.ok) {
+          if (this._topics.get(topic) === record) this._topics.delete(topic);
+          throw new JoinRefusedError(topic, answer.reason);
+        }
+        if (this._topics.get(topic) === record) { // not left (or dropped) meanwhile
+          record.state = "joined";
+          record.data = data;
+          if (answer.position !== null && record.moves === moves) record.position = answer.position;
+        }
+        return answer;
+      });
+    }
+
+    /**
+     * After each handshake: join every topic again, from its position, so the server
+     * replays what this client missed in it — or says `recovered: false` in a
+     * "chsk/rejoined" listener event. A refused rejoin is a "chsk/left" with the reason.
+     * A rejoin cut off by the connection is made again after the next handshake.
+     *
+     * Over Ajax the long-poll waits for the rejoins' replies: it names the topics'
+     * positions, which the replies may move (to the head, when a topic's history is gone),
+     * and a poll naming a position the server no longer holds is answered with another
+     * handshake, and another round of rejoins.
+     */
+    _rejoinTopics(transport) {
+      const rejoins = [];
+      for (const [topic, record] of this._topics) {
+        if (record.state !== "joined") continue;
+        rejoins.push(this._joinCall(topic, record, record.data, this._callTimeoutMs).then(
+          (answer) => this._emit(EV.REJOINED, { topic, recovered: answer.recovered }),
+          (error) => {
+            if (error instanceof JoinRefusedError) this._emit(EV.LEFT, { topic, reason: error.reason });
+            else if (typeof console !== "undefined") console.warn(`sente: rejoining ${topic} failed: ${error.message}`);
+          }));
+      }
+      if (!rejoins.length || transport.type !== "ajax") return;
+      transport.pause();
+      Promise.all(rejoins).then(() => {
+        // A WebSocket trial started meanwhile resumes the poll itself when it fails.
+        if (this._conn === transport && this._trial === null) transport.resume();
+      });
     }
 
     // --- page lifecycle ------------------------------------------------------------------
@@ -1376,11 +1684,23 @@
       return new ClosedError(`not connected (${why})`);
     }
 
-    _emit(eventId, data, event = [eventId, data]) {
+    /** Listeners get `fn(data, event, meta)`; `meta.topic` is null but for topic events. */
+    _emit(eventId, data, event = [eventId, data], meta = NO_TOPIC) {
       const set = this._listeners.get(eventId) || (isReserved(eventId) ? null : this._listeners.get("*"));
       if (!set) return;
       for (const fn of [...set]) {
-        try { fn(data, event); } catch (error) { reportListenerError(error); }
+        try { fn(data, event, meta); } catch (error) { reportListenerError(error); }
+      }
+    }
+
+    /** A pushed event: to on(id) listeners and, for a topic's, to its onTopic listeners. */
+    _emitEvent(event, topic) {
+      if (topic === null) { this._emit(event[0], event[1], event); return; }
+      this._emit(event[0], event[1], event, Object.freeze({ topic }));
+      const set = this._topicListeners.get(topic);
+      if (!set) return;
+      for (const fn of [...set]) {
+        try { fn(event[0], event[1]); } catch (error) { reportListenerError(error); }
       }
     }
 
@@ -1388,18 +1708,14 @@
 
     /**
      * Listen to pushed events with this id ("*": every pushed id without a listener of its
-     * own; "chsk/handshake": each handshake). `fn(data, event)`; returns an unsubscribe fn.
+     * own; "chsk/handshake": each handshake; "chsk/left" and "chsk/rejoined": see join()).
+     * `fn(data, event, meta)`: `meta.topic` names the topic of a topic's event (null for a
+     * push to the user or a broadcast). Returns an unsubscribe fn.
      */
     on(eventId, fn) {
       if (typeof fn !== "function") throw new TypeError("on(eventId, fn) needs a function");
       if (eventId !== "*" && eventId !== EV.HANDSHAKE) validateOutgoing([eventId], true);
-      let set = this._listeners.get(eventId);
-      if (!set) { set = new Set(); this._listeners.set(eventId, set); }
-      set.add(fn);
-      return () => {
-        set.delete(fn);
-        if (!set.size && this._listeners.get(eventId) === set) this._listeners.delete(eventId);
-      };
+      return addListener(this._listeners, eventId, fn);
     }
 
     /** `fn(state, oldState)` on every state change; returns an unsubscribe fn. */
@@ -1450,8 +1766,7 @@
      */
     call(event, options = {}, callback = undefined) {
       if (typeof options === "function") { callback = options; options = {}; }
-      const timeout = options && options.timeout !== undefined ? options.timeout : this._callTimeoutMs;
-      if (!(typeof timeout === "number" && timeout > 0)) throw new TypeError("timeout must be a positive number of milliseconds");
+      const timeout = callTimeout(options, this._callTimeoutMs);
       const { sent, promise } = this._call(validateOutgoing(event), timeout);
       if (typeof callback !== "function") return promise;
       promise.then((reply) => callback(null, reply), (error) => callback(error));
@@ -1518,6 +1833,69 @@
         });
       });
       return { sent: true, promise };
+    }
+
+    /**
+     * Join `topic` (a non-empty string of at most 200 characters): the server's join handler
+     * for it decides. Resolves with `{data, recovered}` — the handler's join data (null when
+     * it just allowed) and null on a first join — and from then on the topic's events reach
+     * on(eventId) listeners with `meta.topic` set, and onTopic(topic) listeners. Rejects with
+     * JoinRefusedError (`.reason`: the server's, such as "forbidden") or the errors of call().
+     * Joined topics are joined again after every reconnect (see "chsk/rejoined").
+     */
+    join(topic, data = null, options = {}) {
+      validateTopic(topic);
+      const timeout = callTimeout(options, this._callTimeoutMs);
+      let record = this._topics.get(topic);
+      const created = record === undefined;
+      if (created) {
+        record = newTopicRecord(data);
+        this._topics.set(topic, record);
+      }
+      let pending;
+      try {
+        pending = this._joinCall(topic, record, data, timeout);
+      } catch (error) { // data the packer cannot pack: the caller's bug, thrown at once
+        if (created) this._topics.delete(topic);
+        throw error;
+      }
+      return pending.then(
+        (answer) => ({ data: answer.data, recovered: answer.recovered }),
+        (error) => {
+          // A first join that did not go through is no membership (a refusal removed it).
+          if (created && record.state === "joining" && this._topics.get(topic) === record) this._topics.delete(topic);
+          throw error;
+        });
+    }
+
+    /**
+     * Leave `topic`: its events stop at once (later ones in flight are dropped) and it is
+     * not rejoined. Resolves once the server confirms; rejects with the errors of call().
+     */
+    leave(topic, options = {}) {
+      validateTopic(topic);
+      const timeout = callTimeout(options, this._callTimeoutMs);
+      this._topics.delete(topic);
+      return this._call([EV.LEAVE, { topic }], timeout).promise.then((reply) => {
+        if (!reply || reply.ok !== true) {
+          throw new ReplyError(`leaving topic ${safeRepr(topic)} failed`, reply);
+        }
+      });
+    }
+
+    /** The names of the topics this client is in (joins still waiting for a reply left out). */
+    topics() {
+      return [...this._topics].filter(([, record]) => record.state === "joined").map(([topic]) => topic);
+    }
+
+    /**
+     * `fn(eventId, data)` for each event of `topic` (also given to on(eventId) listeners);
+     * returns an unsubscribe fn. Listening is not joining: see join().
+     */
+    onTopic(topic, fn) {
+      validateTopic(topic);
+      if (typeof fn !== "function") throw new TypeError("onTopic(topic, fn) needs a function");
+      return addListener(this._topicListeners, topic, fn);
     }
 
     /**
@@ -1589,6 +1967,7 @@
     ClosedError,
     ReplyError,
     ProtocolError,
+    JoinRefusedError,
     msgpackPacker,
     jsonPacker,
     PROTOCOL_VERSION,
@@ -1603,6 +1982,8 @@
       nextAttempt, STABLE_AFTER_MS, handshakeError,
       readPositions, posParam, positionsAfterHandshake, batchMark, isSeenMark, positionsAfterMark,
       takeBatch,
+      topicError, validateTopic, topicLog, mainPositions, withTopicLogs, takeTopicBatch, readJoinReply,
+      MAX_TOPIC_LENGTH,
     }),
   });
 });

@@ -44,6 +44,7 @@ chsk.on("chsk/handshake", (info) => {
 chsk.on("chsk/rejoined", ({ topic, recovered }) => {
   if (recovered === false) console.log("reload", topic);
 });
+chsk.on("chsk/left", ({ topic, reason }) => console.log(topic.length, reason.length));
 
 // State.
 chsk.onState((state, old) => {
@@ -90,14 +91,16 @@ async function topics(): Promise<void> {
   } catch (error) {
     const reason: string = (error as Sente.JoinRefusedError).reason;
     console.log(reason);
+    if (error instanceof Sente.JoinRefusedError) console.log(error.kind === "refused", error.topic);
   }
+  await chsk.join("room/7", null, { timeout: 5000 });
   const unsubscribe = chsk.onTopic<Said>("room/42", (eventId, data) => console.log(eventId, data.text));
   chsk.onTopic<Sente.MembersChange>("room/42", (eventId, data) => {
     if (eventId === "chsk/members") console.log(data.joined, data.left);
   });
   unsubscribe();
   const names: string[] = chsk.topics();
-  await chsk.leave("room/42");
+  await chsk.leave("room/42", { timeout: 5000 });
   console.log(title, recovered, names);
 }
 
