@@ -78,7 +78,8 @@ class CutProxy:
 def cutting(proxy: CutProxy, work: t.Callable[[], t.Any],
             every: float = 0.3) -> t.Iterator[gevent.Greenlet]:
     """Run ``work`` in a greenlet while ``proxy`` cuts every connection each ``every``
-    seconds until ``work`` ends; both are stopped when the block exits."""
+    seconds until ``work`` ends; both are stopped when the block exits, and an exception
+    ``work`` raised is raised there (the cause of whatever the block then waited for)."""
     worker = gevent.spawn(work)
 
     def cut() -> None:
@@ -91,6 +92,9 @@ def cutting(proxy: CutProxy, work: t.Callable[[], t.Any],
         yield worker
     finally:
         gevent.killall([worker, cutter], timeout=5)
+        if worker.exception is not None and not isinstance(worker.exception,
+                                                           gevent.GreenletExit):
+            raise worker.exception
 
 
 def _pump(src: socket.socket, dst: socket.socket) -> None:
