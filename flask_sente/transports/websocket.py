@@ -212,9 +212,32 @@ class SenteHandler(WebSocketHandler):
         try:
             return super().handle_one_request()
         except HeaderTimeout:  # while reading the request line
+            if not self._sente_rescued and self._request_waiting():
+                # The next request of a keep-alive connection arrived as its idle time ran
+                # out (a busy worker sees both at once). Closing now would drop a request
+                # the client has sent (it reads "connection closed", not a response, and
+                # cannot tell whether the server acted on it): serve it instead, once.
+                self._sente_rescued = True
+                return self.handle_one_request()
             return self._header_timed_out()
         finally:
+            self._sente_rescued = False
             timer.cancel()
+
+    _sente_rescued = False
+
+    def _request_waiting(self) -> bool:
+        """Whether bytes of a request are waiting on the socket (a peek, never a wait)."""
+        sock = self.socket
+        try:
+            timeout = sock.gettimeout()
+            sock.settimeout(0.0)
+            try:
+                return bool(sock.recv(1, socket.MSG_PEEK))
+            finally:
+                sock.settimeout(timeout)
+        except OSError:
+            return False
 
     def _handle_client_error(self, ex: BaseException) -> t.Any:
         if isinstance(ex, HeaderTimeout):  # while reading the headers
