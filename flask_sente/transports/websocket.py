@@ -67,6 +67,7 @@ from .frames import (
     RECV_SIZE,
     ServerWebSocket,
 )
+from .httphead import RequestHeaders, read_header_fields
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +260,16 @@ class SenteHandler(WebSocketHandler):
                 self._sente_header_timer = None
                 timer.close()
         return result
+
+    def MessageClass(self, rfile: t.Any, *args: t.Any) -> RequestHeaders:  # noqa: N802
+        # The header fields without the stdlib's email parser (see .httphead).
+        return read_header_fields(rfile)
+
+    def _headers(self) -> t.Iterator[tuple[str, str]]:
+        headers = self.headers
+        if isinstance(headers, RequestHeaders):
+            return headers.environ_items()
+        return t.cast("t.Iterator[tuple[str, str]]", super()._headers())
 
     def environ_upgrade_requested(self) -> bool:
         headers = getattr(self, "headers", None)
