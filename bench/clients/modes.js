@@ -4,7 +4,8 @@
 //           round trips counted in a window after a warm-up                  (W1, W4)
 //   fanout  one client asks the server for m events to everybody; time until every client
 //           counted m of them (events inside batches count one each)        (W2)
-//   idle    server RSS (from /proc) before / after opening n more clients    (W3)
+//   idle    server RSS (from /proc) before / after opening n more clients, then the
+//           server's CPU while they sit idle for idleSeconds                  (W3)
 //   connect n clients opened at once; time until the last is ready          (W5)
 // A dialect is { open(i, P, stats) -> Promise<client> } with client = { echo(msg, cb(ok)),
 // trigger(m), close() } that calls client.add(k) when k pushed events arrive.
@@ -51,10 +52,19 @@ async function run(dialect) {
     const clients = await lib.openMany(P.conns, P.wave || 500, open, 300);
     await lib.sleep(P.settle * 1000);
     const after = lib.rssKiB(P.pid);
+    // What the idle connections cost the server's core (keep-alive sweeps, timers).
+    let idle_cpu = null;
+    if (P.idleSeconds) {
+      const meter = lib.cpuMeter(P.pid);
+      meter.start();
+      await lib.sleep(P.idleSeconds * 1000);
+      meter.stop();
+      idle_cpu = meter.result().server_cpu;
+    }
     closeAll(clients);
     closeAll(warm);
     return { before_kib: before, after_kib: after, clients: clients.length,
-      kib_per_client: (after - before) / clients.length, errors: stats.errors };
+      kib_per_client: (after - before) / clients.length, errors: stats.errors, idle_cpu };
   }
   if (P.mode === 'connect') {
     const meter = lib.cpuMeter(P.pid);

@@ -24,3 +24,15 @@ def nodelay_handler(base: type) -> type:
             super().handle()
 
     return NoDelayHandler
+
+
+def fan_out(sockets: set[t.Any], n: int, closed: type[BaseException]) -> None:
+    """The raw dialect's ``start <n>``: n messages to every socket, one frame each (a
+    socket whose send raises ``closed`` is dropped)."""
+    for i in range(n):
+        payload = f"ev {i}"
+        for ws in list(sockets):
+            try:
+                ws.send(payload)
+            except closed:
+                sockets.discard(ws)

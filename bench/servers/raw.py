@@ -12,18 +12,9 @@ def serve(backlog: int, nodelay: bool = False) -> None:
     from geventwebsocket.exceptions import WebSocketError
     from geventwebsocket.handler import WebSocketHandler
 
-    from .gevent_util import announce, nodelay_handler
+    from .gevent_util import announce, fan_out, nodelay_handler
 
     sockets: set = set()
-
-    def fan_out(n: int) -> None:
-        for i in range(n):
-            payload = f"ev {i}"
-            for ws in list(sockets):
-                try:
-                    ws.send(payload)
-                except WebSocketError:
-                    sockets.discard(ws)
 
     def app(environ, start_response):  # type: ignore[no-untyped-def]
         ws = environ.get("wsgi.websocket")
@@ -37,7 +28,7 @@ def serve(backlog: int, nodelay: bool = False) -> None:
                 if msg is None:
                     break
                 if isinstance(msg, str) and msg.startswith("start "):
-                    fan_out(int(msg[6:]))
+                    fan_out(sockets, int(msg[6:]), WebSocketError)
                 else:
                     ws.send(msg)
         except WebSocketError:
