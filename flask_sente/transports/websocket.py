@@ -177,6 +177,8 @@ class SenteHandler(WebSocketHandler):
     close_timeout: float = CLOSE_TIMEOUT
 
     _sente_upgrade: WebSocketUpgrade | None = None
+    #: pywsgi's response status: bytes once started, a str saying what failed after an error.
+    status: t.Any
 
     def handle(self) -> None:
         # Small frames and long-poll answers must leave at once, not after Nagle's ~40 ms.
@@ -260,6 +262,21 @@ class SenteHandler(WebSocketHandler):
                 self._sente_header_timer = None
                 timer.close()
         return result
+
+    def _sendall(self, data: bytes) -> None:
+        # One plain send takes a whole response on an idle socket; gevent's sendall would
+        # first ask the kernel for the send buffer size (a getsockopt per response).
+        try:
+            sent = self.socket.send(data)
+            if sent < len(data):
+                self.socket.sendall(memoryview(data)[sent:])
+        except OSError as ex:
+            # pywsgi's bookkeeping for a failed write (its access log shows it).
+            self.status = f"socket error: {ex}"
+            if self.code > 0:
+                self.code = -self.code
+            raise
+        self.response_length += len(data)
 
     def MessageClass(self, rfile: t.Any, *args: t.Any) -> RequestHeaders:  # noqa: N802
         # The header fields without the stdlib's email parser (see .httphead).
