@@ -103,6 +103,11 @@ def limits(workloads: t.Sequence[Workload], results: Results) -> list[str]:
             lines.append(f"- {w.key} CPU server/client: " + ", ".join(parts))
         if costs:
             lines.append(f"- {w.key} server CPU µs per unit: " + ", ".join(costs))
+        p50s = [f"{label_of(server)} {statistics.median(v):,.1f}" for server, v in
+                ((server, [r["p50"] for r in runs if r.get("p50") is not None])
+                 for server, runs in res.items()) if v]
+        if p50s:
+            lines.append(f"- {w.key} p50 ms: " + ", ".join(p50s))
         idle = [(server, [r["idle_cpu"] for r in runs if r.get("idle_cpu") is not None])
                 for server, runs in res.items()]
         idle_parts = [f"{label_of(server)} {statistics.median(v):.1%}" for server, v in idle

@@ -58,6 +58,8 @@ class Sizes:
     w3_idle: float = 5.0       # seconds the server's CPU is measured with them all idle
     w4_conns: int = 10
     w5_conns: int = 2000
+    push_conns: int = 1000     # P1/P2 clients (one user each)
+    push_seconds: int = 5      # P1: seconds of 1 push/s per user; P2: bursts, one a second
 
     @classmethod
     def full(cls) -> Sizes:
@@ -67,7 +69,7 @@ class Sizes:
     def smoke(cls) -> Sizes:
         return cls(runs=1, seconds=0.5, warmup=0.2, w1_conns=10, w2_conns=20, w2_msgs=10,
                    w2_rounds=1, w3_conns=50, w3_warm=2, w3_settle=0.3, w3_idle=0.3,
-                   w4_conns=2,
+                   w4_conns=2, push_conns=20, push_seconds=1,
                    w5_conns=20)
 
 
@@ -153,6 +155,23 @@ WORKLOADS: tuple[Workload, ...] = (
         (Target("fsio", ">=", 5), Target("asgi", ">=", 2)),
     ),
     Workload(
+        "P1", "push latency, steady 1 push/s per user", "ms p99 push->client", False,
+        "push", WS_CLIENTS, ("sente", "raw", "fsock", "fsio", "asgi"),
+        lambda s: {"conns": s.push_conns, "kind": "steady", "seconds": s.push_seconds},
+        lambda r: r["p99"],
+        lambda s: s.push_seconds + 200,
+        digits=1,
+    ),
+    Workload(
+        "P2", "push latency, bursts (every user at once, once a second)",
+        "ms p99 push->client", False, "push", WS_CLIENTS,
+        ("sente", "raw", "fsock", "fsio", "asgi"),
+        lambda s: {"conns": s.push_conns, "kind": "burst", "seconds": s.push_seconds},
+        lambda r: r["p99"],
+        lambda s: s.push_seconds + 200,
+        digits=1,
+    ),
+    Workload(
         "W5", "connect storm, time to all handshakes", "s", False, "connect", WS_CLIENTS,
         ("sente", "raw", "fsock", "fsio", "asgi"),
         lambda s: {"conns": s.w5_conns},
@@ -174,5 +193,7 @@ def describe(w: Workload, sizes: Sizes) -> str:
         "W3": f"{sizes.w3_conns} conns",
         "W4": f"{sizes.w4_conns} clients, {sizes.size} B",
         "W5": f"{sizes.w5_conns} clients",
+        "P1": f"{sizes.push_conns} users",
+        "P2": f"{sizes.push_conns} users",
     }[w.key]
     return f"{w.key} {w.unit} ({counts})"

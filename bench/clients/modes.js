@@ -6,9 +6,12 @@
 //           counted m of them (events inside batches count one each)        (W2)
 //   idle    server RSS (from /proc) before / after opening n more clients, then the
 //           server's CPU while they sit idle for idleSeconds                  (W3)
+//   push    the server pushes its clock to every client (steady: 1/s per user, spread;
+//           burst: all at once, once a second); arrival - stamp percentiles (P1, P2)
 //   connect n clients opened at once; time until the last is ready          (W5)
 // A dialect is { open(i, P, stats) -> Promise<client> } with client = { echo(msg, cb(ok)),
-// trigger(m), close() } that calls client.add(k) when k pushed events arrive.
+// trigger(m), pushes(kind, seconds), close() } that calls client.add(k) when k pushed
+// events arrive and client.onPush(stamp) for each push of the push mode.
 'use strict';
 const lib = require('./lib');
 
@@ -65,6 +68,16 @@ async function run(dialect) {
     closeAll(warm);
     return { before_kib: before, after_kib: after, clients: clients.length,
       kib_per_client: (after - before) / clients.length, errors: stats.errors, idle_cpu };
+  }
+  if (P.mode === 'push') {
+    const clients = await lib.openMany(P.conns, P.wave || 200, open, 120);
+    await lib.sleep(500);
+    const expected = clients.length * P.seconds;
+    const r = await lib.pushLatency(clients, expected, P.seconds,
+      () => clients[0].pushes(P.kind, P.seconds), 30, P.pid);
+    closeAll(clients);
+    return { ...r, errors: stats.errors + Math.abs(expected - r.count),
+      clients: clients.length };
   }
   if (P.mode === 'connect') {
     const meter = lib.cpuMeter(P.pid);

@@ -27,8 +27,10 @@ const socketio = {
       s.on('connect_error', (err) => { stats.errors++; if (!ready) reject(err); });
       s.on('disconnect', () => { if (!stats.closing) stats.errors++; });
       s.on('ev', () => { if (c.add) c.add(1); });
+      s.on('push', (stamp) => { if (c.onPush) c.onPush(stamp); });
       c.echo = (msg, cb) => s.emit('echo', msg, (answer) => cb(answer === msg));
       c.trigger = (m) => s.emit('start', m);
+      c.pushes = (kind, seconds) => s.emit('pushes', kind, seconds);
       c.close = () => s.disconnect();
     });
   },

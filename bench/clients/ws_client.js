@@ -47,7 +47,10 @@ const sente = {
           if (cb) cb(ok); else stats.errors++;
         } else if (Array.isArray(payload[0])) {    // a push batch: count the events
           let k = 0;
-          for (const ev of payload) if (ev[0] === 'bench/ev') k++;
+          for (const ev of payload) {
+            if (ev[0] === 'bench/ev') k++;
+            else if (ev[0] === 'bench/push' && c.onPush) c.onPush(ev[1]);
+          }
           if (c.add) c.add(k);
         } else if (payload[0] === 'chsk/ws-ping') {
           c.ws.send('[["chsk/ws-pong"],null]');
@@ -62,6 +65,8 @@ const sente = {
         c.ws.send(JSON.stringify([['bench/echo', msg], c.cbid]));
       };
       c.trigger = (m) => c.ws.send(JSON.stringify([['bench/start', m], null]));
+      c.pushes = (kind, seconds) =>
+        c.ws.send(JSON.stringify([['bench/pushes', [kind, seconds]], null]));
       c.close = () => c.ws.terminate();
     });
   },
@@ -73,6 +78,7 @@ const raw = {
       const c = { pending: null, len: 0, add: null };
       const onMessage = (text) => {
         if (text.startsWith('ev ')) { if (c.add) c.add(1); return; }
+        if (text.startsWith('push ')) { if (c.onPush) c.onPush(text.slice(5)); return; }
         const cb = c.pending;
         c.pending = null;
         if (cb) cb(text.length === c.len); else stats.errors++;
@@ -82,6 +88,7 @@ const raw = {
       c.ws.on('open', () => { conn.markReady(); resolve(c); });
       c.echo = (msg, cb) => { c.len = msg.length; c.pending = cb; c.ws.send(msg); };
       c.trigger = (m) => c.ws.send(`start ${m}`);
+      c.pushes = (kind, seconds) => c.ws.send(`pushes ${kind} ${seconds}`);
       c.close = () => c.ws.terminate();
     });
   },

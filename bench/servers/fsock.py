@@ -9,15 +9,23 @@ def serve(backlog: int, nodelay: bool = False) -> None:
     from gevent import monkey
 
     monkey.patch_all()
+    import gevent
     from flask import Flask
     from flask_sock import ConnectionClosed, Sock
     from gevent.pywsgi import WSGIHandler, WSGIServer
 
     from .gevent_util import announce, fan_out, nodelay_handler
+    from .pushes import run as run_pushes
 
     app = Flask("bench_fsock")
     sock = Sock(app)
     sockets: set = set()
+
+    def _push(ws, ms):  # type: ignore[no-untyped-def]
+        try:
+            ws.send(f"push {ms}")
+        except Exception:  # a client gone: the client side counts the loss
+            sockets.discard(ws)
 
     @sock.route("/")
     def echo(ws):  # type: ignore[no-untyped-def]
@@ -25,7 +33,10 @@ def serve(backlog: int, nodelay: bool = False) -> None:
         try:
             while True:
                 msg = ws.receive()
-                if isinstance(msg, str) and msg.startswith("start "):
+                if isinstance(msg, str) and msg.startswith("pushes "):
+                    kind, seconds = msg.split()[1:]
+                    gevent.spawn(run_pushes, list(sockets), _push, kind, int(seconds))
+                elif isinstance(msg, str) and msg.startswith("start "):
                     fan_out(sockets, int(msg[6:]), ConnectionClosed)
                 else:
                     ws.send(msg)
