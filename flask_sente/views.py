@@ -20,6 +20,7 @@ import os
 import typing as t
 
 from flask import Blueprint, Request, Response, current_app, request, send_file, session
+from flask.globals import request_ctx
 
 from .admission import admit, handshake_data
 from .admission import text_response as _text
@@ -165,8 +166,25 @@ def request_snapshot() -> RequestInfo:
     """A lazy :class:`RequestInfo` of the current request (handlers see it as ``msg.request``)."""
     # The proxies' real objects: the snapshot outlives the request context.
     real_request = request._get_current_object()  # type: ignore[attr-defined]
-    real_session = session._get_current_object()  # type: ignore[attr-defined]
-    return _LazyRequestInfo(request.environ, type(real_request), real_session)
+    return _LazyRequestInfo(request.environ, type(real_request), _session_unmarked())
+
+
+def _session_unmarked() -> t.Any:
+    """The request's session object, taken without marking it accessed.
+
+    Flask (3.1.3 on) marks the session accessed whenever the ``session`` proxy is touched,
+    and then adds ``Vary: Cookie`` to the response — through Werkzeug's header-set
+    machinery, a fifth of a WebSocket handshake's time (``python -m bench.profile W5``).
+    Keeping the object for a handler that may read ``msg.request.session`` later is not
+    reading it; whatever does read the session (the default ``user_id``, CSRF, a hook)
+    still goes through the proxy and marks it. The responses here are ``no-store`` (or a
+    101), so no cache depends on the header either way.
+    """
+    ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
+    held = ctx.__dict__.get("_session")
+    if held is not None:
+        return held
+    return session._get_current_object()  # type: ignore[attr-defined]
 
 
 class _LazyRequestInfo(RequestInfo):
