@@ -79,7 +79,9 @@ def _state() -> AppState:
 
 def _chsk() -> Response:
     state = _state()
-    stop_callbacks = request.environ.get(STOP_CALLBACKS_ENVIRON_KEY)
+    # The request object itself: each use of the ``request`` proxy is a context lookup.
+    req: Request = request._get_current_object()  # type: ignore[attr-defined]
+    stop_callbacks = req.environ.get(STOP_CALLBACKS_ENVIRON_KEY)
     if stop_callbacks is not None:
         stop_callbacks.add(state.shutdown)
     if not state.secret_checked:
@@ -88,12 +90,12 @@ def _chsk() -> Response:
     if isinstance(admitted, Response):
         return admitted
     uid, client_id = admitted.uid, admitted.client_id
-    if request.method == "POST":
+    if req.method == "POST":
         return _post(state, uid, client_id)
     if not state.hub.healthy:  # open WebSockets go on; new handshakes and polls wait
         return _unavailable()
-    upgrade = request.environ.get(UPGRADE_ENVIRON_KEY)
-    if upgrade is None and "new-ws-ticket" in request.args:
+    upgrade = req.environ.get(UPGRADE_ENVIRON_KEY)
+    if upgrade is None and "new-ws-ticket" in req.args:
         # Every check passed with the token in a header: a ticket for the WebSocket URL.
         resp = _text(200, state.ws_tickets.issue(client_id, current_app.secret_key))
         resp.headers["Cache-Control"] = "no-store"
@@ -112,11 +114,11 @@ def _chsk() -> Response:
         # Discarded by the handler (the 101 went out already); a content type given up
         # front spares werkzeug a header lookup that raises when it misses.
         return Response(status=200, content_type="text/plain")
-    if request.environ.get("HTTP_UPGRADE", "").lower() == "websocket":
+    if req.environ.get("HTTP_UPGRADE", "").lower() == "websocket":
         return _text(400, "This server cannot upgrade to WebSocket; run the app with "
                           "flask_sente.run() or gunicorn -k flask_sente.worker.SenteWorker "
                           "(clients fall back to Ajax)")
-    handshake = "handshake" in request.args or "handshake?" in request.args
+    handshake = "handshake" in req.args or "handshake?" in req.args
     try:
         body = state.hub.ajax_get(
             uid, client_id, info, handshake=handshake,
@@ -134,14 +136,15 @@ def _unavailable() -> Response:
 
 
 def _post(state: AppState, uid: t.Any, client_id: str) -> Response:
+    req: Request = request._get_current_object()  # type: ignore[attr-defined]
     limit = state.options.max_message_size
-    if request.content_length is not None and request.content_length > limit:
-        return _text(413, f"Message too big: {request.content_length} bytes, the limit is "
+    if req.content_length is not None and req.content_length > limit:
+        return _text(413, f"Message too big: {req.content_length} bytes, the limit is "
                           f"{limit} bytes")
-    if request.mimetype == "application/x-www-form-urlencoded":
-        body: str | bytes = request.form.get("ppstr", "")
+    if req.mimetype == "application/x-www-form-urlencoded":
+        body: str | bytes = req.form.get("ppstr", "")
     else:
-        body = request.stream.read(limit + 1)
+        body = req.stream.read(limit + 1)
         if not state.packer.binary:
             try:
                 body = body.decode("utf-8")
