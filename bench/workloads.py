@@ -56,6 +56,7 @@ class Sizes:
     w3_warm: int = 20          # connections open before the baseline RSS is read
     w3_settle: float = 2.0
     w3_idle: float = 5.0       # seconds the server's CPU is measured with them all idle
+    w3a_conns: int = 1000      # W3A: idle Ajax clients (a parked poll + a keep-alive each)
     w4_conns: int = 10
     w5_conns: int = 2000
     push_conns: int = 1000     # P1/P2 clients (one user each)
@@ -68,7 +69,7 @@ class Sizes:
     @classmethod
     def smoke(cls) -> Sizes:
         return cls(runs=1, seconds=0.5, warmup=0.2, w1_conns=10, w2_conns=20, w2_msgs=10,
-                   w2_rounds=1, w3_conns=50, w3_warm=2, w3_settle=0.3, w3_idle=0.3,
+                   w2_rounds=1, w3_conns=50, w3_warm=2, w3_settle=0.3, w3_idle=0.3, w3a_conns=10,
                    w4_conns=2, push_conns=20, push_seconds=1,
                    w5_conns=20)
 
@@ -146,6 +147,15 @@ WORKLOADS: tuple[Workload, ...] = (
         digits=1,
     ),
     Workload(
+        "W3A", "idle Ajax client memory (parked long-poll)", "KiB RSS per client", False,
+        "idle", AJAX_CLIENTS, ("sente", "fsio", "asgi"),
+        lambda s: {"conns": s.w3a_conns, "warm": s.w3_warm, "settle": s.w3_settle,
+                   "idleSeconds": s.w3_idle},
+        lambda r: r["kib_per_client"],
+        lambda s: 300,
+        digits=1,
+    ),
+    Workload(
         "W4", "Ajax / long-polling echo with reply", "round trips/s", True, "rtt",
         AJAX_CLIENTS, ("sente", "fsio", "fsio_nd", "asgi"),
         lambda s: {"conns": s.w4_conns, "warmup": s.warmup, "seconds": s.seconds,
@@ -191,6 +201,7 @@ def describe(w: Workload, sizes: Sizes) -> str:
         "W1-1": f"1 conn, {sizes.size} B",
         "W2": f"{sizes.w2_conns} clients x {sizes.w2_msgs} msgs",
         "W3": f"{sizes.w3_conns} conns",
+        "W3A": f"{sizes.w3a_conns} clients",
         "W4": f"{sizes.w4_conns} clients, {sizes.size} B",
         "W5": f"{sizes.w5_conns} clients",
         "P1": f"{sizes.push_conns} users",

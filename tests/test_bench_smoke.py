@@ -46,9 +46,10 @@ def test_bench_smoke_produces_numbers(tmp_path: Path) -> None:
     assert "| workload |" in done.stdout and "flask_sente" in done.stdout
     results: dict[str, dict[str, list[dict[str, t.Any]]]] = json.loads(
         out.read_text())["results"]
-    assert set(results) == {"W1", "W1-10", "W1-1", "W2", "W3", "W4", "P1", "P2", "W5"}
+    assert set(results) == {"W1", "W1-10", "W1-1", "W2", "W3", "W3A", "W4", "P1", "P2",
+                            "W5"}
     for key, servers in results.items():
-        expected = {"sente"} if key == "W4" else {"sente", "raw"}
+        expected = {"sente"} if key in ("W3A", "W4") else {"sente", "raw"}
         assert set(servers) == expected, key
         for server, runs in servers.items():
             assert runs and all(isinstance(r.get("metric"), (int, float)) for r in runs), \
