@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
 
     nofile = raise_nofile()
     ensure_node_packages()
-    info = versions(["flask-socketio", "python-socketio", "python-engineio", "uvicorn",
-                     "uvloop", "httptools", "websockets"])
+    info = versions(["flask-sock", "simple-websocket", "flask-socketio", "python-socketio",
+                     "python-engineio", "uvicorn", "uvloop", "httptools", "websockets"])
     print("; ".join(f"{k} {v}" for k, v in info.items()), flush=True)
     print(f"open files limit {nofile}; server on core 0, load clients on core 1; "
           f"{sizes.runs} run(s) per server", flush=True)
