@@ -48,13 +48,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import logging
 import re
 import socket
 import typing as t
 
 import gevent
-from gevent.pywsgi import WSGIHandler
+from gevent.pywsgi import Input, WSGIHandler
 from geventwebsocket.handler import WebSocketHandler
 
 from ..exceptions import ConnectionClosed, LocalProtocolError, SenteError
@@ -151,6 +152,14 @@ class WebSocketUpgrade:
         if self._state == "offered":
             self._state = state
         self._handler = None
+
+
+#: What an upgraded request's handler and environ keep instead of the HTTP reader: an
+#: empty body (pywsgi's own input type, so that its end-of-request discard is a no-op) and
+#: a closed reader.
+_NO_BODY_READER = io.BytesIO(b"")
+_NO_BODY = Input(_NO_BODY_READER, 0)
+_NO_BODY_READER.close()
 
 
 def _discard_write(data: bytes) -> None:
@@ -458,6 +467,17 @@ class SenteHandler(WebSocketHandler):
             sock.settimeout(timeout)
         return rfile.read(len(pending)) if pending else b""
 
+    def _release_http_reader(self) -> None:
+        """Let go of the HTTP reader once the socket reads its own frames.
+
+        pywsgi's buffered reader holds an 8 KiB buffer, and the handler, its ``wsgi.input``
+        and the environ (which the request snapshot keeps for ``msg.request``) would hold
+        it for the socket's whole life: a third of an idle WebSocket's memory (W3)."""
+        self.environ["wsgi.input"] = _NO_BODY
+        self.wsgi_input = _NO_BODY
+        rfile, self.rfile = self.rfile, _NO_BODY_READER
+        rfile.close()  # the socket stays open: the reader only drops its reference
+
     def _accept_websocket(self, key: str, max_message_size: int | None) -> ServerWebSocket:
         if self.headers_sent or self.status:
             raise LocalProtocolError("cannot accept: the app already started a response")
@@ -479,6 +499,7 @@ class SenteHandler(WebSocketHandler):
         self.connection_upgraded = True
         self.close_connection = True
         buffered = self._take_buffered_input()
+        self._release_http_reader()
         self.response_length = len(raw)
         # The 101 leaves with the first frame (one segment, one send), or before the
         # socket's first read or close, whichever comes first.
