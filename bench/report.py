@@ -98,7 +98,9 @@ def limits(workloads: t.Sequence[Workload], results: Results) -> list[str]:
             per_unit = [r["server_cpu"] / r["rate"] * 1e6 for r in runs
                         if r.get("server_cpu") is not None and r.get("rate")]
             if per_unit:
-                costs.append(f"{label_of(server)} {statistics.median(per_unit):,.0f}")
+                cost = statistics.median(per_unit)
+                costs.append(f"{label_of(server)} "
+                             + (f"{cost:,.0f}" if cost >= 10 else f"{cost:.2f}"))
         if parts:
             lines.append(f"- {w.key} CPU server/client: " + ", ".join(parts))
         if costs:
