@@ -28,7 +28,8 @@ from .runner import BASELINE_TREES, run_workload
 from .workloads import BASELINE, SERVERS, WORKLOADS, Sizes
 
 #: Servers that need packages from bench/requirements.txt.
-NEEDS = {"fsio": "flask_socketio", "fsio_nd": "flask_socketio", "asgi": "uvicorn"}
+NEEDS = {"fsock": "flask_sock", "fsio": "flask_socketio", "fsio_nd": "flask_socketio",
+         "asgi": "uvicorn"}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -41,6 +42,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help=f"servers, from {','.join(SERVERS)} (default: all)")
     parser.add_argument("--runs", type=int, help="runs per server (default 3)")
     parser.add_argument("--seconds", type=float, help="W1/W4 window (default 5)")
+    parser.add_argument("--w3-conns", type=int,
+                        help="W3 idle connections (default 5000; e.g. 10000, within ulimit -n)")
     parser.add_argument("--baseline", default="", metavar="REV",
                         help="also run flask_sente as of this git revision (a before/after "
                              "ratio from one run)")
@@ -57,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         sizes = dataclasses.replace(sizes, runs=args.runs)
     if args.seconds:
         sizes = dataclasses.replace(sizes, seconds=args.seconds)
+    if args.w3_conns:
+        sizes = dataclasses.replace(sizes, w3_conns=args.w3_conns)
     only = {k.strip().upper() for k in args.only.split(",") if k.strip()}
     workloads = [w for w in WORKLOADS if not only or w.key in only]
     servers = [s.strip() for s in args.servers.split(",") if s.strip()] or (
@@ -80,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
 
     nofile = raise_nofile()
     ensure_node_packages()
-    info = versions(["flask-socketio", "python-socketio", "python-engineio", "uvicorn",
-                     "uvloop", "httptools", "websockets"])
+    info = versions(["flask-sock", "simple-websocket", "flask-socketio", "python-socketio",
+                     "python-engineio", "uvicorn", "uvloop", "httptools", "websockets"])
     print("; ".join(f"{k} {v}" for k, v in info.items()), flush=True)
     print(f"open files limit {nofile}; server on core 0, load clients on core 1; "
           f"{sizes.runs} run(s) per server", flush=True)

@@ -6,7 +6,7 @@ load client runs on core 1, and prints the sampled time by area (our code, geven
 Werkzeug, the JSON codec, socket calls), the top functions by self time and a few
 inclusive totals. py-spy is not a project dependency: ``pip install py-spy`` first.
 
-    python -m bench.profile W1            # also W2, W4, W5; --seconds, --rate, --top, --raw
+    python -m bench.profile W1            # also W2, W4, W5, P1, P2; --seconds, --rate, --top
 
 For W5 the connect storm is repeated (a fresh batch of clients each time, the previous
 batch closed) for as long as py-spy samples.
@@ -92,7 +92,7 @@ def summarize(raw: Path, top: int) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("workload", choices=["W1", "W2", "W4", "W5"])
+    parser.add_argument("workload", choices=["W1", "W2", "W4", "W5", "P1", "P2"])
     parser.add_argument("--seconds", type=float, default=8.0, help="sampling window")
     parser.add_argument("--rate", type=int, default=250, help="samples per second")
     parser.add_argument("--top", type=int, default=25)
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     ensure_node_packages()
     w = next(w for w in WORKLOADS if w.key == args.workload)
     sizes = dataclasses.replace(Sizes.full(), seconds=args.seconds + 2, warmup=0.5,
-                                w2_rounds=40)
+                                w2_rounds=40, push_seconds=int(args.seconds) + 8)
     script, fixed = w.clients["sente"]
     raw = args.raw or Path(tempfile.mkstemp(suffix=".txt", prefix="pyspy-")[1])
     with Server("sente") as srv:
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
         client = threading.Thread(target=load)
         client.start()
-        time.sleep(1.5)  # connected and warm
+        time.sleep(6 if w.mode == "push" else 1.5)  # connected and warm
         cmd = [pyspy, "record", "--pid", str(srv.pid), "--duration", str(int(args.seconds)),
                "--rate", str(args.rate), "--format", "raw", "--output", str(raw),
                "--nonblocking"] + (["--idle"] if args.idle else [])
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                        timeout=args.seconds + 60)
         sampling.set()
         client.join(timeout=w.timeout(sizes) + 180)
-    metric = result.get("rate")
+    metric = result.get("p99" if w.mode == "push" else "rate")
     unit = "connections/s" if w.mode == "connect" else w.unit
     print(f"{w.key} on flask_sente under py-spy ({args.rate} Hz): "
           f"{metric:,.0f} {unit}" if metric else f"{w.key}: {result}")

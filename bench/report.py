@@ -79,18 +79,46 @@ def _ratio_cell(ratio: float | None) -> str:
 
 
 def limits(workloads: t.Sequence[Workload], results: Results) -> list[str]:
-    """Median busy fraction of the server's core and the client's, per server (W1, W2, W4)."""
+    """Median busy fraction of the server's core and the client's, per server (W1, W2, W4,
+    W5), and the server's CPU time per unit of work (per round trip, delivery or handshake).
+
+    The CPU time per unit is the number to compare on a machine shared with other work: a
+    busy neighbour lowers every server's rate, much less what each unit costs."""
     lines = []
     for w in workloads:
         res = results.get(w.key, {})
-        parts = []
+        parts, costs = [], []
         for server, runs in res.items():
             cpus = [(r["server_cpu"], r["client_cpu"]) for r in runs
                     if r.get("server_cpu") is not None]
             if cpus:
                 s = statistics.median(c[0] for c in cpus)
                 c = statistics.median(c[1] for c in cpus)
-                parts.append(f"{SERVERS[server][2]} {s:.0%}/{c:.0%}")
+                parts.append(f"{label_of(server)} {s:.0%}/{c:.0%}")
+            per_unit = [r["server_cpu"] / r["rate"] * 1e6 for r in runs
+                        if r.get("server_cpu") is not None and r.get("rate")]
+            if per_unit:
+                cost = statistics.median(per_unit)
+                costs.append(f"{label_of(server)} "
+                             + (f"{cost:,.0f}" if cost >= 10 else f"{cost:.2f}"))
         if parts:
             lines.append(f"- {w.key} CPU server/client: " + ", ".join(parts))
+        if costs:
+            lines.append(f"- {w.key} server CPU µs per unit: " + ", ".join(costs))
+        p50s = [f"{label_of(server)} {statistics.median(v):,.1f}" for server, v in
+                ((server, [r["p50"] for r in runs if r.get("p50") is not None])
+                 for server, runs in res.items()) if v]
+        if p50s:
+            lines.append(f"- {w.key} p50 ms: " + ", ".join(p50s))
+        idle = [(server, [r["idle_cpu"] for r in runs if r.get("idle_cpu") is not None])
+                for server, runs in res.items()]
+        idle_parts = [f"{label_of(server)} {statistics.median(v):.1%}" for server, v in idle
+                      if v]
+        if idle_parts:
+            lines.append(f"- {w.key} server CPU while the connections sit idle: "
+                         + ", ".join(idle_parts))
     return lines
+
+
+def label_of(server: str) -> str:
+    return SERVERS[server][2] if server in SERVERS else f"flask_sente ({server})"

@@ -14,7 +14,7 @@ import sys
 
 from .common import raise_nofile
 
-KINDS = ("sente", "raw", "fsio", "asgi")
+KINDS = ("sente", "raw", "fsock", "fsio", "asgi")
 BACKLOG = 2048
 
 

@@ -64,8 +64,11 @@ def admit(state: AppState, *, skip: frozenset[str] = frozenset()) -> Admitted | 
 
     :param skip: names from :data:`SKIPPABLE` to leave out.
     """
-    client_id = request.args.get("client-id") or (
-        request.form.get("client-id") if request.method == "POST" and request.mimetype ==
+    # The request object itself: each use of the ``request`` proxy is a context lookup.
+    req = request._get_current_object()  # type: ignore[attr-defined]
+    args = req.args
+    client_id = args.get("client-id") or (
+        req.form.get("client-id") if req.method == "POST" and req.mimetype ==
         "application/x-www-form-urlencoded" else None)
     if not client_id:
         return refuse("client-id", 400, "Missing client-id: every request to the channel socket "
@@ -75,24 +78,24 @@ def admit(state: AppState, *, skip: frozenset[str] = frozenset()) -> Admitted | 
                       "most)")
     if client_id[0] == "!":  # marks an excluded client in a shared log's entries
         return refuse("client-id", 400, "client-id must not start with '!'")
-    version_text = request.args.get("protocol", "1")
+    version_text = args.get("protocol", "1")
     version = int(version_text) if version_text in ("1", "2") else 0
     if version not in SUPPORTED_PROTOCOLS:
         return refuse("protocol", 400, f"Unsupported protocol version {version_text!r}: this "
                       f"server speaks versions 1 to {PROTOCOL_VERSION}; update "
                       "the client")
     positions = None
-    pos_text = request.args.get("pos")
+    pos_text = args.get("pos")
     if pos_text is not None and version >= 2:
         try:
             positions = wire.decode_positions(pos_text)
         except RemoteProtocolError as exc:
             return refuse("positions", 400, f"Bad positions: {exc}")
-    packer_name = request.args.get("packer")
+    packer_name = args.get("packer")
     if packer_name is not None and packer_name != state.packer.name:
         return refuse("packer", 400, f"Packer mismatch: the client uses {packer_name!r}, this "
                       f"server uses {state.packer.name!r}")
-    upgrade = UPGRADE_ENVIRON_KEY in request.environ
+    upgrade = UPGRADE_ENVIRON_KEY in req.environ
     refusal = ((None if "csrf" in skip else check_csrf(state, client_id, upgrade))
                or (None if "origin" in skip else check_origin(state)))
     if refusal is not None:

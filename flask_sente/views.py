@@ -21,6 +21,7 @@ import os
 import typing as t
 
 from flask import Blueprint, Request, Response, current_app, request, send_file, session
+from flask.globals import request_ctx
 
 from .admission import admit, handshake_data
 from .admission import text_response as _text
@@ -104,7 +105,9 @@ def _state() -> AppState:
 
 def _chsk() -> Response:
     state = _state()
-    stop_callbacks = request.environ.get(STOP_CALLBACKS_ENVIRON_KEY)
+    # The request object itself: each use of the ``request`` proxy is a context lookup.
+    req: Request = request._get_current_object()  # type: ignore[attr-defined]
+    stop_callbacks = req.environ.get(STOP_CALLBACKS_ENVIRON_KEY)
     if stop_callbacks is not None:
         stop_callbacks.add(state.shutdown)
     if not state.secret_checked:
@@ -114,12 +117,12 @@ def _chsk() -> Response:
         state.metrics.rejected(getattr(admitted, "reason", "unauthorized"))
         return admitted
     uid, client_id = admitted.uid, admitted.client_id
-    if request.method == "POST":
+    if req.method == "POST":
         return _post(state, uid, client_id)
     if not state.hub.healthy:  # open WebSockets go on; new handshakes and polls wait
         return _unavailable(state)
-    upgrade = request.environ.get(UPGRADE_ENVIRON_KEY)
-    if upgrade is None and "new-ws-ticket" in request.args:
+    upgrade = req.environ.get(UPGRADE_ENVIRON_KEY)
+    if upgrade is None and "new-ws-ticket" in req.args:
         # Every check passed with the token in a header: a ticket for the WebSocket URL.
         resp = _text(200, state.ws_tickets.issue(client_id, current_app.secret_key))
         resp.headers["Cache-Control"] = "no-store"
@@ -138,11 +141,11 @@ def _chsk() -> Response:
         # Discarded by the handler (the 101 went out already); a content type given up
         # front spares werkzeug a header lookup that raises when it misses.
         return Response(status=200, content_type="text/plain")
-    if request.environ.get("HTTP_UPGRADE", "").lower() == "websocket":
+    if req.environ.get("HTTP_UPGRADE", "").lower() == "websocket":
         return _text(400, "This server cannot upgrade to WebSocket; run the app with "
                           "flask_sente.run() or gunicorn -k flask_sente.worker.SenteWorker "
                           "(clients fall back to Ajax)")
-    handshake = "handshake" in request.args or "handshake?" in request.args
+    handshake = "handshake" in req.args or "handshake?" in req.args
     try:
         body = state.hub.ajax_get(
             uid, client_id, info, handshake=handshake,
@@ -161,14 +164,15 @@ def _unavailable(state: AppState) -> Response:
 
 
 def _post(state: AppState, uid: t.Any, client_id: str) -> Response:
+    req: Request = request._get_current_object()  # type: ignore[attr-defined]
     limit = state.options.max_message_size
-    if request.content_length is not None and request.content_length > limit:
-        return _text(413, f"Message too big: {request.content_length} bytes, the limit is "
+    if req.content_length is not None and req.content_length > limit:
+        return _text(413, f"Message too big: {req.content_length} bytes, the limit is "
                           f"{limit} bytes")
-    if request.mimetype == "application/x-www-form-urlencoded":
-        body: str | bytes = request.form.get("ppstr", "")
+    if req.mimetype == "application/x-www-form-urlencoded":
+        body: str | bytes = req.form.get("ppstr", "")
     else:
-        body = request.stream.read(limit + 1)
+        body = req.stream.read(limit + 1)
         if not state.packer.binary:
             try:
                 body = body.decode("utf-8")
@@ -193,8 +197,25 @@ def request_snapshot() -> RequestInfo:
     """A lazy :class:`RequestInfo` of the current request (handlers see it as ``msg.request``)."""
     # The proxies' real objects: the snapshot outlives the request context.
     real_request = request._get_current_object()  # type: ignore[attr-defined]
-    real_session = session._get_current_object()  # type: ignore[attr-defined]
-    return _LazyRequestInfo(request.environ, type(real_request), real_session)
+    return _LazyRequestInfo(request.environ, type(real_request), _session_unmarked())
+
+
+def _session_unmarked() -> t.Any:
+    """The request's session object, taken without marking it accessed.
+
+    Flask (3.1.3 on) marks the session accessed whenever the ``session`` proxy is touched,
+    and then adds ``Vary: Cookie`` to the response — through Werkzeug's header-set
+    machinery, a fifth of a WebSocket handshake's time (``python -m bench.profile W5``).
+    Keeping the object for a handler that may read ``msg.request.session`` later is not
+    reading it; whatever does read the session (the default ``user_id``, CSRF, a hook)
+    still goes through the proxy and marks it. The responses here are ``no-store`` (or a
+    101), so no cache depends on the header either way.
+    """
+    ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
+    held = ctx.__dict__.get("_session")
+    if held is not None:
+        return held
+    return session._get_current_object()  # type: ignore[attr-defined]
 
 
 class _LazyRequestInfo(RequestInfo):

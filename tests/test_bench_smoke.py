@@ -41,14 +41,15 @@ def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
 def test_bench_smoke_produces_numbers(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     # The first run may install the npm clients into bench/node_modules.
-    done = _run(["-m", "bench", "--smoke", "--json", str(out)], timeout=100)
+    done = _run(["-m", "bench", "--smoke", "--json", str(out)], timeout=180)
     assert done.returncode == 0, done.stdout[-3000:]
     assert "| workload |" in done.stdout and "flask_sente" in done.stdout
     results: dict[str, dict[str, list[dict[str, t.Any]]]] = json.loads(
         out.read_text())["results"]
-    assert set(results) == {"W1", "W2", "W3", "W4", "W5"}
+    assert set(results) == {"W1", "W1-10", "W1-1", "W2", "W3", "W3A", "W4", "P1", "P2",
+                            "W5"}
     for key, servers in results.items():
-        expected = {"sente"} if key == "W4" else {"sente", "raw"}
+        expected = {"sente"} if key in ("W3A", "W4") else {"sente", "raw"}
         assert set(servers) == expected, key
         for server, runs in servers.items():
             assert runs and all(isinstance(r.get("metric"), (int, float)) for r in runs), \

@@ -1,7 +1,7 @@
 // flask_sente's Ajax transport over Node's own `http` (docs/protocol.md §6): each client
 // does a handshake GET, keeps one long-poll GET parked (re-polling when it is answered),
 // and POSTs events with cb id "ajax" in a closed loop on a keep-alive connection; the
-// POST's response is the reply. Only the "rtt" mode (W4).
+// POST's response is the reply. Modes "rtt" (W4) and "idle" (W3A).
 //   node ajax_client.js '{"mode": "rtt", "port": 8000, "conns": 10, ...}'
 'use strict';
 const http = require('http');

@@ -177,7 +177,44 @@ async function fanOutRounds(clients, m, rounds, trigger, timeoutS, pid) {
   return { deliveries: total, seconds, mismatched, ...meter.result() };
 }
 
+/** The wall clock in ms (the servers stamp their pushes with theirs: same machine). */
+function wallMs() {
+  return performance.timeOrigin + performance.now();
+}
+
+/**
+ * Push latency: `trigger()` asks the server for `expected` pushes in all, each stamped with
+ * the server's wall clock; every client calls its `onPush(stamp)` as one arrives. Waits for
+ * all of them (or `seconds + timeoutS`), then the percentiles of arrival - stamp, in ms.
+ */
+async function pushLatency(clients, expected, seconds, trigger, timeoutS, pid) {
+  const samples = [];
+  let finish;
+  const finished = new Promise((resolve) => { finish = resolve; });
+  for (const c of clients) {
+    c.onPush = (stamp) => {
+      samples.push(wallMs() - Number(stamp));
+      if (samples.length === expected) finish();
+    };
+  }
+  const meter = cpuMeter(pid);
+  meter.start();
+  trigger();
+  let timer;
+  await Promise.race([finished, new Promise((resolve) => {
+    timer = setTimeout(resolve, (seconds + timeoutS) * 1000);
+  })]);
+  clearTimeout(timer);
+  meter.stop();
+  await sleep(200);  // duplicates would show as more than expected
+  const sorted = samples.slice().sort((a, b) => a - b);
+  const q = (p) => (sorted.length ? sorted[Math.min(sorted.length - 1,
+    Math.floor(p * sorted.length))] : null);
+  return { count: samples.length, expected, p50: q(0.5), p99: q(0.99),
+    max: sorted.length ? sorted[sorted.length - 1] : null, ...meter.result() };
+}
+
 module.exports = {
   params, done, fail, now, sleep, rssKiB, cpuSeconds, cpuMeter, payload, openMany,
-  closedLoop, fanOutRounds, latency, percentiles, mark,
+  closedLoop, fanOutRounds, latency, percentiles, mark, pushLatency,
 };

@@ -9,11 +9,15 @@
 //           push->client latency p50/p99.
 //   topic   every client joins one topic (a room); one client asks the server to publish m
 //           time-stamped events to it; deliveries/s and push -> client latency p50/p99
-//   idle    server RSS (from /proc) before / after opening n more clients    (W3)
+//   idle    server RSS (from /proc) before / after opening n more clients, then the
+//           server's CPU while they sit idle for idleSeconds                  (W3)
+//   push    the server pushes its clock to every client (steady: 1/s per user, spread;
+//           burst: all at once, once a second); arrival - stamp percentiles (P1, P2)
 //   connect n clients opened at once; time until the last is ready          (W5)
 // A dialect is { open(i, P, stats) -> Promise<client> } with client = { echo(msg, cb(ok)),
-// trigger(m), paced(n, ms), close() } that calls client.add(k) when k pushed events arrive
-// (and lib.latency for each time-stamped one).
+// trigger(m), paced(n, ms), pushes(kind, seconds), join(topic, cb), publish(m), close() }
+// that calls client.add(k) when k pushed events arrive (and lib.latency for each
+// time-stamped one) and client.onPush(stamp) for each push of the push mode.
 'use strict';
 const lib = require('./lib');
 
@@ -77,10 +81,29 @@ async function run(dialect) {
     const clients = await lib.openMany(P.conns, P.wave || 500, open, 300);
     await lib.sleep(P.settle * 1000);
     const after = lib.rssKiB(P.pid);
+    // What the idle connections cost the server's core (keep-alive sweeps, timers).
+    let idle_cpu = null;
+    if (P.idleSeconds) {
+      const meter = lib.cpuMeter(P.pid);
+      meter.start();
+      await lib.sleep(P.idleSeconds * 1000);
+      meter.stop();
+      idle_cpu = meter.result().server_cpu;
+    }
     closeAll(clients);
     closeAll(warm);
     return { before_kib: before, after_kib: after, clients: clients.length,
-      kib_per_client: (after - before) / clients.length, errors: stats.errors };
+      kib_per_client: (after - before) / clients.length, errors: stats.errors, idle_cpu };
+  }
+  if (P.mode === 'push') {
+    const clients = await lib.openMany(P.conns, P.wave || 200, open, 120);
+    await lib.sleep(500);
+    const expected = clients.length * P.seconds;
+    const r = await lib.pushLatency(clients, expected, P.seconds,
+      () => clients[0].pushes(P.kind, P.seconds), 30, P.pid);
+    closeAll(clients);
+    return { ...r, errors: stats.errors + Math.abs(expected - r.count),
+      clients: clients.length };
   }
   if (P.mode === 'connect') {
     const meter = lib.cpuMeter(P.pid);

@@ -32,11 +32,13 @@ const socketio = {
         if (Array.isArray(data)) lib.latency(data[1]);          // [i, sent ms]
         if (c.add) c.add(1);
       });
+      s.on('push', (stamp) => { if (c.onPush) c.onPush(stamp); });
       c.echo = (msg, cb) => s.emit('echo', msg, (answer) => cb(answer === msg));
       c.trigger = (m) => s.emit('start', m);
       c.paced = (n, ms) => s.emit('paced', [n, ms]);
       c.join = (room, cb) => s.emit('join', room, (ok) => cb(ok === true));
       c.publish = (m) => s.emit('publish', m);
+      c.pushes = (kind, seconds) => s.emit('pushes', kind, seconds);
       c.close = () => s.disconnect();
     });
   },

@@ -58,6 +58,8 @@ const sente = {
             } else if (ev[0] === 'chsk/topic') {     // ["chsk/topic", [topic, ["bench/ev", [i, ms]]]]
               k++;
               lib.latency(ev[1][1][1][1]);
+            } else if (ev[0] === 'bench/push' && c.onPush) {
+              c.onPush(ev[1]);
             }
           }
           if (c.add) c.add(k);
@@ -80,6 +82,8 @@ const sente = {
         c.ws.send(JSON.stringify([['chsk/join', { topic }], 'join']));
       };
       c.publish = (m) => c.ws.send(JSON.stringify([['bench/publish', m], null]));
+      c.pushes = (kind, seconds) =>
+        c.ws.send(JSON.stringify([['bench/pushes', [kind, seconds]], null]));
       c.close = () => c.ws.terminate();
     });
   },
@@ -91,6 +95,7 @@ const raw = {
       const c = { pending: null, len: 0, add: null };
       const onMessage = (text) => {
         if (text.startsWith('ev ')) { if (c.add) c.add(1); return; }
+        if (text.startsWith('push ')) { if (c.onPush) c.onPush(text.slice(5)); return; }
         const cb = c.pending;
         c.pending = null;
         if (cb) cb(text.length === c.len); else stats.errors++;
@@ -100,6 +105,7 @@ const raw = {
       c.ws.on('open', () => { conn.markReady(); resolve(c); });
       c.echo = (msg, cb) => { c.len = msg.length; c.pending = cb; c.ws.send(msg); };
       c.trigger = (m) => c.ws.send(`start ${m}`);
+      c.pushes = (kind, seconds) => c.ws.send(`pushes ${kind} ${seconds}`);
       c.close = () => c.ws.terminate();
     });
   },

@@ -17,6 +17,27 @@ def serve(backlog: int, nodelay: bool = False) -> None:
     async def echo(sid, data):  # type: ignore[no-untyped-def]
         return data
 
+    sids: set[str] = set()
+
+    @sio.on("connect")
+    async def connect(sid, environ):  # type: ignore[no-untyped-def]
+        sids.add(sid)
+
+    @sio.on("disconnect")
+    async def disconnect(sid, *_args):  # type: ignore[no-untyped-def]
+        sids.discard(sid)
+
+    @sio.on("pushes")
+    async def pushes(sid, kind, seconds):  # type: ignore[no-untyped-def]
+        import asyncio
+
+        from .pushes import run_async
+
+        tasks.add(asyncio.ensure_future(run_async(
+            sorted(sids), lambda to, ms: sio.emit("push", ms, to=to), kind, int(seconds))))
+
+    tasks: set = set()  # keeps the push tasks referenced while they run
+
     @sio.on("start")
     async def start(sid, n):  # type: ignore[no-untyped-def]
         for i in range(int(n)):

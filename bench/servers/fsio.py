@@ -30,6 +30,26 @@ def create_app() -> t.Any:
     def echo(data):  # type: ignore[no-untyped-def]
         return data
 
+    sids: set[str] = set()
+
+    @socketio.on("connect")
+    def connect():  # type: ignore[no-untyped-def]
+        from flask import request
+        sids.add(request.sid)  # type: ignore[attr-defined]
+
+    @socketio.on("disconnect")
+    def disconnect(*_args):  # type: ignore[no-untyped-def]
+        from flask import request
+        sids.discard(request.sid)  # type: ignore[attr-defined]
+
+    @socketio.on("pushes")
+    def pushes(kind, seconds):  # type: ignore[no-untyped-def]
+        from .pushes import run
+
+        socketio.start_background_task(
+            run, sorted(sids), lambda sid, ms: socketio.emit("push", ms, to=sid), kind,
+            int(seconds))
+
     @socketio.on("start")
     def start(n):  # type: ignore[no-untyped-def]
         for i in range(int(n)):

@@ -36,3 +36,15 @@ def paced_pushes(push: t.Callable[[int], t.Any], count: int, interval_ms: float)
     for i in range(count):
         gevent.sleep(max(0.0, start + i * interval_ms / 1000 - time.monotonic()))
         push(i)
+
+
+def fan_out(sockets: set[t.Any], n: int, closed: type[BaseException]) -> None:
+    """The raw dialect's ``start <n>``: n messages to every socket, one frame each (a
+    socket whose send raises ``closed`` is dropped)."""
+    for i in range(n):
+        payload = f"ev {i}"
+        for ws in list(sockets):
+            try:
+                ws.send(payload)
+            except closed:
+                sockets.discard(ws)

@@ -8,22 +8,21 @@ def serve(backlog: int, nodelay: bool = False) -> None:
     from gevent import monkey
 
     monkey.patch_all()
+    import gevent
     from gevent.pywsgi import WSGIServer
     from geventwebsocket.exceptions import WebSocketError
     from geventwebsocket.handler import WebSocketHandler
 
-    from .gevent_util import announce, nodelay_handler
+    from .gevent_util import announce, fan_out, nodelay_handler
+    from .pushes import run as run_pushes
 
     sockets: set = set()
 
-    def fan_out(n: int) -> None:
-        for i in range(n):
-            payload = f"ev {i}"
-            for ws in list(sockets):
-                try:
-                    ws.send(payload)
-                except WebSocketError:
-                    sockets.discard(ws)
+    def _push(ws, ms):  # type: ignore[no-untyped-def]
+        try:
+            ws.send(f"push {ms}")
+        except Exception:  # a client gone: the client side counts the loss
+            sockets.discard(ws)
 
     def app(environ, start_response):  # type: ignore[no-untyped-def]
         ws = environ.get("wsgi.websocket")
@@ -36,8 +35,11 @@ def serve(backlog: int, nodelay: bool = False) -> None:
                 msg = ws.receive()
                 if msg is None:
                     break
-                if isinstance(msg, str) and msg.startswith("start "):
-                    fan_out(int(msg[6:]))
+                if isinstance(msg, str) and msg.startswith("pushes "):
+                    kind, seconds = msg.split()[1:]
+                    gevent.spawn(run_pushes, list(sockets), _push, kind, int(seconds))
+                elif isinstance(msg, str) and msg.startswith("start "):
+                    fan_out(sockets, int(msg[6:]), WebSocketError)
                 else:
                     ws.send(msg)
         except WebSocketError:

@@ -33,6 +33,22 @@ def create_app() -> t.Any:
     def echo(msg):  # type: ignore[no-untyped-def]
         msg.reply(msg.data)
 
+    @sente.on("bench/pushes")
+    def pushes(msg):  # type: ignore[no-untyped-def]
+        import gevent
+
+        from .pushes import run
+
+        kind, seconds = msg.data
+        users = sorted(sente.connected_uids.ws)
+
+        def push_all() -> None:
+            with app.app_context():
+                run(users, lambda uid, ms: sente.send(uid, ("bench/push", ms)), kind,
+                    int(seconds))
+
+        gevent.spawn(push_all)
+
     @sente.on("bench/start")
     def start(msg):  # type: ignore[no-untyped-def]
         for i in range(int(msg.data)):

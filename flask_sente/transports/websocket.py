@@ -48,13 +48,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import logging
 import re
 import socket
 import typing as t
 
 import gevent
-from gevent.pywsgi import WSGIHandler
+from gevent.pywsgi import Input, WSGIHandler
 from geventwebsocket.handler import WebSocketHandler
 
 from ..exceptions import ConnectionClosed, LocalProtocolError, SenteError
@@ -67,6 +68,7 @@ from .frames import (
     RECV_SIZE,
     ServerWebSocket,
 )
+from .httphead import RequestHeaders, read_header_fields
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +154,14 @@ class WebSocketUpgrade:
         self._handler = None
 
 
+#: What an upgraded request's handler and environ keep instead of the HTTP reader: an
+#: empty body (pywsgi's own input type, so that its end-of-request discard is a no-op) and
+#: a closed reader.
+_NO_BODY_READER = io.BytesIO(b"")
+_NO_BODY = Input(_NO_BODY_READER, 0)
+_NO_BODY_READER.close()
+
+
 def _discard_write(data: bytes) -> None:
     """The ``write`` callable handed to an app that responds after accepting."""
 
@@ -176,6 +186,8 @@ class SenteHandler(WebSocketHandler):
     close_timeout: float = CLOSE_TIMEOUT
 
     _sente_upgrade: WebSocketUpgrade | None = None
+    #: pywsgi's response status: bytes once started, a str saying what failed after an error.
+    status: t.Any
 
     def handle(self) -> None:
         # Small frames and long-poll answers must leave at once, not after Nagle's ~40 ms.
@@ -212,9 +224,32 @@ class SenteHandler(WebSocketHandler):
         try:
             return super().handle_one_request()
         except HeaderTimeout:  # while reading the request line
+            if not self._sente_rescued and self._request_waiting():
+                # The next request of a keep-alive connection arrived as its idle time ran
+                # out (a busy worker sees both at once). Closing now would drop a request
+                # the client has sent (it reads "connection closed", not a response, and
+                # cannot tell whether the server acted on it): serve it instead, once.
+                self._sente_rescued = True
+                return self.handle_one_request()
             return self._header_timed_out()
         finally:
+            self._sente_rescued = False
             timer.cancel()
+
+    _sente_rescued = False
+
+    def _request_waiting(self) -> bool:
+        """Whether bytes of a request are waiting on the socket (a peek, never a wait)."""
+        sock = self.socket
+        try:
+            timeout = sock.gettimeout()
+            sock.settimeout(0.0)
+            try:
+                return bool(sock.recv(1, socket.MSG_PEEK))
+            finally:
+                sock.settimeout(timeout)
+        except OSError:
+            return False
 
     def _handle_client_error(self, ex: BaseException) -> t.Any:
         if isinstance(ex, HeaderTimeout):  # while reading the headers
@@ -236,6 +271,31 @@ class SenteHandler(WebSocketHandler):
                 self._sente_header_timer = None
                 timer.close()
         return result
+
+    def _sendall(self, data: bytes) -> None:
+        # One plain send takes a whole response on an idle socket; gevent's sendall would
+        # first ask the kernel for the send buffer size (a getsockopt per response).
+        try:
+            sent = self.socket.send(data)
+            if sent < len(data):
+                self.socket.sendall(memoryview(data)[sent:])
+        except OSError as ex:
+            # pywsgi's bookkeeping for a failed write (its access log shows it).
+            self.status = f"socket error: {ex}"
+            if self.code > 0:
+                self.code = -self.code
+            raise
+        self.response_length += len(data)
+
+    def MessageClass(self, rfile: t.Any, *args: t.Any) -> RequestHeaders:  # noqa: N802
+        # The header fields without the stdlib's email parser (see .httphead).
+        return read_header_fields(rfile)
+
+    def _headers(self) -> t.Iterator[tuple[str, str]]:
+        headers = self.headers
+        if isinstance(headers, RequestHeaders):
+            return headers.environ_items()
+        return t.cast("t.Iterator[tuple[str, str]]", super()._headers())
 
     def environ_upgrade_requested(self) -> bool:
         headers = getattr(self, "headers", None)
@@ -407,6 +467,17 @@ class SenteHandler(WebSocketHandler):
             sock.settimeout(timeout)
         return rfile.read(len(pending)) if pending else b""
 
+    def _release_http_reader(self) -> None:
+        """Let go of the HTTP reader once the socket reads its own frames.
+
+        pywsgi's buffered reader holds an 8 KiB buffer, and the handler, its ``wsgi.input``
+        and the environ (which the request snapshot keeps for ``msg.request``) would hold
+        it for the socket's whole life: a third of an idle WebSocket's memory (W3)."""
+        self.environ["wsgi.input"] = _NO_BODY
+        self.wsgi_input = _NO_BODY
+        rfile, self.rfile = self.rfile, _NO_BODY_READER
+        rfile.close()  # the socket stays open: the reader only drops its reference
+
     def _accept_websocket(self, key: str, max_message_size: int | None) -> ServerWebSocket:
         if self.headers_sent or self.status:
             raise LocalProtocolError("cannot accept: the app already started a response")
@@ -428,6 +499,7 @@ class SenteHandler(WebSocketHandler):
         self.connection_upgraded = True
         self.close_connection = True
         buffered = self._take_buffered_input()
+        self._release_http_reader()
         self.response_length = len(raw)
         # The 101 leaves with the first frame (one segment, one send), or before the
         # socket's first read or close, whichever comes first.

@@ -1,11 +1,13 @@
 """Ajax transport: handshake, long-poll, events with and without replies."""
 import json
+import typing as t
 
 import gevent
+from flask import session
 
 from flask_sente import ANONYMOUS_UID
 
-from .conftest import running
+from .conftest import Harness, build_app, running, serve
 
 
 def test_handshake_carries_uid_data_and_protocol_version():
@@ -123,3 +125,39 @@ def test_server_stop_answers_parked_polls_instead_of_killing_them():
     finally:
         server.stop(timeout=1)
         sente.close(app)
+
+
+def test_vary_cookie_only_when_the_session_was_read():
+    """Keeping the session for ``msg.request.session`` does not count as reading it: no
+    ``Vary: Cookie`` (whose header-set work was a fifth of a WebSocket handshake) unless
+    something read the session — here the default ``user_id``, which reads ``uid``. The
+    snapshot still holds the session for a handler that reads it later."""
+    app, sente = build_app()
+    seen: list[t.Any] = []
+
+    @app.route("/login/<name>")
+    def login(name: str) -> str:
+        session["uid"] = name
+        session["colour"] = "green"
+        return "ok"
+
+    @sente.on("t/session")
+    def read_session(msg: t.Any) -> None:
+        seen.append(msg.request.session)
+        msg.reply(msg.request.session.get("colour"))
+
+    with serve(app) as base:
+        h = Harness(base, app, sente)
+        try:
+            assert h.session.get(base + "/login/ada", timeout=5).text == "ok"
+            r = h.post("c1", ["t/session"], "ajax")
+            assert r.json() == [["chsk/reply", "green"], None]
+            assert "vary" not in {k.lower() for k in r.headers}, r.headers
+        finally:
+            h.session.close()
+    assert seen and seen[0]["uid"] == "ada"
+
+    with running(user_id=None) as h:   # the default user_id reads session["uid"]
+        r = h.post("c2", ["t/echo", 1], "ajax")
+        assert r.json() == [["chsk/reply", 1], None]
+        assert r.headers.get("Vary") == "Cookie"

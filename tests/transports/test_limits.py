@@ -3,6 +3,7 @@ embedded server (in-process and ``run`` in a subprocess) and gunicorn's ``SenteW
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 import time
@@ -10,6 +11,7 @@ import typing as t
 
 import gevent
 import pytest
+from gevent.monkey import get_original
 
 from flask_sente.server import make_server
 
@@ -173,6 +175,87 @@ def test_gunicorn_worker_limits(tmp_path):
     finally:
         for s in socks:
             s.close()
+        proc.kill()
+    _out, err = proc.output()
+    assert "Traceback" not in err, err
+
+
+KEEP_ALIVE_GET = b"GET /plain HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def _read_response(sock: socket.socket) -> tuple[int, bytes]:
+    """One response on a keep-alive connection (with a Content-Length); (status, body)."""
+    status, headers, rest = read_http_head(sock)
+    assert headers.get("connection", "keep-alive").lower() != "close", headers
+    length = int(headers["content-length"])
+    while len(rest) < length:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        rest += chunk
+    return status, rest
+
+
+def test_keep_alive_request_arriving_with_the_idle_timeout_is_served(served):
+    """A request that reached a keep-alive connection in the same turn of the event loop in
+    which its idle time (the header timeout) ran out is answered, not dropped by closing
+    the connection under it. The event loop is held (a blocking sleep) past the timeout;
+    then a timer of the test sends the request just before the header timer fires, which is
+    what a busy worker sees when both are due at once.
+
+    Before: the connection was closed with the request unread, and the client
+    (``requests.Session`` under ``gunicorn -w 3``) got ``RemoteDisconnected`` on a POST."""
+    server = served(header_timeout=0.3)
+    hold_event_loop = get_original("time", "sleep")
+    with socket.create_connection(("127.0.0.1", server.server_port), timeout=10) as sock:
+        sock.sendall(KEEP_ALIVE_GET)
+        assert _read_response(sock) == (200, b"plain ok")
+        gevent.sleep(0.05)                      # the server waits for the next request
+        # Default priority: runs before the header timer (gevent's timeouts run last).
+        sender = gevent.get_hub().loop.timer(0.1)
+        sender.start(sock.send, KEEP_ALIVE_GET)
+        try:
+            hold_event_loop(0.5)
+            assert _read_response(sock) == (200, b"plain ok")
+        finally:
+            sender.close()
+        # Once really idle, the connection is closed by the timeout as before.
+        assert sock.recv(4096) == b""
+
+
+def test_keep_alive_request_sent_as_a_stopped_worker_times_out_is_served(tmp_path):
+    """The same under gunicorn: the worker is stopped (SIGSTOP) while the idle timeout
+    passes and the next request arrives, so both are due when it runs again. (Which one the
+    event loop takes first varies here; the test above forces the order.)"""
+    env = dict(os.environ, FLASK_SENTE_HEADER_TIMEOUT="0.5")
+    proc = Proc([sys.executable, "-m", "gunicorn", "-k", "flask_sente.worker.SenteWorker",
+                 "-b", "127.0.0.1:0", "-w", "1", "--graceful-timeout", "3",
+                 "--no-control-socket", "tests.transports.wsapp:create_app()"], tmp_path, env)
+    worker = 0
+    try:
+        port = int(proc.wait_for(r"Listening at: http://127\.0\.0\.1:(\d+)").group(1))
+        worker = int(proc.wait_for(r"Booting worker with pid: (\d+)").group(1))
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(KEEP_ALIVE_GET)
+            assert _read_response(sock) == (200, b"plain ok")
+            os.kill(worker, signal.SIGSTOP)
+            try:
+                time.sleep(0.8)                 # the idle timeout passes...
+                sock.sendall(KEEP_ALIVE_GET)
+                time.sleep(0.2)                 # ...and the next request arrives
+            finally:
+                os.kill(worker, signal.SIGCONT)
+            assert _read_response(sock) == (200, b"plain ok")
+            # The connection still obeys the idle timeout once it is really idle.
+            sock.settimeout(5)
+            assert sock.recv(4096) == b""
+        assert proc.terminate() == 0
+    finally:
+        if worker:
+            try:
+                os.kill(worker, signal.SIGCONT)
+            except OSError:
+                pass
         proc.kill()
     _out, err = proc.output()
     assert "Traceback" not in err, err

@@ -25,6 +25,7 @@ from geventwebsocket.handler import WebSocketHandler as StockHandler
 from flask_sente.exceptions import ConnectionClosed, LocalProtocolError
 from flask_sente.server import make_server
 from flask_sente.transports import base
+from flask_sente.transports.base import UPGRADE_ENVIRON_KEY
 from flask_sente.transports.frames import ServerWebSocket, _unmask
 
 from .wsutil import (
@@ -742,3 +743,37 @@ def test_close_from_another_greenlet_wakes_the_reader(serve, peer_replies):
         while not seen:
             gevent.sleep(0.01)
     assert seen == [(4000, "kicked")]
+
+
+def test_accept_lets_go_of_the_http_reader(serve):
+    """Once accepted, the socket reads its own frames: pywsgi's buffered reader (8 KiB) is
+    closed and neither the handler nor the environ (kept by the request snapshot for the
+    socket's life) holds it. Bytes it had already buffered — a frame sent in the same
+    segment as the upgrade request — still reach the socket."""
+    seen: dict[str, t.Any] = {}
+
+    def app(environ: dict[str, t.Any], start_response: t.Any) -> list[bytes]:
+        upgrade = environ[UPGRADE_ENVIRON_KEY]
+        reader = upgrade._handler.rfile
+        ws = upgrade.accept()
+        seen["reader closed"] = reader.closed
+        seen["handler reader"] = upgrade._handler.rfile is reader
+        body = environ["wsgi.input"]
+        seen["environ input"] = "the reader" if body is reader else body.read()
+        ws.send(ws.receive())
+        return []
+
+    server = serve(app)
+    payload, key = b"early bird", b"\x01\x02\x03\x04"
+    frame = bytes([0x81, 0x80 | len(payload)]) + key + bytes(
+        b ^ key[i % 4] for i, b in enumerate(payload))
+    with socket.create_connection(("127.0.0.1", server.server_port), timeout=5) as sock:
+        sock.sendall(handshake_request("/ws") + frame)
+        status, _headers, rest = read_http_head(sock)
+        assert status == 101
+        while len(rest) < 2 + len(payload):
+            chunk = sock.recv(4096)
+            assert chunk, rest
+            rest += chunk
+        assert rest[:2 + len(payload)] == bytes([0x81, len(payload)]) + payload
+    assert seen == {"reader closed": True, "handler reader": False, "environ input": b""}
