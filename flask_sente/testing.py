@@ -178,7 +178,7 @@ class SenteTestClient:
     def received(self, wait: float = 0.0) -> list[tuple[str, t.Any]]:
         """Events pushed to this client so far (and within ``wait`` seconds), then forget them.
 
-        Pushes are batched (30 ms by default): after an action, pass a ``wait`` a little
+        Pushes are batched (10 ms by default): after an action, pass a ``wait`` a little
         longer than ``send_buffer_ws``, or use ``flush=True`` in the code under test.
         """
         deadline = gevent.get_hub().loop.now() + wait

@@ -3,7 +3,7 @@ import pytest
 
 from demo.app import create_app, sente
 
-WAIT = 0.15  # a little over the 30 ms WebSocket batching window
+WAIT = 0.15  # well over the 10 ms WebSocket batching window
 
 
 @pytest.fixture

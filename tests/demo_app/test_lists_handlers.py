@@ -8,7 +8,7 @@ from demo.app import create_app, sente
 from demo.store import BAD_LIST_NAME, LIST_NAME, MAIN, StoreError, memory_lists
 from flask_sente import JoinRefused
 
-WAIT = 0.15  # a little over the 30 ms WebSocket batching window
+WAIT = 0.15  # well over the 10 ms WebSocket batching window
 
 
 @pytest.fixture
