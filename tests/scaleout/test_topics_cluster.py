@@ -121,7 +121,10 @@ def test_the_python_client_rejoins_and_is_replayed_through_cuts(cluster, transpo
         client = Client(f"http://127.0.0.1:{proxy.port}/chsk?u=pat", type=transport,
                         backoff=lambda attempt: 0.05, connect_timeout=5)
         got: list[int] = []
+        lost: list[t.Any] = []
         client.on_topic("room/c", lambda event_id, data: got.append(data))
+        client.on("chsk/rejoined", lambda info: lost.append(info) if info["recovered"] is False
+                  else None)
         try:
             client.connect()
             assert client.wait_open(TIMEOUT)
@@ -133,9 +136,10 @@ def test_the_python_client_rejoins_and_is_replayed_through_cuts(cluster, transpo
                     gevent.sleep(0.01)
 
             with cutting(proxy, publish, every=0.4), gevent.Timeout(
-                    60, AssertionError(f"publishes missing: {len(got)}")):
-                while len(got) < 120:
+                    60, AssertionError(f"publishes missing: {len(got)}; not recovered: {lost}")):
+                while len(got) < 120 and not lost:
                     gevent.sleep(0.05)
+            assert lost == []
             assert proxy.cuts >= 2
             assert got == list(range(120))
         finally:
