@@ -15,7 +15,14 @@ from cutproxy import CutProxy, cutting
 
 from flask_sente.client import Client
 
-from .test_gunicorn_cluster import TIMEOUT, AjaxClient, WsClient, call, cluster  # noqa: F401
+from .test_gunicorn_cluster import (  # noqa: F401
+    TIMEOUT,
+    AjaxClient,
+    WsClient,
+    _increasing,
+    call,
+    cluster,
+)
 
 
 def _join_ws(client: WsClient, topic: str) -> dict[str, t.Any]:
@@ -63,6 +70,7 @@ def test_topics_across_three_workers(cluster):  # noqa: F811
             expected = [["chsk/topic", ["room/1", ["t/p", n]]] for n in range(count)]
             ann.read_until(lambda: len(ann.events) >= count)
             assert ann.events == expected
+            assert _increasing(ann.seqs["t:room/1"])       # the topic's seqs, per mark
             while len(bob.events) < count:
                 gevent.sleep(0.05)
             assert bob.events == expected
