@@ -55,6 +55,11 @@ CLOSE_WAIT = 3.0
 #: Reserved ids a WebSocket client may send: keep-alive and topic requests.
 _WS_SYSTEM_IDS = frozenset({ev.WS_PING, ev.WS_PONG, *ev.TOPIC_REQUESTS})
 
+#: Seconds past its due time after which a pusher that has not yielded does the flush
+#: itself (see :meth:`Hub.logs_appended`): short enough that a burst to a thousand users
+#: leaves in slices, long enough that a handler's handful of pushes still shares a frame.
+OVERDUE_FLUSH = 0.002
+
 #: How often idle logs and history past ``history_ttl`` are dropped.
 HOUSEKEEPING_INTERVAL = 5.0
 
@@ -94,8 +99,11 @@ class Hub(LongPolls, Topics):
             "ws": options.send_buffer_ws, "ajax": options.send_buffer_ajax,
         }
         self._flush_timers: dict[Transport, t.Any] = {"ws": None, "ajax": None}
-        #: Loop time of each transport's last flush (a quiet transport flushes at once).
+        #: ``time.monotonic()`` of each transport's last flush (a quiet transport flushes at
+        #: once), and when its pending timer is due. Real time, not the loop's cached time:
+        #: a pusher that does not yield leaves the loop's clock behind.
         self._last_flush: dict[Transport, float] = {"ws": float("-inf"), "ajax": float("-inf")}
+        self._flush_due: dict[Transport, float] = {"ws": 0.0, "ajax": 0.0}
         self._limits = Limits(options.send_queue_size, options.send_queue_bytes,
                               options.write_timeout, metrics)
         self._kicked: dict[str, str | bytes] = {}
@@ -482,16 +490,24 @@ class Hub(LongPolls, Topics):
         a push after a quiet spell leaves as soon as the pusher yields (every push made
         until then shares its frames), a push soon after a flush waits only for the rest of
         that window. Batching where there is load, little added latency where there is none.
+
+        A pusher that does not yield (a loop over a thousand users) would hold the timer
+        back until it ends, and every push would wait for the whole loop: a push that finds
+        its transport's flush overdue by :data:`OVERDUE_FLUSH` does the flush itself, so a
+        long burst leaves in slices as it is made.
         """
         if self.closed:
             return
         timers = self._flush_timers
-        loop = self._loop
+        now = time.monotonic()
         for transport in transports:
             if timers[transport] is None:
-                due = self._last_flush[transport] + self._windows[transport] - loop.now()
-                timer = timers[transport] = loop.timer(max(0.0, due))
-                timer.start(self._flush_from_timer, transport)
+                due = max(now, self._last_flush[transport] + self._windows[transport])
+                self._flush_due[transport] = due
+                timer = timers[transport] = self._loop.timer(due - now)
+                timer.start(self._flush_from_timer, transport, update=True)
+            elif now - self._flush_due[transport] >= OVERDUE_FLUSH:
+                self._flush(transport)
 
     def _flush_from_timer(self, transport: Transport) -> None:
         try:
@@ -512,7 +528,7 @@ class Hub(LongPolls, Topics):
         if timer is not None:
             timer.close()
             self._flush_timers[transport] = None
-        self._last_flush[transport] = self._loop.now()
+        self._last_flush[transport] = time.monotonic()
         batches, gapped, woken = self._delivery.collect(transport)
         table = self._conns["ws"]
         pushed = self.metrics.pushed

@@ -361,25 +361,36 @@ class Delivery:
 
     def _collect_one(self, reader: Reader, batches: dict[t.Hashable, Batch],
                      gapped: list[Reader]) -> None:
+        # Runs once per reader per flush: kept to plain loops (a burst to a thousand users
+        # is a thousand calls in one flush).
         positions = reader.positions
-        parts = _owed_parts(reader)
-        if parts is GAP:
+        owed = _owed_parts(reader)
+        if owed is GAP:
             gapped.append(reader)
             return
-        parts = t.cast("list[_Part]", parts)
+        parts = t.cast("list[_Part]", owed)
         if not parts:
             return
         # Readers named by a targeted or excluding entry get a batch of their own; every
         # other reader at the same positions shares one (packed once).
         cid = reader.client_id
-        named = any(e.target == cid or e.exclude == cid
-                    for _, _, entries in parts for e in entries)
-        key: t.Hashable = (tuple((log.key, positions[name]) for name, log, _ in parts),
+        named = False
+        for _, _, entries in parts:
+            for e in entries:
+                if (e.target is not None or e.exclude is not None) and (
+                        e.target == cid or e.exclude == cid):
+                    named = True
+                    break
+        key: t.Hashable = (tuple([(log.key, positions[name]) for name, log, _ in parts]),
                            cid if named else None)
         batch = batches.get(key)
         if batch is None:
-            batch = Batch(_merged(parts, cid),
-                          {name: (log.epoch, log.seq) for name, log, _ in parts})
+            if len(parts) == 1:
+                name, _, entries = parts[0]
+                merged = [(name, e) for e in entries if e.for_client(cid)]
+            else:
+                merged = _merged(parts, cid)
+            batch = Batch(merged, {name: (log.epoch, log.seq) for name, log, _ in parts})
             batches[key] = batch
         batch.readers.append(reader)
         for name, log, _ in parts:

@@ -66,6 +66,13 @@ def pack_batch(packer: Packer, batch: Batch, version: int, limit: int) -> list[s
     if version < 2:
         return pack_all(packer, batch.events, limit)
     entries = batch.entries
+    try:  # the common case first: the whole batch fits in one message
+        packed = packer.pack([[e.event for _, e in entries] + [wire.position_mark(batch.end)],
+                              None])
+        if len(packed) <= limit:
+            return [packed]
+    except PackError:
+        pass  # the general path below drops what cannot be packed
     epochs = {name: epoch for name, (epoch, _) in batch.end.items()}
     messages: list[str | bytes] = []
     while entries:

@@ -1,8 +1,11 @@
 """Push: per-user fan-out over both transports, client targeting, batching and order."""
+import time
+
 import gevent
 import pytest
 
 from flask_sente import LocalProtocolError
+from flask_sente.hub import OVERDUE_FLUSH
 
 
 def _batches(h, ws, count):
@@ -49,9 +52,50 @@ def test_client_id_targets_one_tab(server):
 def test_batching_window_sends_one_frame_in_order(server):
     ws = server.ws("t1", uid="gia")
     try:
-        for i in range(5):
-            server.sente.send("gia", ("t/n", i))
-        assert _batches(server, ws, 1) == [[["t/n", i] for i in range(5)]]
+        # Pushes made within OVERDUE_FLUSH of each other share a frame; a loaded machine
+        # may deschedule this process between two of them, so the round is repeated until
+        # one ran within that time (what is asserted is then exact).
+        for attempt in range(20):
+            started = time.monotonic()
+            for i in range(5):
+                server.sente.send("gia", ("t/n", [attempt, i]))
+            quick = time.monotonic() - started < OVERDUE_FLUSH
+            frames = _batches(server, ws, 1)
+            while sum(map(len, frames)) < 5:
+                frames += _batches(server, ws, 1)
+            assert [e for f in frames for e in f] == [["t/n", [attempt, i]] for i in range(5)]
+            if quick:
+                assert len(frames) == 1
+                break
+        else:
+            pytest.fail("20 rounds of 5 pushes each took longer than OVERDUE_FLUSH")
+    finally:
+        ws.close()
+
+
+def test_a_pusher_that_never_yields_still_sends_in_slices(server):
+    """A loop that pushes for longer than the batching window without yielding (the
+    event loop's timer cannot run) does the overdue flushes itself: the client gets the
+    first pushes while the loop is still going, in order and each once."""
+    ws = server.ws("t1", uid="ivy")
+    try:
+        window = server.sente._state().options.send_buffer_ws
+        ends = time.monotonic() + 6 * window + 0.02
+        count = 0
+        while time.monotonic() < ends:  # busy: no gevent switch until the loop ends
+            server.sente.send("ivy", ("t/n", count))
+            count += 1
+            spin = time.monotonic() + 0.0002
+            while time.monotonic() < spin:
+                pass
+        events = []
+        frames = 0
+        while len(events) < count:
+            frame = _batches(server, ws, 1)[0]
+            frames += 1
+            events += frame
+        assert events == [["t/n", i] for i in range(count)]
+        assert frames >= 3  # one frame when only the timer could flush
     finally:
         ws.close()
 
