@@ -100,6 +100,7 @@ class Options:
     max_topic_length: int = MAX_TOPIC_LENGTH
     max_topic_members: int = MAX_TOPIC_MEMBERS
     metrics: t.Any = False
+    ajax_fast_path: bool = True
 
     @classmethod
     def names(cls) -> list[str]:
@@ -169,6 +170,8 @@ class Options:
             raise ConfigError("backplane must be None (one process), a Redis URL (redis://, "
                               "rediss://, unix://, redis+sentinel://, redis+cluster://) or "
                               f"a Backplane object, got {bp!r}")
+        if not isinstance(self.ajax_fast_path, bool):
+            raise ConfigError(f"ajax_fast_path must be True or False, got {self.ajax_fast_path!r}")
         if not (isinstance(self.metrics, bool) or hasattr(self.metrics, "register")):
             raise ConfigError("metrics must be True, False or a prometheus_client "
                               f"CollectorRegistry, got {self.metrics!r}")

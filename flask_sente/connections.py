@@ -216,7 +216,7 @@ class AjaxClient:
 
     transport: t.Final = "ajax"
     __slots__ = ("uid", "client_id", "request", "reader", "version", "conn_id", "parked",
-                 "close_packed")
+                 "close_packed", "fast_key", "credentials")
 
     def __init__(self, uid: t.Any, client_id: str, request: RequestInfo,
                  reader: Reader) -> None:
@@ -231,3 +231,7 @@ class AjaxClient:
         self.parked: gevent.event.AsyncResult | None = None
         #: A packed ``chsk/close`` to answer the next poll with (kick, server stopping).
         self.close_packed: str | bytes | None = None
+        #: The key its requests may carry to be answered in front of Flask (``fastpath``),
+        #: and the credentials it was admitted with last (``views.credentials_of``).
+        self.fast_key: str | None = None
+        self.credentials: t.Any = None

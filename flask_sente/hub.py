@@ -26,7 +26,7 @@ import gevent.pool
 from . import signals
 from .backplanes import Backplane, LocalBackplane
 from .config import Options
-from .connections import Limits, WsConnection, thread_ident
+from .connections import AjaxClient, Limits, WsConnection, thread_ident
 from .core.packing import pack_batch
 from .core.presence import TRANSPORTS, Change, ConnectedUids, Transport
 from .exceptions import (
@@ -107,6 +107,8 @@ class Hub(LongPolls, Topics):
         self._limits = Limits(options.send_queue_size, options.send_queue_bytes,
                               options.write_timeout, metrics)
         self._kicked: dict[str, str | bytes] = {}
+        #: Ajax clients by client id that were given a fast-path key (``fastpath``).
+        self._keyed: dict[str, AjaxClient] = {}
         self._lp_timeout_packed = packer.pack(wire.LP_TIMEOUT)
         self._ack_packed = packer.pack(wire.ACK)
         self._ping_packed = packer.pack(wire.PING)
@@ -264,6 +266,7 @@ class Hub(LongPolls, Topics):
         conn = clients.pop(client_id, None) if clients else None
         if conn is None:
             return
+        self._unkey(client_id, conn)
         if not clients:
             del self._conns[transport][uid]
         if conn.reader is not None:
@@ -288,7 +291,14 @@ class Hub(LongPolls, Topics):
         clients = self._conns[conn.transport].setdefault(conn.uid, {})
         old = clients.get(conn.client_id)
         clients[conn.client_id] = conn
+        if old is not None:
+            self._unkey(conn.client_id, old)  # its key stood for the connection replaced
         return old
+
+    def _unkey(self, client_id: str, conn: object) -> None:
+        """Forget the fast-path key of ``conn`` (when it has the one of its client id)."""
+        if self._keyed.get(client_id) is conn:
+            del self._keyed[client_id]
 
     # --- WebSocket -----------------------------------------------------------------------
 

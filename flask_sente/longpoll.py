@@ -8,7 +8,9 @@ uses; it never imports Flask.
 """
 from __future__ import annotations
 
+import hmac
 import logging
+import secrets
 import time
 import typing as t
 
@@ -51,6 +53,7 @@ class LongPolls:
     _ack_packed: str | bytes
     _settle: t.Callable[[], None] | None
     _dispatch: t.Callable[[EventMsg], None]
+    _keyed: dict[str, AjaxClient]
     metrics: NoMetrics
 
     if t.TYPE_CHECKING:  # the hub's methods this side calls
@@ -131,6 +134,38 @@ class LongPolls:
         finally:
             if not self.closed:
                 self._detach(client, self.options.reconnect_grace_ajax)
+
+    def ajax_key(self, uid: t.Any, client_id: str,
+                 credentials: t.Any) -> str | None:
+        """The fast-path key of a client this process holds, after a request of it passed
+        every admission check with these credentials (``views.credentials_of``); None when
+        no such client is here (it has not polled this process, or is gone).
+
+        One key per client, made at its first admitted request here; the credentials are
+        those of its latest one, so a login, logout or new session cookie leaves the fast
+        path until Flask has admitted the client again.
+        """
+        clients = self._conns["ajax"].get(uid)
+        client: AjaxClient | None = clients.get(client_id) if clients else None
+        if client is None:
+            return None
+        if client.fast_key is None:
+            client.fast_key = secrets.token_urlsafe(18)
+        client.credentials = credentials
+        self._keyed[client_id] = client
+        return client.fast_key
+
+    def keyed_client(self, client_id: str, key: str,
+                     credentials: t.Any) -> AjaxClient | None:
+        """The client a request with this key and these credentials stands for, or None
+        (the request goes through Flask and every check instead)."""
+        client = self._keyed.get(client_id)
+        if client is None or client.fast_key is None or client.credentials != credentials:
+            return None
+        # WSGI gives header values as latin-1 text: the bytes as sent.
+        if not hmac.compare_digest(client.fast_key.encode(), key.encode("latin-1")):
+            return None
+        return client
 
     def _save_cursor(self, client: AjaxClient) -> None:
         """A protocol-1 client's positions, kept where any process can answer its next

@@ -20,13 +20,14 @@ import json
 import os
 import typing as t
 
-from flask import Blueprint, Request, Response, current_app, request, send_file, session
+from flask import Blueprint, Flask, Request, Response, current_app, request, send_file, session
 from flask.globals import request_ctx
 
 from .admission import admit, handshake_data
 from .admission import text_response as _text
 from .exceptions import BackplaneError, RemoteProtocolError
 from .messages import RequestInfo
+from .protocol import wire
 from .transports.base import STOP_CALLBACKS_ENVIRON_KEY, UPGRADE_ENVIRON_KEY
 
 if t.TYPE_CHECKING:  # pragma: no cover
@@ -34,7 +35,7 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from .state import AppState
 
 STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
-_CONTENT_TYPES = {False: "application/json; charset=utf-8", True: "application/msgpack"}
+CONTENT_TYPES = {False: "application/json; charset=utf-8", True: "application/msgpack"}
 
 
 def make_blueprint(url: str) -> Blueprint:
@@ -153,7 +154,14 @@ def _chsk() -> Response:
             version=admitted.version, positions=admitted.positions)
     except BackplaneError:
         return _unavailable(state)
-    return _packed(state, body)
+    return _with_key(state, _packed(state, body), uid, client_id, req.environ)
+
+
+def handshake_data_in(app: Flask, state: AppState, uid: t.Any, client_id: str) -> t.Any:
+    """The ``handshake_data`` hook's answer outside a request (``fastpath``): in the app's
+    context, as everywhere else."""
+    with app.app_context():
+        return handshake_data(state, uid, client_id)
 
 
 def _unavailable(state: AppState) -> Response:
@@ -184,11 +192,39 @@ def _post(state: AppState, uid: t.Any, client_id: str) -> Response:
         answer = state.hub.ajax_post(uid, client_id, request_snapshot(), body)
     except RemoteProtocolError as exc:
         return _text(exc.status, f"Bad package: {exc}")
-    return _packed(state, answer)
+    return _with_key(state, _packed(state, answer), uid, client_id, req.environ)
+
+
+#: Query parameters of the protocol itself; any other one is the app's (``params`` of the
+#: clients), which a ``user_id`` hook may read the user from.
+PROTOCOL_PARAMS = frozenset({"client-id", "protocol", "packer", "pos", "csrf-token",
+                             "handshake", "handshake?", "ws-ticket", "new-ws-ticket"})
+
+Credentials = tuple[str | None, str | None, tuple[tuple[str, str], ...]]
+
+
+def credentials_of(environ: dict[str, t.Any], args: t.Mapping[str, str]) -> Credentials:
+    """What a ``user_id`` hook may read the user from (the Cookie and Authorization headers
+    and the app's own query parameters): a fast-path key holds only while these stay
+    exactly as they were when Flask admitted the client."""
+    return (environ.get("HTTP_COOKIE"), environ.get("HTTP_AUTHORIZATION"),
+            tuple(sorted((k, v) for k, v in args.items() if k not in PROTOCOL_PARAMS)))
+
+
+def _with_key(state: AppState, resp: Response, uid: t.Any, client_id: str,
+              environ: dict[str, t.Any]) -> Response:
+    """Give an admitted Ajax client its fast-path key (``fastpath``), when this process
+    holds the client and the option is on."""
+    if state.options.ajax_fast_path:
+        key = state.hub.ajax_key(uid, client_id,
+                                 credentials_of(environ, request.args))
+        if key is not None:
+            resp.headers[wire.FAST_KEY_HEADER] = key
+    return resp
 
 
 def _packed(state: AppState, body: str | bytes) -> Response:
-    resp = Response(body, mimetype=None, content_type=_CONTENT_TYPES[state.packer.binary])
+    resp = Response(body, mimetype=None, content_type=CONTENT_TYPES[state.packer.binary])
     resp.headers["Cache-Control"] = "no-store"
     return resp
 
@@ -197,7 +233,8 @@ def request_snapshot() -> RequestInfo:
     """A lazy :class:`RequestInfo` of the current request (handlers see it as ``msg.request``)."""
     # The proxies' real objects: the snapshot outlives the request context.
     real_request = request._get_current_object()  # type: ignore[attr-defined]
-    return _LazyRequestInfo(request.environ, type(real_request), _session_unmarked())
+    held = _session_unmarked()
+    return LazyRequestInfo(request.environ, type(real_request), lambda: held)
 
 
 def _session_unmarked() -> t.Any:
@@ -218,22 +255,22 @@ def _session_unmarked() -> t.Any:
     return session._get_current_object()  # type: ignore[attr-defined]
 
 
-class _LazyRequestInfo(RequestInfo):
+class LazyRequestInfo(RequestInfo):
     """A :class:`RequestInfo` filled in on first use from the WSGI environ and the session
-    object of its request, which it keeps until then.
+    of its request (``load_session()`` gives it), which it keeps until then.
 
     Most connections never read ``msg.request``, and building the snapshot (the URL above
     all) cost about as much as the rest of a WebSocket handshake's bookkeeping.
     """
 
     def __init__(self, environ: dict[str, t.Any], request_class: type[Request],
-                 session_obj: t.Any) -> None:  # not the dataclass __init__: fields come later
-        object.__setattr__(self, "_source", (environ, request_class, session_obj))
+                 load_session: t.Callable[[], t.Any]) -> None:  # fields come later
+        object.__setattr__(self, "_source", (environ, request_class, load_session))
 
     def _values(self) -> dict[str, t.Any]:
         values: dict[str, t.Any] | None = self.__dict__.get("_loaded")
         if values is None:
-            environ, request_class, session_obj = self.__dict__["_source"]
+            environ, request_class, load_session = self.__dict__["_source"]
             req = request_class(environ, shallow=True)  # reads no body, caches nothing
             values = {
                 "method": req.method,
@@ -243,7 +280,7 @@ class _LazyRequestInfo(RequestInfo):
                 "headers": dict(req.headers),
                 "cookies": dict(req.cookies),
                 "args": req.args.to_dict(),
-                "session": dict(session_obj),
+                "session": dict(load_session() or {}),
             }
             object.__setattr__(self, "_loaded", values)
             object.__setattr__(self, "_source", None)
@@ -265,6 +302,6 @@ class _LazyRequestInfo(RequestInfo):
 
 _INFO_FIELDS = tuple(f.name for f in dataclasses.fields(RequestInfo))
 for _name in _INFO_FIELDS:
-    setattr(_LazyRequestInfo, _name,
+    setattr(LazyRequestInfo, _name,
             property(lambda self, _n=_name: self._values()[_n]))  # type: ignore[misc]
 del _name

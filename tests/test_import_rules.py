@@ -25,7 +25,8 @@ def _modules():
 
 
 @pytest.mark.parametrize("third_party, allowed", [
-    ("flask", {"ext.py", "views.py", "admission.py", "testing.py", "pytest_plugin.py"}),
+    ("flask", {"ext.py", "views.py", "fastpath.py", "admission.py", "testing.py",
+               "pytest_plugin.py"}),
     ("geventwebsocket", {"transports/websocket.py"}),
     ("gunicorn", {"worker.py"}),
 ])

@@ -146,6 +146,8 @@ class Endpoint:
         self.headers = dict(headers or {})
         self.params = dict(params or {})
         self.csrf_token = csrf_token
+        #: The key the server last gave this client's Ajax requests (None: none yet).
+        self.fast_key: str | None = None
         self.jar: http.cookiejar.CookieJar
         if isinstance(cookies, http.cookiejar.CookieJar):
             self.jar = cookies
@@ -221,6 +223,9 @@ class Endpoint:
         token = aborter.register(lambda: shutdown_socket(conn.sock))
         try:
             headers = self.request_headers(url)
+            key = self.fast_key
+            if key is not None:  # see docs/protocol.md §6: answered without the app's hooks
+                headers[wire.FAST_KEY_HEADER] = key
             data: bytes | None = None
             if body is not None:
                 binary = isinstance(body, bytes)
@@ -235,6 +240,9 @@ class Endpoint:
             conn.request(method, target, body=data, headers=headers)
             response = conn.getresponse()
             answer = response.read()
+            given = response.getheader(wire.FAST_KEY_HEADER)
+            if given:
+                self.fast_key = given
             try:
                 self.jar.extract_cookies(response, urllib.request.Request(url))
             except Exception:  # a cookie the jar cannot parse must not break the connection

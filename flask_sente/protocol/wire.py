@@ -63,6 +63,10 @@ def position_mark(positions: Positions) -> list[t.Any]:
     return [ev.POSITION, {name: [epoch, seq] for name, (epoch, seq) in positions.items()}]
 
 
+#: The response header that gives an admitted Ajax client its fast-path key, and the
+#: request header its later requests send the key back in (docs/protocol.md §6).
+FAST_KEY_HEADER = "X-Sente-Key"
+
 #: Longest ``pos`` query parameter accepted (the user's and broadcast logs and the topics
 #: joined: about 30 bytes plus the name per topic). The whole request line must also pass
 #: the server's limit: 8 KiB for gevent's, 4094 bytes by default under gunicorn

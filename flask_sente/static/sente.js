@@ -755,6 +755,10 @@
     const headers = { ...env.headers() };
     const token = env.csrfToken();
     if (token) headers["X-CSRF-Token"] = token;
+    // The key the server gave this client (docs/protocol.md §6): its later requests are
+    // answered without the app's full request handling while the credentials stay as they
+    // were. Only readable same-origin, so a cross-origin client never sends it.
+    if (env.fastKey.value) headers["X-Sente-Key"] = env.fastKey.value;
     if (body !== undefined) {
       headers["Content-Type"] = env.packer.binary ? "application/msgpack" : "application/json";
     }
@@ -763,6 +767,8 @@
         method, headers, body, signal: controller.signal, cache: "no-store",
         credentials: "same-origin",
       });
+      const key = response.headers && response.headers.get("X-Sente-Key");
+      if (key) env.fastKey.value = key;
       if (!response.ok) return { status: response.status, message: await readErrorText(response) };
       const data = env.packer.binary ? new Uint8Array(await response.arrayBuffer()) : await response.text();
       return { status: response.status, decoded: decodeServer(env.packer.unpack(data)) };
@@ -1194,7 +1200,7 @@
       });
       /** What transports need, in one place. */
       this._env = Object.freeze({
-        packer, csrfToken, WebSocket: WebSocketImpl, fetch: fetchImpl,
+        packer, csrfToken, WebSocket: WebSocketImpl, fetch: fetchImpl, fastKey: { value: null },
         // Read again per request, like csrfToken, so a rotated credential is picked up.
         headers: typeof headers === "function" ? () => headers() || {} : () => headers,
         keepAliveMs: number("keepAliveMs", true), pingTimeoutMs: number("pingTimeoutMs"),

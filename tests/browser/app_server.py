@@ -174,6 +174,13 @@ def create_app(packer: str) -> Flask:
         app.config["refuse_http"] = bool(request.get_json()["on"])
         return jsonify(ok=True)
 
+    @app.before_request
+    def count_flask() -> None:
+        """Channel-socket requests Flask itself handled (the fast path skips this hook)."""
+        if (request.path == "/chsk" and request.headers.get("Upgrade") is None
+                and "new-ws-ticket" not in request.args):
+            hits[(request.args.get("client-id", ""), "flask-" + request.method.lower())] += 1
+
     @app.get("/test/hits")
     def get_hits():
         cid = request.args["client-id"]
@@ -199,6 +206,8 @@ def create_app(packer: str) -> Flask:
             if "new-ws-ticket=" in environ.get("QUERY_STRING", ""):
                 kind = "ticket"  # part of a WebSocket attempt (the CSRF ticket), not Ajax
             hits[(cid, kind)] += 1
+            if environ.get("HTTP_X_SENTE_KEY"):
+                hits[(cid, "keyed")] += 1  # sente.js sent the fast-path key
             if is_ws and app.config["refuse_ws"]:
                 start_response("400 Bad Request", [("Content-Type", "text/plain")])
                 return [b"no WebSocket here\n"]

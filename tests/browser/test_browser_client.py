@@ -83,6 +83,10 @@ def test_ajax_handshake_state_call_and_push(server: Server, pages: Pages):
     assert page.evaluate("() => log.events") == [["todo/added", {"id": 7}], ["t/pushed", "hi"]]
     hits = server.hits(client_id(page))
     assert "ws" not in hits and hits["get"] >= 2 and hits["post"] == 3
+    # The handshake gave the page its fast-path key: every later request carried it, and
+    # Flask handled none of the posts (docs/protocol.md §6).
+    assert hits["keyed"] == hits["get"] + hits["post"] - 1
+    assert "flask-post" not in hits and hits["flask-get"] == 1
 
 
 @pytest.mark.parametrize("transport", ["ws", "ajax"])

@@ -386,3 +386,30 @@ test("auto: Ajax answers wait while a WebSocket upgrade is tried (no duplicate, 
   held[1].push([[["t/n", 2], MARK(2, null)], null]);
   assert.deepEqual(got, [1, 2]);
 });
+
+test("ajax: the key the server gives (X-Sente-Key) goes back on every later request", async (t) => {
+  const net = fakeNet();
+  net.onSocket = (ws) => ws.drop();
+  const parked = [];
+  const keyed = (value, key) => new Response(JSON.stringify(value), {
+    headers: key ? { "X-Sente-Key": key } : {},
+  });
+  net.http = (req) => {
+    if (req.url.searchParams.has("handshake")) return keyed(HANDSHAKE(), "K1");
+    if (req.init.method === "POST") return keyed([["chsk/reply", 1], null], "K2");
+    parked.push(req);
+    return "park";
+  };
+  const chsk = connect(net, { type: "ajax" });
+  t.after(() => chsk.disconnect());
+  await waitFor(() => parked.length === 1, "a parked poll");
+  const handshake = net.requests.find((r) => r.url.searchParams.has("handshake"));
+  assert.equal(handshake.init.headers["X-Sente-Key"], undefined, "no key before one is given");
+  assert.equal(parked[0].init.headers["X-Sente-Key"], "K1");
+  assert.equal(await chsk.call(["t/x", 0]), 1);
+  const post = net.requests.find((r) => r.init.method === "POST");
+  assert.equal(post.init.headers["X-Sente-Key"], "K1");
+  assert.equal(await chsk.call(["t/x", 0]), 1);
+  const posts = net.requests.filter((r) => r.init.method === "POST");
+  assert.equal(posts[1].init.headers["X-Sente-Key"], "K2", "the latest key given");
+});
