@@ -149,7 +149,7 @@ class Backplane(t.Protocol):
         """A member is gone at once (kicked)."""
 
     def expire(self, now: float) -> None:
-        """Grace windows and history that ended by ``now``."""
+        """Grace windows that ended by ``now`` (the hub expires history on its own sweep)."""
 
     def next_deadline(self) -> float | None:
         """When :meth:`expire` next has something to do."""

@@ -676,7 +676,8 @@ class RedisBackplane:
         self._report(local)
 
     def expire(self, now: float) -> None:
-        self.delivery.expire(now)
+        # Presence deadlines only: the hub's sweep expires the logs every few seconds (a
+        # scan of every log per ended grace window made connect storms quadratic).
         self._report([c for c in self.presence.expire(now) if not c.kind.startswith("user-")])
         self.topic_presence.expire(now)  # the cluster-wide transitions come from Redis
         self._expire_cluster()
