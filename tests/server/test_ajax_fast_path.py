@@ -191,3 +191,17 @@ def test_the_option_off_gives_no_key_and_every_request_goes_through_flask() -> N
                           timeout=TIMEOUT)
             assert hs.status_code == 200 and KEY not in hs.headers
     assert flask_app.wsgi_app.__class__.__name__ != "AjaxFastPath"
+
+
+@pytest.mark.parametrize("query", [
+    "client-id=abc&protocol=2&packer=json&pos=u%3Ae1%3A5", "a=1&a=2&b=&c", "x=%20y&z=+",
+    "", "&&a=b=c", "client-id=%C3%A9t%C3%A9",
+])
+def test_the_fast_paths_query_reading_agrees_with_flasks(query: str) -> None:
+    from werkzeug.test import EnvironBuilder
+    from werkzeug.wrappers import Request
+
+    from flask_sente.fastpath import _first_values
+
+    args = Request(EnvironBuilder(query_string=query).get_environ()).args
+    assert _first_values(query) == {name: args[name] for name in args}
