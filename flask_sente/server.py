@@ -7,6 +7,7 @@ that uses sockets or threads, or blocking calls in views will stall every connec
 """
 from __future__ import annotations
 
+import gc
 import signal
 import sys
 import threading
@@ -19,7 +20,23 @@ from gevent.pywsgi import WSGIServer
 from .transports.servers import DEFAULT_GRACEFUL_TIMEOUT, SenteWSGIServer
 from .transports.websocket import DEFAULT_HEADER_TIMEOUT, SenteHandler
 
-__all__ = ["make_server", "run"]
+__all__ = ["freeze_startup_objects", "make_server", "run"]
+
+
+def freeze_startup_objects() -> None:
+    """Take what exists now (modules, the app, its config) out of the cyclic garbage
+    collector's reach, once the app is loaded and before serving.
+
+    A realtime server keeps thousands of connections in memory, and CPython's full
+    collections scan every live object each time: with the startup objects included,
+    about a sixth of a connect storm's CPU went to collecting, and a full collection in a
+    push burst to 1,000 users held every socket for 20-50 ms (``bench``, P2). Frozen
+    objects are still freed by reference counting; only a cycle among them would stay,
+    and startup objects are never garbage. ``gc.freeze()`` is the standard library's tool
+    for this (Python 3.7+).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def make_server(
@@ -64,13 +81,16 @@ def make_server(
                            graceful_timeout=graceful_timeout, **kw)
 
 
-def run(app: t.Callable[..., t.Any], host: str = "127.0.0.1", port: int = 5000,
-        **kw: t.Any) -> None:
+def run(app: t.Callable[..., t.Any], host: str = "127.0.0.1", port: int = 5000, *,
+        freeze_gc: bool = True, **kw: t.Any) -> None:
     """Serve ``app`` until Ctrl-C or SIGTERM, then drain and stop (see :func:`make_server`).
 
-    Blocks. Keywords are those of :func:`make_server`.
+    Blocks. Keywords are those of :func:`make_server`; ``freeze_gc=False`` leaves the
+    garbage collector as it is (see :func:`freeze_startup_objects`).
     """
     server = make_server(app, host, port, **kw)
+    if freeze_gc:
+        freeze_startup_objects()
     server.start()
     print(f"flask_sente: serving on http://{host}:{server.server_port} (Ctrl-C to quit)",
           file=sys.stderr, flush=True)

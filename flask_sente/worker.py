@@ -30,6 +30,7 @@ import typing as t
 from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler, PyWSGIServer
 
 from .exceptions import ConfigError
+from .server import freeze_startup_objects
 from .transports.frames import CLOSE_TIMEOUT
 from .transports.servers import SenteServerMixin
 from .transports.websocket import (
@@ -93,6 +94,9 @@ class SenteWorker(GeventPyWSGIWorker):
     wsgi_handler = SenteGunicornHandler
     #: Seconds for a complete request head (overridden by ``FLASK_SENTE_HEADER_TIMEOUT``).
     header_timeout: float | None = DEFAULT_HEADER_TIMEOUT
+    #: Freeze the objects alive once the app is loaded (``server.freeze_startup_objects``);
+    #: a subclass may set False.
+    freeze_gc: bool = True
 
     def init_process(self) -> None:
         # The server class carries this worker's settings: gunicorn builds the server with
@@ -108,6 +112,8 @@ class SenteWorker(GeventPyWSGIWorker):
     def load_wsgi(self) -> None:
         super().load_wsgi()
         warn_if_per_worker(self.wsgi, int(self.cfg.workers), self.log)
+        if self.freeze_gc:
+            freeze_startup_objects()
 
 
 def warn_if_per_worker(wsgi: t.Any, workers: int, log: t.Any) -> bool:

@@ -76,9 +76,11 @@ def serve(backlog: int, nodelay: bool = False) -> None:
     from gevent import monkey
 
     monkey.patch_all()
-    from flask_sente.server import make_server
+    from flask_sente.server import freeze_startup_objects, make_server
 
     from .gevent_util import announce
 
     # flask_sente's handler sets TCP_NODELAY itself; ``nodelay`` changes nothing here.
-    announce(make_server(create_app(), "127.0.0.1", 0, log=None, backlog=backlog))
+    server = make_server(create_app(), "127.0.0.1", 0, log=None, backlog=backlog)
+    freeze_startup_objects()  # as flask_sente.run() and the gunicorn worker do
+    announce(server)

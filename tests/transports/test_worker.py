@@ -150,6 +150,17 @@ def test_gunicorn_sigterm_sends_1001(tmp_path, variant):
     assert "Traceback" not in err
 
 
+def test_the_worker_freezes_the_objects_alive_once_the_app_is_loaded(tmp_path):
+    """``server.freeze_startup_objects``: full collections no longer scan the modules and
+    the app (the process under test reports ``gc.get_freeze_count()``)."""
+    proc, port = start_gunicorn(tmp_path, "sente")
+    try:
+        status, body = get(port, "/gc-frozen")
+    finally:
+        assert proc.terminate() == 0
+    assert status == 200 and int(body) > 1000
+
+
 def test_run_serves_and_stops_on_sigterm(tmp_path):
     """``flask_sente.server.run`` serves HTTP and WebSocket; SIGTERM sends close 1001 to the
     open socket and the process exits with status 0, no traceback."""
@@ -157,6 +168,8 @@ def test_run_serves_and_stops_on_sigterm(tmp_path):
     try:
         port = int(proc.wait_for(r"serving on http://127\.0\.0\.1:(\d+)").group(1))
         assert get(port, "/plain") == (200, b"plain ok")
+        status, frozen = get(port, "/gc-frozen")  # run() froze the startup objects
+        assert status == 200 and int(frozen) > 1000
         with RawClient(port) as client:
             client.sock.settimeout(10)
             client.send_frame(0x1, b"hi")

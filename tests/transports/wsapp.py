@@ -12,6 +12,7 @@ if __name__ == "__main__":  # patch before anything imports socket
 
     monkey.patch_all()
 
+import gc  # noqa: E402
 import os  # noqa: E402
 
 from flask import Flask, request  # noqa: E402
@@ -28,6 +29,10 @@ def create_app() -> Flask:
     @app.route("/plain")
     def plain() -> str:
         return "plain ok"
+
+    @app.route("/gc-frozen")
+    def gc_frozen() -> str:
+        return str(gc.get_freeze_count())
 
     @app.route("/ws", websocket=stock)
     def ws() -> tuple[str, int] | str:
