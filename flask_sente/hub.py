@@ -496,10 +496,12 @@ class Hub(LongPolls, Topics):
     def logs_appended(self, transports: tuple[Transport, ...]) -> None:
         """Backplane listener: schedule the flush of these transports.
 
-        At most one flush per window, and none later than the window after the last one:
-        a push after a quiet spell leaves as soon as the pusher yields (every push made
-        until then shares its frames), a push soon after a flush waits only for the rest of
-        that window. Batching where there is load, little added latency where there is none.
+        WebSocket batching is per connection: a push leaves as soon as the pusher yields
+        (every push made until then shares its frames), unless its connection was written
+        less than a window (``send_buffer_ws``) ago — then it waits for the rest of that
+        window. So a busy connection gets one batch per window, and a burst to a thousand
+        users is not held back by any of them. Ajax polls are woken at most once per
+        ``send_buffer_ajax`` (each answer costs the client a new poll).
 
         A pusher that does not yield (a loop over a thousand users) would hold the timer
         back until it ends, and every push would wait for the whole loop: a push that finds
@@ -512,12 +514,16 @@ class Hub(LongPolls, Topics):
         now = time.monotonic()
         for transport in transports:
             if timers[transport] is None:
-                due = max(now, self._last_flush[transport] + self._windows[transport])
-                self._flush_due[transport] = due
-                timer = timers[transport] = self._loop.timer(due - now)
-                timer.start(self._flush_from_timer, transport, update=True)
+                due = now if transport == "ws" else max(
+                    now, self._last_flush[transport] + self._windows[transport])
+                self._schedule_flush(transport, due, now)
             elif now - self._flush_due[transport] >= OVERDUE_FLUSH:
                 self._flush(transport)
+
+    def _schedule_flush(self, transport: Transport, due: float, now: float) -> None:
+        self._flush_due[transport] = due
+        timer = self._flush_timers[transport] = self._loop.timer(max(0.0, due - now))
+        timer.start(self._flush_from_timer, transport, update=True)
 
     def _flush_from_timer(self, transport: Transport) -> None:
         try:
@@ -531,15 +537,20 @@ class Hub(LongPolls, Topics):
             self._threadsafe(self.flush)
             return
         for transport in TRANSPORTS:
-            self._flush(transport)
+            self._flush(transport, everything=True)
 
-    def _flush(self, transport: Transport) -> None:
+    def _flush(self, transport: Transport, everything: bool = False) -> None:
+        """Send what is due: every connection's batch, except (WebSocket) those written
+        less than a window ago, which get a timer; ``everything``: those too."""
         timer = self._flush_timers[transport]
         if timer is not None:
             timer.close()
             self._flush_timers[transport] = None
-        self._last_flush[transport] = time.monotonic()
-        batches, gapped, woken = self._delivery.collect(transport)
+        now = self._last_flush[transport] = time.monotonic()
+        window = 0.0 if everything or transport != "ws" else self._windows["ws"]
+        batches, gapped, woken, later = self._delivery.collect_due(transport, now, window)
+        if later is not None and not self.closed:
+            self._schedule_flush(transport, later, now)
         table = self._conns["ws"]
         pushed = self.metrics.pushed
         for batch in batches:
@@ -582,7 +593,7 @@ class Hub(LongPolls, Topics):
 
     def kicked(self, uid: t.Any, reason: str) -> None:
         """Backplane listener: ``uid`` was kicked; close its connections here."""
-        self._flush("ws")  # the pushes before the kick go out first
+        self._flush("ws", everything=True)  # the pushes before the kick go out first
         for client_id, conn in list(self._conns["ws"].get(uid, {}).items()):
             conn.close(wire.CLOSE_KICKED, reason)
             self.backplane.remove(uid, "ws", client_id)

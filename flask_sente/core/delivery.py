@@ -122,7 +122,8 @@ class Log:
 class Reader:
     """One client's positions in the logs it reads."""
 
-    __slots__ = ("uid", "client_id", "transport", "logs", "positions", "ready", "__weakref__")
+    __slots__ = ("uid", "client_id", "transport", "logs", "positions", "ready", "collected_at",
+                 "__weakref__")
 
     def __init__(self, uid: t.Any, client_id: str, transport: Transport) -> None:
         self.uid = uid
@@ -133,6 +134,8 @@ class Reader:
         self.positions: dict[str, int] = {}
         #: Lazy (Ajax) readers only: a poll is parked and waits for :meth:`Delivery.collect`.
         self.ready = False
+        #: Eager readers: when :meth:`Delivery.collect_due` last gave it a batch.
+        self.collected_at = float("-inf")
 
     def owed(self) -> bool:
         """Whether any of its logs has entries past its position."""
@@ -335,9 +338,18 @@ class Delivery:
         lazy (Ajax) readers with a parked poll and entries owed (they read with
         :meth:`pending`).
         """
+        batches, gapped, woken, _ = self.collect_due(transport, float("-inf"), 0.0)
+        return batches, gapped, woken
+
+    def collect_due(self, transport: Transport, now: float, window: float
+                    ) -> tuple[list[Batch], list[Reader], list[Reader], float | None]:
+        """:meth:`collect`, but an eager reader given a batch less than ``window`` before
+        ``now`` is left for later (batching is per connection: a busy one gets a batch per
+        window, the others theirs at once). The fourth value is when the first reader left
+        for later is due (None: none was)."""
         dirty = self._dirty[transport]
         if not dirty:
-            return [], [], []
+            return [], [], [], None
         self._dirty[transport] = set()
         readers: set[Reader] = set()
         for log in dirty:
@@ -345,6 +357,8 @@ class Delivery:
         batches: dict[t.Hashable, Batch] = {}
         gapped: list[Reader] = []
         woken: list[Reader] = []
+        later: set[Log] = set()
+        next_due: float | None = None
         lazy = transport == "ajax"
         for reader in readers:
             if lazy:
@@ -352,25 +366,34 @@ class Delivery:
                     reader.ready = False
                     woken.append(reader)
                 continue
-            self._collect_one(reader, batches, gapped)
+            due = reader.collected_at + window
+            if window > 0 and due > now and reader.owed():  # dirty until its window ends
+                later.update(log for log in reader.logs.values() if log in dirty)
+                next_due = due if next_due is None else min(next_due, due)
+                continue
+            if self._collect_one(reader, batches, gapped):
+                reader.collected_at = now
+        if later:
+            self._dirty[transport] |= later
         if not lazy:
-            for log in dirty:
-                if len(log.entries) >= 2 * self.history_size:
+            for log in dirty:  # a log some reader has not been given yet is not trimmed
+                if len(log.entries) >= 2 * self.history_size and log not in later:
                     log.trim(self.history_size, log.entries[-1].at - self.history_ttl)
-        return [b for b in batches.values() if b.entries], gapped, woken
+        return [b for b in batches.values() if b.entries], gapped, woken, next_due
 
     def _collect_one(self, reader: Reader, batches: dict[t.Hashable, Batch],
-                     gapped: list[Reader]) -> None:
-        # Runs once per reader per flush: kept to plain loops (a burst to a thousand users
-        # is a thousand calls in one flush).
+                     gapped: list[Reader]) -> bool:
+        """Put the reader in the batch of what it is owed; False when it is owed nothing.
+        Runs once per reader per flush: kept to plain loops (a burst to a thousand users is
+        a thousand calls in one flush)."""
         positions = reader.positions
         owed = _owed_parts(reader)
         if owed is GAP:
             gapped.append(reader)
-            return
+            return False
         parts = t.cast("list[_Part]", owed)
         if not parts:
-            return
+            return False
         # Readers named by a targeted or excluding entry get a batch of their own; every
         # other reader at the same positions shares one (packed once).
         cid = reader.client_id
@@ -395,6 +418,7 @@ class Delivery:
         batch.readers.append(reader)
         for name, log, _ in parts:
             positions[name] = log.seq
+        return True
 
     def pending(self, reader: Reader) -> list[tuple[str, Entry]] | _Gap:
         """What a lazy reader is owed, oldest first, as ``(log name, entry)`` pairs

@@ -302,3 +302,43 @@ def test_a_mirror_whose_epoch_changes_puts_its_readers_at_a_gap():
     assert gapped == [ws]
     assert d.collect("ajax")[2] == [ajax]            # woken to read its gap
     assert d.pending(ajax) is GAP
+
+
+def test_collect_due_batches_per_connection_within_its_window():
+    """A reader given a batch less than a window ago waits for the rest of it (its log
+    stays dirty, the next due time is returned); the others get theirs at once."""
+    d = make()
+    busy = d.open_reader("ann", "c1", "ws", now=0)
+    calm = d.open_reader("bea", "c2", "ws", now=0)
+    d.push("ann", ["t/n", 1], None, now=0)
+    batches, _, _, later = d.collect_due("ws", now=0.0, window=0.01)
+    assert (events_of(batches, busy), later) == ([["t/n", 1]], None)
+    d.push("ann", ["t/n", 2], None, now=0.002)
+    d.push("bea", ["t/n", 3], None, now=0.002)
+    d.broadcast(["t/all", 4], now=0.003)
+    batches, _, _, later = d.collect_due("ws", now=0.004, window=0.01)
+    assert events_of(batches, calm) == [["t/n", 3], ["t/all", 4]]
+    assert events_of(batches, busy) == [] and later == pytest.approx(0.01)
+    # Its window over, the busy reader gets everything it waited for, in send order.
+    batches, _, _, later = d.collect_due("ws", now=0.01, window=0.01)
+    assert (events_of(batches, busy), later) == ([["t/n", 2], ["t/all", 4]], None)
+    assert events_of(batches, calm) == []
+    # collect() (an explicit flush) gives everything owed, windows or not.
+    d.push("ann", ["t/n", 5], None, now=0.011)
+    assert events_of(d.collect("ws")[0], busy) == [["t/n", 5]]
+
+
+def test_a_log_a_waiting_reader_still_needs_is_not_trimmed():
+    d = make(history_size=2)
+    busy = d.open_reader("cal", "c1", "ws", now=0)
+    other = d.open_reader("dee", "c2", "ws", now=0)
+    d.broadcast(["t/n", 0], now=0)
+    d.collect_due("ws", now=0.0, window=1.0)  # both given a batch at 0
+    other.collected_at = float("-inf")        # only "busy" is inside its window now
+    for i in range(1, 6):
+        d.broadcast(["t/n", i], now=0.1)
+    batches, gapped, _, later = d.collect_due("ws", now=0.1, window=1.0)
+    assert events_of(batches, other) == [["t/n", i] for i in range(1, 6)]
+    assert (gapped, later) == ([], 1.0)
+    batches, gapped, _, _ = d.collect_due("ws", now=1.0, window=1.0)
+    assert gapped == [] and events_of(batches, busy) == [["t/n", i] for i in range(1, 6)]
