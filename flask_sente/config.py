@@ -16,8 +16,9 @@ URL = "/chsk"
 #: Long-poll hold time. Below Heroku's 30 s router limit; must stay under the clients' 60 s
 #: Ajax timeout so a parked poll is always answered before the client gives up on it.
 LP_TIMEOUT = 20.0
-#: Batching windows: at most one flush per window; a push after a quiet spell leaves at
-#: once (see Hub.logs_appended).
+#: Batching windows: a WebSocket connection is written at most once per window, a push
+#: to one that was not leaves at once; Ajax polls are woken at most once per window (see
+#: Hub.logs_appended).
 SEND_BUFFER_WS = 0.010
 SEND_BUFFER_AJAX = 0.100
 #: Server keep-alive: ping a WebSocket idle this long (below the 55-60 s idle cut of most
