@@ -78,7 +78,7 @@ class WsConnection:
     # Thousands of idle connections: no instance dict each.
     __slots__ = ("ws", "version", "uid", "client_id", "request", "conn_id", "open", "reader",
                  "last_seen", "pinged_at", "_spawn", "_limits", "_pending", "_pending_bytes",
-                 "_writer", "_send_nowait")
+                 "_writer", "_send_nowait", "read_done")
 
     def __init__(self, ws: WebSocket, uid: t.Any, client_id: str, request: RequestInfo,
                  *, spawn: Spawn, limits: Limits, version: int = 1) -> None:
@@ -101,6 +101,9 @@ class WsConnection:
         self._pending_bytes = 0
         self._writer: gevent.Greenlet | None = None
         self._send_nowait: t.Callable[[t.Any], int] | None = getattr(ws, "send_nowait", None)
+        #: Set when the connection has ended, once its reading has moved off the request's
+        #: greenlet (which waits for it: see ``Hub._read_loop``).
+        self.read_done: gevent.event.Event | None = None
 
     def offer(self, packed: str | bytes) -> bool:
         """Send or queue a message; a full queue closes the socket (client too slow).

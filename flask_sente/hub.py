@@ -46,6 +46,16 @@ from .topics import Topics
 if t.TYPE_CHECKING:  # pragma: no cover
     from .transports.base import WebSocket
 
+#: See :data:`flask_sente.router.HandOff`.
+HandOff = t.Callable[[], None]
+
+
+class Dispatch(t.Protocol):
+    """Where events go (the router's ``dispatch``); a WebSocket reader passes ``hand_off``
+    so that the handler may run on its own greenlet."""
+
+    def __call__(self, msg: EventMsg, hand_off: HandOff | None = None) -> None: ...
+
 logger = logging.getLogger("flask_sente")
 
 __all__ = ["ConnectedUids", "Hub"]
@@ -71,7 +81,7 @@ class Hub(LongPolls, Topics):
         self,
         options: Options,
         packer: Packer,
-        dispatch: t.Callable[[EventMsg], None],
+        dispatch: Dispatch,
         *,
         signal_sender: t.Any = None,
         wants: t.Callable[[str], bool] | None = None,
@@ -83,6 +93,8 @@ class Hub(LongPolls, Topics):
         self.metrics = metrics
         self.packer = packer
         self._dispatch = dispatch
+        #: The same, typed as taking the WebSocket reader's ``hand_off``.
+        self._dispatch_ws = dispatch
         #: Whether an event id would reach anybody (the router's ``wants``): system events
         #: nobody wants are not dispatched at all — each would cost a greenlet.
         self._wants = wants
@@ -341,32 +353,62 @@ class Hub(LongPolls, Topics):
         self._attach(conn)
         if self._sweeper is None:
             self._start_sweeper()
-        try:
-            self._read_loop(conn)
-        finally:
-            conn.stop_writer()
-            self.backplane.close_reader(reader, time.monotonic())
-            if not self.closed:
-                grace = self.options.reconnect_grace_ws if grace is None else grace
-                self._topics_end(conn, time.monotonic() + grace)
-                self._detach(conn, grace)
+        grace = self.options.reconnect_grace_ws if grace is None else grace
+        if not self._read_loop(conn, grace):
+            # A handler run here blocked and the reading moved on: this greenlet (the
+            # request's, whose return closes the socket) waits for the connection's end.
+            assert conn.read_done is not None
+            conn.read_done.wait()
 
-    def _read_loop(self, conn: WsConnection) -> None:
-        """Read messages until the socket closes. Keep-alive is the sweeper's job: a read
-        needs no timer of its own (one per message cost more than the event's own work)."""
+    def _read_loop(self, conn: WsConnection, grace: float) -> bool:
+        """Read messages until the socket closes, then end the connection (True).
+
+        Handlers may run on this greenlet (the router's ``hand_off``): if one blocks, the
+        reading moves to a new greenlet (which runs this same loop) and this one returns
+        False once the handler has ended. Whichever greenlet reads when the socket closes
+        ends the connection. Keep-alive is the sweeper's job: a read needs no timer of its
+        own (one per message cost more than the event's own work)."""
         receive = conn.ws.receive
         on_message = self._on_ws_message
         clock = time.monotonic
-        while True:
-            try:
-                data = receive()
-            except ConnectionClosed:
-                return
-            if data is None:
-                continue
-            conn.last_seen = clock()
-            conn.pinged_at = None
-            on_message(conn, data)
+        moved = False
+
+        def hand_off() -> None:  # from gevent's switch_out hook: never block here
+            nonlocal moved
+            moved = True
+            if conn.read_done is None:
+                conn.read_done = gevent.event.Event()
+            self.spawn(self._read_loop, conn, grace)
+
+        try:
+            while True:
+                try:
+                    data = receive()
+                except ConnectionClosed:
+                    return True
+                if data is None:
+                    continue
+                conn.last_seen = clock()
+                conn.pinged_at = None
+                on_message(conn, data, hand_off)
+                if moved:
+                    return False
+        finally:
+            if not moved:
+                self._ws_ended(conn, grace)
+
+    def _ws_ended(self, conn: WsConnection, grace: float) -> None:
+        """The socket closed: stop its writer, leave the logs, and start the grace window."""
+        try:
+            conn.stop_writer()
+            if conn.reader is not None:
+                self.backplane.close_reader(conn.reader, time.monotonic())
+            if not self.closed:
+                self._topics_end(conn, time.monotonic() + grace)
+                self._detach(conn, grace)
+        finally:
+            if conn.read_done is not None:
+                conn.read_done.set()
 
     def _start_sweeper(self) -> None:
         """One periodic timer per hub checks every WebSocket's keep-alive (ping one silent
@@ -415,7 +457,8 @@ class Hub(LongPolls, Topics):
         except Exception:  # runs in the event loop: never let it raise there
             logger.exception("keep-alive sweep failed")
 
-    def _on_ws_message(self, conn: WsConnection, data: str | bytes) -> None:
+    def _on_ws_message(self, conn: WsConnection, data: str | bytes,
+                       hand_off: HandOff | None = None) -> None:
         self.metrics.received("ws", len(data))
         try:
             msg = wire.decode_client(self.packer.unpack(data))
@@ -443,7 +486,8 @@ class Hub(LongPolls, Topics):
         if cb_id is not None:
             replier = WsReplier(self.packer, conn, cb_id, self.options.reply_timeout,
                                 self._settle, self.metrics)
-        self._dispatch(EventMsg(event, conn.uid, conn.client_id, "ws", conn.request, replier))
+        self._dispatch_ws(EventMsg(event, conn.uid, conn.client_id, "ws", conn.request,
+                                   replier), hand_off)
 
     def _bad_package(self, exc: RemoteProtocolError, uid: t.Any, client_id: str | None,
                      transport: str, request: RequestInfo | None) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 import typing as t
 
 import gevent
@@ -94,6 +95,11 @@ class EventMsg:
         if self._replier is not None:
             self._replier.fail(kind, info)
 
+    def _reply_later(self) -> None:
+        """The reply, if one is owed, may come after this returns: start its timeout."""
+        if self._replier is not None:
+            self._replier.start_timeout()
+
     def __repr__(self) -> str:
         return f"<EventMsg {self.id!r} uid={self.uid!r} client_id={self.client_id!r}>"
 
@@ -157,6 +163,9 @@ class Replier:
             self.done = True
             self._deliver(self._packer.pack(self._envelope_failure(kind, info)))
 
+    def start_timeout(self) -> None:
+        """Called when the reply may not come at once (see :class:`WsReplier`)."""
+
     def _envelope_reply(self, value: t.Any) -> list[t.Any]:
         raise NotImplementedError
 
@@ -169,19 +178,35 @@ class Replier:
 
 class WsReplier(Replier):
     """Replies travel back on the sender's socket, tagged with its cb_id; a libev timer
-    answers ``chsk/timeout`` if the handler never replies."""
+    answers ``chsk/timeout`` if the handler never replies within ``timeout`` of the
+    replier's creation.
 
-    __slots__ = ("_conn", "_cb_id", "_timer", "_metrics")
+    The timer is started by :meth:`start_timeout`, which the router calls when the event
+    leaves the reader's greenlet without its reply (queued for a worker, or its handler
+    blocked or returned without replying): most handlers on the reader reply at once,
+    and a timer per event costs about as much as the rest of the reply.
+    """
+
+    __slots__ = ("_conn", "_cb_id", "_timer", "_metrics", "_deadline")
 
     def __init__(self, packer: Packer, conn: Outbox, cb_id: str, timeout: float,
                  settle: t.Callable[[], None] | None = None,
                  metrics: NoMetrics = NO_METRICS) -> None:
-        super().__init__(packer, settle)
+        self.done = False
+        self._packer = packer
+        self._settle = settle
         self._conn = conn
         self._metrics = metrics
         self._cb_id = cb_id
-        self._timer = gevent.get_hub().loop.timer(timeout)
-        self._timer.start(self._on_timeout)
+        self._timer: t.Any = None
+        self._deadline = time.monotonic() + timeout
+
+    def start_timeout(self) -> None:
+        if self.done or self._timer is not None:
+            return
+        timer = self._timer = gevent.get_hub().loop.timer(
+            max(0.0, self._deadline - time.monotonic()))
+        timer.start(self._on_timeout)
 
     def _on_timeout(self) -> None:
         self._metrics.reply_timed_out("ws")
@@ -197,7 +222,10 @@ class WsReplier(Replier):
         return wire.failure(kind, self._cb_id, info)
 
     def _deliver(self, packed: str | bytes) -> None:
-        self._timer.close()
+        timer = self._timer
+        if timer is not None:
+            self._timer = None
+            timer.close()
         self._conn.offer(packed)
 
 

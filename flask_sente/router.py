@@ -1,7 +1,14 @@
 """Router: event id -> handler, run on a bounded set of reused worker greenlets.
 
-Handlers never run on a transport's greenlet: a reader hands each event to :meth:`Router.dispatch`,
-which gives it to an idle worker greenlet, or starts a new one. At most ``pool_size`` handlers
+A reader hands each event to :meth:`Router.dispatch`, which gives it to an idle worker
+greenlet, or starts a new one. A WebSocket reader that can hand its reading over to another
+greenlet (it passes ``hand_off``) gets its client's event run on its own greenlet instead,
+when that needs no wait and nothing of that client is in flight: no greenlet switch for the
+common handler that replies and returns. Handlers still run concurrently with the reading:
+gevent calls a greenlet's ``switch_out`` just before it blocks, and there the handler's
+greenlet calls ``hand_off``, which moves the reading to another greenlet while the handler
+waits. A handler that blocked that way has its next ``INLINE_COOL_DOWN`` events go to workers
+(moving the reading costs a greenlet start, more than a worker). At most ``pool_size`` handlers
 run (or wait to) at once; beyond that ``dispatch`` waits, so a flood of events slows its own
 sender's reads rather than growing memory. Workers are reused — starting a greenlet costs
 more than a typical handler — and up to ``MAX_IDLE_WORKERS`` of them wait for the next event;
@@ -34,6 +41,7 @@ import gevent
 import gevent.lock
 import gevent.pool
 import gevent.queue
+from gevent import getcurrent
 from gevent.hub import Waiter
 
 from .protocol import events as ev
@@ -44,10 +52,16 @@ if t.TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger("flask_sente")
 
 Handler = t.Callable[["EventMsg"], t.Any]
+#: Called (once, from gevent's ``switch_out`` hook, on the greenlet running a handler) when a
+#: handler run by :meth:`Router.dispatch` on the reader's own greenlet is about to block: it
+#: must move the reading to another greenlet, and never block.
+HandOff = t.Callable[[], None]
 #: Catch-all key in the handler registry: runs for ids nobody else handles.
 DEFAULT = "*"
 #: Worker greenlets kept waiting for the next event after a burst (each costs a few KiB).
 MAX_IDLE_WORKERS = 256
+#: Events of a handler that blocked on a reader's greenlet sent to workers before the next try.
+INLINE_COOL_DOWN = 64
 #: Events that must never make a reader wait: the keep-alive answer is already sent, the
 #: handler only gets a notification.
 _NEVER_WAIT = frozenset({ev.WS_PING, ev.WS_PONG})
@@ -121,11 +135,20 @@ class Router:
         self._in_flight: dict[tuple[t.Any, ...], int] = {}
         self._share_waiters: dict[tuple[t.Any, ...], list[Waiter]] = {}
         self._errors = ErrorLogLimiter(error_log_interval)
+        #: Handler -> events still to send to workers since it blocked on a reader.
+        self._cooling: dict[Handler, int] = {}
 
-    def dispatch(self, msg: EventMsg) -> None:
+    def dispatch(self, msg: EventMsg, hand_off: HandOff | None = None) -> None:
         """Hand one event to its handler (or the catch-all, or ``receive()``); may wait:
-        for the client's own share of the pool, then for a slot in the pool."""
+        for the client's own share of the pool, then for a slot in the pool.
+
+        With ``hand_off`` (a WebSocket reader) the handler may run on the caller's greenlet
+        (see the module docstring); it then returns when the handler has ended."""
         handler = self._handlers.get(msg.id) or self._handlers.get(DEFAULT)
+        if (hand_off is not None and handler is not None and msg.id not in _NEVER_WAIT
+                and self._run_here(handler, msg, hand_off)):
+            return
+        msg._reply_later()
         if handler is not None:
             if msg.id in _NEVER_WAIT:
                 self._dispatch_nowait(handler, msg)
@@ -141,6 +164,51 @@ class Router:
             self._mailbox.put(msg)
         elif not ev.is_reserved(msg.id):
             self._unhandled(msg)
+
+    def _run_here(self, handler: Handler, msg: EventMsg, hand_off: HandOff) -> bool:
+        """Run the handler on this greenlet if that needs no wait and keeps the client's
+        order (none of its events in flight); False: dispatch it as usual."""
+        if self._cooling and self._cool_down(handler):
+            return False
+        if self._per_client is None or msg.client_id is None:
+            return False
+        key = (msg.transport, msg.uid, msg.client_id)
+        try:
+            if key in self._in_flight:
+                return False
+        except TypeError:  # an unhashable uid
+            return False
+        if not self._slots.acquire(blocking=False):
+            return False
+        self._in_flight[key] = 1
+        current = getcurrent()
+
+        def blocking() -> None:  # gevent's switch_out hook: never block here
+            del current.switch_out
+            msg._reply_later()
+            hand_off()
+
+        current.switch_out = blocking
+        try:
+            self._run(handler, msg)
+        finally:
+            if current.__dict__.pop("switch_out", None) is None:  # it blocked
+                self._cooling[handler] = INLINE_COOL_DOWN
+            self._slots.release()
+            self._release_share(key)
+            msg._reply_later()
+        return True
+
+    def _cool_down(self, handler: Handler) -> bool:
+        """Whether this event of a handler that blocked on a reader goes to a worker."""
+        left = self._cooling.get(handler)
+        if left is None:
+            return False
+        if left > 1:
+            self._cooling[handler] = left - 1
+        else:
+            del self._cooling[handler]
+        return True
 
     def _dispatch_nowait(self, handler: Handler, msg: EventMsg) -> None:
         if not self._slots.acquire(blocking=False):

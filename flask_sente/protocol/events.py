@@ -13,6 +13,7 @@ from ..exceptions import LocalProtocolError
 Event = tuple[str, t.Any]
 
 RESERVED_NAMESPACE = "chsk"
+_RESERVED_PREFIX = RESERVED_NAMESPACE + "/"
 
 # Events the server delivers to its own handlers.
 UIDPORT_OPEN = "chsk/uidport-open"
@@ -97,7 +98,7 @@ def validate_outgoing(event: object, *, allow_reserved: bool = False) -> Event:
 
 
 def is_reserved(event_id: str) -> bool:
-    return event_id.startswith(RESERVED_NAMESPACE + "/")
+    return event_id.startswith(_RESERVED_PREFIX)
 
 
 def to_wire(event: Event) -> list[t.Any]:

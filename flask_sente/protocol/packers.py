@@ -9,6 +9,7 @@ server can answer it with a 400 / close 1007 instead of a traceback.
 from __future__ import annotations
 
 import json
+import json.scanner
 import typing as t
 
 import msgpack
@@ -53,7 +54,15 @@ class JsonPacker:
         self._c_encode = None if make is None else make(
             self._markers, _not_serializable, json.encoder.encode_basestring, None, ":", ",",
             False, False, False)
-        self._decode = json.JSONDecoder().decode
+        decoder = json.JSONDecoder()
+        self._decode = decoder.decode
+        # The decoder's own scanner, called directly: ``decode`` wraps it in two Python
+        # calls and two regex matches, as much as scanning a small message. A message that
+        # is one value from its first character to its last (what clients send) is taken
+        # as is; anything else goes to ``decode``, whose answer (or error) counts.
+        # (typeshed types make_scanner as a class taking a scanner context, not a decoder)
+        make_scanner: t.Any = json.scanner.make_scanner
+        self._scan: t.Callable[[str, int], tuple[t.Any, int]] = make_scanner(decoder)
 
     def pack(self, value: t.Any) -> str:
         try:
@@ -67,7 +76,13 @@ class JsonPacker:
     def unpack(self, data: str | bytes) -> t.Any:
         try:
             text = data if isinstance(data, str) else bytes(data).decode("utf-8")
-            return self._decode(text)
+            try:
+                value, end = self._scan(text, 0)
+            except StopIteration:  # leading whitespace, or no value at all
+                return self._decode(text)
+            if end != len(text):  # trailing whitespace or extra data
+                return self._decode(text)
+            return value
         except (ValueError, UnicodeDecodeError) as exc:
             raise RemoteProtocolError(f"malformed JSON: {exc}") from exc
 

@@ -195,18 +195,24 @@ def client_event(event: ev.Event, cb_id: str | None = None) -> list[t.Any]:
     return [ev.to_wire(event), cb_id]
 
 
-@dataclasses.dataclass(frozen=True)
-class ClientMessage:
-    """A decoded client -> server message.
+class ClientMessage(t.NamedTuple):
+    """A decoded client -> server message (immutable).
 
     ``event`` is None when the payload was not a valid event; ``bad_reason`` then says why
     and ``raw`` holds what arrived, so the server can deliver ``chsk/bad-event``.
+    A named tuple, not a frozen dataclass: one is built per incoming event, and a frozen
+    dataclass's ``__init__`` costs several times as much.
     """
 
     event: ev.Event | None
     cb_id: str | None
     raw: t.Any = None
     bad_reason: str | None = None
+
+
+#: Builds a :class:`ClientMessage` from its four fields without the Python-level
+#: ``__new__`` that handles defaults and keywords.
+_client_message = tuple.__new__
 
 
 def decode_client(value: t.Any) -> ClientMessage:
@@ -218,8 +224,8 @@ def decode_client(value: t.Any) -> ClientMessage:
         raise RemoteProtocolError("cb_id must be null or a non-empty string of <= 64 chars")
     reason = ev.event_error(payload)
     if reason is not None:
-        return ClientMessage(None, cb_id, payload, reason)
-    return ClientMessage(ev.as_event(payload), cb_id)
+        return _client_message(ClientMessage, (None, cb_id, payload, reason))
+    return _client_message(ClientMessage, (ev.as_event(payload), cb_id, None, None))
 
 
 # --- what a client makes of a server message --------------------------------------------

@@ -10,6 +10,7 @@ timeout never loses a partly read frame. It writes each frame with one ``send`` 
 """
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import typing as t
@@ -66,7 +67,7 @@ class ServerWebSocket:
         "_buf", "_next_frame",
         "_peer",
         "_close_sent", "_close_received", "_dead", "_code", "_reason",
-        "_close_timer", "_close_timeout", "_reading",
+        "_close_timer", "_close_timeout", "_reading", "_wait_readable", "_since_recv",
     )
 
     def __init__(
@@ -84,7 +85,14 @@ class ServerWebSocket:
         self._send = sock.send
         self._sendall = sock.sendall
         # The OS socket under a plain gevent socket (never under TLS), for send_nowait.
-        self._raw_send = sock._sock.send if type(sock) is gevent.socket.socket else None
+        plain = type(sock) is gevent.socket.socket
+        self._raw_send = sock._sock.send if plain else None
+        # Waits (as gevent's recv does after EAGAIN, socket timeout included) until the
+        # socket is readable: see _recv_or_close.
+        self._wait_readable: t.Callable[[], None] | None = (
+            functools.partial(sock._wait, sock._read_event) if plain else None)
+        #: Messages returned since the last recv.
+        self._since_recv = 0
         #: Bytes owed to the peer before any frame: what send_nowait could not write of its
         #: frame, or (``unsent``) the 101 response, so that it leaves in one segment with
         #: the first message. Written before anything else, and before waiting to read.
@@ -153,6 +161,7 @@ class ServerWebSocket:
                 self._fail(ex.close_code, str(ex))
             if frame is not None:
                 if not self._close_sent:
+                    self._since_recv += 1
                     return frame
                 continue  # a message after our close frame: dropped
             # Need more bytes. The timeout covers the wait only: frames are parsed outside
@@ -173,10 +182,20 @@ class ServerWebSocket:
             buf += chunk
 
     def _recv_or_close(self, timeout: float | None) -> bytes | None:
-        """One ``recv``; None on timeout; raises ConnectionClosed on EOF or socket error."""
+        """One ``recv``; None on timeout; raises ConnectionClosed on EOF or socket error.
+
+        Without a timeout, when the last read brought exactly one message (a peer that
+        waits for our answer before it sends again, the usual case) the socket is waited
+        on first: a ``recv`` now would fail with EAGAIN, a syscall and an exception per
+        message for nothing. A peer whose reads bring several messages is read at once.
+        """
+        wait_first = self._since_recv == 1
+        self._since_recv = 0
         try:
             data: bytes
             if timeout is None:
+                if wait_first and self._wait_readable is not None:
+                    self._wait_readable()
                 data = self._recv(RECV_SIZE)
             else:
                 timer = Timeout._start_new_or_dummy(timeout)

@@ -38,6 +38,19 @@ def test_malformed_input_is_a_remote_error(packer, data):
         packer.unpack(data)
 
 
+@pytest.mark.parametrize("text", ['[1,"a"]', ' [1,"a"]', '[1,"a"] ', '\n[1,"a"]\t', '"x"', "3",
+                                  '{"a":[1]}', "NaN", "[Infinity]"])
+def test_json_unpack_agrees_with_the_stdlib_decoder(text):
+    import json
+    assert repr(JsonPacker().unpack(text)) == repr(json.loads(text))  # repr: NaN != NaN
+
+
+@pytest.mark.parametrize("text", ["", " ", "[1] x", "[1][2]", "[1", '"a', "[1,]", "nul"])
+def test_json_unpack_refuses_what_the_stdlib_decoder_refuses(text):
+    with pytest.raises(RemoteProtocolError, match="malformed JSON"):
+        JsonPacker().unpack(text)
+
+
 @pytest.mark.parametrize("packer", [JsonPacker(), MsgpackPacker()], ids=["json", "msgpack"])
 def test_unpackable_values_raise_pack_error_and_packer_recovers(packer):
     with pytest.raises(PackError):

@@ -4,7 +4,7 @@ import json
 import gevent.event
 from flask import Flask
 
-from flask_sente import JsonPacker, Sente
+from flask_sente import JsonPacker, Sente, router, signals
 from flask_sente.testing import serve
 
 from .conftest import ws_connect
@@ -63,6 +63,99 @@ def test_a_slow_handler_does_not_hold_up_other_connections():
         finally:
             a.close()
             b.close()
+
+
+def test_events_after_a_handler_that_blocks_on_the_reader_start_in_order():
+    """A handler that replies and returns runs on the reader's own greenlet; one that
+    blocks there moves the reading to another greenlet. The events read meanwhile still
+    start in the order they were sent, and each gets its reply."""
+    app, sente = _app()
+    release = gevent.event.Event()
+    started = []
+
+    @sente.on("t/step")
+    def step(msg):
+        started.append(msg.data)
+        if msg.data == 0:
+            release.wait(timeout=10)
+        msg.reply(msg.data)
+
+    with serve(app) as base:
+        ws = ws_connect(base.replace("http", "ws") + "/chsk?client-id=c")
+        try:
+            ws.recv()
+            for i in range(6):
+                ws.send(json.dumps([["t/step", i], f"k{i}"]))
+            assert [json.loads(ws.recv()) for _ in range(5)] == [
+                [["chsk/reply", i], f"k{i}"] for i in range(1, 6)]
+            assert started == list(range(6)) and not release.is_set()
+            release.set()
+            assert json.loads(ws.recv()) == [["chsk/reply", 0], "k0"]
+            # Later events (a while on workers, then on the reader again) are answered.
+            for i in range(6, 6 + 2 * router.INLINE_COOL_DOWN):
+                ws.send(json.dumps([["t/step", i], f"k{i}"]))
+                assert json.loads(ws.recv()) == [["chsk/reply", i], f"k{i}"]
+        finally:
+            ws.close()
+
+
+def test_a_handler_blocked_on_the_reader_past_the_reply_timeout_gets_chsk_timeout():
+    """The reply's timer starts when the handler blocks, and fires while it still does;
+    the late reply is dropped."""
+    app, sente = _app(reply_timeout=0.2)
+    release, done, replied = gevent.event.Event(), gevent.event.Event(), []
+
+    @sente.on("t/slow")
+    def slow(msg):
+        release.wait(timeout=10)
+        replied.append(msg.reply("late"))
+        done.set()
+
+    with serve(app) as base:
+        ws = ws_connect(base.replace("http", "ws") + "/chsk?client-id=c")
+        try:
+            ws.recv()
+            ws.send(json.dumps([["t/slow"], "s"]))
+            assert json.loads(ws.recv()) == [["chsk/timeout"], "s"]
+            assert not release.is_set()
+            release.set()
+            assert done.wait(timeout=10) and replied == [False]
+            ws.send(json.dumps([["t/none"], "n"]))  # nothing else came on the socket
+            assert json.loads(ws.recv())[1] == "n"
+        finally:
+            ws.close()
+
+
+def test_a_connection_closed_while_its_handler_blocks_on_the_reader_ends_at_once():
+    """The socket's end is noticed (presence, signals) by the greenlet reading it then,
+    not when the handler that blocked on the request's greenlet returns."""
+    app, sente = _app(reconnect_grace_ws=0)
+    release, started, gone = (gevent.event.Event() for _ in range(3))
+
+    @sente.on("t/slow")
+    def slow(msg):
+        started.set()
+        release.wait(timeout=10)
+
+    def on_disconnect(sender, **kwargs):
+        gone.set()
+
+    signals.client_disconnected.connect(on_disconnect, app)
+    try:
+        with serve(app) as base:
+            ws = ws_connect(base.replace("http", "ws") + "/chsk?client-id=c")
+            try:
+                ws.recv()
+                ws.send(json.dumps([["t/slow"], None]))
+                assert started.wait(timeout=10)
+            finally:
+                ws.close()
+            assert gone.wait(timeout=10)
+            assert not release.is_set()
+            assert sente.connected_uids.ws == set()
+            release.set()
+    finally:
+        signals.client_disconnected.disconnect(on_disconnect, app)
 
 
 class PrefixedJson(JsonPacker):
