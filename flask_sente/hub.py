@@ -68,7 +68,7 @@ _WS_SYSTEM_IDS = frozenset({ev.WS_PING, ev.WS_PONG, *ev.TOPIC_REQUESTS})
 #: Seconds past its due time after which a pusher that has not yielded does the flush
 #: itself (see :meth:`Hub.logs_appended`): short enough that a burst to a thousand users
 #: leaves in slices, long enough that a handler's handful of pushes still shares a frame.
-OVERDUE_FLUSH = 0.002
+OVERDUE_FLUSH = 0.001
 
 #: How often idle logs and history past ``history_ttl`` are dropped.
 HOUSEKEEPING_INTERVAL = 5.0
