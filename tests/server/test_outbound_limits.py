@@ -94,9 +94,15 @@ def test_pushes_from_os_threads_arrive_in_order_and_later_pushes_still_work():
             _start_thread(lambda: (push_range(50, 100), h.sente.send(
                 "thr", ("t/n", 100), flush=True), done.append(True)), ())
             h.wait_for(lambda: bool(done))
+            got: list[int] = []
+            # The thread's sends are queued for the hub's thread when ``done`` is set: a
+            # push made here now could overtake them (no order exists between the two), so
+            # the later pushes wait until the thread's have arrived.
+            with gevent.Timeout(5, AssertionError(f"only got {got}")):
+                while len(got) < 101:
+                    got += [event[1] for event in h.recv(ws)[0]]
             push_range(101, 150)
             h.sente.send("thr", ("t/n", 150), flush=True)
-            got: list[int] = []
             with gevent.Timeout(5, AssertionError(f"only got {got}")):
                 while len(got) < 151:
                     got += [event[1] for event in h.recv(ws)[0]]
