@@ -158,11 +158,8 @@ class Topics:
     def adopt_topics(self, conn: t.Any, positions: wire.Positions) -> bool:
         """A poll names topics its reader here does not read (the client joined them
         through another process): add those the client was granted, at its positions.
-        A name it holds no grant for (revoked, or expired after ``GRANTS_TTL`` in a shared
-        backplane) is answered with ``chsk/left``, reason ``"not-granted"``: the client
-        forgets it and its app is told, never left following a topic that reaches it
-        nothing. False when the history of one of them no longer reaches the client's
-        position."""
+        Names it was not granted are ignored (they reach it nothing). False when the
+        history of one of them no longer reaches the client's position."""
         reader = conn.reader
         names = [name[2:] for name in positions
                  if name.startswith("t:") and name not in reader.logs]
@@ -176,9 +173,6 @@ class Topics:
                 ok, _ = self.backplane.join(reader, topic, now, positions[f"t:{topic}"])
                 recovered = recovered and ok is not False
                 self._topic_attach(conn, topic)
-            else:
-                self._push(conn.uid, [ev.LEFT, {"topic": topic, "reason": "not-granted"}],
-                           conn.client_id, False)
         return recovered
 
     # --- the server deciding ---------------------------------------------------------------

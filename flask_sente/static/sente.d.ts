@@ -64,9 +64,8 @@ declare namespace Sente {
 
   /**
    * The data of the `"chsk/left"` listener event: this client is out of a topic — the server
-   * took it out (`"removed"`), refused its rejoin (the server's reason), holds no grant for
-   * it any more (`"not-granted"`, an Ajax poll), or the client was kicked (`"kicked"`) or
-   * another user signed in (`"user-changed"`).
+   * took it out (`"removed"`), refused its rejoin (the server's reason), or the client was
+   * kicked (`"kicked"`) or another user signed in (`"user-changed"`).
    */
   interface LeftInfo {
     readonly topic: string;

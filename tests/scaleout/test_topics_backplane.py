@@ -10,7 +10,7 @@ import urllib.parse
 import gevent
 import websocket
 
-from .test_backplane import TIMEOUT, recv, wait_for, worker
+from .test_backplane import TIMEOUT, recv, worker
 
 
 def _ws(base: str, uid: str, positions: t.Any = None) -> websocket.WebSocket:
@@ -96,40 +96,3 @@ def test_server_side_join_and_leave_reach_a_client_on_another_worker(redis_serve
                     gevent.sleep(0.02)
         finally:
             ws.close()
-
-
-def test_an_ajax_poll_naming_a_topic_without_its_grant_is_told_it_left(redis_server):
-    """A poll that reaches a worker which never saw the client's join, naming a topic whose
-    grant is gone from Redis (expired after a day, or revoked), gets ``chsk/left`` with
-    reason "not-granted" instead of silently following nothing; a granted one is adopted."""
-    import redis
-    import requests
-
-    with worker(redis_server.url) as (a, sa, _), worker(redis_server.url) as (b, sb, _):
-        @sa.on_join("room/*")
-        def allow(msg: t.Any) -> bool:
-            return True
-
-        query = {"client-id": "ivo-tab", "u": "ivo", "protocol": "2"}
-        with requests.Session() as http:
-            hs = http.get(a + "/chsk", params={**query, "handshake": "1"}, timeout=TIMEOUT)
-            positions = hs.json()[0][1]["positions"]
-            joins = {}
-            for topic in ("room/kept", "room/gone"):
-                reply = http.post(a + "/chsk", params=query, timeout=TIMEOUT,
-                                  data=json.dumps([["chsk/join", {"topic": topic}], "ajax"]),
-                                  headers={"Content-Type": "application/json"}).json()
-                assert reply[0][1]["ok"], reply
-                joins[topic] = reply[0][1]["position"]
-            store = redis.Redis.from_url(redis_server.url)
-            grants = [k for k in store.scan_iter("*grants*ivo-tab")]
-            assert len(grants) == 1
-            store.srem(grants[0], "room/gone")        # as if it had expired
-            store.close()
-            named = {**positions, **{f"t:{k}": v for k, v in joins.items()}}
-            poll = http.get(b + "/chsk", timeout=TIMEOUT,
-                            params={**query, "pos": json.dumps(named)}).json()
-        events = poll[0]
-        assert ["chsk/left", {"topic": "room/gone", "reason": "not-granted"}] in events
-        assert not any(e[0] == "chsk/left" and e[1]["topic"] == "room/kept" for e in events)
-        wait_for(lambda: "ivo" in sb.members("room/kept"))
