@@ -15,7 +15,7 @@ from flask import Response, current_app, request, session
 
 from .config import ANONYMOUS_UID
 from .exceptions import RemoteProtocolError
-from .protocol import PROTOCOL_VERSION, SUPPORTED_PROTOCOLS, wire
+from .protocol import PROTOCOL_VERSION, requested_version, wire
 from .protocol.security import csrf_token_valid, origin_allowed
 from .transports.base import UPGRADE_ENVIRON_KEY
 
@@ -79,8 +79,8 @@ def admit(state: AppState, *, skip: frozenset[str] = frozenset()) -> Admitted | 
     if client_id[0] == "!":  # marks an excluded client in a shared log's entries
         return refuse("client-id", 400, "client-id must not start with '!'")
     version_text = args.get("protocol", "1")
-    version = int(version_text) if version_text in ("1", "2") else 0
-    if version not in SUPPORTED_PROTOCOLS:
+    version = requested_version(version_text)
+    if version is None:
         return refuse("protocol", 400, f"Unsupported protocol version {version_text!r}: this "
                       f"server speaks versions 1 to {PROTOCOL_VERSION}; update "
                       "the client")

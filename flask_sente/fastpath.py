@@ -29,9 +29,16 @@ import typing as t
 import urllib.parse
 
 from .exceptions import BackplaneError, RemoteProtocolError
-from .protocol import SUPPORTED_PROTOCOLS, wire
+from .protocol import requested_version, wire
 from .protocol.security import origin_allowed
-from .views import CONTENT_TYPES, LazyRequestInfo, credentials_of, handshake_data_in
+from .views import (
+    CONTENT_TYPES,
+    UNAVAILABLE,
+    LazyRequestInfo,
+    as_packed,
+    credentials_of,
+    handshake_data_in,
+)
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from flask import Flask
@@ -83,10 +90,8 @@ class AjaxFastPath:
         client = state.hub.keyed_client(client_id, key, credentials_of(environ, args))
         if client is None:
             return None
-        version_text = args.get("protocol", "1")
-        version = int(version_text) if version_text in ("1", "2") else 0
-        packer_name = args.get("packer")
-        if version not in SUPPORTED_PROTOCOLS or packer_name not in (None, state.packer.name):
+        version = requested_version(args.get("protocol"))
+        if version is None or args.get("packer") not in (None, state.packer.name):
             return None
         positions = None
         if version >= 2 and "pos" in args:
@@ -107,9 +112,8 @@ class AjaxFastPath:
                 handshake_data=lambda: handshake_data_in(app, state, uid, client_id))
         except BackplaneError:
             state.metrics.rejected("backplane")
-            return ("503 Service Unavailable",
-                    b"Backplane unavailable: the server cannot reach Redis; retry\n", _TEXT,
-                    [("Retry-After", "2")])
+            answer = _text(503, UNAVAILABLE)
+            return answer[:3] + ([("Retry-After", "2")],)
         return _packed(state, body)
 
 
@@ -127,14 +131,8 @@ def _post(state: AppState, uid: t.Any, client_id: str, info: LazyRequestInfo,
     raw = environ["wsgi.input"].read(length)
     if len(raw) < length:
         return _text(400, "Bad package: the body ended before its Content-Length")
-    body: str | bytes = raw
-    if not state.packer.binary:
-        try:
-            body = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            body = b"\xff"  # fails unpacking, with the same message as through Flask
     try:
-        answer = state.hub.ajax_post(uid, client_id, info, body)
+        answer = state.hub.ajax_post(uid, client_id, info, as_packed(state, raw))
     except RemoteProtocolError as exc:
         return _text(exc.status, f"Bad package: {exc}")
     return _packed(state, answer)

@@ -44,17 +44,8 @@ from .protocol.packers import Packer
 from .topics import Topics
 
 if t.TYPE_CHECKING:  # pragma: no cover
+    from .router import Dispatch, HandOff
     from .transports.base import WebSocket
-
-#: See :data:`flask_sente.router.HandOff`.
-HandOff = t.Callable[[], None]
-
-
-class Dispatch(t.Protocol):
-    """Where events go (the router's ``dispatch``); a WebSocket reader passes ``hand_off``
-    so that the handler may run on its own greenlet."""
-
-    def __call__(self, msg: EventMsg, hand_off: HandOff | None = None) -> None: ...
 
 logger = logging.getLogger("flask_sente")
 
@@ -93,8 +84,6 @@ class Hub(LongPolls, Topics):
         self.metrics = metrics
         self.packer = packer
         self._dispatch = dispatch
-        #: The same, typed as taking the WebSocket reader's ``hand_off``.
-        self._dispatch_ws = dispatch
         #: Whether an event id would reach anybody (the router's ``wants``): system events
         #: nobody wants are not dispatched at all — each would cost a greenlet.
         self._wants = wants
@@ -486,8 +475,8 @@ class Hub(LongPolls, Topics):
         if cb_id is not None:
             replier = WsReplier(self.packer, conn, cb_id, self.options.reply_timeout,
                                 self._settle, self.metrics)
-        self._dispatch_ws(EventMsg(event, conn.uid, conn.client_id, "ws", conn.request,
-                                   replier), hand_off)
+        self._dispatch(EventMsg(event, conn.uid, conn.client_id, "ws", conn.request, replier),
+                       hand_off)
 
     def _bad_package(self, exc: RemoteProtocolError, uid: t.Any, client_id: str | None,
                      transport: str, request: RequestInfo | None) -> None:

@@ -30,6 +30,9 @@ from .protocol import events as ev
 from .protocol import wire
 from .protocol.packers import Packer
 
+if t.TYPE_CHECKING:  # pragma: no cover
+    from .router import Dispatch
+
 logger = logging.getLogger("flask_sente")
 
 #: Set on a parked poll to wake it: its greenlet reads what it is owed itself.
@@ -52,7 +55,7 @@ class LongPolls:
     _lp_timeout_packed: str | bytes
     _ack_packed: str | bytes
     _settle: t.Callable[[], None] | None
-    _dispatch: t.Callable[[EventMsg], None]
+    _dispatch: Dispatch
     _keyed: dict[str, AjaxClient]
     metrics: NoMetrics
 

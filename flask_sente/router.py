@@ -56,6 +56,14 @@ Handler = t.Callable[["EventMsg"], t.Any]
 #: handler run by :meth:`Router.dispatch` on the reader's own greenlet is about to block: it
 #: must move the reading to another greenlet, and never block.
 HandOff = t.Callable[[], None]
+
+
+class Dispatch(t.Protocol):
+    """Where transports hand events (:meth:`Router.dispatch`); a WebSocket reader passes
+    ``hand_off`` so that the handler may run on its own greenlet."""
+
+    def __call__(self, msg: EventMsg, hand_off: HandOff | None = None) -> None: ...
+
 #: Catch-all key in the handler registry: runs for ids nobody else handles.
 DEFAULT = "*"
 #: Worker greenlets kept waiting for the next event after a burst (each costs a few KiB).

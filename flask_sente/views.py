@@ -154,7 +154,7 @@ def _chsk() -> Response:
             version=admitted.version, positions=admitted.positions)
     except BackplaneError:
         return _unavailable(state)
-    return _with_key(state, _packed(state, body), uid, client_id, req.environ)
+    return _with_key(state, _packed(state, body), uid, client_id, req)
 
 
 def handshake_data_in(app: Flask, state: AppState, uid: t.Any, client_id: str) -> t.Any:
@@ -164,9 +164,13 @@ def handshake_data_in(app: Flask, state: AppState, uid: t.Any, client_id: str) -
         return handshake_data(state, uid, client_id)
 
 
+#: The 503 answer while the backplane is down (with ``Retry-After: 2``).
+UNAVAILABLE = "Backplane unavailable: the server cannot reach Redis; retry"
+
+
 def _unavailable(state: AppState) -> Response:
     state.metrics.rejected("backplane")
-    resp = _text(503, "Backplane unavailable: the server cannot reach Redis; retry")
+    resp = _text(503, UNAVAILABLE)
     resp.headers["Retry-After"] = "2"
     return resp
 
@@ -180,19 +184,25 @@ def _post(state: AppState, uid: t.Any, client_id: str) -> Response:
     if req.mimetype == "application/x-www-form-urlencoded":
         body: str | bytes = req.form.get("ppstr", "")
     else:
-        body = req.stream.read(limit + 1)
-        if not state.packer.binary:
-            try:
-                body = body.decode("utf-8")
-            except UnicodeDecodeError:
-                body = b"\xff"  # fails unpacking below with a clear message
+        body = as_packed(state, req.stream.read(limit + 1))
     if len(body) > limit:
         return _text(413, f"Message too big: the limit is {limit} bytes")
     try:
         answer = state.hub.ajax_post(uid, client_id, request_snapshot(), body)
     except RemoteProtocolError as exc:
         return _text(exc.status, f"Bad package: {exc}")
-    return _with_key(state, _packed(state, answer), uid, client_id, req.environ)
+    return _with_key(state, _packed(state, answer), uid, client_id, req)
+
+
+def as_packed(state: AppState, raw: bytes) -> str | bytes:
+    """A POST body as the packer reads it: text for a text packer (bytes that are not
+    UTF-8 become one that fails unpacking with a clear message), bytes for a binary one."""
+    if state.packer.binary:
+        return raw
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return b"\xff"
 
 
 #: Query parameters of the protocol itself; any other one is the app's (``params`` of the
@@ -212,12 +222,11 @@ def credentials_of(environ: dict[str, t.Any], args: t.Mapping[str, str]) -> Cred
 
 
 def _with_key(state: AppState, resp: Response, uid: t.Any, client_id: str,
-              environ: dict[str, t.Any]) -> Response:
+              req: Request) -> Response:
     """Give an admitted Ajax client its fast-path key (``fastpath``), when this process
     holds the client and the option is on."""
     if state.options.ajax_fast_path:
-        key = state.hub.ajax_key(uid, client_id,
-                                 credentials_of(environ, request.args))
+        key = state.hub.ajax_key(uid, client_id, credentials_of(req.environ, req.args))
         if key is not None:
             resp.headers[wire.FAST_KEY_HEADER] = key
     return resp

@@ -166,7 +166,10 @@ class ClientTopics:
             return True
         if event_id == ev.LEFT and isinstance(data, dict) and isinstance(
                 data.get("topic"), str):
-            self._forget_topic(data["topic"], data.get("reason"))
+            # One it is not in (left already, e.g. a poll that named it crossed the leave)
+            # is no news for the app: sente.js drops it the same way.
+            if data["topic"] in self._joins:
+                self._forget_topic(data["topic"], data.get("reason"))
             return True
         return False
 

@@ -11,3 +11,10 @@ from __future__ import annotations
 PROTOCOL_VERSION = 2
 #: Versions the server accepts; it answers each client in the client's own version.
 SUPPORTED_PROTOCOLS = frozenset({1, 2})
+
+
+def requested_version(text: str | None) -> int | None:
+    """The protocol version a request's ``protocol`` parameter asks for (1 when absent), or
+    None when this server does not speak it."""
+    version = {None: 1, "1": 1, "2": 2}.get(text, 0)
+    return version if version in SUPPORTED_PROTOCOLS else None

@@ -76,8 +76,9 @@ def test_batching_window_sends_one_frame_in_order(server):
 def test_a_pusher_that_never_yields_still_sends_in_slices(server):
     """A loop that pushes for longer than the batching window without yielding (the
     event loop's timer cannot run) does the overdue flushes itself: the client gets the
-    first pushes while the loop is still going, in order and each once."""
-    ws = server.ws("t1", uid="ivy")
+    first pushes while the loop is still going, in order and each once: every frame ends
+    with the mark of the user's log at the seq of its last event (protocol 2)."""
+    ws = server.ws("t1", uid="ivy", protocol="2")
     try:
         window = server.sente._state().options.send_buffer_ws
         ends = time.monotonic() + 6 * window + 0.02
@@ -90,10 +91,12 @@ def test_a_pusher_that_never_yields_still_sends_in_slices(server):
                 pass
         events = []
         frames = 0
-        while len(events) < count:
-            frame = _batches(server, ws, 1)[0]
-            frames += 1
-            events += frame
+        with gevent.Timeout(5):
+            while len(events) < count:
+                *frame, mark = _batches(server, ws, 1)[0]
+                frames += 1
+                events += frame
+                assert mark[0] == "chsk/pos" and mark[1]["u"][1] == len(events)  # seq
         assert events == [["t/n", i] for i in range(count)]
         assert frames >= 3  # one frame when only the timer could flush
     finally:
