@@ -67,7 +67,7 @@ def admit(state: AppState, *, skip: frozenset[str] = frozenset()) -> Admitted | 
     # The request object itself: each use of the ``request`` proxy is a context lookup.
     req = request._get_current_object()  # type: ignore[attr-defined]
     args = req.args
-    client_id = args.get("client-id") or (
+    client_id = query_arg(args, "client-id") or (
         req.form.get("client-id") if req.method == "POST" and req.mimetype ==
         "application/x-www-form-urlencoded" else None)
     if not client_id:
@@ -78,20 +78,22 @@ def admit(state: AppState, *, skip: frozenset[str] = frozenset()) -> Admitted | 
                       "most)")
     if client_id[0] == "!":  # marks an excluded client in a shared log's entries
         return refuse("client-id", 400, "client-id must not start with '!'")
-    version_text = args.get("protocol", "1")
+    version_text = query_arg(args, "protocol")
+    if version_text is None:
+        version_text = "1"
     version = requested_version(version_text)
     if version is None:
         return refuse("protocol", 400, f"Unsupported protocol version {version_text!r}: this "
                       f"server speaks versions 1 to {PROTOCOL_VERSION}; update "
                       "the client")
     positions = None
-    pos_text = args.get("pos")
+    pos_text = query_arg(args, "pos")
     if pos_text is not None and version >= 2:
         try:
             positions = wire.decode_positions(pos_text)
         except RemoteProtocolError as exc:
             return refuse("positions", 400, f"Bad positions: {exc}")
-    packer_name = args.get("packer")
+    packer_name = query_arg(args, "packer")
     if packer_name is not None and packer_name != state.packer.name:
         return refuse("packer", 400, f"Packer mismatch: the client uses {packer_name!r}, this "
                       f"server uses {state.packer.name!r}")
@@ -105,6 +107,13 @@ def admit(state: AppState, *, skip: frozenset[str] = frozenset()) -> Admitted | 
     if refusal is not None:
         return refusal
     return Admitted(uid, client_id, version, positions)
+
+
+def query_arg(args: t.Mapping[str, str], name: str) -> str | None:
+    """``args.get(name)`` without its cost for a missing name: Werkzeug's ``MultiDict``
+    builds a ``BadRequestKeyError`` (an HTTP exception) to catch it, which was ~4 % of a
+    connect storm's server time."""
+    return args[name] if name in args else None
 
 
 def user_id(state: AppState, client_id: str) -> t.Any:
@@ -123,7 +132,7 @@ def handshake_data(state: AppState, uid: t.Any, client_id: str) -> t.Any:
 
 def supplied_csrf_token() -> str | None:
     environ = request.environ  # a missing header costs werkzeug an exception; not the environ
-    return (request.args.get("csrf-token") or environ.get("HTTP_X_CSRF_TOKEN")
+    return (query_arg(request.args, "csrf-token") or environ.get("HTTP_X_CSRF_TOKEN")
             or environ.get("HTTP_X_XSRF_TOKEN") or (
                 request.form.get("csrf-token") if request.method == "POST" and
                 request.mimetype == "application/x-www-form-urlencoded" else None))

@@ -18,7 +18,7 @@ from .admission import CSRF_SESSION_KEY
 from .config import Options
 from .core.presence import ConnectedUids
 from .exceptions import NotInitializedError
-from .fastpath import AjaxFastPath
+from .fastpath import ChannelFastPath
 from .messages import EventMsg
 from .protocol import events as ev
 from .protocol.packers import get_packer
@@ -77,8 +77,8 @@ class Sente:
             self, options, get_packer(options.packer), self._handlers, self._hooks,
             signal_sender=app, context=app.app_context)
         app.register_blueprint(make_blueprint(options.url))
-        if options.ajax_fast_path:  # see fastpath: admitted Ajax clients skip Flask
-            app.wsgi_app = AjaxFastPath(app.wsgi_app, app, options.url)  # type: ignore[method-assign]
+        # See fastpath: keyed Ajax requests skip Flask, upgrades skip routing.
+        app.wsgi_app = ChannelFastPath(app.wsgi_app, app, options.url)  # type: ignore[method-assign]
         app.jinja_env.globals["sente_csrf_token"] = self.csrf_token
         app.jinja_env.globals["sente_script"] = self.script_tag
         self._apps.add(app)

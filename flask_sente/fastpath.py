@@ -1,19 +1,23 @@
-"""Ajax requests of an already admitted client, answered in front of Flask.
+"""Requests on the channel URL answered with less of Flask than a route would take.
 
-Every Ajax request goes through Flask: a request context, the session opened, routing, the
-app's request hooks, then admission (CSRF, origin, user id, ``authorize``). For a client
-that passed all of that, a later poll or posted event is what a frame is to a WebSocket:
-the hub needs its client id and its body, nothing more. Yet Flask's part was about half of
-the server's time per Ajax round trip (``python -m bench.profile W4``).
+Two kinds, both in a WSGI middleware in front of ``app.wsgi_app`` (installed by
+``init_app``):
+
+**Ajax requests of an already admitted client.** Every Ajax request goes through Flask: a
+request context, the session opened, routing, the app's request hooks, then admission
+(CSRF, origin, user id, ``authorize``). For a client that passed all of that, a later poll
+or posted event is what a frame is to a WebSocket: the hub needs its client id and its
+body, nothing more. Yet Flask's part was about half of the server's time per Ajax round
+trip (``python -m bench.profile W4``).
 
 So a process that admits an Ajax request of a client it holds gives the client a key
 (:data:`~flask_sente.protocol.wire.FAST_KEY_HEADER`), bound to the credentials it was
 admitted with: the Cookie and Authorization headers and the app's own query parameters
 (``views.credentials_of``). A later request that carries the key, with those byte for byte
-unchanged, from no other origin, is answered here by a WSGI
-middleware in front of Flask: no request context, no request hooks, no admission checks,
-whose answer cannot have changed while the credentials did not. Like a WebSocket, the
-client keeps the uid it was admitted with until it reconnects (``kick()`` ends it at once).
+unchanged, from no other origin, is answered here: no request context, no request hooks, no
+admission checks, whose answer cannot have changed while the credentials did not. Like a
+WebSocket, the client keeps the uid it was admitted with until it reconnects (``kick()``
+ends it at once).
 
 Everything else goes on to Flask, which answers it in full — refusals are only ever made
 there: a handshake, a missing, wrong or stale key, other cookies (a login, a logout, a new
@@ -21,16 +25,33 @@ session), a cross-origin request (the app's CORS hooks must run), a form-encoded
 oversized post, a protocol or packer the checks would refuse, bad positions. A client of
 another process (a shared backplane, no sticky sessions) has no key here and goes through
 Flask too. ``ajax_fast_path=False`` sends every request through Flask.
+
+**WebSocket upgrades.** An upgrade cannot reuse an earlier admission, so it gets all of
+Flask — request context, session, ``before_request``/``after_request``/teardown hooks,
+error handlers, admission — except the one answer known in advance: which rule the URL
+routes to. Flask's ``wsgi_app`` is run here with a request context whose
+``match_request`` (Flask's hook for exactly this) sets that rule instead of asking the URL
+map, and the response of an accepted upgrade is not rendered (the 101 went out already; the
+server would discard it). Routing and that rendering were ~8 % of a connect storm's server
+time (``python -m bench.profile W5``). Taken only where it is the same as the full path:
+the middleware wraps Flask's own ``wsgi_app`` directly (nothing the app put in between is
+skipped), the app class does not override ``wsgi_app`` or ``request_context``, no
+``SERVER_NAME``, host or subdomain matching, and the channel URL is the path of one rule only.
 """
 from __future__ import annotations
 
 import http
+import sys
 import typing as t
 import urllib.parse
+
+from flask import Flask
+from flask.ctx import RequestContext
 
 from .exceptions import BackplaneError, RemoteProtocolError
 from .protocol import requested_version, wire
 from .protocol.security import origin_allowed
+from .transports.base import UPGRADE_ENVIRON_KEY
 from .views import (
     CONTENT_TYPES,
     UNAVAILABLE,
@@ -41,7 +62,7 @@ from .views import (
 )
 
 if t.TYPE_CHECKING:  # pragma: no cover
-    from flask import Flask
+    from werkzeug.routing import Rule
 
     from .state import AppState
 
@@ -54,26 +75,80 @@ _THROUGH_FLASK = frozenset({"handshake", "handshake?", "new-ws-ticket"})
 _TEXT = "text/plain; charset=utf-8"
 
 
-class AjaxFastPath:
+class ChannelFastPath:
     """WSGI middleware in front of ``app.wsgi_app`` (installed by ``init_app``)."""
 
     def __init__(self, wsgi_app: WsgiApp, app: Flask, path: str) -> None:
         self.wsgi_app = wsgi_app
         self._app = app
         self._path = path
+        #: The upgrade path stands in for Flask's own ``wsgi_app``, nothing else.
+        self._wraps_flask = (getattr(wsgi_app, "__self__", None) is app
+                             and getattr(wsgi_app, "__func__", None) is Flask.wsgi_app
+                             and type(app).request_context is Flask.request_context)
+        #: The channel URL's rule once known (False: the upgrade path does not apply).
+        self._rule: Rule | t.Literal[False] | None = None
 
     def __call__(self, environ: dict[str, t.Any],
                  start_response: t.Callable[..., t.Any]) -> t.Iterable[bytes]:
-        key = environ.get("HTTP_X_SENTE_KEY")
-        if key is not None and environ.get("PATH_INFO") == self._path:
-            answer = self._answer(environ, key)
-            if answer is not None:
-                status, body, content_type, extra = answer
-                start_response(status, [("Content-Type", content_type),
-                                        ("Content-Length", str(len(body))),
-                                        ("Cache-Control", "no-store"), *extra])
-                return [body]
+        if environ.get("PATH_INFO") == self._path:
+            key = environ.get("HTTP_X_SENTE_KEY")
+            if key is not None:
+                answer = self._answer(environ, key)
+                if answer is not None:
+                    status, body, content_type, extra = answer
+                    start_response(status, [("Content-Type", content_type),
+                                            ("Content-Length", str(len(body))),
+                                            ("Cache-Control", "no-store"), *extra])
+                    return [body]
+            elif UPGRADE_ENVIRON_KEY in environ and self._wraps_flask:
+                rule = self._rule if self._rule is not None else self._find_rule()
+                if rule and "werkzeug.debug.preserve_context" not in environ:
+                    return self._upgrade(environ, start_response, rule)
         return self.wsgi_app(environ, start_response)
+
+    def _find_rule(self) -> Rule | t.Literal[False]:
+        """The rule the channel URL routes to, when routing could give no other answer."""
+        app = self._app
+        url_map = app.url_map
+        rules = [rule for rule in url_map.iter_rules() if rule.rule == self._path]
+        plain = (len(rules) == 1 and not rules[0].arguments and not rules[0].websocket
+                 and rules[0].endpoint == "sente.chsk" and rules[0].methods is not None
+                 and "GET" in rules[0].methods)
+        simple_app = (not url_map.host_matching and not app.subdomain_matching
+                      and not app.config.get("SERVER_NAME"))
+        self._rule = rules[0] if plain and simple_app else False
+        return self._rule
+
+    def _upgrade(self, environ: dict[str, t.Any], start_response: t.Callable[..., t.Any],
+                 rule: Rule) -> t.Iterable[bytes]:
+        """``Flask.wsgi_app`` for an upgrade of the channel URL, its routing known.
+
+        The same steps in the same order — push, ``full_dispatch_request`` (hooks, the view,
+        error handlers, ``after_request``), ``handle_exception``, teardown on pop — so the
+        app sees what a routed request would give it."""
+        app = self._app
+        ctx = _RoutedContext(app, environ, rule=rule)
+        error: BaseException | None = None
+        try:
+            try:
+                ctx.push()
+                response = app.full_dispatch_request()
+            except Exception as exc:
+                error = exc
+                response = app.handle_exception(exc)
+            except BaseException:
+                error = sys.exc_info()[1]
+                raise
+            upgrade = environ.get(UPGRADE_ENVIRON_KEY)
+            if upgrade is not None and upgrade.websocket is not None:
+                response.close()  # accepted: the server discards any response
+                return []
+            return response(environ, start_response)
+        finally:
+            if error is not None and app.should_ignore_error(error):
+                error = None
+            ctx.pop(error)
 
     def _answer(self, environ: dict[str, t.Any], key: str) -> Answer | None:
         """The answer to a keyed request, or None: Flask answers it."""
@@ -172,6 +247,22 @@ def _same_origin(state: AppState, environ: dict[str, t.Any]) -> bool:
         return True
     own = f"{environ.get('wsgi.url_scheme', 'http')}://{environ.get('HTTP_HOST', '')}"
     return origin == own and origin_allowed(state.options.allowed_origins, origin, own)
+
+
+class _RoutedContext(RequestContext):
+    """A request context whose routing is known: ``push`` sets the rule instead of asking
+    the URL map (``match_request`` is the documented hook for it)."""
+
+    def __init__(self, app: Flask, environ: dict[str, t.Any], request: t.Any = None,
+                 session: t.Any = None, *, rule: Rule | None = None) -> None:
+        super().__init__(app, environ, request, session)
+        self._rule = rule
+
+    def match_request(self) -> None:
+        if self._rule is None:  # a copy (``copy_current_request_context``): route it
+            super().match_request()
+        else:
+            self.request.url_rule, self.request.view_args = self._rule, {}
 
 
 def _open_session(app: Flask, environ: dict[str, t.Any]) -> t.Any:
