@@ -114,6 +114,7 @@ class Hub(LongPolls, Topics):
         self._ack_packed = packer.pack(wire.ACK)
         self._ping_packed = packer.pack(wire.PING)
         self._sweeper: t.Any = None
+        self._next_grant_refresh: float | None = None
         self._expiry_timer: t.Any = None
         self._expiry_at: float | None = None
         self._loop = gevent.get_hub().loop
@@ -289,6 +290,8 @@ class Hub(LongPolls, Topics):
     def _register(self, conn: t.Any) -> t.Any:
         """Put ``conn`` in the table; returns the connection it replaced (or None)."""
         self.metrics.watch(self)
+        if self._sweeper is None:  # keep-alive, history expiry, grant refresh
+            self._start_sweeper()
         clients = self._conns[conn.transport].setdefault(conn.uid, {})
         old = clients.get(conn.client_id)
         clients[conn.client_id] = conn
@@ -340,8 +343,6 @@ class Hub(LongPolls, Topics):
         if reader.owed():
             self._flush("ws")  # the replay goes out before anything pushed from now on
         self._attach(conn)
-        if self._sweeper is None:
-            self._start_sweeper()
         grace = self.options.reconnect_grace_ws if grace is None else grace
         if not self._read_loop(conn, grace):
             # A handler run here blocked and the reading moved on: this greenlet (the
@@ -400,10 +401,12 @@ class Hub(LongPolls, Topics):
                 conn.read_done.set()
 
     def _start_sweeper(self) -> None:
-        """One periodic timer per hub checks every WebSocket's keep-alive (ping one silent
-        for ``ws_keepalive``, close one that then stays silent ``ws_ping_timeout`` with 4002)
-        and, every few seconds, drops history past ``history_ttl``. It runs every quarter of
-        the shorter keep-alive interval, at most every second."""
+        """One periodic timer per hub, started with the first client: it checks every
+        WebSocket's keep-alive (ping one silent for ``ws_keepalive``, close one that then
+        stays silent ``ws_ping_timeout`` with 4002), every few seconds drops history past
+        ``history_ttl``, and keeps the topic grants of the clients held here from expiring
+        in a shared backplane. It runs every quarter of the shorter keep-alive interval, at
+        most every second."""
         if self.closed:
             return
         keepalive = self.options.ws_keepalive
@@ -411,6 +414,8 @@ class Hub(LongPolls, Topics):
         interval = min(1.0, (keepalive or 4.0) / 4, (ping_timeout or keepalive or 4.0) / 4)
         timer = self._loop.timer(interval, interval, ref=False)
         self._next_housekeeping = time.monotonic() + HOUSEKEEPING_INTERVAL
+        ttl = self.backplane.grants_ttl
+        self._next_grant_refresh = None if ttl is None else time.monotonic() + ttl / 4
         timer.start(self._sweep)
         self._sweeper = timer
 
@@ -421,6 +426,10 @@ class Hub(LongPolls, Topics):
             if now >= self._next_housekeeping:
                 self._next_housekeeping = now + HOUSEKEEPING_INTERVAL
                 self._delivery.expire(now)
+            refresh_at = self._next_grant_refresh
+            if refresh_at is not None and now >= refresh_at:
+                self._next_grant_refresh = now + t.cast(float, self.backplane.grants_ttl) / 4
+                self.spawn(self._refresh_grants)
             keepalive = self.options.ws_keepalive
             if keepalive is None:
                 return
@@ -445,6 +454,21 @@ class Hub(LongPolls, Topics):
                         self.spawn(conn.close_now, wire.CLOSE_PING_TIMEOUT, "ping timeout")
         except Exception:  # runs in the event loop: never let it raise there
             logger.exception("keep-alive sweep failed")
+
+    def _refresh_grants(self) -> None:
+        """Renew the grants of every client held here that reads a topic: a grant lasts
+        ``grants_ttl`` after the last join, and a client connected longer than that (an
+        Ajax client polling one process for days) must still find it when its next request
+        reaches a process that never saw the join."""
+        held = [(conn.uid, conn.client_id) for transport in self._conns.values()
+                for clients in transport.values() for conn in clients.values()
+                if conn.reader is not None and self._delivery.topics_of(conn.reader)]
+        if not held:
+            return
+        try:
+            self.backplane.refresh_grants(held)
+        except BackplaneError as exc:  # the next sweep's refresh tries again
+            logger.warning("could not renew topic grants: %s", exc)
 
     def _on_ws_message(self, conn: WsConnection, data: str | bytes,
                        hand_off: HandOff | None = None) -> None:

@@ -101,6 +101,14 @@ class Backplane(t.Protocol):
     def revoke(self, uid: t.Any, client_id: str, topic: str) -> None:
         """Forget a grant."""
 
+    #: Seconds a grant outlives its last join or refresh; None: grants do not expire.
+    grants_ttl: float | None = None
+
+    def refresh_grants(self, held: t.Sequence[tuple[t.Any, str]]) -> None:
+        """Restart the time-to-live of these ``(uid, client_id)``'s grants (the hub calls
+        it every quarter of ``grants_ttl`` for the clients it holds that read a topic).
+        May wait for a shared store."""
+
     def granted(self, uid: t.Any, client_id: str) -> set[str]:
         """The topics the client was let into. May wait for a shared store."""
 

@@ -114,6 +114,12 @@ class LocalBackplane:
     def drop_grants(self, uid: t.Any, client_id: str) -> None:
         self._grants.pop((uid, client_id), None)
 
+    #: Grants here end with their client (``drop_grants``), never by time.
+    grants_ttl: float | None = None
+
+    def refresh_grants(self, held: t.Sequence[tuple[t.Any, str]]) -> None:
+        """Nothing to renew: see :attr:`grants_ttl`."""
+
     def command(self, uid: t.Any, client_id: str | None, kind: str, topic: str) -> None:
         if self._listener is not None:
             self._listener.topic_command(uid, client_id, kind, topic)

@@ -59,6 +59,8 @@ OUTBOX_MAX_AGE = 30.0
 SOCKET_TIMEOUT = 2.0
 #: How long a client's topic grants outlive their last join (seconds).
 GRANTS_TTL = 86_400
+#: Grants renewed per Redis round trip by ``refresh_grants``.
+REFRESH_CHUNK = 500
 #: Controls in a user's log that are topic commands (the rest: "kick", "gap").
 TOPIC_COMMANDS = frozenset({"join", "leave", "remove"})
 
@@ -524,11 +526,28 @@ class RedisBackplane:
     def command(self, uid: t.Any, client_id: str | None, kind: str, topic: str) -> None:
         self._queue((rs.user_key(uid), topic, client_id or "", kind, False))
 
+    #: A grant's lifetime after its last join or refresh: a client that is gone for good
+    #: leaves no set behind (``drop_grants`` cannot: it may live on in another process).
+    grants_ttl: float | None = GRANTS_TTL
+
     def grant(self, uid: t.Any, client_id: str, topic: str) -> None:
         key = rs.grants_key(self.prefix, rs.user_key(uid), client_id)
         with self._calling():
-            self.client.pipeline(transaction=False).sadd(key, topic).expire(
-                key, GRANTS_TTL).execute()
+            self.client.pipeline(transaction=False).sadd(key, topic).pexpire(
+                key, self._grants_ttl_ms()).execute()
+
+    def refresh_grants(self, held: t.Sequence[tuple[t.Any, str]]) -> None:
+        ttl_ms = self._grants_ttl_ms()
+        for start in range(0, len(held), REFRESH_CHUNK):
+            with self._calling():
+                pipe = self.client.pipeline(transaction=False)
+                for uid, client_id in held[start:start + REFRESH_CHUNK]:
+                    pipe.pexpire(rs.grants_key(self.prefix, rs.user_key(uid), client_id),
+                                 ttl_ms)
+                pipe.execute()
+
+    def _grants_ttl_ms(self) -> int:
+        return int((self.grants_ttl or GRANTS_TTL) * 1000)
 
     def revoke(self, uid: t.Any, client_id: str, topic: str) -> None:
         with self._calling():

@@ -9,7 +9,7 @@ Keys (``P`` is the prefix, ``U`` a user's key: the JSON of the uid, or ``*`` for
                                    client id, "!" + an excluded one, or ""), k (control: "",
                                    "kick", or a topic command "join" / "leave" / "remove")
 ``P:{t:T}:…``          (as above)  topic T's log: meta, stream and channel like a user's
-``P:{U}:grants:<c>``   set         topics client c of the user was let into (TTL 1 day)
+``P:{U}:grants:<c>``   set         topics client c of the user was let into (TTL 1 day, renewed)
 ``P:{U}:cursor:<c>``   string      positions of protocol-1 long-poller c (TTL history_ttl)
 ``P:tp:…``             (as below)  topic presence: the presence keys with prefix ``P:tp``
                                    and, as the user key, the JSON of ``[topic, uid]``

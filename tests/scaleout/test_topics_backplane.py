@@ -4,10 +4,12 @@ leave made on one worker reaches the client's connection on the other."""
 from __future__ import annotations
 
 import json
+import time
 import typing as t
 import urllib.parse
 
 import gevent
+import requests
 import websocket
 
 from .test_backplane import TIMEOUT, recv, worker
@@ -96,3 +98,46 @@ def test_server_side_join_and_leave_reach_a_client_on_another_worker(redis_serve
                     gevent.sleep(0.02)
         finally:
             ws.close()
+
+
+def test_an_ajax_client_held_past_its_grants_lifetime_still_moves_with_its_topic(redis_server):
+    """A grant lasts ``grants_ttl`` after the last join (a day; 2 s here). The worker that
+    holds a client reading the topic renews it, so when the client's poll reaches a worker
+    that never saw the join, long after, the topic comes along."""
+    opts = dict(lp_timeout=0.5, ws_keepalive=2)
+    with worker(redis_server.url, **opts) as (a, sa, _), \
+            worker(redis_server.url, **opts) as (b, sb, _):
+        for sente in (sa, sb):
+            next(iter(sente._apps)).extensions["sente"].hub.backplane.grants_ttl = 2.0
+
+            @sente.on_join("room/*")
+            def allow(msg: t.Any) -> bool:
+                return True
+
+        http = requests.Session()
+        query = "client-id=g1&u=gus&protocol=2"
+        positions = http.get(f"{a}/chsk?{query}&handshake=1",
+                             timeout=TIMEOUT).json()[0][1]["positions"]
+        joined = http.post(f"{a}/chsk?{query}", data=json.dumps([["chsk/join",
+                                                                  {"topic": "room/5"}], "cb"]),
+                           headers={"Content-Type": "application/json"},
+                           timeout=TIMEOUT).json()[0][1]
+        assert joined["ok"] is True
+        positions["t:room/5"] = joined["position"]
+
+        def poll(base: str) -> t.Any:
+            q = urllib.parse.quote(json.dumps(positions))
+            return http.get(f"{base}/chsk?{query}&pos={q}", timeout=TIMEOUT).json()[0]
+
+        deadline = time.monotonic() + 5.0  # 2.5 lifetimes, polling worker a all along
+        while time.monotonic() < deadline:
+            poll(a)
+        sb.publish("room/5", ("t/n", 1))
+        got: list[t.Any] = []
+        with gevent.Timeout(TIMEOUT):
+            while not _topic_numbers([got], "room/5"):
+                payload = poll(b)                  # b never saw the join: only the grant
+                if isinstance(payload[0], list):
+                    got += payload
+        assert _topic_numbers([got], "room/5") == [1]
+        http.close()

@@ -170,3 +170,23 @@ def test_protocol_1_clients_get_no_marks_and_no_new_handshake_keys():
             assert h.recv(ws) == [[["t/n", 0]], None]
         finally:
             ws.close()
+
+
+def test_an_ajax_only_server_drops_history_idle_past_history_ttl(monkeypatch):
+    """History is dropped by the hub's sweep, which an Ajax client starts as a WebSocket
+    does: a user who left comes back past ``history_ttl`` to a log that is gone, and is
+    told so."""
+    import gevent
+
+    import flask_sente.hub
+    monkeypatch.setattr(flask_sente.hub, "HOUSEKEEPING_INTERVAL", 0.1)
+    with running(history_ttl=0.3, reconnect_grace_ajax=0.1, lp_timeout=0.2) as h:
+        s = Stream()
+        s.take(h.get("p", uid="ida", handshake=True, protocol="2").json())
+        h.sente.send("ida", ("t/n", 0), flush=True)
+        s.take(h.get("p", uid="ida", protocol="2", pos=json.dumps(s.positions)).json())
+        assert s.numbers() == [0]
+        gevent.sleep(1.5)                            # gone: grace, then history_ttl, then a sweep
+        back = h.get("p", uid="ida", protocol="2", pos=json.dumps(s.positions)).json()
+        s.take(back)
+        assert back[0][0] == "chsk/handshake" and s.recovered[-1] is False
