@@ -90,6 +90,9 @@ class SenteServerMixin:
         self._sente_reserve_fd: int | None = None
         self._sente_warned_at = -1e9
         self._sente_resume_timer: t.Any = None
+        #: False when built with ``log=None``: pywsgi would still format each access-log
+        #: line (a clock read and a string format per request) for a sink that drops it.
+        self.sente_access_log = kwargs.get("log", "default") is not None
         super().__init__(*args, **kwargs)
         if header_timeout != "default":
             if header_timeout is not None and (

@@ -320,6 +320,8 @@ class SenteHandler(WebSocketHandler):
     # and writes to a logger it reconfigures), with secrets in the query redacted. The
     # gunicorn handler puts its own first (and redacts the environ it logs from).
     def log_request(self) -> None:
+        if not getattr(self.server, "sente_access_log", True):
+            return
         requestline: str = getattr(self, "requestline", None) or ""
         lowered = requestline.lower()
         if ("csrf" in lowered or "ticket" in lowered) and _SECRET_PARAM.search(requestline):

@@ -95,3 +95,28 @@ def test_environ_and_refusals_over_a_socket(capfd):
     finally:
         server.stop(timeout=1)
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_the_access_log_is_formatted_only_when_there_is_one(monkeypatch):
+    import io
+
+    from flask_sente.transports.websocket import SenteHandler
+    formatted: list[str] = []
+    original = SenteHandler.format_request
+
+    def counting(self):  # type: ignore[no-untyped-def]
+        formatted.append(self.requestline)
+        return original(self)
+
+    monkeypatch.setattr(SenteHandler, "format_request", counting)
+    stream = io.StringIO()
+    for log in (None, stream):
+        server = make_server(_environ_app, port=0, log=log)
+        server.start()
+        try:
+            assert _exchange(server.server_port, b"GET /x HTTP/1.1\r\nHost: h\r\n"
+                             b"Connection: close\r\n\r\n")[0] == 200
+        finally:
+            server.stop(timeout=1)
+    assert formatted == ["GET /x HTTP/1.1"]          # the logged server's request only
+    assert '"GET /x HTTP/1.1" 200' in stream.getvalue()
