@@ -24,7 +24,7 @@ there: a handshake, a missing, wrong or stale key, other cookies (a login, a log
 session), a cross-origin request (the app's CORS hooks must run), a form-encoded or
 oversized post, a protocol or packer the checks would refuse, bad positions. A client of
 another process (a shared backplane, no sticky sessions) has no key here and goes through
-Flask too. ``ajax_fast_path=False`` sends every request through Flask.
+Flask too. ``ajax_fast_path=False`` sends every Ajax request through Flask.
 
 **WebSocket upgrades.** An upgrade cannot reuse an earlier admission, so it gets all of
 Flask — request context, session, ``before_request``/``after_request``/teardown hooks,
@@ -36,7 +36,10 @@ server would discard it). Routing and that rendering were ~8 % of a connect stor
 time (``python -m bench.profile W5``). Taken only where it is the same as the full path:
 the middleware wraps Flask's own ``wsgi_app`` directly (nothing the app put in between is
 skipped), the app class does not override ``wsgi_app`` or ``request_context``, no
-``SERVER_NAME``, host or subdomain matching, and the channel URL is the path of one rule only.
+``SERVER_NAME``, host or subdomain matching, the channel URL is the path of one rule only,
+and the server hid the upgrade from routing (a GET whose ``Connection`` header has no
+``upgrade`` token, as ``SenteHandler`` leaves it). The app's own URL matching (an
+overridden ``create_url_adapter``'s adapter) is not consulted for these requests.
 """
 from __future__ import annotations
 
@@ -47,6 +50,7 @@ import urllib.parse
 
 from flask import Flask
 from flask.ctx import RequestContext
+from werkzeug.wsgi import ClosingIterator
 
 from .exceptions import BackplaneError, RemoteProtocolError
 from .protocol import requested_version, wire
@@ -103,7 +107,7 @@ class ChannelFastPath:
                     return [body]
             elif UPGRADE_ENVIRON_KEY in environ and self._wraps_flask:
                 rule = self._rule if self._rule is not None else self._find_rule()
-                if rule and "werkzeug.debug.preserve_context" not in environ:
+                if rule and _routes_plainly(environ):
                     return self._upgrade(environ, start_response, rule)
         return self.wsgi_app(environ, start_response)
 
@@ -125,8 +129,11 @@ class ChannelFastPath:
         """``Flask.wsgi_app`` for an upgrade of the channel URL, its routing known.
 
         The same steps in the same order — push, ``full_dispatch_request`` (hooks, the view,
-        error handlers, ``after_request``), ``handle_exception``, teardown on pop — so the
-        app sees what a routed request would give it."""
+        error handlers, ``after_request``), ``handle_exception``, teardown on pop, the
+        response closed by the server after that — so the app sees what a routed request
+        would give it. Only the URL map is not asked (nor an app's own
+        ``create_url_adapter`` matching). An accepted upgrade's response is started
+        without its headers being built: the 101 went out, and the server discards it."""
         app = self._app
         ctx = _RoutedContext(app, environ, rule=rule)
         error: BaseException | None = None
@@ -142,8 +149,8 @@ class ChannelFastPath:
                 raise
             upgrade = environ.get(UPGRADE_ENVIRON_KEY)
             if upgrade is not None and upgrade.websocket is not None:
-                response.close()  # accepted: the server discards any response
-                return []
+                start_response(response.status, [])
+                return ClosingIterator((), response.close)
             return response(environ, start_response)
         finally:
             if error is not None and app.should_ignore_error(error):
@@ -247,6 +254,17 @@ def _same_origin(state: AppState, environ: dict[str, t.Any]) -> bool:
         return True
     own = f"{environ.get('wsgi.url_scheme', 'http')}://{environ.get('HTTP_HOST', '')}"
     return origin == own and origin_allowed(state.options.allowed_origins, origin, own)
+
+
+def _routes_plainly(environ: dict[str, t.Any]) -> bool:
+    """Whether routing would treat the upgrade as a plain GET: the server hid the
+    ``Upgrade`` token from ``Connection`` (``SenteHandler.hide_upgrade_from_routing``;
+    Werkzeug would otherwise refuse it for a rule without ``websocket=True``), and no
+    debugger or test client keeps the context."""
+    if environ.get("REQUEST_METHOD") != "GET" or "werkzeug.debug.preserve_context" in environ:
+        return False
+    return not any(token.strip() == "upgrade"
+                   for token in environ.get("HTTP_CONNECTION", "").lower().split(","))
 
 
 class _RoutedContext(RequestContext):

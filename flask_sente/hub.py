@@ -63,6 +63,8 @@ OVERDUE_FLUSH = 0.001
 
 #: How often idle logs and history past ``history_ttl`` are dropped.
 HOUSEKEEPING_INTERVAL = 5.0
+#: Seconds before topic grants are renewed again after a renewal failed.
+GRANT_RETRY = 60.0
 
 
 class Hub(LongPolls, Topics):
@@ -467,8 +469,10 @@ class Hub(LongPolls, Topics):
             return
         try:
             self.backplane.refresh_grants(held)
-        except BackplaneError as exc:  # the next sweep's refresh tries again
-            logger.warning("could not renew topic grants: %s", exc)
+        except BackplaneError as exc:
+            retry = min(GRANT_RETRY, t.cast(float, self.backplane.grants_ttl) / 4)
+            self._next_grant_refresh = time.monotonic() + retry
+            logger.warning("could not renew topic grants (next try in %g s): %s", retry, exc)
 
     def _on_ws_message(self, conn: WsConnection, data: str | bytes,
                        hand_off: HandOff | None = None) -> None:

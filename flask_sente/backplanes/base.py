@@ -107,7 +107,8 @@ class Backplane(t.Protocol):
     def refresh_grants(self, held: t.Sequence[tuple[t.Any, str]]) -> None:
         """Restart the time-to-live of these ``(uid, client_id)``'s grants (the hub calls
         it every quarter of ``grants_ttl`` for the clients it holds that read a topic).
-        May wait for a shared store."""
+        May wait for a shared store; raises :class:`BackplaneError` when it cannot reach
+        it, without marking the backplane unhealthy (this is housekeeping, not a request)."""
 
     def granted(self, uid: t.Any, client_id: str) -> set[str]:
         """The topics the client was let into. May wait for a shared store."""

@@ -539,12 +539,15 @@ class RedisBackplane:
     def refresh_grants(self, held: t.Sequence[tuple[t.Any, str]]) -> None:
         ttl_ms = self._grants_ttl_ms()
         for start in range(0, len(held), REFRESH_CHUNK):
-            with self._calling():
-                pipe = self.client.pipeline(transaction=False)
-                for uid, client_id in held[start:start + REFRESH_CHUNK]:
-                    pipe.pexpire(rs.grants_key(self.prefix, rs.user_key(uid), client_id),
-                                 ttl_ms)
+            pipe = self.client.pipeline(transaction=False)
+            for uid, client_id in held[start:start + REFRESH_CHUNK]:
+                pipe.pexpire(rs.grants_key(self.prefix, rs.user_key(uid), client_id), ttl_ms)
+            try:
                 pipe.execute()
+            except self._redis_mod.RedisError as exc:
+                # Housekeeping, not a request: no 503s for it (``_calling`` would mark the
+                # backplane unhealthy until a publish or a resubscription succeeds).
+                raise BackplaneError(f"Redis: {exc}") from exc
 
     def _grants_ttl_ms(self) -> int:
         return int((self.grants_ttl or GRANTS_TTL) * 1000)

@@ -15,6 +15,7 @@ import time
 import typing as t
 
 import gevent
+from gevent import pywsgi
 from gevent.monkey import get_original
 from gevent.pool import Group
 from gevent.pywsgi import WSGIServer
@@ -90,10 +91,12 @@ class SenteServerMixin:
         self._sente_reserve_fd: int | None = None
         self._sente_warned_at = -1e9
         self._sente_resume_timer: t.Any = None
+        super().__init__(*args, **kwargs)
         #: False when built with ``log=None``: pywsgi would still format each access-log
         #: line (a clock read and a string format per request) for a sink that drops it.
-        self.sente_access_log = kwargs.get("log", "default") is not None
-        super().__init__(*args, **kwargs)
+        noop = getattr(pywsgi, "_NoopLog", None)
+        self.sente_access_log = not (noop is not None
+                                     and isinstance(getattr(self, "log", None), noop))
         if header_timeout != "default":
             if header_timeout is not None and (
                     not isinstance(header_timeout, (int, float)) or header_timeout <= 0):

@@ -115,29 +115,31 @@ def test_an_ajax_client_held_past_its_grants_lifetime_still_moves_with_its_topic
                 return True
 
         http = requests.Session()
-        query = "client-id=g1&u=gus&protocol=2"
-        positions = http.get(f"{a}/chsk?{query}&handshake=1",
-                             timeout=TIMEOUT).json()[0][1]["positions"]
-        joined = http.post(f"{a}/chsk?{query}", data=json.dumps([["chsk/join",
-                                                                  {"topic": "room/5"}], "cb"]),
-                           headers={"Content-Type": "application/json"},
-                           timeout=TIMEOUT).json()[0][1]
-        assert joined["ok"] is True
-        positions["t:room/5"] = joined["position"]
+        try:
+            query = "client-id=g1&u=gus&protocol=2"
+            positions = http.get(f"{a}/chsk?{query}&handshake=1",
+                                 timeout=TIMEOUT).json()[0][1]["positions"]
+            joined = http.post(f"{a}/chsk?{query}", data=json.dumps([["chsk/join",
+                                                                      {"topic": "room/5"}], "cb"]),
+                               headers={"Content-Type": "application/json"},
+                               timeout=TIMEOUT).json()[0][1]
+            assert joined["ok"] is True
+            positions["t:room/5"] = joined["position"]
 
-        def poll(base: str) -> t.Any:
-            q = urllib.parse.quote(json.dumps(positions))
-            return http.get(f"{base}/chsk?{query}&pos={q}", timeout=TIMEOUT).json()[0]
+            def poll(base: str) -> t.Any:
+                q = urllib.parse.quote(json.dumps(positions))
+                return http.get(f"{base}/chsk?{query}&pos={q}", timeout=TIMEOUT).json()[0]
 
-        deadline = time.monotonic() + 5.0  # 2.5 lifetimes, polling worker a all along
-        while time.monotonic() < deadline:
-            poll(a)
-        sb.publish("room/5", ("t/n", 1))
-        got: list[t.Any] = []
-        with gevent.Timeout(TIMEOUT):
-            while not _topic_numbers([got], "room/5"):
-                payload = poll(b)                  # b never saw the join: only the grant
-                if isinstance(payload[0], list):
-                    got += payload
-        assert _topic_numbers([got], "room/5") == [1]
-        http.close()
+            deadline = time.monotonic() + 5.0  # 2.5 lifetimes, polling worker a all along
+            while time.monotonic() < deadline:
+                poll(a)
+            sb.publish("room/5", ("t/n", 1))
+            got: list[t.Any] = []
+            with gevent.Timeout(TIMEOUT):
+                while not _topic_numbers([got], "room/5"):
+                    payload = poll(b)                  # b never saw the join: only the grant
+                    if isinstance(payload[0], list):
+                        got += payload
+            assert _topic_numbers([got], "room/5") == [1]
+        finally:
+            http.close()

@@ -180,13 +180,16 @@ def test_an_ajax_only_server_drops_history_idle_past_history_ttl(monkeypatch):
 
     import flask_sente.hub
     monkeypatch.setattr(flask_sente.hub, "HOUSEKEEPING_INTERVAL", 0.1)
-    with running(history_ttl=0.3, reconnect_grace_ajax=0.1, lp_timeout=0.2) as h:
+    with running(history_ttl=0.3, reconnect_grace_ajax=0.1, lp_timeout=0.2,
+                 ws_keepalive=0.4) as h:
         s = Stream()
         s.take(h.get("p", uid="ida", handshake=True, protocol="2").json())
         h.sente.send("ida", ("t/n", 0), flush=True)
         s.take(h.get("p", uid="ida", protocol="2", pos=json.dumps(s.positions)).json())
         assert s.numbers() == [0]
-        gevent.sleep(1.5)                            # gone: grace, then history_ttl, then a sweep
+        # Gone: the grace (0.1 s), then history_ttl (0.3 s), then a sweep (every 0.1 s
+        # with this keep-alive) drops the log; a poll before that would keep it.
+        gevent.sleep(1.5)
         back = h.get("p", uid="ida", protocol="2", pos=json.dumps(s.positions)).json()
         s.take(back)
         assert back[0][0] == "chsk/handshake" and s.recovered[-1] is False

@@ -122,6 +122,7 @@ def test_a_before_request_hook_refuses_an_upgrade_with_its_own_answer() -> None:
         status, body = refused(ws_url(base, "banned"))
     assert (status, body) == (403, "banned by a hook")
     assert events == ["before sente.chsk sente", "after 403", "teardown"]
+    assert CountingFlask.matches == 0
 
 
 def test_an_error_raised_in_a_hook_gets_the_apps_error_handler() -> None:
@@ -131,6 +132,7 @@ def test_an_error_raised_in_a_hook_gets_the_apps_error_handler() -> None:
         status, body = refused(ws_url(base, "nobody"))
     assert (status, body) == (401, "who are you?")
     assert events == ["before sente.chsk sente", "after 401", "teardown"]
+    assert CountingFlask.matches == 0
 
 
 def test_a_middleware_put_in_before_sente_sees_every_upgrade() -> None:
@@ -145,3 +147,16 @@ def test_a_middleware_put_in_before_sente_sees_every_upgrade() -> None:
             assert sente.connected_uids.ws == {"cy"}
         finally:
             ws.close()
+
+
+def test_an_upgrade_left_visible_to_routing_gets_werkzeugs_answer(monkeypatch):
+    """With ``hide_upgrade_from_routing = False`` Werkzeug sees a WebSocket request, which a
+    rule without ``websocket=True`` refuses: Flask's own path answers, as it always did."""
+    from flask_sente.transports.websocket import SenteHandler
+    monkeypatch.setattr(SenteHandler, "hide_upgrade_from_routing", False)
+    events: list[str] = []
+    app, sente = build(events)
+    with serve(app) as base:
+        status, _ = refused(ws_url(base, "dee"))
+    assert status == 400 and CountingFlask.matches == 1
+    assert sente.connected_uids.ws == set()
