@@ -17,6 +17,10 @@ Limits, as a gunicorn user sets them:
   ``0`` or ``none`` turns it off), e.g. ``gunicorn -e FLASK_SENTE_HEADER_TIMEOUT=5 ...``,
   or from the ``header_timeout`` attribute of a ``SenteWorker`` subclass. gunicorn has no
   setting of its own for it.
+- gunicorn's ``--keep-alive`` does not apply (nor does it to gunicorn's own gevent pywsgi
+  worker): a keep-alive connection idle for the header timeout is closed. The worker warns
+  at start when ``--keep-alive`` was set. Keep a proxy's upstream idle timeout below the
+  header timeout (docs/deployment/nginx.conf: ``keepalive_timeout 8s``).
 - On SIGTERM the worker drains: it stops accepting, lets handlers in flight finish and
   their replies go out for ``--graceful-timeout`` less 3 s (the time the closing
   handshakes get), answers parked long-polls with ``chsk/close`` 1001 (clients reconnect),
@@ -112,8 +116,26 @@ class SenteWorker(GeventPyWSGIWorker):
     def load_wsgi(self) -> None:
         super().load_wsgi()
         warn_if_per_worker(self.wsgi, int(self.cfg.workers), self.log)
+        warn_if_keep_alive_set(self.cfg, self.server_class.sente_header_timeout, self.log)
         if self.freeze_gc:
             freeze_startup_objects()
+
+
+def warn_if_keep_alive_set(cfg: t.Any, header_timeout: float | None, log: t.Any) -> bool:
+    """Say once per worker that ``--keep-alive`` was set and does not apply (as with
+    gunicorn's own gevent pywsgi worker): idle keep-alive connections close after the
+    header timeout instead. A proxy that reuses upstream connections must give up on them
+    sooner than that, or a request it sends as the server closes one is lost."""
+    setting = cfg.settings.get("keepalive")
+    if setting is None or cfg.keepalive == setting.default:
+        return False
+    idle = f"{header_timeout:g} s" if header_timeout else "never (the header timeout is off)"
+    log.warning("flask_sente: --keep-alive %s has no effect with SenteWorker: an idle "
+                "keep-alive connection is closed after the header timeout: %s. Set "
+                "FLASK_SENTE_HEADER_TIMEOUT to change it (it also bounds how long a request "
+                "head may take), and keep a proxy's upstream idle timeout below it.",
+                cfg.keepalive, idle)
+    return True
 
 
 def warn_if_per_worker(wsgi: t.Any, workers: int, log: t.Any) -> bool:

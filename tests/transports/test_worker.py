@@ -68,11 +68,11 @@ class Proc:
             self.proc.wait(timeout=10)
 
 
-def start_gunicorn(tmp_path: Path, variant: str) -> tuple[Proc, int]:
+def start_gunicorn(tmp_path: Path, variant: str, *extra: str) -> tuple[Proc, int]:
     env = dict(os.environ, WSAPP_STOCK="1" if variant == "stock" else "0")
     proc = Proc([sys.executable, "-m", "gunicorn", "-k", WORKERS[variant],
                  "-b", "127.0.0.1:0", "-w", "1", "--access-logfile", "-",
-                 "--graceful-timeout", "3", "--no-control-socket",
+                 "--graceful-timeout", "3", "--no-control-socket", *extra,
                  "tests.transports.wsapp:create_app()"], tmp_path, env)
     try:
         port = int(proc.wait_for(r"Listening at: http://127\.0\.0\.1:(\d+)").group(1))
@@ -119,6 +119,20 @@ def test_gunicorn_access_log_and_refusal(tmp_path, variant):
     assert refusal == 403
     assert re.search(r'"GET /ws\?deny=1 HTTP/1\.1" 403 ', out), out
     assert "Traceback" not in err
+    assert "--keep-alive" not in err  # not set: nothing to warn about
+
+
+def test_gunicorn_keep_alive_set_is_said_not_to_apply(tmp_path):
+    """``--keep-alive`` does not apply to the worker (idle connections close after the
+    header timeout): setting it gets a warning at start that says what applies instead."""
+    proc, port = start_gunicorn(tmp_path, "sente", "--keep-alive", "75")
+    try:
+        warning = proc.wait_for(r"--keep-alive 75 has no effect with SenteWorker.*?"
+                                r"header timeout: ([^.]+)\.").group(1)
+        assert get(port, "/plain") == (200, b"plain ok")
+    finally:
+        assert proc.terminate() == 0
+    assert warning == "10 s"
 
 
 @pytest.mark.parametrize("variant", variants("the stock worker exits without close frames"))
