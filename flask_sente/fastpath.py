@@ -31,9 +31,10 @@ Flask — request context, session, ``before_request``/``after_request``/teardow
 error handlers, admission — except the one answer known in advance: which rule the URL
 routes to. Flask's ``wsgi_app`` is run here with a request context whose
 ``match_request`` (Flask's hook for exactly this) sets that rule instead of asking the URL
-map, and the response of an accepted upgrade is not rendered (the 101 went out already; the
-server would discard it). Routing and that rendering were ~8 % of a connect storm's server
-time (``python -m bench.profile W5``). Taken only where it is the same as the full path:
+map, and the response of an accepted upgrade is started without building its headers (the
+101 went out already; the server discards it). Routing and those headers were ~8 % of a
+connect storm's server time (``python -m bench.profile W5``). Taken only where it is the
+same as the full path:
 the middleware wraps Flask's own ``wsgi_app`` directly (nothing the app put in between is
 skipped), the app class does not override ``wsgi_app`` or ``request_context``, no
 ``SERVER_NAME``, host or subdomain matching, the channel URL is the path of one rule only,
