@@ -85,8 +85,12 @@ class Backplane(t.Protocol):
     def join(self, reader: Reader | None, topic: str, now: float,
              position: tuple[str, int] | None) -> tuple[bool | None, tuple[str, int]]:
         """Make ``reader`` read ``topic`` from ``position`` (see
-        :meth:`~flask_sente.core.delivery.Delivery.join`); with no reader (the client reads
-        through another process), only the topic's head. May wait for a shared store."""
+        :meth:`~flask_sente.core.delivery.Delivery.join`). With no reader (the client reads
+        through another process, or this one forgot it between its handshake and its first
+        poll) nothing reads yet, but the answer is the same: whether the history still
+        reaches ``position``, and where the client stands
+        (:meth:`~flask_sente.core.delivery.Delivery.topic_position`). May wait for a shared
+        store."""
 
     def leave(self, reader: Reader, topic: str, now: float) -> None:
         """Stop ``reader`` reading ``topic``."""

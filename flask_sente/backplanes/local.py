@@ -91,7 +91,7 @@ class LocalBackplane:
     def join(self, reader: Reader | None, topic: str, now: float,
              position: tuple[str, int] | None) -> tuple[bool | None, tuple[str, int]]:
         if reader is None:
-            return None, self.delivery.topic_head(topic, now)
+            return self.delivery.topic_position(topic, now, position)
         return self.delivery.join(reader, topic, now, position)
 
     def leave(self, reader: Reader, topic: str, now: float) -> None:

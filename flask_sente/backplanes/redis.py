@@ -511,10 +511,9 @@ class RedisBackplane:
             self._running()
             log_key = (TOPIC, topic)
             self._sync_log(log_key, now)
-            if reader is None:
-                log = self.delivery.logs[log_key]
-                return None, (log.epoch, log.seq)
             self._backfill(log_key, position)
+            if reader is None:
+                return self.delivery.topic_position(topic, now, position)
             return self.delivery.join(reader, topic, now, position)
 
     def leave(self, reader: Reader, topic: str, now: float) -> None:

@@ -245,8 +245,7 @@ class Delivery:
             log.idle_since = None
         recovered: bool | None = None
         if position is not None:
-            recovered = (position[0] == log.epoch and 0 <= position[1] <= log.seq
-                         and log.after(position[1]) is not GAP)
+            recovered = _reaches(log, position)
             reader.positions[name] = position[1] if recovered else log.seq
             if recovered and position[1] < log.seq:  # the caller schedules a flush
                 self._dirty[reader.transport].add(log)
@@ -266,10 +265,19 @@ class Delivery:
                 log.idle_since = now
         return True
 
-    def topic_head(self, topic: str, now: float) -> tuple[str, int]:
-        """Where a reader joining the topic now would stand (the log is made if missing)."""
+    def topic_position(self, topic: str, now: float, position: tuple[str, int] | None
+                       ) -> tuple[bool | None, tuple[str, int]]:
+        """:meth:`join`'s answer for a client with no reader here (an Ajax client this
+        process forgot, or has not seen, between its handshake and its first poll): whether
+        the topic's history still reaches ``position``, and where the client stands — at
+        ``position`` when it does, so that the poll that brings it back is replayed from
+        there, else at the head. The log is made if missing."""
         log = self._log((TOPIC, topic), now)
-        return log.epoch, log.seq
+        if position is None:
+            return None, (log.epoch, log.seq)
+        if _reaches(log, position):
+            return True, (position[0], position[1])
+        return False, (log.epoch, log.seq)
 
     def topics_of(self, reader: Reader) -> list[str]:
         return [name[2:] for name in reader.logs if name.startswith("t:")]
@@ -508,6 +516,12 @@ class Delivery:
                 del self.logs[key]
             else:
                 log.trim(self.history_size, oldest)
+
+
+def _reaches(log: Log, position: tuple[str, int]) -> bool:
+    """Whether ``log``'s history still holds everything after ``position``."""
+    return (position[0] == log.epoch and 0 <= position[1] <= log.seq
+            and log.after(position[1]) is not GAP)
 
 
 def join_target(target: str | None, exclude: str | None) -> str | None:

@@ -200,3 +200,19 @@ def test_random_joins_leaves_and_publishes_deliver_each_reader_exactly_its_event
             assert got[i] == owed[i]        # all of it, once, in send order
 
     run()
+
+
+def test_a_position_is_answered_for_a_client_with_no_reader_as_join_would():
+    d = make(history_size=3)
+    a = d.open_reader("ann", "a", "ws", now=0)
+    d.join(a, "room/1", now=0)                       # keeps the topic's log alive
+    epoch = d.logs[("t", "room/1")].epoch
+    for n in range(2):
+        d.publish("room/1", ["t/n", n], None, now=0)
+    assert d.topic_position("room/1", 0, None) == (None, (epoch, 2))
+    assert d.topic_position("room/1", 0, (epoch, 0)) == (True, (epoch, 0))   # stays there
+    for n in range(2, 6):
+        d.publish("room/1", ["t/n", n], None, now=0)
+    d.collect("ws")                                  # ann read them: the history is trimmed
+    assert d.topic_position("room/1", 0, (epoch, 0)) == (False, (epoch, 6))  # gone: head
+    assert d.topic_position("room/1", 0, ("other", 1)) == (False, (epoch, 6))

@@ -193,3 +193,34 @@ def test_an_ajax_only_server_drops_history_idle_past_history_ttl(monkeypatch):
         back = h.get("p", uid="ida", protocol="2", pos=json.dumps(s.positions)).json()
         s.take(back)
         assert back[0][0] == "chsk/handshake" and s.recovered[-1] is False
+
+
+def test_a_rejoin_posted_before_the_first_poll_keeps_the_clients_position():
+    """sente.js holds an Ajax client's first poll after a handshake until its topics'
+    rejoins are answered. A client slow enough that the server forgot it meanwhile (no poll
+    within ``reconnect_grace_ajax``) still has its rejoin answered from its own position,
+    and the poll that brings it back is replayed what it missed in the topic."""
+    import gevent
+    with running(reconnect_grace_ajax=0.2, lp_timeout=0.2) as h:
+        h.sente.on_join("room/*")(lambda msg: True)
+        s = Stream()
+        s.take(h.get("p", uid="ava", handshake=True, protocol="2").json())
+        joined = h.post("p", ["chsk/join", {"topic": "room/1"}], "cb", uid="ava",
+                        protocol="2").json()[0][1]
+        topic_pos = joined["position"]
+        h.get("p", uid="ava", protocol="2",
+              pos=json.dumps({**s.positions, "t:room/1": topic_pos}))   # present
+        gevent.sleep(0.6)                                # gone past its grace
+        for n in range(3):
+            h.sente.publish("room/1", ("t/n", n))        # missed while away
+        s.take(h.get("p", uid="ava", handshake=True, protocol="2",
+                     pos=json.dumps(s.positions)).json())
+        gevent.sleep(0.6)                                # handshook, never polled: forgotten
+        assert "p" not in h.sente.clients_of("ava").get("ajax", [])
+        again = h.post("p", ["chsk/join", {"topic": "room/1", "position": topic_pos}], "cb",
+                       uid="ava", protocol="2").json()[0][1]
+        assert again["recovered"] is True and again["position"] == topic_pos
+        back = h.get("p", uid="ava", protocol="2",
+                     pos=json.dumps({**s.positions, "t:room/1": again["position"]})).json()
+        replayed = [e[1][1][1] for e in back[0][:-1] if e[0] == "chsk/topic"]
+        assert replayed == [0, 1, 2]
