@@ -79,8 +79,6 @@ def admit(state: AppState, *, skip: frozenset[str] = frozenset()) -> Admitted | 
     if client_id[0] == "!":  # marks an excluded client in a shared log's entries
         return refuse("client-id", 400, "client-id must not start with '!'")
     version_text = query_arg(args, "protocol")
-    if version_text is None:
-        version_text = "1"
     version = requested_version(version_text)
     if version is None:
         return refuse("protocol", 400, f"Unsupported protocol version {version_text!r}: this "

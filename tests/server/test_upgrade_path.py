@@ -115,23 +115,16 @@ def test_an_upgrade_runs_every_hook_but_is_not_routed() -> None:
         assert hs.status_code == 200 and CountingFlask.matches == 1
 
 
-def test_a_before_request_hook_refuses_an_upgrade_with_its_own_answer() -> None:
+@pytest.mark.parametrize(("uid", "answer"), [
+    ("banned", (403, "banned by a hook")),    # a before_request hook's own response
+    ("nobody", (401, "who are you?")),        # abort(401) in user_id: the app's error handler
+])
+def test_a_refused_upgrade_gets_the_apps_own_answer(uid: str, answer: tuple[int, str]) -> None:
     events: list[str] = []
     app, _ = build(events)
     with serve(app) as base:
-        status, body = refused(ws_url(base, "banned"))
-    assert (status, body) == (403, "banned by a hook")
-    assert events == ["before sente.chsk sente", "after 403", "teardown"]
-    assert CountingFlask.matches == 0
-
-
-def test_an_error_raised_in_a_hook_gets_the_apps_error_handler() -> None:
-    events: list[str] = []
-    app, _ = build(events)
-    with serve(app) as base:
-        status, body = refused(ws_url(base, "nobody"))
-    assert (status, body) == (401, "who are you?")
-    assert events == ["before sente.chsk sente", "after 401", "teardown"]
+        assert refused(ws_url(base, uid)) == answer
+    assert events == ["before sente.chsk sente", f"after {answer[0]}", "teardown"]
     assert CountingFlask.matches == 0
 
 
