@@ -3,8 +3,9 @@ processes, file-descriptor limits, statistics and version strings.
 
 Servers run as ``python -m bench.serve KIND`` pinned to core 0 and print ``PORT <n>`` once
 listening; load clients are Node.js scripts in ``bench/clients/`` (npm ``ws`` and
-``socket.io-client``, installed at run time with ``npm install --no-save`` into the ignored
-``bench/node_modules``), pinned to core 1, which print one JSON object as their last line.
+``socket.io-client``, installed at run time with ``npm ci`` from ``bench/package-lock.json``
+into the ignored ``bench/node_modules``), pinned to core 1, which print one JSON object as
+their last line.
 """
 from __future__ import annotations
 
@@ -28,9 +29,8 @@ NODE_MODULES = BENCH / "node_modules"
 CLIENTS = BENCH / "clients"
 RESULTS = BENCH / "results"
 
-#: npm packages of the load clients (one ``npm install`` for all: a later ``--no-save``
-#: install would prune packages it was not given).
-NPM_PACKAGES = ("ws@8", "socket.io-client@4")
+#: npm packages of the load clients, at the versions bench/package-lock.json pins.
+NPM_PACKAGES = ("ws", "socket.io-client")
 SERVER_CORE = 0
 CLIENT_CORE = 1
 #: The file-descriptor limit we ask for (servers and clients hold thousands of sockets).
@@ -57,16 +57,17 @@ def pinned(core: int, argv: list[str]) -> list[str]:
 
 
 def ensure_node_packages(quiet: bool = False) -> None:
-    """Install the npm load-client packages into ``bench/node_modules`` (not saved)."""
-    wanted = [p.rsplit("@", 1)[0] for p in NPM_PACKAGES]
-    if all((NODE_MODULES / name / "package.json").is_file() for name in wanted):
+    """Install the npm load-client packages into ``bench/node_modules`` with ``npm ci``:
+    exactly the versions of ``bench/package-lock.json``, so numbers stay comparable."""
+    stamp = NODE_MODULES / ".package-lock.json"
+    lock = BENCH / "package-lock.json"
+    if (all((NODE_MODULES / name / "package.json").is_file() for name in NPM_PACKAGES)
+            and stamp.is_file() and stamp.stat().st_mtime >= lock.stat().st_mtime):
         return
     if not quiet:
-        print(f"installing npm {' '.join(NPM_PACKAGES)} into bench/node_modules (not saved)",
-              flush=True)
-    subprocess.run(["npm", "install", "--no-save", "--no-audit", "--no-fund", "--silent",
-                    *NPM_PACKAGES], cwd=BENCH, check=True, timeout=300,
-                   stdout=subprocess.DEVNULL)
+        print("installing the npm load clients into bench/node_modules (npm ci)", flush=True)
+    subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=BENCH,
+                   check=True, timeout=300, stdout=subprocess.DEVNULL)
 
 
 def npm_version(name: str) -> str:

@@ -64,6 +64,17 @@ class RedisTarget:
         return "single"
 
 
+def untyped(obj: object) -> t.Any:
+    """``obj`` seen by the type checker as ``Any``: the boundary with redis-py.
+
+    redis-py's type hints change between releases (8.2 typed ``Sentinel``, which turned a
+    ``type: ignore`` here into an "unused ignore" error and broke the lint of a fresh
+    clone). What this module calls on redis-py goes through this one function instead, so
+    its checks do not depend on how complete the installed version's hints are.
+    """
+    return obj
+
+
 def _bad(url: str, why: str) -> ConfigError:
     scheme, _, rest = url.partition("://")
     auth, at, _ = rest.split("/", 1)[0].rpartition("@")
@@ -176,8 +187,9 @@ def connect(target: RedisTarget, *, socket_timeout: float,
     unbounded, as by default.
     The client is typed Any: redis-py's own types are loose (bytes | str everywhere).
     """
-    import redis
+    import redis as redis_typed
 
+    redis = untyped(redis_typed)
     timeouts: dict[str, t.Any] = {"socket_timeout": socket_timeout,
                                   "socket_connect_timeout": socket_timeout}
     if target.kind == "single":
@@ -193,8 +205,7 @@ def connect(target: RedisTarget, *, socket_timeout: float,
     from redis.cluster import ClusterNode
 
     return _cluster_client_class()(
-        startup_nodes=[ClusterNode(host, port)  # type: ignore[no-untyped-call]
-                       for host, port in target.hosts],
+        startup_nodes=[untyped(ClusterNode)(host, port) for host, port in target.hosts],
         **auth, **timeouts)
 
 
@@ -210,7 +221,7 @@ def _sentinel_master(target: RedisTarget, auth: dict[str, t.Any], timeouts: dict
         """redis-py's Sentinel pool, waiting for a free connection at the limit (its
         own raises) like the pool of a single Redis."""
 
-    sentinel: t.Any = Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = untyped(Sentinel)(
         list(target.hosts), sentinel_kwargs={
         **timeouts, "password": target.sentinel_password}, **timeouts)
     extra: dict[str, t.Any] = {}
@@ -248,8 +259,7 @@ def _cluster_client_class() -> type[t.Any]:
         owner: t.Any = None
 
         def evalsha(self, sha: str, numkeys: int, *keys_and_args: t.Any) -> t.Any:
-            return self.execute_command(  # type: ignore[no-untyped-call]
-                "EVALSHA", sha, numkeys, *keys_and_args)
+            return untyped(self).execute_command("EVALSHA", sha, numkeys, *keys_and_args)
 
         def execute(self, raise_on_error: bool = True) -> t.Any:
             with as_redis_error():
@@ -259,7 +269,7 @@ def _cluster_client_class() -> type[t.Any]:
                     for script, exist in zip(scripts, exists, strict=True):
                         if not exist:
                             self.owner.script_load(script.script)
-                return super().execute(raise_on_error)
+                return untyped(super()).execute(raise_on_error)
 
     class SenteCluster(RedisCluster):
         def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
@@ -269,16 +279,15 @@ def _cluster_client_class() -> type[t.Any]:
 
         def execute_command(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
             with as_redis_error():
-                return super().execute_command(  # type: ignore[no-untyped-call]
-                    *args, **kwargs)
+                return untyped(super()).execute_command(*args, **kwargs)
 
         def register_script(self, script: t.Any) -> t.Any:
-            registered = super().register_script(script)
+            registered = untyped(super()).register_script(script)
             self.registered_scripts.append(registered)
             return registered
 
         def pipeline(self, transaction: t.Any = None, shard_hint: t.Any = None) -> t.Any:
-            pipe = super().pipeline(transaction, shard_hint)  # type: ignore[no-untyped-call]
+            pipe = untyped(super()).pipeline(transaction, shard_hint)
             # redis-py builds the pipeline from a dozen of its own fields: take it as it
             # is and only give it the methods above.
             pipe.__class__ = ScriptLoadingPipeline
