@@ -219,7 +219,7 @@ class AjaxClient:
 
     transport: t.Final = "ajax"
     __slots__ = ("uid", "client_id", "request", "reader", "version", "conn_id", "parked",
-                 "close_packed", "fast_key", "credentials")
+                 "close_packed", "fast_key", "credentials", "turn")
 
     def __init__(self, uid: t.Any, client_id: str, request: RequestInfo,
                  reader: Reader) -> None:
@@ -238,3 +238,20 @@ class AjaxClient:
         #: and the credentials it was admitted with last (``views.credentials_of``).
         self.fast_key: str | None = None
         self.credentials: t.Any = None
+        #: Bumped by every GET of this client (:meth:`take_turn`): only the request whose
+        #: turn it is may move the reader.
+        self.turn = 0
+
+    def take_turn(self, superseded: str | bytes) -> int:
+        """A new GET of this client is here: from now on only it moves the client's reader
+        (docs/protocol.md §10). An older poll still parked — its connection is likely dead,
+        since the client sent another — is answered ``superseded`` at once and may no longer
+        read for the client. Called before the new request can yield: a flush in between
+        would otherwise let the old poll take entries the new one is owed, and write them
+        into a dead socket. Returns the new request's turn."""
+        self.turn += 1
+        parked, self.parked = self.parked, None
+        self.reader.ready = False
+        if parked is not None:
+            parked.set(superseded)
+        return self.turn

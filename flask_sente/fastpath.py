@@ -96,6 +96,15 @@ class ChannelFastPath:
 
     def __call__(self, environ: dict[str, t.Any],
                  start_response: t.Callable[..., t.Any]) -> t.Iterable[bytes]:
+        state: AppState | None = self._app.extensions.get("sente")
+        scope = state.hub.request_scope if state is not None else None
+        if scope is None:
+            return self._serve(environ, start_response)
+        with scope():  # the response leaves once the request's pushes are in the shared log
+            return self._serve(environ, start_response)
+
+    def _serve(self, environ: dict[str, t.Any],
+               start_response: t.Callable[..., t.Any]) -> t.Iterable[bytes]:
         if environ.get("PATH_INFO") == self._path:
             key = environ.get("HTTP_X_SENTE_KEY")
             if key is not None:

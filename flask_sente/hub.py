@@ -96,6 +96,10 @@ class Hub(LongPolls, Topics):
         self._delivery = self.backplane.delivery
         #: Waits until this process's pushes are in the shared log (shared backplanes only).
         self._settle: t.Callable[[], None] | None = getattr(self.backplane, "settled", None)
+        #: Serves one request so that its pushes are in the shared log before its response
+        #: leaves (shared backplanes only; see ``RedisBackplane.request_scope``).
+        self.request_scope: t.Callable[[], t.ContextManager[None]] | None = getattr(
+            self.backplane, "request_scope", None)
         #: Live connection objects: transport -> uid -> client_id -> connection.
         self._conns: dict[Transport, dict[t.Any, dict[str, t.Any]]] = {"ws": {}, "ajax": {}}
         self._windows: dict[Transport, float] = {
@@ -231,11 +235,13 @@ class Hub(LongPolls, Topics):
         except BackplaneError as exc:  # served all the same; presence catches up later
             logger.warning("presence not recorded for uid=%r: %s", conn.uid, exc)
 
-    def _detach(self, conn: t.Any, grace: float) -> None:
-        """The connection ended: its member leaves after ``grace`` unless it comes back."""
+    def _detach(self, conn: t.Any, conn_id: int, grace: float) -> None:
+        """Connection (or Ajax poll) ``conn_id`` ended: its member leaves after ``grace``
+        unless a newer one is there by then (the id is the one it attached with, not the
+        client's current one: a poll superseded by a newer one must not end that one)."""
         now = time.monotonic()
         try:
-            self.backplane.detach(conn.uid, conn.transport, conn.client_id, conn.conn_id,
+            self.backplane.detach(conn.uid, conn.transport, conn.client_id, conn_id,
                                   now + grace)
         except BackplaneError as exc:
             logger.warning("presence not updated for uid=%r: %s", conn.uid, exc)
@@ -262,7 +268,10 @@ class Hub(LongPolls, Topics):
             self.spawn(self._expire)
 
     def _expire(self) -> None:
-        self.backplane.expire(time.monotonic())
+        try:
+            self.backplane.expire(time.monotonic())
+        except BackplaneError as exc:  # local deadlines are reported; the cluster's wait
+            logger.warning("grace windows not ended in the backplane now: %s", exc)
         self._arm_expiry()
 
     def _forget(self, transport: Transport, uid: t.Any, client_id: str) -> None:
@@ -397,7 +406,7 @@ class Hub(LongPolls, Topics):
                 self.backplane.close_reader(conn.reader, time.monotonic())
             if not self.closed:
                 self._topics_end(conn, time.monotonic() + grace)
-                self._detach(conn, grace)
+                self._detach(conn, conn.conn_id, grace)
         finally:
             if conn.read_done is not None:
                 conn.read_done.set()

@@ -62,13 +62,14 @@ class LongPolls:
     if t.TYPE_CHECKING:  # the hub's methods this side calls
         def _register(self, conn: t.Any) -> t.Any: ...
         def _attach(self, conn: t.Any) -> None: ...
-        def _detach(self, conn: t.Any, grace: float) -> None: ...
+        def _detach(self, conn: t.Any, conn_id: int, grace: float) -> None: ...
+        def _topics_end(self, conn: t.Any, deadline: float) -> None: ...
         def _forget(self, transport: Transport, uid: t.Any, client_id: str) -> None: ...
         def _bad_package(self, exc: RemoteProtocolError, uid: t.Any, client_id: str | None,
                          transport: str, request: RequestInfo | None) -> None: ...
         def _bad_event(self, raw: t.Any, reason: str, uid: t.Any, client_id: str | None,
                        transport: str, request: RequestInfo | None) -> None: ...
-        def adopt_topics(self, conn: t.Any, positions: wire.Positions) -> bool: ...
+        def adopt_topics(self, conn: t.Any, positions: wire.Positions) -> set[str]: ...
 
     def ajax_get(self, uid: t.Any, client_id: str, request: RequestInfo, *,
                  handshake: bool, handshake_data: t.Callable[[], t.Any], version: int = 1,
@@ -77,8 +78,13 @@ class LongPolls:
 
         A handshake alone does not make the client present (a WebSocket client probing
         whether HTTP works would flap presence): its first poll does. A protocol-2 poll
-        carries the client's positions and gets everything after them; when its history is
-        gone, it is answered with a handshake saying ``recovered: false``.
+        carries the client's positions and gets everything after them; when the history of
+        one of them is gone, it is answered with a handshake (``recovered: false`` when a
+        main log lost entries; a topic's loss is told by its rejoin).
+
+        One request at a time moves a client's reader (docs/protocol.md §10): a GET of a
+        client this process holds takes the reader over before it can yield
+        (:meth:`AjaxClient.take_turn`).
         """
         self._thread = thread_ident()
         if self._going_away_packed is not None and not handshake:
@@ -88,55 +94,91 @@ class LongPolls:
             return kicked
         clients = self._conns["ajax"].get(uid)
         client: AjaxClient | None = clients.get(client_id) if clients else None
+        turn = client.take_turn(self._lp_timeout_packed) if client is not None else 0
         if not handshake and version == 1:
             # A protocol-1 client sends no positions: the process that answered its last
             # poll kept them (a shared backplane; None in memory, where the reader is all).
             positions = self.backplane.load_cursor(uid, client_id)
-        if client is None and not handshake and positions is not None:
+        if handshake or (client is None and positions is None):
+            return self._ajax_connect(uid, client_id, request, client, version, positions,
+                                      handshake_data)
+        if client is None:
             # A poll this process has not seen (another worker served the client until
             # now): with a shared backplane its positions are all it needs.
-            reader, recovered = self.backplane.open_reader(uid, client_id, "ajax",
-                                                           time.monotonic(), positions)
+            reader, _ = self.backplane.open_reader(uid, client_id, "ajax", time.monotonic(),
+                                                   None)
             client = AjaxClient(uid, client_id, request, reader)
             self._register(client)
-            client.version = version
-            if not self.adopt_topics(client, positions) or not recovered:
-                self._await_first_poll(client)
-                return self._ajax_handshake(client, handshake_data(), False)
-            positions = None  # already resumed
-        if handshake or client is None:
-            if positions is not None:  # topics are resumed by their rejoins, each told
-                positions = {n: p for n, p in positions.items() if not n.startswith("t:")}
-            if client is None:
-                reader, recovered = self.backplane.open_reader(
-                    uid, client_id, "ajax", time.monotonic(), positions)
-                client = AjaxClient(uid, client_id, request, reader)
-                self._register(client)
-            else:
-                client.conn_id = new_conn_id()
-                recovered = (None if positions is None
-                             else self.backplane.resume(client.reader, positions))
-            client.version = version
-            self._await_first_poll(client)
-            return self._ajax_handshake(client, handshake_data(), recovered)
-        if client.close_packed is not None:
+            turn = client.take_turn(self._lp_timeout_packed)
+        elif client.close_packed is not None:
             packed = client.close_packed
             self._drop_ajax(client)
             return packed
         client.version = version
         if positions is not None:
-            self.adopt_topics(client, positions)
-            if not self.backplane.resume(client.reader, positions):
-                return self._ajax_handshake(client, handshake_data(), False)
-        client.conn_id = new_conn_id()
+            restart = self._resume_poll(client, positions, handshake_data)
+            if restart is not None:
+                return restart
+        conn_id = client.conn_id = new_conn_id()
         self._attach(client)
         try:
-            answer = self._poll(client, handshake_data)
+            answer = self._poll(client, turn, handshake_data)
             self._save_cursor(client)
             return answer
         finally:
             if not self.closed:
-                self._detach(client, self.options.reconnect_grace_ajax)
+                self._detach(client, conn_id, self.options.reconnect_grace_ajax)
+
+    def _ajax_connect(self, uid: t.Any, client_id: str, request: RequestInfo,
+                      client: AjaxClient | None, version: int,
+                      positions: wire.Positions | None,
+                      handshake_data: t.Callable[[], t.Any]) -> str | bytes:
+        """A handshake: a new connection, with a new reader resumed at the client's main
+        positions (its user's and the broadcast log). It reads no topic: the client
+        rejoins each with its own position and learns per topic whether it was recovered
+        (a reader kept from an earlier connection would hand out positions the client
+        never had, or ones already moved past what it missed)."""
+        main = None if positions is None else {
+            name: pos for name, pos in positions.items() if not name.startswith("t:")}
+        now = time.monotonic()
+        reader, recovered = self.backplane.open_reader(uid, client_id, "ajax", now, main)
+        held: AjaxClient | None = self._conns["ajax"].get(uid, {}).get(client_id)
+        connected: AjaxClient
+        if client is not None and held is client:
+            self._topics_end(client, now + self.options.reconnect_grace_ajax)
+            self.backplane.close_reader(client.reader, now)
+            client.reader = reader
+            client.conn_id = new_conn_id()
+            connected = client
+        else:
+            connected = AjaxClient(uid, client_id, request, reader)
+            self._register(connected)
+        connected.version = version
+        self._await_first_poll(connected)
+        return self._ajax_handshake(connected, handshake_data(), recovered)
+
+    def _resume_poll(self, client: AjaxClient, positions: wire.Positions,
+                     handshake_data: t.Callable[[], t.Any]) -> str | bytes | None:
+        """Move the client's reader to the poll's positions (topics it names that this
+        process does not read yet are added, when the client was let in). None when every
+        log still reaches; else the handshake to answer with: the main logs' verdict as
+        ``recovered``, every topic dropped so that its rejoin tells its own."""
+        lost_topics = self.adopt_topics(client, positions)
+        lost = self.backplane.resume(client.reader, positions) | lost_topics
+        if not lost:
+            return None
+        self._restart_topics(client)
+        self._await_first_poll(client)
+        return self._ajax_handshake(client, handshake_data(),
+                                    not any(not name.startswith("t:") for name in lost))
+
+    def _restart_topics(self, client: AjaxClient) -> None:
+        """The client is told to reconnect (a handshake answers its poll): it rejoins every
+        topic with its own position, so this reader stops reading them until then."""
+        now = time.monotonic()
+        self._topics_end(client, now + self.options.reconnect_grace_ajax)
+        for topic in self._delivery.topics_of(client.reader):
+            self.backplane.leave(client.reader, topic, now)
 
     def ajax_key(self, uid: t.Any, client_id: str,
                  credentials: t.Any) -> str | None:
@@ -186,14 +228,15 @@ class LongPolls:
         self.metrics.handshake("ajax")
         return self.packer.pack(wire.handshake(
             client.uid, data, version=client.version, recovered=recovered,
-            positions=self._delivery.positions_of(client.reader)))
+            positions=self._delivery.positions_of(client.reader, topics=False)))
 
-    def _poll(self, client: AjaxClient, handshake_data: t.Callable[[], t.Any]) -> str | bytes:
+    def _poll(self, client: AjaxClient, turn: int,
+              handshake_data: t.Callable[[], t.Any]) -> str | bytes:
+        if client.turn != turn:  # a newer GET of the client came meanwhile: it reads
+            return self._lp_timeout_packed
         answer = self._owed(client, handshake_data)
         if answer is not None:
             return answer
-        if client.parked is not None:  # an older poll of the same client is still parked
-            client.parked.set(self._lp_timeout_packed)
         result = gevent.event.AsyncResult()
         client.parked = result
         client.reader.ready = True
@@ -226,12 +269,17 @@ class LongPolls:
         reader = client.reader
         pending = self._delivery.pending(reader)
         if pending is GAP:
-            logger.warning("a long-polling client fell behind the push history (uid=%r, "
-                           "client_id=%r)", client.uid, client.client_id)
-            self._delivery.skip_to_head(reader)
+            gapped = self._delivery.gaps(reader)
+            logger.warning("a long-polling client fell behind the push history of %s "
+                           "(uid=%r, client_id=%r)", ", ".join(gapped), client.uid,
+                           client.client_id)
+            self._delivery.skip_to_head(reader, gapped)
             self.metrics.closed_1013("history-gap")
-            if client.version >= 2:  # told, and where to go on from
-                return self._ajax_handshake(client, handshake_data(), False)
+            if client.version >= 2:  # told, and where to go on from (topics: by rejoins)
+                self._restart_topics(client)
+                return self._ajax_handshake(client, handshake_data(), not any(
+                    not name.startswith("t:") for name in gapped))
+            self._delivery.skip_to_head(reader)
             return self.packer.pack(wire.close(wire.CLOSE_TOO_SLOW, "client too slow"))
         pairs = t.cast("list[tuple[str, Entry]]", pending)
         for i, (_, entry) in enumerate(pairs):

@@ -155,25 +155,27 @@ class Topics:
         self.backplane.command(msg.uid, client_id, "leave", topic)  # its other readers
         return {"ok": True, "topic": topic}
 
-    def adopt_topics(self, conn: t.Any, positions: wire.Positions) -> bool:
+    def adopt_topics(self, conn: t.Any, positions: wire.Positions) -> set[str]:
         """A poll names topics its reader here does not read (the client joined them
-        through another process): add those the client was granted, at its positions.
-        Names it was not granted are ignored (they reach it nothing). False when the
-        history of one of them no longer reaches the client's position."""
+        through another process, or this process forgot it): add those the client was
+        granted, at its positions. Names it was not granted are ignored (they reach it
+        nothing). Returns the logs (``"t:" + topic``) whose history no longer reaches the
+        client's position."""
         reader = conn.reader
         names = [name[2:] for name in positions
                  if name.startswith("t:") and name not in reader.logs]
         if not names:
-            return True
+            return set()
         grants = self.backplane.granted(conn.uid, conn.client_id)
         now = time.monotonic()
-        recovered = True
+        lost: set[str] = set()
         for topic in names:
             if topic in grants:
                 ok, _ = self.backplane.join(reader, topic, now, positions[f"t:{topic}"])
-                recovered = recovered and ok is not False
+                if ok is False:
+                    lost.add(f"t:{topic}")
                 self._topic_attach(conn, topic)
-        return recovered
+        return lost
 
     # --- the server deciding ---------------------------------------------------------------
 

@@ -68,8 +68,10 @@ class Backplane(t.Protocol):
     def close_reader(self, reader: Reader, now: float) -> None:
         """The connection behind ``reader`` is gone."""
 
-    def resume(self, reader: Reader, positions: t.Mapping[str, tuple[str, int]]) -> bool:
-        """Move an open reader to where its client says it was (an Ajax poll); may wait."""
+    def resume(self, reader: Reader, positions: t.Mapping[str, tuple[str, int]]) -> set[str]:
+        """Move an open reader to where its client says it was (an Ajax poll); returns the
+        logs whose history no longer reaches (see
+        :meth:`~flask_sente.core.delivery.Delivery.resume_logs`). May wait."""
 
     def kick(self, uid: t.Any, reason: str, now: float) -> None:
         """Close every connection of ``uid`` everywhere, after the pushes before it."""

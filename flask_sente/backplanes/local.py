@@ -68,8 +68,8 @@ class LocalBackplane:
     def close_reader(self, reader: Reader, now: float) -> None:
         self.delivery.close_reader(reader, now)
 
-    def resume(self, reader: Reader, positions: t.Mapping[str, tuple[str, int]]) -> bool:
-        return self.delivery.resume(reader, positions)
+    def resume(self, reader: Reader, positions: t.Mapping[str, tuple[str, int]]) -> set[str]:
+        return self.delivery.resume_logs(reader, positions)
 
     def kick(self, uid: t.Any, reason: str, now: float) -> None:
         self.delivery.kick(uid, reason, now)

@@ -20,6 +20,7 @@ does its I/O on ``socket``).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import logging
 import time
@@ -63,6 +64,13 @@ GRANTS_TTL = 86_400
 REFRESH_CHUNK = 500
 #: Controls in a user's log that are topic commands (the rest: "kick", "gap").
 TOPIC_COMMANDS = frozenset({"join", "leave", "remove"})
+
+
+#: The pushes made by the request being served in this greenlet, per backplane (the last
+#: outbox counter of each): set by :meth:`RedisBackplane.request_scope`, so that the
+#: response waits until they are in Redis. None outside a request.
+_REQUEST_PUSHES: contextvars.ContextVar[dict[RedisBackplane, int] | None] = \
+    contextvars.ContextVar("flask_sente_request_pushes", default=None)
 
 
 def _ms() -> int:
@@ -130,8 +138,14 @@ class RedisBackplane:
         #: Set once the subscription is up (appends made before it are caught up from
         #: the streams anyway).
         self._subscribed = gevent.event.Event()
-        #: False while Redis cannot be reached (new handshakes and polls get 503).
+        #: False while Redis cannot be reached (new handshakes and polls get 503): the last
+        #: call to Redis failed, or the subscription is down. Probed, not only inferred:
+        #: the housekeeping loop's calls (every ``EXPIRE_EVERY``) mark it reachable again.
         self.healthy = True
+        self._reachable = True
+        self._listening = True
+        #: Membership changes that could not reach Redis yet, oldest first.
+        self._unsent: list[tuple[str, str, str, tuple[t.Any, ...]]] = []
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -186,16 +200,39 @@ class RedisBackplane:
         self._queued += 1
         self._counter += 1
         self._outbox.put((self._counter, *item))
+        marks = _REQUEST_PUSHES.get()
+        if marks is not None:  # made while serving a request: its response waits for it
+            marks[self] = self._queued
+
+    @staticmethod
+    @contextlib.contextmanager
+    def request_scope() -> t.Iterator[None]:
+        """Serve one request inside: when it ends, whatever it pushed (through any Redis
+        backplane of this process) is in Redis before the caller goes on — the middleware
+        sends the response after that. So pushes of successive requests reach every
+        client in request order, whichever workers served them (causal order). A request
+        that pushed nothing waits for nothing. Pushes made in greenlets or threads the
+        request started are not its own: they keep their own order per caller."""
+        marks: dict[RedisBackplane, int] = {}
+        token = _REQUEST_PUSHES.set(marks)
+        try:
+            yield
+        finally:
+            _REQUEST_PUSHES.reset(token)
+            for backplane, upto in marks.items():
+                backplane.settled(upto=upto)
 
     @property
     def outbox_depth(self) -> int:
         """Pushes waiting for the publisher (they pile up while Redis is away)."""
         return int(self._outbox.qsize())
 
-    def settled(self, timeout: float = 2 * SOCKET_TIMEOUT) -> None:
-        """Wait until every push queued so far is in Redis (or ``timeout`` passed): a reply
-        sent after this cannot overtake its handler's pushes on another worker."""
-        target = self._queued
+    def settled(self, timeout: float = 2 * SOCKET_TIMEOUT, upto: int | None = None) -> None:
+        """Wait until every push queued so far (or the first ``upto``) is in Redis, or
+        ``timeout`` passed: a reply sent after this cannot overtake its handler's pushes on
+        another worker. Returns at once while Redis is away (the outbox keeps the order of
+        this process's pushes; no order with other workers' can be promised then)."""
+        target = self._queued if upto is None else upto
         if self._written >= target or not self.healthy:
             return
         waiter: gevent.event.AsyncResult = gevent.event.AsyncResult()
@@ -270,6 +307,17 @@ class RedisBackplane:
         return (self._counter, ukey, None, "", "gap", ukey == rs.BROADCAST_KEY)
 
     def _set_healthy(self, healthy: bool) -> None:
+        """A call to Redis failed (False) or went through (True)."""
+        self._reachable = healthy
+        self._update_health()
+
+    def _set_listening(self, listening: bool) -> None:
+        """The subscription was lost (False), or is up and caught up again (True)."""
+        self._listening = listening
+        self._update_health()
+
+    def _update_health(self) -> None:
+        healthy = self._reachable and self._listening
         if healthy != self.healthy:
             self.healthy = healthy
             report = getattr(self._listener, "backplane_state", None)
@@ -289,6 +337,7 @@ class RedisBackplane:
                 self._reload_topic_members()
                 self._catch_up()
                 self._set_healthy(True)
+                self._set_listening(True)
                 self._subscribed.set()
                 while not self._closed:
                     message = pubsub.get_message(timeout=1.0)
@@ -302,7 +351,7 @@ class RedisBackplane:
                     else:
                         self._on_append(channel, message["data"])
             except (self._redis_mod.RedisError, BackplaneError) as exc:
-                self._set_healthy(False)
+                self._set_listening(False)
                 logger.warning("Redis backplane: subscription lost (%s); reconnecting", exc)
                 gevent.sleep(0.5)
             except Exception:
@@ -410,11 +459,12 @@ class RedisBackplane:
                 self._sync_log(log_key, now)
             else:
                 self._fill(log_key)
+        self._send_unsent()
         for uid, transport, client_id in self.presence.connected():
-            self._run("ATTACH", rs.user_key(uid), transport, self.node, client_id, _ms())
+            self._run("ATTACH", rs.user_key(uid), transport, self.node, client_id, _ms(), "0")
         for (topic, uid), transport, client_id in self.topic_presence.connected():
             self._run_in(self.topic_prefix, "ATTACH", rs.user_key([topic, uid]), transport,
-                         self.node, client_id, _ms())
+                         self.node, client_id, _ms(), "1" if transport == "ajax" else "0")
         if self._listener is not None:
             self._listener.logs_appended(("ws", "ajax"))
 
@@ -464,16 +514,17 @@ class RedisBackplane:
         reader = self.delivery.open_reader(uid, client_id, transport, now)
         if positions is None:
             return reader, None
-        return reader, self._resume(reader, positions)
+        return reader, not self._resume(reader, positions)
 
-    def resume(self, reader: Reader, positions: t.Mapping[str, tuple[str, int]]) -> bool:
+    def resume(self, reader: Reader, positions: t.Mapping[str, tuple[str, int]]) -> set[str]:
         with self._calling():
             return self._resume(reader, positions)
 
-    def _resume(self, reader: Reader, positions: t.Mapping[str, tuple[str, int]]) -> bool:
+    def _resume(self, reader: Reader, positions: t.Mapping[str, tuple[str, int]]
+                ) -> set[str]:
         for name, log in reader.logs.items():
             self._backfill(log.key, positions.get(name))
-        return self.delivery.resume(reader, positions)
+        return self.delivery.resume_logs(reader, positions)
 
     def _backfill(self, log_key: t.Hashable, given: tuple[str, int] | None) -> None:
         """Bring the mirror's history back to ``given`` when a returning client stood
@@ -567,25 +618,24 @@ class RedisBackplane:
     def topic_attach(self, topic: str, uid: t.Any, transport: Transport, client_id: str,
                      conn_id: int) -> None:
         self.topic_presence.attach((topic, uid), transport, client_id, conn_id)
-        was, on = self._run_in(self.topic_prefix, "ATTACH", rs.user_key([topic, uid]),
-                               transport, self.node, client_id, _ms())
-        if not was and on:
-            self._report_topics([Change("user-online", (topic, uid))])
+        # An Ajax client's topic membership is held by every process that holds the client
+        # (its polls may reach any of them, and each forgets it on its own): one member
+        # per process, none replacing another's. A WebSocket is on one process at a time.
+        self._membership(self.topic_prefix, "ATTACH", rs.user_key([topic, uid]), transport,
+                         self.node, client_id, _ms(), "1" if transport == "ajax" else "0")
 
     def topic_detach(self, topic: str, uid: t.Any, transport: Transport, client_id: str,
                      conn_id: int, deadline: float) -> None:
         if self.topic_presence.detach((topic, uid), transport, client_id, conn_id, deadline):
             until = _ms() + int(max(0.0, deadline - time.monotonic()) * 1000)
-            self._run_in(self.topic_prefix, "DETACH", rs.user_key([topic, uid]), transport,
-                         self.node, client_id, until, _ms())
+            self._membership(self.topic_prefix, "DETACH", rs.user_key([topic, uid]),
+                             transport, self.node, client_id, until, _ms())
 
     def topic_remove(self, topic: str, uid: t.Any, transport: Transport,
                      client_id: str) -> None:
         self.topic_presence.remove((topic, uid), transport, client_id)
-        was, on = self._run_in(self.topic_prefix, "REMOVE", rs.user_key([topic, uid]),
-                               transport, client_id, _ms())
-        if was and not on:
-            self._report_topics([Change("user-offline", (topic, uid))])
+        self._membership(self.topic_prefix, "REMOVE", rs.user_key([topic, uid]), transport,
+                         client_id, _ms())
 
     def members(self, topic: str) -> frozenset[t.Any]:
         self._running()
@@ -674,27 +724,60 @@ class RedisBackplane:
             return self._scripts[name](keys=rs.route_keys(prefix), args=[prefix, *args])
 
     def attach(self, uid: t.Any, transport: Transport, client_id: str, conn_id: int) -> None:
-        local = self.presence.attach(uid, transport, client_id, conn_id)
-        was, on = self._run("ATTACH", rs.user_key(uid), transport, self.node, client_id, _ms())
-        changes = [c for c in local if not c.kind.startswith("user-")]
-        if not was and on:
-            changes.insert(0, Change("user-online", uid))
-        self._report(changes)
+        self._report([c for c in self.presence.attach(uid, transport, client_id, conn_id)
+                      if not c.kind.startswith("user-")])
+        self._membership(self.prefix, "ATTACH", rs.user_key(uid), transport, self.node,
+                         client_id, _ms(), "0")
 
     def detach(self, uid: t.Any, transport: Transport, client_id: str, conn_id: int,
                deadline: float) -> None:
         if self.presence.detach(uid, transport, client_id, conn_id, deadline):
             until = _ms() + int(max(0.0, deadline - time.monotonic()) * 1000)
-            self._run("DETACH", rs.user_key(uid), transport, self.node, client_id, until,
-                      _ms())
+            self._membership(self.prefix, "DETACH", rs.user_key(uid), transport, self.node,
+                             client_id, until, _ms())
 
     def remove(self, uid: t.Any, transport: Transport, client_id: str) -> None:
-        local = [c for c in self.presence.remove(uid, transport, client_id)
-                 if not c.kind.startswith("user-")]
-        was, on = self._run("REMOVE", rs.user_key(uid), transport, client_id, _ms())
-        if was and not on:
-            local.insert(0, Change("user-offline", uid))
-        self._report(local)
+        self._report([c for c in self.presence.remove(uid, transport, client_id)
+                      if not c.kind.startswith("user-")])
+        self._membership(self.prefix, "REMOVE", rs.user_key(uid), transport, client_id,
+                         _ms())
+
+    def _membership(self, prefix: str, script: str, ukey: str, *args: t.Any) -> None:
+        """One change of a member in Redis (ATTACH, DETACH, REMOVE of user or topic
+        presence), made in order with the others. A change that cannot reach Redis now is
+        kept and made once Redis answers again (the housekeeping loop's probe), and so are
+        the ones after it meanwhile: a member that left while Redis was away must not stay
+        online for good, nor one that came back be dropped by an older change. The raised
+        :class:`BackplaneError` tells the caller it is late."""
+        change = (prefix, script, ukey, args)
+        if self._unsent:
+            self._unsent.append(change)
+            return
+        try:
+            self._make_change(change)
+        except BackplaneError:
+            self._unsent.append(change)
+            raise
+
+    def _make_change(self, change: tuple[str, str, str, tuple[t.Any, ...]]) -> None:
+        """Run one membership script; report the user's (or the user-in-topic's) online
+        transition when this call is the one that saw it."""
+        prefix, script, ukey, args = change
+        was, on = self._run_in(prefix, script, ukey, *args)
+        if was == on:
+            return
+        kind: t.Literal["user-online", "user-offline"] = "user-online" if on else "user-offline"
+        if prefix == self.topic_prefix:
+            self._report_topics([Change(kind, tuple(rs.uid_of(ukey)))])
+        else:
+            self._report([Change(kind, rs.uid_of(ukey))])
+
+    def _send_unsent(self) -> None:
+        """Make the membership changes that waited for Redis, in order (the housekeeping
+        loop calls it once Redis answers); stops at the first that still cannot."""
+        while self._unsent:
+            self._make_change(self._unsent[0])
+            self._unsent.pop(0)
 
     def expire(self, now: float) -> None:
         # Presence deadlines only: the hub's sweep expires the logs every few seconds (a
@@ -716,10 +799,14 @@ class RedisBackplane:
         return min(due) if due else None
 
     def _housekeeping(self) -> None:
-        """Heartbeat, cluster-wide grace windows, and the TTL of logs being read here."""
+        """Heartbeat, cluster-wide grace windows, and the TTL of logs being read here. Its
+        calls are also the probe of Redis's health: once they go through again after Redis
+        was away, the worker takes new clients again, whether it has pushes of its own to
+        make or not."""
         last_beat = 0.0
         while not self._closed:
             gevent.sleep(EXPIRE_EVERY)
+            was_reachable = self._reachable
             try:
                 now = time.monotonic()
                 if now - last_beat >= HEARTBEAT:
@@ -732,12 +819,19 @@ class RedisBackplane:
                             meta, stream, _ = self._keys(log_key)
                             self.client.expire(meta, self._ttl)
                             self.client.expire(stream, self._ttl)
+                self._send_unsent()
                 self._expire_cluster()
             except (self._redis_mod.RedisError, BackplaneError) as exc:
                 self._set_healthy(False)
-                logger.warning("Redis backplane: housekeeping failed (%s)", exc)
+                if was_reachable:  # once per outage, not every quarter second
+                    logger.warning("Redis backplane: Redis does not answer (%s)", exc)
+                continue
             except Exception:
                 logger.exception("Redis backplane: housekeeping failed")
+                continue
+            if not was_reachable:
+                logger.warning("Redis backplane: Redis answers again")
+            self._set_healthy(True)
 
     def _report(self, changes: list[Change]) -> None:
         if changes and self._listener is not None:

@@ -167,13 +167,18 @@ local function sync(prefix, ukey, now)
 end
 """
 
-#: ARGV prefix, user key, transport, node, client id, now ms. Returns {was, now} online.
+#: ARGV prefix, user key, transport, node, client id, now ms, keep ("1": other nodes'
+#: members of this client stay — an Ajax client's topic membership, held by every node
+#: that holds the client; "0": they are replaced — the client is here now). Returns
+#: {was, now} online.
 ATTACH = _SYNC + """
 local prefix, ukey, tr, node, cid, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local members = prefix .. ':{' .. ukey .. '}:members'
 for _, m in ipairs(redis.call('ZRANGE', members, 0, -1)) do
   local mtr, mnode, mcid = string.match(m, '^([a-z]+)|([^|]*)|(.*)$')
-  if mtr == tr and mcid == cid then redis.call('ZREM', members, m) end
+  if mtr == tr and mcid == cid and (ARGV[7] ~= '1' or mnode == node) then
+    redis.call('ZREM', members, m)
+  end
 end
 redis.call('ZADD', members, 0, tr .. '|' .. node .. '|' .. cid)
 redis.call('SADD', prefix .. ':node:' .. node, ukey)

@@ -192,30 +192,36 @@ class Delivery:
         return reader
 
     def resume(self, reader: Reader, positions: t.Mapping[str, tuple[str, int]]) -> bool:
-        """Put the reader where the client says it was; True when every log it reads still
-        holds everything after that position (the client will miss nothing).
+        """:meth:`resume_logs`, as one verdict: True when nothing was lost."""
+        return not self.resume_logs(reader, positions)
+
+    def resume_logs(self, reader: Reader, positions: t.Mapping[str, tuple[str, int]]
+                    ) -> set[str]:
+        """Put the reader where the client says it was; returns the names of the logs
+        whose history no longer holds everything after that position (empty: the client
+        will miss nothing).
 
         A log the client names with another epoch, a seq the history no longer reaches,
-        or a log it does not name at all, leaves the reader at that log's head: the caller
-        tells the client it was not recovered (a topic it does not name is left where it
-        is: topics are resumed by their joins). Logs the client names that the reader does
-        not read are ignored.
+        or a main log (its user's, the broadcast log) it does not name at all, leaves the
+        reader at that log's head, and is in the answer: the caller tells the client. A
+        topic it does not name is left where it is (topics are resumed by their joins, or
+        by the poll that names them). Logs the client names that the reader does not read
+        are ignored.
         """
-        recovered = True
+        lost: set[str] = set()
         for name, log in reader.logs.items():
             given = positions.get(name)
             if given is None and name.startswith("t:"):
-                continue  # a topic is resumed by its own (re)join, not by the handshake
-            if (given is None or given[0] != log.epoch or not 0 <= given[1] <= log.seq
-                    or log.after(given[1]) is GAP):
-                recovered = False
+                continue
+            if given is None or not _reaches(log, given):
+                lost.add(name)
                 reader.positions[name] = log.seq
             else:
                 reader.positions[name] = given[1]
         if reader.owed() and reader.transport == "ws":
             for log in reader.logs.values():
                 self._dirty["ws"].add(log)
-        return recovered
+        return lost
 
     def close_reader(self, reader: Reader, now: float) -> None:
         """The reader is gone for good; its logs start their idle time when it was the last."""
@@ -234,21 +240,29 @@ class Delivery:
         """Make ``reader`` read the topic's log, from ``position`` when the client brings
         one its history still reaches (a rejoin: what it missed is owed at once), else from
         the head. Returns ``(recovered, position)``: recovered is None without a position,
-        and the position is where the reader now stands."""
+        and the position is the one to tell the client.
+
+        A reader that already reads the topic is not moved: what it was given since is on
+        its way to the client (a WebSocket's queue, a poll's answer), and moving it back
+        would give those entries twice. A WebSocket client is told the reader's position
+        (the reply follows on the same socket, after the batches that moved it there); an
+        Ajax client its own when still reachable — its next poll names it and is served
+        from there — else the head. Over Ajax a poll, not a join, moves the reader.
+        """
         log = self._log((TOPIC, topic), now)
         name = topic_log_name(topic)
-        if reader.logs.get(name) is not log:
-            reader.logs[name] = log
-            reader.positions[name] = log.seq
-            log.readers.add(reader)
-            log.counts[reader.transport] += 1
-            log.idle_since = None
-        recovered: bool | None = None
-        if position is not None:
-            recovered = _reaches(log, position)
-            reader.positions[name] = position[1] if recovered else log.seq
-            if recovered and position[1] < log.seq:  # the caller schedules a flush
-                self._dirty[reader.transport].add(log)
+        recovered = None if position is None else _reaches(log, position)
+        if reader.logs.get(name) is log:
+            if reader.transport == "ajax" and position is not None:
+                return recovered, (position if recovered else (log.epoch, log.seq))
+            return recovered, (log.epoch, reader.positions[name])
+        reader.logs[name] = log
+        reader.positions[name] = position[1] if position and recovered else log.seq
+        log.readers.add(reader)
+        log.counts[reader.transport] += 1
+        log.idle_since = None
+        if reader.positions[name] < log.seq:  # a replay is owed: the caller flushes
+            self._dirty[reader.transport].add(log)
         return recovered, (log.epoch, reader.positions[name])
 
     def leave(self, reader: Reader, topic: str, now: float) -> bool:
@@ -281,6 +295,14 @@ class Delivery:
 
     def topics_of(self, reader: Reader) -> list[str]:
         return [name[2:] for name in reader.logs if name.startswith("t:")]
+
+    def leave_all(self, reader: Reader, now: float) -> list[str]:
+        """Stop ``reader`` reading every topic (a new connection starts with none: the
+        client rejoins each with its own position); returns the topics it read."""
+        topics = self.topics_of(reader)
+        for topic in topics:
+            self.leave(reader, topic, now)
+        return topics
 
     def _log(self, key: t.Hashable, now: float) -> Log:
         log = self.logs.get(key)
@@ -441,13 +463,23 @@ class Delivery:
             if entry.seq > positions[name]:
                 positions[name] = entry.seq
 
-    def skip_to_head(self, reader: Reader) -> None:
-        """Forget what the reader was owed (after a gap was made known to it)."""
-        for name, log in reader.logs.items():
-            reader.positions[name] = log.seq
+    def skip_to_head(self, reader: Reader, names: t.Iterable[str] | None = None) -> None:
+        """Forget what the reader was owed in these logs (all of them by default), after a
+        gap was made known to it."""
+        for name in reader.logs if names is None else names:
+            reader.positions[name] = reader.logs[name].seq
 
-    def positions_of(self, reader: Reader) -> dict[str, tuple[str, int]]:
-        return {name: (log.epoch, reader.positions[name]) for name, log in reader.logs.items()}
+    def gaps(self, reader: Reader) -> list[str]:
+        """The logs whose history no longer reaches the reader's position."""
+        return [name for name, log in reader.logs.items()
+                if log.after(reader.positions[name]) is GAP]
+
+    def positions_of(self, reader: Reader, *, topics: bool = True
+                     ) -> dict[str, tuple[str, int]]:
+        """Where the reader stands, per log; ``topics=False``: its user's and the broadcast
+        log only (what a handshake tells: topics are resumed by their rejoins)."""
+        return {name: (log.epoch, reader.positions[name]) for name, log in reader.logs.items()
+                if topics or not name.startswith("t:")}
 
     # --- replicas of logs kept elsewhere (a shared backplane) ------------------------------
 

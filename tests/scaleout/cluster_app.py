@@ -24,6 +24,12 @@ def create_app() -> Flask:
                   user_id=lambda client_id: request.args.get("u"))
     log = redis.Redis.from_url(url, socket_timeout=2)
 
+    @app.route("/send/<uid>/<int:n>")
+    def send_route(uid: str, n: int) -> str:
+        """A plain Flask route that pushes (the causal-order test: issue 25)."""
+        sente.send(uid, ("x/n", n))
+        return str(os.getpid())
+
     @sente.on("t/push")
     def push(msg: t.Any) -> None:
         sente.send(msg.data["to"], ("t/n", msg.data["n"]))
