@@ -17,9 +17,11 @@ import subprocess
 import sys
 import typing as t
 
+import blinker
 import pytest
 from playwright.sync_api import Browser, sync_playwright
 
+from flask_sente import signals
 from flask_sente.config import Options
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, PAGE_TIMEOUT
 
@@ -56,6 +58,9 @@ def test_api_reference_is_generated_from_the_docstrings(site):
                  "EventMsg.reply", "exceptions.ReplyTimeout", "signals.user_connected",
                  "worker.SenteWorker"):
         assert f'id="flask_sente.{name}"' in server, name
+    for name, value in vars(signals).items():  # every signal, rendered from its docstring
+        if isinstance(value, blinker.Signal):
+            assert f'id="flask_sente.signals.{name}"' in server, name
     client = (site / "api" / "client.html").read_text()
     assert 'id="flask_sente.client.Client.call"' in client
     assert 'id="flask_sente.testing.SenteTestClient.call"' in (
