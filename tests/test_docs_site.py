@@ -93,11 +93,14 @@ PAGES = ("index", "quickstart", "concepts", "configuration", "deployment", "secu
 
 #: Per element of ``selector``: [its first words, scrollWidth, clientWidth, right edge,
 #: its parent's right edge] of each that is not shown whole: its content is wider than its
-#: box (it scrolls, or clips), or the box reaches past its parent's (out of the column).
-_TOO_WIDE = """selector => [...document.querySelectorAll(selector)].map(el => [
+#: box (it scrolls, or clips), or (with ``edge``) the box reaches past its parent's, out of
+#: the column. (furo's table wrappers reach 3.2 px past the column on purpose, for their
+#: shadow: their own edge is not checked, the edge of the table inside them is.)
+_TOO_WIDE = """([selector, edge]) => [...document.querySelectorAll(selector)].map(el => [
       el.textContent.trim().slice(0, 40), el.scrollWidth, el.clientWidth,
       el.getBoundingClientRect().right, el.parentElement.getBoundingClientRect().right])
-    .filter(([, scroll, client, right, parent]) => scroll > client + 1 || right > parent + 1)"""
+    .filter(([, scroll, client, right, parent]) =>
+      scroll > client + 1 || (edge && right > parent + 1))"""
 
 
 @pytest.fixture(scope="module")
@@ -147,9 +150,10 @@ def test_configuration_tables_and_quickstart_code_fit_their_column(
         page.goto((site / "configuration.html").as_uri())
         assert page.evaluate("() => document.querySelectorAll('table').length") >= 3
         # furo puts each table in a box that scrolls; neither may need to.
-        assert page.evaluate(_TOO_WIDE, "table, .table-wrapper") == []
+        assert page.evaluate(_TOO_WIDE, ["table", True]) == []
+        assert page.evaluate(_TOO_WIDE, [".table-wrapper", False]) == []
         page.goto((site / "quickstart.html").as_uri())
         assert page.evaluate("() => document.querySelectorAll('pre').length") >= 3
-        assert page.evaluate(_TOO_WIDE, "pre") == []
+        assert page.evaluate(_TOO_WIDE, ["pre", True]) == []
     finally:
         page.close()
