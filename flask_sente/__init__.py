@@ -27,7 +27,8 @@ import typing as t
 # client pulls in neither).
 _EXPORTS = {
     "ANONYMOUS_UID": ".config",
-    "ConfigError": ".exceptions", "ConnectionClosed": ".exceptions",
+    "ConfigError": ".exceptions", "ConfigWarning": ".exceptions",
+    "ConnectionClosed": ".exceptions",
     "JoinRefused": ".exceptions",
     "LocalProtocolError": ".exceptions", "NotInitializedError": ".exceptions",
     "PackError": ".exceptions", "ProtocolError": ".exceptions", "Rejected": ".exceptions",
@@ -44,6 +45,7 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from .config import ANONYMOUS_UID as ANONYMOUS_UID
     from .core.presence import ConnectedUids as ConnectedUids
     from .exceptions import ConfigError as ConfigError
+    from .exceptions import ConfigWarning as ConfigWarning
     from .exceptions import ConnectionClosed as ConnectionClosed
     from .exceptions import JoinRefused as JoinRefused
     from .exceptions import LocalProtocolError as LocalProtocolError
@@ -84,7 +86,8 @@ def run(app, host: str = "127.0.0.1", port: int = 5000, **kwargs):  # type: igno
 
 
 __all__ = [
-    "ANONYMOUS_UID", "ConfigError", "ConnectedUids", "ConnectionClosed", "EventMsg",
+    "ANONYMOUS_UID", "ConfigError", "ConfigWarning", "ConnectedUids", "ConnectionClosed",
+    "EventMsg",
     "JoinMsg", "JoinRefused", "JsonPacker", "LocalProtocolError", "MsgpackPacker",
     "NotInitializedError", "PackError",
     "Packer", "ProtocolError", "Rejected", "RemoteProtocolError", "ReplyError", "ReplyTimeout",

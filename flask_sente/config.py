@@ -7,6 +7,7 @@ its default and the reason for it; keep the two in step. Durations are seconds (
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import typing as t
 
 from .exceptions import ConfigError
@@ -64,6 +65,10 @@ REPLY_TIMEOUT = 20.0
 ANONYMOUS_UID = "sente/nil-uid"
 #: The Ajax clients' own request timeout (the JS and Python clients use it too).
 CLIENT_AJAX_TIMEOUT = 60.0
+#: ``SENTE_*`` keys that are no option of ``Sente`` but are not mistakes either: the
+#: gunicorn worker's header timeout, which ``app.config.from_prefixed_env()`` also copies
+#: in from its environment variable ``FLASK_SENTE_HEADER_TIMEOUT``.
+NOT_OPTIONS = frozenset({"SENTE_HEADER_TIMEOUT"})
 
 
 @dataclasses.dataclass
@@ -112,8 +117,9 @@ class Options:
         """Build options from ``SENTE_*`` config keys, then keyword overrides, then validate."""
         unknown = set(overrides) - set(cls.names())
         if unknown:
+            named = [name + _did_you_mean(name, cls.names()) for name in sorted(unknown)]
             raise ConfigError(
-                f"unknown Sente option(s): {', '.join(sorted(unknown))}; "
+                f"unknown Sente option(s): {', '.join(named)}; "
                 f"known: {', '.join(cls.names())}"
             )
         values = {}
@@ -126,6 +132,20 @@ class Options:
         options = cls(**values)
         options.validate()
         return options
+
+    @classmethod
+    def unknown_config_keys(cls, config: t.Mapping[str, t.Any]) -> list[str]:
+        """``SENTE_*`` keys of ``config`` that are no option, each with a word on the
+        closest one: ``resolve`` ignores them, so a typo would pass without a word."""
+        names = cls.names()
+        keys = {"SENTE_" + name.upper() for name in names}
+        # Names are compared without the prefix every key shares, which would make any
+        # two keys look alike.
+        return [f"app.config[{key!r}] is not a Sente option and is ignored"
+                + _did_you_mean(key[len("SENTE_"):].lower(), names,
+                                lambda name: "SENTE_" + name.upper())
+                for key in sorted(k for k in config if isinstance(k, str))
+                if key.startswith("SENTE_") and key not in keys and key not in NOT_OPTIONS]
 
     def validate(self) -> None:
         if not isinstance(self.url, str) or not self.url.startswith("/"):
@@ -180,3 +200,9 @@ class Options:
             value = getattr(self, name)
             if value is not None and not callable(value):
                 raise ConfigError(f"{name} must be a callable or None, got {value!r}")
+
+
+def _did_you_mean(name: str, known: t.Sequence[str], spell: t.Callable[[str], str] = str) -> str:
+    """`` (did you mean x?)`` with the closest of ``known`` (written by ``spell``), or ''."""
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {spell(close[0])}?)" if close else ""

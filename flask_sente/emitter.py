@@ -23,7 +23,7 @@ import secrets
 import typing as t
 
 from .backplanes import redis_scripts as rs
-from .backplanes.redis_connect import connect, parse_url
+from .backplanes.redis_connect import connect, import_redis, parse_url
 from .config import HISTORY_SIZE, HISTORY_TTL
 from .core.presence import ConnectedUids
 from .exceptions import BackplaneError, LocalProtocolError
@@ -45,8 +45,7 @@ class Emitter:
     def __init__(self, redis_url: str, *, prefix: str | None = None,
                  history_size: int = HISTORY_SIZE, history_ttl: float = HISTORY_TTL,
                  socket_timeout: float = 2.0) -> None:
-        import redis as redis_py
-
+        redis_py = import_redis("the Emitter")
         self._errors = redis_py.RedisError
         target = parse_url(redis_url, prefix=prefix)
         self.prefix = target.prefix

@@ -17,6 +17,14 @@ class ConfigError(SenteError, ValueError):
     """An option has a value that cannot work (say which option and why)."""
 
 
+class ConfigWarning(SenteError, UserWarning):
+    """A setting that is most likely a mistake but does not stop the app: a ``SENTE_*``
+    key of ``app.config`` that is no option (a typo), which would otherwise be ignored
+    without a word. A warning, not an error, because config also arrives from places the
+    app does not fully control (``from_prefixed_env()``); ``-W error`` (or pytest's
+    ``filterwarnings = error``) makes it one in a test run."""
+
+
 class NotInitializedError(SenteError, RuntimeError):
     """The extension was used with an app it was never initialised for."""
 

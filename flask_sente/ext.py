@@ -7,8 +7,11 @@ shared, connections are per app).
 """
 from __future__ import annotations
 
+import os
 import secrets
+import sys
 import typing as t
+import warnings
 import weakref
 
 from flask import Flask, Response, current_app, has_app_context, session
@@ -17,7 +20,7 @@ from markupsafe import Markup, escape
 from .admission import CSRF_SESSION_KEY
 from .config import Options
 from .core.presence import ConnectedUids
-from .exceptions import NotInitializedError
+from .exceptions import ConfigWarning, NotInitializedError
 from .fastpath import ChannelFastPath
 from .messages import EventMsg
 from .protocol import events as ev
@@ -62,12 +65,19 @@ class Sente:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
-        """Register the channel-socket route and set up this app's hub."""
+        """Register the channel-socket route and set up this app's hub.
+
+        A ``SENTE_*`` config key that is no option (``SENTE_LP_TIMOUT``) gets a
+        :class:`~flask_sente.exceptions.ConfigWarning` naming the closest option, pointing
+        at the line that called ``Sente(app)`` or ``init_app``.
+        """
         if "sente" in app.extensions:
             raise RuntimeError(
                 "Sente is already initialised for this app; create one Sente object per app "
                 "or call init_app once"
             )
+        for message in Options.unknown_config_keys(app.config):
+            warnings.warn(message, ConfigWarning, stacklevel=_caller_outside_package())
         for name in Options.names():
             default = getattr(Options, name, None)
             if name not in ("user_id", "handshake_data", "authorize"):
@@ -269,3 +279,17 @@ class Sente:
                     "or initialise this Sente object for exactly one app"
                 )
         return app
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _caller_outside_package() -> int:
+    """The ``stacklevel`` (for a ``warnings.warn`` in the calling function) of the nearest
+    frame outside flask_sente: the user's ``Sente(app)`` or ``init_app`` line."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame = frame.f_back
+        level += 1
+    return level

@@ -29,6 +29,8 @@ import time
 import typing as t
 import weakref
 
+from .exceptions import ConfigError
+
 if t.TYPE_CHECKING:  # pragma: no cover
     from .core.delivery import Batch, Entry
     from .core.presence import ConnectedUids
@@ -134,7 +136,12 @@ class PrometheusMetrics(NoMetrics):
     enabled = True
 
     def __init__(self, registry: t.Any = None, *, shared_backplane: bool = False) -> None:
-        import prometheus_client as pc  # only here: apps without metrics never import it
+        try:
+            import prometheus_client as pc  # only here: apps without metrics never import it
+        except ImportError:
+            raise ConfigError("metrics=True needs prometheus_client, which is not installed: "
+                              "pip install prometheus_client (or pip install '.[metrics]' in "
+                              "a flask_sente checkout)") from None
 
         self.registry = pc.REGISTRY if registry is None else registry
         self._pc = pc

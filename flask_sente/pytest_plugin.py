@@ -127,7 +127,7 @@ def sente_client_factory(sente_server: LiveServer) -> t.Iterator[t.Callable[...,
             opened.callback(client.close)
             client.connect()
             if open_timeout is not None and not client.wait_open(open_timeout):
-                pytest.fail(f"the client did not open within {open_timeout} s: "
+                pytest.fail(f"the client did not open within {open_timeout:g} s: "
                             f"{client.state.last_close}", pytrace=False)
             return client
 

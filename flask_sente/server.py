@@ -4,23 +4,60 @@ For development, the demo and tests; production runs gunicorn with
 ``-k flask_sente.worker.SenteWorker`` (same handler). Neither function monkey-patches:
 call ``gevent.monkey.patch_all()`` first thing in your program, before importing anything
 that uses sockets or threads, or blocking calls in views will stall every connection.
+Forgetting it is easy and shows only under load (one ``time.sleep(3)`` in a handler holds
+every connection for 3 s), so :func:`make_server` (and so :func:`run`) logs an error at
+once when the process is not patched.
 """
 from __future__ import annotations
 
 import gc
+import logging
 import signal
 import sys
 import threading
 import typing as t
 
 import gevent
+import gevent.monkey
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
 
 from .transports.servers import DEFAULT_GRACEFUL_TIMEOUT, SenteWSGIServer
 from .transports.websocket import DEFAULT_HEADER_TIMEOUT, SenteHandler
 
-__all__ = ["freeze_startup_objects", "make_server", "run"]
+__all__ = ["check_monkey_patched", "freeze_startup_objects", "make_server", "run",
+           "unpatched_modules"]
+
+logger = logging.getLogger("flask_sente")
+
+#: What ``patch_all()`` makes cooperative that a handler or view commonly blocks on:
+#: ``time.sleep``, sockets (database drivers, HTTP clients), ``select``, locks and threads.
+PATCHED_MODULES = ("socket", "time", "select", "threading")
+
+
+def unpatched_modules() -> list[str]:
+    """The modules of :data:`PATCHED_MODULES` gevent has not monkey-patched in this process."""
+    return [name for name in PATCHED_MODULES if not gevent.monkey.is_module_patched(name)]
+
+
+def check_monkey_patched() -> bool:
+    """Log an error with the fix if this process is not monkey-patched; True if it is.
+
+    An error in the log, not an exception: an unpatched server works until something
+    blocks, and a developer may run one on purpose; but it must never be silent (issue 26:
+    one handler's ``time.sleep(3)`` took a health check from 1.4 ms to 1 s). Python's
+    last-resort handler prints it to stderr when the app has set up no logging.
+    """
+    missing = unpatched_modules()
+    if missing:
+        logger.error(
+            "flask_sente: this process is not monkey-patched by gevent (%s not patched): "
+            "one handler or view that blocks (time.sleep, a database or HTTP call, a lock) "
+            "stops every connection of the server until it returns. Put "
+            "`from gevent import monkey; monkey.patch_all()` first in your program, before "
+            "anything else is imported (or run gunicorn -k flask_sente.worker.SenteWorker, "
+            "which patches).", ", ".join(missing))
+    return not missing
 
 
 def freeze_startup_objects() -> None:
@@ -62,6 +99,9 @@ def make_server(
     ``handler_class``, SSL arguments, ...). Handlers run in a pool, so ``stop()`` waits for
     them and then kills what is left.
 
+    The process should be monkey-patched (``gevent.monkey.patch_all()`` first thing): if
+    it is not, an error saying so is logged here (see :func:`check_monkey_patched`).
+
     Protection against abuse and running out of descriptors:
 
     - ``header_timeout`` (seconds, default 10): a connection whose request line and
@@ -74,6 +114,7 @@ def make_server(
       out anyway (the app opens many files), waiting clients get a 503 and one warning per
       10 s is logged, never a traceback; the server keeps accepting.
     """
+    check_monkey_patched()
     kw.setdefault("handler_class", SenteHandler)
     kw.setdefault("spawn", Pool())
     return SenteWSGIServer((host, port), app, log=log, header_timeout=header_timeout,

@@ -149,7 +149,8 @@ class SenteTestClient:
     def _call(self, event: tuple[str, t.Any], timeout: float) -> t.Any:
         cb_id = f"t{next(self._cb_ids)}"
         self._ws.to_server.put(self._packer.pack(wire.client_event(event, cb_id)))
-        with gevent.Timeout(timeout, ReplyTimeout(f"no reply to {event[0]!r} in {timeout} s")):
+        late = ReplyTimeout(f"no reply to {event[0]!r} within {timeout:g} s")
+        with gevent.Timeout(timeout, late):
             while cb_id not in self._replies:
                 self._next(timeout=None)
         outcome, value = self._replies.pop(cb_id)

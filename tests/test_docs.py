@@ -1,8 +1,11 @@
-"""What users read stays true: the README's option table and the protocol's close codes."""
+"""What users read stays true: the README's option table, the protocol's close codes, the
+signals the API page and the README list."""
 import pathlib
 import re
 
-from flask_sente import config
+import blinker
+
+from flask_sente import config, signals
 from flask_sente.config import Options
 from flask_sente.protocol import wire
 
@@ -33,3 +36,18 @@ def test_protocol_doc_lists_every_close_code():
     codes = {v for k, v in vars(wire).items() if k.startswith("CLOSE_")}
     for code in codes:
         assert re.search(rf"^\| {code} \|", protocol, re.MULTILINE), code
+
+
+def test_api_page_and_readme_list_every_signal():
+    """Every blinker signal of ``flask_sente.signals`` has its entry on the API page
+    (docs/api/server.md, an ``autodata`` the site renders from the docstring) and its name
+    in the README. Broken once by removing ``topic_joined``'s entry: it fails naming it (the
+    page lacked ``topic_joined`` and ``topic_left`` before issue 26)."""
+    names = sorted(name for name, value in vars(signals).items()
+                   if isinstance(value, blinker.Signal))
+    assert len(names) >= 8, names
+    api = (ROOT / "docs" / "api" / "server.md").read_text()
+    readme = (ROOT / "README.md").read_text()
+    for name in names:
+        assert f".. autodata:: flask_sente.signals.{name}\n" in api, name
+        assert f"`{name}`" in readme or f"signals.{name}`" in readme, name

@@ -14,8 +14,8 @@ signals fire once in the cluster. Workers heartbeat; the members of a worker sil
 ``DEAD_AFTER`` seconds start their grace window. ``connected_uids`` is a local copy of the
 online sets kept current by the deltas every change publishes.
 
-Needs redis-py (``pip install flask_sente[redis]``) and gevent's monkey-patching (redis-py
-does its I/O on ``socket``).
+Needs redis-py (``pip install redis``, or ``pip install '.[redis]'`` in a flask_sente
+checkout) and gevent's monkey-patching (redis-py does its I/O on ``socket``).
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ from ..metrics import NO_METRICS, NoMetrics
 from . import redis_scripts as rs
 from .base import BackplaneListener
 from .local import new_epoch, track_members
-from .redis_connect import connect, parse_url
+from .redis_connect import connect, import_redis, parse_url
 
 logger = logging.getLogger("flask_sente")
 
@@ -83,11 +83,7 @@ class RedisBackplane:
     def __init__(self, url: str, *, history_size: int, history_ttl: float,
                  node_id: str | None = None, dead_node_grace: float = 5.0,
                  metrics: NoMetrics = NO_METRICS) -> None:
-        try:
-            import redis
-        except ImportError:  # pragma: no cover - depends on the install
-            raise ConfigError("the Redis backplane needs redis-py: pip install "
-                              "'flask_sente[redis]'") from None
+        redis = import_redis("the Redis backplane")
         if not gevent.monkey.is_module_patched("socket"):
             raise ConfigError("the Redis backplane needs gevent's monkey-patching (redis-py "
                               "uses the socket module): call gevent.monkey.patch_all() first, "

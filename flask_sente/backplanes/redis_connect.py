@@ -176,6 +176,23 @@ def _hash_tag(prefix: str) -> str:
     return "{" + prefix + "}"
 
 
+#: How to get redis-py, said where it is missing. flask_sente is not on the package index,
+#: so ``pip install 'flask_sente[redis]'`` would fail: the extra works from a checkout only.
+INSTALL_REDIS = ("pip install redis (or pip install '.[redis]' in a flask_sente checkout, "
+                 "to get the versions it is tested with)")
+
+
+def import_redis(needed_by: str) -> t.Any:
+    """redis-py, or a :class:`ConfigError` saying how to install it (``needed_by`` names
+    what needs it), instead of a bare ``ModuleNotFoundError`` from deep inside."""
+    try:
+        import redis
+    except ImportError:
+        raise ConfigError(f"{needed_by} needs redis-py, which is not installed: "
+                          f"{INSTALL_REDIS}") from None
+    return redis
+
+
 def connect(target: RedisTarget, *, socket_timeout: float,
             max_connections: int | None = None) -> t.Any:
     """A redis-py client for ``target`` with explicit timeouts (with redis-py's defaults a

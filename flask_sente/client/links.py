@@ -303,8 +303,14 @@ class AjaxLink(Link):
                         self.poll_conn = endpoint.http_connection(endpoint.ajax_timeout)
         raise AssertionError("unreachable")
 
-    def post(self, body: str | bytes, deadline: float) -> wire.ServerMessage:
-        """One POST on a connection of its own; the answer decoded."""
+    def post(self, body: str | bytes, deadline: float,
+             what: str = "no answer", timeout_given: float | None = None) -> wire.ServerMessage:
+        """One POST on a connection of its own; the answer decoded.
+
+        A timeout raises ``ReplyTimeout`` saying ``what`` did not come within
+        ``timeout_given``: the caller's own timeout, not what was left of it (a call made
+        while connecting has spent some on the wait for the open).
+        """
         endpoint = self.env.endpoint
         timeout = max(0.001, deadline - time.monotonic())
         conn = endpoint.http_connection(timeout)
@@ -315,7 +321,8 @@ class AjaxLink(Link):
         except TimeoutError as exc:
             if self.aborter.fired:
                 raise ConnectionClosed("the connection closed while waiting") from exc
-            raise ReplyTimeout(f"no answer within {timeout:g} s") from exc
+            shown = timeout if timeout_given is None else timeout_given
+            raise ReplyTimeout(f"{what} within {shown:g} s") from exc
         except (OSError, http.client.HTTPException) as exc:
             if self.aborter.fired:
                 reason = self.intent.reason if self.intent is not None else "closed"
@@ -330,7 +337,8 @@ class AjaxLink(Link):
 
     def call(self, pair: ev.Event, deadline: float, timeout: float) -> t.Any:
         packer = self.env.endpoint.packer
-        message = self.post(packer.pack(wire.client_event(pair, wire.AJAX_CB)), deadline)
+        message = self.post(packer.pack(wire.client_event(pair, wire.AJAX_CB)), deadline,
+                            f"no reply to {pair[0]!r}", timeout)
         if message.kind == "timeout":
             # A POST's ["chsk/timeout"] has no cb_id, so it decodes like a poll timeout.
             raise ReplyTimeout("the server's handler did not reply in time")

@@ -1107,6 +1107,9 @@
   }
 
   /** The `timeout` option of a call (default `fallback`), checked. */
+  /** A duration (ms) as messages show it: as given, to a tenth of a millisecond at most. */
+  function formatMs(ms) { return String(Math.round(ms * 10) / 10); }
+
   function callTimeout(options, fallback) {
     const timeout = options && options.timeout !== undefined ? options.timeout : fallback;
     if (!(typeof timeout === "number" && timeout > 0)) throw new TypeError("timeout must be a positive number of milliseconds");
@@ -1664,7 +1667,7 @@
         const waiter = { resolve, reject, timer: null };
         waiter.timer = setTimeout(() => {
           this._openWaiters.delete(waiter);
-          reject(new ClosedError(`not connected within ${timeoutMs} ms`));
+          reject(new ClosedError(`not connected within ${formatMs(timeoutMs)} ms`));
         }, timeoutMs);
         this._openWaiters.add(waiter);
       });
@@ -1786,13 +1789,17 @@
       this._env.packer.pack(clientEnvelope(ev, null)); // bad data throws now, not after the wait
       const deadline = monotonicNow() + timeout;
       const promise = this._whenOpen(timeout).then(
-        () => this._callNow(ev, Math.max(1, deadline - monotonicNow())).promise,
+        () => this._callNow(ev, Math.max(1, deadline - monotonicNow()), timeout).promise,
         (error) => { throw notSent(error); });
       return { sent: true, promise };
     }
 
-    /** The call on the open connection (or a ClosedError when it closed in the meantime). */
-    _callNow(ev, timeout) {
+    /**
+     * The call on the open connection (or a ClosedError when it closed in the meantime).
+     * `timeout` is what is left of the call's; a TimeoutError names the call's own, `given`
+     * (a call made while connecting spent some of it waiting for the open).
+     */
+    _callNow(ev, timeout, given = timeout) {
       const conn = this._conn;
       if (!this._isOpen()) {
         return { sent: false, promise: Promise.reject(new ClosedError("not connected: the call was not sent")) };
@@ -1803,7 +1810,7 @@
         let entry;
         const promise = new Promise((resolve, reject) => { entry = { resolve, reject, transport: conn, timer: null }; });
         entry.timer = setTimeout(() => {
-          if (this._pending.delete(cbId)) entry.reject(new TimeoutError(`no reply to ${ev[0]} within ${timeout} ms`));
+          if (this._pending.delete(cbId)) entry.reject(new TimeoutError(`no reply to ${ev[0]} within ${formatMs(given)} ms`));
         }, timeout);
         this._pending.set(cbId, entry);
         if (!conn.sendPacked(packed)) {
@@ -1828,7 +1835,7 @@
             const result = replyOutcome(m.outcome, m.value);
             if (result.ok) resolve(result.value); else reject(result.error);
           } else if (res.timedOut) {
-            reject(new TimeoutError(`no reply to ${ev[0]} within ${timeout} ms`));
+            reject(new TimeoutError(`no reply to ${ev[0]} within ${formatMs(given)} ms`));
           } else if (res.status > 0) {
             reject(new ReplyError(res.message || `HTTP ${res.status}`, null, res.status));
           } else if (res.protocolError) {

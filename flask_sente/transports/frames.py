@@ -10,9 +10,12 @@ timeout never loses a partly read frame. It writes each frame with one ``send`` 
 """
 from __future__ import annotations
 
+import fcntl
 import functools
 import logging
 import socket
+import struct
+import termios
 import typing as t
 
 import gevent
@@ -51,6 +54,19 @@ __all__ = ["ServerWebSocket", "DEFAULT_MAX_MESSAGE_SIZE", "CLOSE_TIMEOUT", "RECV
 CLOSE_TIMEOUT = 2.0
 #: Bytes asked of the kernel per ``recv``.
 RECV_SIZE = 65536
+#: ``SO_LINGER`` on, 0 s: closing the descriptor resets the connection (RST) and frees it at
+#: once, whatever is still queued for the peer.
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+def unsent_bytes(sock: t.Any) -> int:
+    """Bytes the kernel still holds for the peer (sent but not acknowledged, or not sent):
+    ``SIOCOUTQ`` (``TIOCOUTQ``), Linux. 0 where it cannot be asked."""
+    try:
+        buf = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except (OSError, ValueError):
+        return 0
+    return int(struct.unpack("i", buf)[0])
 
 
 class ServerWebSocket:
@@ -327,9 +343,11 @@ class ServerWebSocket:
         except OSError as ex:
             self._write_failed(ex)
         except BaseException:
+            # A write timeout (or a kill): the peer is not reading, and part of a frame may
+            # be out. Nothing can be written again, and nothing queued would be read.
             if self._code is None:
                 self._code, self._reason = CLOSE_ABNORMAL, "write interrupted"
-            self._teardown()
+            self._abort()
             raise
 
     def _write_control(
@@ -372,7 +390,7 @@ class ServerWebSocket:
             # A writer is stuck on a peer that does not read: give up on the handshake.
             log.debug("websocket %r: could not write close frame, dropping", self._peer)
             self._close_sent = True
-            self._teardown()
+            self._abort()
             return
         if not self._close_received and not self._dead:
             self._arm_close_timer()
@@ -392,7 +410,10 @@ class ServerWebSocket:
     def _on_close_timeout(self) -> None:
         if not self._close_received and not self._dead:
             log.debug("websocket %r: no close frame from peer in time", self._peer)
-        self._teardown()
+        if not self._dead and unsent_bytes(self._sock):
+            self._abort()  # not even our close frame was read: a peer that stopped reading
+        else:
+            self._teardown()
 
     def _fail(self, code: int, reason: str) -> t.NoReturn:
         """Fail the connection (RFC 6455 §7.1.7): close frame, drop TCP, raise."""
@@ -411,19 +432,40 @@ class ServerWebSocket:
         self._teardown()
         raise self._closed_error(why)
 
-    def _teardown(self) -> None:
-        """Mark dead, stop the close timer and shut the TCP connection down (both ways).
+    def _abort(self) -> None:
+        """Tear down with a TCP reset, for a peer that stopped reading.
+
+        A graceful close would queue a FIN behind the bytes the peer never read, and the
+        socket would sit in FIN-WAIT-1 holding them (megabytes per stalled peer) until the
+        kernel gives up, minutes later. With ``SO_LINGER`` {on, 0} the close of the
+        descriptor (the handler's, once the connection ended) sends RST and frees it at
+        once. Shut down for reading only, which wakes a reader blocked in ``recv`` with EOF
+        and queues no FIN.
+        """
+        if self._dead:
+            return
+        try:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        except OSError:
+            pass
+        self._teardown(socket.SHUT_RD)
+
+    def _teardown(self, how: int = socket.SHUT_RDWR) -> None:
+        """Mark dead, stop the close timer and shut the TCP connection down (both ways,
+        or as ``how`` says), once: after an abort no FIN is queued by a later call.
 
         The handler that owns the socket still closes the file descriptor.
         """
-        self._dead = True
+        was_dead, self._dead = self._dead, True
         timer = self._close_timer
         if timer is not None:
             self._close_timer = None
             timer.stop()
             timer.close()
+        if was_dead:
+            return
         try:
-            self._sock.shutdown(socket.SHUT_RDWR)
+            self._sock.shutdown(how)
         except OSError:
             pass
 

@@ -48,6 +48,23 @@ test("WebSocket: handshake, push, call with reply, server ping answered", async 
   assert.deepEqual(ws.sent.at(-1), [["todo/log", "hi"], null]);
 });
 
+// Issue 26: "within 4955.800000000279 ms". Broken once by passing what was left of the
+// timeout to the message again, as before the fix: it read "within 42.7 ms" (about 15 ms
+// having gone to connecting; unrounded, as before, it would have had a dozen decimals).
+test("a call made while connecting names its own timeout when it times out", async (t) => {
+  const net = fakeNet();
+  net.onSocket = (ws) => setTimeout(() => { if (!ws.closedWith) ws.accept(); }, 15);  // opens late
+  const chsk = connect(net, { backoffMs: () => 10000 });
+  t.after(() => chsk.disconnect());
+  await assert.rejects(chsk.call(["a/slow"], { timeout: 60 }),
+    { name: "TimeoutError", message: "no reply to a/slow within 60 ms" });
+  await assert.rejects(chsk.call(["a/slow"], { timeout: 100 / 3 }),
+    { name: "TimeoutError", message: "no reply to a/slow within 33.3 ms" });
+  chsk.reconnect();   // connecting again: the open waits 15 ms
+  await assert.rejects(chsk.call(["a/slow"], { timeout: 5 / 3 }),
+    { name: "ClosedError", message: "not connected within 1.7 ms: the call was not sent" });
+});
+
 test("calls fail with typed errors: timeout, server failure, closed; callback form", async (t) => {
   const net = fakeNet();
   net.onSocket = (ws) => ws.accept();

@@ -3,6 +3,8 @@ clients, 503 while it drains or its backplane is down — checked on real server
 from __future__ import annotations
 
 import json
+import pathlib
+import re
 import typing as t
 
 import gevent
@@ -16,6 +18,9 @@ from .conftest import TIMEOUT, build_app, ws_connect
 
 READY = {"status": "ready", "accepting": True, "draining": False, "backplane": "up"}
 DRAINING = {"status": "draining", "accepting": False, "draining": True, "backplane": "up"}
+#: Every status the probe answers with (the three tests here reach each one).
+STATUSES = {"ready", "draining", "backplane-down"}
+ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
 GOING_AWAY = [["chsk/close", {"code": 1001, "reason": "server shutting down"}], None]
 
 
@@ -95,3 +100,26 @@ def test_a_lost_backplane_makes_the_worker_unready_until_it_is_back(
                     gevent.sleep(0.05)
         finally:
             ws.close()
+
+
+def test_the_docs_show_the_bodies_the_probe_returns():
+    """The example body of docs/deployment/health.md has the keys a ready worker answers
+    with, and every ``"status": "…"`` the README and the docs show is one the probe gives.
+    Broken once by putting back docs/deployment.md's ``{"status": "ok", …}`` (before issue
+    26): it fails naming that file and ``ok``."""
+    app, _ = build_app()
+    with serve(app) as base:
+        _, ready = probe(requests.get, base)
+    health = (ROOT / "docs" / "deployment" / "health.md").read_text()
+    example = re.search(r"```json\n(.*?)```", health, re.S)
+    assert example is not None
+    assert set(json.loads(example.group(1))) == set(ready)
+    assert ready["status"] in STATUSES
+    shown = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        if "_build" in path.parts:
+            continue
+        for status in re.findall(r'"status": "([^"]*)"', path.read_text()):
+            shown.append((path.relative_to(ROOT).as_posix(), status))
+    assert len(shown) >= 4, shown
+    assert [(path, status) for path, status in shown if status not in STATUSES] == []

@@ -11,9 +11,10 @@ import socket
 
 import gevent
 import gevent.monkey
+import pytest
 import websocket
 
-from .conftest import running, ws_connect
+from .conftest import TIMEOUT, running, ws_connect
 
 _start_thread = gevent.monkey.get_original("_thread", "start_new_thread")
 
@@ -124,3 +125,56 @@ def test_broadcast_and_kick_from_a_thread():
             h.wait_for(lambda: "kt" not in h.sente.connected_uids.any)
         finally:
             ws.close()
+
+
+def _server_side(server_port: int, client_port: int) -> list[tuple[str, int]]:
+    """The kernel's sockets of the server's side of one loopback connection, as (TCP state,
+    bytes queued to send), from /proc/net/tcp: what the server holds for that peer."""
+    states = {"01": "ESTABLISHED", "04": "FIN-WAIT-1", "05": "FIN-WAIT-2", "06": "TIME-WAIT",
+              "07": "CLOSE", "08": "CLOSE-WAIT", "09": "LAST-ACK", "0B": "CLOSING"}
+    found = []
+    with open("/proc/net/tcp", encoding="ascii") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            local, remote, state = fields[1], fields[2], fields[3]
+            if (int(local.split(":")[1], 16) == server_port
+                    and int(remote.split(":")[1], 16) == client_port):
+                found.append((states.get(state, state), int(fields[4].split(":")[0], 16)))
+    return found
+
+
+def test_a_peer_that_stopped_reading_is_aborted_with_a_reset():
+    """A write stuck past ``write_timeout`` aborts the socket with a TCP reset: the server
+    holds nothing for the peer afterwards, and the peer reads ECONNRESET. With a graceful
+    close (a FIN queued behind the megabytes the peer never read) the socket sat in
+    FIN-WAIT-1 with them, for minutes, per stalled peer.
+
+    Broken once by tearing down with ``shutdown(SHUT_RDWR)`` alone (no ``SO_LINGER`` of 0,
+    as before issue 26): the server's side stayed in FIN-WAIT-1 with 2.8 MB queued,
+    and this failed waiting for it to go."""
+    with running(send_queue_bytes=64 << 20, send_queue_size=10_000, write_timeout=0.5) as h:
+        ws = ws_connect(h.ws_url + "?client-id=stalled&u=stalled",
+                        sockopt=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)])
+        try:
+            ws.recv()                                    # the handshake; then nothing
+            client_port = ws.sock.getsockname()[1]
+            server_port = int(h.base.rsplit(":", 1)[1])
+            conn = h.app.extensions["sente"].hub._conns["ws"]["stalled"]["stalled"]
+            chunk = "z" * 100_000
+            for i in range(100):                         # 10 MB: more than the kernels hold
+                h.sente.send("stalled", ("t/n", {"i": i, "pad": chunk}), flush=True)
+                gevent.sleep(0)
+            h.wait_for(lambda: not conn.open)            # the write timed out: aborted
+            h.wait_for(lambda: "stalled" not in h.app.extensions["sente"].hub._conns["ws"])
+            with gevent.Timeout(TIMEOUT, AssertionError(
+                    f"the server still holds {_server_side(server_port, client_port)}")):
+                while _server_side(server_port, client_port):
+                    gevent.sleep(0.05)
+            ws.sock.settimeout(TIMEOUT)
+            with pytest.raises(ConnectionResetError):
+                while ws.sock.recv(1 << 16):             # what was delivered, then the reset
+                    pass
+                raise AssertionError("a FIN (a graceful close), not a reset")
+        finally:
+            ws.shutdown()
