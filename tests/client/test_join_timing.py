@@ -207,8 +207,11 @@ def test_join_during_a_reconnect_delivers(join_server, proxy, make_client, trans
     reach for a moment) goes out on the next connection, once, and is not rejoined by that
     connection's rejoin round (it was not in the topic yet).
 
-    Broken on purpose by letting ``_rejoin_all`` also rejoin the topics still joining: the
-    server saw the join twice (``joins`` has two entries).
+    Broken on purpose three ways: calls handed the link ``break_connection()`` had just
+    broken (no ``broken`` check in ``_wait_for_link``): the ``break`` variants raised
+    ConnectionClosed (broken pipe), as they did before the fix; every handshake dropping
+    the followed topics: the ``outage`` variants waited in vain for the event; the rejoin
+    round taking the topics still joining too: the server saw the join twice.
     """
     chsk = _make(make_client, join_server.url(proxy.port), transport)
     said = _said(chsk)
@@ -262,8 +265,11 @@ def test_leave_right_after_connect_stops_delivery_at_the_wire(join_server, proxy
     """A client in the topic disconnects, connects again and leaves at once (before the new
     connection's handshake): the server sends it nothing of the topic any more.
 
-    Broken on purpose by keeping the topic in the rejoin round after ``leave()``: the
-    rejoin put the client back in and "after" reached the wire (the client dropped it).
+    Broken on purpose by keeping the topic in the book's joins on ``leave()`` (only
+    unfollowed): the next handshake rejoined it — the server saw a rejoin, ``topics``
+    still listed the topic, and when the rejoin reached the server after the leave,
+    "after" was on the wire (the client dropped it): 9 of the 9 leave tests failed, 3 of
+    them at the wire.
     """
     chsk = _make(make_client, join_server.url(proxy.port), transport)
     said, synced = _said(chsk), _synced(chsk)
@@ -278,6 +284,7 @@ def test_leave_right_after_connect_stops_delivery_at_the_wire(join_server, proxy
     join_server.publish_and_sync(chsk, synced, "after")
     assert not _on_wire(proxy, "after")
     assert said == ["before"] and chsk.topics == []
+    assert join_server.joins == [(TOPIC, "ann", False)]    # not rejoined
 
 
 @pytest.mark.parametrize("how", ["break", "outage"])
@@ -286,7 +293,8 @@ def test_leave_during_a_reconnect_stops_delivery_at_the_wire(join_server, proxy,
     """Leaving while the client reconnects: the next connection does not rejoin the topic,
     and the server sends nothing of it.
 
-    Broken on purpose as test_leave_right_after_connect_stops_delivery_at_the_wire.
+    Broken on purpose as test_leave_right_after_connect_stops_delivery_at_the_wire (and
+    failing the same ways).
     """
     chsk = _make(make_client, join_server.url(proxy.port), transport)
     said, synced = _said(chsk), _synced(chsk)
