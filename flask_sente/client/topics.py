@@ -14,6 +14,8 @@ during a reconnect — and the rule is stated once for both clients, as data:
 """
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -163,6 +165,7 @@ class ClientTopics:
     """The topics of one client (a base class of :class:`Client`)."""
 
     _lock: t.Any
+    _changed: threading.Condition
     _endpoint: Endpoint
     _dispatch: Dispatcher
     _closed: bool
@@ -175,6 +178,9 @@ class ClientTopics:
         self._topic_handlers: dict[str, list[t.Callable[[t.Any], t.Any]]] = {}
         self._rejoin_generation = 0
         self._rejoiner: threading.Thread | None = None
+        #: topic -> the join and leave calls of it, in the order they were made (the first
+        #: one is in flight): see _topic_turn
+        self._turns: dict[str, collections.deque[object]] = {}
 
     # --- public API ------------------------------------------------------------------------
 
@@ -202,15 +208,21 @@ class ClientTopics:
         if error is not None:
             raise LocalProtocolError(error)
         with self._lock:
-            sent = self._book.join(topic)
+            self._book.join(topic)  # its events are taken from now on
+        sent: tuple[str, int] | None = None
+
+        def payload() -> dict[str, t.Any]:
+            nonlocal sent
+            sent = self._book.positions.position(topic)
+            return {"topic": topic, "data": data, "position": list(sent) if sent else None}
+
         try:
-            reply = self._topic_call(ev.JOIN, {"topic": topic, "data": data,
-                                               "position": list(sent) if sent else None},
-                                     timeout)
+            reply = self._topic_call(ev.JOIN, topic, payload, timeout)
         except BaseException:
             with self._lock:
                 self._book.failed(topic)
             raise
+        reply = t.cast(dict[str, t.Any], reply)  # this payload never skips the call
         with self._lock:
             if not reply.get("ok"):
                 self._book.failed(topic)
@@ -222,10 +234,12 @@ class ClientTopics:
         """Leave ``topic``: its events stop at once here (the server is told too).
 
         Callable at any time, like :meth:`join`: a leave while the client reconnects keeps
-        the topic out of the next connection's rejoins, and is sent on it."""
+        the topic out of the next connection's rejoins, and is sent on it. A join or rejoin
+        of the topic still unanswered is waited for first, so the server cannot do the
+        leave before it (see :meth:`_topic_turn`)."""
         with self._lock:
             self._book.leave(topic)
-        self._topic_call(ev.LEAVE, {"topic": topic}, timeout)
+        self._topic_call(ev.LEAVE, topic, lambda: {"topic": topic}, timeout)
 
     def on_topic(self, topic: str, fn: TopicHandler | None = None) -> t.Any:
         """Register ``fn(event_id, data)`` for the events published to ``topic`` (usable
@@ -254,13 +268,63 @@ class ClientTopics:
 
     # --- internals -------------------------------------------------------------------------
 
-    def _topic_call(self, event_id: str, data: t.Any, timeout: float) -> dict[str, t.Any]:
-        pair = ev.validate_outgoing((event_id, data), allow_reserved=True)
+    def _topic_call(self, event_id: str, topic: str,
+                    payload: t.Callable[[], dict[str, t.Any] | None],
+                    timeout: float) -> dict[str, t.Any] | None:
+        """A ``chsk/join`` or ``chsk/leave`` call of ``topic``, made in its turn.
+        ``payload`` is called with the lock held once the turn has come: the call's data,
+        or None to make no call after all (then None is returned)."""
         deadline = time.monotonic() + timeout
-        reply = self._wait_for_link(deadline).call(pair, deadline, timeout)
+        with self._topic_turn(topic, deadline, event_id):
+            with self._lock:
+                data = payload()
+            if data is None:
+                return None
+            pair = ev.validate_outgoing((event_id, data), allow_reserved=True)
+            reply = self._wait_for_link(deadline).call(pair, deadline, timeout)
         if not isinstance(reply, dict):
             raise ConnectionClosed(f"the server does not answer {event_id} (protocol 2?)")
         return reply
+
+    @contextlib.contextmanager
+    def _topic_turn(self, topic: str, deadline: float, event_id: str) -> t.Iterator[None]:
+        """The join and leave calls of one topic go out one at a time, in the order they
+        were made, each once the one before it is answered (or failed).
+
+        Why: the server runs a client's events side by side, so a leave sent while a join
+        of the same topic is unanswered (the rejoin a handshake started, say, with an app
+        join handler that takes its time) could be done first — and the join would then
+        put the client back in, the server sending the topic to a client that drops it.
+        In turns, the server ends up where the app's last call says.
+
+        :raises ReplyTimeout: the turn did not come before ``deadline``.
+        """
+        token = object()
+        with self._lock:
+            queue = self._turns.setdefault(topic, collections.deque())
+            queue.append(token)
+            try:
+                while queue[0] is not token:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise ReplyTimeout(f"{event_id} of {topic!r} not sent: the call of "
+                                           "that topic before it is still unanswered")
+                    self._changed.wait(remaining)
+            except BaseException:
+                self._end_turn(topic, queue, token)
+                raise
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._end_turn(topic, queue, token)
+
+    def _end_turn(self, topic: str, queue: collections.deque[object], token: object) -> None:
+        """(lock held) ``token``'s call is done (or given up): the next one may go."""
+        queue.remove(token)
+        if not queue and self._turns.get(topic) is queue:
+            del self._turns[topic]
+        self._changed.notify_all()
 
     def _system_push(self, event_id: str, data: t.Any) -> bool:
         """A pushed event in the ``chsk/`` namespace (lock held); False if unknown."""
@@ -327,21 +391,27 @@ class ClientTopics:
 
     def _rejoin(self, generation: int, joins: dict[str, t.Any]) -> None:
         for topic, data in joins.items():
-            with self._lock:
+            sent: tuple[str, int] | None = None
+
+            def payload(topic: str = topic, data: t.Any = data) -> dict[str, t.Any] | None:
+                nonlocal sent
                 if (generation != self._rejoin_generation or self._closed
                         or topic not in self._book.joins):
-                    continue
+                    return None  # a newer round, closed, or left meanwhile
                 sent = self._book.join(topic)
+                return {"topic": topic, "data": data,
+                        "position": list(sent) if sent else None}
+
             try:
-                reply = self._topic_call(ev.JOIN, {"topic": topic, "data": data,
-                                                   "position": list(sent) if sent else None},
-                                         REJOIN_TIMEOUT)
+                reply = self._topic_call(ev.JOIN, topic, payload, REJOIN_TIMEOUT)
             except (ConnectionClosed, ReplyTimeout) as exc:
                 logger.info("rejoining %r stopped (%s); the next connection tries again",
                             topic, exc)
                 return
             except Exception:
                 logger.exception("rejoining %r failed", topic)
+                continue
+            if reply is None:
                 continue
             with self._lock:
                 if not reply.get("ok"):

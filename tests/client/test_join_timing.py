@@ -315,3 +315,45 @@ def test_leave_during_a_reconnect_stops_delivery_at_the_wire(join_server, proxy,
     assert not _on_wire(proxy, "after")
     assert said == ["before"] and chsk.topics == []
     assert join_server.joins == [(TOPIC, "ann", False)]    # not rejoined
+
+
+def test_leave_while_its_rejoin_is_answered_stops_delivery_at_the_wire(
+        join_server, proxy, make_client, transport):
+    """The handshake's rejoin of the topic is on its way (the server's join handler is
+    still running) when the app leaves: the leave goes out once the rejoin is answered, so
+    the server, which runs a client's events side by side, cannot do it first and then be
+    put back in by the rejoin. It sends nothing more of the topic.
+
+    Failed before the join and leave calls of a topic took turns (``_topic_turn``): the
+    leave was done first, the rejoin put the client back in, and "after" reached the wire
+    (the client dropped it), on all three transports. Broken on purpose again by making
+    ``_topic_turn`` a no-op: the same failure.
+    """
+    chsk = _make(make_client, join_server.url(proxy.port), transport)
+    said, synced = _said(chsk), _synced(chsk)
+    chsk.connect()
+    chsk.join(TOPIC, timeout=TIMEOUT)
+    join_server.publish_and_sync(chsk, synced, "before")
+    join_server.slow_joins = True
+    chsk.break_connection()
+    assert join_server.join_waiting.wait(TIMEOUT)      # the rejoin, held in the handler
+    errors: list[BaseException] = []
+
+    def leave() -> None:
+        try:
+            chsk.leave(TOPIC, timeout=TIMEOUT)
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    leaver = threading.Thread(target=leave)
+    leaver.start()
+    # Sequencing only: the leave has taken effect here and waits for its turn.
+    wait_until(lambda: not chsk._endpoint.positions.follows(TOPIC), message="the leave")
+    join_server.joins_may_end.set()
+    leaver.join(TIMEOUT)
+    assert not leaver.is_alive() and errors == []
+    _rejoins_answered(chsk)
+    join_server.publish_and_sync(chsk, synced, "after")
+    assert not _on_wire(proxy, "after")
+    assert said == ["before"] and chsk.topics == []
+    assert join_server.joins == [(TOPIC, "ann", False), (TOPIC, "ann", True)]
