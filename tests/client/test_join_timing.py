@@ -84,6 +84,9 @@ class JoinServer:
             self.joins.append((msg.topic, msg.uid, msg.rejoin))
             return True
 
+    def sente_state(self) -> t.Any:
+        return self.app.extensions["sente"]
+
     def url(self, port: int | None = None) -> str:
         base = self.base if port is None else self.base.rsplit(":", 1)[0] + f":{port}"
         return base + "/chsk"
@@ -345,10 +348,16 @@ def test_leave_while_its_rejoin_is_answered_stops_delivery_at_the_wire(
         except BaseException as exc:  # reported by the assertion below
             errors.append(exc)
 
+    def granted() -> set[str]:
+        return join_server.sente_state().hub.backplane.granted("ann", chsk.client_id)
+
     leaver = threading.Thread(target=leave)
     leaver.start()
-    # Sequencing only: the leave has taken effect here and waits for its turn.
-    wait_until(lambda: not chsk._endpoint.positions.follows(TOPIC), message="the leave")
+    # Sequencing only: the rejoin is let finish once the leave waits for its turn here —
+    # or, were the calls not taking turns, once the server has done the leave (it revokes
+    # the topic's grant), which is the order that put the client back in.
+    wait_until(lambda: len(chsk._turns.get(TOPIC, ())) == 2 or TOPIC not in granted(),
+               message="the leave waiting, or done by the server")
     join_server.joins_may_end.set()
     leaver.join(TIMEOUT)
     assert not leaver.is_alive() and errors == []
