@@ -1364,7 +1364,13 @@
       // dropped, so only what the server says now counts.
       if (userChanged(this._state, info)) {
         this._positions = null;
-        this._dropTopics("user-changed"); // they were the other user's
+        // The topics it was in were the other user's. A join still in flight stays: its
+        // call goes out on this connection, as this user's (a join right after a login's
+        // reconnect() is not lost).
+        for (const topic of topicsAtHandshake(topicStates(this._topics), true).dropped) {
+          this._topics.delete(topic);
+          this._emit(EV.LEFT, { topic, reason: "user-changed" });
+        }
       }
       this._positions = positionsAfterHandshake(info) || this._positions;
       this._setState(stateAfterHandshake(this._state, transport.type, info));
@@ -1576,7 +1582,7 @@
     /** Apply a batch's membership changes and topic positions (see takeTopicBatch). */
     _adoptTopics(batch) { adoptTopicBatch(this._topics, batch); }
 
-    /** Forget every topic (a kick, another user): nothing to rejoin, the app is told. */
+    /** Forget every topic (a kick): nothing to rejoin, the app is told (a join in flight fails). */
     _dropTopics(reason) {
       const dropped = [...this._topics].filter(([, record]) => record.state === "joined");
       this._topics.clear();
