@@ -235,8 +235,9 @@ class ClientTopics:
 
         Callable at any time, like :meth:`join`: a leave while the client reconnects keeps
         the topic out of the next connection's rejoins, and is sent on it. A join or rejoin
-        of the topic still unanswered is waited for first, so the server cannot do the
-        leave before it (see :meth:`_topic_turn`)."""
+        of the topic still unanswered is waited for first (the join and leave calls of a
+        topic go out one at a time, in order), so the server, which runs a client's events
+        side by side, cannot do the leave before it."""
         with self._lock:
             self._book.leave(topic)
         self._topic_call(ev.LEAVE, topic, lambda: {"topic": topic}, timeout)
