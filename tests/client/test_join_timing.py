@@ -2,7 +2,8 @@
 right after ``connect()`` with no wait, before the first handshake has come, while the client
 reconnects (after ``break_connection()``, during a short outage, as another user), and
 while the handshake's rejoin round is on its way. Real server, real sockets, all three
-transports.
+transports, with the in-memory backplane and with Redis (a real redis-server: there the
+server's join waits on Redis, the usual case for a join and a leave to cross).
 
 A join is checked by what the app gets (the topic's event arrives); a leave at the wire: a
 recording proxy keeps every byte the server sent, and the topic's event must not be among
@@ -12,6 +13,7 @@ so once that push is in, the topic's event would have been too.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 import typing as t
@@ -23,6 +25,7 @@ from flask import Flask
 from flask_sente import Sente
 from flask_sente.client import Client
 from flask_sente.testing import serve
+from tests.scaleout.conftest import RedisServer, running
 
 from .conftest import TIMEOUT, wait_until
 
@@ -58,10 +61,10 @@ class JoinServer:
     ``ann``), so a test can change it between connections. While ``slow_joins`` is set,
     the join handler waits for ``joins_may_end`` (a join the server is still answering)."""
 
-    def __init__(self) -> None:
+    def __init__(self, backplane: str | None) -> None:
         self.app = Flask(__name__)
         self.app.secret_key = "test"
-        self.sente = sente = Sente(self.app, csrf=False, lp_timeout=1)
+        self.sente = sente = Sente(self.app, csrf=False, lp_timeout=1, backplane=backplane)
         self.gate = HandshakeGate(self.app.wsgi_app)
         self.app.wsgi_app = self.gate  # type: ignore[method-assign]
         self.users: dict[str, str] = {}
@@ -104,9 +107,19 @@ class JoinServer:
         wait_until(lambda: n in synced, message=f"the push that follows {text!r}")
 
 
-@pytest.fixture
-def join_server() -> t.Iterator[JoinServer]:
-    server = JoinServer()
+@pytest.fixture(params=["memory", "redis"])
+def join_server(request: pytest.FixtureRequest) -> t.Iterator[JoinServer]:
+    with contextlib.ExitStack() as stack:
+        backplane = None
+        if request.param == "redis":
+            redis_server = RedisServer()
+            stack.enter_context(running(redis_server))
+            backplane = redis_server.url
+        yield stack.enter_context(_served(JoinServer(backplane)))
+
+
+@contextlib.contextmanager
+def _served(server: JoinServer) -> t.Iterator[JoinServer]:
     with serve(server.app) as base:
         server.base = base
         try:
