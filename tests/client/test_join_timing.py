@@ -282,10 +282,9 @@ def test_leave_right_after_connect_stops_delivery_at_the_wire(join_server, proxy
     connection's handshake): the server sends it nothing of the topic any more.
 
     Broken on purpose by keeping the topic in the book's joins on ``leave()`` (only
-    unfollowed): the next handshake rejoined it — the server saw a rejoin, ``topics``
-    still listed the topic, and when the rejoin reached the server after the leave,
-    "after" was on the wire (the client dropped it): 9 of the 9 leave tests failed, 3 of
-    them at the wire.
+    unfollowed): the next handshake rejoined it after the leave had gone out, the server
+    put the client back in, and "after" was on the wire (the client dropped it): all 18
+    runs of this test and the next one failed there.
     """
     chsk = _make(make_client, join_server.url(proxy.port), transport)
     said, synced = _said(chsk), _synced(chsk)
