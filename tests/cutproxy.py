@@ -3,7 +3,9 @@
 Tests point clients at ``proxy.port`` instead of the server's; ``proxy.cut()`` drops every
 open connection at once (both sides see the TCP connection die mid-stream, no close
 frames), and ``proxy.cut(down_for=2)`` also refuses new connections for that long — a short
-network outage. Runs on gevent in the test process; ``close()`` stops it and its greenlets.
+network outage. With ``record=True`` it also keeps every byte the server sent through it
+(``to_clients``): what reached the wire, before any client filtered it. Runs on gevent in
+the test process; ``close()`` stops it and its greenlets.
 """
 from __future__ import annotations
 
@@ -18,8 +20,11 @@ from gevent.server import StreamServer
 
 
 class CutProxy:
-    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1", *,
+                 record: bool = False) -> None:
         self._target = (target_host, target_port)
+        #: Every byte the server sent to clients through this proxy (with ``record``).
+        self.to_clients: bytearray | None = bytearray() if record else None
         self._group = gevent.pool.Pool()
         self._pairs: set[tuple[socket.socket, socket.socket]] = set()
         self._down_until = 0.0
@@ -44,7 +49,7 @@ class CutProxy:
         pair = (client, upstream)
         self._pairs.add(pair)
         try:
-            pump = self._group.spawn(_pump, upstream, client)
+            pump = self._group.spawn(_pump, upstream, client, self.to_clients)
             _pump(client, upstream)
             pump.join()
         finally:
@@ -97,12 +102,14 @@ def cutting(proxy: CutProxy, work: t.Callable[[], t.Any],
             raise worker.exception
 
 
-def _pump(src: socket.socket, dst: socket.socket) -> None:
+def _pump(src: socket.socket, dst: socket.socket, record: bytearray | None = None) -> None:
     try:
         while True:
             data = src.recv(65536)
             if not data:
                 break
+            if record is not None:
+                record += data
             dst.sendall(data)
     except OSError:
         pass

@@ -69,6 +69,8 @@ class ConnectionLoop:
 
     if t.TYPE_CHECKING:  # the topics side (client/topics.py)
         def _system_push(self, event_id: str, data: t.Any) -> bool: ...
+        def _topics_at_handshake(self, handshake: t.Mapping[str, t.Any]) -> bool | None: ...
+        def _topics_kicked(self) -> None: ...
         def _rejoin_all(self) -> None: ...
 
     # --- internals: state and events -------------------------------------------------------
@@ -101,8 +103,10 @@ class ConnectionLoop:
     def _wait_for_link(self, deadline: float) -> Link:
         with self._lock:
             while True:
-                if self._state.open and self._link is not None and self._link.intent is None:
-                    return self._link
+                link = self._link
+                if (self._state.open and link is not None and link.intent is None
+                        and not link.broken):
+                    return link
                 self._raise_if_stopped()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -318,7 +322,7 @@ class ConnectionLoop:
     def _opened(self, link: Link, handshake: Handshake) -> None:
         """State and events for a handshake (lock held)."""
         first = not self._state.ever_opened
-        recovered = self._endpoint.positions.handshake(handshake)
+        recovered = self._topics_at_handshake(handshake)
         self._machine.opened(link.transport)
         self._replace_state(dataclasses.replace(
             state_after_handshake(self._state, link.transport, handshake),
@@ -337,9 +341,9 @@ class ConnectionLoop:
             info = link.intent
         self._pending.fail_link(link, ConnectionClosed(f"connection closed: {info.reason}",
                                                        info.code))
-        if info.reason == "kicked":
-            self._endpoint.positions.forget()
         with self._lock:
+            if info.reason == "kicked":
+                self._topics_kicked()
             if self._link is link:
                 self._link = None
                 new = state_after_close(self._state, info)

@@ -214,6 +214,8 @@ class Client(ConnectionLoop, ClientTopics):
         of an app's reconnect paths, or to force a fresh connection."""
         with self._lock:
             link = self._link
+            if link is not None:
+                link.broken = True  # calls from now on wait for the next connection
         if link is not None:
             link.shutdown(None, graceful=False)
 

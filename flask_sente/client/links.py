@@ -80,6 +80,9 @@ class Link:
         self.aborter = Aborter()
         #: Set before the link is shut down on purpose: the close reason to record.
         self.intent: CloseInfo | None = None
+        #: Set by ``break_connection()``: the link is going away, new calls wait for the
+        #: next one (as in sente.js, where breaking closes the link at once).
+        self.broken = False
         self.ended = threading.Event()
 
     def read_loop(self) -> CloseInfo | Upgrade:

@@ -40,14 +40,21 @@ class Positions:
         return json.dumps({name: [epoch, seq] for name, (epoch, seq) in current.items()},
                           separators=(",", ":"))
 
-    def handshake(self, info: t.Mapping[str, t.Any]) -> bool | None:
-        """Adopt a handshake's positions; returns what to report as ``recovered``: the
-        server's verdict, or None on a first connection or when the user changed (the old
-        positions belonged to someone else: nothing was missed)."""
-        same_user = self._uid is not _NO_UID and info.get("uid") == self._uid
+    def handshake(self, info: t.Mapping[str, t.Any]) -> tuple[bool | None, bool]:
+        """Adopt a handshake's positions; returns ``(recovered, user_changed)``.
+
+        ``recovered`` is what to report: the server's verdict, or None on a first connection
+        or when the user changed (the old positions belonged to someone else: nothing was
+        missed). ``user_changed``: this handshake names another user than the last one did
+        (never on the first handshake, nor on the first after :meth:`forget`).
+
+        The topics followed stay followed, with their positions: which of them a handshake
+        drops is the topics' rule (:func:`flask_sente.client.topics.topics_at_handshake`),
+        and a topic whose join went out before the first handshake is not one of them.
+        """
+        first = self._uid is _NO_UID
+        same_user = not first and info.get("uid") == self._uid
         self._uid = info.get("uid")
-        if not same_user:
-            self._topics = set()
         given = info.get("positions")
         if isinstance(given, dict):
             # Topics keep their positions: each is resumed by its rejoin, not here.
@@ -58,7 +65,8 @@ class Positions:
             for name, pos in kept.items():
                 self._current.setdefault(name, pos)
         recovered = info.get("recovered")
-        return recovered if same_user and isinstance(recovered, bool) else None
+        return (recovered if same_user and isinstance(recovered, bool) else None,
+                not first and not same_user)
 
     def batch(self, events: list[tuple[str, t.Any]]) -> list[tuple[str, t.Any]]:
         """The events of a pushed batch the app should get: the mark taken off and applied,
@@ -107,3 +115,11 @@ class Positions:
 
     def follows(self, topic: str) -> bool:
         return "t:" + topic in self._topics
+
+    def followed(self) -> list[str]:
+        """The topics followed (joined, or being joined)."""
+        return sorted(name[2:] for name in self._topics)
+
+    def position(self, topic: str) -> tuple[str, int] | None:
+        """Where the client stands in ``topic`` (None: nowhere yet)."""
+        return self._current.get("t:" + topic)

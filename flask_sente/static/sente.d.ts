@@ -460,7 +460,31 @@ declare namespace Sente {
     readJoinReply(value: unknown):
       | { ok: true; data: unknown; position: Positions[string] | null; recovered: boolean | null }
       | { ok: false; reason: string };
+    newTopicRecord(data: unknown): TopicRecord;
+    topicStates(topics: ReadonlyMap<string, TopicRecord>): Map<string, TopicState>;
+    topicPositions(topics: ReadonlyMap<string, TopicRecord>): Map<string, Positions[string] | null>;
+    userChanged(state: State, info: Readonly<Record<string, unknown>>): boolean;
+    topicsAtHandshake(states: ReadonlyMap<string, TopicState>, changed: boolean): {
+      rejoin: string[];
+      dropped: string[];
+    };
+    positionAfterJoin(position: Positions[string] | null, movedSince: boolean,
+                      replied: Positions[string] | null): Positions[string] | null;
+    adoptTopicBatch(topics: Map<string, TopicRecord>,
+                    batch: { items: readonly TopicBatchItem[];
+                             topics: ReadonlyMap<string, Positions[string] | null> }): void;
   };
+
+  /** Whether a client is in a topic, or joining it (a join not answered yet). */
+  type TopicState = "joining" | "joined";
+
+  /** A topic a client is in or joining, as the channel keeps it (`protocol.newTopicRecord`). */
+  interface TopicRecord {
+    state: TopicState;
+    data: unknown;
+    position: Positions[string] | null;
+    moves: number;
+  }
 
   /** What one push batch asks of a client in topics (see `protocol.takeTopicBatch`). */
   type TopicBatchItem =

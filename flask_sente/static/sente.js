@@ -720,6 +720,81 @@
     }
     throw new ProtocolError(`a join reply is {ok: true|false, …}, got ${safeRepr(value)}`);
   }
+  // The topic records of a channel: a Map topic → {state, data, position, moves}, in join
+  // order. `state` is "joining" until a join's reply lets the client in, then "joined";
+  // `data` is what the topic was joined with (sent again on each rejoin); `moves` counts
+  // the marks that moved `position`, so a join's reply can tell whether one came first.
+  // What a handshake does to them is the rule client/topics.py follows too, stated once
+  // as data in tests/vectors/topics_handshake.json.
+
+  /** A topic this client is joining (see above). */
+  function newTopicRecord(data) {
+    return { state: "joining", data, position: null, moves: 0 };
+  }
+
+  /** Map topic → "joining" | "joined" of the records `topics`, in join order. */
+  function topicStates(topics) {
+    const out = new Map();
+    for (const [topic, record] of topics) out.set(topic, record.state);
+    return out;
+  }
+
+  /** Map topic → position | null of the records `topics` (what takeTopicBatch reads). */
+  function topicPositions(topics) {
+    const out = new Map();
+    for (const [topic, record] of topics) out.set(topic, record.position);
+    return out;
+  }
+
+  /** Whether the handshake `info` names another user than `state` did (never the first). */
+  function userChanged(state, info) {
+    return state.everOpened && !sameUid(state.uid, info.uid);
+  }
+
+  /**
+   * What a handshake does to the topics whose `states` are given (see topicStates):
+   * `{rejoin, dropped}`, lists of topics in join order. A new connection starts with no
+   * topics on the server, so every topic the client is in is rejoined from its position —
+   * unless the user changed (see userChanged): its topics were the other user's and are
+   * dropped (the app gets "chsk/left", reason "user-changed"). A topic still joining is
+   * in neither list: its own join call answers for it.
+   */
+  function topicsAtHandshake(states, changed) {
+    const joined = [...states].filter(([, state]) => state === "joined").map(([topic]) => topic);
+    return changed ? { rejoin: [], dropped: joined } : { rejoin: joined, dropped: [] };
+  }
+
+  /**
+   * The position a join's reply leaves its topic at: the reply's, unless a mark moved the
+   * topic since the join was sent (`movedSince`: over Ajax a batch can overtake the reply,
+   * and its mark is the newer word).
+   */
+  function positionAfterJoin(position, movedSince, replied) {
+    return replied !== null && !movedSince ? replied : position;
+  }
+
+  /**
+   * Apply a batch (what takeTopicBatch answered) to the records `topics`: a server-side
+   * join becomes a joined record (no join call of ours to wait for), the topics the batch
+   * left are removed, and moved positions are taken (counted in `moves`).
+   */
+  function adoptTopicBatch(topics, batch) {
+    for (const item of batch.items) {
+      if (item.kind !== "joined") continue;
+      let record = topics.get(item.topic);
+      if (!record) {
+        record = newTopicRecord(null);
+        topics.set(item.topic, record);
+      }
+      record.state = "joined";
+    }
+    for (const [topic, record] of [...topics]) {
+      if (!batch.topics.has(topic)) { topics.delete(topic); continue; }
+      const position = batch.topics.get(topic);
+      if (position !== record.position) { record.position = position; record.moves += 1; }
+    }
+  }
+
 
   // =========================================================================================
   // Transports (client/links.py, client/websocket.py): one object per connection attempt,
@@ -1116,11 +1191,6 @@
     return timeout;
   }
 
-  /** A topic this client is in or joining (see ChannelSocket._topics). */
-  function newTopicRecord(data) {
-    return { state: "joining", data, position: null, moves: 0 };
-  }
-
   /** The `meta` of a listener call for a user or broadcast push. */
   const NO_TOPIC = Object.freeze({ topic: null });
 
@@ -1295,9 +1365,15 @@
       const firstHandshake = !this._state.everOpened;
       // Another user's positions mean nothing for this one (a login or logout in between):
       // dropped, so only what the server says now counts.
-      if (!firstHandshake && !sameUid(this._state.uid, info.uid)) {
+      if (userChanged(this._state, info)) {
         this._positions = null;
-        this._dropTopics("user-changed"); // they were the other user's
+        // The topics it was in were the other user's. A join still in flight stays: its
+        // call goes out on this connection, as this user's (a join right after a login's
+        // reconnect() is not lost).
+        for (const topic of topicsAtHandshake(topicStates(this._topics), true).dropped) {
+          this._topics.delete(topic);
+          this._emit(EV.LEFT, { topic, reason: "user-changed" });
+        }
       }
       this._positions = positionsAfterHandshake(info) || this._positions;
       this._setState(stateAfterHandshake(this._state, transport.type, info));
@@ -1504,31 +1580,12 @@
     // --- topics (client/topics.py) --------------------------------------------------------
 
     /** Map topic → position | null of the topics this client is in or joining. */
-    _topicPositions() {
-      const out = new Map();
-      for (const [topic, record] of this._topics) out.set(topic, record.position);
-      return out;
-    }
+    _topicPositions() { return topicPositions(this._topics); }
 
     /** Apply a batch's membership changes and topic positions (see takeTopicBatch). */
-    _adoptTopics(batch) {
-      for (const item of batch.items) {
-        if (item.kind !== "joined") continue;
-        let record = this._topics.get(item.topic);
-        if (!record) {
-          record = newTopicRecord(null);
-          this._topics.set(item.topic, record);
-        }
-        record.state = "joined"; // a server-side join: no join call of ours to wait for
-      }
-      for (const [topic, record] of [...this._topics]) {
-        if (!batch.topics.has(topic)) { this._topics.delete(topic); continue; }
-        const position = batch.topics.get(topic);
-        if (position !== record.position) { record.position = position; record.moves += 1; }
-      }
-    }
+    _adoptTopics(batch) { adoptTopicBatch(this._topics, batch); }
 
-    /** Forget every topic (a kick, another user): nothing to rejoin, the app is told. */
+    /** Forget every topic (a kick): nothing to rejoin, the app is told (a join in flight fails). */
     _dropTopics(reason) {
       const dropped = [...this._topics].filter(([, record]) => record.state === "joined");
       this._topics.clear();
@@ -1553,7 +1610,7 @@
         if (this._topics.get(topic) === record) { // not left (or dropped) meanwhile
           record.state = "joined";
           record.data = data;
-          if (answer.position !== null && record.moves === moves) record.position = answer.position;
+          record.position = positionAfterJoin(record.position, record.moves !== moves, answer.position);
         }
         return answer;
       });
@@ -1572,8 +1629,8 @@
      */
     _rejoinTopics(transport) {
       const rejoins = [];
-      for (const [topic, record] of this._topics) {
-        if (record.state !== "joined") continue;
+      for (const topic of topicsAtHandshake(topicStates(this._topics), false).rejoin) {
+        const record = this._topics.get(topic);
         rejoins.push(this._joinCall(topic, record, record.data, this._callTimeoutMs).then(
           (answer) => this._emit(EV.REJOINED, { topic, recovered: answer.recovered }),
           (error) => {
@@ -1997,6 +2054,8 @@
       takeBatch,
       topicError, validateTopic, topicLog, mainPositions, withTopicLogs, takeTopicBatch, readJoinReply,
       MAX_TOPIC_LENGTH,
+      newTopicRecord, topicStates, topicPositions, userChanged, topicsAtHandshake, positionAfterJoin,
+      adoptTopicBatch,
     }),
   });
 });

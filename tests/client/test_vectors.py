@@ -5,12 +5,14 @@ clients must share is stated once, as data.
 """
 from __future__ import annotations
 
+import collections
 import json
 import pathlib
 import typing as t
 
 import pytest
 
+from flask_sente.client.positions import Positions
 from flask_sente.client.state import (
     CloseInfo,
     after_ws_failure,
@@ -22,6 +24,7 @@ from flask_sente.client.state import (
     state_after_close,
     state_after_handshake,
 )
+from flask_sente.client.topics import TopicBook
 from flask_sente.exceptions import RemoteProtocolError
 from flask_sente.protocol import PROTOCOL_VERSION, closecodes, wire
 from flask_sente.protocol.backoff import backoff_delay
@@ -51,6 +54,7 @@ def test_every_vector_file_has_a_runner() -> None:
     names = {p.name for p in VECTORS.glob("*.json")}
     assert names == {"backoff.json", "close_codes.json", "reconnect.json", "ws_failure.json",
                      "transitions.json", "envelopes.json", "handshake.json",
+                     "topics_handshake.json",
                      "auto_mode.json"}  # the last one: tests/client/test_auto_mode_rule.py
 
 
@@ -139,3 +143,94 @@ def test_handshake_version_check() -> None:
         info = {k: versions.get(v, v) if isinstance(v, str) else v
                 for k, v in case["info"].items()}
         assert (handshake_error(info) is None) is case["ok"], case
+
+
+class TopicsModel:
+    """The Python client's topics without I/O, driven the way ``ClientTopics`` drives them
+    (client/topics.py): a :class:`TopicBook` over :class:`Positions`, and the join and
+    rejoin calls still unanswered, oldest first per topic."""
+
+    def __init__(self) -> None:
+        self.positions = Positions()
+        self.book = TopicBook(self.positions)
+        #: topic -> unanswered calls: (kind, the position the call carried)
+        self.calls: dict[str, collections.deque[tuple[str, t.Any]]] = (
+            collections.defaultdict(collections.deque))
+
+    def table(self) -> dict[str, t.Any]:
+        return {topic: {"state": state, "position": _listed(self.positions.position(topic))}
+                for topic, state in self.book.states().items()}
+
+    def step(self, step: dict[str, t.Any]) -> dict[str, t.Any]:
+        """Apply one step; what it did, in the vectors' terms."""
+        got: dict[str, t.Any] = {"left": [], "rejoined": []}
+        if "join" in step:
+            topic = step["join"]
+            self.book.join(topic)
+            sent = self.positions.position(topic)  # read when the call's turn comes: now
+            self.calls[topic].append(("join", sent))
+            got["sent"] = _listed(sent)
+        elif "leave" in step:
+            self.book.leave(step["leave"])
+        elif "handshake" in step:
+            info = {"uid": step["handshake"]["uid"], "protocol": 2, "recovered": None,
+                    "positions": step["handshake"].get("positions", {"u": ["eu", 0]})}
+            _, dropped = self.book.handshake(info)
+            got["left"] = [{"topic": topic, "reason": "user-changed"} for topic in dropped]
+            got["rejoin"] = []
+            for topic in self.book.rejoin_round():
+                sent = self.book.join(topic)
+                self.calls[topic].append(("rejoin", sent))
+                got["rejoin"].append({"topic": topic, "position": _listed(sent)})
+        elif "reply" in step:
+            reply = step["reply"]
+            topic = reply["topic"]
+            kind, sent = self.calls[topic].popleft()
+            if kind == "join":
+                if reply["ok"]:
+                    self.book.allowed(topic, None, reply.get("position"), sent)
+                else:
+                    self.book.failed(topic)
+            elif not reply["ok"]:
+                if topic in self.book.joins:  # as ClientTopics._forget_topic
+                    self.book.leave(topic)
+                    got["left"].append({"topic": topic, "reason": reply["reason"]})
+            elif self.book.allowed(topic, self.book.joins.get(topic), reply.get("position"),
+                                   sent):
+                got["rejoined"].append({"topic": topic, "recovered": reply.get("recovered")})
+        elif "fail" in step:
+            self._fail(step["fail"])
+        elif "batch" in step:
+            topic = step["batch"]["topic"]
+            events = self.positions.batch([("chsk/topic", [topic, ["t/said", "x"]]),
+                                           ("chsk/pos", step["batch"]["mark"])])
+            got["delivered"] = (any(event_id == "chsk/topic" for event_id, _ in events)
+                                and self.book.follows(topic))
+        elif "kick" in step:
+            for topic in list(self.calls):
+                while self.calls[topic]:
+                    self._fail(topic)
+            got["left"] = [{"topic": topic, "reason": "kicked"} for topic in self.book.kicked()]
+        else:
+            raise AssertionError(f"unknown step {step}")
+        got["topics"] = self.table()
+        return got
+
+    def _fail(self, topic: str) -> None:
+        kind, _ = self.calls[topic].popleft()
+        if kind == "join":  # a rejoin that fails is tried again after the next handshake
+            self.book.failed(topic)
+
+
+def _listed(position: t.Any) -> list[t.Any] | None:
+    return None if position is None else list(position)
+
+
+@pytest.mark.parametrize("sequence", load("topics_handshake.json")["sequences"],
+                         ids=lambda s: s["name"])
+def test_topics_handshake(sequence: dict[str, t.Any]) -> None:
+    model = TopicsModel()
+    for n, step in enumerate(sequence["steps"]):
+        got = model.step(step)
+        for key, expected in step.get("expect", {}).items():
+            assert got[key] == expected, f"step {n} {step}: {key}"

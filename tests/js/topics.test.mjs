@@ -281,6 +281,31 @@ test("a kick and a change of user drop the topics, as the positions", async (t) 
   assert.deepEqual(chsk.topics(), []);
 });
 
+test("a join made while the client reconnects as another user is that user's: not dropped with the old topics", async (t) => {
+  // Broken on purpose by dropping every topic on a change of user, joins in flight too (as
+  // sente.js did): the join resolved but topics() was [] (its events would be dropped).
+  const net = fakeNet();
+  let uid = "alice";
+  net.onSocket = (ws) => ws.accept(uid);
+  const { chsk } = await openWs(t, net);
+  const got = record(chsk, "room/2");
+  const joiningOld = chsk.join("room/1");
+  lastCall(net.sockets[0]).reply({ ok: true, topic: "room/1", data: null, position: ["e1", 0], recovered: null });
+  await joiningOld;
+  uid = "bob";
+  chsk.reconnect(); // after a login
+  const joining = chsk.join("room/2"); // waits for the open, then goes out as bob's
+  await waitFor(() => net.sockets.length === 2 && net.sockets[1].sent.length === 1, "the join sent as bob");
+  const [event, cbId] = net.sockets[1].sent[0];
+  assert.deepEqual(event, ["chsk/join", { topic: "room/2", data: null, position: null }], "no rejoin of alice's room/1");
+  net.sockets[1].push([["chsk/reply", { ok: true, topic: "room/2", data: null, position: ["e2", 0], recovered: null }], cbId]);
+  await joining;
+  assert.deepEqual(chsk.topics(), ["room/2"]);
+  net.sockets[1].push([[inTopic("room/2", ["chat/said", "hi bob"]), mark({ u: ["eu", 1], "t:room/2": ["e2", 1] })], null]);
+  assert.deepEqual(got, [["left", { topic: "room/1", reason: "user-changed" }], ["on", "hi bob", "room/2"],
+    ["onTopic", "chat/said", "hi bob"]]);
+});
+
 /**
  * An Ajax client on a fake server that answers handshakes, parks POSTs in `joins` (answer
  * with `joins[i].resolve(response)`) and records polls, answered by `answerPoll(n)` (a

@@ -40,7 +40,7 @@ test("every vector file has a runner", () => {
   const names = readdirSync(DIR).filter((n) => n.endsWith(".json")).sort();
   // auto_mode.json runs in rules.test.mjs (and against real servers in Python and Chromium).
   assert.deepEqual(names, ["auto_mode.json", "backoff.json", "close_codes.json", "envelopes.json",
-    "handshake.json", "reconnect.json", "transitions.json", "ws_failure.json"]);
+    "handshake.json", "reconnect.json", "topics_handshake.json", "transitions.json", "ws_failure.json"]);
 });
 
 test("backoff schedule (seconds there, milliseconds here)", () => {
@@ -130,5 +130,120 @@ test("handshake protocol-version check", () => {
     const info = Object.fromEntries(Object.entries(c.info).map(
       ([k, v]) => [k, typeof v === "string" && v in versions ? versions[v] : v]));
     assert.equal(P.handshakeError(info) === null, c.ok, JSON.stringify(c));
+  }
+});
+
+/**
+ * sente.js's topics without I/O, driven the way ChannelSocket drives them (join, leave,
+ * _joinCall, _onHandshake, _rejoinTopics, _onMessage, _afterClose on a kick) through the
+ * pure functions of Sente.protocol: the topic records, and the join and rejoin calls still
+ * unanswered, oldest first per topic.
+ */
+class TopicsModel {
+  constructor() {
+    this.state = P.initialState("ws");
+    this.positions = null;
+    this.topics = new Map();
+    this.calls = new Map(); // topic → [{kind, record, moves, created}]
+  }
+
+  table() {
+    const out = {};
+    for (const [topic, record] of this.topics) out[topic] = { state: record.state, position: record.position };
+    return out;
+  }
+
+  _queue(topic) {
+    if (!this.calls.has(topic)) this.calls.set(topic, []);
+    return this.calls.get(topic);
+  }
+
+  /** A join or rejoin call of `record` (_joinCall): what its reply or failure does. */
+  _call(kind, topic, record, created) {
+    this._queue(topic).push({ kind, record, moves: record.moves, created });
+    return record.position;
+  }
+
+  step(step) {
+    const got = { left: [], rejoined: [] };
+    if ("join" in step) {
+      const topic = step.join;
+      let record = this.topics.get(topic);
+      const created = record === undefined;
+      if (created) { record = P.newTopicRecord(null); this.topics.set(topic, record); }
+      got.sent = this._call("join", topic, record, created);
+    } else if ("leave" in step) {
+      this.topics.delete(step.leave);
+    } else if ("handshake" in step) {
+      const info = { uid: step.handshake.uid, protocol: 2, recovered: null,
+        positions: step.handshake.positions ?? { u: ["eu", 0] } };
+      if (P.userChanged(this.state, info)) {
+        this.positions = null;
+        for (const topic of P.topicsAtHandshake(P.topicStates(this.topics), true).dropped) {
+          this.topics.delete(topic);
+          got.left.push({ topic, reason: "user-changed" });
+        }
+      }
+      this.positions = P.positionsAfterHandshake(info) || this.positions;
+      this.state = P.stateAfterHandshake(this.state, "ws", info);
+      got.rejoin = P.topicsAtHandshake(P.topicStates(this.topics), false).rejoin.map((topic) => (
+        { topic, position: this._call("rejoin", topic, this.topics.get(topic), false) }));
+    } else if ("reply" in step) {
+      const { topic } = step.reply;
+      const call = this._queue(topic).shift();
+      const answer = P.readJoinReply(step.reply);
+      const current = this.topics.get(topic) === call.record;
+      if (!answer.ok) {
+        if (current) this.topics.delete(topic);
+        if (call.kind === "rejoin") got.left.push({ topic, reason: answer.reason });
+      } else {
+        if (current) {
+          call.record.state = "joined";
+          call.record.position = P.positionAfterJoin(call.record.position, call.record.moves !== call.moves, answer.position);
+        }
+        if (call.kind === "rejoin") got.rejoined.push({ topic, recovered: answer.recovered });
+      }
+    } else if ("fail" in step) {
+      this._fail(step.fail);
+    } else if ("batch" in step) {
+      const { topic, mark } = step.batch;
+      const batch = P.takeTopicBatch(this.positions, P.topicPositions(this.topics),
+        [["chsk/topic", [topic, ["t/said", "x"]]], ["chsk/pos", mark]]);
+      got.delivered = batch.items.some((item) => item.kind === "event" && item.topic === topic);
+      if (!batch.seen) {
+        this.positions = batch.positions;
+        P.adoptTopicBatch(this.topics, batch);
+      }
+    } else if ("kick" in step) {
+      for (const [topic, calls] of this.calls) while (calls.length) this._fail(topic);
+      this.positions = null;
+      got.left = P.topicsAtHandshake(P.topicStates(this.topics), true).dropped.map((topic) => ({ topic, reason: "kicked" }));
+      this.topics.clear();
+      this.state = P.stateAfterClose(this.state, P.closeInfo("kicked", { code: Sente.CLOSE.KICKED }));
+    } else {
+      throw new Error(`unknown step ${JSON.stringify(step)}`);
+    }
+    got.topics = this.table();
+    return got;
+  }
+
+  /** join(): a first join that did not go through is no membership; a rejoin is retried. */
+  _fail(topic) {
+    const call = this._queue(topic).shift();
+    if (call.kind === "join" && call.created && call.record.state === "joining" && this.topics.get(topic) === call.record) {
+      this.topics.delete(topic);
+    }
+  }
+}
+
+test("topics: join, leave, handshakes, replies, batches and kicks (topics_handshake.json)", () => {
+  for (const seq of load("topics_handshake.json").sequences) {
+    const model = new TopicsModel();
+    seq.steps.forEach((step, n) => {
+      const got = model.step(step);
+      for (const [key, expected] of Object.entries(step.expect || {})) {
+        assert.deepEqual(got[key], expected, `${seq.name}, step ${n} ${JSON.stringify(step)}: ${key}`);
+      }
+    });
   }
 });

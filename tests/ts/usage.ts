@@ -121,6 +121,10 @@ const bad = Sente.protocol.eventError(["noslash"]);
 const verdict: "downgrade" | "stop" | "retry" =
   Sente.protocol.afterWsFailure({ auto: true, probe: { status: 0, handshake: null } });
 const batch = Sente.protocol.takeBatch(null, [["todo/added", 1], ["chsk/pos", { u: ["e", 1] }]]);
+const records = new Map([["room/1", Sente.protocol.newTopicRecord({ n: 1 })]]);
+const changed: boolean = Sente.protocol.userChanged(Sente.protocol.initialState("ws"), { uid: "ann" });
+const round: string[] = Sente.protocol.topicsAtHandshake(Sente.protocol.topicStates(records), changed).rejoin;
+Sente.protocol.adoptTopicBatch(records, Sente.protocol.takeTopicBatch(null, Sente.protocol.topicPositions(records), []));
 
 console.log(other, third, sent, calls, topics, broke, version, kicked, json, ms, ids, direct,
-  delay, bad, verdict, batch.seen, new Sente.ClosedError().kind);
+  delay, bad, verdict, batch.seen, round, new Sente.ClosedError().kind);
