@@ -61,6 +61,7 @@ from .views import (
     CONTENT_TYPES,
     UNAVAILABLE,
     LazyRequestInfo,
+    after_header,
     as_packed,
     credentials_of,
     handshake_data_in,
@@ -224,10 +225,13 @@ def _post(state: AppState, uid: t.Any, client_id: str, info: LazyRequestInfo,
     if len(raw) < length:
         return _text(400, "Bad package: the body ended before its Content-Length")
     try:
-        answer = state.hub.ajax_post(uid, client_id, info, as_packed(state, raw))
+        answer, after = state.hub.ajax_post(uid, client_id, info, as_packed(state, raw))
     except RemoteProtocolError as exc:
         return _text(exc.status, f"Bad package: {exc}")
-    return _packed(state, answer)
+    packed = _packed(state, answer)
+    if after is not None:
+        packed[3].append((wire.AFTER_HEADER, after_header(after)))
+    return packed
 
 
 def _packed(state: AppState, body: str | bytes) -> Answer:

@@ -27,6 +27,7 @@ from . import signals
 from .backplanes import Backplane, LocalBackplane
 from .config import Options
 from .connections import AjaxClient, Limits, WsConnection, thread_ident
+from .core.delivery import GAP, Batch, Reader
 from .core.packing import pack_batch
 from .core.presence import TRANSPORTS, Change, ConnectedUids, Transport
 from .exceptions import (
@@ -100,6 +101,9 @@ class Hub(LongPolls, Topics):
         #: leaves (shared backplanes only; see ``RedisBackplane.request_scope``).
         self.request_scope: t.Callable[[], t.ContextManager[None]] | None = getattr(
             self.backplane, "request_scope", None)
+        #: Waits until this process's own pushes are back in its mirror of a reader's logs.
+        self._caught_up: t.Callable[[Reader], None] | None = getattr(
+            self.backplane, "caught_up", None)
         #: Live connection objects: transport -> uid -> client_id -> connection.
         self._conns: dict[Transport, dict[t.Any, dict[str, t.Any]]] = {"ws": {}, "ajax": {}}
         self._windows: dict[Transport, float] = {
@@ -511,9 +515,37 @@ class Hub(LongPolls, Topics):
         replier = None
         if cb_id is not None:
             replier = WsReplier(self.packer, conn, cb_id, self.options.reply_timeout,
-                                self._settle, self.metrics)
+                                self._before_ws_reply, self.metrics)
         self._dispatch(EventMsg(event, conn.uid, conn.client_id, "ws", conn.request, replier),
                        hand_off)
+
+    def _before_ws_reply(self, conn: WsConnection) -> None:
+        """A reply is about to be offered to ``conn``: whatever is owed to that connection —
+        its handler's pushes among it — is sent first, so that the reply never overtakes
+        them on the wire (other connections keep their batching). With a shared backplane
+        the pushes are first waited into the shared log and back into this process's
+        mirror."""
+        reader = conn.reader
+        if self._settle is not None:
+            self._settle()
+            if reader is not None and self._caught_up is not None:
+                self._caught_up(reader)
+        if reader is not None and conn.open and reader.owed():
+            self._flush_connection(conn, reader)
+
+    def _flush_connection(self, conn: WsConnection, reader: Reader) -> None:
+        """Send one connection's batch now (the others wait for their flush)."""
+        batch = self._delivery.collect_reader(reader, time.monotonic())
+        if batch is GAP:
+            self._delivery.skip_to_head(reader)
+            self.metrics.closed_1013("history-gap")
+            conn.close(wire.CLOSE_TOO_SLOW, "client too slow")
+        elif isinstance(batch, Batch):
+            messages = pack_batch(self.packer, batch, conn.version,
+                                  self.options.max_message_size)
+            for packed in messages:
+                conn.offer(packed)
+            self.metrics.pushed("ws", batch, messages)
 
     def _bad_package(self, exc: RemoteProtocolError, uid: t.Any, client_id: str | None,
                      transport: str, request: RequestInfo | None) -> None:

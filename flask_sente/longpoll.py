@@ -316,8 +316,10 @@ class LongPolls:
         self._forget("ajax", client.uid, client.client_id)
 
     def ajax_post(self, uid: t.Any, client_id: str, request: RequestInfo,
-                  body: str | bytes) -> str | bytes:
-        """Handle one Ajax event; returns the response body (reply, ack or failure).
+                  body: str | bytes) -> tuple[str | bytes, dict[str, list[t.Any]] | None]:
+        """Handle one Ajax event; returns the response body (reply, ack or failure) and,
+        for a reply whose handler pushed first, the positions the client should reach
+        before acting on it (the ``X-Sente-After`` header).
 
         Raises RemoteProtocolError for a malformed body (the caller answers 400).
         """
@@ -334,13 +336,14 @@ class LongPolls:
             raise RemoteProtocolError(f"bad event ({msg.bad_reason or 'reserved-id'})")
         if cb_id is None:
             self._dispatch(EventMsg(event, uid, client_id, "ajax", request))
-            return self._ack_packed
-        replier = AjaxReplier(self.packer, self._settle)
+            return self._ack_packed, None
+        replier = AjaxReplier(self.packer, self._settle, uid)
         self._dispatch(EventMsg(event, uid, client_id, "ajax", request, replier))
         try:
-            return t.cast("str | bytes", replier.result.get(timeout=self.options.reply_timeout))
+            answer = replier.result.get(timeout=self.options.reply_timeout)
         except gevent.Timeout:
             self.metrics.reply_timed_out("ajax")
             replier.fail(ev.TIMEOUT)
-            return t.cast("str | bytes", replier.result.get())
+            answer = replier.result.get()
+        return t.cast("str | bytes", answer), replier.after
 

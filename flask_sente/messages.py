@@ -15,6 +15,8 @@ import typing as t
 import gevent
 import gevent.event
 
+from .backplanes.base import current_record
+from .core.delivery import BROADCAST, TOPIC, USER, topic_log_name
 from .metrics import NO_METRICS, NoMetrics
 from .protocol import events as ev
 from .protocol import wire
@@ -153,10 +155,14 @@ class Replier:
             return False
         packed = self._packer.pack(self._envelope_reply(value))  # may raise PackError
         self.done = True
-        if self._settle is not None:
-            self._settle()
+        self._before_reply()
         self._deliver(packed)
         return True
+
+    def _before_reply(self) -> None:
+        """Called once the reply is packed, before it leaves: the handler's pushes first."""
+        if self._settle is not None:
+            self._settle()
 
     def fail(self, kind: str, info: t.Any = None) -> None:
         if not self.done:
@@ -187,19 +193,27 @@ class WsReplier(Replier):
     and a timer per event costs about as much as the rest of the reply.
     """
 
-    __slots__ = ("_conn", "_cb_id", "_timer", "_metrics", "_deadline")
+    __slots__ = ("_conn", "_cb_id", "_timer", "_metrics", "_deadline", "_ready")
 
     def __init__(self, packer: Packer, conn: Outbox, cb_id: str, timeout: float,
-                 settle: t.Callable[[], None] | None = None,
+                 ready: t.Callable[[t.Any], None] | None = None,
                  metrics: NoMetrics = NO_METRICS) -> None:
         self.done = False
         self._packer = packer
-        self._settle = settle
+        self._settle = None
+        #: Called with the connection before the reply is offered to it: the hub sends the
+        #: pushes owed to that connection first (a reply never overtakes its handler's
+        #: pushes on the wire).
+        self._ready = ready
         self._conn = conn
         self._metrics = metrics
         self._cb_id = cb_id
         self._timer: t.Any = None
         self._deadline = time.monotonic() + timeout
+
+    def _before_reply(self) -> None:
+        if self._ready is not None:
+            self._ready(self._conn)
 
     def start_timeout(self) -> None:
         if self.done or self._timer is not None:
@@ -230,13 +244,39 @@ class WsReplier(Replier):
 
 
 class AjaxReplier(Replier):
-    """Replies become the body of the POST that carried the event."""
+    """Replies become the body of the POST that carried the event.
 
-    __slots__ = ("result",)
+    The pushes its handler made before replying travel through the client's polls, not
+    this POST: the reply carries the positions they got (:attr:`after`, the response's
+    ``X-Sente-After`` header), and the client acts on the reply once its polls brought it
+    there. The router records the handler's pushes (``backplanes.base.recording``).
+    """
 
-    def __init__(self, packer: Packer, settle: t.Callable[[], None] | None = None) -> None:
+    __slots__ = ("result", "_uid", "after")
+
+    def __init__(self, packer: Packer, settle: t.Callable[[], None] | None = None,
+                 uid: t.Any = None) -> None:
         super().__init__(packer, settle)
         self.result: gevent.event.AsyncResult = gevent.event.AsyncResult()
+        self._uid = uid
+        #: Log name (as the client knows it) -> ``[epoch, seq]`` of the handler's last push
+        #: there, or None when it pushed nothing the client reads.
+        self.after: dict[str, list[t.Any]] | None = None
+
+    def _before_reply(self) -> None:
+        super()._before_reply()  # a shared backplane: the pushes are in the log first
+        record = current_record()
+        if record is None or not record.positions:
+            return
+        after: dict[str, list[t.Any]] = {}
+        for key, (epoch, seq) in record.positions.items():
+            if key == BROADCAST:
+                after[BROADCAST] = [epoch, seq]
+            elif isinstance(key, tuple) and key[0] == TOPIC:
+                after[topic_log_name(key[1])] = [epoch, seq]
+            elif isinstance(key, tuple) and key[0] == USER and key[1] == self._uid:
+                after[USER] = [epoch, seq]
+        self.after = after or None
 
     def _envelope_reply(self, value: t.Any) -> list[t.Any]:
         return wire.reply(value, None)

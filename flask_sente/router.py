@@ -44,6 +44,7 @@ import gevent.queue
 from gevent import getcurrent
 from gevent.hub import Waiter
 
+from .backplanes.base import recording
 from .protocol import events as ev
 
 if t.TYPE_CHECKING:  # pragma: no cover
@@ -326,7 +327,13 @@ class Router:
     def _run(self, handler: Handler, msg: EventMsg) -> None:
         try:
             with self._context():
-                handler(msg)
+                if msg.transport == "ajax" and msg.expects_reply:
+                    # Its reply tells the client where the handler's pushes went (they
+                    # reach it through its polls, not this reply).
+                    with recording():
+                        handler(msg)
+                else:
+                    handler(msg)
         except Exception as exc:
             suppressed = self._errors.check(self._errors.key(handler, exc))
             if suppressed is not None:

@@ -188,10 +188,19 @@ def _post(state: AppState, uid: t.Any, client_id: str) -> Response:
     if len(body) > limit:
         return _text(413, f"Message too big: the limit is {limit} bytes")
     try:
-        answer = state.hub.ajax_post(uid, client_id, request_snapshot(), body)
+        answer, after = state.hub.ajax_post(uid, client_id, request_snapshot(), body)
     except RemoteProtocolError as exc:
         return _text(exc.status, f"Bad package: {exc}")
-    return _with_key(state, _packed(state, answer), uid, client_id, req)
+    resp = _packed(state, answer)
+    if after is not None:
+        resp.headers[wire.AFTER_HEADER] = after_header(after)
+    return _with_key(state, resp, uid, client_id, req)
+
+
+def after_header(after: dict[str, list[t.Any]]) -> str:
+    """The ``X-Sente-After`` value: the positions as compact JSON (ASCII: epochs are
+    URL-safe base64)."""
+    return json.dumps(after, separators=(",", ":"))
 
 
 def as_packed(state: AppState, raw: bytes) -> str | bytes:

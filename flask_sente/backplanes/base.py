@@ -12,10 +12,50 @@ This module may import only the standard library and ``flask_sente.core``.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import typing as t
 
 from ..core.delivery import Delivery, Reader
 from ..core.presence import Change, ConnectedUids, Transport
+
+
+class PushRecord:
+    """What one request or one handler pushed, so that its answer can be ordered after it:
+    a response leaves once its request's pushes are in the shared log (causal order across
+    workers), an Ajax reply tells the client which positions to reach before acting on it.
+    Backplanes fill it in for the pushes made while it is :func:`current`."""
+
+    __slots__ = ("marks", "positions")
+
+    def __init__(self) -> None:
+        #: Shared backplanes: the outbox counter of the last push queued, per backplane
+        #: (``settled(upto=...)`` waits for it).
+        self.marks: dict[t.Any, int] = {}
+        #: ``(epoch, seq)`` of the last push per log key, once the log gave it a seq.
+        self.positions: dict[t.Hashable, tuple[str, int]] = {}
+
+
+#: The record of the request or handler running in this greenlet (None: nobody records).
+_RECORD: contextvars.ContextVar[PushRecord | None] = contextvars.ContextVar(
+    "flask_sente_push_record", default=None)
+
+
+def current_record() -> PushRecord | None:
+    """The :class:`PushRecord` of the request or handler running here, if any."""
+    return _RECORD.get()
+
+
+@contextlib.contextmanager
+def recording() -> t.Iterator[PushRecord]:
+    """Record the pushes made inside (in this greenlet only: greenlets and threads it
+    starts push on their own account)."""
+    record = PushRecord()
+    token = _RECORD.set(record)
+    try:
+        yield record
+    finally:
+        _RECORD.reset(token)
 
 
 class BackplaneListener(t.Protocol):

@@ -9,9 +9,9 @@ from __future__ import annotations
 import secrets
 import typing as t
 
-from ..core.delivery import Delivery, Reader
+from ..core.delivery import BROADCAST, TOPIC, USER, Delivery, Reader
 from ..core.presence import Change, ConnectedUids, Presence, Transport
-from .base import BackplaneListener
+from .base import BackplaneListener, current_record
 
 
 def new_epoch() -> str:
@@ -78,13 +78,23 @@ class LocalBackplane:
 
     def push(self, uid: t.Any, event: t.Any, target: str | None, now: float) -> None:
         due = self.delivery.push(uid, event, target, now)
+        self._recorded((USER, uid))
         if due and self._listener is not None:
             self._listener.logs_appended(due)
 
     def broadcast(self, event: t.Any, now: float) -> None:
         due = self.delivery.broadcast(event, now)
+        self._recorded(BROADCAST)
         if due and self._listener is not None:
             self._listener.logs_appended(due)
+
+    def _recorded(self, key: t.Hashable) -> None:
+        """Tell the request or handler recording its pushes where this one went."""
+        record = current_record()
+        if record is not None:
+            log = self.delivery.logs.get(key)
+            if log is not None:
+                record.positions[key] = (log.epoch, log.seq)
 
     # --- topics ----------------------------------------------------------------------------
 
@@ -99,6 +109,7 @@ class LocalBackplane:
 
     def publish(self, topic: str, event: t.Any, exclude: str | None, now: float) -> None:
         due = self.delivery.publish(topic, event, exclude, now)
+        self._recorded((TOPIC, topic))
         if due and self._listener is not None:
             self._listener.logs_appended(due)
 

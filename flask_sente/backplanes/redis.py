@@ -20,7 +20,6 @@ checkout) and gevent's monkey-patching (redis-py does its I/O on ``socket``).
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import json
 import logging
 import time
@@ -38,7 +37,7 @@ from ..core.presence import Change, ConnectedUids, Presence, Transport
 from ..exceptions import BackplaneError, ConfigError
 from ..metrics import NO_METRICS, NoMetrics
 from . import redis_scripts as rs
-from .base import BackplaneListener
+from .base import BackplaneListener, PushRecord, current_record, recording
 from .local import new_epoch, track_members
 from .redis_connect import connect, import_redis, parse_url
 
@@ -66,11 +65,9 @@ REFRESH_CHUNK = 500
 TOPIC_COMMANDS = frozenset({"join", "leave", "remove"})
 
 
-#: The pushes made by the request being served in this greenlet, per backplane (the last
-#: outbox counter of each): set by :meth:`RedisBackplane.request_scope`, so that the
-#: response waits until they are in Redis. None outside a request.
-_REQUEST_PUSHES: contextvars.ContextVar[dict[RedisBackplane, int] | None] = \
-    contextvars.ContextVar("flask_sente_request_pushes", default=None)
+#: An append waiting for the publisher: writer counter, user key, event, target, control,
+#: create, and the record of the request or handler that made it.
+_Item = tuple[int, str, t.Any, str, str, bool, PushRecord | None]
 
 
 def _ms() -> int:
@@ -115,8 +112,7 @@ class RedisBackplane:
                          ("APPEND", "TOUCH", "ATTACH", "DETACH", "REMOVE", "EXPIRE",
                           "HEARTBEAT")}
         self._listener: BackplaneListener | None = None
-        self._outbox: gevent.queue.Queue[tuple[str, t.Any, str, str, bool]] = \
-            gevent.queue.Queue()
+        self._outbox: gevent.queue.Queue[_Item] = gevent.queue.Queue()
         self._group = gevent.pool.Group()
         self._online: dict[str, set[t.Any]] = {"ws": set(), "ajax": set()}
         self._snapshot: ConnectedUids | None = None
@@ -140,6 +136,11 @@ class RedisBackplane:
         self.healthy = True
         self._reachable = True
         self._listening = True
+        #: The last append of this process per log mirrored here, and who waits for the
+        #: mirror to hold it (:meth:`caught_up`).
+        self._own: dict[t.Hashable, tuple[str, int]] = {}
+        self._mirror_waiters: list[tuple[list[tuple[t.Any, tuple[str, int]]],
+                                         gevent.event.Event]] = []
         #: Membership changes that could not reach Redis yet, oldest first.
         self._unsent: list[tuple[str, str, str, tuple[t.Any, ...]]] = []
 
@@ -186,6 +187,8 @@ class RedisBackplane:
         self._queue((rs.user_key(uid), reason, "", "kick", False))
 
     def _queue(self, item: tuple[str, t.Any, str, str, bool]) -> None:
+        """Hand one append to the publisher (``item``: user key, event, target, control,
+        create). Made while a :class:`PushRecord` records, the record learns it."""
         self._running()
         if self._outbox.qsize() >= OUTBOX_LIMIT:
             # Redis has been away too long: this push is lost, and its readers will be
@@ -195,10 +198,10 @@ class RedisBackplane:
             return
         self._queued += 1
         self._counter += 1
-        self._outbox.put((self._counter, *item))
-        marks = _REQUEST_PUSHES.get()
-        if marks is not None:  # made while serving a request: its response waits for it
-            marks[self] = self._queued
+        record = current_record()
+        if record is not None:  # its request (or handler) answers after this is in Redis
+            record.marks[self] = self._queued
+        self._outbox.put((self._counter, *item, record))
 
     @staticmethod
     @contextlib.contextmanager
@@ -209,14 +212,34 @@ class RedisBackplane:
         client in request order, whichever workers served them (causal order). A request
         that pushed nothing waits for nothing. Pushes made in greenlets or threads the
         request started are not its own: they keep their own order per caller."""
-        marks: dict[RedisBackplane, int] = {}
-        token = _REQUEST_PUSHES.set(marks)
-        try:
+        with recording() as record:
             yield
-        finally:
-            _REQUEST_PUSHES.reset(token)
-            for backplane, upto in marks.items():
-                backplane.settled(upto=upto)
+        for backplane, upto in record.marks.items():
+            backplane.settled(upto=upto)
+
+    def caught_up(self, reader: Reader, timeout: float = SOCKET_TIMEOUT) -> None:
+        """Wait (at most ``timeout``) until this process's mirror holds every push this
+        process appended to a log ``reader`` reads (they come back through the
+        subscription): a reply flushed after it goes after its handler's pushes on the same
+        socket. Call after :meth:`settled`."""
+        own = self._own
+        pending = [(log, own[log.key]) for log in reader.logs.values()
+                   if log.key in own and log.epoch == own[log.key][0]
+                   and log.seq < own[log.key][1]]
+        if not pending:
+            return
+        waiter: gevent.event.Event = gevent.event.Event()
+        self._mirror_waiters.append((pending, waiter))
+        waiter.wait(timeout)
+
+    def _mirror_moved(self) -> None:
+        """Wake the :meth:`caught_up` waiters whose logs are now far enough."""
+        waiting, self._mirror_waiters = self._mirror_waiters, []
+        for pending, waiter in waiting:
+            if all(log.epoch != mark[0] or log.seq >= mark[1] for log, mark in pending):
+                waiter.set()
+            else:
+                self._mirror_waiters.append((pending, waiter))
 
     @property
     def outbox_depth(self) -> int:
@@ -245,7 +268,7 @@ class RedisBackplane:
         the log gets a new epoch when Redis is back, so its readers learn they missed it.
         """
         script = self._scripts["APPEND"]
-        batch: list[tuple[int, str, t.Any, str, str, bool]] = []
+        batch: list[_Item] = []
         failing_since: float | None = None
         while not self._closed:
             if not batch:
@@ -259,14 +282,14 @@ class RedisBackplane:
             started = time.monotonic()
             try:
                 pipe = self.client.pipeline(transaction=False)
-                for counter, ukey, event, target, control, create in batch:
+                for counter, ukey, event, target, control, create, _ in batch:
                     meta, log, channel = rs.log_keys(self.prefix, ukey)
                     script(keys=[meta, log],
                            args=[rs.pack_event(event), target, self.history_size,
                                  self._ttl, new_epoch(), channel, "1" if create else "0",
                                  control, self.node, counter,
                                  "1" if control == "gap" else "0"], client=pipe)
-                pipe.execute()
+                results = pipe.execute()
             except (self._redis_mod.RedisError, BackplaneError) as exc:
                 now = time.monotonic()
                 if failing_since is None:
@@ -288,6 +311,7 @@ class RedisBackplane:
                                self._dropped)
                 failing_since = None
             self.metrics.published(len(batch), time.monotonic() - started)
+            self._appended(batch, results)
             self._written += sum(1 for item in batch if item[4] != "gap")
             batch = []
             self._set_healthy(True)
@@ -298,9 +322,26 @@ class RedisBackplane:
                     if wanted <= self._written:
                         waiter.set()
 
-    def _gap_record(self, ukey: str) -> tuple[int, str, t.Any, str, str, bool]:
+    def _appended(self, batch: list[_Item], results: list[t.Any]) -> None:
+        """Note the seq each append got: per log mirrored here (:meth:`caught_up`), and in
+        the record of the request or handler that made it. An entry sent again after a
+        timeout whose first try had reached Redis gets no answer (it was not appended
+        twice): its seq stays unknown, and nothing waits for it."""
+        logs = self.delivery.logs
+        for item, result in zip(batch, results, strict=True):
+            if not result:
+                continue
+            log_key = self._log_key_of(item[1])
+            position = (result[0].decode(), int(result[1]))
+            if log_key in logs:
+                self._own[log_key] = position
+            record = item[6]
+            if record is not None:
+                record.positions[log_key] = position
+
+    def _gap_record(self, ukey: str) -> _Item:
         self._counter += 1
-        return (self._counter, ukey, None, "", "gap", ukey == rs.BROADCAST_KEY)
+        return (self._counter, ukey, None, "", "gap", ukey == rs.BROADCAST_KEY, None)
 
     def _set_healthy(self, healthy: bool) -> None:
         """A call to Redis failed (False) or went through (True)."""
@@ -393,6 +434,8 @@ class RedisBackplane:
             due = ("ws", "ajax")
         if due and self._listener is not None:
             self._listener.logs_appended(due)
+        if self._mirror_waiters:
+            self._mirror_moved()
         for kind, value, field in controls:
             self._control(log_key, kind, value, field)
 

@@ -411,6 +411,18 @@ class Delivery:
                     log.trim(self.history_size, log.entries[-1].at - self.history_ttl)
         return [b for b in batches.values() if b.entries], gapped, woken, next_due
 
+    def collect_reader(self, reader: Reader, now: float) -> Batch | _Gap | None:
+        """What one eager reader is owed now, as :meth:`collect` would give it (None:
+        nothing for this client; :data:`GAP`: its history is gone). The reader's logs stay
+        dirty for their other readers."""
+        batches: dict[t.Hashable, Batch] = {}
+        gapped: list[Reader] = []
+        if not self._collect_one(reader, batches, gapped):
+            return GAP if gapped else None
+        reader.collected_at = now
+        batch = next(iter(batches.values()))
+        return batch if batch.entries else None
+
     def _collect_one(self, reader: Reader, batches: dict[t.Hashable, Batch],
                      gapped: list[Reader]) -> bool:
         """Put the reader in the batch of what it is owed; False when it is owed nothing.

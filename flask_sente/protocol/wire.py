@@ -66,6 +66,10 @@ def position_mark(positions: Positions) -> list[t.Any]:
 #: The response header that gives an admitted Ajax client its fast-path key, and the
 #: request header its later requests send the key back in (docs/protocol.md §6).
 FAST_KEY_HEADER = "X-Sente-Key"
+#: Response header of an Ajax POST's reply (protocol 2): the positions the client should
+#: reach — through its polls — before it acts on the reply, because the handler pushed to
+#: those logs before replying (docs/protocol.md §6, "Replies after their pushes").
+AFTER_HEADER = "X-Sente-After"
 
 #: Longest ``pos`` query parameter accepted (the user's and broadcast logs and the topics
 #: joined: about 30 bytes plus the name per topic). The whole request line must also pass

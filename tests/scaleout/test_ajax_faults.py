@@ -27,7 +27,7 @@ from gevent.server import StreamServer
 from flask_sente import Sente
 from flask_sente.testing import serve
 
-from .conftest import RedisServer, running
+from .conftest import RedisServer
 
 TIMEOUT = 5
 
