@@ -3,6 +3,11 @@
 The sender is the Flask app (``current_app._get_current_object()`` style, i.e. the real
 app object), so ``signal.connect(fn, app)`` listens to one app only. Receivers run in the
 greenlet that noticed the change; keep them short or spawn.
+
+Presence signals come in one order, with every backplane, and a receiver reads the state
+after the change (``connected_uids``, ``clients_of``, ``members``): ``user_connected``
+before the client's ``client_connected``, ``client_disconnected`` before the user's
+``user_disconnected``. The table is in docs/concepts.md ("Presence signals").
 """
 from __future__ import annotations
 
@@ -10,10 +15,12 @@ from blinker import Namespace
 
 _signals = Namespace()
 
-#: A client connected. Keyword arguments: ``uid``, ``client_id``, ``transport``
-#: (``"ws"`` or ``"ajax"``).
+#: A client connected to this worker (not again when it reconnects within its grace
+#: window). Keyword arguments: ``uid``, ``client_id``, ``transport`` (``"ws"`` or
+#: ``"ajax"``).
 client_connected = _signals.signal("sente-client-connected")
-#: A client's connection ended (before any grace window). Same keyword arguments.
+#: A client's connection ended and its grace window passed without it coming back (sent by
+#: the worker that held it). Same keyword arguments.
 client_disconnected = _signals.signal("sente-client-disconnected")
 #: A user's first client connected (``chsk/uidport-open``). Keyword argument: ``uid``.
 user_connected = _signals.signal("sente-user-connected")

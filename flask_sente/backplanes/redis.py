@@ -141,6 +141,8 @@ class RedisBackplane:
         self._own: dict[t.Hashable, tuple[str, int]] = {}
         self._mirror_waiters: list[tuple[list[tuple[t.Any, tuple[str, int]]],
                                          gevent.event.Event]] = []
+        #: Users gone at once by a detach with no grace: told after their client's leaving.
+        self._offline_due: list[Change] = []
         #: Membership changes that could not reach Redis yet, oldest first.
         self._unsent: list[tuple[str, str, str, tuple[t.Any, ...]]] = []
 
@@ -660,21 +662,24 @@ class RedisBackplane:
         # An Ajax client's topic membership is held by every process that holds the client
         # (its polls may reach any of them, and each forgets it on its own): one member
         # per process, none replacing another's. A WebSocket is on one process at a time.
-        self._membership(self.topic_prefix, "ATTACH", rs.user_key([topic, uid]), transport,
-                         self.node, client_id, _ms(), "1" if transport == "ajax" else "0")
+        self._report_topics(self._membership(
+            self.topic_prefix, "ATTACH", rs.user_key([topic, uid]), transport, self.node,
+            client_id, _ms(), "1" if transport == "ajax" else "0"))
 
     def topic_detach(self, topic: str, uid: t.Any, transport: Transport, client_id: str,
                      conn_id: int, deadline: float) -> None:
         if self.topic_presence.detach((topic, uid), transport, client_id, conn_id, deadline):
             until = _ms() + int(max(0.0, deadline - time.monotonic()) * 1000)
-            self._membership(self.topic_prefix, "DETACH", rs.user_key([topic, uid]),
-                             transport, self.node, client_id, until, _ms())
+            self._report_topics(self._membership(
+                self.topic_prefix, "DETACH", rs.user_key([topic, uid]), transport, self.node,
+                client_id, until, _ms()))
 
     def topic_remove(self, topic: str, uid: t.Any, transport: Transport,
                      client_id: str) -> None:
         self.topic_presence.remove((topic, uid), transport, client_id)
-        self._membership(self.topic_prefix, "REMOVE", rs.user_key([topic, uid]), transport,
-                         client_id, _ms())
+        self._report_topics(self._membership(
+            self.topic_prefix, "REMOVE", rs.user_key([topic, uid]), transport, client_id,
+            _ms()))
 
     def members(self, topic: str) -> frozenset[t.Any]:
         self._running()
@@ -695,7 +700,10 @@ class RedisBackplane:
         return {name: (pos[0], int(pos[1])) for name, pos in json.loads(raw).items()}
 
     def _report_topics(self, changes: list[Change]) -> None:
-        if changes and self._listener is not None:
+        if not changes:
+            return
+        track_members(self._topic_members, changes)  # receivers read the state after
+        if self._listener is not None:
             self._listener.topic_presence_changed(changes)
 
     def _reload_topic_members(self) -> None:
@@ -747,13 +755,7 @@ class RedisBackplane:
 
     def _on_presence(self, data: bytes) -> None:
         ukey, ws, ajax = msgpack.unpackb(data, raw=False)
-        uid = rs.uid_of(ukey)
-        for transport, present in (("ws", ws), ("ajax", ajax)):
-            if present:
-                self._online[transport].add(uid)
-            else:
-                self._online[transport].discard(uid)
-        self._snapshot = None
+        self._set_online(rs.uid_of(ukey), ws, ajax)
 
     def _run(self, name: str, *args: t.Any) -> t.Any:
         return self._run_in(self.prefix, name, *args)
@@ -762,75 +764,142 @@ class RedisBackplane:
         with self._calling():
             return self._scripts[name](keys=rs.route_keys(prefix), args=[prefix, *args])
 
+    # The state a presence signal's receiver reads is the state after the change, on every
+    # backplane (docs/concepts.md, "Presence"): the online sets copied here are updated from
+    # each script's answer before its change is reported (the other processes get the same
+    # delta through the channel), and a user's transitions are reported around the client's
+    # own: user-online before client-joined, client-left before user-offline.
+
     def attach(self, uid: t.Any, transport: Transport, client_id: str, conn_id: int) -> None:
-        self._report([c for c in self.presence.attach(uid, transport, client_id, conn_id)
-                      if not c.kind.startswith("user-")])
-        self._membership(self.prefix, "ATTACH", rs.user_key(uid), transport, self.node,
-                         client_id, _ms(), "0")
+        joined = [c for c in self.presence.attach(uid, transport, client_id, conn_id)
+                  if not c.kind.startswith("user-")]
+        online: list[Change] = []
+        try:
+            online = self._membership(self.prefix, "ATTACH", rs.user_key(uid), transport,
+                                      self.node, client_id, _ms(), "0")
+        finally:
+            self._report(online + joined)
 
     def detach(self, uid: t.Any, transport: Transport, client_id: str, conn_id: int,
                deadline: float) -> None:
         if self.presence.detach(uid, transport, client_id, conn_id, deadline):
             until = _ms() + int(max(0.0, deadline - time.monotonic()) * 1000)
-            self._membership(self.prefix, "DETACH", rs.user_key(uid), transport, self.node,
-                             client_id, until, _ms())
+            # With no grace the member is gone at once: the user's leaving, if it is one,
+            # is told after the client's, by the expiry that follows.
+            self._offline_due += self._membership(self.prefix, "DETACH", rs.user_key(uid),
+                                                  transport, self.node, client_id, until,
+                                                  _ms())
 
     def remove(self, uid: t.Any, transport: Transport, client_id: str) -> None:
-        self._report([c for c in self.presence.remove(uid, transport, client_id)
-                      if not c.kind.startswith("user-")])
-        self._membership(self.prefix, "REMOVE", rs.user_key(uid), transport, client_id,
-                         _ms())
+        left = [c for c in self.presence.remove(uid, transport, client_id)
+                if not c.kind.startswith("user-")]
+        offline: list[Change] = []
+        try:
+            offline = self._membership(self.prefix, "REMOVE", rs.user_key(uid), transport,
+                                       client_id, _ms())
+        finally:
+            self._report(left + offline)
 
-    def _membership(self, prefix: str, script: str, ukey: str, *args: t.Any) -> None:
+    def _membership(self, prefix: str, script: str, ukey: str, *args: t.Any) -> list[Change]:
         """One change of a member in Redis (ATTACH, DETACH, REMOVE of user or topic
-        presence), made in order with the others. A change that cannot reach Redis now is
-        kept and made once Redis answers again (the housekeeping loop's probe), and so are
-        the ones after it meanwhile: a member that left while Redis was away must not stay
-        online for good, nor one that came back be dropped by an older change. The raised
+        presence), made in order with the others; returns the user's (or user-in-topic's)
+        transition this call saw, for the caller to report.
+
+        A change that cannot reach Redis now is kept and made once Redis answers again (the
+        housekeeping loop's probe), and so are the ones after it meanwhile: a member that
+        left while Redis was away must not stay online for good, nor one that came back be
+        dropped by an older change. Those report their transitions when made. The raised
         :class:`BackplaneError` tells the caller it is late."""
         change = (prefix, script, ukey, args)
         if self._unsent:
             self._unsent.append(change)
-            return
+            return []
         try:
-            self._make_change(change)
+            return self._make_change(change)
         except BackplaneError:
             self._unsent.append(change)
             raise
 
-    def _make_change(self, change: tuple[str, str, str, tuple[t.Any, ...]]) -> None:
-        """Run one membership script; report the user's (or the user-in-topic's) online
-        transition when this call is the one that saw it."""
+    def _make_change(self, change: tuple[str, str, str, tuple[t.Any, ...]]) -> list[Change]:
+        """Run one membership script; keep the online sets copied here in step with its
+        answer; return the transition it saw (empty: none)."""
         prefix, script, ukey, args = change
-        was, on = self._run_in(prefix, script, ukey, *args)
-        if was == on:
-            return
-        kind: t.Literal["user-online", "user-offline"] = "user-online" if on else "user-offline"
+        was, on, ws, ajax, _ = self._run_in(prefix, script, ukey, *args)
+        key = rs.uid_of(ukey)
         if prefix == self.topic_prefix:
-            self._report_topics([Change(kind, tuple(rs.uid_of(ukey)))])
+            key = tuple(key)
         else:
-            self._report([Change(kind, rs.uid_of(ukey))])
+            self._set_online(key, ws, ajax)
+        if was == on:
+            return []
+        return [Change("user-online" if on else "user-offline", key)]
 
     def _send_unsent(self) -> None:
         """Make the membership changes that waited for Redis, in order (the housekeeping
-        loop calls it once Redis answers); stops at the first that still cannot."""
+        loop calls it once Redis answers), reporting what they saw; stops at the first that
+        still cannot."""
         while self._unsent:
-            self._make_change(self._unsent[0])
+            prefix = self._unsent[0][0]
+            changes = self._make_change(self._unsent[0])
             self._unsent.pop(0)
+            if prefix == self.topic_prefix:
+                self._report_topics(changes)
+            else:
+                self._report(changes)
+
+    def _set_online(self, uid: t.Any, ws: int, ajax: int) -> None:
+        for transport, present in (("ws", ws), ("ajax", ajax)):
+            if present:
+                self._online[transport].add(uid)
+            else:
+                self._online[transport].discard(uid)
+        self._snapshot = None
 
     def expire(self, now: float) -> None:
         # Presence deadlines only: the hub's sweep expires the logs every few seconds (a
         # scan of every log per ended grace window made connect storms quadratic).
-        self._report([c for c in self.presence.expire(now) if not c.kind.startswith("user-")])
+        left = [c for c in self.presence.expire(now) if not c.kind.startswith("user-")]
         self.topic_presence.expire(now)  # the cluster-wide transitions come from Redis
-        self._expire_cluster()
+        offline, self._offline_due = self._offline_due, []
+        try:
+            offline += self._expire_users()
+            if left:  # a receiver of client-left reads the cluster's state after it
+                self._refresh_online({c.uid for c in left})
+            self._expire_topics()
+        finally:
+            self._report(left + offline)
 
     def _expire_cluster(self) -> None:
-        closed = self._run("EXPIRE", _ms(), 100)
-        self._report([Change("user-offline", rs.uid_of(k.decode())) for k in closed])
-        left = self._run_in(self.topic_prefix, "EXPIRE", _ms(), 100)
-        self._report_topics([Change("user-offline", tuple(rs.uid_of(k.decode())))
-                             for k in left])
+        self._report(self._expire_users())
+        self._expire_topics()
+
+    def _expire_users(self) -> list[Change]:
+        """End the grace windows due cluster-wide; the users who went offline."""
+        offline = []
+        for ukey, was, on, ws, ajax in self._run("EXPIRE", _ms(), 100):
+            uid = rs.uid_of(ukey.decode())
+            self._set_online(uid, ws, ajax)
+            if was and not on:
+                offline.append(Change("user-offline", uid))
+        return offline
+
+    def _expire_topics(self) -> None:
+        rows = self._run_in(self.topic_prefix, "EXPIRE", _ms(), 100)
+        self._report_topics([Change("user-offline", tuple(rs.uid_of(row[0].decode())))
+                             for row in rows if row[1] and not row[2]])
+
+    def _refresh_online(self, uids: set[t.Any]) -> None:
+        """Read these users' online state from Redis into the copy here (another process
+        may have seen their transition; its delta may not have arrived yet)."""
+        with self._calling():
+            pipe = self.client.pipeline(transaction=False)
+            for uid in uids:
+                ukey = rs.user_key(uid)
+                pipe.sismember(f"{self.prefix}:online:ws", ukey)
+                pipe.sismember(f"{self.prefix}:online:ajax", ukey)
+            found = pipe.execute()
+        for i, uid in enumerate(uids):
+            self._set_online(uid, int(found[2 * i]), int(found[2 * i + 1]))
 
     def next_deadline(self) -> float | None:
         due = [d for d in (self.presence.next_deadline(), self.topic_presence.next_deadline())

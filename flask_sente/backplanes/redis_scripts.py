@@ -134,7 +134,9 @@ return {epoch, tonumber(redis.call('HGET', KEYS[1], 'seq'))}
 # Presence. Every script that changes members ends with sync(): prune members whose grace
 # window ended, recompute the user's online sets and publish a delta when they changed.
 # Scripts run atomically, so each 0 -> 1 and 1 -> 0 transition is seen by exactly one
-# caller, which is the one that tells its app (signals, chsk/uidport-*).
+# caller, which is the one that tells its app (signals, chsk/uidport-*). sync() returns
+# {was online, online, on ws, on ajax, changed}: the caller updates its own copy of the
+# online sets at once (the delta reaches the other processes through the channel).
 _SYNC = """
 local function sync(prefix, ukey, now)
   local members = prefix .. ':{' .. ukey .. '}:members'
@@ -154,8 +156,10 @@ local function sync(prefix, ukey, now)
   put(prefix .. ':online', on)
   put(prefix .. ':online:ws', ws)
   put(prefix .. ':online:ajax', ajax)
+  local changed = 0
   if was ~= on or was_ws ~= ws or was_ajax ~= ajax then
     redis.call('PUBLISH', prefix .. ':presence', cmsgpack.pack({ukey, ws, ajax}))
+    changed = 1
   end
   local nxt = redis.call('ZRANGEBYSCORE', members, '(0', '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
   if nxt[2] then
@@ -163,14 +167,14 @@ local function sync(prefix, ukey, now)
   else
     redis.call('ZREM', prefix .. ':leaving', ukey)
   end
-  return {was, on}
+  return {was, on, ws, ajax, changed}
 end
 """
 
 #: ARGV prefix, user key, transport, node, client id, now ms, keep ("1": other nodes'
 #: members of this client stay — an Ajax client's topic membership, held by every node
-#: that holds the client; "0": they are replaced — the client is here now). Returns
-#: {was, now} online.
+#: that holds the client; "0": they are replaced — the client is here now). Returns what
+#: sync() returns.
 ATTACH = _SYNC + """
 local prefix, ukey, tr, node, cid, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local members = prefix .. ':{' .. ukey .. '}:members'
@@ -209,17 +213,18 @@ end
 return sync(prefix, ukey, ARGV[5])
 """
 
-#: ARGV prefix, now ms, limit. Ends due grace windows cluster-wide; returns the user keys
-#: that went offline (this caller reports them).
+#: ARGV prefix, now ms, limit. Ends due grace windows cluster-wide; returns
+#: {user key, was online, online, on ws, on ajax} for each user whose online state changed
+#: (this caller updates its copy of the online sets, and reports those that went offline).
 EXPIRE = _SYNC + """
 local prefix, now = ARGV[1], ARGV[2]
-local closed = {}
+local changed = {}
 for _, ukey in ipairs(redis.call('ZRANGEBYSCORE', prefix .. ':leaving', '-inf', now,
                                  'LIMIT', 0, tonumber(ARGV[3]))) do
   local r = sync(prefix, ukey, now)
-  if r[1] == 1 and r[2] == 0 then table.insert(closed, ukey) end
+  if r[5] == 1 then table.insert(changed, {ukey, r[1], r[2], r[3], r[4]}) end
 end
-return closed
+return changed
 """
 
 #: ARGV prefix, node, now ms, dead after ms, grace ms. Heartbeat for ``node``; the members

@@ -6,7 +6,9 @@ connection ends, stays for a grace window so that a page reload or the gap betwe
 polls does not look like leaving. A user is online while it has at least one member.
 
 Every call returns the :class:`Change` list it caused, in the order the app should hear
-about them; the caller (the hub) turns them into signals and ``chsk/uidport-*`` events.
+about them — a user's transition around its client's own: ``user-online`` before
+``client-joined``, ``client-left`` before ``user-offline`` — and the state it leaves (the
+snapshot, the members) is already the state after them; the caller (the hub) turns them into signals and ``chsk/uidport-*`` events.
 Time is passed in (``now``, monotonic seconds): the hub owns the clock and the one timer
 that calls :meth:`Presence.expire` at :meth:`Presence.next_deadline`.
 
@@ -154,12 +156,11 @@ class Presence:
         members = self._members.get(uid)
         if members is None or members.pop((transport, client_id), None) is None:
             return []
-        changes: list[Change] = []
+        changes = [Change("client-left", uid, client_id, transport)]
         if not any(tr == transport for tr, _ in members):
             self._by_transport[transport].discard(uid)
             self._snapshot = None
         if not members:
             del self._members[uid]
             changes.append(Change("user-offline", uid))
-        changes.append(Change("client-left", uid, client_id, transport))
         return changes
