@@ -110,6 +110,6 @@ def test_pushes_cross_workers_on_a_redis_cluster_and_survive_a_failover(redis_cl
                 except BackplaneError:
                     gevent.sleep(0.2)
             wait_for(lambda: s.numbers[-1] == 20, timeout=10)
-            _no_silent_gap(s.numbers, 21)
+            _no_silent_gap(s, 21)
         finally:
             s.stop()

@@ -103,7 +103,7 @@ def test_backplane_and_emitter_follow_a_sentinel_failover(sentinel_setup):
         for n in range(30, 35):
             _send_retrying(emitter, "sam", ("t/n", n))
         wait_for(lambda: s.numbers and s.numbers[-1] == 34, timeout=10)
-        _no_silent_gap(s.numbers, 35)
+        _no_silent_gap(s, 35)
         new_master = redis.Redis(port=sentinel_setup.replica.port, socket_timeout=2)
         try:   # the pushes after the switch were written to the new master
             assert int(new_master.hget('sente:{"sam"}:meta', "seq")) >= 25
@@ -145,4 +145,4 @@ def test_pushes_a_graceful_failover_loses_are_never_a_silent_gap(sentinel_setup)
         for n in range(35, 40):
             sa.send("gus", ("t/n", n))
         wait_for(lambda: s.numbers[-1] == 39, timeout=15)
-        _no_silent_gap(s.numbers, 40)
+        _no_silent_gap(s, 40)
