@@ -1,5 +1,6 @@
 """Presence rules without sockets or gevent: joins, grace windows, stale closes, kicks."""
 import itertools
+import typing as t
 
 from flask_sente.core.presence import Change, Presence
 
@@ -146,7 +147,8 @@ def test_every_interleaving_with_a_re_attach_inside_the_grace_window():
             user: list[str] = []
             case = (seq, graces)
 
-            def check(changes: list[Change], expected: list[tuple[str, str | None]]) -> None:
+            def check(changes: list[Change], expected: list[tuple[str, str | None]],
+                      case: t.Any = case, user: list[str] = user) -> None:
                 got = sorted((c.kind, c.client_id) for c in changes)
                 assert got == sorted(expected), (case, got, expected)
                 user.extend(c.kind for c in changes if c.kind.startswith("user"))

@@ -142,9 +142,13 @@ def test_join_publish_and_leave_from_os_threads(backplane, request):
     (it is a command every process applies; what was published and not yet sent is not
     sent), hence one thread per step.
 
-    Shown to fail by letting ``publish`` run on the calling thread (its
-    ``_on_hub_thread()`` check removed): the raw thread's publishes raised (gevent cannot
-    switch to the hub's greenlets from another thread) and never arrived."""
+    With the in-memory and the Redis backplane. Shown to fail by letting ``leave`` (then
+    ``join``) run on the calling thread (the ``_on_hub_thread()`` hand-off removed): no
+    ``chsk/left`` (no ``chsk/joined``) ever came, the thread got "Cannot switch to a
+    different thread"; and by dropping a publish made off the hub's thread: no topic event
+    came. Removing only ``publish``'s hand-off was not seen: that unsafe call happened to
+    work in these runs (a race, not a failure this test can show every time).
+    """
     options = {}
     if backplane == "redis":
         options["backplane"] = request.getfixturevalue("redis_server").url
