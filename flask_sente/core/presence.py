@@ -8,7 +8,8 @@ polls does not look like leaving. A user is online while it has at least one mem
 Every call returns the :class:`Change` list it caused, in the order the app should hear
 about them — a user's transition around its client's own: ``user-online`` before
 ``client-joined``, ``client-left`` before ``user-offline`` — and the state it leaves (the
-snapshot, the members) is already the state after them; the caller (the hub) turns them into signals and ``chsk/uidport-*`` events.
+snapshot, the members) is already the state after them; the caller (the hub) turns them
+into signals and ``chsk/uidport-*`` events.
 Time is passed in (``now``, monotonic seconds): the hub owns the clock and the one timer
 that calls :meth:`Presence.expire` at :meth:`Presence.next_deadline`.
 

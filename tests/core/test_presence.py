@@ -1,5 +1,6 @@
 """Presence rules without sockets or gevent: joins, grace windows, stale closes, kicks."""
 import itertools
+import typing as t
 
 from flask_sente.core.presence import Change, Presence
 
@@ -115,3 +116,66 @@ def test_every_interleaving_of_two_tabs_opens_and_closes_the_user_once():
         assert user[0] == "user-online" and user[-1] == "user-offline", (seq, user)
         assert all(a != b for a, b in zip(user, user[1:], strict=False)), (seq, user)
         assert p.connected_uids.any == frozenset()
+
+
+def test_every_interleaving_with_a_re_attach_inside_the_grace_window():
+    """Tab ``a`` leaves and comes back (a reload: a new connection) while tab ``b`` comes
+    and goes, in every order, each grace window either over before the next step (0.5) or
+    still open at it (1.5), so that ``a`` re-attaches inside its window in some cases and
+    after it in others. Presence must follow a model of who is in — connected, or detached
+    with its window still open — change by change: a re-attach inside the window says
+    nothing, the user goes online and offline once per real gap, and ends offline.
+
+    Shown to fail by letting ``expire`` honour every deadline of a member, whatever
+    connection it was set for and whether the member came back (its condition reduced to
+    ``if member is not None``): the first connection's window then removed ``a`` after it
+    had come back; the interleaving test above, whose windows always end before the next
+    step, still passed."""
+    steps = [("attach", "a", 1), ("detach", "a", 1), ("attach", "a", 2),
+             ("detach", "a", 2), ("attach", "b", 3), ("detach", "b", 3)]
+    orders = inside = 0
+    for order in itertools.permutations(range(len(steps))):
+        seq = [steps[i] for i in order]
+        if [s for s in seq if s[1] == "a"] != steps[:4] or \
+                [s for s in seq if s[1] == "b"] != steps[4:]:
+            continue
+        orders += 1
+        for graces in itertools.product((0.5, 1.5), repeat=3):
+            windows = iter(graces)
+            p = Presence()
+            model: dict[str, float | None] = {}   # tab -> None (connected) or window end
+            user: list[str] = []
+            case = (seq, graces)
+
+            def check(changes: list[Change], expected: list[tuple[str, str | None]],
+                      case: t.Any = case, user: list[str] = user) -> None:
+                got = sorted((c.kind, c.client_id) for c in changes)
+                assert got == sorted(expected), (case, got, expected)
+                user.extend(c.kind for c in changes if c.kind.startswith("user"))
+
+            for now, (what, tab, conn) in enumerate(seq):
+                ended = sorted(k for k, v in model.items() if v is not None and v <= now)
+                for k in ended:
+                    del model[k]
+                check(p.expire(float(now)),
+                      [("client-left", k) for k in ended]
+                      + ([("user-offline", None)] if ended and not model else []))
+                assert ("u" in p.connected_uids.any) == bool(model), case
+                if what == "attach":
+                    expected = [] if model else [("user-online", None)]
+                    if tab not in model:
+                        expected.append(("client-joined", tab))
+                    else:
+                        inside += 1               # back inside its window
+                    check(p.attach("u", "ws", tab, conn), expected)
+                    model[tab] = None
+                else:
+                    end = now + next(windows)
+                    assert p.detach("u", "ws", tab, conn, deadline=end), case
+                    model[tab] = end
+            check(p.expire(100.0), [("client-left", k) for k in sorted(model)]
+                  + [("user-offline", None)])
+            assert p.connected_uids.any == frozenset(), case
+            assert user[0] == "user-online" and user[-1] == "user-offline", case
+            assert all(x != y for x, y in zip(user, user[1:], strict=False)), case
+    assert orders == 15 and inside > 0

@@ -7,6 +7,7 @@ import json
 import os
 import pathlib
 import signal
+import time
 import typing as t
 
 import gevent
@@ -35,11 +36,18 @@ def call(base: str, event: t.Any) -> t.Any:
 
 
 def wait_for(base: str, name: str, labels: dict[str, str], expected: float) -> None:
-    """Scrape until the sample has the expected value (gauges are sampled every 2 s)."""
+    """Scrape until the sample has the expected value (gauges are sampled every 2 s). A
+    missing sample is not 0: it is waited for, and named if it never comes."""
     key = (name, tuple(sorted(labels.items())))
-    with gevent.Timeout(3 * TIMEOUT, AssertionError(f"{name}{labels} never {expected}")):
-        while scrape(base).get(key, 0.0) != expected:
-            gevent.sleep(0.2)
+    deadline = time.monotonic() + 3 * TIMEOUT
+    while True:
+        last = scrape(base).get(key)
+        if last == expected:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name}{labels} never {expected}: last scrape "
+                                 f"{'had no such sample' if last is None else last}")
+        gevent.sleep(0.2)
 
 
 def test_multiprocess_metrics_add_up_across_workers(tmp_path: pathlib.Path):

@@ -94,7 +94,7 @@ def test_another_entry_at_a_delivered_seq_tells_the_readers(redis_server):
             for n in range(5, 10):
                 sa.send("bo", ("t/n", n))
             wait_for(lambda: s.numbers[-1] == 9)
-            _no_silent_gap(s.numbers, 10)
+            _no_silent_gap(s, 10)
             assert 99 not in s.numbers
         finally:
             s.stop()

@@ -169,3 +169,24 @@ def test_vary_cookie_only_when_the_session_was_read():
                           headers={"Content-Type": "application/json"}, timeout=5)
             assert r.json() == [["chsk/ack"], None]
             assert r.headers.get("Vary") == "Cookie"
+
+
+def test_sentes_handshake_question_mark_spelling_asks_for_a_handshake():
+    """Clojure Sente's clients ask for a handshake with ``handshake?`` (URL-encoded
+    ``handshake%3F``): a known client's GET carrying it is answered with a handshake at
+    once, not parked as a long-poll — also when it carries the client's fast-path key
+    (handshakes always go through Flask).
+
+    Shown to fail by dropping ``"handshake?"`` from ``views.ajax_get``'s test (the GET was
+    parked and answered ``chsk/timeout``), and by dropping it from ``fastpath._THROUGH_FLASK``
+    (the keyed GET was answered on the fast path as a poll: ``chsk/timeout``)."""
+    with running(lp_timeout=0.5) as h:
+        hello = h.get("c1", uid="sam", handshake=True)
+        assert hello.json()[0][0] == "chsk/handshake"
+        key = hello.headers["X-Sente-Key"]
+        assert h.get("c1", uid="sam").json() == [["chsk/timeout"], None]  # known: a poll
+        for headers in ({}, {"X-Sente-Key": key}):
+            r = h.session.get(f"{h.url}?client-id=c1&u=sam&handshake%3F=true",
+                              headers=headers, timeout=5)
+            assert r.json() == [["chsk/handshake", {"uid": "sam", "handshake_data": None,
+                                                    "protocol": 1}], None], headers

@@ -41,8 +41,30 @@ def scrape(base: str) -> tuple[str, Samples]:
     return resp.text, samples
 
 
+class MissingSample(AssertionError):
+    """A sample the test reads is not in the scrape: a check of its value would prove
+    nothing (``value`` used to read a missing sample as 0.0, so ``== 0`` passed for a
+    metric that was not there at all)."""
+
+
 def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+    """The sample's value; a missing sample fails the test. (Shown by renaming the
+    ``sente_redis_gap_repairs`` counter in ``metrics.py``: the publishes test, whose
+    ``gap_repairs == 0`` passed on the missing sample before, failed with MissingSample.)"""
+    key = (name, tuple(sorted(labels.items())))
+    if key not in samples:
+        raise MissingSample(f"no sample {name}{labels} in the scrape; it has "
+                            f"{sorted({n for n, _ in samples})}")
+    return samples[key]
+
+
+def never_counted(text: str, samples: Samples, name: str, **labels: str) -> None:
+    """A labelled counter that nothing incremented has no sample for those labels (its
+    series is made at the first increment): check the family is declared in the scrape
+    and that sample is absent — not that a missing sample "is 0"."""
+    assert f"# TYPE {name} counter" in text, f"{name} is not in the scrape at all"
+    key = (name, tuple(sorted(labels.items())))
+    assert key not in samples, f"{name}{labels} was counted: {samples[key]}"
 
 
 @contextlib.contextmanager
@@ -138,7 +160,7 @@ def test_counters_move_by_the_exact_amounts_and_no_uid_is_a_label():
     assert value(m, "sente_users_online", transport="ws") == 1
     assert value(m, "sente_users_online", transport="ajax") == 1
     assert value(m, "sente_users_online", transport="any") == 2
-    assert value(m, "sente_reply_timeouts_total", transport="ws") == 0
+    never_counted(text, m, "sente_reply_timeouts_total", transport="ws")
     for secret in (ALICE, BOB, "ws-1", "ajax-1", "ajax-2", TOKEN):
         assert secret not in text
 
@@ -311,3 +333,71 @@ def test_the_config_key_turns_metrics_on():
         _, m = scrape(base)
     assert value(m, "sente_handshakes_total", transport="ajax") == 1
     assert registry.get_sample_value("sente_handshakes_total", {"transport": "ajax"}) == 1
+
+
+def test_the_send_queue_gauge_rises_while_a_peer_stops_reading_and_falls_after():
+    """A WebSocket client that stops reading while 100 KB pushes keep coming: once the
+    kernel's buffers are full the rest wait in the connection's queue, and the scrape's
+    ``sente_send_queue_messages`` says so; when the client reads them all, it is 0 again.
+
+    Shown to fail by sampling the gauge as 0 always (``PrometheusMetrics.sample``): the
+    scrape made while the pushes waited read 0."""
+    with metered(send_queue_bytes=16 << 20, write_timeout=30) as (base, sente):
+        ws = ws_connect(base.replace("http", "ws") + "/chsk?client-id=lazy&u=lazy",
+                        sockopt=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)])
+        try:
+            ws.recv()                                     # the handshake
+            conn = sente._state().hub.connections("ws")[0]
+            pushes = 40
+            for n in range(pushes):                       # 4 MB: far over the buffers
+                sente.send("lazy", ("t/n", {"n": n, "pad": "z" * 100_000}), flush=True)
+                gevent.sleep(0)
+            assert conn.open
+            _, m = wait_scrape(base, lambda m: value(m, "sente_send_queue_messages") > 0)
+            queued = value(m, "sente_send_queue_messages")
+            assert 0 < queued < pushes
+            got: list[int] = []
+            while len(got) < pushes:                      # now the client reads
+                got += [e[1]["n"] for e in json.loads(ws.recv())[0] if e[0] == "t/n"]
+            assert got == list(range(pushes))
+            _, m = wait_scrape(base, lambda m: value(m, "sente_send_queue_messages") == 0)
+            assert conn.open
+        finally:
+            ws.close()
+
+
+def test_the_outbox_gauge_counts_pushes_waiting_for_a_frozen_redis(
+        redis_server: RedisServer):  # noqa: F811
+    """Redis frozen (SIGSTOP): the publisher's round trip for the first push hangs, and the
+    five pushes made after it wait in the outbox — the scrape says exactly 5. After SIGCONT
+    the outbox drains to 0 and every push arrives.
+
+    Shown to fail by not sampling the outbox depth (``PrometheusMetrics.sample`` leaving
+    the gauge alone): the scrape read 0 while five pushes waited."""
+    import signal
+
+    with metered(backplane=redis_server.url) as (base, sente):
+        ws = ws_connect(base.replace("http", "ws") + "/chsk?client-id=w&u=ann")
+        frozen = False
+        try:
+            assert json.loads(ws.recv())[0][0] == "chsk/handshake"
+            redis_server.proc.send_signal(signal.SIGSTOP)
+            frozen = True
+            sente.send("ann", ("t/n", 0))
+            gevent.sleep(0.2)                             # the publisher takes it, and hangs
+            for n in range(1, 6):
+                sente.send("ann", ("t/n", n))
+            _, m = scrape(base)
+            assert value(m, "sente_redis_outbox_pushes") == 5
+            redis_server.proc.send_signal(signal.SIGCONT)
+            frozen = False
+            got: list[t.Any] = []
+            with gevent.Timeout(4 * TIMEOUT, AssertionError(f"got {got}")):
+                while len(got) < 6:
+                    got += [e[1] for e in json.loads(ws.recv())[0] if e[0] == "t/n"]
+            assert got == list(range(6))
+            _, m = wait_scrape(base, lambda m: value(m, "sente_redis_outbox_pushes") == 0)
+        finally:
+            if frozen:
+                redis_server.proc.send_signal(signal.SIGCONT)
+            ws.close()

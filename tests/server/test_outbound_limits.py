@@ -2,17 +2,21 @@
 
 A client that stops reading is closed by bytes as well as by message count, and its 1013
 close frame still reaches it; big batches are split below ``max_message_size``; pushes made
-from real OS threads arrive, in order, and leave the server working.
+from real OS threads arrive, in order, and leave the server working; so do a topic's
+joins, publishes and leaves.
 """
 from __future__ import annotations
 
 import json
 import socket
+import typing as t
 
 import gevent
 import gevent.monkey
 import pytest
 import websocket
+
+from tests.scaleout.conftest import redis_server  # noqa: F401 (a fixture)
 
 from .conftest import TIMEOUT, running, ws_connect
 
@@ -178,3 +182,71 @@ def test_a_peer_that_stopped_reading_is_aborted_with_a_reset():
                 raise AssertionError("a FIN (a graceful close), not a reset")
         finally:
             ws.shutdown()
+
+
+@pytest.mark.parametrize("backplane", ["memory", "redis"])
+def test_join_publish_and_leave_from_os_threads(backplane, request):
+    """``join``, ``publish`` and ``leave`` called from real OS threads (gevent's threadpool,
+    and raw threads from the unpatched ``_thread``), as from a worker thread of the app:
+    the client is joined, gets the thread's publishes in order, then ``chsk/left``; a
+    publish made from a thread once it has left does not reach it. Each step is read at
+    the wire up to a marker the same thread pushes after it (one thread's calls keep their
+    order). ``leave`` takes effect when ``chsk/left`` goes out, not when the call returns
+    (it is a command every process applies; what was published and not yet sent is not
+    sent), hence one thread per step.
+
+    With the in-memory and the Redis backplane. Shown to fail by letting ``leave`` (then
+    ``join``) run on the calling thread (the ``_on_hub_thread()`` hand-off removed): no
+    ``chsk/left`` (no ``chsk/joined``) ever came, the thread got "Cannot switch to a
+    different thread"; and by dropping a publish made off the hub's thread: no topic event
+    came. Removing only ``publish``'s hand-off was not seen: that unsafe call happened to
+    work in these runs (a race, not a failure this test can show every time).
+    """
+    options = {}
+    if backplane == "redis":
+        options["backplane"] = request.getfixturevalue("redis_server").url
+    with running(**options) as h:
+        ws = h.ws("c", uid="tia", protocol="2")
+        pool = gevent.get_hub().threadpool
+        got: list[t.Any] = []
+
+        def read_until(event_id: str) -> None:
+            with gevent.Timeout(5, AssertionError(f"no {event_id} in {got}")):
+                while not any(e[0] == event_id for e in got):
+                    got.extend(h.recv(ws)[0])
+
+        def in_a_thread(*calls: t.Callable[[], t.Any]) -> None:
+            failures: list[BaseException] = []
+            done: list[bool] = []
+
+            def run() -> None:
+                try:
+                    for call in calls:
+                        call()
+                except BaseException as exc:  # noqa: BLE001 - reported by the test
+                    failures.append(exc)
+                finally:
+                    done.append(True)
+
+            _start_thread(run, ())
+            h.wait_for(lambda: bool(done))
+            assert failures == []
+
+        try:
+            pool.spawn(h.sente.join, "news", "tia").get(timeout=5)
+            read_until("chsk/joined")
+            in_a_thread(*[lambda n=n: h.sente.publish("news", ("t/n", n)) for n in range(20)],
+                        lambda: h.sente.send("tia", ("t/published", None), flush=True))
+            read_until("t/published")
+            assert [e[1][1][1] for e in got if e[0] == "chsk/topic"] == list(range(20))
+            in_a_thread(lambda: h.sente.leave("news", "tia"))
+            read_until("chsk/left")
+            in_a_thread(lambda: h.sente.publish("news", ("t/n", "after the leave")),
+                        lambda: h.sente.send("tia", ("t/end", None), flush=True))
+            read_until("t/end")
+            assert [e[1][1][1] for e in got if e[0] == "chsk/topic"] == list(range(20))
+            assert [e[1] for e in got if e[0] == "chsk/left"] == [
+                {"topic": "news", "reason": "removed"}]
+            h.wait_for(lambda: h.sente.members("news") == frozenset())
+        finally:
+            ws.close()

@@ -131,3 +131,54 @@ def test_oversized_post_is_413():
         r = h.post("c", ["t/echo", "x" * 200], "ajax")
         assert r.status_code == 413 and "Message too big" in r.text
         assert h.post("c", ["t/echo", 1], "ajax").status_code == 200
+
+
+def test_the_x_xsrf_token_header_is_accepted_like_x_csrf_token():
+    """``X-XSRF-Token`` (the header Angular and axios send) carries the CSRF token as
+    ``X-CSRF-Token`` does (``admission.supplied_csrf_token``), on all three request kinds;
+    a wrong one is refused like a wrong ``X-CSRF-Token``.
+
+    Shown to fail by dropping ``HTTP_X_XSRF_TOKEN`` from ``supplied_csrf_token``: the
+    handshake with the right token in that header got 403."""
+    app, sente = build_app(csrf=True)
+    token = {}
+
+    @app.route("/page")
+    def page():
+        token["value"] = sente.csrf_token()
+        return "ok"
+
+    @sente.on("t/echo")
+    def echo(msg):
+        msg.reply(msg.data)
+
+    import requests
+
+    from flask_sente.testing import serve
+    with serve(app) as base, requests.Session() as s:
+        s.get(base + "/page", timeout=5)
+        good = token["value"]
+        url = base + "/chsk"
+        r = s.get(url, params={"client-id": "c", "handshake": 1}, timeout=5,
+                  headers={"X-XSRF-Token": "wrong"})
+        assert (r.status_code, r.text.strip()) == (403, "Bad CSRF token")
+        r = s.get(url, params={"client-id": "c", "handshake": 1}, timeout=5,
+                  headers={"X-XSRF-Token": good})
+        assert r.status_code == 200 and r.json()[0][0] == "chsk/handshake"
+        body = json.dumps([["t/echo", 7], "ajax"])
+        r = s.post(url, params={"client-id": "c"}, data=body, timeout=5,
+                   headers={"X-XSRF-Token": "wrong", "Content-Type": "application/json"})
+        assert r.status_code == 403
+        r = s.post(url, params={"client-id": "c"}, data=body, timeout=5,
+                   headers={"X-XSRF-Token": good, "Content-Type": "application/json"})
+        assert r.json() == [["chsk/reply", 7], None]
+        cookie = "; ".join(f"{k}={v}" for k, v in s.cookies.items())
+        ws_url = url.replace("http", "ws") + "?client-id=c"
+        with pytest.raises(websocket.WebSocketBadStatusException) as info:
+            ws_connect(ws_url, cookie=cookie, header=["X-XSRF-Token: wrong"])
+        assert info.value.status_code == 403
+        ws = ws_connect(ws_url, cookie=cookie, header=[f"X-XSRF-Token: {good}"])
+        try:
+            assert json.loads(ws.recv())[0][0] == "chsk/handshake"
+        finally:
+            ws.close()

@@ -43,10 +43,28 @@ def test_reply_payload_and_request_snapshot(server):
 
 
 def test_event_without_callback_gets_no_answer_but_reaches_handler(server):
+    """An event sent without a callback id reaches its handler, and nothing goes back —
+    not even when the handler calls ``reply``. Checked at the wire: once the handler's
+    ``reply`` has returned, a ping with a callback id is sent; its pong must be the very
+    next frame (a reply would be queued ahead of it on the same socket).
+
+    Shown to fail by giving every WebSocket event a replier (``hub.py``: the
+    ``if cb_id is not None`` before ``WsReplier`` removed): the frame before the pong was
+    ``[["chsk/reply", "must not travel"], null]``."""
+    replied: list[bool] = []
+
+    @server.sente.on("t/reply-anyway")
+    def reply_anyway(msg):
+        replied.append(msg.reply("must not travel"))
+
     ws = server.ws()
     try:
         server.send(ws, ["t/log", 1])
-        server.wait_for(lambda: server.events_named("t/log"))
+        server.send(ws, ["t/reply-anyway", 2])
+        server.wait_for(lambda: server.events_named("t/log") and replied)
+        server.send(ws, ["chsk/ws-ping"], "after")
+        assert server.recv(ws) == [["chsk/reply", "pong"], "after"]
+        assert replied == [False]                      # no reply was asked for
     finally:
         ws.close()
 

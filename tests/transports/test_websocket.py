@@ -2,7 +2,10 @@
 
 Tests of a fix run twice: against our handler ("sente") and against stock gevent-websocket
 0.10.1 ("stock", marked ``xfail(strict=True)``), so the suite itself shows stock failing the
-same check (by assertion or a bounded socket timeout, never a hang).
+same check (by assertion or a bounded socket timeout, never a hang). Each stock variant names
+the exception it must fail with (``raises=``), so an unrelated error on stock fails the test
+instead of passing as the expected failure (shown once by setting every ``raises`` to
+``KeyError``: all 30 stock variants then failed).
 """
 from __future__ import annotations
 
@@ -39,9 +42,17 @@ from .wsutil import (
 )
 
 
-def variants(stock_reason: str) -> list[t.Any]:
-    return ["sente", pytest.param("stock", marks=pytest.mark.xfail(strict=True,
+def variants(stock_reason: str, raises: type[BaseException] | tuple[type[BaseException], ...]
+             ) -> list[t.Any]:
+    """Our handler, and stock expected to fail with exactly ``raises``: the failure the test
+    is named for (found by running the stock variant with ``--runxfail``). Any other error
+    on stock — a refused connection, a bug in the test — fails the test."""
+    return ["sente", pytest.param("stock", marks=pytest.mark.xfail(strict=True, raises=raises,
                                                                    reason=stock_reason))]
+
+
+#: How the stock server shows it dropped the connection right after the 101.
+DROPPED = (BrokenPipeError, ConnectionResetError, websocket.WebSocketConnectionClosedException)
 
 
 def make_app(variant: str) -> tuple[Flask, t.Callable[..., t.Any]]:
@@ -104,7 +115,8 @@ def echo_app(variant: str, seen: list[t.Any] | None = None, **accept_kw: t.Any) 
 
 # --- close codes ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("variant", variants("stock close() puts only the reason on the wire"))
+@pytest.mark.parametrize("variant", variants("stock close() puts only the reason on the wire",
+                    websocket.WebSocketProtocolException))
 def test_server_close_code_and_reason_reach_client(serve, variant):
     """A server close(4000, "bye") arrives as code 4000, reason "bye".
 
@@ -120,7 +132,8 @@ def test_server_close_code_and_reason_reach_client(serve, variant):
         client.close()
 
 
-@pytest.mark.parametrize("variant", variants("stock echoes the reason text as the code"))
+@pytest.mark.parametrize("variant", variants("stock echoes the reason text as the code",
+                                               AssertionError))
 def test_client_close_code_seen_by_server(serve, variant):
     """A client's close(4001, "client-bye") is seen as 4001 by the server, which echoes
     the code in its reply.
@@ -143,7 +156,8 @@ def test_client_close_code_seen_by_server(serve, variant):
 # --- serialized writes ----------------------------------------------------------------
 
 @pytest.mark.parametrize(
-    "variant", variants("stock has no write lock: ConcurrentObjectUseError, lost frames"))
+    "variant", variants("stock has no write lock: ConcurrentObjectUseError, lost frames",
+                        AssertionError))
 def test_concurrent_senders_with_slow_reader(serve, variant):
     """Four greenlets each send five 512 KiB frames while the client is not reading: every
     frame arrives intact, in each sender's order, and no sender raises.
@@ -195,7 +209,7 @@ def test_concurrent_senders_with_slow_reader(serve, variant):
 
 # --- size limit -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("variant", variants("stock trusts the declared length"))
+@pytest.mark.parametrize("variant", variants("stock trusts the declared length", TimeoutError))
 def test_oversized_frame_refused_from_header(serve, variant):
     """A frame header declaring 2 MiB (default limit 1 MiB) gets close 1009 at once, before
     the payload is sent (the client sends only the header and 10 bytes).
@@ -208,7 +222,8 @@ def test_oversized_frame_refused_from_header(serve, variant):
         assert client.read_close()[0] == 1009
 
 
-@pytest.mark.parametrize("variant", variants("stock has no limit across fragments"))
+@pytest.mark.parametrize("variant", variants("stock has no limit across fragments",
+                                               AssertionError))
 def test_size_limit_across_fragments(serve, variant):
     """With accept(max_message_size=1000), three 400-byte fragments of one message get close
     1009 when the third header arrives, while a 1000-byte message still echoes.
@@ -242,7 +257,8 @@ def test_one_mebibyte_message_under_default_limit(serve):
 
 # --- frame validation -----------------------------------------------------------------
 
-@pytest.mark.parametrize("variant", variants("stock's close frame carries no code"))
+@pytest.mark.parametrize("variant", variants("stock's close frame carries no code",
+                                               AssertionError))
 def test_invalid_utf8_closes_1007(serve, variant):
     """Invalid UTF-8 in a text frame gets close 1007.
 
@@ -268,7 +284,7 @@ def test_invalid_utf8_across_fragments_closes_1007(serve):
         assert client.read_close()[0] == 1007
 
 
-@pytest.mark.parametrize("variant", variants("stock accepts unmasked client frames"))
+@pytest.mark.parametrize("variant", variants("stock accepts unmasked client frames", TimeoutError))
 def test_unmasked_client_frame_closes_1002(serve, variant):
     """An unmasked client frame gets close 1002 (RFC 6455 §5.1).
 
@@ -283,7 +299,8 @@ def test_unmasked_client_frame_closes_1002(serve, variant):
 @pytest.mark.parametrize("case", ["rsv1", "opcode3", "opcode0xB", "orphan-continuation",
                                   "big-ping", "fragmented-ping", "close-1byte",
                                   "close-code-1005"])
-@pytest.mark.parametrize("variant", variants("stock's close frame carries no code"))
+@pytest.mark.parametrize("variant", variants("stock's close frame carries no code",
+                                               AssertionError))
 def test_protocol_violations_close_1002(serve, variant, case):
     """Reserved bits, reserved opcodes, a continuation with no message, oversized or
     fragmented control frames and malformed close frames all get close 1002.
@@ -345,7 +362,8 @@ def test_unmask_matches_bytewise_xor():
 # --- the app decides the upgrade ------------------------------------------------------
 
 @pytest.mark.parametrize("status", [401, 403])
-@pytest.mark.parametrize("variant", variants("stock sends the 101 before the app runs"))
+@pytest.mark.parametrize("variant", variants("stock sends the 101 before the app runs",
+                                               pytest.fail.Exception))
 def test_app_can_refuse_upgrade(serve, variant, status):
     """A view that returns 401/403 without accepting: the client reads that status, and
     nothing was sent before the app ran (no ``wsgi.websocket`` in the environ either).
@@ -368,7 +386,7 @@ def test_app_can_refuse_upgrade(serve, variant, status):
 
 @pytest.mark.parametrize(
     "variant", variants("Werkzeug refuses the upgraded request (WebsocketMismatch) "
-                        "on a route without websocket=True"))
+                        "on a route without websocket=True", DROPPED))
 def test_plain_route_serves_http_and_websocket(serve, variant):
     """One ordinary ``@app.route`` (no ``websocket=True``) serves GET, POST and the
     WebSocket upgrade, as Sente's single endpoint needs.
@@ -405,7 +423,8 @@ def test_plain_route_serves_http_and_websocket(serve, variant):
             assert read_to_eof(s, rest) == f"http {method}".encode()
 
 
-@pytest.mark.parametrize("variant", variants("stock's close frame carries no code"))
+@pytest.mark.parametrize("variant", variants("stock's close frame carries no code",
+                                               AssertionError))
 def test_response_after_accept_discarded_and_socket_closed(serve, variant):
     """A view that accepts, sends, and returns a body: the body is discarded and the socket
     is closed cleanly with 1000 when the view returns.
@@ -468,9 +487,22 @@ MALFORMED = {
 }
 
 
-@pytest.mark.parametrize("case", list(MALFORMED))
-@pytest.mark.parametrize(
-    "variant", variants("stock answers 500/402/426 or calls the app, with tracebacks"))
+def _malformed_params() -> list[t.Any]:
+    """Every case on both variants; stock fails each by an assertion, except the request
+    without ``Connection: Upgrade``, which it hands to the app as a plain request and then
+    keeps the connection open (the read times out)."""
+    params = []
+    for case in MALFORMED:
+        raises = TimeoutError if case == "no Connection: Upgrade" else AssertionError
+        for variant in variants("stock answers 500/402/426 or calls the app, with "
+                                "tracebacks", raises):
+            values = (variant, case) if isinstance(variant, str) else (*variant.values, case)
+            marks = () if isinstance(variant, str) else variant.marks
+            params.append(pytest.param(*values, marks=marks, id=f"{values[0]}-{case}"))
+    return params
+
+
+@pytest.mark.parametrize(("variant", "case"), _malformed_params())
 def test_malformed_upgrade_gets_400(serve, variant, case, capfd):
     """Malformed upgrades get a plain 400 (with ``Sec-WebSocket-Version: 13`` when the
     version is wrong), the app is never called, and no traceback is logged.
@@ -504,7 +536,8 @@ def test_malformed_upgrade_gets_400(serve, variant, case, capfd):
 # --- server-level fixes ---------------------------------------------------------------
 
 @pytest.mark.parametrize(
-    "variant", variants("stock's handler does not log 101s in the server access log"))
+    "variant", variants("stock's handler does not log 101s in the server access log",
+                        AssertionError))
 def test_access_log_has_websocket_and_http_lines(serve, variant):
     """The server's access log gets a line for a WebSocket request (status 101, written when
     it ends) and for a plain HTTP request.
@@ -533,7 +566,8 @@ def test_access_log_has_websocket_and_http_lines(serve, variant):
     assert any('"GET /plain HTTP/1.1" 200' in line for line in lines), lines
 
 
-@pytest.mark.parametrize("variant", variants("stock stops without sending close frames"))
+@pytest.mark.parametrize("variant", variants("stock stops without sending close frames",
+                                               TimeoutError))
 def test_stop_sends_1001_to_every_socket(serve, variant):
     """Stopping the embedded server sends close 1001 to each open WebSocket.
 
@@ -556,7 +590,8 @@ def test_stop_sends_1001_to_every_socket(serve, variant):
             client.close()
 
 
-@pytest.mark.parametrize("variant", variants("stock leaves Nagle's algorithm on"))
+@pytest.mark.parametrize("variant", variants("stock leaves Nagle's algorithm on",
+                                               AssertionError))
 def test_accepted_sockets_have_tcp_nodelay(serve, variant):
     """Accepted connections have TCP_NODELAY, so small responses (long-poll answers, small
     frames) leave at once instead of waiting up to ~40 ms for an ACK.
@@ -578,7 +613,8 @@ def test_accepted_sockets_have_tcp_nodelay(serve, variant):
     assert body != b"0"
 
 
-@pytest.mark.parametrize("variant", variants("stock sends the 101 before the app refuses"))
+@pytest.mark.parametrize("variant", variants("stock sends the 101 before the app refuses",
+                                               AssertionError))
 def test_no_stray_bytes_after_refusal_or_gc(serve, variant):
     """After a refused upgrade (and after an accepted socket that was closed and dropped),
     garbage collection writes nothing: the client reads exactly the 403 response then EOF,

@@ -14,6 +14,11 @@ from flask_sente.transports.base import UPGRADE_ENVIRON_KEY
 TIMEOUT = 5.0
 
 
+class PeerClosed(ConnectionError):
+    """The server closed the TCP connection where a frame was expected (no close frame):
+    its own type, so a test expecting exactly this failure can name it."""
+
+
 class StockAdapter:
     """gevent-websocket's WebSocket behind our interface (for the "stock" variants)."""
 
@@ -140,7 +145,7 @@ class RawClient:
         while len(self.buf) < n:
             chunk = self.sock.recv(65536)
             if not chunk:
-                raise ConnectionError("EOF while reading a frame")
+                raise PeerClosed("EOF while reading a frame")
             self.buf += chunk
         out, self.buf = self.buf[:n], self.buf[n:]
         return out
