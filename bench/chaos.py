@@ -1034,7 +1034,7 @@ def render(data: dict[str, t.Any], report: cc.Report, folder: Path, max_lines: i
     w("## kept off per fault kind (s until the first event pushed after the fault arrived)")
     w("")
     w("| fault | count | clients measured | from its start p50 / max | from its end p50 / max "
-      "| never back |")
+      "| never back (stuck) |")
     w("|---|---|---|---|---|---|")
     for kind, f in report.off.items():
         w(f"| {kind} | {f['faults']} | {f['measured']} | {f['start_p50']:.2f} / "
@@ -1086,7 +1086,7 @@ def _violation_text(v: cc.Violation) -> str:
     if v.stream:
         head += f" stream {v.stream}"
     if v.t:
-        head += f" at +{v.t:.2f}s"
+        head += f" at {v.t:+.2f}s"
     head += f": expected {v.expected}; got {v.got}"
     return "\n".join([head] + [f"    {line}" for line in v.context])
 

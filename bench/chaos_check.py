@@ -246,14 +246,14 @@ class _Client:
 
     def context(self, lo: int, hi: float, t0: float, limit: int = 8) -> list[str]:
         """What the client saw between records ``lo`` and ``hi``, as report lines."""
-        lines = [f"+{tm - t0:.2f}s {text}" for idx, tm, text in self.notes if lo < idx < hi]
+        lines = [f"{tm - t0:+.2f}s {text}" for idx, tm, text in self.notes if lo < idx < hi]
         if len(lines) > limit:
             lines = lines[:limit // 2] + [f"... {len(lines) - limit} more"] + lines[-limit // 2:]
         return lines
 
 
     def context_in_time(self, start: float, end: float, t0: float, limit: int = 8) -> list[str]:
-        lines = [f"+{tm - t0:.2f}s {text}" for _, tm, text in self.notes if start <= tm <= end]
+        lines = [f"{tm - t0:+.2f}s {text}" for _, tm, text in self.notes if start <= tm <= end]
         if len(lines) > limit:
             lines = lines[:limit // 2] + [f"... {len(lines) - limit} more"] + lines[-limit // 2:]
         return lines
@@ -287,7 +287,7 @@ def _close_text(close: t.Any) -> str:
 
 def faults_near(faults: list[Fault], label: str, start: float, end: float, t0: float,
                 before: float = 3.0) -> list[str]:
-    return [f"fault +{f.start - t0:.2f}s..+{f.end - t0:.2f}s {f.kind} {f.detail}".rstrip()
+    return [f"fault {f.start - t0:+.2f}s..{f.end - t0:+.2f}s {f.kind} {f.detail}".rstrip()
             for f in faults if f.concerns(label) and f.start <= end + 0.5
             and f.end >= start - before]
 
@@ -387,6 +387,14 @@ def check(clients: list[ClientLog], streams: dict[str, StreamLog], faults: list[
                             + (" (told recovered:false after it)" if told else ""))
                         counts["stuck-streams"] += 1
                         continue
+                    issued = log.issued.get(lo)
+                    if issued is not None and view.receipts and issued > view.receipts[-1][0]:
+                        # Pushed after the last event this client ever got: it is stuck (its
+                        # final markers say so too), not missing a piece of this stream.
+                        stuck[label].append(f"{stream}: missed {lo}..{hi}, the end of a "
+                                            "stream whose worker died")
+                        counts["stuck-streams"] += 1
+                        continue
                     if view.told(log.kind, log.target, prev_idx, float("inf")):
                         counts["announced-gaps"] += 1
                         counts["announced-entries"] += size
@@ -395,7 +403,7 @@ def check(clients: list[ClientLog], streams: dict[str, StreamLog], faults: list[
                         "silent-gap", label, transport, stream,
                         expected=f"{lo}..{hi}{_issued(log, lo, hi, t0)} (the end of a stream "
                                  "whose worker died)",
-                        got=f"{lo - 1 if lo > start else 'nothing'} at +{prev_t - t0:.2f}s, "
+                        got=f"{lo - 1 if lo > start else 'nothing'} at {prev_t - t0:+.2f}s, "
                             "then nothing", t=prev_t - t0, count=size,
                         context=view.context(prev_idx, prev_idx + 200, t0)
                         + faults_near(faults, label, prev_t, prev_t + 10, t0)))
@@ -411,9 +419,9 @@ def check(clients: list[ClientLog], streams: dict[str, StreamLog], faults: list[
                 violations.append(Violation(
                     "silent-gap", label, transport, stream,
                     expected=(f"{lo}..{hi}" if lo != hi else str(lo)) + _issued(log, lo, hi, t0),
-                    got=(f"{lo - 1} at +{prev_t - t0:.2f}s" if lo > start
-                         else f"ready at +{prev_t - t0:.2f}s")
-                        + f", then {next_n} at +{next_t - t0:.2f}s",
+                    got=(f"{lo - 1} at {prev_t - t0:+.2f}s" if lo > start
+                         else f"ready at {prev_t - t0:+.2f}s")
+                        + f", then {next_n} at {next_t - t0:+.2f}s",
                     t=prev_t - t0, count=size,
                     context=view.context(prev_idx, next_idx + 1, t0)
                     + faults_near(faults, label, prev_t, next_t, t0)))
@@ -469,7 +477,7 @@ def _order_rules(view: _Client, log: StreamLog, evs: list[tuple[int, int, float,
                 counts["retried-duplicates"] += 1
             violations.append(Violation(
                 "duplicate", label, view.transport_at(idx), log.stream,
-                expected=f"{n} once", got=f"{n} at +{first_t - t0:.2f}s and +{t_recv - t0:.2f}s",
+                expected=f"{n} once", got=f"{n} at {first_t - t0:+.2f}s and {t_recv - t0:+.2f}s",
                 t=t_recv - t0, context=retried + view.context(first_idx, idx + 1, t0)
                 + faults_near(faults, label, first_t, t_recv, t0)))
             counts["duplicates"] += 1
@@ -479,7 +487,7 @@ def _order_rules(view: _Client, log: StreamLog, evs: list[tuple[int, int, float,
             violations.append(Violation(
                 "reordered", label, view.transport_at(idx), log.stream,
                 expected=f"{n} before {top[0]}",
-                got=f"{top[0]} at +{top[2] - t0:.2f}s, then {n} at +{t_recv - t0:.2f}s",
+                got=f"{top[0]} at {top[2] - t0:+.2f}s, then {n} at {t_recv - t0:+.2f}s",
                 t=t_recv - t0, context=view.context(top[1], idx + 1, t0)
                 + faults_near(faults, label, top[2], t_recv, t0)))
             counts["reorderings"] += 1
@@ -562,8 +570,8 @@ def _refused(view: _Client, faults: list[Fault], t0: float, off_bound: float,
         "refused", label, first[3],
         expected=f"connection attempts to succeed within {off_bound:.0f} s of the last "
                  "fault's end",
-        got=f"{len(late)} failed from +{first[1] - t0:.2f}s to +{last[1] - t0:.2f}s "
-            + (f"(the last fault ended at +{ended - t0:.2f}s): " if ended > 0 else ": ")
+        got=f"{len(late)} failed from {first[1] - t0:+.2f}s to {last[1] - t0:+.2f}s "
+            + (f"(the last fault ended at {ended - t0:+.2f}s): " if ended > 0 else ": ")
             + "; ".join(f"{n} x {r}" for r, n in reasons.most_common(4)),
         t=first[1] - t0, count=len(late),
         context=view.context_in_time(first[1] - 2, first[1] + 3, t0)
@@ -585,7 +593,7 @@ def _silent_while_open(view: _Client, faults: list[Fault], t0: float, traffic_en
                     "silent-while-open", label, view.transport_at_time(a),
                     expected=f"an event at least every {off_bound:.0f} s on an open "
                              "connection",
-                    got=f"none from +{a - t0:.2f}s to +{b - t0:.2f}s while open",
+                    got=f"none from {a - t0:+.2f}s to {b - t0:+.2f}s while open",
                     t=a - t0, context=view.context_in_time(a - 1, b, t0)
                     + faults_near(faults, label, a, b, t0)))
 
