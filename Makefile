@@ -13,7 +13,7 @@ TEST_EXTRAS := test,gunicorn,lint,docs
 PIP_LOCKED   = $(1)/bin/python -m pip install -q -c $(LOCK)
 
 .PHONY: help venv demo demo-cluster lint docs test test-py test-js test-browser browser-deps \
-        redis-deps ts-deps nginx-deps js-deps bench soak clean lock test-min test-latest
+        redis-deps ts-deps nginx-deps js-deps bench soak chaos clean lock test-min test-latest
 
 help:
 	@echo "make demo   - set up and run the demo todo app on http://$(HOST):$(PORT)"
@@ -23,6 +23,7 @@ help:
 	@echo "make test   - make lint and make docs, then every test (Python, node --test, headless Chromium, tsc)"
 	@echo "make bench  - run the benchmarks against the peers"
 	@echo "make soak   - the soak and the abuse scenarios (127.0.0.1, about 2 minutes)"
+	@echo "make chaos  - the chaos drill: gunicorn -w 3 + Redis + faults, 10 min (MODE=short: ~90 s; SEED=, DURATION=)"
 	@echo "make lock   - re-resolve $(LOCK) and the npm package-lock.json files in clean environments"
 	@echo "make test-min    - the core, server and client suites with the lowest versions setup.cfg allows"
 	@echo "make test-latest - every Python and node test with the newest versions setup.cfg allows"
@@ -105,6 +106,19 @@ bench: $(STAMP) $(BENCH_STAMP) bench/node_modules/.installed
 # Not part of make test: server processes of its own, figures only (docs/soak.md).
 soak: $(STAMP)
 	$(PY) -m bench.soak
+
+# The chaos drill (docs/chaos.md): gunicorn -w 3 with Redis behind a cutting proxy, Python
+# clients and sente.js in Chromium, faults at random; exits non-zero on any violation.
+# MODE=long (default): 10 minutes of faults from a random seed (printed: SEED= replays it);
+# MODE=short: the ~90 s run with seed 24 that make test runs (tests/scaleout/test_chaos.py).
+# DURATION= seconds of faults. Not part of make test in its long form.
+MODE ?= long
+SEED ?=
+DURATION ?=
+chaos: $(STAMP) redis-deps
+	@command -v chromium >/dev/null 2>&1 || $(MAKE) browser-deps
+	$(PY) -m bench.chaos --mode $(MODE) $(if $(SEED),--seed $(SEED)) \
+	  $(if $(DURATION),--duration $(DURATION))
 
 clean:
 	rm -rf $(VENV) .venv-min .venv-latest .venv-lock-* tests/js/node_modules tests/ts/node_modules \

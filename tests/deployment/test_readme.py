@@ -23,6 +23,7 @@ import requests
 from tests.browser.conftest import HERE as BROWSER_TESTS
 from tests.browser.conftest import Server
 from tests.browser.test_readme import quickstart_blocks
+from tests.transports.test_worker import gunicorn_args
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -105,7 +106,7 @@ def readme_gunicorn(folder: pathlib.Path) -> t.Iterator[str]:
     (instead of ``0.0.0.0:8000``); its base URL."""
     argv = [sys.executable, "-m", *gunicorn_line()]
     argv[argv.index("0.0.0.0:8000")] = "127.0.0.1:0"
-    argv += ["--graceful-timeout", "3", "--no-control-socket"]
+    argv = gunicorn_args(argv + ["--graceful-timeout", "3", "--no-control-socket"])
     log_path = folder.parent / "gunicorn.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(argv, cwd=folder, stdout=log, stderr=log,

@@ -6,6 +6,7 @@ The gunicorn tests also run gevent-websocket's stock ``GeventWebSocketWorker``
 """
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
 import signal
@@ -18,6 +19,7 @@ from pathlib import Path
 import gevent
 import pytest
 import websocket
+from packaging.version import Version
 
 from .wsutil import PeerClosed, RawClient, read_http_head, read_to_eof
 
@@ -35,10 +37,20 @@ def variants(stock_reason: str, raises: type[BaseException]) -> list[t.Any]:
                                                                    reason=stock_reason))]
 
 
+def gunicorn_args(args: list[str]) -> list[str]:
+    """``args`` for the installed gunicorn: the tests turn off the control socket (a file
+    gunicorn 26 and later make in the working directory) with a flag older versions lack
+    (``make test-min`` runs gunicorn 21)."""
+    if Version(importlib.metadata.version("gunicorn")) >= Version("26"):
+        return args
+    return [arg for arg in args if arg != "--no-control-socket"]
+
+
 class Proc:
     """A server subprocess whose output goes to files (read back by the test)."""
 
     def __init__(self, args: list[str], tmp_path: Path, env: dict[str, str]) -> None:
+        args = gunicorn_args(args)
         self.out_path = tmp_path / "stdout.log"
         self.err_path = tmp_path / "stderr.log"
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
