@@ -6,6 +6,12 @@ needs redis-py only — no Flask, no gevent — and it *raises*
 :class:`~flask_sente.exceptions.BackplaneError` when Redis cannot be reached, so a task can
 retry instead of losing the push.
 
+A call that raised may still have run in Redis (only its answer was lost: a timeout). Made
+again as the emitter's next call — the task retrying it — it is not appended twice: the
+retry carries the same writer counter, which Redis appends at most once. A retry made after
+other calls of the same emitter is a new push (its first try, if it did run, is delivered
+too).
+
 ::
 
     from flask_sente.emitter import Emitter
@@ -57,6 +63,10 @@ class Emitter:
         #: Writer id and counter: Redis skips an entry a writer already appended.
         self._writer = "emitter-" + secrets.token_urlsafe(9)
         self._counter = 0
+        #: The last call that raised, and the counter it was sent with: made again at once
+        #: (the caller retrying it), it is sent with the same counter, so that Redis appends
+        #: it once even if the first try did run there (its answer was what got lost).
+        self._unconfirmed: tuple[tuple[t.Any, ...], int] | None = None
 
     def send(self, uid: t.Any, event: t.Any, *, client_id: str | None = None) -> None:
         """Push ``event`` to every client of ``uid`` on every worker (or one client).
@@ -122,11 +132,18 @@ class Emitter:
     def _run(self, ukey: str, payload: t.Any, target: str, control: str, *,
              create: bool) -> None:
         meta, log, channel = rs.log_keys(self.prefix, ukey)
-        self._counter += 1
-        args = [rs.pack_event(payload), target, self._size, self._ttl,
-                secrets.token_urlsafe(6), channel, "1" if create else "0", control,
-                self._writer, self._counter, "0"]
+        packed = rs.pack_event(payload)
+        call = (ukey, packed, target, control)
+        unconfirmed, self._unconfirmed = self._unconfirmed, None
+        if unconfirmed is not None and unconfirmed[0] == call and self._pipe is None:
+            counter = unconfirmed[1]  # a retry of the call that just raised
+        else:
+            self._counter += 1
+            counter = self._counter
+        args = [packed, target, self._size, self._ttl, secrets.token_urlsafe(6), channel,
+                "1" if create else "0", control, self._writer, counter, "0"]
         try:
             self._append(keys=[meta, log], args=args, client=self._pipe or self.client)
         except self._errors as exc:
+            self._unconfirmed = (call, counter)
             raise BackplaneError(f"Redis: {exc}") from exc

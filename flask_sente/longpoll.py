@@ -60,6 +60,7 @@ class LongPolls:
     metrics: NoMetrics
 
     if t.TYPE_CHECKING:  # the hub's methods this side calls
+        def spawn(self, fn: t.Callable[..., t.Any], *args: t.Any) -> t.Any: ...
         def _register(self, conn: t.Any) -> t.Any: ...
         def _attach(self, conn: t.Any) -> None: ...
         def _detach(self, conn: t.Any, conn_id: int, grace: float) -> None: ...
@@ -303,13 +304,18 @@ class LongPolls:
         conn_id = client.conn_id
         timer = self._loop.timer(self.options.reconnect_grace_ajax)
 
-        def check() -> None:
+        def check() -> None:  # in the event loop: forgetting may wait for a shared store
             timer.close()
-            if (client.conn_id == conn_id and not self.backplane.is_member(
-                    client.uid, "ajax", client.client_id)):
-                self._forget("ajax", client.uid, client.client_id)
+            if not self.closed:
+                self.spawn(self._forget_unpolled, client, conn_id)
 
         timer.start(check)
+
+    def _forget_unpolled(self, client: AjaxClient, conn_id: int) -> None:
+        if (client.conn_id == conn_id
+                and self._conns["ajax"].get(client.uid, {}).get(client.client_id) is client
+                and not self.backplane.is_member(client.uid, "ajax", client.client_id)):
+            self._forget("ajax", client.uid, client.client_id)
 
     def _drop_ajax(self, client: AjaxClient) -> None:
         self.backplane.remove(client.uid, "ajax", client.client_id)

@@ -14,11 +14,13 @@ import urllib.parse
 
 import gevent
 import gevent.pool
+import pytest
 import redis
 import websocket
 from gevent.server import StreamServer
 
 from flask_sente.backplanes import redis_scripts as rs
+from flask_sente.exceptions import BackplaneError
 
 from .test_backplane import wait_for, worker
 
@@ -341,3 +343,37 @@ def test_redis_restarted_empty_tells_clients_they_missed_something(redis_server)
             assert -1 in s.numbers                            # it was told
         finally:
             s.stop()
+
+
+def test_an_emitter_call_retried_after_its_answer_was_lost_is_delivered_once(redis_server):
+    """The chaos drill found it: an ``Emitter.send`` whose answer Redis lost (a freeze
+    longer than the emitter's socket timeout) raised ``BackplaneError``, though Redis ran
+    it; the task retried the call, as the docs say to, and every client got the push twice:
+    each call had its own writer counter. A retry of the call that just raised now carries
+    the same counter, and Redis appends it once.
+
+    Shown to fail by giving every call a new counter again: push 1 reached the client
+    twice."""
+    from flask_sente.emitter import Emitter
+
+    proxy = ReplyLosingProxy(redis_server.port)
+    try:
+        with worker(redis_server.url) as (a, sa, _):
+            s = Stream(a, "eli")
+            emitter = Emitter(f"redis://127.0.0.1:{proxy.port}/0", socket_timeout=0.5)
+            try:
+                wait_for(lambda: s.recovered == [None])
+                emitter.send("eli", ("t/n", 0))
+                proxy.losing = True
+                with pytest.raises(BackplaneError):
+                    emitter.send("eli", ("t/n", 1))          # ran in Redis, answer lost
+                proxy.losing = False
+                emitter.send("eli", ("t/n", 1))              # the task's retry
+                emitter.send("eli", ("t/n", 2))
+                s.finish(lambda event: sa.send("eli", event))
+                assert s.numbers == [0, 1, 2]
+            finally:
+                emitter.close()
+                s.stop()
+    finally:
+        proxy.close()
