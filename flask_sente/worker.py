@@ -56,9 +56,20 @@ class SenteGunicornHandler(PyWSGIHandler, SenteHandler):
     ``ws-ticket``) redacted."""
 
     def log_request(self) -> None:
+        status = getattr(self, "status", None)
+        if isinstance(status, bytes):  # gevent before 24 keeps it so: gunicorn logs b'200 OK'
+            self.status = status.decode("latin-1")
+        try:
+            self._log_redacted()
+        finally:
+            if isinstance(status, bytes):
+                self.status = status
+
+    def _log_redacted(self) -> None:
         environ = getattr(self, "environ", None)
         if not environ:
-            return PyWSGIHandler.log_request(self)
+            PyWSGIHandler.log_request(self)
+            return
         self.environ = redacted_environ(environ)
         requestline = getattr(self, "requestline", None)
         if requestline:
