@@ -138,9 +138,13 @@ class Reader:
         self.collected_at = float("-inf")
 
     def owed(self) -> bool:
-        """Whether any of its logs has entries past its position."""
+        """Whether any of its logs has entries past its position. (Asked before every
+        WebSocket reply: a plain loop, no generator.)"""
         positions = self.positions
-        return any(log.seq > positions[name] for name, log in self.logs.items())
+        for name, log in self.logs.items():
+            if log.seq > positions[name]:
+                return True
+        return False
 
 
 class Batch:
