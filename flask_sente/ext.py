@@ -22,12 +22,12 @@ from .config import Options
 from .core.presence import ConnectedUids
 from .exceptions import ConfigWarning, NotInitializedError
 from .fastpath import ChannelFastPath
+from .hub import JoinHandlers
 from .messages import EventMsg
 from .protocol import events as ev
 from .protocol.packers import get_packer
 from .router import DEFAULT, Handler
 from .state import AppState
-from .topics import JoinHandlers
 from .views import make_blueprint, metrics_view, script_version
 
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
@@ -55,9 +55,8 @@ class Sente:
         if unknown:
             Options.resolve({}, options)  # raises ConfigError naming the unknown options
         self._overrides = options
-        # Topic requests are answered by the hub, as handlers (app context, fair pool).
-        self._handlers: dict[str, Handler] = {name: self._topic_request
-                                              for name in ev.TOPIC_REQUESTS}
+        self._handlers: dict[str, Handler] = {}
+        #: Who may join which topics (``on_join``); each app's hub answers the joins.
         self._join_handlers = JoinHandlers()
         self._hooks: dict[str, t.Callable[..., t.Any]] = {}
         self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
@@ -85,7 +84,7 @@ class Sente:
         options = Options.resolve(app.config, self._overrides)
         app.extensions["sente"] = AppState.build(
             self, options, get_packer(options.packer), self._handlers, self._hooks,
-            signal_sender=app, context=app.app_context)
+            signal_sender=app, context=app.app_context, join_handlers=self._join_handlers)
         app.register_blueprint(make_blueprint(options.url))
         # See fastpath: keyed Ajax requests skip Flask, upgrades skip routing.
         app.wsgi_app = ChannelFastPath(app.wsgi_app, app, options.url)  # type: ignore[method-assign]
@@ -129,9 +128,6 @@ class Sente:
             return fn
 
         return register
-
-    def _topic_request(self, msg: EventMsg) -> None:
-        self._state().hub.topic_request(msg, self._join_handlers)
 
     def user_id(self, fn: F) -> F:
         """Decorator: ``fn(client_id) -> uid`` computes the user id of a connecting client.

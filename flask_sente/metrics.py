@@ -56,13 +56,15 @@ ContextFactory = t.Callable[[], t.ContextManager[t.Any]]
 class Hub(t.Protocol):
     """What the gauges are sampled from (a :class:`flask_sente.hub.Hub`)."""
 
-    closed: bool
     backplane: t.Any
+
+    @property
+    def closed(self) -> bool: ...
 
     @property
     def connected_uids(self) -> ConnectedUids: ...
 
-    def connections(self, transport: t.Literal["ws", "ajax"]) -> list[t.Any]: ...
+    def connections(self, transport: t.Literal["ws", "ajax"]) -> t.Sequence[t.Any]: ...
 
     def spawn(self, fn: t.Callable[..., t.Any], *args: t.Any) -> t.Any: ...
 

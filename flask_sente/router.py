@@ -146,6 +146,14 @@ class Router:
         self._errors = ErrorLogLimiter(error_log_interval)
         #: Handler -> events still to send to workers since it blocked on a reader.
         self._cooling: dict[Handler, int] = {}
+        #: Handlers of the library's own reserved ids (the hub's topic requests): looked up
+        #: after the app's, before its catch-all.
+        self._own: dict[str, Handler] = {}
+
+    def add_own_handlers(self, handlers: t.Mapping[str, Handler]) -> None:
+        """Handlers of reserved ids the library answers itself (the hub registers its
+        ``chsk/join`` and ``chsk/leave``): run like the app's (context, pool, fairness)."""
+        self._own.update(handlers)
 
     def dispatch(self, msg: EventMsg, hand_off: HandOff | None = None) -> None:
         """Hand one event to its handler (or the catch-all, or ``receive()``); may wait:
@@ -153,7 +161,8 @@ class Router:
 
         With ``hand_off`` (a WebSocket reader) the handler may run on the caller's greenlet
         (see the module docstring); it then returns when the handler has ended."""
-        handler = self._handlers.get(msg.id) or self._handlers.get(DEFAULT)
+        handler = (self._handlers.get(msg.id) or self._own.get(msg.id)
+                   or self._handlers.get(DEFAULT))
         if (hand_off is not None and handler is not None and msg.id not in _NEVER_WAIT
                 and self._run_here(handler, msg, hand_off)):
             return
@@ -287,8 +296,9 @@ class Router:
     def wants(self, event_id: str) -> bool:
         """Whether :meth:`dispatch` would do anything with an event of this id: a handler,
         the catch-all, ``receive()``, or the "no handler" answer to an application id."""
-        return (event_id in self._handlers or DEFAULT in self._handlers
-                or self._mailbox_used or not ev.is_reserved(event_id))
+        return (event_id in self._handlers or event_id in self._own
+                or DEFAULT in self._handlers or self._mailbox_used
+                or not ev.is_reserved(event_id))
 
     def receive(self, timeout: float | None = None) -> EventMsg | None:
         """The next event no handler took, or None after ``timeout`` seconds.

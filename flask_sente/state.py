@@ -13,7 +13,7 @@ import typing as t
 
 from .backplanes import Backplane, LocalBackplane
 from .config import Options
-from .hub import Hub
+from .hub import Hub, JoinHandlers
 from .metrics import NO_METRICS, NoMetrics, from_option
 from .protocol.packers import Packer
 from .protocol.security import WsTickets
@@ -40,16 +40,20 @@ class AppState:
     context: t.Callable[[], t.ContextManager[t.Any]] | None = None
     #: Where the hub, router and backplane count what they do (``metrics`` option).
     metrics: NoMetrics = NO_METRICS
+    #: Who may join which topics (shared with the ``Sente`` object, like ``handlers``).
+    join_handlers: JoinHandlers = dataclasses.field(default_factory=JoinHandlers)
 
     @classmethod
     def build(cls, sente: t.Any, options: Options, packer: Packer,
               handlers: t.Mapping[str, Handler], hooks: t.Mapping[str, t.Callable[..., t.Any]],
               *, signal_sender: t.Any,
-              context: t.Callable[[], t.ContextManager[t.Any]]) -> AppState:
+              context: t.Callable[[], t.ContextManager[t.Any]],
+              join_handlers: JoinHandlers) -> AppState:
         metrics = from_option(options.metrics, shared_backplane=options.backplane is not None)
-        router, hub = _make(options, packer, handlers, signal_sender, context, metrics)
+        router, hub = _make(options, packer, handlers, signal_sender, context, metrics,
+                            join_handlers)
         return cls(sente, options, packer, hub, router, handlers, hooks, signal_sender,
-                   context, metrics)
+                   context, metrics, join_handlers)
 
     #: Tickets standing for the CSRF token in WebSocket URLs (see ``views``).
     ws_tickets: WsTickets = dataclasses.field(
@@ -90,13 +94,14 @@ class AppState:
         self.hub.close()
         self.router.close()
         self.router, self.hub = _make(self.options, self.packer, self.handlers,
-                                      self.signal_sender, self.context, self.metrics)
+                                      self.signal_sender, self.context, self.metrics,
+                                      self.join_handlers)
 
 
 def _make(options: Options, packer: Packer, handlers: t.Mapping[str, Handler],
           signal_sender: t.Any,
           context: t.Callable[[], t.ContextManager[t.Any]] | None,
-          metrics: NoMetrics = NO_METRICS) -> tuple[Router, Hub]:
+          metrics: NoMetrics, join_handlers: JoinHandlers) -> tuple[Router, Hub]:
     if metrics.enabled:  # handler latency: the context handlers run in is timed
         context = metrics.timed(context or contextlib.nullcontext)
     kwargs = {} if context is None else {"context": context}
@@ -105,7 +110,9 @@ def _make(options: Options, packer: Packer, handlers: t.Mapping[str, Handler],
                     client_events_in_flight=options.client_events_in_flight,
                     error_log_interval=options.error_log_interval, **kwargs)
     hub = Hub(options, packer, router.dispatch, signal_sender=signal_sender,
-              wants=router.wants, backplane=make_backplane(options, metrics), metrics=metrics)
+              wants=router.wants, backplane=make_backplane(options, metrics), metrics=metrics,
+              join_handlers=join_handlers)
+    router.add_own_handlers(hub.handlers())  # the topic requests, answered by the hub
     return router, hub
 
 

@@ -162,3 +162,55 @@ def test_what_the_emitter_runs_on_needs_no_gevent_nor_flask():
     for path in (PKG / "emitter.py", PKG / "backplanes" / "redis_connect.py",
                  PKG / "backplanes" / "redis_scripts.py"):
         assert not _imports(path) & {"gevent", "flask"}, path.name
+
+
+def _package_imports(path: pathlib.Path) -> set[str]:
+    """The modules of flask_sente ``path`` imports at run time (``TYPE_CHECKING`` blocks and
+    imports inside functions left out), as dotted names relative to the package."""
+    parts = list(path.relative_to(PKG).with_suffix("").parts)
+    package = ".".join(parts[:-1])  # a module's package; an __init__'s is its own folder
+    found: set[str] = set()
+    tree = ast.parse(path.read_text())
+    for node in tree.body:
+        if isinstance(node, ast.If):  # if t.TYPE_CHECKING: ... (types only)
+            continue
+        if isinstance(node, ast.ImportFrom) and node.level and node.module is not None:
+            base = package.split(".") if package else []
+            base = base[:len(base) - (node.level - 1)]
+            target = ".".join([*base, *node.module.split(".")])
+            found.add(target)
+    return found
+
+
+def test_the_package_has_no_import_cycles():
+    """Arrows only point down, so no module imports one that imports it back (directly or
+    through others). Checked over the modules' run-time imports."""
+    modules = {".".join(p.relative_to(PKG).with_suffix("").parts).removesuffix(".__init__"):
+               p for p in _modules()}
+    graph = {name: {m for m in _package_imports(path) if m in modules}
+             for name, path in modules.items()}
+    state: dict[str, int] = {}
+    cycles: list[list[str]] = []
+
+    def visit(name: str, trail: list[str]) -> None:
+        state[name] = 1
+        for nxt in sorted(graph[name]):
+            if state.get(nxt) == 1:
+                cycles.append([*trail[trail.index(nxt):], nxt] if nxt in trail else [nxt])
+            elif nxt not in state:
+                visit(nxt, [*trail, nxt])
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert not cycles, cycles
+    assert graph["hub.hub"] >= {"hub.websockets", "hub.longpolls", "hub.topics"}
+
+
+def test_the_hubs_services_do_not_import_the_facade():
+    """The hub's services get what they need in their constructors; none reaches up into
+    the facade that builds them."""
+    for path in (PKG / "hub").glob("*.py"):
+        if path.name not in ("hub.py", "__init__.py"):
+            assert "hub.hub" not in _package_imports(path), path.name

@@ -68,7 +68,7 @@ def test_a_client_that_stops_reading_is_closed_by_bytes_and_gets_its_1013():
         try:
             ws.recv()                                    # the handshake
             chunk = "y" * 100_000
-            conn = h.app.extensions["sente"].hub._conns["ws"]["slow"]["slow"]
+            conn = h.app.extensions["sente"].hub.table.ws("slow", "slow")
             for i in range(100):                         # 10 MB offered in all
                 h.sente.send("slow", ("t/n", {"i": i, "pad": chunk}), flush=True)
                 gevent.sleep(0)
@@ -164,13 +164,13 @@ def test_a_peer_that_stopped_reading_is_aborted_with_a_reset():
             ws.recv()                                    # the handshake; then nothing
             client_port = ws.sock.getsockname()[1]
             server_port = int(h.base.rsplit(":", 1)[1])
-            conn = h.app.extensions["sente"].hub._conns["ws"]["stalled"]["stalled"]
+            conn = h.app.extensions["sente"].hub.table.ws("stalled", "stalled")
             chunk = "z" * 100_000
             for i in range(100):                         # 10 MB: more than the kernels hold
                 h.sente.send("stalled", ("t/n", {"i": i, "pad": chunk}), flush=True)
                 gevent.sleep(0)
             h.wait_for(lambda: not conn.open)            # the write timed out: aborted
-            h.wait_for(lambda: "stalled" not in h.app.extensions["sente"].hub._conns["ws"])
+            h.wait_for(lambda: h.app.extensions["sente"].hub.table.ws("stalled", "stalled") is None)
             with gevent.Timeout(TIMEOUT, AssertionError(
                     f"the server still holds {_server_side(server_port, client_port)}")):
                 while _server_side(server_port, client_port):

@@ -5,7 +5,7 @@ import gevent
 import pytest
 
 from flask_sente import LocalProtocolError
-from flask_sente.hub import OVERDUE_FLUSH
+from flask_sente.hub.flushing import OVERDUE_FLUSH
 
 
 def _batches(h, ws, count):

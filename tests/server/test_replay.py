@@ -179,7 +179,7 @@ def test_an_ajax_only_server_drops_history_idle_past_history_ttl(monkeypatch):
     import gevent
 
     import flask_sente.hub
-    monkeypatch.setattr(flask_sente.hub, "HOUSEKEEPING_INTERVAL", 0.1)
+    monkeypatch.setattr(flask_sente.hub.sweeper, "HOUSEKEEPING_INTERVAL", 0.1)
     with running(history_ttl=0.3, reconnect_grace_ajax=0.1, lp_timeout=0.2,
                  ws_keepalive=0.4) as h:
         s = Stream()

@@ -1,10 +1,10 @@
 """The long-polling side of the hub: Ajax handshakes, polls and posted events.
 
 A poll reads what its client's reader is owed, as much as fits in one message, and moves the
-reader past it; with nothing owed it parks until a flush wakes it (``WAKE``) or
+reader past it; with nothing owed it parks until a flush wakes it (``flushing.WAKE``) or
 ``lp_timeout`` passes. A protocol-2 poll carries the client's positions, so any process
-can answer it (a shared backplane). Mixed into :class:`flask_sente.hub.Hub`, whose state it
-uses; it never imports Flask.
+can answer it (a shared backplane). It never imports Flask: ``views`` and ``fastpath`` hand
+it the request's parts.
 """
 from __future__ import annotations
 
@@ -17,62 +17,92 @@ import typing as t
 import gevent
 import gevent.event
 
-from .backplanes import Backplane
-from .config import Options
-from .connections import AjaxClient, new_conn_id, thread_ident
-from .core.delivery import GAP, Delivery, Entry
-from .core.packing import pack_owed
-from .core.presence import Transport
-from .exceptions import BackplaneError, RemoteProtocolError
-from .messages import AjaxReplier, EventMsg, RequestInfo
-from .metrics import NoMetrics
-from .protocol import events as ev
-from .protocol import wire
-from .protocol.packers import Packer
+from ..backplanes import Backplane
+from ..config import Options
+from ..connections import AjaxClient, new_conn_id
+from ..core.delivery import GAP, Delivery, Entry
+from ..core.ids import Uid
+from ..core.packing import pack_owed
+from ..exceptions import BackplaneError, RemoteProtocolError
+from ..messages import AjaxReplier, EventMsg, RequestInfo
+from ..metrics import NoMetrics
+from ..protocol import events as ev
+from ..protocol import wire
+from ..protocol.packers import Packer
+from .events import SystemEvents
+from .flushing import WAKE
+from .loop import HubLoop
+from .presence import PresenceService
+from .table import ConnectionTable
+from .topics import TopicService
 
 if t.TYPE_CHECKING:  # pragma: no cover
-    from .router import Dispatch
+    from ..router import Dispatch
 
 logger = logging.getLogger("flask_sente")
 
-#: Set on a parked poll to wake it: its greenlet reads what it is owed itself.
-WAKE = object()
+#: What ``ajax_post`` answers: the body, and the positions the client should reach before
+#: acting on a reply (``X-Sente-After``), if any.
+PostAnswer = tuple["str | bytes", "dict[str, list[t.Any]] | None"]
 
 
 class LongPolls:
-    """Ajax requests; see the module docstring. The attributes below are the hub's."""
+    """Ajax requests; see the module docstring."""
 
-    options: Options
-    packer: Packer
-    backplane: Backplane
-    closed: bool
-    _delivery: Delivery
-    _conns: dict[Transport, dict[t.Any, dict[str, t.Any]]]
-    _kicked: dict[str, str | bytes]
-    _loop: t.Any
-    _thread: int
-    _going_away_packed: str | bytes | None
-    _lp_timeout_packed: str | bytes
-    _ack_packed: str | bytes
-    _settle: t.Callable[[], None] | None
-    _dispatch: Dispatch
-    _keyed: dict[str, AjaxClient]
-    metrics: NoMetrics
+    def __init__(self, loop: HubLoop, options: Options, packer: Packer, backplane: Backplane,
+                 table: ConnectionTable, presence: PresenceService, topics: TopicService,
+                 events: SystemEvents, dispatch: Dispatch, metrics: NoMetrics,
+                 settle: t.Callable[[], None] | None) -> None:
+        self.loop = loop
+        self.options = options
+        self.packer = packer
+        self.backplane = backplane
+        self._delivery: Delivery = backplane.delivery
+        self._table = table
+        self._presence = presence
+        self._topics = topics
+        self._events = events
+        self._dispatch = dispatch
+        self.metrics = metrics
+        self._settle = settle
+        #: Packed ``chsk/close`` 4001 for Ajax clients kicked between two polls.
+        self._kicked: dict[str, str | bytes] = {}
+        #: Set by :meth:`drain`: the answer to every poll from then on.
+        self._going_away_packed: str | bytes | None = None
+        self._lp_timeout_packed = packer.pack(wire.LP_TIMEOUT)
+        self._ack_packed = packer.pack(wire.ACK)
 
-    if t.TYPE_CHECKING:  # the hub's methods this side calls
-        def spawn(self, fn: t.Callable[..., t.Any], *args: t.Any) -> t.Any: ...
-        def _register(self, conn: t.Any) -> t.Any: ...
-        def _attach(self, conn: t.Any) -> None: ...
-        def _detach(self, conn: t.Any, conn_id: int, grace: float) -> None: ...
-        def _topics_end(self, conn: t.Any, deadline: float) -> None: ...
-        def _forget(self, transport: Transport, uid: t.Any, client_id: str) -> None: ...
-        def _bad_package(self, exc: RemoteProtocolError, uid: t.Any, client_id: str | None,
-                         transport: str, request: RequestInfo | None) -> None: ...
-        def _bad_event(self, raw: t.Any, reason: str, uid: t.Any, client_id: str | None,
-                       transport: str, request: RequestInfo | None) -> None: ...
-        def adopt_topics(self, conn: t.Any, positions: wire.Positions) -> set[str]: ...
+    @property
+    def draining(self) -> bool:
+        return self._going_away_packed is not None
 
-    def ajax_get(self, uid: t.Any, client_id: str, request: RequestInfo, *,
+    def drain(self) -> None:
+        """Stopping: answer every parked poll, and every poll from now on, with close 1001
+        (the Ajax equivalent: "server going away, reconnect")."""
+        if self._going_away_packed is None:
+            self._going_away_packed = self.packer.pack(
+                wire.close(wire.CLOSE_GOING_AWAY, "server shutting down"))
+        for client in self._table.all_ajax():
+            if client.parked is not None:
+                client.parked.set(self._going_away_packed)
+
+    def kicked(self, uid: Uid, reason: str) -> None:
+        """``uid`` was kicked: a parked poll is answered with the close at once, a client
+        between two polls gets it as the answer to its next (within its grace window)."""
+        packed = self.packer.pack(wire.close(wire.CLOSE_KICKED, reason))
+        for client in self._table.ajax_of(uid):
+            if client.parked is not None:
+                client.parked.set(packed)
+            else:
+                client_id = client.client_id
+                self._kicked[client_id] = packed
+                timer = self.loop.timer(self.options.reconnect_grace_ajax)
+                timer.start(self._kicked.pop, client_id, None)
+            self._presence.remove(client)
+            if self._table.holds(client):  # a client that never polled is no member
+                self._presence.forget("ajax", uid, client.client_id)
+
+    def ajax_get(self, uid: Uid, client_id: str, request: RequestInfo, *,
                  handshake: bool, handshake_data: t.Callable[[], t.Any], version: int = 1,
                  positions: wire.Positions | None = None) -> str | bytes:
         """Answer one Ajax GET: a handshake, or a long-poll parked until data or timeout.
@@ -87,14 +117,13 @@ class LongPolls:
         client this process holds takes the reader over before it can yield
         (:meth:`AjaxClient.take_turn`).
         """
-        self._thread = thread_ident()
+        self.loop.serving_here()
         if self._going_away_packed is not None and not handshake:
             return self._going_away_packed  # draining: reconnect (elsewhere)
         kicked = self._kicked.pop(client_id, None)
         if kicked is not None:
             return kicked
-        clients = self._conns["ajax"].get(uid)
-        client: AjaxClient | None = clients.get(client_id) if clients else None
+        client = self._table.ajax(uid, client_id)
         turn = client.take_turn(self._lp_timeout_packed) if client is not None else 0
         if not handshake and version == 1:
             # A protocol-1 client sends no positions: the process that answered its last
@@ -109,11 +138,11 @@ class LongPolls:
             reader, _ = self.backplane.open_reader(uid, client_id, "ajax", time.monotonic(),
                                                    None)
             client = AjaxClient(uid, client_id, request, reader)
-            self._register(client)
+            self._table.register(client)
             turn = client.take_turn(self._lp_timeout_packed)
         elif client.close_packed is not None:
             packed = client.close_packed
-            self._drop_ajax(client)
+            self._drop(client)
             return packed
         client.version = version
         if positions is not None:
@@ -121,16 +150,16 @@ class LongPolls:
             if restart is not None:
                 return restart
         conn_id = client.conn_id = new_conn_id()
-        self._attach(client)
+        self._presence.attach(client)
         try:
             answer = self._poll(client, turn, handshake_data)
             self._save_cursor(client)
             return answer
         finally:
-            if not self.closed:
-                self._detach(client, conn_id, self.options.reconnect_grace_ajax)
+            if not self.loop.closed:
+                self._presence.detach(client, conn_id, self.options.reconnect_grace_ajax)
 
-    def _ajax_connect(self, uid: t.Any, client_id: str, request: RequestInfo,
+    def _ajax_connect(self, uid: Uid, client_id: str, request: RequestInfo,
                       client: AjaxClient | None, version: int,
                       positions: wire.Positions | None,
                       handshake_data: t.Callable[[], t.Any]) -> str | bytes:
@@ -143,17 +172,17 @@ class LongPolls:
             name: pos for name, pos in positions.items() if not name.startswith("t:")}
         now = time.monotonic()
         reader, recovered = self.backplane.open_reader(uid, client_id, "ajax", now, main)
-        held: AjaxClient | None = self._conns["ajax"].get(uid, {}).get(client_id)
+        held = self._table.ajax(uid, client_id)
         connected: AjaxClient
         if client is not None and held is client:
-            self._topics_end(client, now + self.options.reconnect_grace_ajax)
+            self._presence.topics_end(client, now + self.options.reconnect_grace_ajax)
             self.backplane.close_reader(client.reader, now)
             client.reader = reader
             client.conn_id = new_conn_id()
             connected = client
         else:
             connected = AjaxClient(uid, client_id, request, reader)
-            self._register(connected)
+            self._table.register(connected)
         connected.version = version
         self._await_first_poll(connected)
         return self._ajax_handshake(connected, handshake_data(), recovered)
@@ -164,24 +193,16 @@ class LongPolls:
         process does not read yet are added, when the client was let in). None when every
         log still reaches; else the handshake to answer with: the main logs' verdict as
         ``recovered``, every topic dropped so that its rejoin tells its own."""
-        lost_topics = self.adopt_topics(client, positions)
+        lost_topics = self._topics.adopt(client, positions)
         lost = self.backplane.resume(client.reader, positions) | lost_topics
         if not lost:
             return None
-        self._restart_topics(client)
+        self._topics.drop_all(client, self.options.reconnect_grace_ajax)
         self._await_first_poll(client)
         return self._ajax_handshake(client, handshake_data(),
                                     not any(not name.startswith("t:") for name in lost))
 
-    def _restart_topics(self, client: AjaxClient) -> None:
-        """The client is told to reconnect (a handshake answers its poll): it rejoins every
-        topic with its own position, so this reader stops reading them until then."""
-        now = time.monotonic()
-        self._topics_end(client, now + self.options.reconnect_grace_ajax)
-        for topic in self._delivery.topics_of(client.reader):
-            self.backplane.leave(client.reader, topic, now)
-
-    def ajax_key(self, uid: t.Any, client_id: str,
+    def ajax_key(self, uid: Uid, client_id: str,
                  credentials: t.Any) -> str | None:
         """The fast-path key of a client this process holds, after a request of it passed
         every admission check with these credentials (``views.credentials_of``); None when
@@ -191,21 +212,20 @@ class LongPolls:
         those of its latest one, so a login, logout or new session cookie leaves the fast
         path until Flask has admitted the client again.
         """
-        clients = self._conns["ajax"].get(uid)
-        client: AjaxClient | None = clients.get(client_id) if clients else None
+        client = self._table.ajax(uid, client_id)
         if client is None:
             return None
         if client.fast_key is None:
             client.fast_key = secrets.token_urlsafe(18)
         client.credentials = credentials
-        self._keyed[client_id] = client
+        self._table.keyed[client_id] = client
         return client.fast_key
 
     def keyed_client(self, client_id: str, key: str,
                      credentials: t.Any) -> AjaxClient | None:
         """The client a request with this key and these credentials stands for, or None
         (the request goes through Flask and every check instead)."""
-        client = self._keyed.get(client_id)
+        client = self._table.keyed.get(client_id)
         if client is None or client.fast_key is None or client.credentials != credentials:
             return None
         # WSGI gives header values as latin-1 text: the bytes as sent.
@@ -277,7 +297,7 @@ class LongPolls:
             self._delivery.skip_to_head(reader, gapped)
             self.metrics.closed_1013("history-gap")
             if client.version >= 2:  # told, and where to go on from (topics: by rejoins)
-                self._restart_topics(client)
+                self._topics.drop_all(client, self.options.reconnect_grace_ajax)
                 return self._ajax_handshake(client, handshake_data(), not any(
                     not name.startswith("t:") for name in gapped))
             self._delivery.skip_to_head(reader)
@@ -299,30 +319,30 @@ class LongPolls:
 
     def _await_first_poll(self, client: AjaxClient) -> None:
         """Forget a client that handshook but never polled within its grace window."""
-        if self.closed:
+        if self.loop.closed:
             return
         conn_id = client.conn_id
-        timer = self._loop.timer(self.options.reconnect_grace_ajax)
+        timer = self.loop.timer(self.options.reconnect_grace_ajax)
 
         def check() -> None:  # in the event loop: forgetting may wait for a shared store
             timer.close()
-            if not self.closed:
-                self.spawn(self._forget_unpolled, client, conn_id)
+            if not self.loop.closed:
+                self.loop.spawn(self._forget_unpolled, client, conn_id)
 
         timer.start(check)
 
     def _forget_unpolled(self, client: AjaxClient, conn_id: int) -> None:
-        if (client.conn_id == conn_id
-                and self._conns["ajax"].get(client.uid, {}).get(client.client_id) is client
+        if (client.conn_id == conn_id and self._table.holds(client)
                 and not self.backplane.is_member(client.uid, "ajax", client.client_id)):
-            self._forget("ajax", client.uid, client.client_id)
+            self._presence.forget("ajax", client.uid, client.client_id)
 
-    def _drop_ajax(self, client: AjaxClient) -> None:
-        self.backplane.remove(client.uid, "ajax", client.client_id)
-        self._forget("ajax", client.uid, client.client_id)
+    def _drop(self, client: AjaxClient) -> None:
+        self._presence.remove(client)
+        if self._table.holds(client):
+            self._presence.forget("ajax", client.uid, client.client_id)
 
-    def ajax_post(self, uid: t.Any, client_id: str, request: RequestInfo,
-                  body: str | bytes) -> tuple[str | bytes, dict[str, list[t.Any]] | None]:
+    def ajax_post(self, uid: Uid, client_id: str, request: RequestInfo,
+                  body: str | bytes) -> PostAnswer:
         """Handle one Ajax event; returns the response body (reply, ack or failure) and,
         for a reply whose handler pushed first, the positions the client should reach
         before acting on it (the ``X-Sente-After`` header).
@@ -333,11 +353,11 @@ class LongPolls:
         try:
             msg = wire.decode_client(self.packer.unpack(body))
         except RemoteProtocolError as exc:
-            self._bad_package(exc, uid, client_id, "ajax", request)
+            self._events.bad_package(exc, uid, client_id, "ajax", request)
             raise
         event, cb_id = msg.event, msg.cb_id
         if event is None or (ev.is_reserved(event[0]) and event[0] not in ev.TOPIC_REQUESTS):
-            self._bad_event(msg.raw if event is None else list(event),
+            self._events.bad_event(msg.raw if event is None else list(event),
                             msg.bad_reason or "reserved-id", uid, client_id, "ajax", request)
             raise RemoteProtocolError(f"bad event ({msg.bad_reason or 'reserved-id'})")
         if cb_id is None:

@@ -1,0 +1,282 @@
+"""The hub: one per app, the gevent shell around the sans-I/O core — a facade over the
+services of this package.
+
+What is owed to whom (logs, readers, batches) and who is connected (presence, grace
+windows) are decided by ``flask_sente.core`` behind a backplane
+(``flask_sente.backplanes``). The hub feeds them — connections opening and closing, pushes,
+the clock — and its services perform what they decide:
+
+* :class:`~.table.ConnectionTable` — the live connections, typed;
+* :class:`~.flushing.Flusher` — flush timers, batches packed once, polls woken;
+* :class:`~.presence.PresenceService` — members, grace windows, presence signals, forgetting;
+* :class:`~.topics.TopicService` — joins, leaves, publishing;
+* :class:`~.websockets.WebSockets` and :class:`~.longpolls.LongPolls` — the transports;
+* :class:`~.sweeper.Sweeper` — keep-alive, history expiry, grant renewal;
+* :class:`~.events.SystemEvents` — ``chsk/uidport-*`` and bad-input events for the app.
+
+``ext`` and ``views`` call the :class:`Hub`; the backplane reports to it (it is the
+backplane's listener) and it hands each report to the service it concerns. Every greenlet
+is in one group (:class:`~.loop.HubLoop`), killed by :meth:`Hub.close`. It never imports
+Flask. Public methods that push may be called from any OS thread (``loop.from_any_thread``).
+"""
+from __future__ import annotations
+
+import time
+import typing as t
+
+import gevent
+
+from ..backplanes import Backplane, LocalBackplane
+from ..config import Options
+from ..connections import AjaxClient
+from ..core.delivery import Reader
+from ..core.ids import Uid
+from ..core.presence import Change, ConnectedUids, Transport
+from ..exceptions import LocalProtocolError
+from ..messages import EventMsg, RequestInfo
+from ..metrics import NO_METRICS, NoMetrics
+from ..protocol import events as ev
+from ..protocol import wire
+from ..protocol.packers import Packer
+from .events import SystemEvents
+from .flushing import Flusher
+from .longpolls import LongPolls, PostAnswer
+from .loop import HubLoop, from_any_thread
+from .presence import PresenceService
+from .sweeper import Sweeper
+from .table import Connection, ConnectionTable
+from .topics import JoinHandlers, TopicService
+from .websockets import WebSockets
+
+if t.TYPE_CHECKING:  # pragma: no cover
+    from ..router import Dispatch, Handler
+    from ..transports.base import WebSocket
+
+__all__ = ["ConnectedUids", "Hub"]
+#: Seconds :meth:`Hub.close` waits for the sockets' queued messages and close frames.
+CLOSE_WAIT = 3.0
+
+
+class Hub:
+    """The server state of one app. See the module docstring."""
+
+    def __init__(self, options: Options, packer: Packer, dispatch: Dispatch, *,
+                 signal_sender: t.Any = None, wants: t.Callable[[str], bool] | None = None,
+                 backplane: Backplane | None = None, metrics: NoMetrics = NO_METRICS,
+                 join_handlers: JoinHandlers | None = None) -> None:
+        self.options = options
+        #: Where what happens is counted (a no-op unless the ``metrics`` option is on).
+        self.metrics = metrics
+        self.packer = packer
+        self.backplane: Backplane = backplane or LocalBackplane(
+            history_size=options.history_size, history_ttl=options.history_ttl)
+        self.loop = loop = HubLoop()
+        #: Waits until this process's pushes are in the shared log (shared backplanes only).
+        settle: t.Callable[[], None] | None = getattr(self.backplane, "settled", None)
+        #: Serves one request so that its pushes are in the shared log before its response
+        #: leaves (shared backplanes only; see ``RedisBackplane.request_scope``).
+        self.request_scope: t.Callable[[], t.ContextManager[None]] | None = getattr(
+            self.backplane, "request_scope", None)
+        caught_up: t.Callable[[Reader], None] | None = getattr(
+            self.backplane, "caught_up", None)
+        self.table = table = ConnectionTable(on_first=self._first_connection)
+        events = SystemEvents(loop, dispatch, wants)
+        self._flusher = Flusher(loop, options, packer, self.backplane.delivery, table,
+                                metrics)
+        self._presence = PresenceService(loop, options, self.backplane, table, events,
+                                         signal_sender)
+        self._topics = TopicService(loop, options, self.backplane, table, self._presence,
+                                    self._flusher, join_handlers or JoinHandlers())
+        self._websockets = WebSockets(loop, options, packer, self.backplane, table,
+                                      self._presence, self._flusher, events, dispatch,
+                                      metrics, settle, caught_up)
+        self._longpolls = LongPolls(loop, options, packer, self.backplane, table,
+                                    self._presence, self._topics, events, dispatch, metrics,
+                                    settle)
+        self._sweeper = Sweeper(loop, options, packer, self.backplane, table, metrics)
+        self.backplane.start(self)
+
+    def _first_connection(self) -> None:
+        self.metrics.watch(self)
+        self._sweeper.start()
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self.loop.closed
+
+    def spawn(self, fn: t.Callable[..., t.Any], *args: t.Any) -> gevent.Greenlet:
+        return self.loop.spawn(fn, *args)
+
+    def close(self) -> None:
+        """Stop: pushes made so far go out, parked polls are told to reconnect (``drain``),
+        every WebSocket is closed with 1001 after what was queued for it (waiting up to
+        ``CLOSE_WAIT``), then every greenlet is stopped."""
+        if self.loop.closed:
+            return
+        self._flusher.flush_all()
+        self.drain()
+        self.loop.closed = True
+        self._sweeper.stop()
+        self._presence.stop()
+        self._flusher.stop()
+        self._websockets.close_all(CLOSE_WAIT)
+        self.backplane.close()
+        gevent.sleep(0)
+        self.loop.kill(timeout=5)
+
+    def drain(self) -> None:
+        """Stopping: answer every parked poll, and every poll from now on, with close 1001
+        (the Ajax equivalent: "server going away, reconnect")."""
+        self._longpolls.drain()
+
+    @property
+    def draining(self) -> bool:
+        """True once the server began stopping (:meth:`drain`): no new work is taken."""
+        return self._longpolls.draining or self.loop.closed
+
+    @property
+    def healthy(self) -> bool:
+        """False while a shared backplane cannot be reached (always True in memory)."""
+        return bool(getattr(self.backplane, "healthy", True))
+
+    # --- who is here -----------------------------------------------------------------------
+
+    @property
+    def connected_uids(self) -> ConnectedUids:
+        return self._presence.connected_uids
+
+    def clients_of(self, uid: Uid) -> dict[str, list[str]]:
+        """Client ids of a user by transport (tabs and devices), e.g. for a presence panel."""
+        return self._presence.clients_of(uid)
+
+    def members(self, topic: str) -> frozenset[Uid]:
+        """The users in ``topic`` (every process's, with a shared backplane)."""
+        return self._presence.members(topic)
+
+    def connections(self, transport: Transport) -> list[Connection]:
+        """The connections (WebSocket) or clients (Ajax) of this process on ``transport``,
+        those within their reconnect grace included (sampled by metrics)."""
+        return self.table.all(transport)
+
+    # --- the transports ----------------------------------------------------------------------
+
+    def serve_websocket(self, ws: WebSocket, uid: Uid, client_id: str, request: RequestInfo,
+                        handshake_data: t.Any = None, *, grace: float | None = None,
+                        version: int = 1, positions: wire.Positions | None = None) -> None:
+        """Run one WebSocket until it closes (see :meth:`WebSockets.serve`)."""
+        self._websockets.serve(ws, uid, client_id, request, handshake_data, grace=grace,
+                               version=version, positions=positions)
+
+    def ajax_get(self, uid: Uid, client_id: str, request: RequestInfo, *, handshake: bool,
+                 handshake_data: t.Callable[[], t.Any], version: int = 1,
+                 positions: wire.Positions | None = None) -> str | bytes:
+        """Answer one Ajax GET (see :meth:`LongPolls.ajax_get`)."""
+        return self._longpolls.ajax_get(uid, client_id, request, handshake=handshake,
+                                        handshake_data=handshake_data, version=version,
+                                        positions=positions)
+
+    def ajax_post(self, uid: Uid, client_id: str, request: RequestInfo,
+                  body: str | bytes) -> PostAnswer:
+        """Handle one Ajax event (see :meth:`LongPolls.ajax_post`)."""
+        return self._longpolls.ajax_post(uid, client_id, request, body)
+
+    def ajax_key(self, uid: Uid, client_id: str, credentials: t.Any) -> str | None:
+        return self._longpolls.ajax_key(uid, client_id, credentials)
+
+    def keyed_client(self, client_id: str, key: str, credentials: t.Any) -> AjaxClient | None:
+        return self._longpolls.keyed_client(client_id, key, credentials)
+
+    def handlers(self) -> dict[str, Handler]:
+        """The hub's own event handlers (the router runs them in the app context, in its
+        pool, like the app's): the topic requests ``chsk/join`` and ``chsk/leave``."""
+        return {name: self._topics.request for name in ev.TOPIC_REQUESTS}
+
+    def topic_request(self, msg: EventMsg) -> None:
+        self._topics.request(msg)
+
+    # --- pushing ------------------------------------------------------------------------------
+
+    def send(self, uid: Uid, event: t.Any, *, client_id: str | None = None,
+             flush: bool = False) -> None:
+        """Push ``event`` to every client of ``uid`` (or one, with ``client_id``)."""
+        if uid is None:
+            raise LocalProtocolError(
+                "cannot send to uid None; anonymous users share the uid "
+                "flask_sente.ANONYMOUS_UID, send to that instead"
+            )
+        self._push(uid, ev.to_wire(ev.validate_outgoing(event)), client_id, flush)
+
+    @from_any_thread
+    def _push(self, uid: Uid, wire_event: t.Any, client_id: str | None, flush: bool) -> None:
+        self.backplane.push(uid, wire_event, client_id, time.monotonic())
+        if flush:
+            self._flusher.flush_all()
+
+    def broadcast(self, event: t.Any, *, flush: bool = False) -> None:
+        """Push ``event`` to every connected client of every user (packed once)."""
+        self._broadcast(ev.to_wire(ev.validate_outgoing(event)), flush)
+
+    @from_any_thread
+    def _broadcast(self, wire_event: t.Any, flush: bool) -> None:
+        self.backplane.broadcast(wire_event, time.monotonic())
+        if flush:
+            self._flusher.flush_all()
+
+    def publish(self, topic: str, event: t.Any, *, exclude_client_id: str | None = None,
+                flush: bool = False) -> None:
+        """Push ``event`` to every member of ``topic`` (but ``exclude_client_id``)."""
+        self._topics.publish(topic, event, exclude_client_id=exclude_client_id, flush=flush)
+
+    def join(self, topic: str, uid: Uid, client_id: str | None = None) -> None:
+        """Put every client of ``uid`` (or one) in ``topic``, on every process."""
+        self._topics.join(topic, uid, client_id)
+
+    def leave(self, topic: str, uid: Uid, client_id: str | None = None) -> None:
+        """Take every client of ``uid`` (or one) out of ``topic``, on every process."""
+        self._topics.leave(topic, uid, client_id)
+
+    @from_any_thread
+    def flush(self) -> None:
+        """Send everything buffered now, in order (what ``flush=True`` does)."""
+        self._flusher.flush_all()
+
+    @from_any_thread
+    def kick(self, uid: Uid, reason: str = "kicked") -> None:
+        """Close every connection of ``uid``; the clients are told not to reconnect.
+
+        The kick is a record in the user's log, after every earlier push: a WebSocket gets
+        those pushes and then the 4001 close, a poller gets them on its next poll and then
+        the close.
+        """
+        self.backplane.kick(uid, reason, time.monotonic())
+
+    # --- the backplane's listener -----------------------------------------------------------
+
+    def logs_appended(self, transports: tuple[Transport, ...]) -> None:
+        """Readers on these transports are owed new entries: schedule their flush."""
+        self._flusher.logs_appended(transports)
+
+    def presence_changed(self, changes: list[Change]) -> None:
+        """Members joined or left: tell the app, in order; forget clients that left."""
+        self._presence.changed(changes)
+
+    def topic_presence_changed(self, changes: list[Change]) -> None:
+        """Users joined or left topics: signals, and the ``chsk/members`` diff."""
+        self._presence.topics_changed(changes)
+
+    def kicked(self, uid: Uid, reason: str) -> None:
+        """``uid`` was kicked (here or elsewhere): close its connections in this process,
+        after the pushes made before the kick."""
+        self._flusher.flush("ws", everything=True)
+        self._websockets.kicked(uid, reason)
+        self._longpolls.kicked(uid, reason)
+
+    def topic_command(self, uid: Uid, client_id: str | None, kind: str, topic: str) -> None:
+        """The server joined or removed a user (or one client) to/from ``topic``."""
+        self._topics.command(uid, client_id, kind, topic)
+
+    def backplane_state(self, healthy: bool) -> None:
+        """Redis went away or came back."""
+        self._presence.backplane_state(healthy)

@@ -1,0 +1,227 @@
+"""The WebSocket side of the hub: serving one socket from its handshake to its end.
+
+The request's greenlet reads; each message is classified (an event, a keep-alive, a topic
+request, or bad input answered with a specific close code or notice) and handed to the
+router, which may run the handler on this same greenlet (``hand_off`` moves the reading to
+another one if the handler blocks). Replies go out after whatever the connection is owed —
+the handler's pushes among it — so that a reply never overtakes them on the wire.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import typing as t
+
+import gevent.event
+
+from ..backplanes import Backplane
+from ..config import Options
+from ..connections import Limits, WsConnection
+from ..core.delivery import Delivery, Reader
+from ..core.ids import Uid
+from ..exceptions import BackplaneError, ConnectionClosed, RemoteProtocolError
+from ..messages import EventMsg, RequestInfo, WsReplier
+from ..metrics import NoMetrics
+from ..protocol import events as ev
+from ..protocol import wire
+from ..protocol.packers import Packer
+from .events import SystemEvents
+from .flushing import Flusher
+from .loop import HubLoop
+from .presence import PresenceService
+from .table import ConnectionTable
+
+if t.TYPE_CHECKING:  # pragma: no cover
+    from ..router import Dispatch, HandOff
+    from ..transports.base import WebSocket
+
+logger = logging.getLogger("flask_sente")
+
+#: Reserved ids a WebSocket client may send: keep-alive and topic requests.
+_SYSTEM_IDS = frozenset({ev.WS_PING, ev.WS_PONG, *ev.TOPIC_REQUESTS})
+
+
+class WebSockets:
+    def __init__(self, loop: HubLoop, options: Options, packer: Packer, backplane: Backplane,
+                 table: ConnectionTable, presence: PresenceService, flusher: Flusher,
+                 events: SystemEvents, dispatch: Dispatch, metrics: NoMetrics,
+                 settle: t.Callable[[], None] | None,
+                 caught_up: t.Callable[[Reader], None] | None) -> None:
+        self.loop = loop
+        self._options = options
+        self._packer = packer
+        self._backplane = backplane
+        self._delivery: Delivery = backplane.delivery
+        self._table = table
+        self._presence = presence
+        self._flusher = flusher
+        self._events = events
+        self._dispatch = dispatch
+        self._metrics = metrics
+        self._settle = settle
+        self._caught_up = caught_up
+        self._limits = Limits(options.send_queue_size, options.send_queue_bytes,
+                              options.write_timeout, metrics)
+
+    def serve(self, ws: WebSocket, uid: Uid, client_id: str, request: RequestInfo,
+              handshake_data: t.Any = None, *, grace: float | None = None, version: int = 1,
+              positions: wire.Positions | None = None) -> None:
+        """Run one WebSocket until it closes; called on the request's greenlet (the reader).
+
+        A protocol-2 client coming back with ``positions`` is first replayed what it
+        missed (or told it was not recovered), before anything new.
+        ``grace`` overrides ``reconnect_grace_ws`` for this connection (the in-process test
+        client uses 0 so that a test's disconnect shows up at once).
+        """
+        self.loop.serving_here()
+        conn = WsConnection(ws, uid, client_id, request, spawn=self.loop.spawn,
+                            limits=self._limits, version=version)
+        old = self._table.register(conn)
+        if isinstance(old, WsConnection):
+            if old.reader is not None:
+                self._backplane.close_reader(old.reader, time.monotonic())
+            if old.open:
+                old.close_now(wire.CLOSE_REPLACED, "replaced by a newer connection")
+        try:
+            reader, recovered = self._backplane.open_reader(uid, client_id, "ws",
+                                                            time.monotonic(), positions)
+        except BackplaneError as exc:  # the 101 is out: say "later" with a close code
+            logger.warning("refusing a WebSocket for now: %s", exc)
+            self._presence.forget("ws", uid, client_id)
+            self._metrics.closed_1013("backplane")
+            conn.close_now(wire.CLOSE_TOO_SLOW, "backplane unavailable, retry")
+            return
+        conn.reader = reader
+        conn.offer(self._packer.pack(wire.handshake(
+            uid, handshake_data, version=version, recovered=recovered,
+            positions=self._delivery.positions_of(reader))))
+        self._metrics.handshake("ws")
+        if reader.owed():
+            self._flusher.flush("ws")  # the replay goes out before anything pushed from now
+        self._presence.attach(conn)
+        grace = self._options.reconnect_grace_ws if grace is None else grace
+        if not self._read_loop(conn, grace):
+            # A handler run here blocked and the reading moved on: this greenlet (the
+            # request's, whose return closes the socket) waits for the connection's end.
+            assert conn.read_done is not None
+            conn.read_done.wait()
+
+    def _read_loop(self, conn: WsConnection, grace: float) -> bool:
+        """Read messages until the socket closes, then end the connection (True).
+
+        Handlers may run on this greenlet (the router's ``hand_off``): if one blocks, the
+        reading moves to a new greenlet (which runs this same loop) and this one returns
+        False once the handler has ended. Whichever greenlet reads when the socket closes
+        ends the connection. Keep-alive is the sweeper's job: a read needs no timer of its
+        own (one per message cost more than the event's own work)."""
+        receive = conn.ws.receive
+        on_message = self._on_message
+        clock = time.monotonic
+        moved = False
+
+        def hand_off() -> None:  # from gevent's switch_out hook: never block here
+            nonlocal moved
+            moved = True
+            if conn.read_done is None:
+                conn.read_done = gevent.event.Event()
+            self.loop.spawn(self._read_loop, conn, grace)
+
+        try:
+            while True:
+                try:
+                    data = receive()
+                except ConnectionClosed:
+                    return True
+                if data is None:
+                    continue
+                conn.last_seen = clock()
+                conn.pinged_at = None
+                on_message(conn, data, hand_off)
+                if moved:
+                    return False
+        finally:
+            if not moved:
+                self._ended(conn, grace)
+
+    def _ended(self, conn: WsConnection, grace: float) -> None:
+        """The socket closed: stop its writer, leave the logs, and start the grace window."""
+        try:
+            conn.stop_writer()
+            if conn.reader is not None:
+                self._backplane.close_reader(conn.reader, time.monotonic())
+            if not self.loop.closed:
+                self._presence.topics_end(conn, time.monotonic() + grace)
+                self._presence.detach(conn, conn.conn_id, grace)
+        finally:
+            if conn.read_done is not None:
+                conn.read_done.set()
+
+    def _on_message(self, conn: WsConnection, data: str | bytes,
+                    hand_off: HandOff | None = None) -> None:
+        self._metrics.received("ws", len(data))
+        try:
+            msg = wire.decode_client(self._packer.unpack(data))
+        except RemoteProtocolError as exc:
+            self._events.bad_package(exc, conn.uid, conn.client_id, "ws", conn.request)
+            conn.close_now(exc.close_code, str(exc)[:120])
+            return
+        event, cb_id = msg.event, msg.cb_id
+        if event is None or (ev.is_reserved(event[0]) and event[0] not in _SYSTEM_IDS):
+            self._bad_event(conn, msg)
+            return
+        if event[0] == ev.WS_PING:
+            if cb_id is not None:
+                conn.offer(self._packer.pack(wire.reply("pong", cb_id)))
+            self._dispatch(EventMsg(event, conn.uid, conn.client_id, "ws", conn.request))
+            return
+        replier = None
+        if cb_id is not None:
+            replier = WsReplier(self._packer, conn, cb_id, self._options.reply_timeout,
+                                self._before_reply, self._metrics)
+        self._dispatch(EventMsg(event, conn.uid, conn.client_id, "ws", conn.request, replier),
+                       hand_off)
+
+    def _bad_event(self, conn: WsConnection, msg: wire.ClientMessage) -> None:
+        """Never dropped in silence: the app hears of it, and the sender is told — in the
+        reply it asked for, or in a one-event push (docs/protocol.md §4)."""
+        raw = msg.raw if msg.event is None else list(msg.event)
+        reason = msg.bad_reason or "reserved-id"
+        self._events.bad_event(raw, reason, conn.uid, conn.client_id, "ws", conn.request)
+        if msg.cb_id is not None:
+            conn.offer(self._packer.pack(
+                wire.failure(ev.ERROR, msg.cb_id, {"message": "bad event"})))
+        else:
+            conn.offer(self._packer.pack(wire.bad_event_notice(reason, raw)))
+
+    def _before_reply(self, conn: WsConnection) -> None:
+        """A reply is about to be offered to ``conn``: whatever is owed to that connection —
+        its handler's pushes among it — is sent first, so that the reply never overtakes
+        them on the wire (other connections keep their batching). With a shared backplane
+        the pushes are first waited into the shared log and back into this process's
+        mirror."""
+        reader = conn.reader
+        if self._settle is not None:
+            self._settle()
+            if reader is not None and self._caught_up is not None:
+                self._caught_up(reader)
+        if reader is not None and conn.open and reader.owed():
+            self._flusher.flush_connection(conn, reader)
+
+    def kicked(self, uid: Uid, reason: str) -> None:
+        """``uid`` was kicked: its sockets here close with 4001 after what they were owed
+        (the caller flushed it), and their members go at once."""
+        for conn in self._table.ws_of(uid):
+            conn.close(wire.CLOSE_KICKED, reason)
+            self._presence.remove(conn)
+            if self._table.holds(conn):  # not forgotten by the removal's report
+                self._presence.forget("ws", uid, conn.client_id)
+
+    def close_all(self, wait: float) -> None:
+        """Stopping: every socket gets 1001 after what was queued for it (up to ``wait``)."""
+        writers = []
+        for conn in list(self._table.all_ws()):
+            if conn.open:  # the close frame follows what is already queued
+                conn.close(wire.CLOSE_GOING_AWAY, "server shutting down")
+                if conn.writer is not None:
+                    writers.append(conn.writer)
+        gevent.joinall(writers, timeout=wait)
