@@ -140,7 +140,7 @@ class Client(ConnectionLoop, ClientTopics):
             endpoint=self._endpoint, pending=self._pending, on_message=self._on_message,
             keepalive=keepalive, ping_timeout=ping_timeout,
             upgrade_retry=upgrade_retry if type == "auto" else None,
-            thread_name=f"flask_sente.client-{self.client_id[:8]}")
+            thread_name=f"flask_sente.client-{self.client_id[:8]}", settle=self._settle)
 
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)

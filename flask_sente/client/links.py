@@ -27,10 +27,12 @@ from .endpoint import (
     AttemptFailed,
     Endpoint,
     Handshake,
+    HttpAnswer,
     ajax_close_info,
     error_text,
     shutdown_socket,
 )
+from .positions import Position, read_after
 from .state import AUTH_STATUSES, CloseInfo, describe_ws_close
 from .websocket import WebSocket
 
@@ -58,6 +60,12 @@ class LinkEnv:
     #: Seconds between WebSocket attempts while on Ajax; None: no upgrader.
     upgrade_retry: float | None
     thread_name: str
+    #: Called on the caller's thread once a call's reply is in, before the call returns:
+    #: ``settle(after, ticket, deadline)`` waits (until ``deadline`` at most) for the
+    #: client's positions to reach ``after`` (an Ajax reply's ``X-Sente-After``), then for
+    #: the handlers of the events that came before the reply (the dispatcher's jobs below
+    #: ``ticket``, or, after ``after``, all queued by then) to have run.
+    settle: t.Callable[[t.Mapping[str, Position] | None, int | None, float], None]
 
 
 @dataclasses.dataclass
@@ -178,6 +186,10 @@ class WsLink(Link):
                 raise ReplyTimeout(f"no reply to {pair[0]!r} within {timeout:g} s")
         finally:
             self.env.pending.discard(cb_id)
+        if pending.message is not None:
+            # The server sent what the handler pushed before the reply; the reader has
+            # queued it for the handlers: let them run first (docs/protocol.md §6).
+            self.env.settle(None, pending.ticket, deadline)
         return pending.result()
 
     def shutdown(self, intent: CloseInfo | None, graceful: bool) -> None:
@@ -263,7 +275,7 @@ class AjaxLink(Link):
             if stop is not None:
                 return stop
             try:
-                status, body = self._poll(handshake_next)
+                status, body, _ = self._poll(handshake_next)
             except (OSError, http.client.HTTPException) as exc:
                 return self._interrupted() or CloseInfo("unexpected", message=error_text(exc))
             handshake_next = False
@@ -286,7 +298,7 @@ class AjaxLink(Link):
                 return info
             self.env.on_message(self, message)
 
-    def _poll(self, handshake: bool) -> tuple[int, bytes]:
+    def _poll(self, handshake: bool) -> HttpAnswer:
         """One long-poll GET on the link's persistent connection (retried once on a fresh
         connection if a reused one turns out to be closed by the server)."""
         endpoint = self.env.endpoint
@@ -306,9 +318,10 @@ class AjaxLink(Link):
                         self.poll_conn = endpoint.http_connection(endpoint.ajax_timeout)
         raise AssertionError("unreachable")
 
-    def post(self, body: str | bytes, deadline: float,
-             what: str = "no answer", timeout_given: float | None = None) -> wire.ServerMessage:
-        """One POST on a connection of its own; the answer decoded.
+    def post(self, body: str | bytes, deadline: float, what: str = "no answer",
+             timeout_given: float | None = None,
+             ) -> tuple[wire.ServerMessage, http.client.HTTPMessage]:
+        """One POST on a connection of its own; the answer decoded, and its headers.
 
         A timeout raises ``ReplyTimeout`` saying ``what`` did not come within
         ``timeout_given``: the caller's own timeout, not what was left of it (a call made
@@ -319,8 +332,8 @@ class AjaxLink(Link):
         conn = endpoint.http_connection(timeout)
         token = self.aborter.register(lambda: shutdown_socket(conn.sock))
         try:
-            status, answer = endpoint.request(conn, "POST", endpoint.request_url(), self.aborter,
-                                           body=body)
+            status, answer, headers = endpoint.request(
+                conn, "POST", endpoint.request_url(), self.aborter, body=body)
         except TimeoutError as exc:
             if self.aborter.fired:
                 raise ConnectionClosed("the connection closed while waiting") from exc
@@ -336,21 +349,28 @@ class AjaxLink(Link):
             conn.close()
         if status != 200:
             raise Rejected(status, answer.decode("utf-8", "replace").strip())
-        return endpoint.decode(answer)
+        return endpoint.decode(answer), headers
 
     def call(self, pair: ev.Event, deadline: float, timeout: float) -> t.Any:
         packer = self.env.endpoint.packer
-        message = self.post(packer.pack(wire.client_event(pair, wire.AJAX_CB)), deadline,
-                            f"no reply to {pair[0]!r}", timeout)
+        message, headers = self.post(packer.pack(wire.client_event(pair, wire.AJAX_CB)),
+                                     deadline, f"no reply to {pair[0]!r}", timeout)
         if message.kind == "timeout":
             # A POST's ["chsk/timeout"] has no cb_id, so it decodes like a poll timeout.
             raise ReplyTimeout("the server's handler did not reply in time")
         if message.kind != "reply":
             raise RemoteProtocolError(f"expected a reply, got {message.kind!r}")
+        # The handler's pushes come through the polls; the reply waits for them (§6).
+        header = headers.get(wire.AFTER_HEADER)
+        after = read_after(header)
+        if after is not None:
+            self.env.settle(after, None, deadline)
+        elif header:
+            logger.debug("ignoring a malformed %s header: %r", wire.AFTER_HEADER, header)
         return outcome(message)
 
     def send(self, packed: str | bytes, deadline: float) -> None:
-        message = self.post(packed, deadline)
+        message, _ = self.post(packed, deadline)
         if message.kind not in ("ack", "reply"):
             logger.warning("unexpected answer to an Ajax event: %r", message)
 

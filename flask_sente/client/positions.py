@@ -16,6 +16,31 @@ from ..protocol import events as ev
 
 _NO_UID = object()
 
+#: One position: ``(epoch, seq)``.
+Position = tuple[str, int]
+
+
+def read_after(text: str | None) -> dict[str, Position] | None:
+    """The ``X-Sente-After`` header of an Ajax reply (docs/protocol.md §6, "Replies after
+    their pushes") as ``{log: (epoch, seq)}``, or None when absent or malformed (the reply
+    is then delivered at once: a header this client cannot read is as good as none).
+    sente.js: ``readAfter``."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(value, dict) or not value:
+        return None
+    out: dict[str, Position] = {}
+    for name, pos in value.items():
+        if not (isinstance(pos, list) and len(pos) == 2 and isinstance(pos[0], str)
+                and isinstance(pos[1], int) and not isinstance(pos[1], bool) and pos[1] >= 0):
+            return None
+        out[name] = (pos[0], pos[1])
+    return out
+
 
 class Positions:
     """One client's positions; the caller serializes access (the client's lock), except
@@ -86,6 +111,21 @@ class Positions:
                 self._current[name] = (epoch, seq)
                 moved = True
         return body if moved else []
+
+    def reached(self, after: t.Mapping[str, Position]) -> bool:
+        """Whether the client stands where an Ajax reply's ``X-Sente-After`` says the
+        handler's pushes went (docs/protocol.md §6): in every log named that it reads, at
+        that seq or past it in the same epoch, or in another epoch (a handshake moved it on:
+        nothing left to wait for). Logs it does not read (a topic it is not in) and logs it
+        has no position in yet (a topic whose join is unanswered) are skipped: there is
+        nothing it could wait for there. sente.js: ``afterReached``."""
+        for name, (epoch, seq) in after.items():
+            if name.startswith("t:") and name not in self._topics:
+                continue
+            ours = self._current.get(name)
+            if ours is not None and ours[0] == epoch and ours[1] < seq:
+                return False
+        return True
 
     def forget(self) -> None:
         """After a kick: the next connection starts afresh (nothing to recover)."""

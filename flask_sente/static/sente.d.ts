@@ -457,6 +457,12 @@ declare namespace Sente {
       topics: Map<string, Positions[string] | null>;
       seen: boolean;
     };
+    /** An Ajax reply's X-Sente-After header, or null when absent or malformed. */
+    readAfter(text: string | null | undefined): Positions | null;
+    /** Whether the positions reach `after` (see docs/protocol.md §6). */
+    afterReached(positions: Positions | null,
+                 topics: ReadonlyMap<string, Positions[string] | null>,
+                 after: Positions): boolean;
     readJoinReply(value: unknown):
       | { ok: true; data: unknown; position: Positions[string] | null; recovered: boolean | null }
       | { ok: false; reason: string };

@@ -703,6 +703,40 @@
   }
 
   /**
+   * An Ajax reply's X-Sente-After header (docs/protocol.md §6, "Replies after their
+   * pushes"): `{log: [epoch, seq]}` where the handler's pushes went, or null when absent or
+   * malformed (the reply is then delivered at once). Python: positions.read_after.
+   */
+  function readAfter(text) {
+    if (typeof text !== "string" || !text) return null;
+    let value;
+    try { value = JSON.parse(text); } catch (_) { return null; }
+    return readPositions(value);
+  }
+
+  /**
+   * Whether this client stands where `after` (see readAfter) says: in every log named that
+   * it reads — its own (`positions`) and the topics it is in or joining (`topics`, Map topic
+   * → position | null) — at that seq or past it in the same epoch, or in another epoch (a
+   * handshake moved it on: nothing left to wait for). Logs it does not read, or has no
+   * position in yet (a join not answered), are skipped. Python: Positions.reached.
+   */
+  function afterReached(positions, topics, after) {
+    for (const [name, [epoch, seq]] of Object.entries(after)) {
+      let ours;
+      if (isTopicLog(name)) {
+        const topic = name.slice(TOPIC_LOG_PREFIX.length);
+        if (!topics.has(topic)) continue;
+        ours = topics.get(topic);
+      } else {
+        ours = positions ? positions[name] : null;
+      }
+      if (ours && ours[0] === epoch && ours[1] < seq) return false;
+    }
+    return true;
+  }
+
+  /**
    * A chsk/join reply as `{ok: true, data, position, recovered}` or `{ok: false,
    * reason}`; a reply that is neither is the server's bug (ProtocolError).
    */
@@ -814,7 +848,8 @@
 
   /**
    * One HTTP request to the channel socket URL with a timeout; never rejects, so callers
-   * branch on data. Resolves to `{status, decoded}` on 2xx, `{status, message}` otherwise:
+   * branch on data. Resolves to `{status, decoded, after}` on 2xx (`after`: the
+   * X-Sente-After header's text, or null), `{status, message}` otherwise:
    * status 0 when there was no response (network error, abort, or `timedOut`), -1 with
    * `protocolError` when the body could not be read.
    */
@@ -846,7 +881,9 @@
       if (key) env.fastKey.value = key;
       if (!response.ok) return { status: response.status, message: await readErrorText(response) };
       const data = env.packer.binary ? new Uint8Array(await response.arrayBuffer()) : await response.text();
-      return { status: response.status, decoded: decodeServer(env.packer.unpack(data)) };
+      // A reply's X-Sente-After: where the handler's pushes went (docs/protocol.md §6).
+      const after = (response.headers && response.headers.get("X-Sente-After")) || null;
+      return { status: response.status, decoded: decodeServer(env.packer.unpack(data)), after };
     } catch (error) {
       if (error instanceof ProtocolError) return { status: -1, message: error.message, protocolError: error };
       return { status: 0, message: timedOut ? "request timed out" : String((error && error.message) || error), timedOut };
@@ -1301,6 +1338,7 @@
       this._topicListeners = new Map(); // topic → Set of fn(eventId, data)
       this._pending = new Map(); // cbId → {resolve, reject, timer, transport}
       this._ajaxCalls = new Set(); // {transport, fail(error)}: POSTs waiting for a reply
+      this._heldReplies = new Set(); // {after, deliver, timer}: Ajax replies waiting for their pushes
       this._conn = null; // the transport in use (open or connecting)
       this._trial = null; // a WebSocket tried while on Ajax, to move back up
       this._wsBlockedAt = null; // monotonic time of the last fallback to Ajax (auto mode)
@@ -1382,6 +1420,7 @@
         uid: this._state.uid, handshakeData: this._state.handshakeData, type: transport.type,
         firstHandshake, recovered: this._state.recovered,
       });
+      this._releaseReplies(); // positions in another epoch: nothing left to wait for
       if (this._conn === transport) this._rejoinTopics(transport);
     }
 
@@ -1409,6 +1448,7 @@
           if (item.kind === "event") this._emitEvent(item.event, item.topic);
           else if (item.kind === "left") this._emit(EV.LEFT, { topic: item.topic, reason: item.reason });
         }
+        this._releaseReplies(); // after the listeners: they have seen the pushes
       } else if (msg.kind === "reply" && msg.cbId !== null) {
         const entry = this._pending.get(msg.cbId);
         if (!entry) return; // timed out already: the caller has moved on
@@ -1486,7 +1526,7 @@
       }
       const closed = stateAfterClose(this._state, close);
       this._setState(retry ? closed : stateWithRetryAt(closed, null));
-      if (!retry) return;
+      if (!retry) { this._releaseReplies(true); return; }
       this._attempt = nextAttempt(this._attempt, upMs);
       if (this._unloading) this._retrySuppressed = true;
       else this._scheduleRetry();
@@ -1563,6 +1603,36 @@
       }
     }
 
+    /**
+     * Deliver an Ajax reply once this client's positions reach `after`, where its handler's
+     * pushes went (docs/protocol.md §6, "Replies after their pushes"): the polls bring
+     * them, and their listeners run before the reply's promise resolves, as over WebSocket.
+     * Bounded by the call's `deadline`, then delivered anyway; at once on a stopped client.
+     */
+    _afterPushes(after, deadline, deliver) {
+      if (after === null || this._stopped || afterReached(this._positions, this._topicPositions(), after)) {
+        deliver();
+        return;
+      }
+      const held = { after, deliver, timer: null };
+      held.timer = setTimeout(() => { this._heldReplies.delete(held); deliver(); },
+        Math.max(0, deadline - monotonicNow()));
+      this._heldReplies.add(held);
+    }
+
+    /** Deliver the held replies whose pushes have arrived (`all`: every one, now). */
+    _releaseReplies(all = false) {
+      if (!this._heldReplies.size) return;
+      const topics = this._topicPositions();
+      for (const held of [...this._heldReplies]) {
+        if (all || afterReached(this._positions, topics, held.after)) {
+          this._heldReplies.delete(held);
+          clearTimeout(held.timer);
+          held.deliver();
+        }
+      }
+    }
+
     _failPending(transport, close) {
       const error = new ClosedError(`the connection closed (${close.reason}) before the reply came`);
       for (const [cbId, entry] of this._pending) {
@@ -1611,6 +1681,7 @@
           record.state = "joined";
           record.data = data;
           record.position = positionAfterJoin(record.position, record.moves !== moves, answer.position);
+          this._releaseReplies();
         }
         return answer;
       });
@@ -1880,6 +1951,7 @@
       }
       const packed = this._env.packer.pack(clientEnvelope(ev, AJAX_CB));
       const controller = new AbortController();
+      const deadline = monotonicNow() + timeout;
       let call;
       const promise = new Promise((resolve, reject) => {
         call = { transport: conn, fail: (error) => { this._ajaxCalls.delete(call); controller.abort(); reject(error); } };
@@ -1890,7 +1962,9 @@
             const m = res.decoded;
             if (m.kind !== "reply") { reject(new ProtocolError(`expected a reply to ${ev[0]}, got "${m.outcome}"`)); return; }
             const result = replyOutcome(m.outcome, m.value);
-            if (result.ok) resolve(result.value); else reject(result.error);
+            // The handler's pushes come through the polls: the reply waits for them.
+            this._afterPushes(readAfter(res.after), deadline,
+              () => { if (result.ok) resolve(result.value); else reject(result.error); });
           } else if (res.timedOut) {
             reject(new TimeoutError(`no reply to ${ev[0]} within ${formatMs(given)} ms`));
           } else if (res.status > 0) {
@@ -1987,6 +2061,7 @@
     disconnect() {
       this._stopped = true;
       this._closeConn(CLOSE.NORMAL, "requested disconnect", closeInfo("requested-disconnect"));
+      this._releaseReplies(true); // no more pushes will come: the replies go as they are
       this._unlistenToPage();
       const close = closeInfo("requested-disconnect", { code: CLOSE.NORMAL });
       this._setState(Object.freeze({ ...stateAfterClose(this._state, close), nextReconnectAt: null }));
@@ -2053,6 +2128,7 @@
       readPositions, posParam, positionsAfterHandshake, batchMark, isSeenMark, positionsAfterMark,
       takeBatch,
       topicError, validateTopic, topicLog, mainPositions, withTopicLogs, takeTopicBatch, readJoinReply,
+      readAfter, afterReached,
       MAX_TOPIC_LENGTH,
       newTopicRecord, topicStates, topicPositions, userChanged, topicsAtHandshake, positionAfterJoin,
       adoptTopicBatch,

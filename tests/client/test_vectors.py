@@ -12,7 +12,7 @@ import typing as t
 
 import pytest
 
-from flask_sente.client.positions import Positions
+from flask_sente.client.positions import Positions, read_after
 from flask_sente.client.state import (
     CloseInfo,
     after_ws_failure,
@@ -54,7 +54,7 @@ def test_every_vector_file_has_a_runner() -> None:
     names = {p.name for p in VECTORS.glob("*.json")}
     assert names == {"backoff.json", "close_codes.json", "reconnect.json", "ws_failure.json",
                      "transitions.json", "envelopes.json", "handshake.json",
-                     "topics_handshake.json",
+                     "topics_handshake.json", "reply_after.json",
                      "auto_mode.json"}  # the last one: tests/client/test_auto_mode_rule.py
 
 
@@ -143,6 +143,24 @@ def test_handshake_version_check() -> None:
         info = {k: versions.get(v, v) if isinstance(v, str) else v
                 for k, v in case["info"].items()}
         assert (handshake_error(info) is None) is case["ok"], case
+
+
+@pytest.mark.parametrize("case", load("reply_after.json")["headers"], ids=str)
+def test_reply_after_header(case: dict[str, t.Any]) -> None:
+    after = read_after(case["text"])
+    assert (None if after is None else {k: list(v) for k, v in after.items()}) == case["after"]
+
+
+@pytest.mark.parametrize("case", load("reply_after.json")["cases"], ids=lambda c: c["name"])
+def test_reply_after_reached(case: dict[str, t.Any]) -> None:
+    positions = Positions()
+    positions.handshake({"uid": "u", "protocol": 2, "positions": case["positions"]})
+    for topic, position in case["topics"].items():
+        positions.follow(topic)
+        if position is not None:
+            positions.joined(topic, position, None)
+    after = {name: (pos[0], pos[1]) for name, pos in case["after"].items()}
+    assert positions.reached(after) is case["reached"]
 
 
 class TopicsModel:

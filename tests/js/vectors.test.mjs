@@ -40,7 +40,8 @@ test("every vector file has a runner", () => {
   const names = readdirSync(DIR).filter((n) => n.endsWith(".json")).sort();
   // auto_mode.json runs in rules.test.mjs (and against real servers in Python and Chromium).
   assert.deepEqual(names, ["auto_mode.json", "backoff.json", "close_codes.json", "envelopes.json",
-    "handshake.json", "reconnect.json", "topics_handshake.json", "transitions.json", "ws_failure.json"]);
+    "handshake.json", "reconnect.json", "reply_after.json", "topics_handshake.json", "transitions.json",
+    "ws_failure.json"]);
 });
 
 test("backoff schedule (seconds there, milliseconds here)", () => {
@@ -130,6 +131,20 @@ test("handshake protocol-version check", () => {
     const info = Object.fromEntries(Object.entries(c.info).map(
       ([k, v]) => [k, typeof v === "string" && v in versions ? versions[v] : v]));
     assert.equal(P.handshakeError(info) === null, c.ok, JSON.stringify(c));
+  }
+});
+
+test("replies after their pushes: the X-Sente-After header (reply_after.json)", () => {
+  for (const c of load("reply_after.json").headers) {
+    const after = P.readAfter(c.text);
+    assert.deepEqual(after === null ? null : { ...after }, c.after, JSON.stringify(c));
+  }
+});
+
+test("replies after their pushes: when the positions reach it (reply_after.json)", () => {
+  for (const c of load("reply_after.json").cases) {
+    const topics = new Map(Object.entries(c.topics));
+    assert.equal(P.afterReached(P.readPositions(c.positions), topics, c.after), c.reached, c.name);
   }
 });
 

@@ -125,6 +125,8 @@ const records = new Map([["room/1", Sente.protocol.newTopicRecord({ n: 1 })]]);
 const changed: boolean = Sente.protocol.userChanged(Sente.protocol.initialState("ws"), { uid: "ann" });
 const round: string[] = Sente.protocol.topicsAtHandshake(Sente.protocol.topicStates(records), changed).rejoin;
 Sente.protocol.adoptTopicBatch(records, Sente.protocol.takeTopicBatch(null, Sente.protocol.topicPositions(records), []));
+const after = Sente.protocol.readAfter('{"u":["e",1]}');
+const reached: boolean = after === null || Sente.protocol.afterReached(null, Sente.protocol.topicPositions(records), after);
 
 console.log(other, third, sent, calls, topics, broke, version, kicked, json, ms, ids, direct,
-  delay, bad, verdict, batch.seen, round, new Sente.ClosedError().kind);
+  delay, bad, verdict, batch.seen, round, reached, new Sente.ClosedError().kind);
