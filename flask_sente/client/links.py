@@ -249,7 +249,15 @@ class WsLink(Link):
 
 
 class AjaxLink(Link):
-    """One open Ajax session: a poll connection, POSTs in flight, maybe an upgrade offer."""
+    """One open Ajax session: a poll connection, POSTs in flight, maybe an upgrade offer.
+
+    While its upgrader tries a WebSocket (auto mode), the read loop makes no new poll and
+    holds the answer of the one in flight: the WebSocket asks the server to replay from
+    the positions the client had when it was opened, and its replay may overlap that
+    answer in the middle of a batch, which the client could not drop as a repeat. The
+    answer is dropped when the WebSocket opens (it replays it) and processed when it fails
+    (docs/protocol.md §10, last paragraph; sente.js does the same).
+    """
 
     transport = "ajax"
 
@@ -258,45 +266,83 @@ class AjaxLink(Link):
         self.poll_conn: http.client.HTTPConnection | None = poll_conn
         self.aborter.register(self._abort_poll)
         self.upgrade: Upgrade | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._turns = threading.Condition(self._lock)
+        #: A WebSocket upgrade is being tried: the read loop waits (see the class doc).
+        self._trial = False
+        #: The read loop is processing an answer: no trial starts meanwhile, so the
+        #: WebSocket's positions are never those of half a batch.
+        self._reading = False
+        self.aborter.register(self._wake)
 
     def _abort_poll(self) -> None:
         conn = self.poll_conn
         shutdown_socket(conn.sock if conn is not None else None)
 
+    def _wake(self) -> None:
+        with self._turns:
+            self._turns.notify_all()
+
     def _interrupted(self) -> CloseInfo | Upgrade | None:
         return self.upgrade or self.intent
 
+    def _wait_trial(self, *, reading: bool) -> CloseInfo | Upgrade | None:
+        """Wait while an upgrade is tried; then say why to stop, or go on (``reading``:
+        the caller is about to process an answer)."""
+        with self._turns:
+            while self._trial and self._interrupted() is None and not self.aborter.fired:
+                self._turns.wait()
+            stop = self._interrupted()
+            if stop is None and reading:
+                self._reading = True
+            return stop
+
     def read_loop(self) -> CloseInfo | Upgrade:
-        endpoint = self.env.endpoint
         handshake_next = False
         while True:
-            stop = self._interrupted()
+            stop = self._wait_trial(reading=False)  # no new poll while an upgrade is tried
             if stop is not None:
                 return stop
             try:
-                status, body, _ = self._poll(handshake_next)
+                answer = self._poll(handshake_next)
             except (OSError, http.client.HTTPException) as exc:
                 return self._interrupted() or CloseInfo("unexpected", message=error_text(exc))
-            handshake_next = False
-            if status != 200:
-                text = body.decode("utf-8", "replace").strip()
-                if status in AUTH_STATUSES:
-                    return CloseInfo("rejected", status=status, message=text)
-                return CloseInfo("unexpected", status=status, message=text)
+            # Held while an upgrade is tried; dropped if it opened: its replay has it.
+            stop = self._wait_trial(reading=True)
+            if stop is not None:
+                return stop
             try:
-                message = endpoint.decode(body)
-            except RemoteProtocolError as exc:
-                return CloseInfo("unexpected", message=error_text(exc))
-            if message.kind == "close":
-                info = ajax_close_info(message)
-                if info.code == CLOSE_TOO_SLOW:
-                    # Not an end: the server dropped pushes we did not collect in time.
-                    logger.warning("the server dropped pushes this client did not collect")
-                    handshake_next = True
-                    continue
-                return info
-            self.env.on_message(self, message)
+                outcome = self._take(answer)
+            finally:
+                with self._turns:
+                    self._reading = False
+                    self._turns.notify_all()
+            if isinstance(outcome, CloseInfo):
+                return outcome
+            handshake_next = outcome
+
+    def _take(self, answer: HttpAnswer) -> CloseInfo | bool:
+        """Process one poll's answer: how the link ends, or whether the next GET must be a
+        handshake."""
+        status, body, _ = answer
+        if status != 200:
+            text = body.decode("utf-8", "replace").strip()
+            if status in AUTH_STATUSES:
+                return CloseInfo("rejected", status=status, message=text)
+            return CloseInfo("unexpected", status=status, message=text)
+        try:
+            message = self.env.endpoint.decode(body)
+        except RemoteProtocolError as exc:
+            return CloseInfo("unexpected", message=error_text(exc))
+        if message.kind == "close":
+            info = ajax_close_info(message)
+            if info.code == CLOSE_TOO_SLOW:
+                # Not an end: the server dropped pushes we did not collect in time.
+                logger.warning("the server dropped pushes this client did not collect")
+                return True
+            return info
+        self.env.on_message(self, message)
+        return False
 
     def _poll(self, handshake: bool) -> HttpAnswer:
         """One long-poll GET on the link's persistent connection (retried once on a fresh
@@ -376,17 +422,36 @@ class AjaxLink(Link):
 
     def offer_upgrade(self, upgrade: Upgrade) -> bool:
         """From the upgrader: hand over an open WebSocket; False if this link is gone."""
-        with self._lock:
+        with self._turns:
             if self.ended.is_set() or self.intent is not None or self.aborter.fired:
                 return False
             self.upgrade = upgrade
+            self._turns.notify_all()
         self._abort_poll()
         return True
 
+    def _begin_trial(self) -> bool:
+        """From the upgrader: a WebSocket is about to be tried, from the positions of now
+        (once the read loop has finished processing an answer); False if the link is gone."""
+        with self._turns:
+            while self._reading and self._interrupted() is None and not self.aborter.fired:
+                self._turns.wait()
+            if self.ended.is_set() or self._interrupted() is not None or self.aborter.fired:
+                return False
+            self._trial = True
+            return True
+
+    def _end_trial(self) -> None:
+        """The WebSocket failed: the read loop processes what it held and polls again."""
+        with self._turns:
+            self._trial = False
+            self._turns.notify_all()
+
     def shutdown(self, intent: CloseInfo | None, graceful: bool) -> None:
-        with self._lock:
+        with self._turns:
             if intent is not None and self.intent is None:
                 self.intent = intent
+            self._turns.notify_all()
         self.aborter.fire()
 
     def release(self, keep_posts: bool = False) -> None:
@@ -400,9 +465,12 @@ class AjaxLink(Link):
         return self.env.upgrade_retry is not None
 
     def _helper(self, stop: threading.Event) -> None:
-        """While on Ajax in auto mode: try a WebSocket every ``upgrade_retry`` seconds."""
+        """While on Ajax in auto mode: try a WebSocket every ``upgrade_retry`` seconds (the
+        read loop holding its answers meanwhile: see the class doc)."""
         interval = t.cast(float, self.env.upgrade_retry)
         while not stop.wait(interval):
+            if not self._begin_trial():
+                return
             aborter = Aborter()
             token = self.aborter.register(aborter.fire)
             try:
@@ -410,11 +478,16 @@ class AjaxLink(Link):
             except AttemptFailed as failure:
                 logger.debug("WebSocket still unavailable: %s",
                              failure.info.message or failure.info.reason)
+                self._end_trial()
                 continue
+            except BaseException:
+                self._end_trial()  # never leave the read loop waiting for this thread
+                raise
             finally:
                 self.aborter.unregister(token)
             if self.offer_upgrade(Upgrade(ws, handshake)):
                 return
+            self._end_trial()
             ws.close()
             ws.abort()
             ws.release()
