@@ -17,6 +17,7 @@ user's log (to where the upgrade started), and the replay gave the first push ag
 """
 from __future__ import annotations
 
+import itertools
 import threading
 import typing as t
 
@@ -87,7 +88,7 @@ class PositionSpy:
 
     def check(self) -> None:
         """No position went back within its epoch; no batch gave more than it moved."""
-        for (epoch, seq), (next_epoch, next_seq) in zip(self.trail, self.trail[1:]):
+        for (epoch, seq), (next_epoch, next_seq) in itertools.pairwise(self.trail):
             assert epoch != next_epoch or next_seq >= seq, self.trail
         assert all(moved == events for moved, events in self.steps), self.steps
 
