@@ -382,6 +382,10 @@ class ConnectionLoop:
                 if not self._machine.should_reconnect(info):
                     self._active = False
                     new = dataclasses.replace(new, active=False)
+                    if info.reason == "rejected":
+                        logger.warning("%s refused this client with %s (%s): stopped, as "
+                                       "retrying cannot fix it; reconnect() starts again",
+                                       self.url, info.status, info.message)
                 self._replace_state(new)
         if info.reason not in ("requested-disconnect", "requested-reconnect"):
             logger.info("connection to %s closed: %s%s", self.url, info.reason,

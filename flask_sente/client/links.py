@@ -33,7 +33,7 @@ from .endpoint import (
     shutdown_socket,
 )
 from .positions import Position, read_after
-from .state import AUTH_STATUSES, CloseInfo, describe_ws_close
+from .state import CloseInfo, describe_http_failure, describe_ws_close
 from .websocket import WebSocket
 
 __all__ = ["AjaxLink", "Link", "LinkEnv", "Upgrade", "WsLink", "CLOSE_WAIT"]
@@ -325,11 +325,8 @@ class AjaxLink(Link):
         """Process one poll's answer: how the link ends, or whether the next GET must be a
         handshake."""
         status, body, _ = answer
-        if status != 200:
-            text = body.decode("utf-8", "replace").strip()
-            if status in AUTH_STATUSES:
-                return CloseInfo("rejected", status=status, message=text)
-            return CloseInfo("unexpected", status=status, message=text)
+        if status != 200:  # stop or retry: should_reconnect decides by the status
+            return describe_http_failure(status, body.decode("utf-8", "replace").strip())
         try:
             message = self.env.endpoint.decode(body)
         except RemoteProtocolError as exc:

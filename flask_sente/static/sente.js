@@ -362,11 +362,29 @@
   /** Refusals that would only be refused again: stop (call reconnect() after logging in). */
   const AUTH_STATUSES = new Set([401, 403]);
 
+  /**
+   * Other refusals that retrying cannot fix, so the client stops (`active` false) with the
+   * status and the server's text in `lastClose` instead of retrying forever: the request
+   * itself is wrong — 400 (bad positions, packer or protocol mismatch), 404 and 410 (no
+   * channel socket at this URL), 405, 413, 414, 431 (too large). Every other status (408,
+   * 425, 429, 5xx) and every network error is retried. Python: state.STOP_STATUSES.
+   */
+  const STOP_STATUSES = new Set([400, 404, 405, 410, 413, 414, 431]);
+
+  /**
+   * `active`: connected or trying to be (connecting, open, waiting to reconnect); false
+   * once the client stopped — disconnect(), a kick, a refusal (AUTH_STATUSES,
+   * STOP_STATUSES), a protocol mismatch — until reconnect().
+   */
   function initialState(type) {
     return Object.freeze({
       type, open: false, everOpened: false, uid: null, handshakeData: null, recovered: null,
-      lastClose: null, nextReconnectAt: null,
+      lastClose: null, nextReconnectAt: null, active: false,
     });
+  }
+
+  function stateWithActive(state, active) {
+    return state.active === active ? state : Object.freeze({ ...state, active });
   }
 
   /**
@@ -396,9 +414,10 @@
     return Object.freeze({ ...state, nextReconnectAt: at });
   }
 
-  /** Whether to reconnect on our own after `close` (see FINAL_REASONS). */
+  /** Whether to reconnect on our own after `close` (see FINAL_REASONS, AUTH_STATUSES, STOP_STATUSES). */
   function shouldReconnect(close, { reconnectOnAuthFailure = false } = {}) {
     if (close.reason === "rejected" && AUTH_STATUSES.has(close.status)) return reconnectOnAuthFailure;
+    if (close.reason === "rejected" && STOP_STATUSES.has(close.status)) return false;
     if (close.code === CLOSE.KICKED) return false;
     return !FINAL_REASONS.has(close.reason);
   }
@@ -421,7 +440,7 @@
 
   /**
    * How an HTTP exchange failed: status 0 means no response at all (network down, server
-   * gone, request timed out). 401/403 are final; other statuses are retried.
+   * gone, request timed out). 401/403 and STOP_STATUSES are final; others are retried.
    */
   function describeHttpFailure(status, message = null) {
     if (!status) return closeInfo("unexpected", { message: message || "no response" });
@@ -437,12 +456,14 @@
    *                 client's rule, and unlike Sente): a restart shows up as a probe with no
    *                 response, so a working probe means the path changed (a new proxy, a
    *                 network that blocks upgrades), and upgrade retries move back up later;
-   *   "stop"      — the server refused us (401/403), retrying would be refused too;
+   *   "stop"      — the server refused us (401/403, STOP_STATUSES), retrying would be
+   *                 refused too;
    *   "retry"     — anything else (server down, WS blocked in "ws" mode): back off, retry.
    * `probe` is `{status, handshake}`: status 0 when the probe got no response.
    */
   function afterWsFailure({ auto, probe, reconnectOnAuthFailure = false }) {
-    if (probe.status === 401 || probe.status === 403) return reconnectOnAuthFailure ? "retry" : "stop";
+    if (AUTH_STATUSES.has(probe.status)) return reconnectOnAuthFailure ? "retry" : "stop";
+    if (STOP_STATUSES.has(probe.status)) return "stop";
     if (probe.handshake && auto) return "downgrade";
     return "retry";
   }
@@ -1325,7 +1346,7 @@
         message: (t, msg) => this._onMessage(t, msg),
         closed: (t, close) => this._onClosed(t, close),
       };
-      this._state = initialState(type);
+      this._state = stateWithActive(initialState(type), true); // it connects at once
       // Memory only: nothing is kept across page loads unless the app passes `positions`.
       this._positions = positions;
       this._held = []; // what the Ajax connection received while a WebSocket upgrade was tried
@@ -1393,7 +1414,7 @@
         const close = closeInfo("protocol-mismatch");
         this._closeConn(CLOSE.NORMAL, "protocol mismatch", close);
         this._stopped = true;
-        this._setState(stateAfterClose(this._state, close));
+        this._setState(stateWithActive(stateAfterClose(this._state, close), false));
         return;
       }
       // The attempt count is not reset here but when the connection closes, and only if it
@@ -1525,8 +1546,16 @@
         this._dropTopics("kicked");
       }
       const closed = stateAfterClose(this._state, close);
-      this._setState(retry ? closed : stateWithRetryAt(closed, null));
-      if (!retry) { this._releaseReplies(true); return; }
+      this._setState(retry ? closed : stateWithActive(stateWithRetryAt(closed, null), false));
+      if (!retry) {
+        if (close.reason === "rejected" && typeof console !== "undefined") {
+          console.error(`sente: the server refused this client with ${close.status}` +
+            `${close.message ? ` (${close.message})` : ""}: stopped, as retrying cannot fix it; ` +
+            "reconnect() starts again");
+        }
+        this._releaseReplies(true);
+        return;
+      }
       this._attempt = nextAttempt(this._attempt, upMs);
       if (this._unloading) this._retrySuppressed = true;
       else this._scheduleRetry();
@@ -2064,7 +2093,7 @@
       this._releaseReplies(true); // no more pushes will come: the replies go as they are
       this._unlistenToPage();
       const close = closeInfo("requested-disconnect", { code: CLOSE.NORMAL });
-      this._setState(Object.freeze({ ...stateAfterClose(this._state, close), nextReconnectAt: null }));
+      this._setState(Object.freeze({ ...stateAfterClose(this._state, close), nextReconnectAt: null, active: false }));
     }
 
     /**
@@ -2079,7 +2108,7 @@
       this._retrySuppressed = false;
       this._attempt = 0;
       this._wsBlockedAt = null; // auto mode tries WebSocket first again
-      this._setState(Object.freeze({ ...stateAfterClose(this._state, closeInfo("requested-reconnect")), nextReconnectAt: null }));
+      this._setState(Object.freeze({ ...stateAfterClose(this._state, closeInfo("requested-reconnect")), nextReconnectAt: null, active: true }));
       this._open();
     }
   }
@@ -2122,7 +2151,8 @@
     protocol: Object.freeze({
       EV, AJAX_CB, eventError, isEvent, isReserved, asEvent, toWire, validateOutgoing,
       clientEnvelope, decodeServer, replyOutcome, resolvePacker, backoffDelay, randomId, buildUrl,
-      initialState, stateAfterHandshake, stateAfterClose, stateWithRetryAt, shouldReconnect,
+      initialState, stateAfterHandshake, stateAfterClose, stateWithRetryAt, stateWithActive, shouldReconnect,
+      AUTH_STATUSES, STOP_STATUSES,
       closeInfo, describeWsClose, describeHttpFailure, afterWsFailure, firstTransport,
       nextAttempt, STABLE_AFTER_MS, handshakeError,
       readPositions, posParam, positionsAfterHandshake, batchMark, isSeenMark, positionsAfterMark,

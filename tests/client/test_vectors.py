@@ -14,6 +14,7 @@ import pytest
 
 from flask_sente.client.positions import Positions, read_after
 from flask_sente.client.state import (
+    STOP_STATUSES,
     CloseInfo,
     after_ws_failure,
     describe_http_failure,
@@ -69,6 +70,10 @@ def test_close_codes() -> None:
     data = load("close_codes.json")
     assert closecodes.BY_NAME == data["codes"]
     assert sorted(closecodes.NO_RECONNECT_CODES) == data["no_reconnect"]
+
+
+def test_stop_statuses() -> None:
+    assert sorted(STOP_STATUSES) == load("reconnect.json")["stop_statuses"]
 
 
 @pytest.mark.parametrize("case", load("reconnect.json")["ws_close"], ids=str)

@@ -62,6 +62,10 @@ test("close codes: every code sente.js names has the table's value", () => {
   }
 });
 
+test("refusals that retrying cannot fix (reconnect.json stop_statuses)", () => {
+  assert.deepEqual([...P.STOP_STATUSES].sort((a, b) => a - b), load("reconnect.json").stop_statuses);
+});
+
 test("WebSocket closes: description and reconnect decision", () => {
   for (const c of load("reconnect.json").ws_close) {
     const close = P.describeWsClose(c.code, c.text, c.received, c.local_reason ?? null);

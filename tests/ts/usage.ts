@@ -53,7 +53,9 @@ chsk.onState((state, old) => {
   const at: number | undefined = state.lastClose?.at;
   const next: number | null = state.nextReconnectAt;
   const recovered: boolean | null = state.recovered;
-  console.log(open, reason, at, next, recovered, state.type, state.everOpened);
+  const stopped: boolean = !state.active && old.active;  // a refusal: state.lastClose says which
+  console.log(open, reason, at, next, recovered, stopped, state.type, state.everOpened,
+    Sente.protocol.STOP_STATUSES.has(state.lastClose?.status ?? 0));
 });
 const s: Sente.State = chsk.state;
 if (s.lastClose && s.lastClose.reason === "rejected") console.log(s.lastClose.status);
