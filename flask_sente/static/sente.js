@@ -525,11 +525,16 @@
   /**
    * The positions after a handshake: the server's replace the client's (they are where the
    * server put it: its own after a recovery, the head otherwise). A protocol-1 handshake
-   * or one without positions leaves none. Topic logs it may name are left out: a topic's
-   * position stays the client's own until the topic's rejoin answers for it (§11).
+   * or one without positions leaves none. Topic logs it may name are ignored, whatever
+   * their value (§10: a handshake never carries them now; older servers did, even at seq
+   * -1): a topic's position stays the client's own until the topic's rejoin answers for it.
    */
   function positionsAfterHandshake(info) {
-    return info && info.protocol >= 2 ? mainPositions(readPositions(info.positions)) : null;
+    const given = info && info.protocol >= 2 ? info.positions : null;
+    if (!given || typeof given !== "object" || Array.isArray(given)) return null;
+    const main = {};
+    for (const [name, pos] of Object.entries(given)) if (!isTopicLog(name)) main[name] = pos;
+    return readPositions(main);
   }
 
   /** The mark's data when `events` (a decoded batch) ends with one, else null. */

@@ -199,6 +199,8 @@ class TopicsModel:
             info = {"uid": step["handshake"]["uid"], "protocol": 2, "recovered": None,
                     "positions": step["handshake"].get("positions", {"u": ["eu", 0]})}
             _, dropped = self.book.handshake(info)
+            got["positions"] = {name: list(pos) for name, pos in self.positions.current.items()
+                                if not name.startswith("t:")}
             got["left"] = [{"topic": topic, "reason": "user-changed"} for topic in dropped]
             got["rejoin"] = []
             for topic in self.book.rejoin_round():
@@ -225,10 +227,16 @@ class TopicsModel:
             self._fail(step["fail"])
         elif "batch" in step:
             topic = step["batch"]["topic"]
-            events = self.positions.batch([("chsk/topic", [topic, ["t/said", "x"]]),
+            notice = ([("chsk/joined", {"topic": topic, "position": step["batch"]["joined"]})]
+                      if "joined" in step["batch"] else [])
+            events = self.positions.batch([*notice, ("chsk/topic", [topic, ["t/said", "x"]]),
                                            ("chsk/pos", step["batch"]["mark"])])
-            got["delivered"] = (any(event_id == "chsk/topic" for event_id, _ in events)
-                                and self.book.follows(topic))
+            got["delivered"] = False
+            for event_id, data in events:  # as ClientTopics._system_push
+                if event_id == "chsk/joined":
+                    self.book.server_joined(data["topic"], data["position"])
+                elif event_id == "chsk/topic":
+                    got["delivered"] = self.book.follows(topic)
         elif "kick" in step:
             for topic in list(self.calls):
                 while self.calls[topic]:

@@ -204,6 +204,7 @@ class TopicsModel {
         }
       }
       this.positions = P.positionsAfterHandshake(info) || this.positions;
+      got.positions = { ...(this.positions || {}) };
       this.state = P.stateAfterHandshake(this.state, "ws", info);
       got.rejoin = P.topicsAtHandshake(P.topicStates(this.topics), false).rejoin.map((topic) => (
         { topic, position: this._call("rejoin", topic, this.topics.get(topic), false) }));
@@ -225,9 +226,10 @@ class TopicsModel {
     } else if ("fail" in step) {
       this._fail(step.fail);
     } else if ("batch" in step) {
-      const { topic, mark } = step.batch;
+      const { topic, mark, joined } = step.batch;
+      const notice = joined ? [["chsk/joined", { topic, position: joined }]] : [];
       const batch = P.takeTopicBatch(this.positions, P.topicPositions(this.topics),
-        [["chsk/topic", [topic, ["t/said", "x"]]], ["chsk/pos", mark]]);
+        [...notice, ["chsk/topic", [topic, ["t/said", "x"]]], ["chsk/pos", mark]]);
       got.delivered = batch.items.some((item) => item.kind === "event" && item.topic === topic);
       if (!batch.seen) {
         this.positions = batch.positions;
