@@ -488,6 +488,7 @@ declare namespace Sente {
     };
     positionAfterJoin(position: Positions[string] | null, movedSince: boolean,
                       replied: Positions[string] | null): Positions[string] | null;
+    dropsOnRefusal(state: TopicState, rejoin: boolean): boolean;
     adoptTopicBatch(topics: Map<string, TopicRecord>,
                     batch: { items: readonly TopicBatchItem[];
                              topics: ReadonlyMap<string, Positions[string] | null> }): void;

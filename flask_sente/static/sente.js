@@ -834,6 +834,17 @@
   }
 
   /**
+   * Whether a refused join call drops its topic, given the topic's `state` ("joining" or
+   * "joined") when the refusal came: a rejoin's refusal does (the new connection is not in
+   * it: the app gets "chsk/left"), and so does the refusal of a first join; the refusal of
+   * an app's join of a topic the client is in already does not — the server still sends
+   * it. Python: TopicBook.failed and ClientTopics._rejoin.
+   */
+  function dropsOnRefusal(state, rejoin) {
+    return rejoin || state === "joining";
+  }
+
+  /**
    * Apply a batch (what takeTopicBatch answered) to the records `topics`: a server-side
    * join becomes a joined record (no join call of ours to wait for), the topics the batch
    * left are removed, and moved positions are taken (counted in `moves`).
@@ -1362,6 +1373,9 @@
       // reply's position loses to a mark that came first, see _joinCall).
       this._topics = new Map();
       this._topicListeners = new Map(); // topic → Set of fn(eventId, data)
+      // topic → a promise settled once the topic's last join or leave call is done: the
+      // calls of one topic go out one at a time, in order (see _topicTurn).
+      this._topicTurns = new Map();
       this._pending = new Map(); // cbId → {resolve, reject, timer, transport}
       this._ajaxCalls = new Set(); // {transport, fail(error)}: POSTs waiting for a reply
       this._heldReplies = new Set(); // {after, deliver, timer}: Ajax replies waiting for their pushes
@@ -1697,27 +1711,71 @@
     }
 
     /**
-     * The chsk/join call for `record` (the topic's entry in this._topics), resolving with
-     * the reply read by readJoinReply. The reply's position is where the server put the
-     * client, unless a mark moved it since the call went out: over Ajax the topic's first
-     * batch can overtake the reply, and its mark is the newer word.
+     * Run `makeCall(msLeft)` — a join or leave call of `topic`, or null for none after all
+     * — once the calls of that topic made before it are done: one at a time, in order.
+     * The server runs a client's events side by side, so a leave sent while a join of the
+     * same topic is unanswered (a rejoin whose handler takes its time, a join the app did
+     * not await) could be done first, and the join would then put the client back in:
+     * the server would go on sending the topic to a client that drops it. `timeout` covers
+     * the wait for the turn and the call; a call whose turn did not come in time is not
+     * made (TimeoutError). Python: ClientTopics._topic_turn.
      */
-    _joinCall(topic, record, data, timeout) {
-      const moves = record.moves;
-      const payload = { topic, data, position: record.position };
-      return this._call([EV.JOIN, payload], timeout).promise.then((reply) => {
-        const answer = readJoinReply(reply);
-        if (!answer.ok) {
-          if (this._topics.get(topic) === record) this._topics.delete(topic);
-          throw new JoinRefusedError(topic, answer.reason);
-        }
-        if (this._topics.get(topic) === record) { // not left (or dropped) meanwhile
-          record.state = "joined";
-          record.data = data;
-          record.position = positionAfterJoin(record.position, record.moves !== moves, answer.position);
-          this._releaseReplies();
-        }
-        return answer;
+    _topicTurn(topic, timeout, eventId, makeCall) {
+      const deadline = monotonicNow() + timeout;
+      const before = this._topicTurns.get(topic);
+      let done;
+      const turn = new Promise((resolve) => { done = resolve; });
+      this._topicTurns.set(topic, turn);
+      turn.then(() => { if (this._topicTurns.get(topic) === turn) this._topicTurns.delete(topic); });
+      const run = (resolve, reject) => {
+        let call;
+        try { call = makeCall(Math.max(1, deadline - monotonicNow())); } catch (error) { call = Promise.reject(error); }
+        Promise.resolve(call).then(
+          (value) => { done(); resolve(value); },
+          (error) => { done(); reject(error); });
+      };
+      return new Promise((resolve, reject) => {
+        if (before === undefined) { run(resolve, reject); return; } // its turn now: sent at once
+        let timer = setTimeout(() => {
+          timer = null;
+          reject(new TimeoutError(`${eventId} of ${safeRepr(topic)} not sent: the call of that ` +
+            "topic before it is still unanswered"));
+        }, timeout);
+        before.then(() => {
+          if (timer === null) { done(); return; } // given up: the next call may go
+          clearTimeout(timer);
+          run(resolve, reject);
+        });
+      });
+    }
+
+    /**
+     * The chsk/join call for `record` (the topic's entry in this._topics), in the topic's
+     * turn, resolving with `{answer, current}`: the reply read by readJoinReply, and
+     * whether `record` was still the topic's when it came (not left, nor dropped). The
+     * reply's position is where the server put the client, unless a mark moved it since
+     * the call went out: over Ajax the topic's first batch can overtake the reply, and its
+     * mark is the newer word. A refusal drops the topic as dropsOnRefusal says. A rejoin
+     * (`rejoin`) of a topic left before its turn came is not made (resolves with null).
+     */
+    _joinCall(topic, record, data, timeout, rejoin = false) {
+      return this._topicTurn(topic, timeout, EV.JOIN, (left) => {
+        if (rejoin && this._topics.get(topic) !== record) return null;
+        const moves = record.moves;
+        const payload = { topic, data, position: record.position };
+        return this._call([EV.JOIN, payload], left).promise.then((reply) => {
+          const answer = readJoinReply(reply);
+          const current = this._topics.get(topic) === record;
+          if (!answer.ok) {
+            if (current && dropsOnRefusal(record.state, rejoin)) this._topics.delete(topic);
+          } else if (current) {
+            record.state = "joined";
+            record.data = data;
+            record.position = positionAfterJoin(record.position, record.moves !== moves, answer.position);
+            this._releaseReplies();
+          }
+          return { answer, current };
+        });
       });
     }
 
@@ -1725,7 +1783,8 @@
      * After each handshake: join every topic again, from its position, so the server
      * replays what this client missed in it — or says `recovered: false` in a
      * "chsk/rejoined" listener event. A refused rejoin is a "chsk/left" with the reason.
-     * A rejoin cut off by the connection is made again after the next handshake.
+     * A rejoin cut off by the connection is made again after the next handshake. A topic
+     * left meanwhile gets neither event (as in the Python client).
      *
      * Over Ajax the long-poll waits for the rejoins' replies: it names the topics'
      * positions, which the replies may move (to the head, when a topic's history is gone),
@@ -1736,11 +1795,15 @@
       const rejoins = [];
       for (const topic of topicsAtHandshake(topicStates(this._topics), false).rejoin) {
         const record = this._topics.get(topic);
-        rejoins.push(this._joinCall(topic, record, record.data, this._callTimeoutMs).then(
-          (answer) => this._emit(EV.REJOINED, { topic, recovered: answer.recovered }),
+        rejoins.push(this._joinCall(topic, record, record.data, this._callTimeoutMs, true).then(
+          (result) => {
+            if (result === null || !result.current) return; // left meanwhile: no news
+            const { answer } = result;
+            if (answer.ok) this._emit(EV.REJOINED, { topic, recovered: answer.recovered });
+            else this._emit(EV.LEFT, { topic, reason: answer.reason });
+          },
           (error) => {
-            if (error instanceof JoinRefusedError) this._emit(EV.LEFT, { topic, reason: error.reason });
-            else if (typeof console !== "undefined") console.warn(`sente: rejoining ${topic} failed: ${error.message}`);
+            if (typeof console !== "undefined") console.warn(`sente: rejoining ${topic} failed: ${error.message}`);
           }));
       }
       if (!rejoins.length || transport.type !== "ajax") return;
@@ -2030,15 +2093,17 @@
         record = newTopicRecord(data);
         this._topics.set(topic, record);
       }
-      let pending;
-      try {
-        pending = this._joinCall(topic, record, data, timeout);
-      } catch (error) { // data the packer cannot pack: the caller's bug, thrown at once
+      try { // data the packer cannot pack: the caller's bug, thrown at once
+        this._env.packer.pack(clientEnvelope([EV.JOIN, { topic, data, position: null }], null));
+      } catch (error) {
         if (created) this._topics.delete(topic);
         throw error;
       }
-      return pending.then(
-        (answer) => ({ data: answer.data, recovered: answer.recovered }),
+      return this._joinCall(topic, record, data, timeout).then(
+        ({ answer }) => {
+          if (!answer.ok) throw new JoinRefusedError(topic, answer.reason);
+          return { data: answer.data, recovered: answer.recovered };
+        },
         (error) => {
           // A first join that did not go through is no membership (a refusal removed it).
           if (created && record.state === "joining" && this._topics.get(topic) === record) this._topics.delete(topic);
@@ -2054,7 +2119,9 @@
       validateTopic(topic);
       const timeout = callTimeout(options, this._callTimeoutMs);
       this._topics.delete(topic);
-      return this._call([EV.LEAVE, { topic }], timeout).promise.then((reply) => {
+      // In the topic's turn: after its join or rejoin still unanswered (see _topicTurn).
+      return this._topicTurn(topic, timeout, EV.LEAVE,
+        (left) => this._call([EV.LEAVE, { topic }], left).promise).then((reply) => {
         if (!reply || reply.ok !== true) {
           throw new ReplyError(`leaving topic ${safeRepr(topic)} failed`, reply);
         }
@@ -2166,7 +2233,7 @@
       readAfter, afterReached,
       MAX_TOPIC_LENGTH,
       newTopicRecord, topicStates, topicPositions, userChanged, topicsAtHandshake, positionAfterJoin,
-      adoptTopicBatch,
+      adoptTopicBatch, dropsOnRefusal,
     }),
   });
 });

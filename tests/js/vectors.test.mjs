@@ -213,15 +213,16 @@ class TopicsModel {
       const call = this._queue(topic).shift();
       const answer = P.readJoinReply(step.reply);
       const current = this.topics.get(topic) === call.record;
+      const rejoin = call.kind === "rejoin";
       if (!answer.ok) {
-        if (current) this.topics.delete(topic);
-        if (call.kind === "rejoin") got.left.push({ topic, reason: answer.reason });
+        if (current && P.dropsOnRefusal(call.record.state, rejoin)) this.topics.delete(topic);
+        if (rejoin && current) got.left.push({ topic, reason: answer.reason });
       } else {
         if (current) {
           call.record.state = "joined";
           call.record.position = P.positionAfterJoin(call.record.position, call.record.moves !== call.moves, answer.position);
         }
-        if (call.kind === "rejoin") got.rejoined.push({ topic, recovered: answer.recovered });
+        if (rejoin && current) got.rejoined.push({ topic, recovered: answer.recovered });
       }
     } else if ("fail" in step) {
       this._fail(step.fail);
