@@ -86,7 +86,8 @@ class ClientState:
     :ivar last_close: a :class:`CloseInfo`, or None.
     :ivar active: the client is connected or trying to be (connecting, open, waiting to
         reconnect). False after ``disconnect()``, ``close()``, a kick, a 401/403, another
-        refusal that retrying cannot fix (:data:`STOP_STATUSES`) or a protocol mismatch.
+        refusal that retrying cannot fix (:data:`~flask_sente.client.state.STOP_STATUSES`) or a
+        protocol mismatch.
     :ivar attempt: failed connection attempts in a row (0 once open).
     :ivar next_reconnect: ``time.time()`` of the next attempt while waiting in backoff.
     :ivar recovered: from the last handshake (protocol 2): True when the server replayed
