@@ -252,13 +252,14 @@ class AjaxReplier(Replier):
     there. The router records the handler's pushes (``backplanes.base.recording``).
     """
 
-    __slots__ = ("result", "_uid", "after")
+    __slots__ = ("result", "_uid", "_client_id", "after")
 
     def __init__(self, packer: Packer, settle: t.Callable[[], None] | None = None,
-                 uid: t.Any = None) -> None:
+                 uid: t.Any = None, client_id: str = "") -> None:
         super().__init__(packer, settle)
         self.result: gevent.event.AsyncResult = gevent.event.AsyncResult()
         self._uid = uid
+        self._client_id = client_id
         #: Log name (as the client knows it) -> ``[epoch, seq]`` of the handler's last push
         #: there, or None when it pushed nothing the client reads.
         self.after: dict[str, list[t.Any]] | None = None
@@ -266,10 +267,11 @@ class AjaxReplier(Replier):
     def _before_reply(self) -> None:
         super()._before_reply()  # a shared backplane: the pushes are in the log first
         record = current_record()
-        if record is None or not record.positions:
+        if record is None:
             return
         after: dict[str, list[t.Any]] = {}
-        for key, (epoch, seq) in record.positions.items():
+        # Only pushes this client is given: no batch would tell it it passed the others.
+        for key, (epoch, seq) in record.positions_for(self._client_id).items():
             if key == BROADCAST:
                 after[BROADCAST] = [epoch, seq]
             elif isinstance(key, tuple) and key[0] == TOPIC:

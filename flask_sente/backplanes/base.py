@@ -26,14 +26,43 @@ class PushRecord:
     workers), an Ajax reply tells the client which positions to reach before acting on it.
     Backplanes fill it in for the pushes made while it is :func:`current`."""
 
-    __slots__ = ("marks", "positions")
+    __slots__ = ("marks", "positions", "_named")
 
     def __init__(self) -> None:
         #: Shared backplanes: the outbox counter of the last push queued, per backplane
         #: (``settled(upto=...)`` waits for it).
         self.marks: dict[t.Any, int] = {}
-        #: ``(epoch, seq)`` of the last push per log key, once the log gave it a seq.
+        #: ``(epoch, seq)`` of the last push per log key meant for every reader of the
+        #: log, once the log gave it a seq.
         self.positions: dict[t.Hashable, tuple[str, int]] = {}
+        #: Per log key, the pushes after that one that name a client (sent to one tab, or
+        #: published with one excluded): ``(epoch, seq, target, exclude)``.
+        self._named: dict[t.Hashable, list[tuple[str, int, str | None, str | None]]] = {}
+
+    def add(self, key: t.Hashable, position: tuple[str, int], target: str | None = None,
+            exclude: str | None = None) -> None:
+        """A push got ``position`` in log ``key`` (``target``: the one client it is for;
+        ``exclude``: the one client that skips it). Control records are not pushes: a
+        backplane does not add them."""
+        if target is None and exclude is None:
+            self.positions[key] = position
+            self._named.pop(key, None)
+        else:
+            self._named.setdefault(key, []).append((*position, target, exclude))
+
+    def positions_for(self, client_id: str) -> dict[t.Hashable, tuple[str, int]]:
+        """Per log key, the ``(epoch, seq)`` of the last push ``client_id`` is given.
+
+        A push to another tab, or one that excludes this client, moves the client's
+        position on the server without any batch telling it (nothing is sent when nothing
+        is for it): an Ajax reply that named it would be held by its client for nothing."""
+        out = dict(self.positions)
+        for key, named in self._named.items():
+            for epoch, seq, target, exclude in reversed(named):
+                if (target is None or target == client_id) and exclude != client_id:
+                    out[key] = (epoch, seq)
+                    break
+        return out
 
 
 #: The record of the request or handler running in this greenlet (None: nobody records).

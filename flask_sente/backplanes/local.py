@@ -78,7 +78,7 @@ class LocalBackplane:
 
     def push(self, uid: t.Any, event: t.Any, target: str | None, now: float) -> None:
         due = self.delivery.push(uid, event, target, now)
-        self._recorded((USER, uid))
+        self._recorded((USER, uid), target=target)
         if due and self._listener is not None:
             self._listener.logs_appended(due)
 
@@ -88,13 +88,14 @@ class LocalBackplane:
         if due and self._listener is not None:
             self._listener.logs_appended(due)
 
-    def _recorded(self, key: t.Hashable) -> None:
+    def _recorded(self, key: t.Hashable, target: str | None = None,
+                  exclude: str | None = None) -> None:
         """Tell the request or handler recording its pushes where this one went."""
         record = current_record()
         if record is not None:
             log = self.delivery.logs.get(key)
             if log is not None:
-                record.positions[key] = (log.epoch, log.seq)
+                record.add(key, (log.epoch, log.seq), target, exclude)
 
     # --- topics ----------------------------------------------------------------------------
 
@@ -109,7 +110,7 @@ class LocalBackplane:
 
     def publish(self, topic: str, event: t.Any, exclude: str | None, now: float) -> None:
         due = self.delivery.publish(topic, event, exclude, now)
-        self._recorded((TOPIC, topic))
+        self._recorded((TOPIC, topic), exclude=exclude)
         if due and self._listener is not None:
             self._listener.logs_appended(due)
 

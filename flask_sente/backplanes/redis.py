@@ -32,7 +32,15 @@ import gevent.pool
 import gevent.queue
 import msgpack
 
-from ..core.delivery import BROADCAST, TOPIC, USER, Delivery, Reader, join_target
+from ..core.delivery import (
+    BROADCAST,
+    TOPIC,
+    USER,
+    Delivery,
+    Reader,
+    join_target,
+    split_target,
+)
 from ..core.presence import Change, ConnectedUids, Presence, Transport
 from ..exceptions import BackplaneError, ConfigError
 from ..metrics import NO_METRICS, NoMetrics
@@ -338,8 +346,8 @@ class RedisBackplane:
             if log_key in logs:
                 self._own[log_key] = position
             record = item[6]
-            if record is not None:
-                record.positions[log_key] = position
+            if record is not None and not item[4]:  # a push, not a control record
+                record.add(log_key, position, *split_target(item[3] or None))
 
     def _gap_record(self, ukey: str) -> _Item:
         self._counter += 1

@@ -60,6 +60,7 @@ from .core import default_backoff as default_backoff
 from .links import CLOSE_WAIT as CLOSE_WAIT
 from .state import AUTH_STATUSES as AUTH_STATUSES
 from .state import STABLE_AFTER as STABLE_AFTER
+from .state import STOP_STATUSES as STOP_STATUSES
 from .state import TRANSPORT_TYPES as TRANSPORT_TYPES
 from .state import ClientState as ClientState
 from .state import CloseInfo as CloseInfo

@@ -22,17 +22,21 @@ __all__ = ["Pending", "PendingCalls", "outcome"]
 class Pending:
     """One call waiting for its reply (a WebSocket message matched by ``cb_id``)."""
 
-    __slots__ = ("done", "message", "error", "link")
+    __slots__ = ("done", "message", "error", "link", "ticket")
 
     def __init__(self, link: object) -> None:
         self.done = threading.Event()
         self.message: wire.ServerMessage | None = None
         self.error: BaseException | None = None
         self.link = link
+        #: The dispatcher's job count when the reply arrived: the events that came before
+        #: it on the socket are the jobs below this number.
+        self.ticket: int | None = None
 
-    def resolve(self, message: wire.ServerMessage) -> None:
+    def resolve(self, message: wire.ServerMessage, ticket: int | None = None) -> None:
         if not self.done.is_set():
             self.message = message
+            self.ticket = ticket
             self.done.set()
 
     def fail(self, error: BaseException) -> None:
@@ -75,15 +79,16 @@ class PendingCalls:
         with self._lock:
             self._calls.pop(cb_id, None)
 
-    def resolve(self, message: wire.ServerMessage) -> bool:
-        """Hand a reply to its call; False if no call waits for it (timed out already)."""
+    def resolve(self, message: wire.ServerMessage, ticket: int | None = None) -> bool:
+        """Hand a reply to its call; False if no call waits for it (timed out already).
+        ``ticket``: see :attr:`Pending.ticket`."""
         if message.cb_id is None:
             return False
         with self._lock:
             pending = self._calls.pop(message.cb_id, None)
         if pending is None:
             return False
-        pending.resolve(message)
+        pending.resolve(message, ticket)
         return True
 
     def fail_link(self, link: object, error: BaseException) -> None:

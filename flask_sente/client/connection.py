@@ -28,6 +28,7 @@ from .endpoint import (
     error_text,
 )
 from .links import AjaxLink, Link, LinkEnv, Upgrade, WsLink
+from .positions import Position
 from .state import (
     ClientState,
     CloseInfo,
@@ -124,10 +125,13 @@ class ConnectionLoop:
                             logger.debug("ignoring unknown system event %r", event_id)
                         continue
                     self._dispatch.emit(event_id, data)
+                self._changed.notify_all()  # the positions moved: see _settle
         elif kind == "reply":
+            with self._lock:
+                ticket = self._dispatch.queued  # what came before the reply is queued
             if message.cb_id is None:
                 logger.debug("ignoring a reply without cb_id")
-            elif not self._pending.resolve(message):
+            elif not self._pending.resolve(message, ticket):
                 logger.debug("reply for an unknown or expired call %r", message.cb_id)
         elif kind == "handshake":
             if not isinstance(message.value, dict):
@@ -142,6 +146,34 @@ class ConnectionLoop:
                 if self._link is link:
                     self._opened(link, handshake)
         # "timeout" (end of a long-poll) and "ack" need nothing.
+
+    def _settle(self, after: t.Mapping[str, Position] | None, ticket: int | None,
+                deadline: float) -> None:
+        """A call's reply is in: hold it until what its handler pushed before replying has
+        reached the app (docs/protocol.md §6, "Replies after their pushes"), so code after
+        ``call()`` never reads state older than the reply.
+
+        ``after`` (an Ajax reply's ``X-Sente-After``): first wait until the polls have
+        brought the positions there (:meth:`Positions.reached`; a handshake that moved them
+        to another epoch ends the wait). Then wait until the handlers of the events queued
+        before then (``ticket``, over WebSocket: what the reader had queued when the reply
+        arrived) have run — not on the dispatcher thread itself, where a handler calling the
+        server would wait for itself. Both waits end at ``deadline`` (the call's timeout)
+        or when the client stops: the reply is then delivered anyway.
+        """
+        if after is not None:
+            with self._lock:
+                positions = self._endpoint.positions
+                while not positions.reached(after):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or self._closed or not self._active:
+                        logger.debug("delivering a reply before its handler's pushes "
+                                     "arrived (waiting for %s)", after)
+                        return
+                    self._changed.wait(remaining)
+                ticket = self._dispatch.queued
+        if ticket is not None:
+            self._dispatch.wait_done(ticket, deadline)
 
     def _drop(self, info: CloseInfo, *, keep_active: bool) -> None:
         """End the current connection (and any attempt) on the user's request.
@@ -350,6 +382,10 @@ class ConnectionLoop:
                 if not self._machine.should_reconnect(info):
                     self._active = False
                     new = dataclasses.replace(new, active=False)
+                    if info.reason == "rejected":
+                        logger.warning("%s refused this client with %s (%s): stopped, as "
+                                       "retrying cannot fix it; reconnect() starts again",
+                                       self.url, info.status, info.message)
                 self._replace_state(new)
         if info.reason not in ("requested-disconnect", "requested-reconnect"):
             logger.info("connection to %s closed: %s%s", self.url, info.reason,

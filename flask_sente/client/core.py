@@ -140,7 +140,7 @@ class Client(ConnectionLoop, ClientTopics):
             endpoint=self._endpoint, pending=self._pending, on_message=self._on_message,
             keepalive=keepalive, ping_timeout=ping_timeout,
             upgrade_retry=upgrade_retry if type == "auto" else None,
-            thread_name=f"flask_sente.client-{self.client_id[:8]}")
+            thread_name=f"flask_sente.client-{self.client_id[:8]}", settle=self._settle)
 
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
@@ -174,7 +174,7 @@ class Client(ConnectionLoop, ClientTopics):
     def connect(self) -> None:
         """Start connecting (in the background; returns at once) and keep connected.
 
-        Also restarts a client that stopped (after ``disconnect()``, a kick, a 401/403 or a
+        Also restarts a client that stopped (after ``disconnect()``, a kick, a refusal or a
         protocol mismatch). Use :meth:`wait_open` to block until the connection is open.
         """
         with self._lock:
@@ -307,11 +307,19 @@ class Client(ConnectionLoop, ClientTopics):
         A client that is connecting or reconnecting is waited for; ``timeout`` covers that
         wait and the reply. Example: ``chsk.call(("todo/add", {"text": "milk"}), timeout=5)``.
 
+        It returns after the pushes the handler made before replying have reached the app:
+        their :meth:`on` handlers have run (or they are in :meth:`receive`), over WebSocket
+        and over Ajax, where the reply is held until the polls brought them (its
+        ``X-Sente-After``, docs/protocol.md §6). That wait ends at ``timeout`` too, and the
+        reply is then returned anyway; a call made from an :meth:`on` handler does not wait
+        for the handlers queued after its own.
+
         :raises ReplyTimeout: no reply within ``timeout`` (or the server's reply window).
         :raises ReplyError: the server answered with ``chsk/error`` (e.g. the handler raised).
         :raises ConnectionClosed: not connected within ``timeout``, the client is stopped, or
             the connection dropped while waiting (at once, not at the timeout).
-        :raises Rejected: the client stopped after a 401/403, or an Ajax POST got a status.
+        :raises Rejected: the client stopped after a refusal (401/403, or one of
+            :data:`~flask_sente.client.state.STOP_STATUSES`), or an Ajax POST got a status.
         :raises LocalProtocolError: an invalid or reserved event, or data the packer refuses.
         """
         pair = ev.validate_outgoing(event)

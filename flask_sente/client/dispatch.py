@@ -39,6 +39,10 @@ class Dispatcher:
         self._inbox: collections.deque[ev.Event] = collections.deque(maxlen=queue_size)
         self._dropped_warned = False
         self._jobs: collections.deque[tuple[list[Handler], t.Any]] = collections.deque()
+        #: Jobs queued so far, and jobs whose handlers have all returned (lock held).
+        self.queued = 0
+        self._done = 0
+        self._thread: threading.Thread | None = None
 
     def add(self, event_id: str, handler: Handler) -> None:
         with self._changed:
@@ -55,6 +59,7 @@ class Dispatcher:
     def queue(self, handlers: list[Handler], data: t.Any) -> None:
         """Queue ``handlers`` to be called with ``data`` (call with the lock held)."""
         self._jobs.append((handlers, data))
+        self.queued += 1
         self._changed.notify_all()
 
     def emit(self, event_id: str, data: t.Any, *, system: bool = False) -> None:
@@ -65,8 +70,7 @@ class Dispatcher:
         """
         handlers = self._handlers.get(event_id)
         if handlers:
-            self._jobs.append((list(handlers), data))
-            self._changed.notify_all()
+            self.queue(list(handlers), data)
         elif not system or self._receive_system_events:
             if len(self._inbox) == self._inbox.maxlen:
                 if not self._dropped_warned:
@@ -92,9 +96,27 @@ class Dispatcher:
                 self._changed.wait(remaining)
             return self._inbox.popleft()
 
+    def wait_done(self, ticket: int, deadline: float) -> bool:
+        """Wait until the first ``ticket`` jobs queued have been handled (False: the
+        ``deadline``, a ``time.monotonic()`` value, passed first, or the client closed).
+
+        On the dispatcher thread itself (a handler that calls the server) it returns at
+        once: waiting there for the jobs queued after the running one would never end.
+        """
+        if threading.current_thread() is self._thread:
+            return self._done >= ticket
+        with self._changed:
+            while self._done < ticket:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._is_closed():
+                    return False
+                self._changed.wait(remaining)
+            return True
+
     def run(self) -> None:
         """The dispatcher thread: handlers in order, one at a time; drains what is queued
         before stopping."""
+        self._thread = threading.current_thread()
         while True:
             with self._changed:
                 while not self._jobs and not self._is_closed():
@@ -102,8 +124,13 @@ class Dispatcher:
                 if not self._jobs:
                     return
                 handlers, data = self._jobs.popleft()
-            for handler in handlers:
-                try:
-                    handler(data)
-                except Exception:
-                    logger.exception("client event handler %r raised", handler)
+            try:
+                for handler in handlers:
+                    try:
+                        handler(data)
+                    except Exception:
+                        logger.exception("client event handler %r raised", handler)
+            finally:
+                with self._changed:
+                    self._done += 1
+                    self._changed.notify_all()

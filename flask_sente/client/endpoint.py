@@ -27,11 +27,21 @@ from .positions import Positions
 from .state import AUTH_STATUSES, CloseInfo, handshake_error
 from .websocket import WebSocket
 
-__all__ = ["Aborter", "AttemptFailed", "Endpoint", "error_text", "shutdown_socket"]
+__all__ = ["Aborter", "AttemptFailed", "Endpoint", "HttpAnswer", "error_text",
+           "shutdown_socket"]
 
 logger = logging.getLogger("flask_sente.client")
 
 Handshake = dict[str, t.Any]
+
+
+class HttpAnswer(t.NamedTuple):
+    """One HTTP response: its status, body and headers (an Ajax reply's ``X-Sente-After``
+    is read from them)."""
+
+    status: int
+    body: bytes
+    headers: http.client.HTTPMessage
 
 
 class AttemptFailed(Exception):
@@ -216,7 +226,7 @@ class Endpoint:
         return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
 
     def request(self, conn: http.client.HTTPConnection, method: str, url: str,
-             aborter: Aborter, body: str | bytes | None = None) -> tuple[int, bytes]:
+             aborter: Aborter, body: str | bytes | None = None) -> HttpAnswer:
         """One request on ``conn``; the socket is registered with ``aborter`` meanwhile."""
         if conn.sock is None:
             conn.connect()
@@ -249,7 +259,7 @@ class Endpoint:
                 logger.debug("could not store a cookie from %s", url, exc_info=True)
             if response.will_close:
                 conn.close()
-            return response.status, answer
+            return HttpAnswer(response.status, answer, response.headers)
         finally:
             aborter.unregister(token)
 
@@ -318,9 +328,9 @@ class Endpoint:
         """
         conn = self.http_connection(self.connect_timeout)
         try:
-            status, body = self.request(conn, "GET",
-                                        self.request_url(handshake=True, positions=True),
-                                        aborter)
+            status, body, _ = self.request(conn, "GET",
+                                           self.request_url(handshake=True, positions=True),
+                                           aborter)
             if status != 200:
                 raise AttemptFailed(CloseInfo("rejected", status=status, message=body.decode(
                     "utf-8", "replace").strip()))

@@ -16,6 +16,33 @@ from ..protocol import events as ev
 
 _NO_UID = object()
 
+#: One position: ``(epoch, seq)``.
+Position = tuple[str, int]
+
+
+def _is_position(pos: t.Any) -> bool:
+    """Whether ``pos`` is ``[epoch, seq]``: a string and an integer at least 0."""
+    return (isinstance(pos, list) and len(pos) == 2 and isinstance(pos[0], str)
+            and isinstance(pos[1], int) and not isinstance(pos[1], bool) and pos[1] >= 0)
+
+
+def read_after(text: str | None) -> dict[str, Position] | None:
+    """The ``X-Sente-After`` header of an Ajax reply (docs/protocol.md §6, "Replies after
+    their pushes") as ``{log: (epoch, seq)}``, or None when absent or malformed (the reply
+    is then delivered at once: a header this client cannot read is as good as none).
+    sente.js: ``readAfter``."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(value, dict) or not value:
+        return None
+    if not all(_is_position(pos) for pos in value.values()):
+        return None
+    return {name: (pos[0], pos[1]) for name, pos in value.items()}
+
 
 class Positions:
     """One client's positions; the caller serializes access (the client's lock), except
@@ -51,19 +78,20 @@ class Positions:
         The topics followed stay followed, with their positions: which of them a handshake
         drops is the topics' rule (:func:`flask_sente.client.topics.topics_at_handshake`),
         and a topic whose join went out before the first handshake is not one of them.
+        Topic logs a handshake names are ignored (docs/protocol.md §10: a handshake never
+        carries them now; older servers did, even at seq -1 after a Redis restart, which
+        made every later request of the client a ``400 Bad positions``): a topic's position
+        is the client's own until its rejoin answers for it.
         """
         first = self._uid is _NO_UID
         same_user = not first and info.get("uid") == self._uid
         self._uid = info.get("uid")
         given = info.get("positions")
         if isinstance(given, dict):
-            # Topics keep their positions: each is resumed by its rejoin, not here.
             kept = {name: pos for name, pos in self._current.items() if name in self._topics}
-            self._current = {name: (pos[0], int(pos[1])) for name, pos in given.items()
-                             if isinstance(pos, list) and len(pos) == 2
-                             and (not name.startswith("t:") or name in self._topics)}
-            for name, pos in kept.items():
-                self._current.setdefault(name, pos)
+            self._current = {name: (pos[0], pos[1]) for name, pos in given.items()
+                             if not name.startswith("t:") and _is_position(pos)}
+            self._current.update(kept)
         recovered = info.get("recovered")
         return (recovered if same_user and isinstance(recovered, bool) else None,
                 not first and not same_user)
@@ -75,10 +103,16 @@ class Positions:
         if not events or events[-1][0] != ev.POSITION or not isinstance(events[-1][1], dict):
             return events
         *body, (_, mark) = events
+        # A topic the batch's chsk/joined puts the client in counts from the notice on
+        # (sente.js: takeTopicBatch): the mark's position in it is newer than the notice's,
+        # and a rejoin from the notice's would replay what this batch delivers.
+        joining = {"t:" + data["topic"] for event_id, data in body
+                   if event_id == ev.JOINED and isinstance(data, dict)
+                   and isinstance(data.get("topic"), str)}
         moved = False
         for name, pos in mark.items():
-            if not (isinstance(pos, list) and len(pos) == 2) or (
-                    name.startswith("t:") and name not in self._topics):
+            if not _is_position(pos) or (name.startswith("t:") and name not in self._topics
+                                         and name not in joining):
                 continue
             epoch, seq = pos[0], int(pos[1])
             old = self._current.get(name)
@@ -86,6 +120,21 @@ class Positions:
                 self._current[name] = (epoch, seq)
                 moved = True
         return body if moved else []
+
+    def reached(self, after: t.Mapping[str, Position]) -> bool:
+        """Whether the client stands where an Ajax reply's ``X-Sente-After`` says the
+        handler's pushes went (docs/protocol.md §6): in every log named that it reads, at
+        that seq or past it in the same epoch, or in another epoch (a handshake moved it on:
+        nothing left to wait for). Logs it does not read (a topic it is not in) and logs it
+        has no position in yet (a topic whose join is unanswered) are skipped: there is
+        nothing it could wait for there. sente.js: ``afterReached``."""
+        for name, (epoch, seq) in after.items():
+            if name.startswith("t:") and name not in self._topics:
+                continue
+            ours = self._current.get(name)
+            if ours is not None and ours[0] == epoch and ours[1] < seq:
+                return False
+        return True
 
     def forget(self) -> None:
         """After a kick: the next connection starts afresh (nothing to recover)."""

@@ -23,7 +23,8 @@ from ..protocol import PROTOCOL_VERSION
 from ..protocol.closecodes import NO_RECONNECT_CODES
 
 __all__ = [
-    "AUTH_STATUSES", "FINAL_REASONS", "STABLE_AFTER", "TRANSPORT_TYPES", "ClientState",
+    "AUTH_STATUSES", "FINAL_REASONS", "STABLE_AFTER", "STOP_STATUSES", "TRANSPORT_TYPES",
+    "ClientState",
     "CloseInfo", "ConnectionMachine", "after_ws_failure", "describe_http_failure",
     "describe_ws_close", "handshake_error", "initial_state", "should_reconnect",
     "state_after_close", "state_after_handshake",
@@ -33,6 +34,14 @@ __all__ = [
 TRANSPORT_TYPES = ("auto", "ws", "ajax")
 #: Refusals that would only be refused again: stop (call ``reconnect()`` after logging in).
 AUTH_STATUSES = frozenset({401, 403})
+#: Other refusals that retrying cannot fix, so the client stops (``active`` False) with the
+#: status and the server's text in ``last_close`` instead of retrying forever: the request
+#: itself is wrong — 400 (bad positions, packer or protocol mismatch, missing client id, a
+#: server that cannot upgrade), 404 and 410 (no channel socket at this URL), 405 (a method
+#: it does not take), 413, 414 and 431 (a body, URL or headers too large). Every other
+#: status — 408, 425, 429, 5xx, a proxy's 502/503/504 during a deploy — and every network
+#: error is retried with backoff. docs/protocol.md §1 "Rejections".
+STOP_STATUSES = frozenset({400, 404, 405, 410, 413, 414, 431})
 #: Close reasons after which a client never reconnects on its own: it asked to stop, was
 #: kicked, or the server speaks another protocol version.
 FINAL_REASONS = frozenset({"requested-disconnect", "kicked", "protocol-mismatch"})
@@ -76,7 +85,8 @@ class ClientState:
     :ivar handshake_data: the app's data from the last handshake.
     :ivar last_close: a :class:`CloseInfo`, or None.
     :ivar active: the client is connected or trying to be (connecting, open, waiting to
-        reconnect). False after ``disconnect()``, ``close()``, a kick, a 401/403 or a
+        reconnect). False after ``disconnect()``, ``close()``, a kick, a 401/403, another
+        refusal that retrying cannot fix (:data:`~flask_sente.client.state.STOP_STATUSES`) or a
         protocol mismatch.
     :ivar attempt: failed connection attempts in a row (0 once open).
     :ivar next_reconnect: ``time.time()`` of the next attempt while waiting in backoff.
@@ -119,9 +129,12 @@ def state_after_close(state: ClientState, close: CloseInfo) -> ClientState:
 
 
 def should_reconnect(close: CloseInfo, *, reconnect_on_auth_failure: bool = False) -> bool:
-    """Whether to reconnect on our own after ``close`` (see :data:`FINAL_REASONS`)."""
+    """Whether to reconnect on our own after ``close`` (see :data:`FINAL_REASONS`,
+    :data:`AUTH_STATUSES` and :data:`STOP_STATUSES`)."""
     if close.reason == "rejected" and close.status in AUTH_STATUSES:
         return reconnect_on_auth_failure
+    if close.reason == "rejected" and close.status in STOP_STATUSES:
+        return False
     if close.code in NO_RECONNECT_CODES:
         return False
     return close.reason not in FINAL_REASONS
@@ -153,13 +166,16 @@ def after_ws_failure(*, auto: bool, probe_status: int, probe_handshake: bool,
     """What to do after a WebSocket failed before its handshake, given what an Ajax
     handshake (the probe) answered: ``downgrade`` to Ajax (auto mode and Ajax works — even
     if a WebSocket opened before: a proxy may start refusing upgrades mid-session),
-    ``stop`` (401/403: retrying would be refused too) or ``retry``.
+    ``stop`` (401/403, or another of :data:`STOP_STATUSES`: retrying would be refused
+    too) or ``retry``.
 
     ``probe_status`` is 0 when there was no response. The Python client can read the status
     of a refused upgrade itself, so a 401/403 there stands in for the probe's.
     """
     if probe_status in AUTH_STATUSES:
         return "retry" if reconnect_on_auth_failure else "stop"
+    if probe_status in STOP_STATUSES:
+        return "stop"
     if probe_handshake and auto:
         return "downgrade"
     return "retry"
@@ -248,10 +264,16 @@ class ConnectionMachine:
     def may_probe(self, ws_status: int) -> Decision:
         """A WebSocket attempt failed (``ws_status``: the refusal's HTTP status, or 0):
         ``stop`` or ``retry`` at once, or ``downgrade`` — meaning: try Ajax, and use it if
-        its handshake works (the probe of :func:`after_ws_failure`)."""
+        its handshake works (the probe of :func:`after_ws_failure`).
+
+        A 401/403 to the upgrade stands in for the probe's answer (the server refused us,
+        not the upgrade). Any other refusal of the upgrade (a proxy without WebSocket
+        support says 400) is no reason to stop in auto mode: the Ajax handshake decides,
+        as sente.js's probe does."""
         return after_ws_failure(
-            auto=self.type == "auto", probe_status=ws_status, probe_handshake=True,
-            reconnect_on_auth_failure=self.reconnect_on_auth_failure)
+            auto=self.type == "auto",
+            probe_status=ws_status if ws_status in AUTH_STATUSES else 0,
+            probe_handshake=True, reconnect_on_auth_failure=self.reconnect_on_auth_failure)
 
     def fell_back(self, now: float) -> None:
         """WebSocket failed while Ajax works: the path blocks upgrades, not the server."""

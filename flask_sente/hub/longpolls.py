@@ -363,7 +363,7 @@ class LongPolls:
         if cb_id is None:
             self._dispatch(EventMsg(event, uid, client_id, "ajax", request))
             return self._ack_packed, None
-        replier = AjaxReplier(self.packer, self._settle, uid)
+        replier = AjaxReplier(self.packer, self._settle, uid, client_id)
         self._dispatch(EventMsg(event, uid, client_id, "ajax", request, replier))
         try:
             answer = replier.result.get(timeout=self.options.reply_timeout)

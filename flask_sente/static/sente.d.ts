@@ -127,6 +127,13 @@ declare namespace Sente {
     readonly lastClose: CloseInfo | null;
     /** When the next planned attempt starts (ms since the epoch), or `null`. */
     readonly nextReconnectAt: number | null;
+    /**
+     * Connected or trying to be (connecting, open, waiting to reconnect). `false` once the
+     * client stopped: `disconnect()`, a kick, a refusal that retrying cannot fix (401/403
+     * and `protocol.STOP_STATUSES`: `lastClose` has the status and the server's text) or a
+     * protocol mismatch — until `reconnect()`.
+     */
+    readonly active: boolean;
   }
 
   /** Where a client stands in each log it reads: `{log: [epoch, seq]}`. */
@@ -412,6 +419,11 @@ declare namespace Sente {
     stateAfterHandshake(state: State, type: "ws" | "ajax", info: Readonly<Record<string, unknown>>): State;
     stateAfterClose(state: State, close: CloseDescription, at?: number): State;
     stateWithRetryAt(state: State, at: number | null): State;
+    stateWithActive(state: State, active: boolean): State;
+    /** 401 and 403: the client stops unless `reconnectOnAuthFailure`. */
+    readonly AUTH_STATUSES: ReadonlySet<number>;
+    /** Other refusals that retrying cannot fix: the client stops. */
+    readonly STOP_STATUSES: ReadonlySet<number>;
     shouldReconnect(close: CloseDescription, options?: { reconnectOnAuthFailure?: boolean }): boolean;
     closeInfo(reason: CloseReason,
               details?: { code?: number | null; status?: number | null; message?: string | null }): CloseDescription;
@@ -457,6 +469,12 @@ declare namespace Sente {
       topics: Map<string, Positions[string] | null>;
       seen: boolean;
     };
+    /** An Ajax reply's X-Sente-After header, or null when absent or malformed. */
+    readAfter(text: string | null | undefined): Positions | null;
+    /** Whether the positions reach `after` (see docs/protocol.md §6). */
+    afterReached(positions: Positions | null,
+                 topics: ReadonlyMap<string, Positions[string] | null>,
+                 after: Positions): boolean;
     readJoinReply(value: unknown):
       | { ok: true; data: unknown; position: Positions[string] | null; recovered: boolean | null }
       | { ok: false; reason: string };
@@ -470,6 +488,7 @@ declare namespace Sente {
     };
     positionAfterJoin(position: Positions[string] | null, movedSince: boolean,
                       replied: Positions[string] | null): Positions[string] | null;
+    dropsOnRefusal(state: TopicState, rejoin: boolean): boolean;
     adoptTopicBatch(topics: Map<string, TopicRecord>,
                     batch: { items: readonly TopicBatchItem[];
                              topics: ReadonlyMap<string, Positions[string] | null> }): void;

@@ -362,11 +362,29 @@
   /** Refusals that would only be refused again: stop (call reconnect() after logging in). */
   const AUTH_STATUSES = new Set([401, 403]);
 
+  /**
+   * Other refusals that retrying cannot fix, so the client stops (`active` false) with the
+   * status and the server's text in `lastClose` instead of retrying forever: the request
+   * itself is wrong — 400 (bad positions, packer or protocol mismatch), 404 and 410 (no
+   * channel socket at this URL), 405, 413, 414, 431 (too large). Every other status (408,
+   * 425, 429, 5xx) and every network error is retried. Python: state.STOP_STATUSES.
+   */
+  const STOP_STATUSES = new Set([400, 404, 405, 410, 413, 414, 431]);
+
+  /**
+   * `active`: connected or trying to be (connecting, open, waiting to reconnect); false
+   * once the client stopped — disconnect(), a kick, a refusal (AUTH_STATUSES,
+   * STOP_STATUSES), a protocol mismatch — until reconnect().
+   */
   function initialState(type) {
     return Object.freeze({
       type, open: false, everOpened: false, uid: null, handshakeData: null, recovered: null,
-      lastClose: null, nextReconnectAt: null,
+      lastClose: null, nextReconnectAt: null, active: false,
     });
+  }
+
+  function stateWithActive(state, active) {
+    return state.active === active ? state : Object.freeze({ ...state, active });
   }
 
   /**
@@ -396,9 +414,10 @@
     return Object.freeze({ ...state, nextReconnectAt: at });
   }
 
-  /** Whether to reconnect on our own after `close` (see FINAL_REASONS). */
+  /** Whether to reconnect on our own after `close` (see FINAL_REASONS, AUTH_STATUSES, STOP_STATUSES). */
   function shouldReconnect(close, { reconnectOnAuthFailure = false } = {}) {
     if (close.reason === "rejected" && AUTH_STATUSES.has(close.status)) return reconnectOnAuthFailure;
+    if (close.reason === "rejected" && STOP_STATUSES.has(close.status)) return false;
     if (close.code === CLOSE.KICKED) return false;
     return !FINAL_REASONS.has(close.reason);
   }
@@ -421,7 +440,7 @@
 
   /**
    * How an HTTP exchange failed: status 0 means no response at all (network down, server
-   * gone, request timed out). 401/403 are final; other statuses are retried.
+   * gone, request timed out). 401/403 and STOP_STATUSES are final; others are retried.
    */
   function describeHttpFailure(status, message = null) {
     if (!status) return closeInfo("unexpected", { message: message || "no response" });
@@ -437,12 +456,14 @@
    *                 client's rule, and unlike Sente): a restart shows up as a probe with no
    *                 response, so a working probe means the path changed (a new proxy, a
    *                 network that blocks upgrades), and upgrade retries move back up later;
-   *   "stop"      — the server refused us (401/403), retrying would be refused too;
+   *   "stop"      — the server refused us (401/403, STOP_STATUSES), retrying would be
+   *                 refused too;
    *   "retry"     — anything else (server down, WS blocked in "ws" mode): back off, retry.
    * `probe` is `{status, handshake}`: status 0 when the probe got no response.
    */
   function afterWsFailure({ auto, probe, reconnectOnAuthFailure = false }) {
-    if (probe.status === 401 || probe.status === 403) return reconnectOnAuthFailure ? "retry" : "stop";
+    if (AUTH_STATUSES.has(probe.status)) return reconnectOnAuthFailure ? "retry" : "stop";
+    if (STOP_STATUSES.has(probe.status)) return "stop";
     if (probe.handshake && auto) return "downgrade";
     return "retry";
   }
@@ -504,11 +525,16 @@
   /**
    * The positions after a handshake: the server's replace the client's (they are where the
    * server put it: its own after a recovery, the head otherwise). A protocol-1 handshake
-   * or one without positions leaves none. Topic logs it may name are left out: a topic's
-   * position stays the client's own until the topic's rejoin answers for it (§11).
+   * or one without positions leaves none. Topic logs it may name are ignored, whatever
+   * their value (§10: a handshake never carries them now; older servers did, even at seq
+   * -1): a topic's position stays the client's own until the topic's rejoin answers for it.
    */
   function positionsAfterHandshake(info) {
-    return info && info.protocol >= 2 ? mainPositions(readPositions(info.positions)) : null;
+    const given = info && info.protocol >= 2 ? info.positions : null;
+    if (!given || typeof given !== "object" || Array.isArray(given)) return null;
+    const main = {};
+    for (const [name, pos] of Object.entries(given)) if (!isTopicLog(name)) main[name] = pos;
+    return readPositions(main);
   }
 
   /** The mark's data when `events` (a decoded batch) ends with one, else null. */
@@ -703,6 +729,40 @@
   }
 
   /**
+   * An Ajax reply's X-Sente-After header (docs/protocol.md §6, "Replies after their
+   * pushes"): `{log: [epoch, seq]}` where the handler's pushes went, or null when absent or
+   * malformed (the reply is then delivered at once). Python: positions.read_after.
+   */
+  function readAfter(text) {
+    if (typeof text !== "string" || !text) return null;
+    let value;
+    try { value = JSON.parse(text); } catch (_) { return null; }
+    return readPositions(value);
+  }
+
+  /**
+   * Whether this client stands where `after` (see readAfter) says: in every log named that
+   * it reads — its own (`positions`) and the topics it is in or joining (`topics`, Map topic
+   * → position | null) — at that seq or past it in the same epoch, or in another epoch (a
+   * handshake moved it on: nothing left to wait for). Logs it does not read, or has no
+   * position in yet (a join not answered), are skipped. Python: Positions.reached.
+   */
+  function afterReached(positions, topics, after) {
+    for (const [name, [epoch, seq]] of Object.entries(after)) {
+      let ours;
+      if (isTopicLog(name)) {
+        const topic = name.slice(TOPIC_LOG_PREFIX.length);
+        if (!topics.has(topic)) continue;
+        ours = topics.get(topic);
+      } else {
+        ours = positions ? positions[name] : null;
+      }
+      if (ours && ours[0] === epoch && ours[1] < seq) return false;
+    }
+    return true;
+  }
+
+  /**
    * A chsk/join reply as `{ok: true, data, position, recovered}` or `{ok: false,
    * reason}`; a reply that is neither is the server's bug (ProtocolError).
    */
@@ -774,6 +834,17 @@
   }
 
   /**
+   * Whether a refused join call drops its topic, given the topic's `state` ("joining" or
+   * "joined") when the refusal came: a rejoin's refusal does (the new connection is not in
+   * it: the app gets "chsk/left"), and so does the refusal of a first join; the refusal of
+   * an app's join of a topic the client is in already does not — the server still sends
+   * it. Python: TopicBook.failed and ClientTopics._rejoin.
+   */
+  function dropsOnRefusal(state, rejoin) {
+    return rejoin || state === "joining";
+  }
+
+  /**
    * Apply a batch (what takeTopicBatch answered) to the records `topics`: a server-side
    * join becomes a joined record (no join call of ours to wait for), the topics the batch
    * left are removed, and moved positions are taken (counted in `moves`).
@@ -814,7 +885,8 @@
 
   /**
    * One HTTP request to the channel socket URL with a timeout; never rejects, so callers
-   * branch on data. Resolves to `{status, decoded}` on 2xx, `{status, message}` otherwise:
+   * branch on data. Resolves to `{status, decoded, after}` on 2xx (`after`: the
+   * X-Sente-After header's text, or null), `{status, message}` otherwise:
    * status 0 when there was no response (network error, abort, or `timedOut`), -1 with
    * `protocolError` when the body could not be read.
    */
@@ -846,7 +918,9 @@
       if (key) env.fastKey.value = key;
       if (!response.ok) return { status: response.status, message: await readErrorText(response) };
       const data = env.packer.binary ? new Uint8Array(await response.arrayBuffer()) : await response.text();
-      return { status: response.status, decoded: decodeServer(env.packer.unpack(data)) };
+      // A reply's X-Sente-After: where the handler's pushes went (docs/protocol.md §6).
+      const after = (response.headers && response.headers.get("X-Sente-After")) || null;
+      return { status: response.status, decoded: decodeServer(env.packer.unpack(data)), after };
     } catch (error) {
       if (error instanceof ProtocolError) return { status: -1, message: error.message, protocolError: error };
       return { status: 0, message: timedOut ? "request timed out" : String((error && error.message) || error), timedOut };
@@ -1288,7 +1362,7 @@
         message: (t, msg) => this._onMessage(t, msg),
         closed: (t, close) => this._onClosed(t, close),
       };
-      this._state = initialState(type);
+      this._state = stateWithActive(initialState(type), true); // it connects at once
       // Memory only: nothing is kept across page loads unless the app passes `positions`.
       this._positions = positions;
       this._held = []; // what the Ajax connection received while a WebSocket upgrade was tried
@@ -1299,8 +1373,12 @@
       // reply's position loses to a mark that came first, see _joinCall).
       this._topics = new Map();
       this._topicListeners = new Map(); // topic → Set of fn(eventId, data)
+      // topic → a promise settled once the topic's last join or leave call is done: the
+      // calls of one topic go out one at a time, in order (see _topicTurn).
+      this._topicTurns = new Map();
       this._pending = new Map(); // cbId → {resolve, reject, timer, transport}
       this._ajaxCalls = new Set(); // {transport, fail(error)}: POSTs waiting for a reply
+      this._heldReplies = new Set(); // {after, deliver, timer}: Ajax replies waiting for their pushes
       this._conn = null; // the transport in use (open or connecting)
       this._trial = null; // a WebSocket tried while on Ajax, to move back up
       this._wsBlockedAt = null; // monotonic time of the last fallback to Ajax (auto mode)
@@ -1355,7 +1433,7 @@
         const close = closeInfo("protocol-mismatch");
         this._closeConn(CLOSE.NORMAL, "protocol mismatch", close);
         this._stopped = true;
-        this._setState(stateAfterClose(this._state, close));
+        this._setState(stateWithActive(stateAfterClose(this._state, close), false));
         return;
       }
       // The attempt count is not reset here but when the connection closes, and only if it
@@ -1382,6 +1460,7 @@
         uid: this._state.uid, handshakeData: this._state.handshakeData, type: transport.type,
         firstHandshake, recovered: this._state.recovered,
       });
+      this._releaseReplies(); // positions in another epoch: nothing left to wait for
       if (this._conn === transport) this._rejoinTopics(transport);
     }
 
@@ -1409,6 +1488,7 @@
           if (item.kind === "event") this._emitEvent(item.event, item.topic);
           else if (item.kind === "left") this._emit(EV.LEFT, { topic: item.topic, reason: item.reason });
         }
+        this._releaseReplies(); // after the listeners: they have seen the pushes
       } else if (msg.kind === "reply" && msg.cbId !== null) {
         const entry = this._pending.get(msg.cbId);
         if (!entry) return; // timed out already: the caller has moved on
@@ -1485,8 +1565,16 @@
         this._dropTopics("kicked");
       }
       const closed = stateAfterClose(this._state, close);
-      this._setState(retry ? closed : stateWithRetryAt(closed, null));
-      if (!retry) return;
+      this._setState(retry ? closed : stateWithActive(stateWithRetryAt(closed, null), false));
+      if (!retry) {
+        if (close.reason === "rejected" && typeof console !== "undefined") {
+          console.error(`sente: the server refused this client with ${close.status}` +
+            `${close.message ? ` (${close.message})` : ""}: stopped, as retrying cannot fix it; ` +
+            "reconnect() starts again");
+        }
+        this._releaseReplies(true);
+        return;
+      }
       this._attempt = nextAttempt(this._attempt, upMs);
       if (this._unloading) this._retrySuppressed = true;
       else this._scheduleRetry();
@@ -1563,6 +1651,36 @@
       }
     }
 
+    /**
+     * Deliver an Ajax reply once this client's positions reach `after`, where its handler's
+     * pushes went (docs/protocol.md §6, "Replies after their pushes"): the polls bring
+     * them, and their listeners run before the reply's promise resolves, as over WebSocket.
+     * Bounded by the call's `deadline`, then delivered anyway; at once on a stopped client.
+     */
+    _afterPushes(after, deadline, deliver) {
+      if (after === null || this._stopped || afterReached(this._positions, this._topicPositions(), after)) {
+        deliver();
+        return;
+      }
+      const held = { after, deliver, timer: null };
+      held.timer = setTimeout(() => { this._heldReplies.delete(held); deliver(); },
+        Math.max(0, deadline - monotonicNow()));
+      this._heldReplies.add(held);
+    }
+
+    /** Deliver the held replies whose pushes have arrived (`all`: every one, now). */
+    _releaseReplies(all = false) {
+      if (!this._heldReplies.size) return;
+      const topics = this._topicPositions();
+      for (const held of [...this._heldReplies]) {
+        if (all || afterReached(this._positions, topics, held.after)) {
+          this._heldReplies.delete(held);
+          clearTimeout(held.timer);
+          held.deliver();
+        }
+      }
+    }
+
     _failPending(transport, close) {
       const error = new ClosedError(`the connection closed (${close.reason}) before the reply came`);
       for (const [cbId, entry] of this._pending) {
@@ -1593,26 +1711,71 @@
     }
 
     /**
-     * The chsk/join call for `record` (the topic's entry in this._topics), resolving with
-     * the reply read by readJoinReply. The reply's position is where the server put the
-     * client, unless a mark moved it since the call went out: over Ajax the topic's first
-     * batch can overtake the reply, and its mark is the newer word.
+     * Run `makeCall(msLeft)` — a join or leave call of `topic`, or null for none after all
+     * — once the calls of that topic made before it are done: one at a time, in order.
+     * The server runs a client's events side by side, so a leave sent while a join of the
+     * same topic is unanswered (a rejoin whose handler takes its time, a join the app did
+     * not await) could be done first, and the join would then put the client back in:
+     * the server would go on sending the topic to a client that drops it. `timeout` covers
+     * the wait for the turn and the call; a call whose turn did not come in time is not
+     * made (TimeoutError). Python: ClientTopics._topic_turn.
      */
-    _joinCall(topic, record, data, timeout) {
-      const moves = record.moves;
-      const payload = { topic, data, position: record.position };
-      return this._call([EV.JOIN, payload], timeout).promise.then((reply) => {
-        const answer = readJoinReply(reply);
-        if (!answer.ok) {
-          if (this._topics.get(topic) === record) this._topics.delete(topic);
-          throw new JoinRefusedError(topic, answer.reason);
-        }
-        if (this._topics.get(topic) === record) { // not left (or dropped) meanwhile
-          record.state = "joined";
-          record.data = data;
-          record.position = positionAfterJoin(record.position, record.moves !== moves, answer.position);
-        }
-        return answer;
+    _topicTurn(topic, timeout, eventId, makeCall) {
+      const deadline = monotonicNow() + timeout;
+      const before = this._topicTurns.get(topic);
+      let done;
+      const turn = new Promise((resolve) => { done = resolve; });
+      this._topicTurns.set(topic, turn);
+      turn.then(() => { if (this._topicTurns.get(topic) === turn) this._topicTurns.delete(topic); });
+      const run = (resolve, reject) => {
+        let call;
+        try { call = makeCall(Math.max(1, deadline - monotonicNow())); } catch (error) { call = Promise.reject(error); }
+        Promise.resolve(call).then(
+          (value) => { done(); resolve(value); },
+          (error) => { done(); reject(error); });
+      };
+      return new Promise((resolve, reject) => {
+        if (before === undefined) { run(resolve, reject); return; } // its turn now: sent at once
+        let timer = setTimeout(() => {
+          timer = null;
+          reject(new TimeoutError(`${eventId} of ${safeRepr(topic)} not sent: the call of that ` +
+            "topic before it is still unanswered"));
+        }, timeout);
+        before.then(() => {
+          if (timer === null) { done(); return; } // given up: the next call may go
+          clearTimeout(timer);
+          run(resolve, reject);
+        });
+      });
+    }
+
+    /**
+     * The chsk/join call for `record` (the topic's entry in this._topics), in the topic's
+     * turn, resolving with `{answer, current}`: the reply read by readJoinReply, and
+     * whether `record` was still the topic's when it came (not left, nor dropped). The
+     * reply's position is where the server put the client, unless a mark moved it since
+     * the call went out: over Ajax the topic's first batch can overtake the reply, and its
+     * mark is the newer word. A refusal drops the topic as dropsOnRefusal says. A rejoin
+     * (`rejoin`) of a topic left before its turn came is not made (resolves with null).
+     */
+    _joinCall(topic, record, data, timeout, rejoin = false) {
+      return this._topicTurn(topic, timeout, EV.JOIN, (left) => {
+        if (rejoin && this._topics.get(topic) !== record) return null;
+        const moves = record.moves;
+        const payload = { topic, data, position: record.position };
+        return this._call([EV.JOIN, payload], left).promise.then((reply) => {
+          const answer = readJoinReply(reply);
+          const current = this._topics.get(topic) === record;
+          if (!answer.ok) {
+            if (current && dropsOnRefusal(record.state, rejoin)) this._topics.delete(topic);
+          } else if (current) {
+            record.state = "joined";
+            record.data = data;
+            record.position = positionAfterJoin(record.position, record.moves !== moves, answer.position);
+            this._releaseReplies();
+          }
+          return { answer, current };
+        });
       });
     }
 
@@ -1620,7 +1783,8 @@
      * After each handshake: join every topic again, from its position, so the server
      * replays what this client missed in it — or says `recovered: false` in a
      * "chsk/rejoined" listener event. A refused rejoin is a "chsk/left" with the reason.
-     * A rejoin cut off by the connection is made again after the next handshake.
+     * A rejoin cut off by the connection is made again after the next handshake. A topic
+     * left meanwhile gets neither event (as in the Python client).
      *
      * Over Ajax the long-poll waits for the rejoins' replies: it names the topics'
      * positions, which the replies may move (to the head, when a topic's history is gone),
@@ -1631,11 +1795,15 @@
       const rejoins = [];
       for (const topic of topicsAtHandshake(topicStates(this._topics), false).rejoin) {
         const record = this._topics.get(topic);
-        rejoins.push(this._joinCall(topic, record, record.data, this._callTimeoutMs).then(
-          (answer) => this._emit(EV.REJOINED, { topic, recovered: answer.recovered }),
+        rejoins.push(this._joinCall(topic, record, record.data, this._callTimeoutMs, true).then(
+          (result) => {
+            if (result === null || !result.current) return; // left meanwhile: no news
+            const { answer } = result;
+            if (answer.ok) this._emit(EV.REJOINED, { topic, recovered: answer.recovered });
+            else this._emit(EV.LEFT, { topic, reason: answer.reason });
+          },
           (error) => {
-            if (error instanceof JoinRefusedError) this._emit(EV.LEFT, { topic, reason: error.reason });
-            else if (typeof console !== "undefined") console.warn(`sente: rejoining ${topic} failed: ${error.message}`);
+            if (typeof console !== "undefined") console.warn(`sente: rejoining ${topic} failed: ${error.message}`);
           }));
       }
       if (!rejoins.length || transport.type !== "ajax") return;
@@ -1880,6 +2048,7 @@
       }
       const packed = this._env.packer.pack(clientEnvelope(ev, AJAX_CB));
       const controller = new AbortController();
+      const deadline = monotonicNow() + timeout;
       let call;
       const promise = new Promise((resolve, reject) => {
         call = { transport: conn, fail: (error) => { this._ajaxCalls.delete(call); controller.abort(); reject(error); } };
@@ -1890,7 +2059,9 @@
             const m = res.decoded;
             if (m.kind !== "reply") { reject(new ProtocolError(`expected a reply to ${ev[0]}, got "${m.outcome}"`)); return; }
             const result = replyOutcome(m.outcome, m.value);
-            if (result.ok) resolve(result.value); else reject(result.error);
+            // The handler's pushes come through the polls: the reply waits for them.
+            this._afterPushes(readAfter(res.after), deadline,
+              () => { if (result.ok) resolve(result.value); else reject(result.error); });
           } else if (res.timedOut) {
             reject(new TimeoutError(`no reply to ${ev[0]} within ${formatMs(given)} ms`));
           } else if (res.status > 0) {
@@ -1922,15 +2093,17 @@
         record = newTopicRecord(data);
         this._topics.set(topic, record);
       }
-      let pending;
-      try {
-        pending = this._joinCall(topic, record, data, timeout);
-      } catch (error) { // data the packer cannot pack: the caller's bug, thrown at once
+      try { // data the packer cannot pack: the caller's bug, thrown at once
+        this._env.packer.pack(clientEnvelope([EV.JOIN, { topic, data, position: null }], null));
+      } catch (error) {
         if (created) this._topics.delete(topic);
         throw error;
       }
-      return pending.then(
-        (answer) => ({ data: answer.data, recovered: answer.recovered }),
+      return this._joinCall(topic, record, data, timeout).then(
+        ({ answer }) => {
+          if (!answer.ok) throw new JoinRefusedError(topic, answer.reason);
+          return { data: answer.data, recovered: answer.recovered };
+        },
         (error) => {
           // A first join that did not go through is no membership (a refusal removed it).
           if (created && record.state === "joining" && this._topics.get(topic) === record) this._topics.delete(topic);
@@ -1946,7 +2119,9 @@
       validateTopic(topic);
       const timeout = callTimeout(options, this._callTimeoutMs);
       this._topics.delete(topic);
-      return this._call([EV.LEAVE, { topic }], timeout).promise.then((reply) => {
+      // In the topic's turn: after its join or rejoin still unanswered (see _topicTurn).
+      return this._topicTurn(topic, timeout, EV.LEAVE,
+        (left) => this._call([EV.LEAVE, { topic }], left).promise).then((reply) => {
         if (!reply || reply.ok !== true) {
           throw new ReplyError(`leaving topic ${safeRepr(topic)} failed`, reply);
         }
@@ -1987,9 +2162,10 @@
     disconnect() {
       this._stopped = true;
       this._closeConn(CLOSE.NORMAL, "requested disconnect", closeInfo("requested-disconnect"));
+      this._releaseReplies(true); // no more pushes will come: the replies go as they are
       this._unlistenToPage();
       const close = closeInfo("requested-disconnect", { code: CLOSE.NORMAL });
-      this._setState(Object.freeze({ ...stateAfterClose(this._state, close), nextReconnectAt: null }));
+      this._setState(Object.freeze({ ...stateAfterClose(this._state, close), nextReconnectAt: null, active: false }));
     }
 
     /**
@@ -2004,7 +2180,7 @@
       this._retrySuppressed = false;
       this._attempt = 0;
       this._wsBlockedAt = null; // auto mode tries WebSocket first again
-      this._setState(Object.freeze({ ...stateAfterClose(this._state, closeInfo("requested-reconnect")), nextReconnectAt: null }));
+      this._setState(Object.freeze({ ...stateAfterClose(this._state, closeInfo("requested-reconnect")), nextReconnectAt: null, active: true }));
       this._open();
     }
   }
@@ -2047,15 +2223,17 @@
     protocol: Object.freeze({
       EV, AJAX_CB, eventError, isEvent, isReserved, asEvent, toWire, validateOutgoing,
       clientEnvelope, decodeServer, replyOutcome, resolvePacker, backoffDelay, randomId, buildUrl,
-      initialState, stateAfterHandshake, stateAfterClose, stateWithRetryAt, shouldReconnect,
+      initialState, stateAfterHandshake, stateAfterClose, stateWithRetryAt, stateWithActive, shouldReconnect,
+      AUTH_STATUSES, STOP_STATUSES,
       closeInfo, describeWsClose, describeHttpFailure, afterWsFailure, firstTransport,
       nextAttempt, STABLE_AFTER_MS, handshakeError,
       readPositions, posParam, positionsAfterHandshake, batchMark, isSeenMark, positionsAfterMark,
       takeBatch,
       topicError, validateTopic, topicLog, mainPositions, withTopicLogs, takeTopicBatch, readJoinReply,
+      readAfter, afterReached,
       MAX_TOPIC_LENGTH,
       newTopicRecord, topicStates, topicPositions, userChanged, topicsAtHandshake, positionAfterJoin,
-      adoptTopicBatch,
+      adoptTopicBatch, dropsOnRefusal,
     }),
   });
 });

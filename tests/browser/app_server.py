@@ -11,7 +11,8 @@ Pages (each sets ``session["uid"]`` from ``?uid=`` first):
   ``window.start(options)``, that connects and records states, pushes and page errors;
 * ``/module-page`` — the same client loaded from a ``<script type="module">``;
 * test controls under ``/test/``: push, a numbered push stream, kick, refuse WebSocket
-  upgrades, refuse Ajax with 403, request counts,
+  upgrades, refuse Ajax with 403, send malformed positions (the server answers 400),
+  request counts,
   and the npm msgpack codec (from ``tests/js/node_modules``, installed by ``make``).
 """
 from gevent import monkey
@@ -92,6 +93,7 @@ def create_app(packer: str) -> Flask:
                   history_size=2000)
     app.config["refuse_ws"] = False
     app.config["refuse_http"] = False
+    app.config["bad_positions"] = False
     hits: collections.Counter[tuple[str, str]] = collections.Counter()
 
     @sente.authorize
@@ -174,6 +176,11 @@ def create_app(packer: str) -> Flask:
         app.config["refuse_http"] = bool(request.get_json()["on"])
         return jsonify(ok=True)
 
+    @app.post("/test/bad-positions")
+    def bad_positions():
+        app.config["bad_positions"] = bool(request.get_json()["on"])
+        return jsonify(ok=True)
+
     @app.before_request
     def count_flask() -> None:
         """Channel-socket requests Flask itself handled (the fast path skips this hook)."""
@@ -214,6 +221,12 @@ def create_app(packer: str) -> Flask:
             if not is_ws and app.config["refuse_http"]:
                 start_response("403 Forbidden", [("Content-Type", "text/plain")])
                 return [b"refused by the test\n"]
+            query = environ.get("QUERY_STRING", "")
+            if app.config["bad_positions"] and "pos=" in query:
+                # The seq -1 of issue 24 #2: the server itself answers 400 Bad positions.
+                environ["QUERY_STRING"] = "&".join(
+                    "pos=%7B%22u%22%3A%5B%22x%22%2C-1%5D%7D" if part.startswith("pos=")
+                    else part for part in query.split("&"))
         return inner(environ, start_response)
 
     app.wsgi_app = middleware  # type: ignore[method-assign]

@@ -50,7 +50,7 @@ def test_websocket_handshake_state_and_call(server: Server, pages: Pages):
     assert state(page) == {
         "type": "ws", "open": True, "everOpened": True, "uid": "alice",
         "handshakeData": {"hello": "alice"}, "recovered": None, "lastClose": None,
-        "nextReconnectAt": None,
+        "nextReconnectAt": None, "active": True,
     }
     assert page.evaluate("() => log.handshakes") == [
         {"uid": "alice", "handshakeData": {"hello": "alice"}, "type": "ws", "firstHandshake": True,
@@ -275,6 +275,35 @@ def test_stops_on_401_and_403(server: Server, pages: Pages, uid, options, status
     time.sleep(1.5)
     assert server.hits(client_id(page)) == hits, "no retries"
     assert sum(hits.values()) <= 2
+
+
+@pytest.mark.parametrize("transport", ["ws", "ajax", "auto"])
+def test_stops_on_a_refusal_that_retrying_cannot_fix(server: Server, pages: Pages, transport):
+    """The server refuses the positions the client sends with 400 (on a poll; on a
+    WebSocket upgrade, which the browser hides, the probe reads it): the client stops,
+    `active` false, with the status and the server's text, and tells its state listeners
+    (issue 24). Broken on purpose by leaving 400 out of STOP_STATUSES: the client went on
+    retrying (active, a retry planned) on all three transports."""
+    page = pages.open(server, "alice", type=transport, retryMs=100)
+    wait_open(page)
+    server.post("/test/bad-positions", on=True)
+    if transport == "ajax":
+        server.push("alice", "t/x")  # ends the parked poll: the next one names positions
+    else:
+        page.evaluate("() => chsk.breakConnection()")  # the reconnect names them
+    page.wait_for_function("() => !chsk.state.active", timeout=10_000)
+    st = state(page)
+    assert (st["open"], st["active"], st["nextReconnectAt"]) == (False, False, None)
+    assert (st["lastClose"]["reason"], st["lastClose"]["status"]) == ("rejected", 400)
+    assert st["lastClose"]["message"].startswith("Bad positions"), st["lastClose"]
+    told = page.evaluate("() => log.states[log.states.length - 1]")
+    assert (told["active"], told["lastClose"]["status"]) == (False, 400)
+    assert call(page, ["t/echo", 1])[:3] == ["error", "ClosedError", "closed"]
+    server.post("/test/bad-positions", on=False)
+    page.evaluate("() => chsk.reconnect()")
+    wait_open(page)
+    assert state(page)["active"] is True
+    assert call(page, ["t/echo", "back"]) == ["ok", "back"]
 
 
 def test_reconnect_on_auth_failure_picks_up_a_login(server: Server, pages: Pages):

@@ -15,6 +15,7 @@ import types
 import typing as t
 
 import pytest
+import requests
 from cutproxy import CutProxy
 from playwright.sync_api import Page
 
@@ -152,6 +153,57 @@ def test_topic_events_reach_members_only_and_stop_after_leave(make_topics_server
     # User pushes say they are no topic's.
     assert [g for g in bob.evaluate("() => got") if g[0] == "t/barrier"] == [
         ["t/barrier", 1, None]]
+
+
+# Raw frames (WebSocket) and response bodies (Ajax) as they reach the page, before
+# sente.js reads them: what the server sends, not what the client keeps.
+WIRE = """() => {
+  window.wire = [];
+  const Native = window.WebSocket;
+  window.WebSocket = class extends Native {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener("message", (e) => wire.push(String(e.data)));
+    }
+  };
+  const nativeFetch = window.fetch;
+  window.fetch = async (...args) => {
+    const response = await nativeFetch(...args);
+    response.clone().text().then((text) => wire.push(text), () => {});
+    return response;
+  };
+}"""
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_leave_right_after_a_join_is_not_overtaken_by_it(make_topics_server, pages: Pages,
+                                                           transport: str):
+    """The app joins a room whose join handler takes half a second and leaves it at once,
+    without waiting: the leave goes out after the join's reply, so the server ends with the
+    client out of the room and sends it nothing of it. Broken on purpose by sending the
+    leave at once (as before): the server did the leave first, then the join put the page
+    back in — ``members`` said ["ann"] and the publish reached the page's wire — over both
+    transports."""
+    server = make_topics_server()
+    page = pages.open(server, "ann", start=False)
+    page.evaluate(WIRE)
+    page.evaluate("(o) => start(o)", {"type": transport})
+    page.wait_for_function("() => chsk.state.open")
+    page.evaluate(RECORD)
+    outcomes = page.evaluate("""async () => {
+      const joined = chsk.join("room/slow").then((r) => "joined", (e) => e.name);
+      const left = chsk.leave("room/slow").then(() => "left", (e) => e.name);
+      return [await joined, await left];
+    }""")
+    assert outcomes == ["joined", "left"]
+    assert page.evaluate("() => chsk.topics()") == []
+    members = requests.get(server.url + "/test/members", params={"topic": "room/slow"},
+                           timeout=5).json()
+    assert members == []
+    server.post("/test/publish", topic="room/slow", event="t/said", data="after the leave")
+    barrier(server, page, "ann", 1)
+    assert not [frame for frame in page.evaluate("() => wire") if "after the leave" in frame]
+    assert topic_events(page) == []
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

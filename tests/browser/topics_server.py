@@ -8,11 +8,12 @@ Join handler for ``room/*`` (topic presence on):
 
 * ``room/secret`` — refused with ``JoinRefused("members only")``;
 * ``room/closed`` — the handler returns False (reason ``forbidden``);
+* ``room/slow`` — allowed after half a second (a handler that takes its time);
 * any other room — allowed; the join data is ``{"hello": uid, "members": [...]}``.
 
 No handler matches other topics (refused, ``forbidden``). Test controls under ``/test/``:
 ``publish`` ``{topic, event, data}``, ``push`` ``{uid, event, data}``, and the server-side
-``join`` / ``leave`` ``{topic, uid}``.
+``join`` / ``leave`` ``{topic, uid}``; ``GET /test/members?topic=`` the topic's members.
 """
 from gevent import monkey
 
@@ -45,6 +46,8 @@ def create_app(packer: str, history_size: int) -> Flask:
             raise JoinRefused("members only")
         if msg.topic == "room/closed":
             return False
+        if msg.topic == "room/slow":
+            gevent.sleep(0.5)
         return {"hello": msg.uid, "members": sorted(sente.members(msg.topic), key=str)}
 
     @app.get("/page")
@@ -69,6 +72,10 @@ def create_app(packer: str, history_size: int) -> Flask:
         body = request.get_json()
         sente.join(body["topic"], body["uid"])
         return jsonify(ok=True)
+
+    @app.get("/test/members")
+    def members() -> t.Any:
+        return jsonify(sorted(sente.members(request.args["topic"]), key=str))
 
     @app.post("/test/leave")
     def leave() -> t.Any:

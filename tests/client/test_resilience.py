@@ -208,7 +208,9 @@ def test_auto_uses_ajax_on_a_server_that_cannot_upgrade(make_client):
         wait_until(lambda: ws_only.state.last_close is not None, message="a refusal")
         assert (ws_only.state.last_close.reason, ws_only.state.last_close.status) == (
             "rejected", 400)
-        assert ws_only.state.active  # a 400 is retried (with backoff), unlike 401/403
+        # Retrying cannot make this server upgrade: a "ws" client stops and says why (an
+        # auto one uses Ajax above: a refused upgrade is no reason for it to stop).
+        wait_until(lambda: not ws_only.state.active, message="the ws client to stop")
         ws_only.close()
         chsk.close()
     finally:
@@ -272,3 +274,64 @@ def test_a_rejected_client_can_be_restarted_with_a_good_token(make_server, make_
         token[0] = session.get(server.base + "/token", timeout=TIMEOUT).text
         chsk.reconnect()
         assert chsk.call(("t/echo", "in"), timeout=TIMEOUT) == "in"
+
+
+class BadPositions:
+    """WSGI middleware that, once ``on``, replaces the ``pos`` parameter of every request
+    that carries one with a malformed value (the seq -1 of issue 24 #2), so the server
+    itself answers ``400 Bad positions`` — to polls, handshakes and WebSocket upgrades."""
+
+    BAD = "pos=%7B%22u%22%3A%5B%22x%22%2C-1%5D%7D"  # {"u":["x",-1]}
+
+    def __init__(self, app: t.Any) -> None:
+        self.app = app
+        self.on = False
+        self.refused = 0
+
+    def __call__(self, environ: dict[str, t.Any], start_response: t.Any) -> t.Any:
+        query = environ.get("QUERY_STRING", "")
+        if self.on and "pos=" in query:
+            self.refused += 1
+            environ["QUERY_STRING"] = "&".join(
+                self.BAD if part.startswith("pos=") else part for part in query.split("&"))
+        return self.app(environ, start_response)
+
+
+@pytest.mark.parametrize("transport, how", [("ajax", "poll"), ("ajax", "reconnect"),
+                                            ("ws", "reconnect"), ("auto", "reconnect")])
+def test_stops_on_a_refusal_that_retrying_cannot_fix(make_client, transport, how):
+    """A 400 (here: the server refusing the positions the client sends, on a poll or on the
+    handshake or upgrade of a reconnect) stops the client with the status and the server's
+    message, and the app is told by a state change, instead of retrying forever with
+    backoff (issue 24). Broken on purpose by leaving 400 out of STOP_STATUSES: the client
+    kept reconnecting and stayed active, in all four cases."""
+    server = Server(lp_timeout=0.5)  # the parked poll ends soon: the next one carries pos
+    bad = BadPositions(server.app.wsgi_app)
+    server.app.wsgi_app = bad  # type: ignore[method-assign]
+    with server.running():
+        attempts: list[int] = []
+        chsk = make_client(server.url, type=transport, connect=False,
+                           backoff=lambda n: attempts.append(n) or (0.0 if n == 1 else 0.05))
+        stopped: list[t.Any] = []
+        chsk.on("chsk/state", lambda change: None if change[1].active
+                else stopped.append(change[1]))
+        chsk.connect()
+        assert chsk.wait_open(TIMEOUT)
+        bad.on = True
+        if how == "reconnect":
+            chsk.break_connection()  # the reconnect carries the positions
+        wait_until(lambda: stopped, message="the client to stop")
+        state = chsk.state
+        assert not state.active and not state.open
+        assert (state.last_close.reason, state.last_close.status) == ("rejected", 400)
+        assert state.last_close.message.startswith("Bad positions"), state.last_close
+        assert stopped[-1] == state
+        assert len(attempts) == (1 if how == "poll" else 2), attempts  # no retry
+        with pytest.raises(Rejected) as refused:
+            chsk.call(("t/echo", 1), timeout=TIMEOUT)
+        assert refused.value.status == 400
+        refusals = bad.refused
+        bad.on = False
+        chsk.reconnect()  # the app fixed what it could: reconnect() starts anew
+        assert chsk.call(("t/echo", "back"), timeout=TIMEOUT) == "back"
+        assert bad.refused == refusals

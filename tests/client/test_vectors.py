@@ -12,8 +12,9 @@ import typing as t
 
 import pytest
 
-from flask_sente.client.positions import Positions
+from flask_sente.client.positions import Positions, read_after
 from flask_sente.client.state import (
+    STOP_STATUSES,
     CloseInfo,
     after_ws_failure,
     describe_http_failure,
@@ -54,7 +55,7 @@ def test_every_vector_file_has_a_runner() -> None:
     names = {p.name for p in VECTORS.glob("*.json")}
     assert names == {"backoff.json", "close_codes.json", "reconnect.json", "ws_failure.json",
                      "transitions.json", "envelopes.json", "handshake.json",
-                     "topics_handshake.json",
+                     "topics_handshake.json", "reply_after.json",
                      "auto_mode.json"}  # the last one: tests/client/test_auto_mode_rule.py
 
 
@@ -69,6 +70,10 @@ def test_close_codes() -> None:
     data = load("close_codes.json")
     assert closecodes.BY_NAME == data["codes"]
     assert sorted(closecodes.NO_RECONNECT_CODES) == data["no_reconnect"]
+
+
+def test_stop_statuses() -> None:
+    assert sorted(STOP_STATUSES) == load("reconnect.json")["stop_statuses"]
 
 
 @pytest.mark.parametrize("case", load("reconnect.json")["ws_close"], ids=str)
@@ -145,6 +150,24 @@ def test_handshake_version_check() -> None:
         assert (handshake_error(info) is None) is case["ok"], case
 
 
+@pytest.mark.parametrize("case", load("reply_after.json")["headers"], ids=str)
+def test_reply_after_header(case: dict[str, t.Any]) -> None:
+    after = read_after(case["text"])
+    assert (None if after is None else {k: list(v) for k, v in after.items()}) == case["after"]
+
+
+@pytest.mark.parametrize("case", load("reply_after.json")["cases"], ids=lambda c: c["name"])
+def test_reply_after_reached(case: dict[str, t.Any]) -> None:
+    positions = Positions()
+    positions.handshake({"uid": "u", "protocol": 2, "positions": case["positions"]})
+    for topic, position in case["topics"].items():
+        positions.follow(topic)
+        if position is not None:
+            positions.joined(topic, position, None)
+    after = {name: (pos[0], pos[1]) for name, pos in case["after"].items()}
+    assert positions.reached(after) is case["reached"]
+
+
 class TopicsModel:
     """The Python client's topics without I/O, driven the way ``ClientTopics`` drives them
     (client/topics.py): a :class:`TopicBook` over :class:`Positions`, and the join and
@@ -176,6 +199,8 @@ class TopicsModel:
             info = {"uid": step["handshake"]["uid"], "protocol": 2, "recovered": None,
                     "positions": step["handshake"].get("positions", {"u": ["eu", 0]})}
             _, dropped = self.book.handshake(info)
+            got["positions"] = {name: list(pos) for name, pos in self.positions.current.items()
+                                if not name.startswith("t:")}
             got["left"] = [{"topic": topic, "reason": "user-changed"} for topic in dropped]
             got["rejoin"] = []
             for topic in self.book.rejoin_round():
@@ -202,10 +227,16 @@ class TopicsModel:
             self._fail(step["fail"])
         elif "batch" in step:
             topic = step["batch"]["topic"]
-            events = self.positions.batch([("chsk/topic", [topic, ["t/said", "x"]]),
+            notice = ([("chsk/joined", {"topic": topic, "position": step["batch"]["joined"]})]
+                      if "joined" in step["batch"] else [])
+            events = self.positions.batch([*notice, ("chsk/topic", [topic, ["t/said", "x"]]),
                                            ("chsk/pos", step["batch"]["mark"])])
-            got["delivered"] = (any(event_id == "chsk/topic" for event_id, _ in events)
-                                and self.book.follows(topic))
+            got["delivered"] = False
+            for event_id, data in events:  # as ClientTopics._system_push
+                if event_id == "chsk/joined":
+                    self.book.server_joined(data["topic"], data["position"])
+                elif event_id == "chsk/topic":
+                    got["delivered"] = self.book.follows(topic)
         elif "kick" in step:
             for topic in list(self.calls):
                 while self.calls[topic]:

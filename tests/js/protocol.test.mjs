@@ -136,8 +136,10 @@ test("buildUrl maps http to ws and leaves out null parameters", () => {
 
 test("state: handshake opens, close records why, retries are scheduled", () => {
   const s0 = P.initialState("auto");
-  assert.deepEqual({ ...s0 }, { type: "auto", open: false, everOpened: false, uid: null, handshakeData: null, recovered: null, lastClose: null, nextReconnectAt: null });
+  assert.deepEqual({ ...s0 }, { type: "auto", open: false, everOpened: false, uid: null, handshakeData: null, recovered: null, lastClose: null, nextReconnectAt: null, active: false });
   assert.ok(Object.isFrozen(s0));
+  assert.equal(P.stateWithActive(s0, false), s0, "no change, same state");
+  assert.equal(P.stateWithActive(s0, true).active, true);
   const s1 = P.stateAfterHandshake(P.stateWithRetryAt(s0, 123), "ws", { uid: "alice", handshake_data: { n: 1 }, protocol: 1 });
   assert.deepEqual([s1.type, s1.open, s1.everOpened, s1.uid, s1.handshakeData, s1.nextReconnectAt], ["ws", true, true, "alice", { n: 1 }, null]);
   assert.equal(s1.recovered, null, "protocol 1: no word on recovery");
@@ -170,13 +172,14 @@ test("close descriptions and the reconnect decision", () => {
   assert.equal(P.shouldReconnect(P.closeInfo("clean", { code: 4001 })), false);
   assert.equal(P.shouldReconnect(P.closeInfo("clean", { code: 1013 })), true);
 
-  // 401/403 stop (they would be refused again); other refusals are retried.
+  // 401/403 stop (they would be refused again), so do the STOP_STATUSES; others are retried.
   const forbidden = P.describeHttpFailure(403, "Bad CSRF token");
   assert.deepEqual(forbidden, { reason: "rejected", code: null, status: 403, message: "Bad CSRF token" });
   assert.equal(P.shouldReconnect(forbidden), false);
   assert.equal(P.shouldReconnect(P.describeHttpFailure(401)), false);
   assert.equal(P.shouldReconnect(forbidden, { reconnectOnAuthFailure: true }), true);
-  assert.equal(P.shouldReconnect(P.describeHttpFailure(400, "Packer mismatch")), true);
+  assert.equal(P.shouldReconnect(P.describeHttpFailure(400, "Packer mismatch")), false);
+  assert.equal(P.shouldReconnect(P.describeHttpFailure(429)), true);
   assert.equal(P.shouldReconnect(P.describeHttpFailure(502)), true);
   assert.deepEqual(P.describeHttpFailure(0, "fetch failed"), { reason: "unexpected", code: null, status: null, message: "fetch failed" });
   for (const reason of ["requested-disconnect", "kicked", "protocol-mismatch"]) {

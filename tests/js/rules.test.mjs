@@ -57,7 +57,7 @@ test("after a WebSocket fails before opening, the Ajax probe decides", () => {
   assert.equal(P.afterWsFailure({ auto: true, probe: { status: 403, handshake: null } }), "stop");
   assert.equal(P.afterWsFailure({ auto: false, probe: { status: 401, handshake: null } }), "stop");
   assert.equal(P.afterWsFailure({ auto: true, probe: { status: 401, handshake: null }, reconnectOnAuthFailure: true }), "retry");
-  assert.equal(P.afterWsFailure({ auto: true, probe: { status: 400, handshake: null } }), "retry");
+  assert.equal(P.afterWsFailure({ auto: true, probe: { status: 400, handshake: null } }), "stop");
   assert.equal(P.afterWsFailure({ auto: true, probe: { status: 502, handshake: null } }), "retry");
 });
 

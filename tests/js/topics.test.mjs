@@ -172,6 +172,36 @@ test("join: a call with a reply; the topic's events reach on() with meta.topic a
   assert.throws(() => chsk.onTopic("room/1"), TypeError);
 });
 
+test("a topic's join and leave calls go out one at a time, in order (a leave is not overtaken)", async (t) => {
+  // The server runs a client's events side by side: a leave sent while the join is
+  // unanswered could be done first, and the join would put the client back in.
+  // (Broken on purpose by sending the leave at once: the second assertion failed.)
+  const { chsk, ws } = await openWs(t);
+  const joining = chsk.join("room/1");
+  const join = lastCall(ws);
+  const leaving = chsk.leave("room/1");
+  const other = chsk.join("room/2"); // another topic's call is not held
+  assert.equal(ws.sent.at(-1)[0][1].topic, "room/2");
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.deepEqual(ws.sent.filter(([event]) => event[0] === "chsk/leave"), [], "the leave waits for the join's reply");
+  join.reply({ ok: true, topic: "room/1", data: null, position: ["et", 0], recovered: null });
+  await joining;
+  await waitFor(() => ws.sent.at(-1)[0][0] === "chsk/leave", "the leave, after the join's reply");
+  lastCall(ws).reply({ ok: true, topic: "room/1" });
+  await leaving;
+  assert.deepEqual(chsk.topics(), [], "left: the join's late reply did not make it joined");
+  const again = chsk.join("room/1", null, { timeout: 50 });  // nothing before it: at once
+  assert.equal(ws.sent.at(-1)[0][0], "chsk/join");
+  await assert.rejects(again, { name: "TimeoutError" });
+  const stuck = chsk.join("room/3", null, { timeout: 5000 });
+  const late = chsk.leave("room/3", { timeout: 30 }); // its turn does not come in time: not sent
+  await assert.rejects(late, (e) => e.name === "TimeoutError" && /not sent/.test(e.message));
+  assert.notEqual(ws.sent.at(-1)[0][0], "chsk/leave");
+  lastCall(ws).reply({ ok: true, topic: "room/3", data: null, position: ["e3", 0], recovered: null });
+  await stuck;
+  other.catch(() => {});
+});
+
 test("a refused join rejects with the server's reason and leaves no topic", async (t) => {
   const { chsk, ws } = await openWs(t);
   const joining = chsk.join("secret");

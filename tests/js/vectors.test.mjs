@@ -40,7 +40,8 @@ test("every vector file has a runner", () => {
   const names = readdirSync(DIR).filter((n) => n.endsWith(".json")).sort();
   // auto_mode.json runs in rules.test.mjs (and against real servers in Python and Chromium).
   assert.deepEqual(names, ["auto_mode.json", "backoff.json", "close_codes.json", "envelopes.json",
-    "handshake.json", "reconnect.json", "topics_handshake.json", "transitions.json", "ws_failure.json"]);
+    "handshake.json", "reconnect.json", "reply_after.json", "topics_handshake.json", "transitions.json",
+    "ws_failure.json"]);
 });
 
 test("backoff schedule (seconds there, milliseconds here)", () => {
@@ -59,6 +60,10 @@ test("close codes: every code sente.js names has the table's value", () => {
   for (const code of data.no_reconnect) {
     assert.equal(P.shouldReconnect(P.closeInfo("clean", { code })), false, String(code));
   }
+});
+
+test("refusals that retrying cannot fix (reconnect.json stop_statuses)", () => {
+  assert.deepEqual([...P.STOP_STATUSES].sort((a, b) => a - b), load("reconnect.json").stop_statuses);
 });
 
 test("WebSocket closes: description and reconnect decision", () => {
@@ -133,6 +138,20 @@ test("handshake protocol-version check", () => {
   }
 });
 
+test("replies after their pushes: the X-Sente-After header (reply_after.json)", () => {
+  for (const c of load("reply_after.json").headers) {
+    const after = P.readAfter(c.text);
+    assert.deepEqual(after === null ? null : { ...after }, c.after, JSON.stringify(c));
+  }
+});
+
+test("replies after their pushes: when the positions reach it (reply_after.json)", () => {
+  for (const c of load("reply_after.json").cases) {
+    const topics = new Map(Object.entries(c.topics));
+    assert.equal(P.afterReached(P.readPositions(c.positions), topics, c.after), c.reached, c.name);
+  }
+});
+
 /**
  * sente.js's topics without I/O, driven the way ChannelSocket drives them (join, leave,
  * _joinCall, _onHandshake, _rejoinTopics, _onMessage, _afterClose on a kick) through the
@@ -185,6 +204,7 @@ class TopicsModel {
         }
       }
       this.positions = P.positionsAfterHandshake(info) || this.positions;
+      got.positions = { ...(this.positions || {}) };
       this.state = P.stateAfterHandshake(this.state, "ws", info);
       got.rejoin = P.topicsAtHandshake(P.topicStates(this.topics), false).rejoin.map((topic) => (
         { topic, position: this._call("rejoin", topic, this.topics.get(topic), false) }));
@@ -193,22 +213,24 @@ class TopicsModel {
       const call = this._queue(topic).shift();
       const answer = P.readJoinReply(step.reply);
       const current = this.topics.get(topic) === call.record;
+      const rejoin = call.kind === "rejoin";
       if (!answer.ok) {
-        if (current) this.topics.delete(topic);
-        if (call.kind === "rejoin") got.left.push({ topic, reason: answer.reason });
+        if (current && P.dropsOnRefusal(call.record.state, rejoin)) this.topics.delete(topic);
+        if (rejoin && current) got.left.push({ topic, reason: answer.reason });
       } else {
         if (current) {
           call.record.state = "joined";
           call.record.position = P.positionAfterJoin(call.record.position, call.record.moves !== call.moves, answer.position);
         }
-        if (call.kind === "rejoin") got.rejoined.push({ topic, recovered: answer.recovered });
+        if (rejoin && current) got.rejoined.push({ topic, recovered: answer.recovered });
       }
     } else if ("fail" in step) {
       this._fail(step.fail);
     } else if ("batch" in step) {
-      const { topic, mark } = step.batch;
+      const { topic, mark, joined } = step.batch;
+      const notice = joined ? [["chsk/joined", { topic, position: joined }]] : [];
       const batch = P.takeTopicBatch(this.positions, P.topicPositions(this.topics),
-        [["chsk/topic", [topic, ["t/said", "x"]]], ["chsk/pos", mark]]);
+        [...notice, ["chsk/topic", [topic, ["t/said", "x"]]], ["chsk/pos", mark]]);
       got.delivered = batch.items.some((item) => item.kind === "event" && item.topic === topic);
       if (!batch.seen) {
         this.positions = batch.positions;

@@ -8,6 +8,14 @@ mark then reaches.
 
 Broken on purpose once (the hub's ``_before_ws_reply`` doing nothing, the router recording
 nothing): the WebSocket tests saw the reply first in every run, the Ajax ones no header.
+
+The header names only pushes the replying client gets: a push to another tab, a publish
+that excludes the sender and a control record (Redis appends the topic commands of a join
+or leave to the user's log) move the client's position on the server without any batch
+telling it, so a client holding the reply for them would wait out its timeout. Before
+that was fixed, the tests below saw ``t:room/x`` and ``u`` named for the aside (both
+backplanes), ``u`` at the other tab's push for the mixed one, and ``u`` on the join's
+and leave's replies (Redis).
 """
 from __future__ import annotations
 
@@ -47,6 +55,18 @@ def app_on(backplane: str | None) -> t.Iterator[str]:
         sente.send(msg.uid, ("todo/added", msg.data))
         sente.publish("room/x", ("todo/noted", msg.data))
         msg.reply({"ok": True, "id": msg.data})
+
+    @sente.on("chat/aside")
+    def aside(msg: t.Any) -> None:  # pushes that all skip the sender's own tab
+        sente.publish("room/x", ("chat/said", msg.data), exclude_client_id=msg.client_id)
+        sente.send(msg.uid, ("todo/other-tab", msg.data), client_id="another-tab")
+        msg.reply({"ok": True})
+
+    @sente.on("chat/mixed")
+    def mixed(msg: t.Any) -> None:  # one push for the sender, then one it skips
+        sente.send(msg.uid, ("todo/mine", msg.data))
+        sente.send(msg.uid, ("todo/other-tab", msg.data), client_id="another-tab")
+        msg.reply({"ok": True})
 
     @sente.on_join("room/*")
     def let_in(msg: t.Any) -> bool:
@@ -125,3 +145,33 @@ def test_an_ajax_reply_names_the_positions_of_its_handlers_pushes(base: str) -> 
                     "todo/added" in got and "todo/noted" in got), got
     finally:
         http.close()
+
+
+def _post(http: requests.Session, url: str, event: list[t.Any]) -> requests.Response:
+    r = http.post(url, data=json.dumps([event, "ajax"]), timeout=TIMEOUT,
+                  headers={"Content-Type": "application/json"})
+    assert r.json()[0][0] == "chsk/reply", r.text
+    return r
+
+
+def test_an_ajax_reply_names_only_the_pushes_its_client_gets(base: str) -> None:
+    http = requests.Session()
+    query = "/chsk?client-id=a2&u=ada&protocol=2"
+    try:
+        hello = http.get(base + query + "&handshake=1", timeout=TIMEOUT).json()[0][1]
+        joined = _post(http, base + query, ["chsk/join", {"topic": "room/x"}])
+        assert wire_after(joined) is None  # the join pushed nothing this client gets
+        assert wire_after(_post(http, base + query, ["chat/aside", 1])) is None
+        mixed = wire_after(_post(http, base + query, ["chat/mixed", 2]))
+        assert mixed is not None and set(mixed) == {"u"}, mixed
+        # The client's first push since its handshake: the other tab's came after it.
+        assert mixed["u"] == [hello["positions"]["u"][0], hello["positions"]["u"][1] + 2], (
+            hello, mixed)
+        assert wire_after(_post(http, base + query, ["chsk/leave", {"topic": "room/x"}])) is None
+    finally:
+        http.close()
+
+
+def wire_after(response: requests.Response) -> dict[str, t.Any] | None:
+    header = response.headers.get("X-Sente-After")
+    return None if header is None else t.cast("dict[str, t.Any]", json.loads(header))

@@ -53,7 +53,9 @@ chsk.onState((state, old) => {
   const at: number | undefined = state.lastClose?.at;
   const next: number | null = state.nextReconnectAt;
   const recovered: boolean | null = state.recovered;
-  console.log(open, reason, at, next, recovered, state.type, state.everOpened);
+  const stopped: boolean = !state.active && old.active;  // a refusal: state.lastClose says which
+  console.log(open, reason, at, next, recovered, stopped, state.type, state.everOpened,
+    Sente.protocol.STOP_STATUSES.has(state.lastClose?.status ?? 0));
 });
 const s: Sente.State = chsk.state;
 if (s.lastClose && s.lastClose.reason === "rejected") console.log(s.lastClose.status);
@@ -125,6 +127,8 @@ const records = new Map([["room/1", Sente.protocol.newTopicRecord({ n: 1 })]]);
 const changed: boolean = Sente.protocol.userChanged(Sente.protocol.initialState("ws"), { uid: "ann" });
 const round: string[] = Sente.protocol.topicsAtHandshake(Sente.protocol.topicStates(records), changed).rejoin;
 Sente.protocol.adoptTopicBatch(records, Sente.protocol.takeTopicBatch(null, Sente.protocol.topicPositions(records), []));
+const after = Sente.protocol.readAfter('{"u":["e",1]}');
+const reached: boolean = after === null || Sente.protocol.afterReached(null, Sente.protocol.topicPositions(records), after);
 
 console.log(other, third, sent, calls, topics, broke, version, kicked, json, ms, ids, direct,
-  delay, bad, verdict, batch.seen, round, new Sente.ClosedError().kind);
+  delay, bad, verdict, batch.seen, round, reached, new Sente.ClosedError().kind);
