@@ -92,7 +92,7 @@ class Hub:
                                       metrics, settle, caught_up)
         self._longpolls = LongPolls(loop, options, packer, self.backplane, table,
                                     self._presence, self._topics, events, dispatch, metrics,
-                                    settle)
+                                    settle, caught_up)
         self._sweeper = Sweeper(loop, options, packer, self.backplane, table, metrics)
         self.backplane.start(self)
 

@@ -20,7 +20,7 @@ import gevent.event
 from ..backplanes import Backplane
 from ..config import Options
 from ..connections import AjaxClient, new_conn_id
-from ..core.delivery import GAP, Delivery, Entry
+from ..core.delivery import GAP, Delivery, Entry, Reader
 from ..core.ids import Uid
 from ..core.packing import pack_owed
 from ..exceptions import BackplaneError, RemoteProtocolError
@@ -52,7 +52,8 @@ class LongPolls:
     def __init__(self, loop: HubLoop, options: Options, packer: Packer, backplane: Backplane,
                  table: ConnectionTable, presence: PresenceService, topics: TopicService,
                  events: SystemEvents, dispatch: Dispatch, metrics: NoMetrics,
-                 settle: t.Callable[[], None] | None) -> None:
+                 settle: t.Callable[[], None] | None,
+                 caught_up: t.Callable[[Reader], None] | None = None) -> None:
         self.loop = loop
         self.options = options
         self.packer = packer
@@ -65,6 +66,7 @@ class LongPolls:
         self._dispatch = dispatch
         self.metrics = metrics
         self._settle = settle
+        self._caught_up = caught_up
         #: Packed ``chsk/close`` 4001 for Ajax clients kicked between two polls.
         self._kicked: dict[str, str | bytes] = {}
         #: Set by :meth:`drain`: the answer to every poll from then on.
@@ -358,7 +360,8 @@ class LongPolls:
         event, cb_id = msg.event, msg.cb_id
         if event is None or (ev.is_reserved(event[0]) and event[0] not in ev.TOPIC_REQUESTS):
             self._events.bad_event(msg.raw if event is None else list(event),
-                            msg.bad_reason or "reserved-id", uid, client_id, "ajax", request)
+                                   msg.bad_reason or "reserved-id", uid, client_id, "ajax",
+                                   request)
             raise RemoteProtocolError(f"bad event ({msg.bad_reason or 'reserved-id'})")
         if cb_id is None:
             self._dispatch(EventMsg(event, uid, client_id, "ajax", request))
@@ -371,5 +374,21 @@ class LongPolls:
             self.metrics.reply_timed_out("ajax")
             replier.fail(ev.TIMEOUT)
             answer = replier.result.get()
+        if replier.after:
+            self._wake(uid, client_id)
         return t.cast("str | bytes", answer), replier.after
+
+    def _wake(self, uid: Uid, client_id: str) -> None:
+        """The client holds this reply until a poll brings it its handler's pushes: if its
+        poll is parked here, it is answered now rather than at the end of the Ajax batching
+        window (``send_buffer_ajax``). With a shared backplane the pushes are waited back
+        into this process's copy of the logs first."""
+        client = self._table.ajax(uid, client_id)
+        if client is None or client.parked is None or not client.reader.ready:
+            return
+        if self._caught_up is not None:
+            self._caught_up(client.reader)
+        if client.parked is not None and client.reader.ready and client.reader.owed():
+            client.reader.ready = False
+            client.parked.set(WAKE)
 
