@@ -148,6 +148,7 @@ class Options:
                 if key.startswith("SENTE_") and key not in keys and key not in NOT_OPTIONS]
 
     def validate(self) -> None:
+        """Refuse a value no option can take, with the option's name and what it takes."""
         if not isinstance(self.url, str) or not self.url.startswith("/"):
             raise ConfigError(f"url must be a path starting with '/', got {self.url!r}")
         if not 0 < self.lp_timeout < CLIENT_AJAX_TIMEOUT:
@@ -155,6 +156,10 @@ class Options:
                 f"lp_timeout must be > 0 and < {CLIENT_AJAX_TIMEOUT:g} s (the clients' Ajax "
                 f"timeout), got {self.lp_timeout!r}"
             )
+        self._validate_numbers()
+        self._validate_choices()
+
+    def _validate_numbers(self) -> None:
         for name in ("send_buffer_ws", "send_buffer_ajax", "reconnect_grace_ws",
                      "reconnect_grace_ajax", "reply_timeout", "write_timeout",
                      "history_ttl", "error_log_interval"):
@@ -172,6 +177,8 @@ class Options:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+    def _validate_choices(self) -> None:
         if not (self.csrf is True or self.csrf is False or callable(self.csrf)):
             raise ConfigError("csrf must be True, False or a callable returning the token")
         origins = self.allowed_origins

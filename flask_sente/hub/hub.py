@@ -198,7 +198,7 @@ class Hub:
 
     # --- pushing ------------------------------------------------------------------------------
 
-    def send(self, uid: Uid, event: t.Any, *, client_id: str | None = None,
+    def send(self, uid: Uid, event: object, *, client_id: str | None = None,
              flush: bool = False) -> None:
         """Push ``event`` to every client of ``uid`` (or one, with ``client_id``)."""
         if uid is None:
@@ -209,22 +209,22 @@ class Hub:
         self._push(uid, ev.to_wire(ev.validate_outgoing(event)), client_id, flush)
 
     @from_any_thread
-    def _push(self, uid: Uid, wire_event: t.Any, client_id: str | None, flush: bool) -> None:
+    def _push(self, uid: Uid, wire_event: ev.WireEvent, client_id: str | None, flush: bool) -> None:
         self.backplane.push(uid, wire_event, client_id, time.monotonic())
         if flush:
             self._flusher.flush_all()
 
-    def broadcast(self, event: t.Any, *, flush: bool = False) -> None:
+    def broadcast(self, event: object, *, flush: bool = False) -> None:
         """Push ``event`` to every connected client of every user (packed once)."""
         self._broadcast(ev.to_wire(ev.validate_outgoing(event)), flush)
 
     @from_any_thread
-    def _broadcast(self, wire_event: t.Any, flush: bool) -> None:
+    def _broadcast(self, wire_event: ev.WireEvent, flush: bool) -> None:
         self.backplane.broadcast(wire_event, time.monotonic())
         if flush:
             self._flusher.flush_all()
 
-    def publish(self, topic: str, event: t.Any, *, exclude_client_id: str | None = None,
+    def publish(self, topic: str, event: object, *, exclude_client_id: str | None = None,
                 flush: bool = False) -> None:
         """Push ``event`` to every member of ``topic`` (but ``exclude_client_id``)."""
         self._topics.publish(topic, event, exclude_client_id=exclude_client_id, flush=flush)

@@ -257,7 +257,7 @@ class TopicService:
 
     # --- publishing --------------------------------------------------------------------------
 
-    def publish(self, topic: str, event: t.Any, *, exclude_client_id: str | None = None,
+    def publish(self, topic: str, event: object, *, exclude_client_id: str | None = None,
                 flush: bool = False) -> None:
         """Push ``event`` to every member of ``topic`` (but ``exclude_client_id``)."""
         self._check(topic)
@@ -265,13 +265,13 @@ class TopicService:
         self._publish(topic, wire_event, exclude_client_id, flush)
 
     @from_any_thread
-    def _publish(self, topic: str, wire_event: t.Any, exclude: str | None,
+    def _publish(self, topic: str, wire_event: ev.WireEvent, exclude: str | None,
                  flush: bool) -> None:
         self._backplane.publish(topic, wire_event, exclude, time.monotonic())
         if flush:
             self._flusher.flush_all()
 
-    def _check(self, topic: t.Any) -> None:
+    def _check(self, topic: object) -> None:
         error = wire.topic_error(topic, self._options.max_topic_length)
         if error is not None:
             raise LocalProtocolError(error)

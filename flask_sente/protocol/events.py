@@ -11,6 +11,8 @@ import typing as t
 from ..exceptions import LocalProtocolError
 
 Event = tuple[str, t.Any]
+#: An event as it travels: ``[event_id]`` or ``[event_id, data]``.
+WireEvent = list[t.Any]
 
 RESERVED_NAMESPACE = "chsk"
 _RESERVED_PREFIX = RESERVED_NAMESPACE + "/"
@@ -101,6 +103,6 @@ def is_reserved(event_id: str) -> bool:
     return event_id.startswith(_RESERVED_PREFIX)
 
 
-def to_wire(event: Event) -> list[t.Any]:
+def to_wire(event: Event) -> WireEvent:
     """The array form of an event: one element when there is no data."""
     return [event[0]] if event[1] is None else [event[0], event[1]]

@@ -213,9 +213,12 @@ class FrameReader:
         """A fragmented message has started and not ended."""
         return self._frag_op != 0
 
-    def next(self) -> str | bytes | None:
+    def next(self) -> str | bytes | None:  # noqa: C901 - one inlined pass per frame
         """The next whole message (``str`` for text, ``bytes`` for binary), or None until
-        more bytes arrive. Control frames parsed on the way go to ``on_control``."""
+        more bytes arrive. Control frames parsed on the way go to ``on_control``.
+
+        Every check of the frame header is inline, in one function: it runs for every
+        message a server reads (a call per check cost ~4 % of W1's round trips)."""
         buf = self.buffer
         mask_bit = self._mask_bit
         while True:
