@@ -20,151 +20,41 @@ Readers that start at the same positions and are named by no targeted (or exclud
 get the same batch:
 :meth:`Delivery.collect` groups them so the hub packs each distinct batch once.
 
-The clock (``now``) and the epoch source are passed in. This module may import only the
-standard library.
+The logs themselves are in ``core.logs``, the readers and batches in ``core.readers``; this
+module keeps them together (``Delivery``: appending, collecting, resuming, mirroring logs kept
+elsewhere). The clock (``now``) and the epoch source are passed in. This module may import
+only the standard library.
 """
 from __future__ import annotations
 
 import typing as t
 
+from .logs import (
+    BROADCAST,
+    GAP,
+    TOPIC,
+    USER,
+    Entry,
+    Gap,
+    Log,
+    join_target,
+    reaches,
+    split_target,
+    topic_log_name,
+)
 from .presence import TRANSPORTS, Transport
+from .readers import (
+    Batch,
+    Part,
+    Reader,
+    in_send_order,
+    merged_for,
+    owed_parts,
+    split_positions,
+)
 
-#: Key of the broadcast log in :attr:`Delivery.logs` and the name readers know it by.
-BROADCAST = "*"
-#: The name a reader knows its own user's log by (on the wire: one user, one "u").
-USER = "u"
-#: Key kind of a topic's log (``(TOPIC, name)``); readers know it as ``"t:" + name``.
-TOPIC = "t"
-
-
-def topic_log_name(topic: str) -> str:
-    """The name a reader (and the wire: positions, marks) knows a topic's log by."""
-    return "t:" + topic
-
-
-class _Gap:
-    """Returned instead of entries when history no longer reaches a reader's position."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "GAP"
-
-
-GAP: t.Final = _Gap()
-
-
-class Entry:
-    """One appended push (or a control record, such as a kick, that readers act on)."""
-
-    __slots__ = ("seq", "stamp", "event", "target", "at", "control", "exclude")
-
-    def __init__(self, seq: int, stamp: int, event: t.Any, target: str | None,
-                 at: float, control: str | None = None, exclude: str | None = None) -> None:
-        self.seq = seq
-        #: None for a push; else what the record asks of readers (``"kick"``, with the
-        #: reason as ``event``). Control records are never delivered as events.
-        self.control = control
-        #: Process-wide append order: merges two logs back into send order.
-        self.stamp = stamp
-        #: The event in wire form (``[id, data]``).
-        self.event = event
-        #: The one client id that gets it, or None for every reader.
-        self.target = target
-        #: The one client id that skips it (a topic publish not echoed to its sender).
-        self.exclude = exclude
-        self.at = at
-
-    def for_client(self, client_id: str) -> bool:
-        """Whether a reader of ``client_id`` is given this entry (its position moves past
-        it either way)."""
-        return (self.control is None and (self.target is None or self.target == client_id)
-                and self.exclude != client_id)
-
-
-class Log:
-    """One ordered history: entries ``first_seq .. seq`` kept, older ones trimmed."""
-
-    __slots__ = ("key", "epoch", "seq", "entries", "readers", "counts", "idle_since")
-
-    def __init__(self, key: t.Hashable, epoch: str, now: float) -> None:
-        self.key = key
-        self.epoch = epoch
-        #: Seq of the last entry appended (0: none yet).
-        self.seq = 0
-        self.entries: list[Entry] = []
-        #: Readers of this log (the broadcast log: every reader), and how many of them read
-        #: over each transport: one set per log, not one per transport (a log per user).
-        self.readers: set[Reader] = set()
-        self.counts: dict[Transport, int] = {"ws": 0, "ajax": 0}
-        #: When the last reader went away (None while it has readers).
-        self.idle_since: float | None = now
-
-    def after(self, position: int) -> list[Entry] | _Gap:
-        """Entries after ``position``, or :data:`GAP` if some of them were trimmed."""
-        if position >= self.seq:
-            return []
-        first = self.entries[0].seq if self.entries else self.seq + 1
-        if position + 1 < first:
-            return GAP
-        return self.entries[position + 1 - first:]
-
-    def trim(self, size: int, oldest: float) -> None:
-        """Keep at most ``size`` entries, none appended before ``oldest``."""
-        entries = self.entries
-        cut = max(0, len(entries) - size)
-        while cut < len(entries) and entries[cut].at < oldest:
-            cut += 1
-        if cut:
-            del entries[:cut]
-
-
-class Reader:
-    """One client's positions in the logs it reads."""
-
-    __slots__ = ("uid", "client_id", "transport", "logs", "positions", "ready", "collected_at",
-                 "__weakref__")
-
-    def __init__(self, uid: t.Any, client_id: str, transport: Transport) -> None:
-        self.uid = uid
-        self.client_id = client_id
-        self.transport = transport
-        #: The logs it reads, by the name the client knows them by.
-        self.logs: dict[str, Log] = {}
-        self.positions: dict[str, int] = {}
-        #: Lazy (Ajax) readers only: a poll is parked and waits for :meth:`Delivery.collect`.
-        self.ready = False
-        #: Eager readers: when :meth:`Delivery.collect_due` last gave it a batch.
-        self.collected_at = float("-inf")
-
-    def owed(self) -> bool:
-        """Whether any of its logs has entries past its position. (Asked before every
-        WebSocket reply: a plain loop, no generator.)"""
-        positions = self.positions
-        for name, log in self.logs.items():
-            if log.seq > positions[name]:
-                return True
-        return False
-
-
-class Batch:
-    """Entries for a group of readers that get exactly the same ones (packed once)."""
-
-    __slots__ = ("entries", "readers", "end")
-
-    def __init__(self, entries: list[tuple[str, Entry]],
-                 end: dict[str, tuple[str, int]]) -> None:
-        #: ``(log name, entry)`` in send order, only those meant for these readers.
-        self.entries = entries
-        self.readers: list[Reader] = []
-        #: Where the readers stand after the batch, for the logs it moved them in:
-        #: name -> (epoch, seq). Targeted entries for other tabs are passed too.
-        self.end = end
-
-    @property
-    def events(self) -> list[t.Any]:
-        return [entry.event for _, entry in self.entries]
-
+__all__ = ["BROADCAST", "GAP", "TOPIC", "USER", "Batch", "Delivery", "Entry", "Log", "Reader",
+           "join_target", "split_positions", "split_target", "topic_log_name"]
 
 class Delivery:
     """The logs and readers of one process; see the module docstring."""
@@ -217,7 +107,7 @@ class Delivery:
             given = positions.get(name)
             if given is None and name.startswith("t:"):
                 continue
-            if given is None or not _reaches(log, given):
+            if given is None or not reaches(log, given):
                 lost.add(name)
                 reader.positions[name] = log.seq
             else:
@@ -255,7 +145,7 @@ class Delivery:
         """
         log = self._log((TOPIC, topic), now)
         name = topic_log_name(topic)
-        recovered = None if position is None else _reaches(log, position)
+        recovered = None if position is None else reaches(log, position)
         if reader.logs.get(name) is log:
             if reader.transport == "ajax" and position is not None:
                 return recovered, (position if recovered else (log.epoch, log.seq))
@@ -293,7 +183,7 @@ class Delivery:
         log = self._log((TOPIC, topic), now)
         if position is None:
             return None, (log.epoch, log.seq)
-        if _reaches(log, position):
+        if reaches(log, position):
             return True, (position[0], position[1])
         return False, (log.epoch, log.seq)
 
@@ -415,7 +305,7 @@ class Delivery:
                     log.trim(self.history_size, log.entries[-1].at - self.history_ttl)
         return [b for b in batches.values() if b.entries], gapped, woken, next_due
 
-    def collect_reader(self, reader: Reader, now: float) -> Batch | _Gap | None:
+    def collect_reader(self, reader: Reader, now: float) -> Batch | Gap | None:
         """What one eager reader is owed now, as :meth:`collect` would give it (None:
         nothing for this client; :data:`GAP`: its history is gone). The reader's logs stay
         dirty for their other readers."""
@@ -433,11 +323,11 @@ class Delivery:
         Runs once per reader per flush: kept to plain loops (a burst to a thousand users is
         a thousand calls in one flush)."""
         positions = reader.positions
-        owed = _owed_parts(reader)
+        owed = owed_parts(reader)
         if owed is GAP:
             gapped.append(reader)
             return False
-        parts = t.cast("list[_Part]", owed)
+        parts = t.cast("list[Part]", owed)
         if not parts:
             return False
         # Readers named by a targeted or excluding entry get a batch of their own; every
@@ -458,7 +348,7 @@ class Delivery:
                 name, _, entries = parts[0]
                 merged = [(name, e) for e in entries if e.for_client(cid)]
             else:
-                merged = _merged(parts, cid)
+                merged = merged_for(parts, cid)
             batch = Batch(merged, {name: (log.epoch, log.seq) for name, log, _ in parts})
             batches[key] = batch
         batch.readers.append(reader)
@@ -466,11 +356,11 @@ class Delivery:
             positions[name] = log.seq
         return True
 
-    def pending(self, reader: Reader) -> list[tuple[str, Entry]] | _Gap:
+    def pending(self, reader: Reader) -> list[tuple[str, Entry]] | Gap:
         """What a lazy reader is owed, oldest first, as ``(log name, entry)`` pairs
         (targeted entries for other clients included: :meth:`advance` must pass them)."""
-        parts = _owed_parts(reader)
-        return GAP if parts is GAP else _in_send_order(t.cast("list[_Part]", parts))
+        parts = owed_parts(reader)
+        return GAP if parts is GAP else in_send_order(t.cast("list[Part]", parts))
 
     def advance(self, reader: Reader, delivered: t.Iterable[tuple[str, Entry]]) -> None:
         """Move a lazy reader past entries it was given (and any skipped before them)."""
@@ -564,65 +454,3 @@ class Delivery:
                 del self.logs[key]
             else:
                 log.trim(self.history_size, oldest)
-
-
-def _reaches(log: Log, position: tuple[str, int]) -> bool:
-    """Whether ``log``'s history still holds everything after ``position``."""
-    return (position[0] == log.epoch and 0 <= position[1] <= log.seq
-            and log.after(position[1]) is not GAP)
-
-
-def join_target(target: str | None, exclude: str | None) -> str | None:
-    """One field for a shared store: the target client id, or ``"!"`` + the excluded one."""
-    return target if exclude is None else "!" + exclude
-
-
-def split_target(field: str | None) -> tuple[str | None, str | None]:
-    """``(target, exclude)`` from :func:`join_target`'s field (client ids never start
-    with "!")."""
-    if field and field[0] == "!":
-        return None, field[1:]
-    return field, None
-
-
-#: A log a reader is owed entries of: (the reader's name for it, the log, the entries).
-_Part = tuple[str, Log, list[Entry]]
-
-
-def _owed_parts(reader: Reader) -> list[_Part] | _Gap:
-    """For each log with entries past the reader's position, those entries; :data:`GAP`
-    when some of them were trimmed."""
-    parts: list[_Part] = []
-    positions = reader.positions
-    for name, log in reader.logs.items():
-        position = positions[name]
-        if log.seq == position:
-            continue
-        entries = log.after(position)
-        if entries is GAP:
-            return GAP
-        parts.append((name, log, t.cast("list[Entry]", entries)))
-    return parts
-
-
-def _in_send_order(parts: list[_Part]) -> list[tuple[str, Entry]]:
-    """The entries of several logs as ``(log name, entry)``, merged back into send order."""
-    pairs = [(name, e) for name, _, entries in parts for e in entries]
-    if len(parts) > 1:
-        pairs.sort(key=lambda pair: pair[1].stamp)
-    return pairs
-
-
-def _merged(parts: list[_Part], client_id: str) -> list[tuple[str, Entry]]:
-    """The entries in send order that a reader of ``client_id`` is given (control records
-    and entries for other tabs left out)."""
-    return [(n, e) for n, e in _in_send_order(parts) if e.for_client(client_id)]
-
-
-def split_positions(entries: list[tuple[str, Entry]],
-                    epochs: t.Mapping[str, str]) -> dict[str, tuple[str, int]]:
-    """Where a reader stands after ``entries`` (a prefix of a batch): the last seq per log."""
-    positions: dict[str, tuple[str, int]] = {}
-    for name, entry in entries:
-        positions[name] = (epochs[name], entry.seq)
-    return positions
