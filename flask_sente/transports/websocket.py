@@ -4,8 +4,8 @@ This is the only module of flask_sente that imports :mod:`geventwebsocket`. With
 ``frames.py`` (the socket object, :class:`~.frames.ServerWebSocket`: our own RFC 6455 frame
 codec over the raw gevent socket) it owns:
 
-- :class:`WebSocketUpgrade`, the object offered to the WSGI app in
-  ``environ[UPGRADE_ENVIRON_KEY]``;
+- :class:`~.upgrade.WebSocketUpgrade` (in ``upgrade.py``), the object offered to the WSGI
+  app in ``environ[UPGRADE_ENVIRON_KEY]``;
 - :class:`SenteHandler`, a subclass of gevent-websocket's ``WebSocketHandler`` that validates
   the handshake and lets the app decide whether to upgrade;
 - :class:`SenteServerMixin` / :class:`SenteWSGIServer`, which keep a registry of open sockets
@@ -50,7 +50,6 @@ import base64
 import binascii
 import io
 import logging
-import re
 import socket
 import typing as t
 
@@ -69,6 +68,7 @@ from .frames import (
     ServerWebSocket,
 )
 from .httphead import RequestHeaders, read_header_fields
+from .upgrade import WebSocketUpgrade, has_secrets, redact_secrets, redacted_environ
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,8 @@ __all__ = [
     "ServerWebSocket",
     "WebSocketUpgrade",
     "SenteHandler",
+    "redact_secrets",
+    "redacted_environ",
 ]
 
 #: Seconds a client has to send a complete request head (request line and headers), from
@@ -84,74 +86,6 @@ __all__ = [
 DEFAULT_HEADER_TIMEOUT = 10.0
 class HeaderTimeout(SenteError):
     """A client did not send a complete request head within the header timeout."""
-
-
-#: Query parameters whose values never reach a log: the CSRF token (old clients and Sente's
-#: own still send it in the URL) and the WebSocket ticket standing for it.
-_SECRET_PARAM = re.compile(r"(?i)((?:^|[?&;\s])(?:csrf-token|csrf_token|ws-ticket)=)[^&;\s#]*")
-
-
-def redact_secrets(text: str) -> str:
-    """``text`` (a request line, URI or query string) with secret parameter values
-    replaced by ``[redacted]``."""
-    return _SECRET_PARAM.sub(r"\1[redacted]", text)
-
-
-def redacted_environ(environ: dict[str, t.Any]) -> dict[str, t.Any]:
-    """A copy of ``environ`` for an access log: secrets redacted from the URI keys."""
-    copy = dict(environ)
-    for key in ("RAW_URI", "REQUEST_URI", "QUERY_STRING"):
-        value = copy.get(key)
-        if isinstance(value, str) and _SECRET_PARAM.search(value):
-            copy[key] = redact_secrets(value)
-    return copy
-
-
-class WebSocketUpgrade:
-    """Offered in ``environ[UPGRADE_ENVIRON_KEY]`` for a well-formed upgrade request.
-
-    Nothing has been written to the client yet: the app either calls :meth:`accept` (the 101
-    goes out then) or returns an ordinary response, which the client reads as such.
-    """
-
-    __slots__ = ("_handler", "_key", "_state", "websocket", "_after")
-
-    def __init__(self, handler: SenteHandler, key: str) -> None:
-        self._handler: SenteHandler | None = handler
-        self._key = key
-        self._state = "offered"
-        self.websocket: ServerWebSocket | None = None
-        self._after: t.Callable[[], t.Any] | None = None
-
-    def accept(self, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> ServerWebSocket:
-        """Send the 101 response and return the socket. Call at most once, before the app
-        has started any other response.
-
-        ``max_message_size`` bounds one incoming message (all its fragments), checked from
-        each frame header before the payload is read; 0 or None means no limit.
-        """
-        if self._state != "offered" or self._handler is None:
-            raise LocalProtocolError(f"cannot accept a WebSocket upgrade that is {self._state}")
-        self._state = "accepted"
-        self.websocket = self._handler._accept_websocket(self._key, max_message_size)
-        return self.websocket
-
-    def serve_after_response(self, fn: t.Callable[[], t.Any]) -> None:
-        """After :meth:`accept`: run ``fn()`` on this request's greenlet once the WSGI app
-        has returned, then close the socket as if the app had served it itself.
-
-        By then the framework has released the request (Flask has popped its contexts and
-        run its teardown functions), so a connection that lasts for hours holds neither the
-        framework's request objects nor its call frames: less memory per connection.
-        """
-        if self.websocket is None:
-            raise LocalProtocolError("serve_after_response() needs an accepted upgrade")
-        self._after = fn
-
-    def _end(self, state: str) -> None:
-        if self._state == "offered":
-            self._state = state
-        self._handler = None
 
 
 #: What an upgraded request's handler and environ keep instead of the HTTP reader: an
@@ -324,7 +258,7 @@ class SenteHandler(WebSocketHandler):
             return
         requestline: str = getattr(self, "requestline", None) or ""
         lowered = requestline.lower()
-        if ("csrf" in lowered or "ticket" in lowered) and _SECRET_PARAM.search(requestline):
+        if ("csrf" in lowered or "ticket" in lowered) and has_secrets(requestline):
             self.requestline = redact_secrets(requestline)
             try:
                 WSGIHandler.log_request(self)
