@@ -4,28 +4,25 @@ One per user (``send``), one shared by everyone (``broadcast``), one per topic. 
 ``history_size`` entries at most and none older than ``history_ttl`` (the caller trims);
 ``Log.after`` answers what follows a position, or :data:`GAP` when history no longer
 reaches it. ``flask_sente.core.delivery`` puts readers on them. This module may import only
-the standard library.
+the standard library and ``flask_sente.protocol`` (the names of logs on the wire).
 """
 from __future__ import annotations
 
 import typing as t
 
+from ..protocol.session import BROADCAST, USER, topic_log_name
 from .presence import Transport
 
 if t.TYPE_CHECKING:  # pragma: no cover - types only: readers import logs
     from .readers import Reader
 
-#: Key of the broadcast log in :attr:`Delivery.logs` and the name readers know it by.
-BROADCAST = "*"
-#: The name a reader knows its own user's log by (on the wire: one user, one "u").
-USER = "u"
+# BROADCAST is the key of the broadcast log in ``Delivery.logs`` as well as its name on
+# the wire; a user's log is keyed ``(USER, uid)``, a topic's ``(TOPIC, topic)``.
+__all__ = ["BROADCAST", "GAP", "TOPIC", "USER", "Entry", "Gap", "Log", "join_target",
+           "reaches", "split_target", "topic_log_name"]
+
 #: Key kind of a topic's log (``(TOPIC, name)``); readers know it as ``"t:" + name``.
 TOPIC = "t"
-
-
-def topic_log_name(topic: str) -> str:
-    """The name a reader (and the wire: positions, marks) knows a topic's log by."""
-    return "t:" + topic
 
 
 class Gap:

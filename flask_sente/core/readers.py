@@ -98,3 +98,15 @@ def split_positions(entries: list[tuple[str, Entry]],
     for name, entry in entries:
         positions[name] = (epochs[name], entry.seq)
     return positions
+
+
+def until_kick(pairs: list[tuple[str, Entry]]
+               ) -> tuple[list[tuple[str, Entry]], tuple[str, Entry] | None]:
+    """What one poll answers from what its reader is owed (oldest first): the entries
+    before the first kick record — the pushes made before a kick reach the client before
+    the close — and the kick itself when it comes first (that poll is answered with the
+    close, and the reader moves past it)."""
+    for i, (_, entry) in enumerate(pairs):
+        if entry.control == "kick":
+            return (pairs[:i], None) if i else ([], pairs[0])
+    return pairs, None

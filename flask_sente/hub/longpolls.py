@@ -23,12 +23,14 @@ from ..connections import AjaxClient, new_conn_id
 from ..core.delivery import GAP, Delivery, Entry, Reader
 from ..core.ids import Uid
 from ..core.packing import pack_owed
+from ..core.readers import until_kick
 from ..exceptions import BackplaneError, RemoteProtocolError
 from ..messages import AjaxReplier, EventMsg, RequestInfo
 from ..metrics import NoMetrics
 from ..protocol import events as ev
 from ..protocol import wire
 from ..protocol.packers import Packer
+from ..protocol.session import Incoming, classify, main_logs_intact
 from .events import SystemEvents
 from .flushing import WAKE
 from .loop import HubLoop
@@ -300,18 +302,14 @@ class LongPolls:
             self.metrics.closed_1013("history-gap")
             if client.version >= 2:  # told, and where to go on from (topics: by rejoins)
                 self._topics.drop_all(client, self.options.reconnect_grace_ajax)
-                return self._ajax_handshake(client, handshake_data(), not any(
-                    not name.startswith("t:") for name in gapped))
+                return self._ajax_handshake(client, handshake_data(),
+                                            main_logs_intact(gapped))
             self._delivery.skip_to_head(reader)
             return self.packer.pack(wire.close(wire.CLOSE_TOO_SLOW, "client too slow"))
-        pairs = t.cast("list[tuple[str, Entry]]", pending)
-        for i, (_, entry) in enumerate(pairs):
-            if entry.control == "kick":  # answered after the pushes before it
-                if i:
-                    pairs = pairs[:i]
-                    break
-                self._delivery.advance(reader, pairs[:1])
-                return self.packer.pack(wire.close(wire.CLOSE_KICKED, entry.event))
+        pairs, kick = until_kick(t.cast("list[tuple[str, Entry]]", pending))
+        if kick is not None:  # answered after the pushes before it, alone
+            self._delivery.advance(reader, [kick])
+            return self.packer.pack(wire.close(wire.CLOSE_KICKED, kick[1].event))
         epochs = {name: log.epoch for name, log in reader.logs.items()}
         packed, upto = pack_owed(self.packer, pairs, client.client_id, client.version, epochs,
                                  self.options.max_message_size)
@@ -357,12 +355,12 @@ class LongPolls:
         except RemoteProtocolError as exc:
             self._events.bad_package(exc, uid, client_id, "ajax", request)
             raise
-        event, cb_id = msg.event, msg.cb_id
-        if event is None or (ev.is_reserved(event[0]) and event[0] not in ev.TOPIC_REQUESTS):
-            self._events.bad_event(msg.raw if event is None else list(event),
-                                   msg.bad_reason or "reserved-id", uid, client_id, "ajax",
-                                   request)
-            raise RemoteProtocolError(f"bad event ({msg.bad_reason or 'reserved-id'})")
+        kind, reason = classify(msg, "ajax")
+        if kind is Incoming.BAD:
+            self._events.bad_event(msg.raw if msg.event is None else list(msg.event),
+                                   t.cast(str, reason), uid, client_id, "ajax", request)
+            raise RemoteProtocolError(f"bad event ({reason})")
+        event, cb_id = t.cast(ev.Event, msg.event), msg.cb_id
         if cb_id is None:
             self._dispatch(EventMsg(event, uid, client_id, "ajax", request))
             return self._ack_packed, None

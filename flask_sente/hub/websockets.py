@@ -25,6 +25,7 @@ from ..metrics import NoMetrics
 from ..protocol import events as ev
 from ..protocol import wire
 from ..protocol.packers import Packer
+from ..protocol.session import Incoming, classify
 from .events import SystemEvents
 from .flushing import Flusher
 from .loop import HubLoop
@@ -36,9 +37,6 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from ..transports.base import WebSocket
 
 logger = logging.getLogger("flask_sente")
-
-#: Reserved ids a WebSocket client may send: keep-alive and topic requests.
-_SYSTEM_IDS = frozenset({ev.WS_PING, ev.WS_PONG, *ev.TOPIC_REQUESTS})
 
 
 class WebSockets:
@@ -165,11 +163,12 @@ class WebSockets:
             self._events.bad_package(exc, conn.uid, conn.client_id, "ws", conn.request)
             conn.close_now(exc.close_code, str(exc)[:120])
             return
-        event, cb_id = msg.event, msg.cb_id
-        if event is None or (ev.is_reserved(event[0]) and event[0] not in _SYSTEM_IDS):
-            self._bad_event(conn, msg)
+        kind, reason = classify(msg, "ws")
+        if kind is Incoming.BAD:
+            self._bad_event(conn, msg, t.cast(str, reason))
             return
-        if event[0] == ev.WS_PING:
+        event, cb_id = t.cast(ev.Event, msg.event), msg.cb_id
+        if kind is Incoming.PING:
             if cb_id is not None:
                 conn.offer(self._packer.pack(wire.reply("pong", cb_id)))
             self._dispatch(EventMsg(event, conn.uid, conn.client_id, "ws", conn.request))
@@ -181,11 +180,10 @@ class WebSockets:
         self._dispatch(EventMsg(event, conn.uid, conn.client_id, "ws", conn.request, replier),
                        hand_off)
 
-    def _bad_event(self, conn: WsConnection, msg: wire.ClientMessage) -> None:
+    def _bad_event(self, conn: WsConnection, msg: wire.ClientMessage, reason: str) -> None:
         """Never dropped in silence: the app hears of it, and the sender is told — in the
         reply it asked for, or in a one-event push (docs/protocol.md §4)."""
         raw = msg.raw if msg.event is None else list(msg.event)
-        reason = msg.bad_reason or "reserved-id"
         self._events.bad_event(raw, reason, conn.uid, conn.client_id, "ws", conn.request)
         if msg.cb_id is not None:
             conn.offer(self._packer.pack(

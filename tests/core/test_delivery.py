@@ -342,3 +342,20 @@ def test_a_log_a_waiting_reader_still_needs_is_not_trimmed():
     assert (gapped, later) == ([], 1.0)
     batches, gapped, _, _ = d.collect_due("ws", now=1.0, window=1.0)
     assert gapped == [] and events_of(batches, busy) == [["t/n", i] for i in range(1, 6)]
+
+
+def test_a_poll_answers_the_pushes_before_a_kick_then_the_kick_alone():
+    from flask_sente.core.readers import until_kick
+
+    d = Delivery(history_size=100, history_ttl=60, new_epoch=iter("abcdef").__next__)
+    r = d.open_reader("k", "tab", "ajax", 0.0)
+    d.push("k", ["t/n", 1], None, 0.0)
+    d.push("k", ["t/n", 2], None, 0.0)
+    d.kick("k", "kicked", 0.0)
+    d.push("k", ["t/n", 3], None, 0.0)
+    pending = d.pending(r)
+    before, kick = until_kick(pending)            # the first poll: the two pushes
+    assert [e.event for _, e in before] == [["t/n", 1], ["t/n", 2]] and kick is None
+    d.advance(r, before)
+    before, kick = until_kick(d.pending(r))      # the next: the kick, alone
+    assert before == [] and kick is not None and kick[1].control == "kick"
