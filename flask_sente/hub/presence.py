@@ -92,7 +92,10 @@ class PresenceService:
         if conn.reader is not None:
             now = time.monotonic()
             if transport == "ajax":
-                self.topics_end(conn, now)
+                # Its polls may be going to another process that does not read its topics
+                # yet: one sent before a join names none, and its successor, which names
+                # them there, comes within lp_timeout. Until then its memberships stay.
+                self.topics_end(conn, now + self._options.lp_timeout)
             self._backplane.close_reader(conn.reader, now)
         self._backplane.drop_grants(uid, client_id)
 
@@ -172,6 +175,7 @@ class PresenceService:
                                              conn_id, deadline)
             except BackplaneError as exc:
                 logger.warning("topic presence not updated for uid=%r: %s", conn.uid, exc)
+        self._arm_expiry()
 
     def topics_changed(self, changes: list[Change]) -> None:
         """Users joined or left topics (each change seen once in the cluster): signals, and
