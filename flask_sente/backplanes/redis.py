@@ -285,12 +285,12 @@ class RedisBackplane:
             try:
                 pipe = self.client.pipeline(transaction=False)
                 for counter, ukey, event, target, control, create, _ in batch:
-                    meta, log, channel = rs.log_keys(self.prefix, ukey)
-                    script(keys=[meta, log],
-                           args=[rs.pack_event(event), target, self.history_size,
-                                 self._ttl, new_epoch(), channel, "1" if create else "0",
-                                 control, self.node, counter,
-                                 "1" if control == "gap" else "0"], client=pipe)
+                    keys, args = rs.append_call(
+                        self.prefix, ukey, rs.pack_event(event), target=target,
+                        size=self.history_size, ttl=self._ttl, epoch=new_epoch(),
+                        create=create, control=control, writer=self.node, counter=counter,
+                        rotate=control == "gap")
+                    script(keys=keys, args=args, client=pipe)
                 results = pipe.execute()
             except (self._redis_mod.RedisError, BackplaneError) as exc:
                 now = time.monotonic()
@@ -504,7 +504,7 @@ class RedisBackplane:
         for uid, transport, client_id in self.presence.connected():
             self._run("ATTACH", rs.user_key(uid), transport, self.node, client_id, _ms(), "0")
         for (topic, uid), transport, client_id in self.topic_presence.connected():
-            self._run_in(self.topic_prefix, "ATTACH", rs.user_key([topic, uid]), transport,
+            self._run_in(self.topic_prefix, "ATTACH", rs.topic_user_key(topic, uid), transport,
                          self.node, client_id, _ms(), "1" if transport == "ajax" else "0")
         if self._listener is not None:
             self._listener.logs_appended(("ws", "ajax"))
@@ -663,7 +663,7 @@ class RedisBackplane:
         # (its polls may reach any of them, and each forgets it on its own): one member
         # per process, none replacing another's. A WebSocket is on one process at a time.
         self._report_topics(self._membership(
-            self.topic_prefix, "ATTACH", rs.user_key([topic, uid]), transport, self.node,
+            self.topic_prefix, "ATTACH", rs.topic_user_key(topic, uid), transport, self.node,
             client_id, _ms(), "1" if transport == "ajax" else "0"))
 
     def topic_detach(self, topic: str, uid: t.Any, transport: Transport, client_id: str,
@@ -671,14 +671,14 @@ class RedisBackplane:
         if self.topic_presence.detach((topic, uid), transport, client_id, conn_id, deadline):
             until = _ms() + int(max(0.0, deadline - time.monotonic()) * 1000)
             self._report_topics(self._membership(
-                self.topic_prefix, "DETACH", rs.user_key([topic, uid]), transport, self.node,
+                self.topic_prefix, "DETACH", rs.topic_user_key(topic, uid), transport, self.node,
                 client_id, until, _ms()))
 
     def topic_remove(self, topic: str, uid: t.Any, transport: Transport,
                      client_id: str) -> None:
         self.topic_presence.remove((topic, uid), transport, client_id)
         self._report_topics(self._membership(
-            self.topic_prefix, "REMOVE", rs.user_key([topic, uid]), transport, client_id,
+            self.topic_prefix, "REMOVE", rs.topic_user_key(topic, uid), transport, client_id,
             _ms()))
 
     def members(self, topic: str) -> frozenset[t.Any]:
@@ -709,13 +709,13 @@ class RedisBackplane:
     def _reload_topic_members(self) -> None:
         members: dict[str, set[t.Any]] = {}
         for key in self.client.smembers(f"{self.topic_prefix}:online"):
-            topic, uid = rs.uid_of(key.decode())
+            topic, uid = rs.topic_uid_of(key.decode())
             members.setdefault(topic, set()).add(uid)
         self._topic_members = members
 
     def _on_topic_presence(self, data: bytes) -> None:
         ukey, ws, ajax = msgpack.unpackb(data, raw=False)
-        topic, uid = rs.uid_of(ukey)
+        topic, uid = rs.topic_uid_of(ukey)
         track_members(self._topic_members, [
             Change("user-online" if ws or ajax else "user-offline", (topic, uid))])
 
@@ -825,10 +825,11 @@ class RedisBackplane:
         answer; return the transition it saw (empty: none)."""
         prefix, script, ukey, args = change
         was, on, ws, ajax, _ = self._run_in(prefix, script, ukey, *args)
-        key = rs.uid_of(ukey)
+        key: t.Hashable
         if prefix == self.topic_prefix:
-            key = tuple(key)
+            key = rs.topic_uid_of(ukey)
         else:
+            key = rs.uid_of(ukey)
             self._set_online(key, ws, ajax)
         if was == on:
             return []
@@ -885,7 +886,7 @@ class RedisBackplane:
 
     def _expire_topics(self) -> None:
         rows = self._run_in(self.topic_prefix, "EXPIRE", _ms(), 100)
-        self._report_topics([Change("user-offline", tuple(rs.uid_of(row[0].decode())))
+        self._report_topics([Change("user-offline", rs.topic_uid_of(row[0].decode()))
                              for row in rows if row[1] and not row[2]])
 
     def _refresh_online(self, uids: set[t.Any]) -> None:

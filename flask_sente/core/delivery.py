@@ -37,6 +37,13 @@ USER = "u"
 TOPIC = "t"
 
 
+#: Where a reader stands in one log: ``(epoch, seq)``.
+Position = tuple[str, int]
+#: An event as logs keep it: its wire form ``[id, data]`` (a topic's wrapped in
+#: ``chsk/topic``). Control records carry their value instead (a kick's reason, a topic).
+WireEvent = list[t.Any]
+
+
 def topic_log_name(topic: str) -> str:
     """The name a reader (and the wire: positions, marks) knows a topic's log by."""
     return "t:" + topic
