@@ -29,6 +29,7 @@ import secrets
 import typing as t
 
 from .backplanes import redis_scripts as rs
+from .backplanes.common import new_epoch
 from .backplanes.redis_connect import connect, import_redis, parse_url
 from .config import HISTORY_SIZE, HISTORY_TTL
 from .core.presence import ConnectedUids, Uid
@@ -140,7 +141,7 @@ class Emitter:
             self._counter += 1
             counter = self._counter
         keys, args = rs.append_call(self.prefix, ukey, packed, target=target, size=self._size,
-                                    ttl=self._ttl, epoch=secrets.token_urlsafe(6), create=create,
+                                    ttl=self._ttl, epoch=new_epoch(), create=create,
                                     control=control, writer=self._writer, counter=counter)
         try:
             self._append(keys=keys, args=args, client=self._pipe or self.client)

@@ -25,6 +25,7 @@ import gevent.pool
 
 from . import signals
 from .backplanes import Backplane, LocalBackplane
+from .backplanes.base import request_scope
 from .config import Options
 from .connections import AjaxClient, Limits, WsConnection, thread_ident
 from .core.delivery import GAP, Batch, Reader
@@ -95,15 +96,16 @@ class Hub(LongPolls, Topics):
         self.backplane: Backplane = backplane or LocalBackplane(
             history_size=options.history_size, history_ttl=options.history_ttl)
         self._delivery = self.backplane.delivery
+        shared = self.backplane.shared
         #: Waits until this process's pushes are in the shared log (shared backplanes only).
-        self._settle: t.Callable[[], None] | None = getattr(self.backplane, "settled", None)
+        self._settle: t.Callable[[], None] | None = self.backplane.settled if shared else None
         #: Serves one request so that its pushes are in the shared log before its response
-        #: leaves (shared backplanes only; see ``RedisBackplane.request_scope``).
-        self.request_scope: t.Callable[[], t.ContextManager[None]] | None = getattr(
-            self.backplane, "request_scope", None)
+        #: leaves (shared backplanes only; see ``backplanes.base.request_scope``).
+        self.request_scope: t.Callable[[], t.ContextManager[None]] | None = (
+            request_scope if shared else None)
         #: Waits until this process's own pushes are back in its mirror of a reader's logs.
-        self._caught_up: t.Callable[[Reader], None] | None = getattr(
-            self.backplane, "caught_up", None)
+        self._caught_up: t.Callable[[Reader], None] | None = (
+            self.backplane.caught_up if shared else None)
         #: Live connection objects: transport -> uid -> client_id -> connection.
         self._conns: dict[Transport, dict[t.Any, dict[str, t.Any]]] = {"ws": {}, "ajax": {}}
         self._windows: dict[Transport, float] = {
@@ -227,7 +229,7 @@ class Hub(LongPolls, Topics):
     @property
     def healthy(self) -> bool:
         """False while a shared backplane cannot be reached (always True in memory)."""
-        return bool(getattr(self.backplane, "healthy", True))
+        return self.backplane.healthy
 
     def backplane_state(self, healthy: bool) -> None:
         """Backplane listener: Redis went away or came back."""
