@@ -128,9 +128,11 @@ class BackplaneListener(t.Protocol):
 class LogBroker(t.Protocol):
     """The logs: appends and their fan-out, and the readers of this process.
 
-    Appends never block (they may run in the event loop): a shared backplane queues them
-    and reports them to its listener when they come back from the shared log, as it does
-    other processes' appends. ``now`` is monotonic seconds."""
+    Appends make no round trip (they may be made in the event loop): a shared backplane
+    queues them and reports them to its listener when they come back from the shared log,
+    as it does other processes' appends. Opening, resuming and joining may wait for a
+    shared store; closing and leaving act on this process's readers only. ``now`` is
+    monotonic seconds."""
 
     #: This process's readers and the logs as it sees them (a shared backplane: its mirror
     #: of the logs its readers read).
@@ -183,7 +185,11 @@ class PresenceManager(t.Protocol):
     """Who is connected: members (one client of a user on one transport) with grace
     windows, per user and per topic. A user's online/offline transition is reported once
     (cluster-wide for a shared backplane); a client's own joined/left once per process.
-    Methods never block, except where it says they may wait."""
+
+    With a shared store the transitions (attach, detach, remove, expire and the topic
+    ones) and :meth:`clients_of` make a round trip: call them from a greenlet, never from
+    an event-loop callback. :attr:`connected_uids`, :meth:`is_member`, :meth:`members` and
+    :meth:`next_deadline` read what this process keeps."""
 
     @property
     def connected_uids(self) -> ConnectedUids:
@@ -232,7 +238,8 @@ class PresenceManager(t.Protocol):
 class ClientStore(t.Protocol):
     """What outlives one process's view of a client: the topics it was let into, and
     where a protocol-1 long-poller stands. A shared store lets any process answer the
-    client; in memory the reader itself is the record."""
+    client (each call but :meth:`drop_grants` is then a round trip); in memory the grants
+    are a dict and the reader itself is the cursor."""
 
     #: Seconds a grant outlives its last join or refresh; None: grants do not expire.
     grants_ttl: float | None

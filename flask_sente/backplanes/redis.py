@@ -46,7 +46,7 @@ from .base import BackplaneListener
 from .common import BackplaneBase, new_epoch
 from .redis_link import SOCKET_TIMEOUT, RedisLink
 from .redis_mirror import Mirror
-from .redis_outbox import OUTBOX_LIMIT, OUTBOX_MAX_AGE, PIPELINE_MAX, Outbox
+from .redis_outbox import OUTBOX_LIMIT, OUTBOX_MAX_AGE, PIPELINE_MAX, Outbox, Payload
 from .redis_presence import DEAD_AFTER, HEARTBEAT, RedisPresence
 
 __all__ = ["DEAD_AFTER", "EXPIRE_EVERY", "GRANTS_TTL", "HEARTBEAT", "OUTBOX_LIMIT",
@@ -163,7 +163,7 @@ class RedisBackplane(BackplaneBase):
     def command(self, uid: Uid, client_id: str | None, kind: str, topic: str) -> None:
         self._queue(rs.user_key(uid), topic, client_id or "", kind, False)
 
-    def _queue(self, ukey: str, event: t.Any, target: str, control: str,
+    def _queue(self, ukey: str, event: Payload, target: str, control: str,
                create: bool) -> None:
         self._running()
         self._outbox.put(ukey, event, target, control, create)
@@ -354,7 +354,9 @@ class RedisBackplane(BackplaneBase):
             link.set_reachable(True)
 
 
-def from_url(url: str, **kwargs: t.Any) -> RedisBackplane:
+def from_url(url: str, *, history_size: int, history_ttl: float, node_id: str | None = None,
+             dead_node_grace: float = 5.0, metrics: NoMetrics = NO_METRICS) -> RedisBackplane:
     """A backplane for a Redis URL (the forms are in
     :mod:`flask_sente.backplanes.redis_connect`; ``?prefix=`` picks the key prefix)."""
-    return RedisBackplane(url, **kwargs)
+    return RedisBackplane(url, history_size=history_size, history_ttl=history_ttl,
+                          node_id=node_id, dead_node_grace=dead_node_grace, metrics=metrics)

@@ -21,7 +21,7 @@ import gevent
 import gevent.event
 import gevent.queue
 
-from ..core.delivery import Position
+from ..core.delivery import Position, WireEvent
 from ..exceptions import BackplaneError
 from ..metrics import NoMetrics
 from . import redis_scripts as rs
@@ -38,6 +38,11 @@ OUTBOX_LIMIT = 10_000
 OUTBOX_MAX_AGE = 30.0
 
 
+#: What an entry carries: an event in wire form, a control record's value (a kick's
+#: reason, a topic command's topic), or nothing (a gap record).
+Payload = WireEvent | str | None
+
+
 class Pending(t.NamedTuple):
     """An append waiting for the publisher."""
 
@@ -47,7 +52,7 @@ class Pending(t.NamedTuple):
     #: ``t:`` + a topic, or ``*``).
     ukey: str
     #: The event in wire form, or a control record's value (a kick's reason, a topic).
-    event: t.Any
+    event: Payload
     #: The target client id, "!" + an excluded one, or "".
     target: str
     #: "", "kick", a topic command, or "gap" (entries were lost: a new epoch).
@@ -86,7 +91,7 @@ class Outbox:
         """Pushes waiting for the publisher (they pile up while Redis is away)."""
         return int(self._queue.qsize())
 
-    def put(self, ukey: str, event: t.Any, target: str, control: str, create: bool) -> None:
+    def put(self, ukey: str, event: Payload, target: str, control: str, create: bool) -> None:
         """Hand one append to the publisher. Made while a
         :class:`~flask_sente.backplanes.base.PushRecord` records, the record learns it."""
         if self._queue.qsize() >= OUTBOX_LIMIT:
