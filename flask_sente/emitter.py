@@ -29,9 +29,10 @@ import secrets
 import typing as t
 
 from .backplanes import redis_scripts as rs
+from .backplanes.common import new_epoch
 from .backplanes.redis_connect import connect, import_redis, parse_url
 from .config import HISTORY_SIZE, HISTORY_TTL
-from .core.presence import ConnectedUids
+from .core.presence import ConnectedUids, Uid
 from .exceptions import BackplaneError, LocalProtocolError
 from .protocol import events as ev
 
@@ -68,7 +69,7 @@ class Emitter:
         #: it once even if the first try did run there (its answer was what got lost).
         self._unconfirmed: tuple[tuple[t.Any, ...], int] | None = None
 
-    def send(self, uid: t.Any, event: t.Any, *, client_id: str | None = None) -> None:
+    def send(self, uid: Uid, event: t.Any, *, client_id: str | None = None) -> None:
         """Push ``event`` to every client of ``uid`` on every worker (or one client).
 
         A user no client has connected as recently has no log: the push reaches nobody.
@@ -85,7 +86,7 @@ class Emitter:
         self._run(rs.BROADCAST_KEY, ev.to_wire(ev.validate_outgoing(event)), "", "",
                   create=True)
 
-    def kick(self, uid: t.Any, reason: str = "kicked") -> None:
+    def kick(self, uid: Uid, reason: str = "kicked") -> None:
         """Close every connection of ``uid`` (4001) after the pushes made before it."""
         self._run(rs.user_key(uid), reason, "", "kick", create=False)
 
@@ -131,7 +132,6 @@ class Emitter:
 
     def _run(self, ukey: str, payload: t.Any, target: str, control: str, *,
              create: bool) -> None:
-        meta, log, channel = rs.log_keys(self.prefix, ukey)
         packed = rs.pack_event(payload)
         call = (ukey, packed, target, control)
         unconfirmed, self._unconfirmed = self._unconfirmed, None
@@ -140,10 +140,11 @@ class Emitter:
         else:
             self._counter += 1
             counter = self._counter
-        args = [packed, target, self._size, self._ttl, secrets.token_urlsafe(6), channel,
-                "1" if create else "0", control, self._writer, counter, "0"]
+        keys, args = rs.append_call(self.prefix, ukey, packed, target=target, size=self._size,
+                                    ttl=self._ttl, epoch=new_epoch(), create=create,
+                                    control=control, writer=self._writer, counter=counter)
         try:
-            self._append(keys=[meta, log], args=args, client=self._pipe or self.client)
+            self._append(keys=keys, args=args, client=self._pipe or self.client)
         except self._errors as exc:
             self._unconfirmed = (call, counter)
             raise BackplaneError(f"Redis: {exc}") from exc

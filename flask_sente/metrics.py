@@ -167,7 +167,7 @@ class PrometheusMetrics(NoMetrics):
         self._f.users_online.labels("ws").set(len(uids.ws))
         self._f.users_online.labels("ajax").set(len(uids.ajax))
         self._f.users_online.labels("any").set(len(uids.any))
-        depth = getattr(hub.backplane, "outbox_depth", None)
+        depth = hub.backplane.outbox_depth
         if depth is not None:
             self._f.outbox.set(depth)
 

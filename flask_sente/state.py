@@ -66,10 +66,9 @@ class AppState:
         shared backplane: workers with different keys refuse each other's sessions and CSRF
         tokens (403 on most handshakes), which is worth an error in the log."""
         self.secret_checked = True
-        check = getattr(self.hub.backplane, "check_secret", None)
-        if check is not None and secret_key:
+        if self.hub.backplane.shared and secret_key:
             raw = secret_key if isinstance(secret_key, bytes) else str(secret_key).encode()
-            check(hashlib.sha256(b"flask_sente:" + raw).hexdigest()[:16])
+            self.hub.backplane.check_secret(hashlib.sha256(b"flask_sente:" + raw).hexdigest()[:16])
 
     def hook(self, name: str) -> t.Callable[..., t.Any] | None:
         """A hook given as an option for this app, else the one set with the decorator."""

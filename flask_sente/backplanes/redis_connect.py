@@ -140,11 +140,7 @@ def parse_url(url: str, *, prefix: str | None = None) -> RedisTarget:
     if unknown:
         raise _bad(url, f"unknown parameter(s) {', '.join(sorted(unknown))}")
     auth, _, netloc = parts.netloc.rpartition("@")
-    username, password = None, None
-    if auth:
-        user_text, colon, pass_text = auth.partition(":")
-        username = urllib.parse.unquote(user_text) if colon and user_text else None
-        password = urllib.parse.unquote(pass_text if colon else user_text) or None
+    username, password = _credentials(auth)
     if not netloc:
         raise _bad(url, "no host given")
     path = [p for p in parts.path.split("/") if p]
@@ -153,6 +149,26 @@ def parse_url(url: str, *, prefix: str | None = None) -> RedisTarget:
             raise _bad(url, "a Cluster has no database number or service name in the path")
         return RedisTarget(scheme, _hash_tag(prefix), hosts=_hosts(url, netloc, CLUSTER_PORT),
                            username=username, password=password)
+    service, db = _service_and_db(url, path)
+    sentinel_password = query.get("sentinel_password", [None])[-1] or None
+    return RedisTarget(scheme, prefix, hosts=_hosts(url, netloc, SENTINEL_PORT),
+                       service=service, db=db, username=username,
+                       password=password, sentinel_password=sentinel_password)
+
+
+def _credentials(auth: str) -> tuple[str | None, str | None]:
+    """``(username, password)`` of a URL's ``user:password`` part (a lone word is the
+    password, as redis-py reads it)."""
+    if not auth:
+        return None, None
+    user_text, colon, pass_text = auth.partition(":")
+    username = urllib.parse.unquote(user_text) if colon and user_text else None
+    password = urllib.parse.unquote(pass_text if colon else user_text) or None
+    return username, password
+
+
+def _service_and_db(url: str, path: list[str]) -> tuple[str, int]:
+    """A Sentinel URL's ``/service_name[/db]``."""
     if not path or len(path) > 2:
         raise _bad(url, "the path must be /service_name or /service_name/db")
     db = 0
@@ -160,10 +176,7 @@ def parse_url(url: str, *, prefix: str | None = None) -> RedisTarget:
         if not path[1].isdigit():
             raise _bad(url, f"the database {path[1]!r} is not a number")
         db = int(path[1])
-    sentinel_password = query.get("sentinel_password", [None])[-1] or None
-    return RedisTarget(scheme, prefix, hosts=_hosts(url, netloc, SENTINEL_PORT),
-                       service=urllib.parse.unquote(path[0]), db=db, username=username,
-                       password=password, sentinel_password=sentinel_password)
+    return urllib.parse.unquote(path[0]), db
 
 
 def _hash_tag(prefix: str) -> str:

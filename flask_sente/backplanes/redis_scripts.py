@@ -31,16 +31,34 @@ import typing as t
 
 import msgpack
 
+from ..core.presence import Uid
+
 BROADCAST_KEY = "*"
 
 
-def user_key(uid: t.Any) -> str:
+def user_key(uid: Uid) -> str:
     """The user's key: its JSON, so ``42`` and ``"42"`` stay apart and come back typed."""
-    return json.dumps(uid, separators=(",", ":"), sort_keys=True)
+    return _json(uid)
 
 
-def uid_of(key: str) -> t.Any:
-    return json.loads(key)
+def _json(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def uid_of(key: str) -> Uid:
+    """The uid a :func:`user_key` names."""
+    return t.cast(Uid, json.loads(key))
+
+
+def topic_user_key(topic: str, uid: Uid) -> str:
+    """A user's key in a topic's presence: the JSON of ``[topic, uid]``."""
+    return _json([topic, uid])
+
+
+def topic_uid_of(key: str) -> tuple[str, Uid]:
+    """``(topic, uid)`` from :func:`topic_user_key`."""
+    topic, uid = json.loads(key)
+    return topic, uid
 
 
 def topic_key(topic: str) -> str:
@@ -70,6 +88,28 @@ def route_keys(prefix: str) -> list[str]:
     one slot every key of the deployment hashes to (on a Cluster the prefix is a hash tag,
     ``{sente}``; see :mod:`~flask_sente.backplanes.redis_connect`)."""
     return [f"{prefix}:online"]
+
+
+def append_call(prefix: str, ukey: str, packed: bytes, *, target: str, size: int, ttl: int,
+                epoch: str, create: bool, control: str, writer: str, counter: int,
+                rotate: bool = False) -> tuple[list[str], list[str | int | bytes]]:
+    """KEYS and ARGV of one :data:`APPEND` to the log ``ukey`` (``*``: broadcasts), built
+    here only — the backplane's publisher and the :class:`~flask_sente.emitter.Emitter`
+    append alike.
+
+    :param packed: the event (or a control's value), :func:`pack_event`-ed.
+    :param target: the target client id, "!" + an excluded one, or "".
+    :param size: entries kept (``history_size``); ``ttl``: seconds the log lives unused.
+    :param epoch: the epoch a log made (or rotated) by this append gets.
+    :param create: make the log if missing (broadcasts); else a user nobody read has none.
+    :param control: "", "kick", a topic command, or "gap".
+    :param writer: the writer id, and ``counter`` its counter (an entry sent again is
+        appended once).
+    :param rotate: give the log a new epoch first (entries were lost).
+    """
+    meta, log, channel = log_keys(prefix, ukey)
+    return [meta, log], [packed, target, size, ttl, epoch, channel, "1" if create else "0",
+                         control, writer, counter, "1" if rotate else "0"]
 
 
 def pack_event(event: t.Any) -> bytes:

@@ -37,6 +37,8 @@ from .logs import (
     Entry,
     Gap,
     Log,
+    Position,
+    WireEvent,
     join_target,
     reaches,
     split_target,
@@ -53,8 +55,9 @@ from .readers import (
     split_positions,
 )
 
-__all__ = ["BROADCAST", "GAP", "TOPIC", "USER", "Batch", "Delivery", "Entry", "Log", "Reader",
-           "join_target", "split_positions", "split_target", "topic_log_name"]
+__all__ = ["BROADCAST", "GAP", "TOPIC", "USER", "Batch", "Delivery", "Entry", "Log", "Position",
+           "Reader", "WireEvent", "join_target", "split_positions", "split_target",
+           "topic_log_name"]
 
 class Delivery:
     """The logs and readers of one process; see the module docstring."""

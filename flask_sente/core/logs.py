@@ -18,11 +18,17 @@ if t.TYPE_CHECKING:  # pragma: no cover - types only: readers import logs
 
 # BROADCAST is the key of the broadcast log in ``Delivery.logs`` as well as its name on
 # the wire; a user's log is keyed ``(USER, uid)``, a topic's ``(TOPIC, topic)``.
-__all__ = ["BROADCAST", "GAP", "TOPIC", "USER", "Entry", "Gap", "Log", "join_target",
-           "reaches", "split_target", "topic_log_name"]
+__all__ = ["BROADCAST", "GAP", "TOPIC", "USER", "Entry", "Gap", "Log", "Position", "WireEvent",
+           "join_target", "reaches", "split_target", "topic_log_name"]
 
 #: Key kind of a topic's log (``(TOPIC, name)``); readers know it as ``"t:" + name``.
 TOPIC = "t"
+
+#: Where a reader stands in one log: ``(epoch, seq)``.
+Position = tuple[str, int]
+#: An event as logs keep it: its wire form ``[id, data]`` (a topic's wrapped in
+#: ``chsk/topic``). Control records carry their value instead (a kick's reason, a topic).
+WireEvent = list[t.Any]
 
 
 class Gap:

@@ -23,6 +23,10 @@ import typing as t
 
 Transport = t.Literal["ws", "ajax"]
 TRANSPORTS: tuple[Transport, ...] = ("ws", "ajax")
+#: A user id: any hashable value the app's ``user_id`` hook returns. With a shared backplane
+#: it must also be JSON-encodable (its JSON names the user's keys in Redis, and comes back
+#: from them as the same value: ``42`` and ``"42"`` stay apart), so a string or an integer.
+Uid = t.Hashable
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import typing as t
 
-from ..core.ids import Uid
+from ..core.presence import Uid
 from ..exceptions import RemoteProtocolError
 from ..messages import EventMsg, RequestInfo
 from ..protocol import events as ev

@@ -27,10 +27,11 @@ import typing as t
 import gevent
 
 from ..backplanes import Backplane, LocalBackplane
+from ..backplanes.base import request_scope
 from ..config import Options
 from ..connections import AjaxClient
 from ..core.delivery import Reader
-from ..core.ids import Uid
+from ..core.presence import Uid
 from ..core.presence import Change, ConnectedUids, Transport
 from ..exceptions import LocalProtocolError
 from ..messages import EventMsg, RequestInfo
@@ -71,14 +72,16 @@ class Hub:
         self.backplane: Backplane = backplane or LocalBackplane(
             history_size=options.history_size, history_ttl=options.history_ttl)
         self.loop = loop = HubLoop()
+        shared = self.backplane.shared
         #: Waits until this process's pushes are in the shared log (shared backplanes only).
-        settle: t.Callable[[], None] | None = getattr(self.backplane, "settled", None)
+        settle: t.Callable[[], None] | None = self.backplane.settled if shared else None
         #: Serves one request so that its pushes are in the shared log before its response
-        #: leaves (shared backplanes only; see ``RedisBackplane.request_scope``).
-        self.request_scope: t.Callable[[], t.ContextManager[None]] | None = getattr(
-            self.backplane, "request_scope", None)
-        caught_up: t.Callable[[Reader], None] | None = getattr(
-            self.backplane, "caught_up", None)
+        #: leaves (shared backplanes only; see ``backplanes.base.request_scope``).
+        self.request_scope: t.Callable[[], t.ContextManager[None]] | None = (
+            request_scope if shared else None)
+        #: Waits until this process's own pushes are back in its mirror of a reader's logs.
+        caught_up: t.Callable[[Reader], None] | None = (
+            self.backplane.caught_up if shared else None)
         self.table = table = ConnectionTable(on_first=self._first_connection)
         events = SystemEvents(loop, dispatch, wants)
         self._flusher = Flusher(loop, options, packer, self.backplane.delivery, table,
@@ -139,7 +142,7 @@ class Hub:
     @property
     def healthy(self) -> bool:
         """False while a shared backplane cannot be reached (always True in memory)."""
-        return bool(getattr(self.backplane, "healthy", True))
+        return self.backplane.healthy
 
     # --- who is here -----------------------------------------------------------------------
 

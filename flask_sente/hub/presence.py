@@ -17,7 +17,7 @@ from .. import signals
 from ..backplanes import Backplane
 from ..config import Options
 from ..core.delivery import Delivery
-from ..core.ids import Uid
+from ..core.presence import Uid
 from ..core.presence import Change, ConnectedUids, Transport
 from ..exceptions import BackplaneError
 from ..protocol import events as ev

@@ -11,7 +11,7 @@ from __future__ import annotations
 import typing as t
 
 from ..connections import AjaxClient, WsConnection
-from ..core.ids import Uid
+from ..core.presence import Uid
 from ..core.presence import Transport
 
 Connection = WsConnection | AjaxClient

@@ -18,7 +18,7 @@ from ..backplanes import Backplane
 from ..config import Options
 from ..connections import Limits, WsConnection
 from ..core.delivery import Delivery, Reader
-from ..core.ids import Uid
+from ..core.presence import Uid
 from ..exceptions import BackplaneError, ConnectionClosed, RemoteProtocolError
 from ..messages import EventMsg, RequestInfo, WsReplier
 from ..metrics import NoMetrics

@@ -241,7 +241,7 @@ def test_a_killed_worker_s_clients_resume_elsewhere_and_the_rest_close_once(
 
     Shown to fail by a dead worker's members getting twice the grace (``state.py`` passing
     ``2 * max(...)`` as ``dead_node_grace``): 'gone' closed 16.2 s after the kill. And by
-    reporting each close a second time 3 s later (``RedisBackplane._expire_cluster``): the
+    reporting each close a second time 3 s later (``RedisPresence.expire_cluster``): the
     second close of 'gone' was logged before the marker's; the old 1 s watch missed it."""
     import signal
     import time
