@@ -36,22 +36,22 @@ from .logs import (
     USER,
     Entry,
     Gap,
-    Log,
     Position,
     WireEvent,
     join_target,
-    reaches,
     split_target,
     topic_log_name,
 )
 from .presence import TRANSPORTS, Transport
 from .readers import (
     Batch,
+    Log,
     Part,
     Reader,
     in_send_order,
     merged_for,
     owed_parts,
+    reaches,
     split_positions,
 )
 

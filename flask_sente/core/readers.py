@@ -1,13 +1,52 @@
-"""Readers: one client's positions in the logs it reads, what it is owed, and the batches
-that give it — without I/O. ``flask_sente.core.delivery`` makes and moves them. This module
-may import only the standard library.
+"""Logs and their readers, without I/O: a log's entries (``history_size`` at most, none
+older than ``history_ttl``: the caller trims; ``Log.after`` answers what follows a position,
+or :data:`GAP` when history no longer reaches it), one client's positions in the logs it
+reads, what it is owed, and the batches that give it. ``flask_sente.core.delivery`` makes
+and moves them. This module may import only the standard library and ``core.logs``.
 """
 from __future__ import annotations
 
 import typing as t
 
-from .logs import GAP, Entry, Gap, Log
+from .logs import GAP, Entry, Gap
 from .presence import Transport
+
+
+class Log:
+    """One ordered history: entries ``first_seq .. seq`` kept, older ones trimmed."""
+
+    __slots__ = ("key", "epoch", "seq", "entries", "readers", "counts", "idle_since")
+
+    def __init__(self, key: t.Hashable, epoch: str, now: float) -> None:
+        self.key = key
+        self.epoch = epoch
+        #: Seq of the last entry appended (0: none yet).
+        self.seq = 0
+        self.entries: list[Entry] = []
+        #: Readers of this log (the broadcast log: every reader), and how many of them read
+        #: over each transport: one set per log, not one per transport (a log per user).
+        self.readers: set[Reader] = set()
+        self.counts: dict[Transport, int] = {"ws": 0, "ajax": 0}
+        #: When the last reader went away (None while it has readers).
+        self.idle_since: float | None = now
+
+    def after(self, position: int) -> list[Entry] | Gap:
+        """Entries after ``position``, or :data:`GAP` if some of them were trimmed."""
+        if position >= self.seq:
+            return []
+        first = self.entries[0].seq if self.entries else self.seq + 1
+        if position + 1 < first:
+            return GAP
+        return self.entries[position + 1 - first:]
+
+    def trim(self, size: int, oldest: float) -> None:
+        """Keep at most ``size`` entries, none appended before ``oldest``."""
+        entries = self.entries
+        cut = max(0, len(entries) - size)
+        while cut < len(entries) and entries[cut].at < oldest:
+            cut += 1
+        if cut:
+            del entries[:cut]
 
 
 class Reader:
@@ -110,3 +149,9 @@ def until_kick(pairs: list[tuple[str, Entry]]
         if entry.control == "kick":
             return (pairs[:i], None) if i else ([], pairs[0])
     return pairs, None
+
+
+def reaches(log: Log, position: tuple[str, int]) -> bool:
+    """Whether ``log``'s history still holds everything after ``position``."""
+    return (position[0] == log.epoch and 0 <= position[1] <= log.seq
+            and log.after(position[1]) is not GAP)

@@ -31,8 +31,7 @@ from ..backplanes.base import request_scope
 from ..config import Options
 from ..connections import AjaxClient
 from ..core.delivery import Reader
-from ..core.presence import Uid
-from ..core.presence import Change, ConnectedUids, Transport
+from ..core.presence import Change, ConnectedUids, Transport, Uid
 from ..exceptions import LocalProtocolError
 from ..messages import EventMsg, RequestInfo
 from ..metrics import NO_METRICS, NoMetrics

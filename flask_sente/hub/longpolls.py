@@ -21,8 +21,8 @@ from ..backplanes import Backplane
 from ..config import Options
 from ..connections import AjaxClient, new_conn_id
 from ..core.delivery import GAP, Delivery, Entry, Reader
-from ..core.presence import Uid
 from ..core.packing import pack_owed
+from ..core.presence import Uid
 from ..core.readers import until_kick
 from ..exceptions import BackplaneError, RemoteProtocolError
 from ..messages import AjaxReplier, EventMsg, RequestInfo

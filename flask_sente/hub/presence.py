@@ -17,8 +17,7 @@ from .. import signals
 from ..backplanes import Backplane
 from ..config import Options
 from ..core.delivery import Delivery
-from ..core.presence import Uid
-from ..core.presence import Change, ConnectedUids, Transport
+from ..core.presence import Change, ConnectedUids, Transport, Uid
 from ..exceptions import BackplaneError
 from ..protocol import events as ev
 from ..protocol import wire

@@ -11,8 +11,7 @@ from __future__ import annotations
 import typing as t
 
 from ..connections import AjaxClient, WsConnection
-from ..core.presence import Uid
-from ..core.presence import Transport
+from ..core.presence import Transport, Uid
 
 Connection = WsConnection | AjaxClient
 

@@ -18,8 +18,7 @@ import typing as t
 from ..backplanes import Backplane
 from ..config import Options
 from ..core.delivery import Delivery, Reader
-from ..core.presence import Uid
-from ..core.presence import Transport
+from ..core.presence import Transport, Uid
 from ..exceptions import BackplaneError, JoinRefused, LocalProtocolError, RemoteProtocolError
 from ..messages import EventMsg, JoinMsg
 from ..protocol import events as ev

@@ -1,6 +1,6 @@
 """The upgrade the WSGI app decides about, and what access logs may not show.
 
-:class:`WebSocketUpgrade` is the object ``SenteHandler`` (``transports.websocket``) offers to
+:class:`WebSocketUpgrade` is the object ``Accepting`` (``transports.websocket``) offers to
 the app in ``environ[UPGRADE_ENVIRON_KEY]``: nothing has been written to the client yet, so
 the app can still refuse with an ordinary response. The redaction helpers keep the CSRF
 token and the WebSocket ticket out of every access log (the handler's and gunicorn's).
@@ -14,8 +14,12 @@ import typing as t
 from ..exceptions import LocalProtocolError
 from .frames import DEFAULT_MAX_MESSAGE_SIZE, ServerWebSocket
 
-if t.TYPE_CHECKING:  # pragma: no cover
-    from .websocket import SenteHandler
+
+class Accepting(t.Protocol):
+    """What offers an upgrade and can complete it (``transports.websocket.Accepting``)."""
+
+    def _accept_websocket(self, key: str, max_message_size: int | None) -> ServerWebSocket:
+        ...
 
 #: Query parameters whose values never reach a log: the CSRF token (old clients and Sente's
 #: own still send it in the URL) and the WebSocket ticket standing for it.
@@ -52,8 +56,8 @@ class WebSocketUpgrade:
 
     __slots__ = ("_handler", "_key", "_state", "websocket", "_after")
 
-    def __init__(self, handler: SenteHandler, key: str) -> None:
-        self._handler: SenteHandler | None = handler
+    def __init__(self, handler: Accepting, key: str) -> None:
+        self._handler: Accepting | None = handler
         self._key = key
         self._state = "offered"
         self.websocket: ServerWebSocket | None = None
