@@ -11,7 +11,6 @@ import getpass
 import os
 import pathlib
 import shutil
-import socket
 import subprocess
 import sys
 import typing as t
@@ -20,19 +19,16 @@ import gevent
 import pytest
 import requests
 
+from tests.helpers import (
+    Proc,
+    free_port,  # noqa: F401 (used here and imported from here)
+)
 from tests.scaleout.conftest import RedisServer, redis_server  # noqa: F401 (a fixture)
-from tests.transports.test_worker import Proc
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
 DEPLOYMENT = ROOT / "docs" / "deployment"
 TIMEOUT = 10.0
 PLACEHOLDERS = ("@LISTEN@", "@SERVER_NAME@", "@UPSTREAM@", "@RUNTIME_DIR@")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -23,7 +23,7 @@ import requests
 from tests.browser.conftest import HERE as BROWSER_TESTS
 from tests.browser.conftest import Server
 from tests.browser.test_readme import quickstart_blocks
-from tests.transports.test_worker import gunicorn_args
+from tests.helpers import gunicorn_args
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")

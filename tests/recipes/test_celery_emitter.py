@@ -15,10 +15,10 @@ import pytest
 import reports_tasks
 import requests
 from celery.signals import task_retry
-from transports.test_worker import Proc
 
 from flask_sente.client import Client
 from flask_sente.exceptions import BackplaneError
+from tests.helpers import Proc
 
 from .conftest import EXAMPLES, TIMEOUT, page_token
 

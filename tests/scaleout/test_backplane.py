@@ -14,6 +14,7 @@ from flask import Flask, request
 
 from flask_sente import Sente
 from flask_sente.testing import serve
+from tests.helpers import wait_for  # noqa: F401 (used here and imported from here)
 
 TIMEOUT = 5
 
@@ -32,12 +33,6 @@ def worker(url: str, **options: t.Any) -> t.Iterator[tuple[str, Sente, list[t.An
 
     with serve(app) as base:
         yield base, sente, seen
-
-
-def wait_for(pred: t.Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    with gevent.Timeout(timeout, AssertionError("condition not met in time")):
-        while not pred():
-            gevent.sleep(0.02)
 
 
 def recv(ws: websocket.WebSocket) -> t.Any:

@@ -11,8 +11,8 @@ import gevent
 import requests
 import websocket
 
+from tests.helpers import Proc
 from tests.server.test_gunicorn import _login  # the demo's sign-in, shared
-from tests.transports.test_worker import Proc
 
 TIMEOUT = 10
 

@@ -22,7 +22,7 @@ from tests.browser.conftest import (
     browser,  # noqa: F401  (the fixture)
 )
 from tests.demo_app.test_demo_browser import online_row, sign_in
-from tests.transports.test_worker import gunicorn_args
+from tests.helpers import gunicorn_args
 
 SIGN_INS = 8
 DEPARTURES = 5

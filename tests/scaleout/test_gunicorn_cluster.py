@@ -17,7 +17,7 @@ import websocket
 
 from flask_sente.backplanes.redis import DEAD_AFTER, EXPIRE_EVERY, HEARTBEAT
 from flask_sente.config import RECONNECT_GRACE_AJAX, RECONNECT_GRACE_WS
-from tests.transports.test_worker import Proc
+from tests.helpers import Proc
 
 TIMEOUT = 10
 

@@ -16,7 +16,7 @@ import requests
 import websocket
 
 from flask_sente.server import make_server
-from tests.transports.test_worker import Proc
+from tests.helpers import Proc
 
 from .conftest import build_app, ws_connect
 

@@ -10,7 +10,7 @@ import sys
 import requests
 import websocket
 
-from tests.transports.test_worker import Proc
+from tests.helpers import Proc
 
 from .conftest import ws_connect
 

@@ -15,7 +15,7 @@ from flask import Flask
 
 from flask_sente import Sente
 from flask_sente.server import make_server
-from tests.transports.test_worker import Proc
+from tests.helpers import Proc
 
 from .conftest import ws_connect
 

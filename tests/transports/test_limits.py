@@ -14,8 +14,9 @@ import pytest
 from gevent.monkey import get_original
 
 from flask_sente.server import make_server
+from tests.helpers import Proc
 
-from .test_worker import Proc, get
+from .test_worker import get
 from .wsapp import create_app
 from .wsutil import RawClient, read_http_head
 

@@ -6,24 +6,21 @@ The gunicorn tests also run gevent-websocket's stock ``GeventWebSocketWorker``
 """
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import re
 import signal
 import socket
-import subprocess
 import sys
 import typing as t
 from pathlib import Path
 
-import gevent
 import pytest
 import websocket
-from packaging.version import Version
+
+from tests.helpers import Proc
 
 from .wsutil import PeerClosed, RawClient, read_http_head, read_to_eof
 
-ROOT = Path(__file__).resolve().parents[2]
 WORKERS = {
     "sente": "flask_sente.worker.SenteWorker",
     "stock": "geventwebsocket.gunicorn.workers.GeventWebSocketWorker",
@@ -35,51 +32,6 @@ def variants(stock_reason: str, raises: type[BaseException]) -> list[t.Any]:
     the test is named for); any other error on stock fails the test."""
     return ["sente", pytest.param("stock", marks=pytest.mark.xfail(strict=True, raises=raises,
                                                                    reason=stock_reason))]
-
-
-def gunicorn_args(args: list[str]) -> list[str]:
-    """``args`` for the installed gunicorn: the tests turn off the control socket (a file
-    gunicorn 26 and later make in the working directory) with a flag older versions lack
-    (``make test-min`` runs gunicorn 21)."""
-    if Version(importlib.metadata.version("gunicorn")) >= Version("26"):
-        return args
-    return [arg for arg in args if arg != "--no-control-socket"]
-
-
-class Proc:
-    """A server subprocess whose output goes to files (read back by the test)."""
-
-    def __init__(self, args: list[str], tmp_path: Path, env: dict[str, str]) -> None:
-        args = gunicorn_args(args)
-        self.out_path = tmp_path / "stdout.log"
-        self.err_path = tmp_path / "stderr.log"
-        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-            self.proc = subprocess.Popen(args, cwd=ROOT, stdout=out, stderr=err,
-                                         stdin=subprocess.DEVNULL, env=env)
-
-    def output(self) -> tuple[str, str]:
-        return (self.out_path.read_text(errors="replace"),
-                self.err_path.read_text(errors="replace"))
-
-    def wait_for(self, pattern: str, timeout: float = 30) -> re.Match[str]:
-        with gevent.Timeout(timeout, AssertionError(f"no {pattern!r} in {self.output()}")):
-            while True:
-                match = re.search(pattern, self.output()[1])
-                if match:
-                    return match
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"server exited early: {self.output()}")
-                gevent.sleep(0.05)
-
-    def terminate(self, timeout: float = 20) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
 
 
 def start_gunicorn(tmp_path: Path, variant: str, *extra: str) -> tuple[Proc, int]:
