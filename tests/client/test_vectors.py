@@ -25,7 +25,7 @@ from flask_sente.client.state import (
     state_after_close,
     state_after_handshake,
 )
-from flask_sente.client.topics import TopicBook
+from flask_sente.client.topicbook import TopicBook
 from flask_sente.exceptions import RemoteProtocolError
 from flask_sente.protocol import PROTOCOL_VERSION, closecodes, wire
 from flask_sente.protocol.backoff import backoff_delay
@@ -169,7 +169,7 @@ def test_reply_after_reached(case: dict[str, t.Any]) -> None:
 
 
 class TopicsModel:
-    """The Python client's topics without I/O, driven the way ``ClientTopics`` drives them
+    """The Python client's topics without I/O, driven the way ``Topics`` drives them
     (client/topics.py): a :class:`TopicBook` over :class:`Positions`, and the join and
     rejoin calls still unanswered, oldest first per topic."""
 
@@ -217,7 +217,7 @@ class TopicsModel:
                 else:
                     self.book.failed(topic)
             elif not reply["ok"]:
-                if topic in self.book.joins:  # as ClientTopics._forget_topic
+                if topic in self.book.joins:  # as Topics._forget_topic
                     self.book.leave(topic)
                     got["left"].append({"topic": topic, "reason": reply["reason"]})
             elif self.book.allowed(topic, self.book.joins.get(topic), reply.get("position"),
@@ -232,7 +232,7 @@ class TopicsModel:
             events = self.positions.batch([*notice, ("chsk/topic", [topic, ["t/said", "x"]]),
                                            ("chsk/pos", step["batch"]["mark"])])
             got["delivered"] = False
-            for event_id, data in events:  # as ClientTopics._system_push
+            for event_id, data in events:  # as Topics.system_push
                 if event_id == "chsk/joined":
                     self.book.server_joined(data["topic"], data["position"])
                 elif event_id == "chsk/topic":
