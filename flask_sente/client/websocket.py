@@ -320,10 +320,6 @@ class WebSocket:
         else:
             self._write(OP_BINARY, bytes(message))
 
-    def ping(self, payload: bytes = b"") -> None:
-        """Send a WebSocket ping (the server answers with a pong, swallowed by the reader)."""
-        self._write(OP_PING, payload)
-
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Send a close frame (once); the reader then gets the server's echo and ends."""
         frame = encode_frame(OP_CLOSE, close_payload(code, reason), os.urandom(4))
