@@ -28,6 +28,7 @@ from flask_sente.client.state import (
 from flask_sente.client.topicbook import TopicBook
 from flask_sente.exceptions import RemoteProtocolError
 from flask_sente.protocol import PROTOCOL_VERSION, closecodes, wire
+from flask_sente.protocol import events as ev
 from flask_sente.protocol.backoff import backoff_delay
 
 VECTORS = pathlib.Path(__file__).resolve().parent.parent / "vectors"
@@ -55,7 +56,7 @@ def test_every_vector_file_has_a_runner() -> None:
     names = {p.name for p in VECTORS.glob("*.json")}
     assert names == {"backoff.json", "close_codes.json", "reconnect.json", "ws_failure.json",
                      "transitions.json", "envelopes.json", "handshake.json",
-                     "topics_handshake.json", "reply_after.json",
+                     "topics_handshake.json", "reply_after.json", "positions.json",
                      "auto_mode.json"}  # the last one: tests/client/test_auto_mode_rule.py
 
 
@@ -166,6 +167,42 @@ def test_reply_after_reached(case: dict[str, t.Any]) -> None:
             positions.joined(topic, position, None)
     after = {name: (pos[0], pos[1]) for name, pos in case["after"].items()}
     assert positions.reached(after) is case["reached"]
+
+
+def _positions_at(before: dict[str, t.Any] | None) -> Positions:
+    """A client's positions standing at ``before`` (None: a client never connected)."""
+    positions = Positions()
+    if before is not None:
+        positions.handshake({"uid": "ann", "protocol": 2, "positions": before})
+    return positions
+
+
+def _current(positions: Positions) -> dict[str, list[t.Any]]:
+    return {name: list(pos) for name, pos in positions.current.items()}
+
+
+@pytest.mark.parametrize("case", load("positions.json")["handshakes"], ids=lambda c: c["name"])
+def test_positions_after_handshake(case: dict[str, t.Any]) -> None:
+    """Broken on purpose by letting ``Positions.handshake`` adopt ``t:`` names (dropping
+    its ``not name.startswith("t:")``): "topic names in a handshake are ignored" failed
+    (the one at seq -1 is no position at all, and stays out anyway)."""
+    positions = _positions_at(case["before"])
+    positions.handshake(case["info"])
+    assert _current(positions) == case["expect"]
+
+
+@pytest.mark.parametrize("case", load("positions.json")["batches"], ids=lambda c: c["name"])
+def test_positions_batches(case: dict[str, t.Any]) -> None:
+    """Broken on purpose by letting a mark move a position back within its epoch (``seq !=
+    old[1]`` for ``seq > old[1]`` in ``Positions.batch``): the replay that overlaps, and
+    the mark behind in one log, failed."""
+    positions = _positions_at(case["before"])
+    for n, step in enumerate(case["steps"]):
+        events = [(event[0], event[1]) for event in step["events"]]
+        delivered = [event_id for event_id, _ in positions.batch(events)
+                     if not ev.is_reserved(event_id)]
+        assert delivered == step["delivered"], f"step {n}"
+        assert _current(positions) == step["positions"], f"step {n}"
 
 
 class TopicsModel:
