@@ -71,14 +71,21 @@
   /** The cb_id an Ajax POST sends when it wants the reply as its own response body. */
   const AJAX_CB = "ajax";
 
-  /** Defaults shared with the Python client and the server (flask_sente/config.py). */
+  /**
+   * Defaults shared with the Python client, one value each (tests/vectors/defaults.json,
+   * which both clients are checked against; the README's option tables say why). The Ajax
+   * timeout is also the server's bound on its long-poll hold (flask_sente/config.py
+   * CLIENT_AJAX_TIMEOUT: lp_timeout must stay below it); the call timeout is the server's
+   * reply_timeout (20 s) plus the connect timeout, so a call made while connecting still
+   * hears the server's chsk/timeout before its own timer.
+   */
   const DEFAULTS = Object.freeze({
     keepAliveMs: 20000,
     pingTimeoutMs: 10000,
     upgradeRetryMs: 30000,
-    connectTimeoutMs: 15000,
+    connectTimeoutMs: 10000,
     ajaxTimeoutMs: 60000,
-    callTimeoutMs: 25000,
+    callTimeoutMs: 30000,
   });
 
   /** Base class of the errors a call can reject with; `kind` is stable, messages are not. */
@@ -2369,8 +2376,8 @@
    *   type: "auto" | "ws" | "ajax"   csrfToken: string | () => string (default: meta tag)
    *   packer: "json" | {name, binary, pack, unpack}   params: object | () => object
    *   clientId, keepAliveMs 20000, pingTimeoutMs 10000, backoffMs(attempt) => ms,
-   *   upgradeRetryMs 30000, reconnectOnAuthFailure false, connectTimeoutMs 15000,
-   *   ajaxTimeoutMs 60000, callTimeoutMs 25000, headers: object | () => object (Ajax only).
+   *   upgradeRetryMs 30000, reconnectOnAuthFailure false, connectTimeoutMs 10000,
+   *   ajaxTimeoutMs 60000, callTimeoutMs 30000, headers: object | () => object (Ajax only).
    */
   function connect(url, options) {
     if (url !== null && typeof url === "object" && options === undefined) { options = url; url = undefined; }
