@@ -236,7 +236,8 @@ class Client:
         """Register ``fn(data)`` for pushed events with ``event_id`` (usable as decorator).
 
         Also for the client's own ``chsk/state`` (data ``(old, new)``) and ``chsk/handshake``
-        (data: a dict with ``uid``, ``handshake_data``, ``first_handshake``, ``type``).
+        (data: a dict with ``uid``, ``handshake_data``, ``first_handshake``, ``type`` and
+        ``recovered``), and the topics' ``chsk/rejoined``, ``chsk/left`` and ``chsk/joined``.
         Handlers run one at a time on the dispatcher thread; an exception is logged and
         changes nothing else. An event with a handler does not go to :meth:`receive`.
         """

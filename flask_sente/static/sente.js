@@ -27,7 +27,7 @@
   // Protocol (pure: no I/O, no timers, no globals beyond crypto for ids)
   // Python twins: flask_sente/protocol/ (events, wire, packers, backoff, closecodes) and,
   // for ids/URLs, state, positions and topics, flask_sente/client/endpoint.py, state.py,
-  // positions.py (topic positions too), topics.py.
+  // positions.py (topic positions too), topicbook.py.
   // =========================================================================================
 
   const PROTOCOL_VERSION = 2;
@@ -792,7 +792,7 @@
   // order. `state` is "joining" until a join's reply lets the client in, then "joined";
   // `data` is what the topic was joined with (sent again on each rejoin); `moves` counts
   // the marks that moved `position`, so a join's reply can tell whether one came first.
-  // What a handshake does to them is the rule client/topics.py follows too, stated once
+  // What a handshake does to them is the rule client/topicbook.py follows too, stated once
   // as data in tests/vectors/topics_handshake.json.
 
   /** A topic this client is joining (see above). */
@@ -876,7 +876,7 @@
 
 
   // =========================================================================================
-  // Transports (client/links.py, client/websocket.py): one object per connection attempt,
+  // Transports (client/links.py, ajax.py, websocket.py): one object per connection attempt,
   // reporting to its owner through hooks:
   //   hooks.handshake(transport, info), hooks.message(transport, decoded),
   //   hooks.closed(transport, close)   — once, only for closes this client did not ask for.
