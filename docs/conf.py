@@ -60,10 +60,11 @@ nitpick_ignore_regex = [
     ("py:class", r"(Flask|Response|Markup|Request|F|Handler|CookieJar|SSLContext)"),
     # Internals the reference does not document (the public API's docstrings mention them
     # for whoever reads the code): the sans-I/O protocol package, the client's modules,
-    # base classes, type variables.
+    # type variables.
     ("py:(mod|func|class)", r"flask_sente\.protocol(\.\w+)*"),
-    ("py:mod", r"(flask_sente\.client\.)?(core|state|links|endpoint|calls|websocket|connection)"),
-    ("py:class", r"flask_sente\.(client\.connection\.ConnectionLoop|messages\.Replier|"
+    ("py:mod", r"(flask_sente\.client\.)?(core|state|links|ajax|endpoint|calls|websocket|"
+               r"connection|status|topics|topicbook|dispatch|positions|pending)"),
+    ("py:class", r"flask_sente\.(messages\.Replier|"
                  r"worker\.SenteGunicorn(Server|Handler)|ext\.F)"),
 ]
 

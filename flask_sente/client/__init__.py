@@ -36,17 +36,25 @@ Design, in short:
 * **Auto mode** starts with WebSocket, falls back to Ajax when a WebSocket cannot open but
   Ajax can, and retries WebSocket every ``upgrade_retry`` seconds while on Ajax, moving back
   up when it works (Sente never moves back up). A 401/403 is a rejection, never a reason to
-  fall back; nor is the failure of a WebSocket after one has opened (likely a server
-  restart: the client retries WebSocket), as in sente.js.
+  fall back; a server that is down is retried, not fallen back from. A WebSocket that
+  opened before does not change the rule (a proxy may start refusing upgrades mid-session),
+  as in sente.js (``tests/vectors/auto_mode.json``).
 * **Protocol version**: a handshake that names another protocol version stops the client
   (``last_close.reason == "protocol-mismatch"``) with an error saying so, instead of
   reconnecting in a loop.
 
-The package, one job per module: :mod:`.core` (the :class:`Client`: threads, lock,
-handlers), :mod:`.state` (the sans-I/O state machine, twin of sente.js's), :mod:`.links`
-(one open connection each, WebSocket or Ajax, owning its read loop), :mod:`.endpoint`
-(requests and opening connections), :mod:`.calls` (calls in flight), :mod:`.websocket`
-(the client socket).
+The package, one job per module: :mod:`.core` (the :class:`Client`, a facade over the
+objects below, which each get what they share — the lock, the endpoint, the dispatcher, the
+calls in flight — in their constructors), :mod:`.status` (its state, link and lock),
+:mod:`.connection` (the connector thread and what messages mean), :mod:`.calls` (calls,
+sends and the hold on replies), :mod:`.topics` (join, leave, rejoins) and
+:mod:`.topicbook` (their sans-I/O rule), :mod:`.dispatch` (handlers and ``receive()``),
+:mod:`.state` (the sans-I/O state machine, twin of sente.js's), :mod:`.positions` (where
+the client stands in the server's logs), :mod:`.links` and :mod:`.ajax` (one open
+connection each, WebSocket or Ajax, owning its read loop), :mod:`.endpoint` (requests and
+opening connections), :mod:`.pending` (the calls waiting for a reply),
+:mod:`.websocket` (the client socket). sente.js has the same helpers: ``Connection``,
+``Calls``, ``Topics``.
 """
 from __future__ import annotations
 

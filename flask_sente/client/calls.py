@@ -1,117 +1,100 @@
-"""Calls waiting for their reply, and what a reply means to the caller.
+"""The client's calls: made on the open link (waited for), their replies handed back to
+the callers, and held until what the server's handler pushed before replying has reached
+the app (docs/protocol.md §6, "Replies after their pushes").
 
-Why a table of its own: a call that waits on a connection must fail the moment that
-connection ends (Sente lets it wait for its timeout). The connection can end from several
-threads — the connector seeing EOF, ``disconnect()``, a keep-alive timeout — so failing the
-calls of a link is one method, :meth:`PendingCalls.fail_link`, and a call registered on a
-link that has already ended fails at once instead of waiting forever.
+:class:`Calls` is what the :class:`~flask_sente.client.Client` and its topics call
+through; sente.js has the same helper (its ``Calls``). The table of the calls waiting for a
+reply is :class:`~.pending.PendingCalls`.
 """
 from __future__ import annotations
 
-import threading
+import logging
+import time
 import typing as t
-import weakref
 
-from ..exceptions import ConnectionClosed, ReplyError, ReplyTimeout
 from ..protocol import events as ev
 from ..protocol import wire
+from ..protocol.packers import Packer
+from .dispatch import Dispatcher
+from .pending import PendingCalls
+from .positions import Position, Positions
+from .status import ClientStatus
 
-__all__ = ["Pending", "PendingCalls", "outcome"]
+__all__ = ["Calls", "DEFAULT_CALL_TIMEOUT"]
 
+logger = logging.getLogger("flask_sente.client")
 
-class Pending:
-    """One call waiting for its reply (a WebSocket message matched by ``cb_id``)."""
-
-    __slots__ = ("done", "message", "error", "link", "ticket")
-
-    def __init__(self, link: object) -> None:
-        self.done = threading.Event()
-        self.message: wire.ServerMessage | None = None
-        self.error: BaseException | None = None
-        self.link = link
-        #: The dispatcher's job count when the reply arrived: the events that came before
-        #: it on the socket are the jobs below this number.
-        self.ticket: int | None = None
-
-    def resolve(self, message: wire.ServerMessage, ticket: int | None = None) -> None:
-        if not self.done.is_set():
-            self.message = message
-            self.ticket = ticket
-            self.done.set()
-
-    def fail(self, error: BaseException) -> None:
-        if not self.done.is_set():
-            self.error = error
-            self.done.set()
-
-    def result(self) -> t.Any:
-        """The reply's value; raises what the failure stands for (call once ``done``)."""
-        if self.error is not None:
-            raise self.error
-        if self.message is None:  # pragma: no cover - done is only set with one of both
-            raise ConnectionClosed("the call ended without a reply")
-        return outcome(self.message)
+#: A call's default timeout (``Client.call``, ``join``, ``leave`` and each rejoin): above the
+#: server's ``reply_timeout`` (20 s) by enough for the trip and the wait for a connection,
+#: so a slow handler is reported by the server (``chsk/timeout``), not by the client's
+#: timer. sente.js: ``DEFAULTS.callTimeoutMs``; both are checked against
+#: ``tests/vectors/defaults.json``.
+DEFAULT_CALL_TIMEOUT = 30.0
 
 
-class PendingCalls:
-    """The calls in flight, by ``cb_id``, each tied to the link it was sent on."""
+class Calls:
+    """Calls and sends of one client, and the hold on their replies.
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._calls: dict[str, Pending] = {}
-        #: Links whose calls were failed, with the error: later registrations fail too.
-        self._ended: weakref.WeakKeyDictionary[object, BaseException] = (
-            weakref.WeakKeyDictionary())
+    :param status: the client's state; its link is what calls go out on, waited for.
+    :param packer: the client's packer.
+    :param positions: where the client stands in the server's logs (what a reply waits for).
+    :param pending: the calls waiting for a WebSocket reply.
+    :param dispatch: the handlers a reply waits for.
+    """
 
-    def add(self, cb_id: str, link: object) -> Pending:
-        """Register a call on ``link``.
+    def __init__(self, status: ClientStatus, *, packer: Packer, positions: Positions,
+                 pending: PendingCalls, dispatch: Dispatcher) -> None:
+        self._status = status
+        self._changed = status.changed
+        self._packer = packer
+        self._positions = positions
+        self._pending = pending
+        self._dispatch = dispatch
 
-        :raises ConnectionClosed: the link has ended already (nothing was sent).
-        """
-        with self._lock:
-            error = self._ended.get(link)
-            if error is not None:
-                raise ConnectionClosed("the connection closed before the call was sent") from error
-            pending = self._calls[cb_id] = Pending(link)
-            return pending
+    def call(self, pair: ev.Event, deadline: float, timeout: float) -> t.Any:
+        """Send ``pair`` (validated) once the client is open, before ``deadline``, and
+        return the reply's value (see :meth:`flask_sente.client.Client.call`)."""
+        return self._status.wait_for_link(deadline).call(pair, deadline, timeout)
 
-    def discard(self, cb_id: str) -> None:
-        with self._lock:
-            self._calls.pop(cb_id, None)
+    def send(self, pair: ev.Event, deadline: float) -> None:
+        """Send ``pair`` (validated) asking for no reply, once the client is open."""
+        packed = self._packer.pack(wire.client_event(pair, None))
+        self._status.wait_for_link(deadline).send(packed, deadline)
 
-    def resolve(self, message: wire.ServerMessage, ticket: int | None = None) -> bool:
-        """Hand a reply to its call; False if no call waits for it (timed out already).
-        ``ticket``: see :attr:`Pending.ticket`."""
+    def resolve(self, message: wire.ServerMessage) -> None:
+        """A reply from a WebSocket reader: to its call, with the dispatcher's ticket (what
+        came before the reply on the socket is queued by now)."""
+        with self._changed:
+            ticket = self._dispatch.queued
         if message.cb_id is None:
-            return False
-        with self._lock:
-            pending = self._calls.pop(message.cb_id, None)
-        if pending is None:
-            return False
-        pending.resolve(message, ticket)
-        return True
+            logger.debug("ignoring a reply without cb_id")
+        elif not self._pending.resolve(message, ticket):
+            logger.debug("reply for an unknown or expired call %r", message.cb_id)
 
-    def fail_link(self, link: object, error: BaseException) -> None:
-        """Fail every call waiting on ``link`` with ``error``, now and from now on."""
-        with self._lock:
-            if link in self._ended:
-                return
-            self._ended[link] = error
-            failing = [(cb_id, p) for cb_id, p in self._calls.items() if p.link is link]
-            for cb_id, _ in failing:
-                del self._calls[cb_id]
-        for _, pending in failing:
-            pending.fail(error)
+    def settle(self, after: t.Mapping[str, Position] | None, ticket: int | None,
+               deadline: float) -> None:
+        """A call's reply is in: hold it until what its handler pushed before replying has
+        reached the app (docs/protocol.md §6, "Replies after their pushes"), so code after
+        ``call()`` never reads state older than the reply.
 
-
-def outcome(message: wire.ServerMessage) -> t.Any:
-    """The value of a reply, or the exception its failure stands for."""
-    if message.outcome == ev.REPLY:
-        return message.value
-    if message.outcome == ev.TIMEOUT:
-        raise ReplyTimeout("the server's handler did not reply in time")
-    if message.outcome == ev.ERROR:
-        info = message.value if isinstance(message.value, dict) else {}
-        raise ReplyError(str(info.get("message") or "the server answered with an error"),
-                         message.value)
-    raise ConnectionClosed("the server closed the request")
+        ``after`` (an Ajax reply's ``X-Sente-After``): first wait until the polls have
+        brought the positions there (:meth:`Positions.reached`; a handshake that moved them
+        to another epoch ends the wait). Then wait until the handlers of the events queued
+        before then (``ticket``, over WebSocket: what the reader had queued when the reply
+        arrived) have run — not on the dispatcher thread itself, where a handler calling the
+        server would wait for itself. Both waits end at ``deadline`` (the call's timeout)
+        or when the client stops: the reply is then delivered anyway.
+        """
+        status = self._status
+        if after is not None:
+            with self._changed:
+                while not self._positions.reached(after):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or status.closed or not status.active:
+                        logger.debug("delivering a reply before its handler's pushes "
+                                     "arrived (waiting for %s)", after)
+                        return
+                    self._changed.wait(remaining)
+                ticket = self._dispatch.queued
+        if ticket is not None:
+            self._dispatch.wait_done(ticket, deadline)

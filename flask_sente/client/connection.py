@@ -1,10 +1,14 @@
-"""The connection side of :class:`~flask_sente.client.Client`: the connector thread that
-makes connections (with backoff), serves each one until it ends, and applies the state
-machine's decisions; plus the state helpers the public methods share.
+"""The connection machinery of a :class:`~flask_sente.client.Client`: the connector
+thread that makes connections (with backoff), serves each one until it ends and applies the
+state machine's decisions; the dispatcher thread's start and stop; what a message from a
+link means; and the lifecycle requests the public API makes (connect, disconnect,
+reconnect, break the connection, close). Mirrors sente.js's ``Connection`` helper.
 
-Why a base class of its own: :mod:`.core` keeps the public API readable on one screen per
-method group, this keeps the machinery; both work on the same lock and fields, declared
-once below. Nothing here is public.
+Why an object of its own: the :class:`~flask_sente.client.Client` keeps the public API, one
+screen per method group; this keeps the machinery. It is handed what it shares with the
+others when it is made — the client's state and lock (:class:`~.status.ClientStatus`), the
+endpoint, the dispatcher, the calls in flight, the topics (through :class:`TopicHooks`) —
+and reaches into none of them. Nothing here is public.
 """
 from __future__ import annotations
 
@@ -14,30 +18,19 @@ import threading
 import time
 import typing as t
 
-from ..exceptions import ConnectionClosed, Rejected
+from ..exceptions import ConnectionClosed
 from ..protocol import events as ev
 from ..protocol import wire
-from .calls import PendingCalls
+from .ajax import AjaxLink
+from .calls import Calls
 from .dispatch import Dispatcher
-from .endpoint import (
-    Aborter,
-    AttemptFailed,
-    Endpoint,
-    Handshake,
-    checked_handshake,
-    error_text,
-)
-from .links import AjaxLink, Link, LinkEnv, Upgrade, WsLink
-from .positions import Position
-from .state import (
-    ClientState,
-    CloseInfo,
-    ConnectionMachine,
-    state_after_close,
-    state_after_handshake,
-)
+from .endpoint import Aborter, AttemptFailed, Endpoint, Handshake, checked_handshake, error_text
+from .links import Link, LinkEnv, Upgrade, WsLink
+from .pending import PendingCalls
+from .state import CloseInfo, ConnectionMachine, state_after_close, state_after_handshake
+from .status import ClientStatus
 
-__all__ = ["ConnectionLoop", "JOIN_TIMEOUT"]
+__all__ = ["Connection", "JOIN_TIMEOUT", "TopicHooks"]
 
 logger = logging.getLogger("flask_sente.client")
 
@@ -45,74 +38,144 @@ logger = logging.getLogger("flask_sente.client")
 JOIN_TIMEOUT = 5.0
 
 
-class ConnectionLoop:
-    """The client's connection machinery (a base class of :class:`Client`)."""
+class TopicHooks(t.Protocol):
+    """What the connection tells the client's topics (:class:`~.topics.Topics`); each is
+    called with the client's lock held."""
 
-    url: str
-    _endpoint: Endpoint
-    _machine: ConnectionMachine
-    _pending: PendingCalls
-    _env: LinkEnv
-    _dispatch: Dispatcher
-    _backoff: t.Callable[[int], float]
-    _connect_timeout: float
-    _lock: threading.RLock
-    _changed: threading.Condition
-    _state: ClientState
-    _closed: bool
-    _active: bool
-    #: Bumped by connect/disconnect/reconnect: the connector restarts its attempts.
-    _session: int
-    _link: Link | None
-    _attempt_aborter: Aborter | None
-    _connector: threading.Thread | None
-    _dispatcher: threading.Thread | None
+    def system_push(self, event_id: str, data: t.Any) -> bool:
+        """A pushed ``chsk/`` event; False if it is not a topic's."""
 
-    if t.TYPE_CHECKING:  # the topics side (client/topics.py)
-        def _system_push(self, event_id: str, data: t.Any) -> bool: ...
-        def _topics_at_handshake(self, handshake: t.Mapping[str, t.Any]) -> bool | None: ...
-        def _topics_kicked(self) -> None: ...
-        def _rejoin_all(self) -> None: ...
+    def at_handshake(self, handshake: t.Mapping[str, t.Any]) -> bool | None:
+        """A handshake, before its events; returns ``recovered``."""
 
-    # --- internals: state and events -------------------------------------------------------
+    def kicked(self) -> None:
+        """The client was kicked."""
 
-    def _set_state(self, **changes: t.Any) -> None:
-        """Change the state and queue a ``chsk/state`` event (call with the lock held)."""
-        self._replace_state(dataclasses.replace(self._state, **changes))
+    def rejoin_all(self) -> None:
+        """A handshake was processed: rejoin the topics."""
 
-    def _replace_state(self, new: ClientState) -> None:
-        old = self._state
-        if new == old:
-            return
-        self._state = new
-        self._changed.notify_all()
-        self._dispatch.emit(ev.STATE, (old, new), system=True)
 
-    def _raise_if_stopped(self) -> None:
-        if self._closed:
-            raise ConnectionClosed("the client is closed")
-        if not self._active:
-            last = self._state.last_close
-            if last is not None and last.reason == "rejected" and last.status is not None:
-                raise Rejected(last.status, last.message)
-            if last is None:
-                raise ConnectionClosed("not connected: call connect() first")
-            if last.reason == "protocol-mismatch":
-                raise ConnectionClosed(f"protocol-mismatch: {last.message}")
-            raise ConnectionClosed(last.reason, last.code)
+class Connection:
+    """The connection machinery of one client.
 
-    def _wait_for_link(self, deadline: float) -> Link:
+    :param status: the client's state, link and lock, which this object changes.
+    :param endpoint: the server, and how to open a connection to it.
+    :param machine: the decisions across connections (backoff attempts, transport, stop).
+    :param pending: the calls waiting on a link, failed when it ends.
+    :param dispatch: where events go; its thread is started and stopped here.
+    :param calls: where replies go, and the hold on them (:meth:`Calls.settle`).
+    :param topics: what a handshake, a kick and a topic's event mean to the topics.
+    :param backoff: ``(attempt) -> seconds`` before attempt ``attempt``.
+    :param keepalive, ping_timeout, upgrade_retry: the links' options (see ``Client``).
+    :param thread_name: the prefix of this client's thread names.
+    """
+
+    def __init__(self, status: ClientStatus, *, endpoint: Endpoint,
+                 machine: ConnectionMachine, pending: PendingCalls, dispatch: Dispatcher,
+                 calls: Calls, topics: TopicHooks, backoff: t.Callable[[int], float],
+                 keepalive: float | None, ping_timeout: float, upgrade_retry: float | None,
+                 thread_name: str) -> None:
+        self._status = status
+        self._lock = status.changed
+        self._changed = status.changed
+        self._endpoint = endpoint
+        self._machine = machine
+        self._pending = pending
+        self._dispatch = dispatch
+        self._calls = calls
+        self._topics = topics
+        self._backoff = backoff
+        self._connect_timeout = endpoint.connect_timeout
+        self.url = endpoint.url
+        self._env = LinkEnv(
+            endpoint=endpoint, pending=pending, on_message=self._on_message,
+            keepalive=keepalive, ping_timeout=ping_timeout, upgrade_retry=upgrade_retry,
+            thread_name=thread_name, settle=calls.settle)
+        self._attempt_aborter: Aborter | None = None
+        self._connector: threading.Thread | None = None
+        self._dispatcher: threading.Thread | None = None
+
+    # --- what the public API asks for ------------------------------------------------------
+
+    def start(self) -> None:
+        """``connect()``: start the threads (once) and be active."""
+        status = self._status
         with self._lock:
-            while True:
-                link = self._link
-                if (self._state.open and link is not None and link.intent is None
-                        and not link.broken):
-                    return link
-                self._raise_if_stopped()
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise ConnectionClosed("not connected (still connecting)")
-                self._changed.wait(remaining)
+            if status.closed:
+                raise ConnectionClosed("this client was closed; create a new one")
+            self._start_threads()
+            if status.active:
+                return
+            status.active = True
+            status.session += 1
+            status.set_state(active=True)
+
+    def reconnect(self) -> None:
+        """``reconnect()``: drop the connection and make a new one at once, WebSocket first
+        again in auto mode."""
+        with self._lock:
+            if self._status.closed:
+                raise ConnectionClosed("this client was closed; create a new one")
+            self._machine.reset_transport()
+            self._start_threads()
+        self.drop(CloseInfo("requested-reconnect"), keep_active=True)
+
+    def break_link(self) -> None:
+        """``break_connection()``: drop the link as a network failure would."""
+        with self._lock:
+            link = self._status.link
+            if link is not None:
+                link.broken = True  # calls from now on wait for the next connection
+        if link is not None:
+            link.shutdown(None, graceful=False)
+
+    def drop(self, info: CloseInfo, *, keep_active: bool) -> None:
+        """End the current connection (and any attempt) on the user's request.
+
+        The state changes here, at once, so ``disconnect()`` returns with ``open`` False;
+        the connector then sees the new session and either waits or reconnects.
+        """
+        status = self._status
+        with self._lock:
+            status.session += 1
+            status.active = keep_active and not status.closed
+            if self._attempt_aborter is not None:
+                self._attempt_aborter.fire()
+            link = status.link
+            changes: dict[str, t.Any] = {"active": status.active, "next_reconnect": None}
+            if link is not None:
+                status.link = None
+                link.intent = link.intent or info
+                self._pending.fail_link(link, ConnectionClosed(
+                    f"connection closed: {info.reason}", link.drop_code))
+                if status.state.open:
+                    changes.update(open=False, last_close=info)
+            status.set_state(**changes)
+            self._changed.notify_all()
+        if link is not None:
+            link.shutdown(info, graceful=True)
+
+    def close(self) -> float:
+        """``close()``, after its :meth:`drop`: the client is closed for good, the
+        dispatcher drains and stops. Returns how long to wait for each thread of the client
+        (:meth:`join_threads`): a TCP connect cannot be interrupted, so one may run into its
+        timeout first."""
+        with self._lock:
+            self._status.closed = True
+            self._dispatch.close()
+        return JOIN_TIMEOUT + self._connect_timeout
+
+    def join_threads(self, patience: float) -> None:
+        """Wait for the connector and the dispatcher to end (not from one of them)."""
+        current = threading.current_thread()
+        for thread in (self._connector, self._dispatcher):
+            if thread is not None and thread is not current:
+                thread.join(patience)
+                if thread.is_alive():
+                    logger.warning("client thread %s did not stop within %.0f s (a handler "
+                                   "that does not return?)", thread.name, patience)
+
+    # --- what a link's reader hands over ---------------------------------------------------
 
     def _on_message(self, link: Link, message: wire.ServerMessage) -> None:
         """A message from ``link``'s reader that the link does not handle itself."""
@@ -121,18 +184,13 @@ class ConnectionLoop:
             with self._lock:
                 for event_id, data in self._endpoint.positions.batch(message.events):
                     if ev.is_reserved(event_id):
-                        if not self._system_push(event_id, data):
+                        if not self._topics.system_push(event_id, data):
                             logger.debug("ignoring unknown system event %r", event_id)
                         continue
                     self._dispatch.emit(event_id, data)
-                self._changed.notify_all()  # the positions moved: see _settle
+                self._changed.notify_all()  # the positions moved: see Calls.settle
         elif kind == "reply":
-            with self._lock:
-                ticket = self._dispatch.queued  # what came before the reply is queued
-            if message.cb_id is None:
-                logger.debug("ignoring a reply without cb_id")
-            elif not self._pending.resolve(message, ticket):
-                logger.debug("reply for an unknown or expired call %r", message.cb_id)
+            self._calls.resolve(message)
         elif kind == "handshake":
             if not isinstance(message.value, dict):
                 return
@@ -143,62 +201,9 @@ class ConnectionLoop:
                 link.shutdown(failure.info, graceful=False)
                 return
             with self._lock:
-                if self._link is link:
+                if self._status.link is link:
                     self._opened(link, handshake)
         # "timeout" (end of a long-poll) and "ack" need nothing.
-
-    def _settle(self, after: t.Mapping[str, Position] | None, ticket: int | None,
-                deadline: float) -> None:
-        """A call's reply is in: hold it until what its handler pushed before replying has
-        reached the app (docs/protocol.md §6, "Replies after their pushes"), so code after
-        ``call()`` never reads state older than the reply.
-
-        ``after`` (an Ajax reply's ``X-Sente-After``): first wait until the polls have
-        brought the positions there (:meth:`Positions.reached`; a handshake that moved them
-        to another epoch ends the wait). Then wait until the handlers of the events queued
-        before then (``ticket``, over WebSocket: what the reader had queued when the reply
-        arrived) have run — not on the dispatcher thread itself, where a handler calling the
-        server would wait for itself. Both waits end at ``deadline`` (the call's timeout)
-        or when the client stops: the reply is then delivered anyway.
-        """
-        if after is not None:
-            with self._lock:
-                positions = self._endpoint.positions
-                while not positions.reached(after):
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0 or self._closed or not self._active:
-                        logger.debug("delivering a reply before its handler's pushes "
-                                     "arrived (waiting for %s)", after)
-                        return
-                    self._changed.wait(remaining)
-                ticket = self._dispatch.queued
-        if ticket is not None:
-            self._dispatch.wait_done(ticket, deadline)
-
-    def _drop(self, info: CloseInfo, *, keep_active: bool) -> None:
-        """End the current connection (and any attempt) on the user's request.
-
-        The state changes here, at once, so ``disconnect()`` returns with ``open`` False;
-        the connector then sees the new session and either waits or reconnects.
-        """
-        with self._lock:
-            self._session += 1
-            self._active = keep_active and not self._closed
-            if self._attempt_aborter is not None:
-                self._attempt_aborter.fire()
-            link = self._link
-            changes: dict[str, t.Any] = {"active": self._active, "next_reconnect": None}
-            if link is not None:
-                self._link = None
-                link.intent = link.intent or info
-                self._pending.fail_link(link, ConnectionClosed(
-                    f"connection closed: {info.reason}", link.drop_code))
-                if self._state.open:
-                    changes.update(open=False, last_close=info)
-            self._set_state(**changes)
-            self._changed.notify_all()
-        if link is not None:
-            link.shutdown(info, graceful=True)
 
     # --- internals: threads ----------------------------------------------------------------
 
@@ -218,19 +223,19 @@ class ConnectionLoop:
         session = -1
         while True:
             with self._lock:
-                while not self._active and not self._closed:
+                while not self._status.active and not self._status.closed:
                     self._changed.wait()
-                if self._closed:
+                if self._status.closed:
                     return
-                if session != self._session:
-                    session = self._session
+                if session != self._status.session:
+                    session = self._status.session
                     machine.new_session()
             attempt = machine.next_attempt()
             if not self._back_off(attempt, session):
                 continue
             aborter = Aborter()
             with self._lock:
-                if self._session != session or self._closed:
+                if self._status.session != session or self._status.closed:
                     continue
                 self._attempt_aborter = aborter
             try:
@@ -261,14 +266,14 @@ class ConnectionLoop:
             return True
         deadline = time.monotonic() + delay
         with self._lock:
-            self._set_state(attempt=attempt - 1, next_reconnect=time.time() + delay)
-            while self._session == session and not self._closed:
+            self._status.set_state(attempt=attempt - 1, next_reconnect=time.time() + delay)
+            while self._status.session == session and not self._status.closed:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    self._set_state(next_reconnect=None)
+                    self._status.set_state(next_reconnect=None)
                     return True
                 self._changed.wait(remaining)
-            self._set_state(next_reconnect=None)
+            self._status.set_state(next_reconnect=None)
             return False
 
     def _attempt_failed(self, info: CloseInfo, session: int, attempt: int) -> None:
@@ -280,13 +285,13 @@ class ConnectionLoop:
                    info.reason, f" {info.status}" if info.status else
                    (f" ({info.message})" if info.message else ""))
         with self._lock:
-            if self._session != session:
+            if self._status.session != session:
                 return
             changes: dict[str, t.Any] = {"last_close": info, "attempt": attempt}
             if terminal:
-                self._active = False
+                self._status.active = False
                 changes["active"] = False
-            self._set_state(**changes)
+            self._status.set_state(**changes)
 
     # --- internals: opening and serving connections ----------------------------------------
 
@@ -313,11 +318,11 @@ class ConnectionLoop:
     def _serve(self, link: Link, handshake: Handshake, session: int) -> None:
         """Run one logical connection until it ends (following Ajax -> WebSocket upgrades)."""
         with self._lock:
-            if self._session != session or self._closed or not self._active:
+            if self._status.session != session or self._status.closed or not self._status.active:
                 link.shutdown(None, graceful=False)
                 link.release()
                 return
-            self._link = link
+            self._status.link = link
             self._opened(link, handshake)
         while True:
             helper_stop = threading.Event()
@@ -337,9 +342,10 @@ class ConnectionLoop:
                     helper.join(JOIN_TIMEOUT + self._connect_timeout)
             if isinstance(result, Upgrade):
                 new_link = WsLink(self._env, result.ws)
+                status = self._status
                 with self._lock:
-                    if self._link is link and link.intent is None and not self._closed:
-                        self._link = new_link
+                    if status.link is link and link.intent is None and not status.closed:
+                        status.link = new_link
                         link.release(keep_posts=True)
                         self._opened(new_link, result.handshake)
                         link = new_link
@@ -353,17 +359,17 @@ class ConnectionLoop:
 
     def _opened(self, link: Link, handshake: Handshake) -> None:
         """State and events for a handshake (lock held)."""
-        first = not self._state.ever_opened
-        recovered = self._topics_at_handshake(handshake)
+        first = not self._status.state.ever_opened
+        recovered = self._topics.at_handshake(handshake)
         self._machine.opened(link.transport)
-        self._replace_state(dataclasses.replace(
-            state_after_handshake(self._state, link.transport, handshake),
+        self._status.replace_state(dataclasses.replace(
+            state_after_handshake(self._status.state, link.transport, handshake),
             recovered=recovered))
         self._dispatch.emit(ev.HANDSHAKE, {"uid": handshake.get("uid"),
                                "handshake_data": handshake.get("handshake_data"),
                                "first_handshake": first, "type": link.transport,
                                "recovered": recovered}, system=True)
-        self._rejoin_all()
+        self._topics.rejoin_all()
 
     def _closed_link(self, link: Link, info: CloseInfo) -> None:
         """The connection ended: fail its calls, record why, decide about reconnecting."""
@@ -375,18 +381,18 @@ class ConnectionLoop:
                                                        info.code))
         with self._lock:
             if info.reason == "kicked":
-                self._topics_kicked()
-            if self._link is link:
-                self._link = None
-                new = state_after_close(self._state, info)
+                self._topics.kicked()
+            if self._status.link is link:
+                self._status.link = None
+                new = state_after_close(self._status.state, info)
                 if not self._machine.should_reconnect(info):
-                    self._active = False
+                    self._status.active = False
                     new = dataclasses.replace(new, active=False)
                     if info.reason == "rejected":
                         logger.warning("%s refused this client with %s (%s): stopped, as "
                                        "retrying cannot fix it; reconnect() starts again",
                                        self.url, info.status, info.message)
-                self._replace_state(new)
+                self._status.replace_state(new)
         if info.reason not in ("requested-disconnect", "requested-reconnect"):
             logger.info("connection to %s closed: %s%s", self.url, info.reason,
                         f" (code {info.code})" if info.code else "")

@@ -1,10 +1,14 @@
-"""The :class:`Client`'s public API: lifecycle, handlers, ``call``/``send``.
+"""The :class:`Client`: the public API of the Python client, and the objects it is made of.
 
-What lives elsewhere: the connector thread and the state helpers in :mod:`.connection`;
-the decisions (state after a handshake or close, reconnect or stop, which transport,
-fallback) in :mod:`.state`; the open connections and their read loops in :mod:`.links`;
-requests and opening connections in :mod:`.endpoint`; calls in flight in :mod:`.calls`;
-handlers and the receive queue in :mod:`.dispatch`.
+The client is a facade over collaborators that each get what they share in their
+constructors: :class:`~.status.ClientStatus` (the state, the link in use, the lock),
+:class:`~.connection.Connection` (the connector thread, reconnects, what a message means),
+:class:`~.calls.Calls` (calls, sends, and the hold on replies), :class:`~.topics.Topics`
+(join, leave, rejoins) and :class:`~.dispatch.Dispatcher` (handlers and the receive
+queue). Elsewhere: the decisions (state after a handshake or close, reconnect or stop, which
+transport, fallback) in :mod:`.state`; the open connections and their read loops in
+:mod:`.links` and :mod:`.ajax`; requests and opening connections in :mod:`.endpoint`.
+sente.js is built the same way (its ``Connection``, ``Calls`` and ``Topics`` helpers).
 """
 from __future__ import annotations
 
@@ -17,18 +21,19 @@ import time
 import typing as t
 import uuid
 
-from ..exceptions import ConnectionClosed, LocalProtocolError
+from ..config import CLIENT_AJAX_TIMEOUT
+from ..exceptions import LocalProtocolError
 from ..protocol import events as ev
-from ..protocol import wire
 from ..protocol.backoff import DEFAULT_CAP, backoff_delay
 from ..protocol.packers import Packer, get_packer
-from .calls import PendingCalls
-from .connection import JOIN_TIMEOUT, ConnectionLoop
+from .calls import DEFAULT_CALL_TIMEOUT, Calls
+from .connection import Connection
 from .dispatch import Dispatcher, Handler
 from .endpoint import Endpoint
-from .links import LinkEnv
+from .pending import PendingCalls
 from .state import TRANSPORT_TYPES, ClientState, CloseInfo, ConnectionMachine
-from .topics import ClientTopics
+from .status import ClientStatus
+from .topics import REJOIN_TIMEOUT, TopicHandler, Topics
 from .websocket import DEFAULT_MAX_MESSAGE_SIZE
 
 __all__ = ["Client", "default_backoff"]
@@ -39,9 +44,13 @@ logger = logging.getLogger("flask_sente.client")
 STATE = ev.STATE
 HANDSHAKE = ev.HANDSHAKE
 
-#: A client's own Ajax request timeout; longer than any server's long-poll hold (< 60 s).
-AJAX_TIMEOUT = 60.0
-DEFAULT_CALL_TIMEOUT = 30.0
+#: A client's own Ajax request timeout: longer than any server's long-poll hold, which the
+#: server keeps below it (``lp_timeout`` < this; flask_sente.config). One value, in
+#: ``flask_sente.config``, for the server's check and this client; sente.js has the same
+#: (``DEFAULTS.ajaxTimeoutMs``), and ``tests/vectors/defaults.json`` ties them.
+AJAX_TIMEOUT = CLIENT_AJAX_TIMEOUT
+
+__all__ += ["AJAX_TIMEOUT", "DEFAULT_CALL_TIMEOUT", "HANDSHAKE", "STATE"]
 
 
 def default_backoff(cap: float = DEFAULT_CAP) -> t.Callable[[int], float]:
@@ -54,7 +63,7 @@ def default_backoff(cap: float = DEFAULT_CAP) -> t.Callable[[int], float]:
     return backoff
 
 
-class Client(ConnectionLoop, ClientTopics):
+class Client:
     """A channel-socket client. Thread-safe; see :mod:`flask_sente.client` for the design.
 
     :param url: the channel socket, e.g. ``"http://127.0.0.1:5000/chsk"`` (``https``,
@@ -130,32 +139,28 @@ class Client(ConnectionLoop, ClientTopics):
             max_message_size=max_message_size)
         #: The channel socket's http(s) URL.
         self.url = self._endpoint.url
-        self._type = type
-        self._backoff = backoff or default_backoff()
         self._connect_timeout = float(connect_timeout)
-        self._machine = ConnectionMachine(type, upgrade_retry=upgrade_retry,
-                                          reconnect_on_auth_failure=reconnect_on_auth_failure)
-        self._pending = PendingCalls()
-        self._env = LinkEnv(
-            endpoint=self._endpoint, pending=self._pending, on_message=self._on_message,
-            keepalive=keepalive, ping_timeout=ping_timeout,
-            upgrade_retry=upgrade_retry if type == "auto" else None,
-            thread_name=f"flask_sente.client-{self.client_id[:8]}", settle=self._settle)
-
+        # The one lock of the client (re-entrant: handlers of state changes may call back),
+        # and the condition every wait of every collaborator is on.
         self._lock = threading.RLock()
-        self._changed = threading.Condition(self._lock)
-        self._state = ClientState(type=type)
-        self._closed = False
-        self._active = False
-        self._session = 0
-        self._link = None
-        self._attempt_aborter = None
-        self._dispatch = Dispatcher(self._changed, lambda: self._closed,
-                                    receive_system_events=receive_system_events,
+        changed = threading.Condition(self._lock)
+        self._dispatch = Dispatcher(changed, receive_system_events=receive_system_events,
                                     queue_size=receive_queue_size)
-        self._connector: threading.Thread | None = None
-        self._dispatcher: threading.Thread | None = None
-        self._init_topics()
+        self._status = ClientStatus(changed, self._dispatch, type)
+        pending = PendingCalls()
+        self._calls = Calls(self._status, packer=self._endpoint.packer,
+                            positions=self._endpoint.positions, pending=pending,
+                            dispatch=self._dispatch)
+        self._topics = Topics(self._status, calls=self._calls, dispatch=self._dispatch,
+                              positions=self._endpoint.positions)
+        self._connection = Connection(
+            self._status, endpoint=self._endpoint,
+            machine=ConnectionMachine(type, upgrade_retry=upgrade_retry,
+                                      reconnect_on_auth_failure=reconnect_on_auth_failure),
+            pending=pending, dispatch=self._dispatch, calls=self._calls, topics=self._topics,
+            backoff=backoff or default_backoff(), keepalive=keepalive,
+            ping_timeout=ping_timeout, upgrade_retry=upgrade_retry if type == "auto" else None,
+            thread_name=f"flask_sente.client-{self.client_id[:8]}")
 
     # --- context manager and lifecycle -----------------------------------------------------
 
@@ -167,7 +172,7 @@ class Client(ConnectionLoop, ClientTopics):
         self.close()
 
     def __repr__(self) -> str:
-        state = self._state
+        state = self._status.state
         status = "open" if state.open else ("connecting" if state.active else "stopped")
         return f"<Client {self.url} {state.type} {status} client_id={self.client_id}>"
 
@@ -177,15 +182,7 @@ class Client(ConnectionLoop, ClientTopics):
         Also restarts a client that stopped (after ``disconnect()``, a kick, a refusal or a
         protocol mismatch). Use :meth:`wait_open` to block until the connection is open.
         """
-        with self._lock:
-            if self._closed:
-                raise ConnectionClosed("this client was closed; create a new one")
-            self._start_threads()
-            if self._active:
-                return
-            self._active = True
-            self._session += 1
-            self._set_state(active=True)
+        self._connection.start()
 
     def disconnect(self) -> None:
         """Close the connection (WebSocket close 1000) and stop reconnecting.
@@ -194,50 +191,30 @@ class Client(ConnectionLoop, ClientTopics):
         :class:`~flask_sente.exceptions.ConnectionClosed`. :meth:`connect` or :meth:`reconnect`
         starts again.
         """
-        self._drop(CloseInfo("requested-disconnect"), keep_active=False)
+        self._connection.drop(CloseInfo("requested-disconnect"), keep_active=False)
 
     def reconnect(self) -> None:
         """Close the connection and make a new one at once (e.g. after a login changed the
         session, so the server computes the new uid). In auto mode WebSocket is tried first
         again."""
-        with self._lock:
-            if self._closed:
-                raise ConnectionClosed("this client was closed; create a new one")
-            self._machine.reset_transport()
-            self._start_threads()
-        self._drop(CloseInfo("requested-reconnect"), keep_active=True)
+        self._connection.reconnect()
 
     def break_connection(self) -> None:
         """Drop the connection as a network failure would (no close frame, no intent): the
         client reconnects on its own, with its backoff, and is replayed what it missed.
         Sente's ``chsk-break-connection!`` and sente.js's ``breakConnection()``: for tests
         of an app's reconnect paths, or to force a fresh connection."""
-        with self._lock:
-            link = self._link
-            if link is not None:
-                link.broken = True  # calls from now on wait for the next connection
-        if link is not None:
-            link.shutdown(None, graceful=False)
+        self._connection.break_link()
 
     def close(self) -> None:
         """Disconnect and stop every thread of this client (joined with a timeout). Final."""
         with self._lock:
-            if self._closed:
+            if self._status.closed:
                 return
-        self._drop(CloseInfo("requested-disconnect"), keep_active=False)
-        with self._lock:
-            self._closed = True
-            self._changed.notify_all()
-        current = threading.current_thread()
-        # A TCP connect cannot be interrupted: allow for one to run into its timeout.
-        patience = JOIN_TIMEOUT + self._connect_timeout
-        self._stop_rejoining(patience)
-        for thread in (self._connector, self._dispatcher):
-            if thread is not None and thread is not current:
-                thread.join(patience)
-                if thread.is_alive():
-                    logger.warning("client thread %s did not stop within %.0f s (a handler "
-                                   "that does not return?)", thread.name, patience)
+        self._connection.drop(CloseInfo("requested-disconnect"), keep_active=False)
+        patience = self._connection.close()
+        self._topics.stop_rejoining(patience)
+        self._connection.join_threads(patience)
 
     def wait_open(self, timeout: float | None = None) -> bool:
         """Block until the connection is open; False if ``timeout`` passed first.
@@ -246,21 +223,12 @@ class Client(ConnectionLoop, ClientTopics):
         :raises ConnectionClosed: the client is not trying to connect (never connected,
             disconnected, kicked, protocol mismatch, closed).
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._lock:
-            while True:
-                if self._state.open:
-                    return True
-                self._raise_if_stopped()
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                self._changed.wait(remaining)
+        return self._status.wait_open(timeout)
 
     @property
     def state(self) -> ClientState:
         """The current :class:`ClientState` (an immutable snapshot)."""
-        return self._state
+        return self._status.state
 
     # --- handlers and receiving ------------------------------------------------------------
 
@@ -268,7 +236,8 @@ class Client(ConnectionLoop, ClientTopics):
         """Register ``fn(data)`` for pushed events with ``event_id`` (usable as decorator).
 
         Also for the client's own ``chsk/state`` (data ``(old, new)``) and ``chsk/handshake``
-        (data: a dict with ``uid``, ``handshake_data``, ``first_handshake``, ``type``).
+        (data: a dict with ``uid``, ``handshake_data``, ``first_handshake``, ``type`` and
+        ``recovered``), and the topics' ``chsk/rejoined``, ``chsk/left`` and ``chsk/joined``.
         Handlers run one at a time on the dispatcher thread; an exception is logged and
         changes nothing else. An event with a handler does not go to :meth:`receive`.
         """
@@ -323,8 +292,7 @@ class Client(ConnectionLoop, ClientTopics):
         :raises LocalProtocolError: an invalid or reserved event, or data the packer refuses.
         """
         pair = ev.validate_outgoing(event)
-        deadline = time.monotonic() + timeout
-        return self._wait_for_link(deadline).call(pair, deadline, timeout)
+        return self._calls.call(pair, time.monotonic() + timeout, timeout)
 
     def send(self, event: t.Any, timeout: float | None = None) -> None:
         """Send ``event`` without asking for a reply (fire and forget).
@@ -335,5 +303,47 @@ class Client(ConnectionLoop, ClientTopics):
         """
         pair = ev.validate_outgoing(event)
         deadline = time.monotonic() + (self._connect_timeout if timeout is None else timeout)
-        packed = self._endpoint.packer.pack(wire.client_event(pair, None))
-        self._wait_for_link(deadline).send(packed, deadline)
+        self._calls.send(pair, deadline)
+
+    # --- topics ----------------------------------------------------------------------------
+
+    @property
+    def topics(self) -> list[str]:
+        """The topics this client is in (joined, or put in by the server)."""
+        return self._topics.names()
+
+    def join(self, topic: str, data: t.Any = None, timeout: float = REJOIN_TIMEOUT) -> t.Any:
+        """Join ``topic``; returns the data the server's join handler gave back (or None).
+
+        Callable at any time: right after ``connect()``, or while the client reconnects, the
+        join waits for the connection (within ``timeout``) and is that connection's. From
+        the call on, the topic's events reach the app. After a reconnect the client rejoins
+        by itself, with its position in the topic, so what was published meanwhile is
+        replayed (a ``chsk/rejoined`` event says whether it all was: ``{"topic",
+        "recovered"}``).
+
+        :raises JoinRefused: the server refused; ``.reason`` is the server's.
+        :raises ReplyTimeout, ConnectionClosed: as :meth:`call`.
+        :raises LocalProtocolError: not a valid topic name.
+        """
+        return self._topics.join(topic, data, timeout)
+
+    def leave(self, topic: str, timeout: float = REJOIN_TIMEOUT) -> None:
+        """Leave ``topic``: its events stop at once here (the server is told too).
+
+        Callable at any time, like :meth:`join`: a leave while the client reconnects keeps
+        the topic out of the next connection's rejoins, and is sent on it. A join or rejoin
+        of the topic still unanswered is waited for first (the join and leave calls of a
+        topic go out one at a time, in order), so the server, which runs a client's events
+        side by side, cannot do the leave before it."""
+        self._topics.leave(topic, timeout)
+
+    def on_topic(self, topic: str, fn: TopicHandler | None = None) -> t.Any:
+        """Register ``fn(event_id, data)`` for the events published to ``topic`` (usable
+        as a decorator). A topic's events with no such handler go to :meth:`on` handlers
+        of their id, or to :meth:`receive`, like any push."""
+        return self._topics.on_topic(topic, fn)
+
+    def off_topic(self, topic: str, fn: TopicHandler) -> None:
+        """Remove a handler registered with :meth:`on_topic`."""
+        self._topics.off_topic(topic, fn)

@@ -27,13 +27,13 @@ class Dispatcher:
     """The handlers and the receive queue of one client.
 
     :param changed: the client's condition; its lock guards everything here.
-    :param is_closed: whether the client is closed (the thread then drains and stops).
     """
 
-    def __init__(self, changed: threading.Condition, is_closed: t.Callable[[], bool], *,
-                 receive_system_events: bool, queue_size: int) -> None:
+    def __init__(self, changed: threading.Condition, *, receive_system_events: bool,
+                 queue_size: int) -> None:
         self._changed = changed
-        self._is_closed = is_closed
+        #: Set by :meth:`close` (the client closed): the thread drains and stops.
+        self._closed = False
         self._receive_system_events = receive_system_events
         self._handlers: dict[str, list[Handler]] = {}
         self._inbox: collections.deque[ev.Event] = collections.deque(maxlen=queue_size)
@@ -88,7 +88,7 @@ class Dispatcher:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._changed:
             while not self._inbox:
-                if self._is_closed():
+                if self._closed:
                     return None
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -108,10 +108,16 @@ class Dispatcher:
         with self._changed:
             while self._done < ticket:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._is_closed():
+                if remaining <= 0 or self._closed:
                     return False
                 self._changed.wait(remaining)
             return True
+
+    def close(self) -> None:
+        """The client is closed (call with the lock held): :meth:`run` finishes what is
+        queued and returns, waits in :meth:`receive` and :meth:`wait_done` end."""
+        self._closed = True
+        self._changed.notify_all()
 
     def run(self) -> None:
         """The dispatcher thread: handlers in order, one at a time; drains what is queued
@@ -119,7 +125,7 @@ class Dispatcher:
         self._thread = threading.current_thread()
         while True:
             with self._changed:
-                while not self._jobs and not self._is_closed():
+                while not self._jobs and not self._closed:
                     self._changed.wait()
                 if not self._jobs:
                     return

@@ -4,7 +4,7 @@
 Why it is separate: every decision the client takes about its connection — what the state
 becomes after a handshake or a close, whether to reconnect, which transport to try, how
 long to back off, whether the server speaks our protocol — is a function of values here,
-with the clock and the random number passed in. The threads in :mod:`.core` only perform
+with the clock and the random number passed in. The threads of :mod:`.connection` only perform
 the outcome. The same decisions are written in ``sente.js`` (``initialState``,
 ``stateAfterHandshake``, ``stateAfterClose``, ``shouldReconnect``, ``afterWsFailure``,
 ``backoffDelay``) and both are run against the JSON files in ``tests/vectors/``, so the two
@@ -219,9 +219,6 @@ class ConnectionMachine:
         self.reconnect_on_auth_failure = reconnect_on_auth_failure
         #: Failed attempts in a row (the attempt being made, once :meth:`next_attempt` ran).
         self.attempt = 0
-        #: A WebSocket handshake completed at least once: its failures are not a reason to
-        #: fall back (they are likely a server restart).
-        self.ws_ever_opened = False
         #: When auto mode last fell back to Ajax (WebSocket failed, Ajax worked).
         self.ws_blocked_since: float | None = None
 
@@ -282,7 +279,6 @@ class ConnectionMachine:
     def opened(self, transport: str) -> None:
         """A handshake completed over ``transport``."""
         if transport == "ws":
-            self.ws_ever_opened = True
             self.ws_blocked_since = None
 
     def reset_transport(self) -> None:

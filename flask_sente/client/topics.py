@@ -1,22 +1,21 @@
 """Topics in the Python client: join, leave, the topic handlers, and rejoining after every
-handshake (docs/protocol.md §11). Mirrors the topics section of sente.js.
+handshake (docs/protocol.md §11). Mirrors sente.js's ``Topics`` helper.
 
 A topic's events arrive inside push batches as ``["chsk/topic", [topic, event]]`` and its
 position rides in the same marks as the user's log, so what is missed while away is
 replayed by the rejoin (which carries the position) or reported ``recovered: false`` for
-that topic. :class:`ClientTopics` is a base class of :class:`~flask_sente.client.Client`.
+that topic. :class:`Topics` is held by the :class:`~flask_sente.client.Client`, which
+hands it the public calls, and by the client's :class:`~.connection.Connection`, which
+tells it of the system events, handshakes and kicks (its :class:`~.connection.TopicHooks`).
 
 Which topics the client is in or joining, and what a handshake, a reply, a leave or a kick
-does to them, is decided without I/O by :class:`TopicBook` and :func:`topics_at_handshake`,
-so ``join()`` and ``leave()`` work whenever they are called — before the first handshake,
-during a reconnect — and the rule is stated once for both clients, as data:
-``tests/vectors/topics_handshake.json`` runs against this module and against sente.js.
+does to them, is decided without I/O by :class:`~.topicbook.TopicBook`, so ``join()`` and
+``leave()`` work whenever they are called — before the first handshake, during a reconnect.
 """
 from __future__ import annotations
 
 import collections
 import contextlib
-import dataclasses
 import logging
 import threading
 import time
@@ -25,19 +24,21 @@ import typing as t
 from ..exceptions import ConnectionClosed, JoinRefused, LocalProtocolError, ReplyTimeout
 from ..protocol import events as ev
 from ..protocol import wire
+from .calls import DEFAULT_CALL_TIMEOUT, Calls
 from .dispatch import Dispatcher
-from .endpoint import Endpoint
 from .positions import Positions
+from .status import ClientStatus
+from .topicbook import TopicBook
 
-if t.TYPE_CHECKING:  # pragma: no cover
-    from .links import Link
+__all__ = ["Topics", "LEFT", "MAX_TOPIC_LENGTH", "REJOINED", "REJOIN_TIMEOUT"]
 
 logger = logging.getLogger("flask_sente.client")
 
 #: Longest topic name the client sends (the server's default limit).
 MAX_TOPIC_LENGTH = 200
-#: Each rejoin after a reconnect waits this long for its reply at most.
-REJOIN_TIMEOUT = 30.0
+#: Each rejoin after a reconnect waits this long for its reply at most: a call's default
+#: timeout, as in sente.js (whose rejoins take ``callTimeoutMs``).
+REJOIN_TIMEOUT = DEFAULT_CALL_TIMEOUT
 #: Events the client emits about topics (``on()`` handlers; ``receive()`` with
 #: ``receive_system_events``): a topic rejoined after a reconnect ``{topic, recovered}``,
 #: and a topic left by the server or refused on rejoin ``{topic, reason}``.
@@ -46,135 +47,24 @@ LEFT = ev.LEFT
 
 TopicHandler = t.Callable[[str, t.Any], t.Any]
 
-#: A topic's states in the client: in it (rejoined after every handshake), or joining it
-#: (a join call not answered yet, which answers for the topic whenever it is sent).
-JOINED = "joined"
-JOINING = "joining"
 
+class Topics:
+    """The topics of one client.
 
-@dataclasses.dataclass(frozen=True)
-class HandshakeTopics:
-    """What one handshake does to the topics: rejoin some (in join order), drop others."""
-
-    rejoin: tuple[str, ...]
-    dropped: tuple[str, ...]
-
-
-def topics_at_handshake(states: t.Mapping[str, str], user_changed: bool) -> HandshakeTopics:
-    """The rule both clients follow after a handshake (sente.js: ``topicsAtHandshake``).
-
-    ``states``: topic -> :data:`JOINED` or :data:`JOINING`, in join order. A new connection
-    starts with no topics on the server, so every topic the client is in is rejoined from
-    its position — unless the user changed since the last handshake (never on the first):
-    the topics then were the other user's, and are dropped (the app gets ``chsk/left``,
-    reason ``user-changed``). A topic still joining is in neither list: its own join call,
-    sent on the new connection when it waited for one, answers for it, so it is neither
-    joined twice nor lost — a join made right after ``connect()`` or during a reconnect
-    (even one that signs in another user) is the new connection's.
-    """
-    joined = tuple(topic for topic, state in states.items() if state == JOINED)
-    if user_changed:
-        return HandshakeTopics(rejoin=(), dropped=joined)
-    return HandshakeTopics(rejoin=joined, dropped=())
-
-
-class TopicBook:
-    """The topics one client is in or joining, without I/O; the caller holds the client's
-    lock, makes the calls and tells the app. Twin of the topic records of sente.js.
-
-    A topic is followed (its events and marks are taken) from the moment the app joins it
-    — over Ajax the topic's first batch can overtake the join's reply — until it is left,
-    refused, dropped or its join fails; it is joined once a join's reply allowed it.
+    :param status: the client's state (whether it is closed) and its lock.
+    :param calls: how a join or leave call goes out.
+    :param dispatch: where the topics' events and the notices for the app go.
+    :param positions: the client's positions, the topics' among them.
     """
 
-    def __init__(self, positions: Positions) -> None:
-        self.positions = positions
-        #: topic -> the data it was joined with (sent again on every rejoin), in join order
-        self.joins: dict[str, t.Any] = {}
-
-    def states(self) -> dict[str, str]:
-        """topic -> :data:`JOINED` or :data:`JOINING`: joined ones first, in join order."""
-        states = {topic: JOINED for topic in self.joins}
-        for topic in self.positions.followed():
-            states.setdefault(topic, JOINING)
-        return states
-
-    def follows(self, topic: str) -> bool:
-        return self.positions.follows(topic)
-
-    def join(self, topic: str) -> tuple[str, int] | None:
-        """A join (or rejoin) call for ``topic`` is about to be made: follow the topic;
-        returns the position the call carries (None: a first join)."""
-        return self.positions.follow(topic)
-
-    def allowed(self, topic: str, data: t.Any, position: t.Any,
-                sent: tuple[str, int] | None) -> bool:
-        """A join's reply let the client in: the topic is joined, at the reply's position
-        unless a mark moved it since the call carried ``sent``. False when the topic was
-        left or dropped meanwhile: it stays out (its leave told the server)."""
-        if not self.positions.follows(topic):
-            return False
-        self.joins[topic] = data
-        self.positions.joined(topic, position, sent)
-        return True
-
-    def failed(self, topic: str) -> None:
-        """The app's join was refused or did not get through: a topic the client was not
-        in already is not followed any more."""
-        if topic not in self.joins:
-            self.positions.unfollow(topic)
-
-    def leave(self, topic: str) -> bool:
-        """Out of ``topic`` from now on; False if the client was not in it."""
-        joined = topic in self.joins
-        self.joins.pop(topic, None)
-        self.positions.unfollow(topic)
-        return joined
-
-    def handshake(self, info: t.Mapping[str, t.Any]) -> tuple[bool | None, tuple[str, ...]]:
-        """A handshake: its positions adopted, the topics of another user dropped
-        (:func:`topics_at_handshake`). Returns ``(recovered, dropped)``."""
-        recovered, user_changed = self.positions.handshake(info)
-        dropped = topics_at_handshake(self.states(), user_changed).dropped
-        for topic in dropped:
-            self.leave(topic)
-        return recovered, dropped
-
-    def rejoin_round(self) -> dict[str, t.Any]:
-        """The topics to rejoin now (after a handshake), with the data of each."""
-        return {topic: self.joins[topic]
-                for topic in topics_at_handshake(self.states(), False).rejoin}
-
-    def kicked(self) -> list[str]:
-        """A kick: every topic goes, with the positions (the next connection starts afresh);
-        returns the topics the client was in (a join in flight fails by itself)."""
-        dropped = list(self.joins)
-        self.joins.clear()
-        self.positions.forget()
-        return dropped
-
-    def server_joined(self, topic: str, position: t.Any) -> None:
-        """``chsk/joined``: the server put the client in ``topic``."""
-        if topic not in self.joins:
-            self.joins[topic] = None
-            self.positions.follow(topic)
-            self.positions.joined(topic, position, None)
-
-
-class ClientTopics:
-    """The topics of one client (a base class of :class:`Client`)."""
-
-    _lock: t.Any
-    _changed: threading.Condition
-    _endpoint: Endpoint
-    _dispatch: Dispatcher
-    _closed: bool
-
-    if t.TYPE_CHECKING:
-        def _wait_for_link(self, deadline: float) -> Link: ...
-
-    def _init_topics(self) -> None:
-        self._book = TopicBook(self._endpoint.positions)
+    def __init__(self, status: ClientStatus, *, calls: Calls, dispatch: Dispatcher,
+                 positions: Positions) -> None:
+        self._status = status
+        self._lock = status.changed
+        self._changed = status.changed
+        self._calls = calls
+        self._dispatch = dispatch
+        self._book = TopicBook(positions)
         self._topic_handlers: dict[str, list[t.Callable[[t.Any], t.Any]]] = {}
         self._rejoin_generation = 0
         self._rejoiner: threading.Thread | None = None
@@ -182,28 +72,15 @@ class ClientTopics:
         #: one is in flight): see _topic_turn
         self._turns: dict[str, collections.deque[object]] = {}
 
-    # --- public API ------------------------------------------------------------------------
+    # --- for the Client's public API -------------------------------------------------------
 
-    @property
-    def topics(self) -> list[str]:
+    def names(self) -> list[str]:
         """The topics this client is in (joined, or put in by the server)."""
         with self._lock:
             return sorted(self._book.joins)
 
-    def join(self, topic: str, data: t.Any = None, timeout: float = REJOIN_TIMEOUT) -> t.Any:
-        """Join ``topic``; returns the data the server's join handler gave back (or None).
-
-        Callable at any time: right after ``connect()``, or while the client reconnects, the
-        join waits for the connection (within ``timeout``) and is that connection's. From
-        the call on, the topic's events reach the app. After a reconnect the client rejoins
-        by itself, with its position in the topic, so what was published meanwhile is
-        replayed (a ``chsk/rejoined`` event says whether it all was: ``{"topic",
-        "recovered"}``).
-
-        :raises JoinRefused: the server refused; ``.reason`` is the server's.
-        :raises ReplyTimeout, ConnectionClosed: as :meth:`call`.
-        :raises LocalProtocolError: not a valid topic name.
-        """
+    def join(self, topic: str, data: t.Any, timeout: float) -> t.Any:
+        """:meth:`flask_sente.client.Client.join`."""
         error = wire.topic_error(topic, MAX_TOPIC_LENGTH)
         if error is not None:
             raise LocalProtocolError(error)
@@ -230,22 +107,14 @@ class ClientTopics:
             self._book.allowed(topic, data, reply.get("position"), sent)
         return reply.get("data")
 
-    def leave(self, topic: str, timeout: float = REJOIN_TIMEOUT) -> None:
-        """Leave ``topic``: its events stop at once here (the server is told too).
-
-        Callable at any time, like :meth:`join`: a leave while the client reconnects keeps
-        the topic out of the next connection's rejoins, and is sent on it. A join or rejoin
-        of the topic still unanswered is waited for first (the join and leave calls of a
-        topic go out one at a time, in order), so the server, which runs a client's events
-        side by side, cannot do the leave before it."""
+    def leave(self, topic: str, timeout: float) -> None:
+        """:meth:`flask_sente.client.Client.leave`."""
         with self._lock:
             self._book.leave(topic)
         self._topic_call(ev.LEAVE, topic, lambda: {"topic": topic}, timeout)
 
     def on_topic(self, topic: str, fn: TopicHandler | None = None) -> t.Any:
-        """Register ``fn(event_id, data)`` for the events published to ``topic`` (usable
-        as a decorator). A topic's events with no such handler go to :meth:`on` handlers
-        of their id, or to :meth:`receive`, like any push."""
+        """:meth:`flask_sente.client.Client.on_topic`."""
         def register(handler: TopicHandler) -> TopicHandler:
             def job(pair: tuple[str, t.Any]) -> t.Any:
                 return handler(*pair)
@@ -258,7 +127,7 @@ class ClientTopics:
         return register if fn is None else register(fn)
 
     def off_topic(self, topic: str, fn: TopicHandler) -> None:
-        """Remove a handler registered with :meth:`on_topic`."""
+        """:meth:`flask_sente.client.Client.off_topic`."""
         with self._lock:
             jobs = [j for j in self._topic_handlers.get(topic, [])
                     if getattr(j, "topic_handler", None) is not fn]
@@ -267,7 +136,7 @@ class ClientTopics:
             else:
                 self._topic_handlers.pop(topic, None)
 
-    # --- internals -------------------------------------------------------------------------
+    # --- calls in turns --------------------------------------------------------------------
 
     def _topic_call(self, event_id: str, topic: str,
                     payload: t.Callable[[], dict[str, t.Any] | None],
@@ -282,7 +151,7 @@ class ClientTopics:
             if data is None:
                 return None
             pair = ev.validate_outgoing((event_id, data), allow_reserved=True)
-            reply = self._wait_for_link(deadline).call(pair, deadline, timeout)
+            reply = self._calls.call(pair, deadline, timeout)
         if not isinstance(reply, dict):
             raise ConnectionClosed(f"the server does not answer {event_id} (protocol 2?)")
         return reply
@@ -327,7 +196,9 @@ class ClientTopics:
             del self._turns[topic]
         self._changed.notify_all()
 
-    def _system_push(self, event_id: str, data: t.Any) -> bool:
+    # --- for the Connection (its TopicHooks) ------------------------------------------------
+
+    def system_push(self, event_id: str, data: t.Any) -> bool:
         """A pushed event in the ``chsk/`` namespace (lock held); False if unknown."""
         if event_id == ev.TOPIC:
             if not (isinstance(data, list) and len(data) == 2 and isinstance(data[0], str)
@@ -362,26 +233,26 @@ class ClientTopics:
         self._book.leave(topic)
         self._dispatch.emit(LEFT, {"topic": topic, "reason": reason}, system=True)
 
-    def _topics_at_handshake(self, handshake: t.Mapping[str, t.Any]) -> bool | None:
+    def at_handshake(self, handshake: t.Mapping[str, t.Any]) -> bool | None:
         """(lock held) A handshake, before its events: adopt its positions and drop the
         topics of another user (the app is told); returns ``recovered``. The rejoins follow
-        the handshake's events (:meth:`_rejoin_all`)."""
+        the handshake's events (:meth:`rejoin_all`)."""
         recovered, dropped = self._book.handshake(handshake)
         for topic in dropped:
             self._dispatch.emit(LEFT, {"topic": topic, "reason": "user-changed"}, system=True)
         return recovered
 
-    def _topics_kicked(self) -> None:
+    def kicked(self) -> None:
         """(lock held) Kicked: every topic goes, with the positions; the app is told."""
         for topic in self._book.kicked():
             self._dispatch.emit(LEFT, {"topic": topic, "reason": "kicked"}, system=True)
 
-    def _rejoin_all(self) -> None:
+    def rejoin_all(self) -> None:
         """(lock held) After a handshake: rejoin every topic the client is in, in a thread of
         its own (each rejoin is a call; the handshake is processed on a reader thread). A
         topic still joining is not rejoined: its own call answers for it."""
         joins = self._book.rejoin_round()
-        if not joins or self._closed:
+        if not joins or self._status.closed:
             return
         self._rejoin_generation += 1
         generation = self._rejoin_generation
@@ -396,7 +267,7 @@ class ClientTopics:
 
             def payload(topic: str = topic, data: t.Any = data) -> dict[str, t.Any] | None:
                 nonlocal sent
-                if (generation != self._rejoin_generation or self._closed
+                if (generation != self._rejoin_generation or self._status.closed
                         or topic not in self._book.joins):
                     return None  # a newer round, closed, or left meanwhile
                 sent = self._book.join(topic)
@@ -424,7 +295,8 @@ class ClientTopics:
                                                    "recovered": reply.get("recovered")},
                                         system=True)
 
-    def _stop_rejoining(self, timeout: float) -> None:
+    def stop_rejoining(self, timeout: float) -> None:
+        """The client is closing: no more rejoins; wait for the thread making them."""
         with self._lock:
             self._rejoin_generation += 1
             thread = self._rejoiner

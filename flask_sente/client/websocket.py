@@ -7,9 +7,10 @@ moment. Standard library only, so it works with plain threads and under gevent's
 monkey-patching alike.
 
 What it does: the opening handshake (with the ``Sec-WebSocket-Accept`` check), text and
-binary messages, ping and pong, close codes. Frames are built and parsed by
-:mod:`flask_sente.protocol.frames` (the codec the server uses too, with the client's side
-of the masking rules); this module only owns the socket. No extensions, no subprotocols.
+binary messages, the server's pings answered with pongs, close codes. Frames are built and
+parsed by :mod:`flask_sente.protocol.frames` (the codec the server uses too, with the
+client's side of the masking rules); this module only owns the socket. No extensions, no
+subprotocols.
 
 Threading contract: one reader thread calls :meth:`WebSocket.receive`; any thread may call
 :meth:`WebSocket.send` and :meth:`WebSocket.close` (writes are serialised by a lock); any
@@ -319,10 +320,6 @@ class WebSocket:
             self._write(OP_TEXT, message.encode("utf-8"))
         else:
             self._write(OP_BINARY, bytes(message))
-
-    def ping(self, payload: bytes = b"") -> None:
-        """Send a WebSocket ping (the server answers with a pong, swallowed by the reader)."""
-        self._write(OP_PING, payload)
 
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Send a close frame (once); the reader then gets the server's echo and ends."""

@@ -181,11 +181,11 @@ declare namespace Sente {
     upgradeRetryMs?: number | null;
     /** Keep retrying after a 401/403 instead of stopping (false). */
     reconnectOnAuthFailure?: boolean;
-    /** Longest wait for a WebSocket or Ajax handshake (15000). */
+    /** Longest wait for a WebSocket or Ajax handshake (10000). */
     connectTimeoutMs?: number;
     /** Timeout of a long-poll request (60000); above the server's `lp_timeout`. */
     ajaxTimeoutMs?: number;
-    /** Default `timeout` of `call` (25000). */
+    /** Default `timeout` of `call`, `join` and `leave` (30000). */
     callTimeoutMs?: number;
     /** Extra headers on the Ajax requests (browsers cannot set them on a WebSocket). */
     headers?: Headers | (() => Headers);

@@ -9,8 +9,9 @@
  * `globalThis.Sente` (and `module.exports` under node); that body runs unchanged as a module.
  *
  * Sections, in this order: protocol (pure: events, envelopes, packers, backoff, ids and URLs,
- * state, positions, topics), transports (WebSocket, Ajax), auto socket (transport choice,
- * reconnects, positions held during an upgrade, calls, topics), public API.
+ * state, positions, topics), transports (WebSocket, Ajax), auto socket (the ChannelSocket
+ * over helper objects that mirror the Python client's: Status, Dispatch, Calls, Topics and
+ * Connection — transport choice, reconnects, positions held during an upgrade), public API.
  * docs/protocol.md is the contract; flask_sente/protocol/*.py is the Python twin of the pure
  * section and the two must stay in step.
  */
@@ -26,7 +27,7 @@
   // Protocol (pure: no I/O, no timers, no globals beyond crypto for ids)
   // Python twins: flask_sente/protocol/ (events, wire, packers, backoff, closecodes) and,
   // for ids/URLs, state, positions and topics, flask_sente/client/endpoint.py, state.py,
-  // positions.py (topic positions too), topics.py.
+  // positions.py (topic positions too), topicbook.py.
   // =========================================================================================
 
   const PROTOCOL_VERSION = 2;
@@ -70,14 +71,21 @@
   /** The cb_id an Ajax POST sends when it wants the reply as its own response body. */
   const AJAX_CB = "ajax";
 
-  /** Defaults shared with the Python client and the server (flask_sente/config.py). */
+  /**
+   * Defaults shared with the Python client, one value each (tests/vectors/defaults.json,
+   * which both clients are checked against; the README's option tables say why). The Ajax
+   * timeout is also the server's bound on its long-poll hold (flask_sente/config.py
+   * CLIENT_AJAX_TIMEOUT: lp_timeout must stay below it); the call timeout is the server's
+   * reply_timeout (20 s) plus the connect timeout, so a call made while connecting still
+   * hears the server's chsk/timeout before its own timer.
+   */
   const DEFAULTS = Object.freeze({
     keepAliveMs: 20000,
     pingTimeoutMs: 10000,
     upgradeRetryMs: 30000,
-    connectTimeoutMs: 15000,
+    connectTimeoutMs: 10000,
     ajaxTimeoutMs: 60000,
-    callTimeoutMs: 25000,
+    callTimeoutMs: 30000,
   });
 
   /** Base class of the errors a call can reject with; `kind` is stable, messages are not. */
@@ -784,7 +792,7 @@
   // order. `state` is "joining" until a join's reply lets the client in, then "joined";
   // `data` is what the topic was joined with (sent again on each rejoin); `moves` counts
   // the marks that moved `position`, so a join's reply can tell whether one came first.
-  // What a handshake does to them is the rule client/topics.py follows too, stated once
+  // What a handshake does to them is the rule client/topicbook.py follows too, stated once
   // as data in tests/vectors/topics_handshake.json.
 
   /** A topic this client is joining (see above). */
@@ -838,7 +846,7 @@
    * "joined") when the refusal came: a rejoin's refusal does (the new connection is not in
    * it: the app gets "chsk/left"), and so does the refusal of a first join; the refusal of
    * an app's join of a topic the client is in already does not — the server still sends
-   * it. Python: TopicBook.failed and ClientTopics._rejoin.
+   * it. Python: TopicBook.failed and Topics._rejoin.
    */
   function dropsOnRefusal(state, rejoin) {
     return rejoin || state === "joining";
@@ -868,7 +876,7 @@
 
 
   // =========================================================================================
-  // Transports (client/links.py, client/websocket.py): one object per connection attempt,
+  // Transports (client/links.py, ajax.py, websocket.py): one object per connection attempt,
   // reporting to its owner through hooks:
   //   hooks.handshake(transport, info), hooks.message(transport, decoded),
   //   hooks.closed(transport, close)   — once, only for closes this client did not ask for.
@@ -1215,9 +1223,14 @@
   }
 
   // =========================================================================================
-  // Auto socket (client/connection.py, calls.py, dispatch.py): picks the transport,
-  // reconnects with backoff, moves between WS and Ajax, keeps the state and the table of
-  // calls waiting for a reply.
+  // Auto socket: the ChannelSocket (client/core.py) and the helpers it is made of, one for
+  // one with the Python client's objects: Status (client/status.py: the state, the
+  // connection in use, the stop, where the client stands, the waits for the open), Dispatch
+  // (client/dispatch.py: the app's listeners), Calls (client/calls.py: calls, sends, the
+  // replies and their hold), Topics (client/topics.py: join, leave, turns, rejoins) and
+  // Connection (client/connection.py: transport choice, reconnects with backoff, moves
+  // between WS and Ajax, the page's lifecycle). Each gets what it shares with the others in
+  // its constructor; none reaches into another's fields.
   // =========================================================================================
 
   /** lastClose.message after breakConnection(). */
@@ -1255,10 +1268,10 @@
     };
   }
 
-  /** The `timeout` option of a call (default `fallback`), checked. */
   /** A duration (ms) as messages show it: as given, to a tenth of a millisecond at most. */
   function formatMs(ms) { return String(Math.round(ms * 10) / 10); }
 
+  /** The `timeout` option of a call (default `fallback`), checked. */
   function callTimeout(options, fallback) {
     const timeout = options && options.timeout !== undefined ? options.timeout : fallback;
     if (!(typeof timeout === "number" && timeout > 0)) throw new TypeError("timeout must be a positive number of milliseconds");
@@ -1273,6 +1286,870 @@
     else if (typeof console !== "undefined") console.error("sente: a listener threw", error);
   }
 
+  // --- Dispatch (client/dispatch.py) -------------------------------------------------------
+
+  /**
+   * The app's listeners: on(eventId) ones and onState ones. A listener that throws is
+   * reported (reportError) and changes nothing else.
+   */
+  class Dispatch {
+    constructor() {
+      this._listeners = new Map(); // eventId (or "*") → Set of fn(data, event, meta)
+      this._stateListeners = new Set();
+    }
+
+    on(eventId, fn) { return addListener(this._listeners, eventId, fn); }
+
+    onState(fn) {
+      this._stateListeners.add(fn);
+      return () => this._stateListeners.delete(fn);
+    }
+
+    /** Listeners get `fn(data, event, meta)`; `meta.topic` is null but for topic events. */
+    emit(eventId, data, event = [eventId, data], meta = NO_TOPIC) {
+      const set = this._listeners.get(eventId) || (isReserved(eventId) ? null : this._listeners.get("*"));
+      if (!set) return;
+      for (const fn of [...set]) {
+        try { fn(data, event, meta); } catch (error) { reportListenerError(error); }
+      }
+    }
+
+    /** The state went from `old` to `next`: tell the onState listeners. */
+    stateChanged(next, old) {
+      for (const fn of [...this._stateListeners]) {
+        try { fn(next, old); } catch (error) { reportListenerError(error); }
+      }
+    }
+  }
+
+  // --- Status (client/status.py) -----------------------------------------------------------
+
+  /**
+   * Where one channel socket stands, shared by its helpers: the state snapshot, the
+   * transport in use, whether it stopped, its positions in the server's logs and the records
+   * of the topics it is in or joining (see newTopicRecord), and the calls and sends waiting
+   * for the open. The Connection changes most of it; Calls and Topics read it and wait on it.
+   */
+  class Status {
+    constructor(dispatch, state, positions) {
+      this._dispatch = dispatch;
+      this.state = state;
+      this.conn = null; // the transport in use (open or connecting)
+      this.stopped = false;
+      // Memory only: nothing is kept across page loads unless the app passes `positions`.
+      this.positions = positions;
+      // Topics this client is in or joining: topic → {state: "joining" | "joined", data,
+      // position, moves}, in join order; `moves` counts the marks that moved the position
+      // (a join reply's position loses to a mark that came first, see Topics._joinCall).
+      this.topics = new Map();
+      this._openWaiters = new Set(); // calls and sends made while connecting: {resolve, reject, timer}
+    }
+
+    setState(next) {
+      const old = this.state;
+      if (next === old) return;
+      this.state = next;
+      this._dispatch.stateChanged(next, old);
+      this._settleOpenWaiters();
+    }
+
+    isOpen() { return this.state.open && this.conn !== null && this.conn.opened === true; }
+
+    /** Map topic → position | null of the topics this client is in or joining. */
+    topicPositions() { return topicPositions(this.topics); }
+
+    /**
+     * Resolves once the socket is open; rejects with ClosedError when the client stops
+     * (disconnect(), 401/403, kick) or `timeoutMs` passes first. This is how a call made
+     * while connecting — right after connect(), or during a reconnect — goes out when it can,
+     * as in the Python client: a bounded wait, not an offline queue.
+     */
+    whenOpen(timeoutMs) {
+      return new Promise((resolve, reject) => {
+        const waiter = { resolve, reject, timer: null };
+        waiter.timer = setTimeout(() => {
+          this._openWaiters.delete(waiter);
+          reject(new ClosedError(`not connected within ${formatMs(timeoutMs)} ms`));
+        }, timeoutMs);
+        this._openWaiters.add(waiter);
+      });
+    }
+
+    _settleOpenWaiters() {
+      if (!this._openWaiters.size) return;
+      let error = null;
+      if (this.stopped) error = this.stoppedError();
+      else if (!this.isOpen()) return;
+      const waiters = [...this._openWaiters];
+      this._openWaiters.clear();
+      for (const waiter of waiters) {
+        clearTimeout(waiter.timer);
+        if (error) waiter.reject(error); else waiter.resolve();
+      }
+    }
+
+    /** Why nothing can be sent on a stopped client, for the caller's error. */
+    stoppedError() {
+      const last = this.state.lastClose;
+      const why = last ? last.reason + (last.status ? ` ${last.status}` : "") : "stopped";
+      return new ClosedError(`not connected (${why})`);
+    }
+  }
+
+  // --- Calls (client/calls.py) -------------------------------------------------------------
+
+  /**
+   * Sends and calls on the open connection (waiting for it while connecting), the calls
+   * waiting for their reply, and the hold on an Ajax reply until its handler's pushes have
+   * arrived (docs/protocol.md §6).
+   */
+  class Calls {
+    constructor(status, env) {
+      this._status = status;
+      this._env = env;
+      this._pending = new Map(); // cbId → {resolve, reject, timer, transport}
+      this._ajaxCalls = new Set(); // {transport, fail(error)}: POSTs waiting for a reply
+      this._heldReplies = new Set(); // {after, deliver, timer}: Ajax replies waiting for their pushes
+    }
+
+    /** ChannelSocket.send, `ev` validated, `timeout` checked. */
+    send(ev, timeout) {
+      const packed = this._env.packer.pack(clientEnvelope(ev, null)); // bad data throws now
+      if (this._status.isOpen()) return this._sendNow(ev, packed);
+      if (this._status.stopped) return false;
+      this._status.whenOpen(timeout).then(
+        () => { if (!this._sendNow(ev, packed)) warnNotSent(ev, "the connection closed at once"); },
+        (error) => warnNotSent(ev, error.message));
+      return true;
+    }
+
+    _sendNow(ev, packed) {
+      const conn = this._status.conn;
+      if (!this._status.isOpen()) return false;
+      if (conn.type === "ws") return conn.sendPacked(packed);
+      ajaxRequest(this._env, { method: "POST", body: packed, timeoutMs: this._env.ajaxTimeoutMs }).then((res) => {
+        if (!res.decoded && typeof console !== "undefined") {
+          console.warn(`sente: sending ${ev[0]} failed (${res.status || "no response"}): ${res.message}`);
+        }
+      });
+      return true;
+    }
+
+    /**
+     * A call of `ev` (validated) with `timeout` ms for the wait for the open and the reply:
+     * `{sent, promise}`, `sent` false when it failed at once.
+     */
+    call(ev, timeout) {
+      const status = this._status;
+      if (status.isOpen()) return this._callNow(ev, timeout);
+      const notSent = (error) => new ClosedError(`${error.message}: the call was not sent`);
+      if (status.stopped) return { sent: false, promise: Promise.reject(notSent(status.stoppedError())) };
+      this._env.packer.pack(clientEnvelope(ev, null)); // bad data throws now, not after the wait
+      const deadline = monotonicNow() + timeout;
+      const promise = status.whenOpen(timeout).then(
+        () => this._callNow(ev, Math.max(1, deadline - monotonicNow()), timeout).promise,
+        (error) => { throw notSent(error); });
+      return { sent: true, promise };
+    }
+
+    /**
+     * The call on the open connection (or a ClosedError when it closed in the meantime).
+     * `timeout` is what is left of the call's; a TimeoutError names the call's own, `given`
+     * (a call made while connecting spent some of it waiting for the open).
+     */
+    _callNow(ev, timeout, given = timeout) {
+      const conn = this._status.conn;
+      if (!this._status.isOpen()) {
+        return { sent: false, promise: Promise.reject(new ClosedError("not connected: the call was not sent")) };
+      }
+      if (conn.type === "ws") {
+        const cbId = randomId(8);
+        const packed = this._env.packer.pack(clientEnvelope(ev, cbId)); // throws before anything waits
+        let entry;
+        const promise = new Promise((resolve, reject) => { entry = { resolve, reject, transport: conn, timer: null }; });
+        entry.timer = setTimeout(() => {
+          if (this._pending.delete(cbId)) entry.reject(new TimeoutError(`no reply to ${ev[0]} within ${formatMs(given)} ms`));
+        }, timeout);
+        this._pending.set(cbId, entry);
+        if (!conn.sendPacked(packed)) {
+          this._pending.delete(cbId);
+          clearTimeout(entry.timer);
+          entry.reject(new ClosedError("the connection could not take the call"));
+          return { sent: false, promise };
+        }
+        return { sent: true, promise };
+      }
+      const packed = this._env.packer.pack(clientEnvelope(ev, AJAX_CB));
+      const controller = new AbortController();
+      const deadline = monotonicNow() + timeout;
+      let call;
+      const promise = new Promise((resolve, reject) => {
+        call = { transport: conn, fail: (error) => { this._ajaxCalls.delete(call); controller.abort(); reject(error); } };
+        this._ajaxCalls.add(call);
+        ajaxRequest(this._env, { method: "POST", body: packed, timeoutMs: timeout, signal: controller.signal }).then((res) => {
+          if (!this._ajaxCalls.delete(call)) return; // failed already (connection closed)
+          if (res.decoded) {
+            const m = res.decoded;
+            if (m.kind !== "reply") { reject(new ProtocolError(`expected a reply to ${ev[0]}, got "${m.outcome}"`)); return; }
+            const result = replyOutcome(m.outcome, m.value);
+            // The handler's pushes come through the polls: the reply waits for them.
+            this._afterPushes(readAfter(res.after), deadline,
+              () => { if (result.ok) resolve(result.value); else reject(result.error); });
+          } else if (res.timedOut) {
+            reject(new TimeoutError(`no reply to ${ev[0]} within ${formatMs(given)} ms`));
+          } else if (res.status > 0) {
+            reject(new ReplyError(res.message || `HTTP ${res.status}`, null, res.status));
+          } else if (res.protocolError) {
+            reject(res.protocolError);
+          } else {
+            reject(new ClosedError(`the call could not reach the server: ${res.message}`));
+          }
+        });
+      });
+      return { sent: true, promise };
+    }
+
+    /** A reply that came over the WebSocket: to its call (gone if it timed out already). */
+    resolve(msg) {
+      const entry = this._pending.get(msg.cbId);
+      if (!entry) return; // timed out already: the caller has moved on
+      this._pending.delete(msg.cbId);
+      clearTimeout(entry.timer);
+      const result = replyOutcome(msg.outcome, msg.value);
+      if (result.ok) entry.resolve(result.value); else entry.reject(result.error);
+    }
+
+    /**
+     * Deliver an Ajax reply once this client's positions reach `after`, where its handler's
+     * pushes went (docs/protocol.md §6, "Replies after their pushes"): the polls bring
+     * them, and their listeners run before the reply's promise resolves, as over WebSocket.
+     * Bounded by the call's `deadline`, then delivered anyway; at once on a stopped client.
+     */
+    _afterPushes(after, deadline, deliver) {
+      const status = this._status;
+      if (after === null || status.stopped || afterReached(status.positions, status.topicPositions(), after)) {
+        deliver();
+        return;
+      }
+      const held = { after, deliver, timer: null };
+      held.timer = setTimeout(() => { this._heldReplies.delete(held); deliver(); },
+        Math.max(0, deadline - monotonicNow()));
+      this._heldReplies.add(held);
+    }
+
+    /** Deliver the held replies whose pushes have arrived (`all`: every one, now). */
+    releaseReplies(all = false) {
+      if (!this._heldReplies.size) return;
+      const topics = this._status.topicPositions();
+      for (const held of [...this._heldReplies]) {
+        if (all || afterReached(this._status.positions, topics, held.after)) {
+          this._heldReplies.delete(held);
+          clearTimeout(held.timer);
+          held.deliver();
+        }
+      }
+    }
+
+    /** `transport` closed (`close`): its calls fail now, not at their timeout. */
+    failPending(transport, close) {
+      const error = new ClosedError(`the connection closed (${close.reason}) before the reply came`);
+      for (const [cbId, entry] of this._pending) {
+        if (entry.transport === transport) {
+          this._pending.delete(cbId);
+          clearTimeout(entry.timer);
+          entry.reject(error);
+        }
+      }
+      for (const call of this._ajaxCalls) {
+        if (call.transport === transport) call.fail(error);
+      }
+    }
+  }
+
+  // --- Topics (client/topics.py) -----------------------------------------------------------
+
+  /**
+   * The topics of one channel socket: join and leave calls in turns, the onTopic listeners,
+   * what a batch, a handshake and a kick do to the records (`status.topics`), and the
+   * rejoins after each handshake. The rules are the pure functions above.
+   */
+  class Topics {
+    constructor(status, calls, dispatch, { packer, callTimeoutMs }) {
+      this._records = status.topics;
+      this._calls = calls;
+      this._dispatch = dispatch;
+      this._packer = packer;
+      this._callTimeoutMs = callTimeoutMs;
+      this._listeners = new Map(); // topic → Set of fn(eventId, data)
+      // topic → a promise settled once the topic's last join or leave call is done: the
+      // calls of one topic go out one at a time, in order (see _turn).
+      this._turns = new Map();
+    }
+
+    /** ChannelSocket.join, the topic and `timeout` checked. */
+    join(topic, data, timeout) {
+      let record = this._records.get(topic);
+      const created = record === undefined;
+      if (created) {
+        record = newTopicRecord(data);
+        this._records.set(topic, record);
+      }
+      try { // data the packer cannot pack: the caller's bug, thrown at once
+        this._packer.pack(clientEnvelope([EV.JOIN, { topic, data, position: null }], null));
+      } catch (error) {
+        if (created) this._records.delete(topic);
+        throw error;
+      }
+      return this._joinCall(topic, record, data, timeout).then(
+        ({ answer }) => {
+          if (!answer.ok) throw new JoinRefusedError(topic, answer.reason);
+          return { data: answer.data, recovered: answer.recovered };
+        },
+        (error) => {
+          // A first join that did not go through is no membership (a refusal removed it).
+          if (created && record.state === "joining" && this._records.get(topic) === record) this._records.delete(topic);
+          throw error;
+        });
+    }
+
+    /** ChannelSocket.leave, the topic and `timeout` checked. */
+    leave(topic, timeout) {
+      this._records.delete(topic);
+      // In the topic's turn: after its join or rejoin still unanswered (see _turn).
+      return this._turn(topic, timeout, EV.LEAVE,
+        (left) => this._calls.call([EV.LEAVE, { topic }], left).promise).then((reply) => {
+        if (!reply || reply.ok !== true) {
+          throw new ReplyError(`leaving topic ${safeRepr(topic)} failed`, reply);
+        }
+      });
+    }
+
+    /** The names of the topics this client is in (joins still waiting for a reply left out). */
+    names() {
+      return [...this._records].filter(([, record]) => record.state === "joined").map(([topic]) => topic);
+    }
+
+    onTopic(topic, fn) { return addListener(this._listeners, topic, fn); }
+
+    /** A pushed event: to on(id) listeners and, for a topic's, to its onTopic listeners. */
+    deliver(event, topic) {
+      if (topic === null) { this._dispatch.emit(event[0], event[1], event); return; }
+      this._dispatch.emit(event[0], event[1], event, Object.freeze({ topic }));
+      const set = this._listeners.get(topic);
+      if (!set) return;
+      for (const fn of [...set]) {
+        try { fn(event[0], event[1]); } catch (error) { reportListenerError(error); }
+      }
+    }
+
+    /** Apply a batch's membership changes and topic positions (see takeTopicBatch). */
+    adopt(batch) { adoptTopicBatch(this._records, batch); }
+
+    /**
+     * A handshake names another user: the topics it was in were the other user's. A join
+     * still in flight stays: its call goes out on this connection, as this user's (a join
+     * right after a login's reconnect() is not lost).
+     */
+    userChanged() {
+      for (const topic of topicsAtHandshake(topicStates(this._records), true).dropped) {
+        this._records.delete(topic);
+        this._dispatch.emit(EV.LEFT, { topic, reason: "user-changed" });
+      }
+    }
+
+    /** Forget every topic (a kick): nothing to rejoin, the app is told (a join in flight fails). */
+    dropAll(reason) {
+      const dropped = [...this._records].filter(([, record]) => record.state === "joined");
+      this._records.clear();
+      for (const [topic] of dropped) this._dispatch.emit(EV.LEFT, { topic, reason });
+    }
+
+    /**
+     * After each handshake: join every topic again, from its position, so the server
+     * replays what this client missed in it — or says `recovered: false` in a
+     * "chsk/rejoined" listener event. A refused rejoin is a "chsk/left" with the reason.
+     * A rejoin cut off by the connection is made again after the next handshake. A topic
+     * left meanwhile gets neither event (as in the Python client). Returns a promise
+     * settled once every rejoin is done, or null when there is none.
+     */
+    rejoin() {
+      const rejoins = [];
+      for (const topic of topicsAtHandshake(topicStates(this._records), false).rejoin) {
+        const record = this._records.get(topic);
+        rejoins.push(this._joinCall(topic, record, record.data, this._callTimeoutMs, true).then(
+          (result) => {
+            if (result === null || !result.current) return; // left meanwhile: no news
+            const { answer } = result;
+            if (answer.ok) this._dispatch.emit(EV.REJOINED, { topic, recovered: answer.recovered });
+            else this._dispatch.emit(EV.LEFT, { topic, reason: answer.reason });
+          },
+          (error) => {
+            if (typeof console !== "undefined") console.warn(`sente: rejoining ${topic} failed: ${error.message}`);
+          }));
+      }
+      return rejoins.length ? Promise.all(rejoins) : null;
+    }
+
+    /**
+     * Run `makeCall(msLeft)` — a join or leave call of `topic`, or null for none after all
+     * — once the calls of that topic made before it are done: one at a time, in order.
+     * The server runs a client's events side by side, so a leave sent while a join of the
+     * same topic is unanswered (a rejoin whose handler takes its time, a join the app did
+     * not await) could be done first, and the join would then put the client back in:
+     * the server would go on sending the topic to a client that drops it. `timeout` covers
+     * the wait for the turn and the call; a call whose turn did not come in time is not
+     * made (TimeoutError). Python: Topics._topic_turn.
+     */
+    _turn(topic, timeout, eventId, makeCall) {
+      const deadline = monotonicNow() + timeout;
+      const before = this._turns.get(topic);
+      let done;
+      const turn = new Promise((resolve) => { done = resolve; });
+      this._turns.set(topic, turn);
+      turn.then(() => { if (this._turns.get(topic) === turn) this._turns.delete(topic); });
+      const run = (resolve, reject) => {
+        let call;
+        try { call = makeCall(Math.max(1, deadline - monotonicNow())); } catch (error) { call = Promise.reject(error); }
+        Promise.resolve(call).then(
+          (value) => { done(); resolve(value); },
+          (error) => { done(); reject(error); });
+      };
+      return new Promise((resolve, reject) => {
+        if (before === undefined) { run(resolve, reject); return; } // its turn now: sent at once
+        let timer = setTimeout(() => {
+          timer = null;
+          reject(new TimeoutError(`${eventId} of ${safeRepr(topic)} not sent: the call of that ` +
+            "topic before it is still unanswered"));
+        }, timeout);
+        before.then(() => {
+          if (timer === null) { done(); return; } // given up: the next call may go
+          clearTimeout(timer);
+          run(resolve, reject);
+        });
+      });
+    }
+
+    /**
+     * The chsk/join call for `record` (the topic's entry in the records), in the topic's
+     * turn, resolving with `{answer, current}`: the reply read by readJoinReply, and
+     * whether `record` was still the topic's when it came (not left, nor dropped). The
+     * reply's position is where the server put the client, unless a mark moved it since
+     * the call went out: over Ajax the topic's first batch can overtake the reply, and its
+     * mark is the newer word. A refusal drops the topic as dropsOnRefusal says. A rejoin
+     * (`rejoin`) of a topic left before its turn came is not made (resolves with null).
+     */
+    _joinCall(topic, record, data, timeout, rejoin = false) {
+      return this._turn(topic, timeout, EV.JOIN, (left) => {
+        if (rejoin && this._records.get(topic) !== record) return null;
+        const moves = record.moves;
+        const payload = { topic, data, position: record.position };
+        return this._calls.call([EV.JOIN, payload], left).promise.then((reply) => {
+          const answer = readJoinReply(reply);
+          const current = this._records.get(topic) === record;
+          if (!answer.ok) {
+            if (current && dropsOnRefusal(record.state, rejoin)) this._records.delete(topic);
+          } else if (current) {
+            record.state = "joined";
+            record.data = data;
+            record.position = positionAfterJoin(record.position, record.moves !== moves, answer.position);
+            this._calls.releaseReplies();
+          }
+          return { answer, current };
+        });
+      });
+    }
+  }
+
+  // --- Connection (client/connection.py) ---------------------------------------------------
+
+  /**
+   * The connection machinery: which transport to open, what its handshakes, messages and
+   * closes mean, reconnects with backoff and the flap guard, the Ajax probe after a failed
+   * WebSocket, the WebSocket tried while on Ajax (and what the Ajax connection received
+   * meanwhile, held), and the page's lifecycle.
+   */
+  class Connection {
+    constructor(status, env, { calls, topics, dispatch, type, backoffMs, upgradeRetryMs, reconnectOnAuthFailure }) {
+      this._status = status;
+      this._env = env;
+      this._calls = calls;
+      this._topics = topics;
+      this._dispatch = dispatch;
+      this._type = type;
+      this._backoffMs = backoffMs;
+      this._upgradeRetryMs = upgradeRetryMs;
+      this._reconnectOnAuthFailure = reconnectOnAuthFailure;
+      this._hooks = {
+        handshake: (t, info) => this._onHandshake(t, info),
+        message: (t, msg) => this._onMessage(t, msg),
+        closed: (t, close) => this._onClosed(t, close),
+      };
+      this._held = []; // what the Ajax connection received while a WebSocket upgrade was tried
+      this._trial = null; // a WebSocket tried while on Ajax, to move back up
+      this._wsBlockedAt = null; // monotonic time of the last fallback to Ajax (auto mode)
+      this._openedAt = 0; // monotonic time the current connection opened (flap guard)
+      this._attempt = 0;
+      this._retryTimer = null;
+      this._upgradeTimer = null;
+      this._unloading = false;
+      this._retrySuppressed = false; // a retry was due while the page was unloading
+      this._unloadTimer = null;
+      this._pageListeners = [];
+    }
+
+    /** Connect (the ChannelSocket does at once). */
+    start() {
+      this._listenToPage();
+      this._open();
+    }
+
+    // --- what the ChannelSocket asks for ---------------------------------------------------
+
+    /** ChannelSocket.breakConnection: false when there was no open connection to break. */
+    breakLink(options) {
+      if (!this._status.isOpen()) return false;
+      this._status.conn.breakLink(options);
+      return true;
+    }
+
+    /** ChannelSocket.disconnect. */
+    disconnect() {
+      const status = this._status;
+      status.stopped = true;
+      this._closeConn(CLOSE.NORMAL, "requested disconnect", closeInfo("requested-disconnect"));
+      this._calls.releaseReplies(true); // no more pushes will come: the replies go as they are
+      this._unlistenToPage();
+      const close = closeInfo("requested-disconnect", { code: CLOSE.NORMAL });
+      status.setState(Object.freeze({ ...stateAfterClose(status.state, close), nextReconnectAt: null, active: false }));
+    }
+
+    /** ChannelSocket.reconnect. */
+    reconnect() {
+      const status = this._status;
+      this._closeConn(CLOSE.NORMAL, "requested reconnect", closeInfo("requested-reconnect"));
+      this._listenToPage();
+      status.stopped = false;
+      this._retrySuppressed = false;
+      this._attempt = 0;
+      this._wsBlockedAt = null; // auto mode tries WebSocket first again
+      status.setState(Object.freeze({ ...stateAfterClose(status.state, closeInfo("requested-reconnect")), nextReconnectAt: null, active: true }));
+      this._open();
+    }
+
+    // --- connecting ----------------------------------------------------------------------
+
+    _open() {
+      const status = this._status;
+      this._clearRetry();
+      // The planned attempt is happening (or held back): no stale time for the page to show.
+      if (status.state.nextReconnectAt !== null) status.setState(stateWithRetryAt(status.state, null));
+      if (status.stopped) return;
+      if (this._unloading) { this._retrySuppressed = true; return; }
+      const kind = firstTransport({
+        type: this._type, hasWebSocket: Boolean(this._env.WebSocket), upgradeRetryMs: this._upgradeRetryMs,
+        wsBlockedForMs: this._wsBlockedAt === null ? null : monotonicNow() - this._wsBlockedAt,
+      });
+      const transport = kind === "ws"
+        ? new WsTransport(this._env, this._hooks)
+        : new AjaxTransport(this._env, this._hooks);
+      status.conn = transport;
+      transport.start();
+    }
+
+    _onHandshake(transport, info) {
+      const status = this._status;
+      if (transport === this._trial) { this._promote(transport); } else if (transport !== status.conn) { return; }
+      if (this._holding(transport)) { this._held.push(["handshake", info]); return; }
+      if (handshakeError(info) !== null) {
+        console.error(`sente: ${handshakeError(info)}`);
+        const close = closeInfo("protocol-mismatch");
+        this._closeConn(CLOSE.NORMAL, "protocol mismatch", close);
+        status.stopped = true;
+        status.setState(stateWithActive(stateAfterClose(status.state, close), false));
+        return;
+      }
+      // The attempt count is not reset here but when the connection closes, and only if it
+      // stayed up (see nextAttempt): a handshake alone proves little.
+      if (!status.state.open) this._openedAt = monotonicNow();
+      if (transport.type === "ws") this._wsBlockedAt = null;
+      const firstHandshake = !status.state.everOpened;
+      // Another user's positions mean nothing for this one (a login or logout in between):
+      // dropped, so only what the server says now counts; and so are its topics.
+      if (userChanged(status.state, info)) {
+        status.positions = null;
+        this._topics.userChanged();
+      }
+      status.positions = positionsAfterHandshake(info) || status.positions;
+      status.setState(stateAfterHandshake(status.state, transport.type, info));
+      if (transport.type === "ajax" && this._type === "auto") this._scheduleUpgrade();
+      this._dispatch.emit(EV.HANDSHAKE, {
+        uid: status.state.uid, handshakeData: status.state.handshakeData, type: transport.type,
+        firstHandshake, recovered: status.state.recovered,
+      });
+      this._calls.releaseReplies(); // positions in another epoch: nothing left to wait for
+      if (status.conn === transport) this._rejoin(transport);
+    }
+
+    /**
+     * The topics' rejoins after a handshake on `transport`. Over Ajax the long-poll waits
+     * for their replies: it names the topics' positions, which the replies may move (to the
+     * head, when a topic's history is gone), and a poll naming a position the server no
+     * longer holds is answered with another handshake, and another round of rejoins.
+     */
+    _rejoin(transport) {
+      const rejoins = this._topics.rejoin();
+      if (rejoins === null || transport.type !== "ajax") return;
+      transport.pause();
+      rejoins.then(() => {
+        // A WebSocket trial started meanwhile resumes the poll itself when it fails.
+        if (this._status.conn === transport && this._trial === null) transport.resume();
+      });
+    }
+
+    /**
+     * Whether what the Ajax connection `transport` delivers waits: while a WebSocket upgrade
+     * is tried, the trial asked the server to replay from the positions this client had
+     * when it started, so nothing may move them until the trial opens (the held answer is
+     * then dropped: the WebSocket replays it) or fails (it is processed then).
+     */
+    _holding(transport) { return this._trial !== null && transport === this._status.conn && transport.type === "ajax"; }
+
+    _onMessage(transport, msg) {
+      const status = this._status;
+      if (transport !== status.conn) return;
+      if (msg.kind === "events") {
+        if (this._holding(transport)) { this._held.push(["message", msg]); return; }
+        const batch = takeTopicBatch(status.positions, status.topicPositions(), msg.events);
+        if (batch.seen) return;
+        // Adopted before the listeners run (the batch is delivered whole either way), so a
+        // listener that reconnects mid-batch does not get the batch's events a second time.
+        status.positions = batch.positions;
+        this._topics.adopt(batch);
+        // Unknown chsk/ events (the mark among them) are the protocol's, never the app's:
+        // takeTopicBatch left them out.
+        for (const item of batch.items) {
+          if (item.kind === "event") this._topics.deliver(item.event, item.topic);
+          else if (item.kind === "left") this._dispatch.emit(EV.LEFT, { topic: item.topic, reason: item.reason });
+        }
+        this._calls.releaseReplies(); // after the listeners: they have seen the pushes
+      } else if (msg.kind === "reply" && msg.cbId !== null) {
+        this._calls.resolve(msg);
+      }
+    }
+
+    _onClosed(transport, close) {
+      const status = this._status;
+      if (transport === this._trial) {
+        this._trial = null;
+        this._releaseHeld();
+        this._scheduleUpgrade();
+        return;
+      }
+      if (transport !== status.conn) return;
+      status.conn = null;
+      const upMs = transport.opened ? monotonicNow() - this._openedAt : null;
+      this._cancelUpgrade();
+      this._calls.failPending(transport, close);
+      if (transport.type === "ws" && !transport.opened && !status.stopped) {
+        this._probe(close);
+        return;
+      }
+      this._afterClose(close, upMs);
+    }
+
+    /**
+     * A WebSocket failed before its handshake: a browser hides the status of a refused
+     * upgrade, so ask the same URL over plain HTTP. The answer decides between stopping
+     * (401/403), falling back to Ajax (auto mode, HTTP works) and retrying later.
+     */
+    async _probe(wsClose) {
+      const status = this._status;
+      const marker = {};
+      status.conn = marker; // "connecting": disconnect()/reconnect() replace it
+      const res = await ajaxRequest(this._env, {
+        query: { handshake: 1, pos: this._env.pos() }, timeoutMs: this._env.connectTimeoutMs });
+      if (status.conn !== marker) return;
+      status.conn = null;
+      const handshake = res.decoded && res.decoded.kind === "handshake" ? res.decoded : null;
+      const decision = afterWsFailure({
+        auto: this._type === "auto",
+        probe: { status: res.status, handshake }, reconnectOnAuthFailure: this._reconnectOnAuthFailure,
+      });
+      if (decision === "downgrade") {
+        this._wsBlockedAt = monotonicNow();
+        status.setState(stateAfterClose(status.state, closeInfo("unexpected", { code: wsClose.code, message: WS_REFUSED })));
+        const transport = new AjaxTransport(this._env, this._hooks, handshake);
+        status.conn = transport;
+        transport.start();
+        return;
+      }
+      // "stop" and "retry" follow from the close's reason (see shouldReconnect).
+      let close;
+      if (res.protocolError) close = closeInfo("unexpected", { code: wsClose.code, message: `bad package: ${res.message}` });
+      else if (handshake) close = closeInfo("unexpected", { code: wsClose.code, message: WS_REFUSED });
+      else if (res.status > 0) close = describeHttpFailure(res.status, res.message);
+      else close = closeInfo("unexpected", { code: wsClose.code, message: `no response: ${res.message}` });
+      this._afterClose(close);
+    }
+
+    /** Record a close and reconnect or stop; `upMs`: how long it had been open (null: never). */
+    _afterClose(close, upMs = null) {
+      const status = this._status;
+      const retry = !status.stopped &&
+        shouldReconnect(close, { reconnectOnAuthFailure: this._reconnectOnAuthFailure });
+      // A stop (401/403, kick) is final until reconnect(): calls waiting for the open fail now.
+      if (!retry) status.stopped = true;
+      // Kicked (signed out, banned): whatever comes next — reconnect() after a new login —
+      // starts afresh, it does not resume the old session's logs.
+      if (close.reason === "kicked" || close.code === CLOSE.KICKED) {
+        status.positions = null;
+        this._topics.dropAll("kicked");
+      }
+      const closed = stateAfterClose(status.state, close);
+      status.setState(retry ? closed : stateWithActive(stateWithRetryAt(closed, null), false));
+      if (!retry) {
+        if (close.reason === "rejected" && typeof console !== "undefined") {
+          console.error(`sente: the server refused this client with ${close.status}` +
+            `${close.message ? ` (${close.message})` : ""}: stopped, as retrying cannot fix it; ` +
+            "reconnect() starts again");
+        }
+        this._calls.releaseReplies(true);
+        return;
+      }
+      this._attempt = nextAttempt(this._attempt, upMs);
+      if (this._unloading) this._retrySuppressed = true;
+      else this._scheduleRetry();
+    }
+
+    /** Plan attempt `this._attempt` after its backoff delay. */
+    _scheduleRetry() {
+      this._clearRetry();
+      const delay = Math.max(0, Number(this._backoffMs(this._attempt)) || 0);
+      this._status.setState(stateWithRetryAt(this._status.state, Date.now() + delay));
+      this._retryTimer = setTimeout(() => { this._retryTimer = null; this._open(); }, delay);
+    }
+
+    _clearRetry() {
+      if (this._retryTimer !== null) { clearTimeout(this._retryTimer); this._retryTimer = null; }
+    }
+
+    /** While on Ajax in auto mode, try a WebSocket now and then and move up when one opens. */
+    _scheduleUpgrade() {
+      if (this._upgradeTimer !== null || this._trial) return; // one attempt at a time
+      if (!this._upgradeRetryMs || !this._env.WebSocket || this._type !== "auto") return;
+      this._upgradeTimer = setTimeout(() => {
+        this._upgradeTimer = null;
+        const conn = this._status.conn;
+        if (!conn || conn.type !== "ajax" || !this._status.state.open || this._trial) return;
+        conn.pause(); // see _holding
+        this._trial = new WsTransport(this._env, this._hooks);
+        this._trial.start();
+      }, this._upgradeRetryMs);
+    }
+
+    _cancelUpgrade() {
+      if (this._upgradeTimer !== null) { clearTimeout(this._upgradeTimer); this._upgradeTimer = null; }
+      if (this._trial) { this._trial.close(CLOSE.NORMAL, "upgrade cancelled"); this._trial = null; }
+      // Only ever cancelled with the connection that held it: unprocessed, so the positions
+      // did not move, and the next connection gets it again.
+      this._held = [];
+    }
+
+    /** The trial failed: the Ajax connection goes on, with what it received meanwhile. */
+    _releaseHeld() {
+      const conn = this._status.conn;
+      const held = this._held;
+      this._held = [];
+      for (const [kind, value] of held) {
+        if (this._status.conn !== conn) return; // a listener closed or replaced it
+        if (kind === "handshake") this._onHandshake(conn, value); else this._onMessage(conn, value);
+      }
+      if (conn && this._status.conn === conn && conn.resume) conn.resume();
+    }
+
+    /**
+     * The trial WebSocket opened: it becomes the connection and the long-poll stops. Calls
+     * already POSTed keep going (their replies come in their own responses).
+     */
+    _promote(trial) {
+      this._trial = null;
+      this._held = []; // the WebSocket replays it, from where the client stood at its start
+      const old = this._status.conn;
+      this._status.conn = trial;
+      this._wsBlockedAt = null;
+      if (old && old.close) old.close();
+    }
+
+    /** Close the current connection on purpose (no hook runs) and fail what waits on it. */
+    _closeConn(code = CLOSE.NORMAL, reason = "", close = closeInfo("requested-disconnect")) {
+      this._clearRetry();
+      this._cancelUpgrade();
+      const conn = this._status.conn;
+      this._status.conn = null;
+      if (conn && conn.close) {
+        conn.close(code, reason);
+        this._calls.failPending(conn, close);
+      }
+    }
+
+    // --- page lifecycle ------------------------------------------------------------------
+
+    /**
+     * Page events: come back at once when the network returns or the tab is shown again
+     * (instead of waiting out a long backoff), and stay quiet while the page unloads (a
+     * reconnect then would only add noise and dangling server-side clients).
+     */
+    _listenToPage() {
+      const win = global.window;
+      const doc = global.document;
+      if (!win || typeof win.addEventListener !== "function" || this._pageListeners.length) return;
+      const add = (target, name, fn) => { target.addEventListener(name, fn); this._pageListeners.push([target, name, fn]); };
+      add(win, "online", () => this._retryNow());
+      if (doc && typeof doc.addEventListener === "function") {
+        add(doc, "visibilitychange", () => { if (doc.visibilityState === "visible") this._retryNow(); });
+      }
+      add(win, "pagehide", () => this._suspend());
+      add(win, "pageshow", (e) => { if (e.persisted) this._resume(); });
+      // beforeunload may be cancelled (a "leave site?" prompt): resume if the page lives on.
+      add(win, "beforeunload", () => {
+        this._suspend();
+        clearTimeout(this._unloadTimer);
+        this._unloadTimer = setTimeout(() => this._resume(), 5000);
+      });
+    }
+
+    /** The page is going away (or into the back/forward cache): no new connections. */
+    _suspend() {
+      this._unloading = true;
+      if (this._retryTimer !== null) { this._clearRetry(); this._retrySuppressed = true; }
+    }
+
+    /** The page lives on after all: make up the retry that was held back. */
+    _resume() {
+      if (!this._unloading) return;
+      this._unloading = false;
+      if (this._retrySuppressed && !this._status.stopped) { this._retrySuppressed = false; this._open(); }
+    }
+
+    _unlistenToPage() {
+      for (const [target, name, fn] of this._pageListeners) target.removeEventListener(name, fn);
+      this._pageListeners = [];
+      clearTimeout(this._unloadTimer);
+    }
+
+    /** Skip the rest of a backoff wait (only when one is running: stops stay stops). */
+    _retryNow() {
+      if (this._retryTimer === null || this._status.stopped || this._unloading) return;
+      this._open();
+    }
+  }
+
+  // --- ChannelSocket (client/core.py) ------------------------------------------------------
+
+  /**
+   * A channel socket: the public API, over the helpers above (built in the constructor,
+   * each handed what it shares with the others).
+   */
   class ChannelSocket {
     /** Use `Sente.connect()`; see there for the options. */
     constructor(url, options = {}) {
@@ -1333,70 +2210,45 @@
           throw new TypeError("positions must be what chsk.positions gave: {log: [epoch, seq], ...}");
         }
       }
+      const upgradeRetryMs = number("upgradeRetryMs", true);
+      const callTimeoutMs = number("callTimeoutMs");
 
       this.url = url;
       this.clientId = clientId;
-      this._type = type;
-      this._backoffMs = backoffMs;
-      this._upgradeRetryMs = number("upgradeRetryMs", true);
-      this._callTimeoutMs = number("callTimeoutMs");
-      this._reconnectOnAuthFailure = Boolean(options.reconnectOnAuthFailure);
+      this._callTimeoutMs = callTimeoutMs;
+      const dispatch = new Dispatch();
+      const status = new Status(dispatch, stateWithActive(initialState(type), true), positions); // it connects at once
       const query = (extra) => ({
         ...(typeof params === "function" ? params() : params),
         "client-id": clientId, protocol: PROTOCOL_VERSION, packer: packer.name, ...extra,
       });
       /** What transports need, in one place. */
-      this._env = Object.freeze({
+      const env = Object.freeze({
         packer, csrfToken, WebSocket: WebSocketImpl, fetch: fetchImpl, fastKey: { value: null },
         // Read again per request, like csrfToken, so a rotated credential is picked up.
         headers: typeof headers === "function" ? () => headers() || {} : () => headers,
         keepAliveMs: number("keepAliveMs", true), pingTimeoutMs: number("pingTimeoutMs"),
         connectTimeoutMs: number("connectTimeoutMs"), ajaxTimeoutMs: number("ajaxTimeoutMs"),
         // Topic logs included: an Ajax poll names every log its answer may move.
-        pos: () => posParam(withTopicLogs(this._positions, this._topicPositions())),
+        pos: () => posParam(withTopicLogs(status.positions, status.topicPositions())),
         wsUrl: (extra) => buildUrl(base, url, query(extra), "ws"),
         httpUrl: (extra) => buildUrl(base, url, query(extra), "http"),
       });
-      this._hooks = {
-        handshake: (t, info) => this._onHandshake(t, info),
-        message: (t, msg) => this._onMessage(t, msg),
-        closed: (t, close) => this._onClosed(t, close),
-      };
-      this._state = stateWithActive(initialState(type), true); // it connects at once
-      // Memory only: nothing is kept across page loads unless the app passes `positions`.
-      this._positions = positions;
-      this._held = []; // what the Ajax connection received while a WebSocket upgrade was tried
-      this._stateListeners = new Set();
-      this._listeners = new Map();
-      // Topics this client is in or joining: topic → {state: "joining" | "joined", data,
-      // position, moves}; `moves` counts the marks that moved the position (a join
-      // reply's position loses to a mark that came first, see _joinCall).
-      this._topics = new Map();
-      this._topicListeners = new Map(); // topic → Set of fn(eventId, data)
-      // topic → a promise settled once the topic's last join or leave call is done: the
-      // calls of one topic go out one at a time, in order (see _topicTurn).
-      this._topicTurns = new Map();
-      this._pending = new Map(); // cbId → {resolve, reject, timer, transport}
-      this._ajaxCalls = new Set(); // {transport, fail(error)}: POSTs waiting for a reply
-      this._heldReplies = new Set(); // {after, deliver, timer}: Ajax replies waiting for their pushes
-      this._conn = null; // the transport in use (open or connecting)
-      this._trial = null; // a WebSocket tried while on Ajax, to move back up
-      this._wsBlockedAt = null; // monotonic time of the last fallback to Ajax (auto mode)
-      this._openedAt = 0; // monotonic time the current connection opened (flap guard)
-      this._openWaiters = new Set(); // calls and sends made while connecting: {resolve, reject, timer}
-      this._attempt = 0;
-      this._retryTimer = null;
-      this._upgradeTimer = null;
-      this._stopped = false;
-      this._unloading = false;
-      this._retrySuppressed = false; // a retry was due while the page was unloading
-      this._unloadTimer = null;
-      this._pageListeners = [];
-      this._listenToPage();
-      this._open();
+      const calls = new Calls(status, env);
+      const topics = new Topics(status, calls, dispatch, { packer, callTimeoutMs });
+      this._env = env;
+      this._status = status;
+      this._dispatch = dispatch;
+      this._calls = calls;
+      this._topics = topics;
+      this._connection = new Connection(status, env, {
+        calls, topics, dispatch, type, backoffMs, upgradeRetryMs,
+        reconnectOnAuthFailure: Boolean(options.reconnectOnAuthFailure),
+      });
+      this._connection.start();
     }
 
-    get state() { return this._state; }
+    get state() { return this._status.state; }
 
     /**
      * Where this client stands in each log it reads (`{log: [epoch, seq]}`, frozen), or null
@@ -1404,541 +2256,7 @@
      * and after a kick. Pass it back as the `positions` option of a later connect() to resume
      * from there (see the README).
      */
-    get positions() { return this._positions; }
-
-    // --- connecting ----------------------------------------------------------------------
-
-    _open() {
-      this._clearRetry();
-      // The planned attempt is happening (or held back): no stale time for the page to show.
-      if (this._state.nextReconnectAt !== null) this._setState(stateWithRetryAt(this._state, null));
-      if (this._stopped) return;
-      if (this._unloading) { this._retrySuppressed = true; return; }
-      const kind = firstTransport({
-        type: this._type, hasWebSocket: Boolean(this._env.WebSocket), upgradeRetryMs: this._upgradeRetryMs,
-        wsBlockedForMs: this._wsBlockedAt === null ? null : monotonicNow() - this._wsBlockedAt,
-      });
-      const transport = kind === "ws"
-        ? new WsTransport(this._env, this._hooks)
-        : new AjaxTransport(this._env, this._hooks);
-      this._conn = transport;
-      transport.start();
-    }
-
-    _onHandshake(transport, info) {
-      if (transport === this._trial) { this._promote(transport); } else if (transport !== this._conn) { return; }
-      if (this._holding(transport)) { this._held.push(["handshake", info]); return; }
-      if (handshakeError(info) !== null) {
-        console.error(`sente: ${handshakeError(info)}`);
-        const close = closeInfo("protocol-mismatch");
-        this._closeConn(CLOSE.NORMAL, "protocol mismatch", close);
-        this._stopped = true;
-        this._setState(stateWithActive(stateAfterClose(this._state, close), false));
-        return;
-      }
-      // The attempt count is not reset here but when the connection closes, and only if it
-      // stayed up (see nextAttempt): a handshake alone proves little.
-      if (!this._state.open) this._openedAt = monotonicNow();
-      if (transport.type === "ws") this._wsBlockedAt = null;
-      const firstHandshake = !this._state.everOpened;
-      // Another user's positions mean nothing for this one (a login or logout in between):
-      // dropped, so only what the server says now counts.
-      if (userChanged(this._state, info)) {
-        this._positions = null;
-        // The topics it was in were the other user's. A join still in flight stays: its
-        // call goes out on this connection, as this user's (a join right after a login's
-        // reconnect() is not lost).
-        for (const topic of topicsAtHandshake(topicStates(this._topics), true).dropped) {
-          this._topics.delete(topic);
-          this._emit(EV.LEFT, { topic, reason: "user-changed" });
-        }
-      }
-      this._positions = positionsAfterHandshake(info) || this._positions;
-      this._setState(stateAfterHandshake(this._state, transport.type, info));
-      if (transport.type === "ajax" && this._type === "auto") this._scheduleUpgrade();
-      this._emit(EV.HANDSHAKE, {
-        uid: this._state.uid, handshakeData: this._state.handshakeData, type: transport.type,
-        firstHandshake, recovered: this._state.recovered,
-      });
-      this._releaseReplies(); // positions in another epoch: nothing left to wait for
-      if (this._conn === transport) this._rejoinTopics(transport);
-    }
-
-    /**
-     * Whether what the Ajax connection `transport` delivers waits: while a WebSocket upgrade
-     * is tried, the trial asked the server to replay from the positions this client had
-     * when it started, so nothing may move them until the trial opens (the held answer is
-     * then dropped: the WebSocket replays it) or fails (it is processed then).
-     */
-    _holding(transport) { return this._trial !== null && transport === this._conn && transport.type === "ajax"; }
-
-    _onMessage(transport, msg) {
-      if (transport !== this._conn) return;
-      if (msg.kind === "events") {
-        if (this._holding(transport)) { this._held.push(["message", msg]); return; }
-        const batch = takeTopicBatch(this._positions, this._topicPositions(), msg.events);
-        if (batch.seen) return;
-        // Adopted before the listeners run (the batch is delivered whole either way), so a
-        // listener that reconnects mid-batch does not get the batch's events a second time.
-        this._positions = batch.positions;
-        this._adoptTopics(batch);
-        // Unknown chsk/ events (the mark among them) are the protocol's, never the app's:
-        // takeTopicBatch left them out.
-        for (const item of batch.items) {
-          if (item.kind === "event") this._emitEvent(item.event, item.topic);
-          else if (item.kind === "left") this._emit(EV.LEFT, { topic: item.topic, reason: item.reason });
-        }
-        this._releaseReplies(); // after the listeners: they have seen the pushes
-      } else if (msg.kind === "reply" && msg.cbId !== null) {
-        const entry = this._pending.get(msg.cbId);
-        if (!entry) return; // timed out already: the caller has moved on
-        this._pending.delete(msg.cbId);
-        clearTimeout(entry.timer);
-        const result = replyOutcome(msg.outcome, msg.value);
-        if (result.ok) entry.resolve(result.value); else entry.reject(result.error);
-      }
-    }
-
-    _onClosed(transport, close) {
-      if (transport === this._trial) {
-        this._trial = null;
-        this._releaseHeld();
-        this._scheduleUpgrade();
-        return;
-      }
-      if (transport !== this._conn) return;
-      this._conn = null;
-      const upMs = transport.opened ? monotonicNow() - this._openedAt : null;
-      this._cancelUpgrade();
-      this._failPending(transport, close);
-      if (transport.type === "ws" && !transport.opened && !this._stopped) {
-        this._probe(close);
-        return;
-      }
-      this._afterClose(close, upMs);
-    }
-
-    /**
-     * A WebSocket failed before its handshake: a browser hides the status of a refused
-     * upgrade, so ask the same URL over plain HTTP. The answer decides between stopping
-     * (401/403), falling back to Ajax (auto mode, HTTP works) and retrying later.
-     */
-    async _probe(wsClose) {
-      const marker = {};
-      this._conn = marker; // "connecting": disconnect()/reconnect() replace it
-      const res = await ajaxRequest(this._env, {
-        query: { handshake: 1, pos: this._env.pos() }, timeoutMs: this._env.connectTimeoutMs });
-      if (this._conn !== marker) return;
-      this._conn = null;
-      const handshake = res.decoded && res.decoded.kind === "handshake" ? res.decoded : null;
-      const decision = afterWsFailure({
-        auto: this._type === "auto",
-        probe: { status: res.status, handshake }, reconnectOnAuthFailure: this._reconnectOnAuthFailure,
-      });
-      if (decision === "downgrade") {
-        this._wsBlockedAt = monotonicNow();
-        this._setState(stateAfterClose(this._state, closeInfo("unexpected", { code: wsClose.code, message: WS_REFUSED })));
-        const transport = new AjaxTransport(this._env, this._hooks, handshake);
-        this._conn = transport;
-        transport.start();
-        return;
-      }
-      // "stop" and "retry" follow from the close's reason (see shouldReconnect).
-      let close;
-      if (res.protocolError) close = closeInfo("unexpected", { code: wsClose.code, message: `bad package: ${res.message}` });
-      else if (handshake) close = closeInfo("unexpected", { code: wsClose.code, message: WS_REFUSED });
-      else if (res.status > 0) close = describeHttpFailure(res.status, res.message);
-      else close = closeInfo("unexpected", { code: wsClose.code, message: `no response: ${res.message}` });
-      this._afterClose(close);
-    }
-
-    /** Record a close and reconnect or stop; `upMs`: how long it had been open (null: never). */
-    _afterClose(close, upMs = null) {
-      const retry = !this._stopped &&
-        shouldReconnect(close, { reconnectOnAuthFailure: this._reconnectOnAuthFailure });
-      // A stop (401/403, kick) is final until reconnect(): calls waiting for the open fail now.
-      if (!retry) this._stopped = true;
-      // Kicked (signed out, banned): whatever comes next — reconnect() after a new login —
-      // starts afresh, it does not resume the old session's logs.
-      if (close.reason === "kicked" || close.code === CLOSE.KICKED) {
-        this._positions = null;
-        this._dropTopics("kicked");
-      }
-      const closed = stateAfterClose(this._state, close);
-      this._setState(retry ? closed : stateWithActive(stateWithRetryAt(closed, null), false));
-      if (!retry) {
-        if (close.reason === "rejected" && typeof console !== "undefined") {
-          console.error(`sente: the server refused this client with ${close.status}` +
-            `${close.message ? ` (${close.message})` : ""}: stopped, as retrying cannot fix it; ` +
-            "reconnect() starts again");
-        }
-        this._releaseReplies(true);
-        return;
-      }
-      this._attempt = nextAttempt(this._attempt, upMs);
-      if (this._unloading) this._retrySuppressed = true;
-      else this._scheduleRetry();
-    }
-
-    /** Plan attempt `this._attempt` after its backoff delay. */
-    _scheduleRetry() {
-      this._clearRetry();
-      const delay = Math.max(0, Number(this._backoffMs(this._attempt)) || 0);
-      this._setState(stateWithRetryAt(this._state, Date.now() + delay));
-      this._retryTimer = setTimeout(() => { this._retryTimer = null; this._open(); }, delay);
-    }
-
-    _clearRetry() {
-      if (this._retryTimer !== null) { clearTimeout(this._retryTimer); this._retryTimer = null; }
-    }
-
-    /** While on Ajax in auto mode, try a WebSocket now and then and move up when one opens. */
-    _scheduleUpgrade() {
-      if (this._upgradeTimer !== null || this._trial) return; // one attempt at a time
-      if (!this._upgradeRetryMs || !this._env.WebSocket || this._type !== "auto") return;
-      this._upgradeTimer = setTimeout(() => {
-        this._upgradeTimer = null;
-        const conn = this._conn;
-        if (!conn || conn.type !== "ajax" || !this._state.open || this._trial) return;
-        conn.pause(); // see _holding
-        this._trial = new WsTransport(this._env, this._hooks);
-        this._trial.start();
-      }, this._upgradeRetryMs);
-    }
-
-    _cancelUpgrade() {
-      if (this._upgradeTimer !== null) { clearTimeout(this._upgradeTimer); this._upgradeTimer = null; }
-      if (this._trial) { this._trial.close(CLOSE.NORMAL, "upgrade cancelled"); this._trial = null; }
-      // Only ever cancelled with the connection that held it: unprocessed, so the positions
-      // did not move, and the next connection gets it again.
-      this._held = [];
-    }
-
-    /** The trial failed: the Ajax connection goes on, with what it received meanwhile. */
-    _releaseHeld() {
-      const conn = this._conn;
-      const held = this._held;
-      this._held = [];
-      for (const [kind, value] of held) {
-        if (this._conn !== conn) return; // a listener closed or replaced it
-        if (kind === "handshake") this._onHandshake(conn, value); else this._onMessage(conn, value);
-      }
-      if (conn && this._conn === conn && conn.resume) conn.resume();
-    }
-
-    /**
-     * The trial WebSocket opened: it becomes the connection and the long-poll stops. Calls
-     * already POSTed keep going (their replies come in their own responses).
-     */
-    _promote(trial) {
-      this._trial = null;
-      this._held = []; // the WebSocket replays it, from where the client stood at its start
-      const old = this._conn;
-      this._conn = trial;
-      this._wsBlockedAt = null;
-      if (old && old.close) old.close();
-    }
-
-    /** Close the current connection on purpose (no hook runs) and fail what waits on it. */
-    _closeConn(code = CLOSE.NORMAL, reason = "", close = closeInfo("requested-disconnect")) {
-      this._clearRetry();
-      this._cancelUpgrade();
-      const conn = this._conn;
-      this._conn = null;
-      if (conn && conn.close) {
-        conn.close(code, reason);
-        this._failPending(conn, close);
-      }
-    }
-
-    /**
-     * Deliver an Ajax reply once this client's positions reach `after`, where its handler's
-     * pushes went (docs/protocol.md §6, "Replies after their pushes"): the polls bring
-     * them, and their listeners run before the reply's promise resolves, as over WebSocket.
-     * Bounded by the call's `deadline`, then delivered anyway; at once on a stopped client.
-     */
-    _afterPushes(after, deadline, deliver) {
-      if (after === null || this._stopped || afterReached(this._positions, this._topicPositions(), after)) {
-        deliver();
-        return;
-      }
-      const held = { after, deliver, timer: null };
-      held.timer = setTimeout(() => { this._heldReplies.delete(held); deliver(); },
-        Math.max(0, deadline - monotonicNow()));
-      this._heldReplies.add(held);
-    }
-
-    /** Deliver the held replies whose pushes have arrived (`all`: every one, now). */
-    _releaseReplies(all = false) {
-      if (!this._heldReplies.size) return;
-      const topics = this._topicPositions();
-      for (const held of [...this._heldReplies]) {
-        if (all || afterReached(this._positions, topics, held.after)) {
-          this._heldReplies.delete(held);
-          clearTimeout(held.timer);
-          held.deliver();
-        }
-      }
-    }
-
-    _failPending(transport, close) {
-      const error = new ClosedError(`the connection closed (${close.reason}) before the reply came`);
-      for (const [cbId, entry] of this._pending) {
-        if (entry.transport === transport) {
-          this._pending.delete(cbId);
-          clearTimeout(entry.timer);
-          entry.reject(error);
-        }
-      }
-      for (const call of this._ajaxCalls) {
-        if (call.transport === transport) call.fail(error);
-      }
-    }
-
-    // --- topics (client/topics.py) --------------------------------------------------------
-
-    /** Map topic → position | null of the topics this client is in or joining. */
-    _topicPositions() { return topicPositions(this._topics); }
-
-    /** Apply a batch's membership changes and topic positions (see takeTopicBatch). */
-    _adoptTopics(batch) { adoptTopicBatch(this._topics, batch); }
-
-    /** Forget every topic (a kick): nothing to rejoin, the app is told (a join in flight fails). */
-    _dropTopics(reason) {
-      const dropped = [...this._topics].filter(([, record]) => record.state === "joined");
-      this._topics.clear();
-      for (const [topic] of dropped) this._emit(EV.LEFT, { topic, reason });
-    }
-
-    /**
-     * Run `makeCall(msLeft)` — a join or leave call of `topic`, or null for none after all
-     * — once the calls of that topic made before it are done: one at a time, in order.
-     * The server runs a client's events side by side, so a leave sent while a join of the
-     * same topic is unanswered (a rejoin whose handler takes its time, a join the app did
-     * not await) could be done first, and the join would then put the client back in:
-     * the server would go on sending the topic to a client that drops it. `timeout` covers
-     * the wait for the turn and the call; a call whose turn did not come in time is not
-     * made (TimeoutError). Python: ClientTopics._topic_turn.
-     */
-    _topicTurn(topic, timeout, eventId, makeCall) {
-      const deadline = monotonicNow() + timeout;
-      const before = this._topicTurns.get(topic);
-      let done;
-      const turn = new Promise((resolve) => { done = resolve; });
-      this._topicTurns.set(topic, turn);
-      turn.then(() => { if (this._topicTurns.get(topic) === turn) this._topicTurns.delete(topic); });
-      const run = (resolve, reject) => {
-        let call;
-        try { call = makeCall(Math.max(1, deadline - monotonicNow())); } catch (error) { call = Promise.reject(error); }
-        Promise.resolve(call).then(
-          (value) => { done(); resolve(value); },
-          (error) => { done(); reject(error); });
-      };
-      return new Promise((resolve, reject) => {
-        if (before === undefined) { run(resolve, reject); return; } // its turn now: sent at once
-        let timer = setTimeout(() => {
-          timer = null;
-          reject(new TimeoutError(`${eventId} of ${safeRepr(topic)} not sent: the call of that ` +
-            "topic before it is still unanswered"));
-        }, timeout);
-        before.then(() => {
-          if (timer === null) { done(); return; } // given up: the next call may go
-          clearTimeout(timer);
-          run(resolve, reject);
-        });
-      });
-    }
-
-    /**
-     * The chsk/join call for `record` (the topic's entry in this._topics), in the topic's
-     * turn, resolving with `{answer, current}`: the reply read by readJoinReply, and
-     * whether `record` was still the topic's when it came (not left, nor dropped). The
-     * reply's position is where the server put the client, unless a mark moved it since
-     * the call went out: over Ajax the topic's first batch can overtake the reply, and its
-     * mark is the newer word. A refusal drops the topic as dropsOnRefusal says. A rejoin
-     * (`rejoin`) of a topic left before its turn came is not made (resolves with null).
-     */
-    _joinCall(topic, record, data, timeout, rejoin = false) {
-      return this._topicTurn(topic, timeout, EV.JOIN, (left) => {
-        if (rejoin && this._topics.get(topic) !== record) return null;
-        const moves = record.moves;
-        const payload = { topic, data, position: record.position };
-        return this._call([EV.JOIN, payload], left).promise.then((reply) => {
-          const answer = readJoinReply(reply);
-          const current = this._topics.get(topic) === record;
-          if (!answer.ok) {
-            if (current && dropsOnRefusal(record.state, rejoin)) this._topics.delete(topic);
-          } else if (current) {
-            record.state = "joined";
-            record.data = data;
-            record.position = positionAfterJoin(record.position, record.moves !== moves, answer.position);
-            this._releaseReplies();
-          }
-          return { answer, current };
-        });
-      });
-    }
-
-    /**
-     * After each handshake: join every topic again, from its position, so the server
-     * replays what this client missed in it — or says `recovered: false` in a
-     * "chsk/rejoined" listener event. A refused rejoin is a "chsk/left" with the reason.
-     * A rejoin cut off by the connection is made again after the next handshake. A topic
-     * left meanwhile gets neither event (as in the Python client).
-     *
-     * Over Ajax the long-poll waits for the rejoins' replies: it names the topics'
-     * positions, which the replies may move (to the head, when a topic's history is gone),
-     * and a poll naming a position the server no longer holds is answered with another
-     * handshake, and another round of rejoins.
-     */
-    _rejoinTopics(transport) {
-      const rejoins = [];
-      for (const topic of topicsAtHandshake(topicStates(this._topics), false).rejoin) {
-        const record = this._topics.get(topic);
-        rejoins.push(this._joinCall(topic, record, record.data, this._callTimeoutMs, true).then(
-          (result) => {
-            if (result === null || !result.current) return; // left meanwhile: no news
-            const { answer } = result;
-            if (answer.ok) this._emit(EV.REJOINED, { topic, recovered: answer.recovered });
-            else this._emit(EV.LEFT, { topic, reason: answer.reason });
-          },
-          (error) => {
-            if (typeof console !== "undefined") console.warn(`sente: rejoining ${topic} failed: ${error.message}`);
-          }));
-      }
-      if (!rejoins.length || transport.type !== "ajax") return;
-      transport.pause();
-      Promise.all(rejoins).then(() => {
-        // A WebSocket trial started meanwhile resumes the poll itself when it fails.
-        if (this._conn === transport && this._trial === null) transport.resume();
-      });
-    }
-
-    // --- page lifecycle ------------------------------------------------------------------
-
-    /**
-     * Page events: come back at once when the network returns or the tab is shown again
-     * (instead of waiting out a long backoff), and stay quiet while the page unloads (a
-     * reconnect then would only add noise and dangling server-side clients).
-     */
-    _listenToPage() {
-      const win = global.window;
-      const doc = global.document;
-      if (!win || typeof win.addEventListener !== "function" || this._pageListeners.length) return;
-      const add = (target, name, fn) => { target.addEventListener(name, fn); this._pageListeners.push([target, name, fn]); };
-      add(win, "online", () => this._retryNow());
-      if (doc && typeof doc.addEventListener === "function") {
-        add(doc, "visibilitychange", () => { if (doc.visibilityState === "visible") this._retryNow(); });
-      }
-      add(win, "pagehide", () => this._suspend());
-      add(win, "pageshow", (e) => { if (e.persisted) this._resume(); });
-      // beforeunload may be cancelled (a "leave site?" prompt): resume if the page lives on.
-      add(win, "beforeunload", () => {
-        this._suspend();
-        clearTimeout(this._unloadTimer);
-        this._unloadTimer = setTimeout(() => this._resume(), 5000);
-      });
-    }
-
-    /** The page is going away (or into the back/forward cache): no new connections. */
-    _suspend() {
-      this._unloading = true;
-      if (this._retryTimer !== null) { this._clearRetry(); this._retrySuppressed = true; }
-    }
-
-    /** The page lives on after all: make up the retry that was held back. */
-    _resume() {
-      if (!this._unloading) return;
-      this._unloading = false;
-      if (this._retrySuppressed && !this._stopped) { this._retrySuppressed = false; this._open(); }
-    }
-
-    _unlistenToPage() {
-      for (const [target, name, fn] of this._pageListeners) target.removeEventListener(name, fn);
-      this._pageListeners = [];
-      clearTimeout(this._unloadTimer);
-    }
-
-    /** Skip the rest of a backoff wait (only when one is running: stops stay stops). */
-    _retryNow() {
-      if (this._retryTimer === null || this._stopped || this._unloading) return;
-      this._open();
-    }
-
-    // --- state and listeners -------------------------------------------------------------
-
-    _setState(next) {
-      const old = this._state;
-      if (next === old) return;
-      this._state = next;
-      for (const fn of [...this._stateListeners]) {
-        try { fn(next, old); } catch (error) { reportListenerError(error); }
-      }
-      this._settleOpenWaiters();
-    }
-
-    // --- waiting for the open ------------------------------------------------------------
-
-    _isOpen() { return this._state.open && this._conn !== null && this._conn.opened === true; }
-
-    /**
-     * Resolves once the socket is open; rejects with ClosedError when the client stops
-     * (disconnect(), 401/403, kick) or `timeoutMs` passes first. This is how a call made
-     * while connecting — right after connect(), or during a reconnect — goes out when it can,
-     * as in the Python client: a bounded wait, not an offline queue.
-     */
-    _whenOpen(timeoutMs) {
-      return new Promise((resolve, reject) => {
-        const waiter = { resolve, reject, timer: null };
-        waiter.timer = setTimeout(() => {
-          this._openWaiters.delete(waiter);
-          reject(new ClosedError(`not connected within ${formatMs(timeoutMs)} ms`));
-        }, timeoutMs);
-        this._openWaiters.add(waiter);
-      });
-    }
-
-    _settleOpenWaiters() {
-      if (!this._openWaiters.size) return;
-      let error = null;
-      if (this._stopped) error = this._stoppedError();
-      else if (!this._isOpen()) return;
-      const waiters = [...this._openWaiters];
-      this._openWaiters.clear();
-      for (const waiter of waiters) {
-        clearTimeout(waiter.timer);
-        if (error) waiter.reject(error); else waiter.resolve();
-      }
-    }
-
-    /** Why nothing can be sent on a stopped client, for the caller's error. */
-    _stoppedError() {
-      const last = this._state.lastClose;
-      const why = last ? last.reason + (last.status ? ` ${last.status}` : "") : "stopped";
-      return new ClosedError(`not connected (${why})`);
-    }
-
-    /** Listeners get `fn(data, event, meta)`; `meta.topic` is null but for topic events. */
-    _emit(eventId, data, event = [eventId, data], meta = NO_TOPIC) {
-      const set = this._listeners.get(eventId) || (isReserved(eventId) ? null : this._listeners.get("*"));
-      if (!set) return;
-      for (const fn of [...set]) {
-        try { fn(data, event, meta); } catch (error) { reportListenerError(error); }
-      }
-    }
-
-    /** A pushed event: to on(id) listeners and, for a topic's, to its onTopic listeners. */
-    _emitEvent(event, topic) {
-      if (topic === null) { this._emit(event[0], event[1], event); return; }
-      this._emit(event[0], event[1], event, Object.freeze({ topic }));
-      const set = this._topicListeners.get(topic);
-      if (!set) return;
-      for (const fn of [...set]) {
-        try { fn(event[0], event[1]); } catch (error) { reportListenerError(error); }
-      }
-    }
-
-    // --- public API ----------------------------------------------------------------------
+    get positions() { return this._status.positions; }
 
     /**
      * Listen to pushed events with this id ("*": every pushed id without a listener of its
@@ -1949,14 +2267,13 @@
     on(eventId, fn) {
       if (typeof fn !== "function") throw new TypeError("on(eventId, fn) needs a function");
       if (eventId !== "*" && eventId !== EV.HANDSHAKE) validateOutgoing([eventId], true);
-      return addListener(this._listeners, eventId, fn);
+      return this._dispatch.on(eventId, fn);
     }
 
     /** `fn(state, oldState)` on every state change; returns an unsubscribe fn. */
     onState(fn) {
       if (typeof fn !== "function") throw new TypeError("onState(fn) needs a function");
-      this._stateListeners.add(fn);
-      return () => this._stateListeners.delete(fn);
+      return this._dispatch.onState(fn);
     }
 
     /**
@@ -1971,25 +2288,7 @@
       const ev = validateOutgoing(event);
       const timeout = options && options.timeout !== undefined ? options.timeout : this._env.connectTimeoutMs;
       if (!(typeof timeout === "number" && timeout > 0)) throw new TypeError("timeout must be a positive number of milliseconds");
-      const packed = this._env.packer.pack(clientEnvelope(ev, null)); // bad data throws now
-      if (this._isOpen()) return this._sendNow(ev, packed);
-      if (this._stopped) return false;
-      this._whenOpen(timeout).then(
-        () => { if (!this._sendNow(ev, packed)) warnNotSent(ev, "the connection closed at once"); },
-        (error) => warnNotSent(ev, error.message));
-      return true;
-    }
-
-    _sendNow(ev, packed) {
-      const conn = this._conn;
-      if (!this._isOpen()) return false;
-      if (conn.type === "ws") return conn.sendPacked(packed);
-      ajaxRequest(this._env, { method: "POST", body: packed, timeoutMs: this._env.ajaxTimeoutMs }).then((res) => {
-        if (!res.decoded && typeof console !== "undefined") {
-          console.warn(`sente: sending ${ev[0]} failed (${res.status || "no response"}): ${res.message}`);
-        }
-      });
-      return true;
+      return this._calls.send(ev, timeout);
     }
 
     /**
@@ -2001,79 +2300,10 @@
     call(event, options = {}, callback = undefined) {
       if (typeof options === "function") { callback = options; options = {}; }
       const timeout = callTimeout(options, this._callTimeoutMs);
-      const { sent, promise } = this._call(validateOutgoing(event), timeout);
+      const { sent, promise } = this._calls.call(validateOutgoing(event), timeout);
       if (typeof callback !== "function") return promise;
       promise.then((reply) => callback(null, reply), (error) => callback(error));
       return sent;
-    }
-
-    _call(ev, timeout) {
-      if (this._isOpen()) return this._callNow(ev, timeout);
-      const notSent = (error) => new ClosedError(`${error.message}: the call was not sent`);
-      if (this._stopped) return { sent: false, promise: Promise.reject(notSent(this._stoppedError())) };
-      this._env.packer.pack(clientEnvelope(ev, null)); // bad data throws now, not after the wait
-      const deadline = monotonicNow() + timeout;
-      const promise = this._whenOpen(timeout).then(
-        () => this._callNow(ev, Math.max(1, deadline - monotonicNow()), timeout).promise,
-        (error) => { throw notSent(error); });
-      return { sent: true, promise };
-    }
-
-    /**
-     * The call on the open connection (or a ClosedError when it closed in the meantime).
-     * `timeout` is what is left of the call's; a TimeoutError names the call's own, `given`
-     * (a call made while connecting spent some of it waiting for the open).
-     */
-    _callNow(ev, timeout, given = timeout) {
-      const conn = this._conn;
-      if (!this._isOpen()) {
-        return { sent: false, promise: Promise.reject(new ClosedError("not connected: the call was not sent")) };
-      }
-      if (conn.type === "ws") {
-        const cbId = randomId(8);
-        const packed = this._env.packer.pack(clientEnvelope(ev, cbId)); // throws before anything waits
-        let entry;
-        const promise = new Promise((resolve, reject) => { entry = { resolve, reject, transport: conn, timer: null }; });
-        entry.timer = setTimeout(() => {
-          if (this._pending.delete(cbId)) entry.reject(new TimeoutError(`no reply to ${ev[0]} within ${formatMs(given)} ms`));
-        }, timeout);
-        this._pending.set(cbId, entry);
-        if (!conn.sendPacked(packed)) {
-          this._pending.delete(cbId);
-          clearTimeout(entry.timer);
-          entry.reject(new ClosedError("the connection could not take the call"));
-          return { sent: false, promise };
-        }
-        return { sent: true, promise };
-      }
-      const packed = this._env.packer.pack(clientEnvelope(ev, AJAX_CB));
-      const controller = new AbortController();
-      const deadline = monotonicNow() + timeout;
-      let call;
-      const promise = new Promise((resolve, reject) => {
-        call = { transport: conn, fail: (error) => { this._ajaxCalls.delete(call); controller.abort(); reject(error); } };
-        this._ajaxCalls.add(call);
-        ajaxRequest(this._env, { method: "POST", body: packed, timeoutMs: timeout, signal: controller.signal }).then((res) => {
-          if (!this._ajaxCalls.delete(call)) return; // failed already (connection closed)
-          if (res.decoded) {
-            const m = res.decoded;
-            if (m.kind !== "reply") { reject(new ProtocolError(`expected a reply to ${ev[0]}, got "${m.outcome}"`)); return; }
-            const result = replyOutcome(m.outcome, m.value);
-            // The handler's pushes come through the polls: the reply waits for them.
-            this._afterPushes(readAfter(res.after), deadline,
-              () => { if (result.ok) resolve(result.value); else reject(result.error); });
-          } else if (res.timedOut) {
-            reject(new TimeoutError(`no reply to ${ev[0]} within ${formatMs(given)} ms`));
-          } else if (res.status > 0) {
-            reject(new ReplyError(res.message || `HTTP ${res.status}`, null, res.status));
-          } else if (res.protocolError) {
-            reject(res.protocolError);
-          } else {
-            reject(new ClosedError(`the call could not reach the server: ${res.message}`));
-          }
-        });
-      });
-      return { sent: true, promise };
     }
 
     /**
@@ -2086,29 +2316,7 @@
      */
     join(topic, data = null, options = {}) {
       validateTopic(topic);
-      const timeout = callTimeout(options, this._callTimeoutMs);
-      let record = this._topics.get(topic);
-      const created = record === undefined;
-      if (created) {
-        record = newTopicRecord(data);
-        this._topics.set(topic, record);
-      }
-      try { // data the packer cannot pack: the caller's bug, thrown at once
-        this._env.packer.pack(clientEnvelope([EV.JOIN, { topic, data, position: null }], null));
-      } catch (error) {
-        if (created) this._topics.delete(topic);
-        throw error;
-      }
-      return this._joinCall(topic, record, data, timeout).then(
-        ({ answer }) => {
-          if (!answer.ok) throw new JoinRefusedError(topic, answer.reason);
-          return { data: answer.data, recovered: answer.recovered };
-        },
-        (error) => {
-          // A first join that did not go through is no membership (a refusal removed it).
-          if (created && record.state === "joining" && this._topics.get(topic) === record) this._topics.delete(topic);
-          throw error;
-        });
+      return this._topics.join(topic, data, callTimeout(options, this._callTimeoutMs));
     }
 
     /**
@@ -2117,21 +2325,11 @@
      */
     leave(topic, options = {}) {
       validateTopic(topic);
-      const timeout = callTimeout(options, this._callTimeoutMs);
-      this._topics.delete(topic);
-      // In the topic's turn: after its join or rejoin still unanswered (see _topicTurn).
-      return this._topicTurn(topic, timeout, EV.LEAVE,
-        (left) => this._call([EV.LEAVE, { topic }], left).promise).then((reply) => {
-        if (!reply || reply.ok !== true) {
-          throw new ReplyError(`leaving topic ${safeRepr(topic)} failed`, reply);
-        }
-      });
+      return this._topics.leave(topic, callTimeout(options, this._callTimeoutMs));
     }
 
     /** The names of the topics this client is in (joins still waiting for a reply left out). */
-    topics() {
-      return [...this._topics].filter(([, record]) => record.state === "joined").map(([topic]) => topic);
-    }
+    topics() { return this._topics.names(); }
 
     /**
      * `fn(eventId, data)` for each event of `topic` (also given to on(eventId) listeners);
@@ -2140,7 +2338,7 @@
     onTopic(topic, fn) {
       validateTopic(topic);
       if (typeof fn !== "function") throw new TypeError("onTopic(topic, fn) needs a function");
-      return addListener(this._topicListeners, topic, fn);
+      return this._topics.onTopic(topic, fn);
     }
 
     /**
@@ -2153,36 +2351,18 @@
      * whether there was an open connection to break.
      */
     breakConnection({ closeWs = true, wsCode = CLOSE.BROKEN } = {}) {
-      if (!this._isOpen()) return false;
-      this._conn.breakLink({ closeWs, wsCode });
-      return true;
+      return this._connection.breakLink({ closeWs, wsCode });
     }
 
     /** Close and stay closed (until reconnect()). Calls waiting for a reply fail with ClosedError. */
-    disconnect() {
-      this._stopped = true;
-      this._closeConn(CLOSE.NORMAL, "requested disconnect", closeInfo("requested-disconnect"));
-      this._releaseReplies(true); // no more pushes will come: the replies go as they are
-      this._unlistenToPage();
-      const close = closeInfo("requested-disconnect", { code: CLOSE.NORMAL });
-      this._setState(Object.freeze({ ...stateAfterClose(this._state, close), nextReconnectAt: null, active: false }));
-    }
+    disconnect() { this._connection.disconnect(); }
 
     /**
      * Close and connect again at once: picks up a new session (the uid is fixed per
      * handshake, so call it after login/logout), tries WebSocket again in auto mode, and
      * restarts a client stopped by 401/403 or a kick.
      */
-    reconnect() {
-      this._closeConn(CLOSE.NORMAL, "requested reconnect", closeInfo("requested-reconnect"));
-      this._listenToPage();
-      this._stopped = false;
-      this._retrySuppressed = false;
-      this._attempt = 0;
-      this._wsBlockedAt = null; // auto mode tries WebSocket first again
-      this._setState(Object.freeze({ ...stateAfterClose(this._state, closeInfo("requested-reconnect")), nextReconnectAt: null, active: true }));
-      this._open();
-    }
+    reconnect() { this._connection.reconnect(); }
   }
 
   // =========================================================================================
@@ -2196,8 +2376,8 @@
    *   type: "auto" | "ws" | "ajax"   csrfToken: string | () => string (default: meta tag)
    *   packer: "json" | {name, binary, pack, unpack}   params: object | () => object
    *   clientId, keepAliveMs 20000, pingTimeoutMs 10000, backoffMs(attempt) => ms,
-   *   upgradeRetryMs 30000, reconnectOnAuthFailure false, connectTimeoutMs 15000,
-   *   ajaxTimeoutMs 60000, callTimeoutMs 25000, headers: object | () => object (Ajax only).
+   *   upgradeRetryMs 30000, reconnectOnAuthFailure false, connectTimeoutMs 10000,
+   *   ajaxTimeoutMs 60000, callTimeoutMs 30000, headers: object | () => object (Ajax only).
    */
   function connect(url, options) {
     if (url !== null && typeof url === "object" && options === undefined) { options = url; url = undefined; }

@@ -157,7 +157,7 @@ def _rejoins_answered(chsk: Client) -> None:
     """Sequencing only: wait until the rejoins the last handshake started (if any) are
     answered, so a rejoin that should not have been made has reached the server before
     the wire is checked."""
-    thread = chsk._rejoiner
+    thread = chsk._topics._rejoiner
     if thread is not None:
         thread.join(TIMEOUT)
         assert not thread.is_alive()
@@ -368,7 +368,7 @@ def test_leave_while_its_rejoin_is_answered_stops_delivery_at_the_wire(
     # Sequencing only: the rejoin is let finish once the leave waits for its turn here —
     # or, were the calls not taking turns, once the server has done the leave (it revokes
     # the topic's grant), which is the order that put the client back in.
-    wait_until(lambda: len(chsk._turns.get(TOPIC, ())) == 2 or TOPIC not in granted(),
+    wait_until(lambda: len(chsk._topics._turns.get(TOPIC, ())) == 2 or TOPIC not in granted(),
                message="the leave waiting, or done by the server")
     join_server.joins_may_end.set()
     leaver.join(TIMEOUT)

@@ -6,12 +6,15 @@ clients must share is stated once, as data.
 from __future__ import annotations
 
 import collections
+import inspect
 import json
 import pathlib
+import re
 import typing as t
 
 import pytest
 
+from flask_sente.client import Client
 from flask_sente.client.positions import Positions, read_after
 from flask_sente.client.state import (
     STOP_STATUSES,
@@ -25,12 +28,16 @@ from flask_sente.client.state import (
     state_after_close,
     state_after_handshake,
 )
-from flask_sente.client.topics import TopicBook
+from flask_sente.client.topicbook import TopicBook
+from flask_sente.client.topics import REJOIN_TIMEOUT
+from flask_sente.config import CLIENT_AJAX_TIMEOUT, Options
 from flask_sente.exceptions import RemoteProtocolError
 from flask_sente.protocol import PROTOCOL_VERSION, closecodes, wire
+from flask_sente.protocol import events as ev
 from flask_sente.protocol.backoff import backoff_delay
 
 VECTORS = pathlib.Path(__file__).resolve().parent.parent / "vectors"
+README = VECTORS.parent.parent / "README.md"
 
 
 def load(name: str) -> t.Any:
@@ -55,7 +62,8 @@ def test_every_vector_file_has_a_runner() -> None:
     names = {p.name for p in VECTORS.glob("*.json")}
     assert names == {"backoff.json", "close_codes.json", "reconnect.json", "ws_failure.json",
                      "transitions.json", "envelopes.json", "handshake.json",
-                     "topics_handshake.json", "reply_after.json",
+                     "topics_handshake.json", "reply_after.json", "positions.json",
+                     "defaults.json",
                      "auto_mode.json"}  # the last one: tests/client/test_auto_mode_rule.py
 
 
@@ -168,8 +176,98 @@ def test_reply_after_reached(case: dict[str, t.Any]) -> None:
     assert positions.reached(after) is case["reached"]
 
 
+def _positions_at(before: dict[str, t.Any] | None) -> Positions:
+    """A client's positions standing at ``before`` (None: a client never connected)."""
+    positions = Positions()
+    if before is not None:
+        positions.handshake({"uid": "ann", "protocol": 2, "positions": before})
+    return positions
+
+
+def _current(positions: Positions) -> dict[str, list[t.Any]]:
+    return {name: list(pos) for name, pos in positions.current.items()}
+
+
+@pytest.mark.parametrize("case", load("positions.json")["handshakes"], ids=lambda c: c["name"])
+def test_positions_after_handshake(case: dict[str, t.Any]) -> None:
+    """Broken on purpose by letting ``Positions.handshake`` adopt ``t:`` names (dropping
+    its ``not name.startswith("t:")``): "topic names in a handshake are ignored" failed
+    (the one at seq -1 is no position at all, and stays out anyway)."""
+    positions = _positions_at(case["before"])
+    positions.handshake(case["info"])
+    assert _current(positions) == case["expect"]
+
+
+@pytest.mark.parametrize("case", load("positions.json")["batches"], ids=lambda c: c["name"])
+def test_positions_batches(case: dict[str, t.Any]) -> None:
+    """Broken on purpose by letting a mark move a position back within its epoch (``seq !=
+    old[1]`` for ``seq > old[1]`` in ``Positions.batch``): the replay that overlaps, and
+    the mark behind in one log, failed."""
+    positions = _positions_at(case["before"])
+    for n, step in enumerate(case["steps"]):
+        events = [(event[0], event[1]) for event in step["events"]]
+        delivered = [event_id for event_id, _ in positions.batch(events)
+                     if not ev.is_reserved(event_id)]
+        assert delivered == step["delivered"], f"step {n}"
+        assert _current(positions) == step["positions"], f"step {n}"
+
+
+#: The Python name of each shared default (defaults.json) -> sente.js's option name.
+JS_OPTION = {"keepalive": "keepAliveMs", "ping_timeout": "pingTimeoutMs",
+             "upgrade_retry": "upgradeRetryMs", "connect_timeout": "connectTimeoutMs",
+             "ajax_timeout": "ajaxTimeoutMs", "call_timeout": "callTimeoutMs"}
+
+
+def test_option_defaults() -> None:
+    """The Python client's defaults are the shared ones; so is the server's copy of the
+    Ajax timeout (it bounds ``lp_timeout``). tests/js/vectors.test.mjs checks sente.js's.
+
+    Broken on purpose by making ``connect_timeout`` default to 15.0, and (separately)
+    ``CLIENT_AJAX_TIMEOUT`` 50.0 in flask_sente/config.py: this test failed each time."""
+    defaults = load("defaults.json")["defaults"]
+    assert set(defaults) == set(JS_OPTION)
+    init = inspect.signature(Client.__init__).parameters
+    for name in ("keepalive", "ping_timeout", "upgrade_retry", "connect_timeout",
+                 "ajax_timeout"):
+        assert init[name].default == defaults[name], name
+    for method in (Client.call, Client.join, Client.leave):
+        assert inspect.signature(method).parameters["timeout"].default == (
+            defaults["call_timeout"]), method.__name__
+    assert REJOIN_TIMEOUT == defaults["call_timeout"]
+    assert CLIENT_AJAX_TIMEOUT == defaults["ajax_timeout"]
+
+
+def test_option_defaults_fit_the_servers() -> None:
+    """The rules of defaults.json against the server's defaults: a parked poll is answered
+    before the client's Ajax timeout, and a call made while connecting still hears the
+    server's ``chsk/timeout`` before its own timer (sente.js's defaults before they were
+    settled broke it: 20 + 15 > 25).
+
+    Broken on purpose by setting ``call_timeout`` to 25 in defaults.json: this test
+    failed."""
+    defaults = load("defaults.json")["defaults"]
+    options = Options()
+    assert options.lp_timeout < defaults["ajax_timeout"]
+    assert options.reply_timeout + defaults["connect_timeout"] <= defaults["call_timeout"]
+
+
+def test_option_tables_state_the_defaults() -> None:
+    """The README's two option tables (included in the docs) show the shared defaults.
+
+    Broken on purpose by putting back the browser table's ``connectTimeoutMs`` 15000:
+    this test failed."""
+    readme = README.read_text()
+    for name, value in load("defaults.json")["defaults"].items():
+        js_row = re.search(rf"^\| `{JS_OPTION[name]}` \| `(\d+)` \|", readme, re.M)
+        assert js_row is not None and int(js_row[1]) == value * 1000, JS_OPTION[name]
+        if name == "call_timeout":  # an argument of call(), join() and leave(), no option
+            continue
+        python_row = re.search(rf"^\| `{name}` \| `([\d.]+)` s \|", readme, re.M)
+        assert python_row is not None and float(python_row[1]) == value, name
+
+
 class TopicsModel:
-    """The Python client's topics without I/O, driven the way ``ClientTopics`` drives them
+    """The Python client's topics without I/O, driven the way ``Topics`` drives them
     (client/topics.py): a :class:`TopicBook` over :class:`Positions`, and the join and
     rejoin calls still unanswered, oldest first per topic."""
 
@@ -217,7 +315,7 @@ class TopicsModel:
                 else:
                     self.book.failed(topic)
             elif not reply["ok"]:
-                if topic in self.book.joins:  # as ClientTopics._forget_topic
+                if topic in self.book.joins:  # as Topics._forget_topic
                     self.book.leave(topic)
                     got["left"].append({"topic": topic, "reason": reply["reason"]})
             elif self.book.allowed(topic, self.book.joins.get(topic), reply.get("position"),
@@ -232,7 +330,7 @@ class TopicsModel:
             events = self.positions.batch([*notice, ("chsk/topic", [topic, ["t/said", "x"]]),
                                            ("chsk/pos", step["batch"]["mark"])])
             got["delivered"] = False
-            for event_id, data in events:  # as ClientTopics._system_push
+            for event_id, data in events:  # as Topics.system_push
                 if event_id == "chsk/joined":
                     self.book.server_joined(data["topic"], data["position"])
                 elif event_id == "chsk/topic":

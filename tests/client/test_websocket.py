@@ -1,4 +1,5 @@
-"""The client's RFC 6455 codec against a scripted peer on a real socket.
+"""The client's WebSocket (flask_sente/client/websocket.py, over the RFC 6455 codec of
+flask_sente/protocol/frames.py) against a scripted peer on a real socket.
 
 The flask_sente server never sends fragments, WebSocket-level pings or broken frames, so a
 small hand-written peer does: it answers the upgrade as told, sends the frames given, and
@@ -16,8 +17,9 @@ import typing as t
 
 import pytest
 
-from flask_sente.client_ws import WebSocket, accept_key, mask
+from flask_sente.client.websocket import WebSocket
 from flask_sente.exceptions import ConnectionClosed, Rejected, RemoteProtocolError
+from flask_sente.protocol.frames import accept_key, mask
 
 from .conftest import TIMEOUT
 
