@@ -55,10 +55,10 @@ from werkzeug.wsgi import ClosingIterator
 
 from .exceptions import BackplaneError, RemoteProtocolError
 from .protocol import requested_version, wire
+from .protocol.packers import content_type_of
 from .protocol.security import origin_allowed
 from .transports.base import UPGRADE_ENVIRON_KEY
 from .views import (
-    CONTENT_TYPES,
     UNAVAILABLE,
     LazyRequestInfo,
     after_header,
@@ -236,7 +236,7 @@ def _post(state: AppState, uid: t.Any, client_id: str, info: LazyRequestInfo,
 
 def _packed(state: AppState, body: str | bytes) -> Answer:
     data = body.encode("utf-8") if isinstance(body, str) else body
-    return "200 OK", data, CONTENT_TYPES[state.packer.binary], []
+    return "200 OK", data, content_type_of(state.packer), []
 
 
 def _text(status: int, message: str) -> Answer:

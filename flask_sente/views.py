@@ -28,6 +28,7 @@ from .admission import text_response as _text
 from .exceptions import BackplaneError, RemoteProtocolError
 from .messages import RequestInfo
 from .protocol import wire
+from .protocol.packers import content_type_of
 from .transports.base import STOP_CALLBACKS_ENVIRON_KEY, UPGRADE_ENVIRON_KEY
 
 if t.TYPE_CHECKING:  # pragma: no cover
@@ -35,7 +36,6 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from .state import AppState
 
 STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
-CONTENT_TYPES = {False: "application/json; charset=utf-8", True: "application/msgpack"}
 
 
 def make_blueprint(url: str) -> Blueprint:
@@ -242,7 +242,7 @@ def _with_key(state: AppState, resp: Response, uid: t.Any, client_id: str,
 
 
 def _packed(state: AppState, body: str | bytes) -> Response:
-    resp = Response(body, mimetype=None, content_type=CONTENT_TYPES[state.packer.binary])
+    resp = Response(body, mimetype=None, content_type=content_type_of(state.packer))
     resp.headers["Cache-Control"] = "no-store"
     return resp
 
