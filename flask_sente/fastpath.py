@@ -14,20 +14,19 @@ So a process that admits an Ajax request of a client it holds gives the client a
 (:data:`~flask_sente.protocol.wire.FAST_KEY_HEADER`), bound to the credentials it was
 admitted with: the Cookie and Authorization headers and the app's own query parameters
 (``ajax.AjaxRequest.credentials``). A later request that carries the key, with those byte
-for byte
-unchanged, from no other origin, is answered here: no request context, no request hooks, no
-admission checks, whose answer cannot have changed while the credentials did not. Like a
-WebSocket, the client keeps the uid it was admitted with until it reconnects (``kick()``
-ends it at once). Answered by the same pipeline as in Flask (``ajax``: the request parsed
-once, the hub's answer, its headers), rendered here as WSGI.
+for byte unchanged, from no other origin, is answered here: no request context, no request
+hooks, no admission checks, whose answer cannot have changed while the credentials did
+not. Like a WebSocket, the client keeps the uid it was admitted with until it reconnects
+(``kick()`` ends it at once). The answer is the Ajax pipeline's (``ajax``: the request
+parsed once, the hub's answer and its headers), the same as in Flask, rendered as WSGI.
 
 Everything else goes on to Flask, which answers it in full — refusals are only ever made
 there: a handshake, a missing, wrong or stale key, other cookies (a login, a logout, a new
 session), a cross-origin request (the app's CORS hooks must run), a form-encoded,
-oversized, empty or chunked post (as Werkzeug reads its headers), a protocol or packer the
-checks would refuse, bad positions. A client of
-another process (a shared backplane, no sticky sessions) has no key here and goes through
-Flask too. ``ajax_fast_path=False`` sends every Ajax request through Flask.
+oversized, empty or chunked post (its headers read as Werkzeug reads them), a protocol or
+packer the checks would refuse, bad positions. A client of another process (a shared
+backplane, no sticky sessions) has no key here and goes through Flask too.
+``ajax_fast_path=False`` sends every Ajax request through Flask.
 
 **WebSocket upgrades.** An upgrade cannot reuse an earlier admission, so it gets all of
 Flask — request context, session, ``before_request``/``after_request``/teardown hooks,
