@@ -28,8 +28,8 @@ class Packer(t.Protocol):
     A packer may also have a ``content_type`` attribute: the media type the server labels
     its Ajax answers with. It is optional, so that packers written before it still are
     packers; without it the server uses ``DEFAULT_CONTENT_TYPES`` for the packer's
-    ``binary`` (:func:`content_type_of`). Set it when the default does not name your
-    format (``"application/transit+json"``, ``"application/cbor"``).
+    ``binary`` (:func:`~flask_sente.protocol.packers.content_type_of`). Set it when the
+    default does not name your format (``"application/transit+json"``, ``"application/cbor"``).
     """
 
     #: A short name, sent by clients so a mismatch is reported clearly.
