@@ -17,7 +17,7 @@ client is, the rest is the same for both, and it lives here, once:
   is down (:func:`unavailable`), 400 for a bad package.
 
 A new query parameter or header of the protocol is a change here only, and each front just
-renders an :class:`Answer` (a Flask ``Response``; a WSGI ``start_response``). What stays
+renders an :data:`Answer` (a Flask ``Response``; a WSGI ``start_response``). What stays
 with the fronts is what only they can do: admission, the WebSocket upgrade and the
 ``new-ws-ticket`` answer need Flask's request and session (``views``); which requests may
 be answered without Flask is the fast path's rule (``fastpath``, docs/protocol.md §6).
@@ -61,14 +61,10 @@ _RETRY = ("Retry-After", "2")
 _PLAIN_INT = re.compile(r"-?[0-9]+", re.ASCII)
 
 
-class Answer(t.NamedTuple):
-    """An answer to an Ajax request, for a front to render."""
-
-    status: int
-    #: Every header but ``Content-Length`` (a front's framing: WSGI adds it, Flask's
-    #: ``Response`` computes it).
-    headers: Headers
-    body: bytes
+#: An answer to an Ajax request for a front to render: ``(status, headers, body)``, the
+#: headers all but ``Content-Length`` (a front's framing: WSGI adds it, Flask's ``Response``
+#: computes it). A plain tuple: it is made for every request of the fast path.
+Answer = tuple[int, Headers, bytes]
 
 
 class AjaxHub(t.Protocol):
@@ -110,29 +106,21 @@ class AjaxRequest(t.NamedTuple):
     method: str
     #: The query's parameters, the first value of each (as ``request.args`` reads them).
     args: t.Mapping[str, str]
+    #: The ``client-id`` parameter, or None.
+    client_id: str | None
+    #: A GET asking for a handshake (``handshake``, or Sente's ``handshake?``).
+    handshake: bool
     cookie: str | None
     authorization: str | None
     #: The ``Upgrade`` header, or None.
     upgrade: str | None
-    #: ``Content-Length`` as Werkzeug reads it: None when absent or the body is chunked,
-    #: 0 when it is not a plain number.
+    #: A POST's ``Content-Length`` as Werkzeug reads it (:func:`content_length`): None when
+    #: absent or the body is chunked, 0 when it is not a plain number. None for other
+    #: methods: the pipeline reads no other body.
     content_length: int | None
-    #: The body's media type, lower case and without parameters ("" when none is given).
-    mimetype: str
-
-    @property
-    def client_id(self) -> str | None:
-        return self.args["client-id"] if "client-id" in self.args else None
-
-    @property
-    def handshake(self) -> bool:
-        """A GET asking for a handshake (``handshake``, or Sente's ``handshake?``)."""
-        return "handshake" in self.args or "handshake?" in self.args
-
-    @property
-    def form_encoded(self) -> bool:
-        """The body is a form, whose ``ppstr`` field holds the envelope (Sente's clients)."""
-        return self.mimetype == FORM
+    #: A POST whose body is a form (:func:`mimetype` ``application/x-www-form-urlencoded``),
+    #: its ``ppstr`` field the envelope: Sente's own clients post so.
+    form_encoded: bool
 
     @property
     def credentials(self) -> Credentials:
@@ -150,14 +138,20 @@ def parse(environ: t.Mapping[str, t.Any],
     :param args: the query already parsed (Flask's ``request.args``, which admission read),
         instead of parsing ``QUERY_STRING`` again.
     """
+    method = environ.get("REQUEST_METHOD", "GET")
+    post = method == "POST"
+    if args is None:
+        args = query_args(environ.get("QUERY_STRING", ""))
     return AjaxRequest(
-        environ.get("REQUEST_METHOD", "GET"),
-        query_args(environ.get("QUERY_STRING", "")) if args is None else args,
+        method,
+        args,
+        args["client-id"] if "client-id" in args else None,
+        "handshake" in args or "handshake?" in args,
         environ.get("HTTP_COOKIE"),
         environ.get("HTTP_AUTHORIZATION"),
         environ.get("HTTP_UPGRADE"),
-        content_length(environ),
-        mimetype(environ.get("CONTENT_TYPE")))
+        content_length(environ) if post else None,
+        post and mimetype(environ.get("CONTENT_TYPE")) == FORM)
 
 
 def query_args(query: str) -> dict[str, str]:
@@ -187,6 +181,8 @@ def content_length(environ: t.Mapping[str, t.Any]) -> int | None:
     if encoding is not None and "chunked" in (
             part.strip(" \t").lower() for part in encoding.split(",")):
         return None
+    if value.isdigit() and value.isascii():  # what clients send
+        return int(value)
     value = value.strip(" \t")
     return max(0, int(value)) if _PLAIN_INT.fullmatch(value) else 0
 
@@ -275,7 +271,7 @@ def answer_post(app: AppParts, request: AjaxRequest, uid: t.Any, client_id: str,
         return text(exc.status, f"Bad package: {exc}")
     answer = packed(app.packer, reply)
     if after is not None:
-        answer.headers.append((wire.AFTER_HEADER, after_header(after)))
+        answer[1].append((wire.AFTER_HEADER, after_header(after)))
     if with_key:
         _add_key(app.hub, answer, request, uid, client_id)
     return answer
@@ -287,7 +283,7 @@ def _add_key(hub: AjaxHub, answer: Answer, request: AjaxRequest, uid: t.Any,
     after the hub's answer, which may be what made the client known here."""
     key = hub.ajax_key(uid, client_id, request.credentials)
     if key is not None:
-        answer.headers.append((wire.FAST_KEY_HEADER, key))
+        answer[1].append((wire.FAST_KEY_HEADER, key))
 
 
 def after_header(after: dict[str, list[t.Any]]) -> str:
@@ -299,18 +295,17 @@ def after_header(after: dict[str, list[t.Any]]) -> str:
 def packed(packer: Packer, body: str | bytes) -> Answer:
     """A 200 carrying what the hub packed, labelled with the packer's content type."""
     data = body.encode("utf-8") if isinstance(body, str) else body
-    return Answer(200, [("Content-Type", content_type_of(packer)), _NO_STORE], data)
+    return 200, [("Content-Type", content_type_of(packer)), _NO_STORE], data
 
 
 def text(status: int, message: str) -> Answer:
     """A plain-text answer: a refusal, or a ``new-ws-ticket``."""
-    return Answer(status, [("Content-Type", TEXT), _NO_STORE],
-                  (message + "\n").encode("utf-8"))
+    return status, [("Content-Type", TEXT), _NO_STORE], (message + "\n").encode("utf-8")
 
 
 def unavailable(metrics: Rejections) -> Answer:
     """The 503 while the backplane is down: the client retries (counted as a refusal)."""
     metrics.rejected("backplane")
-    status, headers, body = text(503, UNAVAILABLE)
-    headers.append(_RETRY)
-    return Answer(status, headers, body)
+    answer = text(503, UNAVAILABLE)
+    answer[1].append(_RETRY)
+    return answer

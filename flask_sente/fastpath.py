@@ -217,7 +217,7 @@ def _post(state: AppState, request: ajax.AjaxRequest, uid: t.Any, client_id: str
         return None
     body = ajax.read_body(request, environ["wsgi.input"].read, limit=limit,
                           binary=state.packer.binary)
-    if isinstance(body, ajax.Answer):
+    if isinstance(body, tuple):  # refused
         return body
     return ajax.answer_post(state, request, uid, client_id, info, body, with_key=False)
 

@@ -156,7 +156,7 @@ def _post(state: AppState, req: Request, uid: t.Any, client_id: str) -> Response
     parsed = ajax.parse(req.environ, req.args)
     body = ajax.read_body(parsed, req.stream.read, limit=state.options.max_message_size,
                           binary=state.packer.binary, form=lambda: req.form)
-    if isinstance(body, ajax.Answer):
+    if isinstance(body, tuple):  # refused
         return _render(body)
     return _render(ajax.answer_post(state, parsed, uid, client_id, request_snapshot(), body,
                                     with_key=state.options.ajax_fast_path))
@@ -164,7 +164,8 @@ def _post(state: AppState, req: Request, uid: t.Any, client_id: str) -> Response
 
 def _render(answer: ajax.Answer) -> Response:
     """An answer of the Ajax pipeline as Flask's response (which adds Content-Length)."""
-    return Response(answer.body, status=answer.status, headers=answer.headers)
+    status, headers, body = answer
+    return Response(body, status=status, headers=headers)
 
 
 def handshake_data_in(app: Flask, state: AppState, uid: t.Any, client_id: str) -> t.Any:
