@@ -16,8 +16,9 @@ client is, the rest is the same for both, and it lives here, once:
   ``X-Sente-Key`` for a client Flask admitted; 503 with ``Retry-After`` while the backplane
   is down (:func:`unavailable`), 400 for a bad package.
 
-A new query parameter or header of the protocol is a change here only, and each front just
-renders an :data:`Answer` (a Flask ``Response``; a WSGI ``start_response``). What stays
+A new query parameter or header of the protocol is a change here (and in ``admission``
+only if Flask must refuse bad values of it); each front just renders an :data:`Answer` (a
+Flask ``Response``; a WSGI ``start_response``). What stays
 with the fronts is what only they can do: admission, the WebSocket upgrade and the
 ``new-ws-ticket`` answer need Flask's request and session (``views``); which requests may
 be answered without Flask is the fast path's rule (``fastpath``, docs/protocol.md §6).
@@ -53,7 +54,7 @@ UNAVAILABLE = "Backplane unavailable: the server cannot reach Redis; retry"
 TEXT = "text/plain; charset=utf-8"
 
 Headers = list[tuple[str, str]]
-#: What a ``user_id`` hook may read the user from (``credentials_of``).
+#: What a ``user_id`` hook may read the user from (:attr:`AjaxRequest.credentials`).
 Credentials = tuple[str | None, str | None, tuple[tuple[str, str], ...]]
 
 _NO_STORE = ("Cache-Control", "no-store")
