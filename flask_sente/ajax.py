@@ -18,10 +18,10 @@ client is, the rest is the same for both, and it lives here, once:
 
 A new query parameter or header of the protocol is a change here (and in ``admission``
 only if Flask must refuse bad values of it); each front just renders an :data:`Answer` (a
-Flask ``Response``; a WSGI ``start_response``). What stays
-with the fronts is what only they can do: admission, the WebSocket upgrade and the
-``new-ws-ticket`` answer need Flask's request and session (``views``); which requests may
-be answered without Flask is the fast path's rule (``fastpath``, docs/protocol.md §6).
+Flask ``Response``; a WSGI ``start_response``). What stays with the fronts is what only
+they can do: admission, the WebSocket upgrade and the ``new-ws-ticket`` answer need
+Flask's request and session (``views``); which requests may be answered without Flask is
+the fast path's rule (``fastpath``, docs/protocol.md §6).
 
 This module imports neither Flask nor Werkzeug (``tests/test_import_rules.py``): it reads
 the WSGI environ, a front gives it the body's ``read`` (and the parsed form fields, when it
