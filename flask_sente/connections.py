@@ -235,7 +235,7 @@ class AjaxClient:
         #: A packed ``chsk/close`` to answer the next poll with (kick, server stopping).
         self.close_packed: str | bytes | None = None
         #: The key its requests may carry to be answered in front of Flask (``fastpath``),
-        #: and the credentials it was admitted with last (``views.credentials_of``).
+        #: and the credentials it was admitted with last (``ajax.AjaxRequest.credentials``).
         self.fast_key: str | None = None
         self.credentials: t.Any = None
         #: Bumped by every GET of this client (:meth:`take_turn`): only the request whose

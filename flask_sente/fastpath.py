@@ -13,18 +13,20 @@ trip (``python -m bench.profile W4``).
 So a process that admits an Ajax request of a client it holds gives the client a key
 (:data:`~flask_sente.protocol.wire.FAST_KEY_HEADER`), bound to the credentials it was
 admitted with: the Cookie and Authorization headers and the app's own query parameters
-(``views.credentials_of``). A later request that carries the key, with those byte for byte
-unchanged, from no other origin, is answered here: no request context, no request hooks, no
-admission checks, whose answer cannot have changed while the credentials did not. Like a
-WebSocket, the client keeps the uid it was admitted with until it reconnects (``kick()``
-ends it at once).
+(``ajax.AjaxRequest.credentials``). A later request that carries the key, with those byte
+for byte unchanged, from no other origin, is answered here: no request context, no request
+hooks, no admission checks, whose answer cannot have changed while the credentials did
+not. Like a WebSocket, the client keeps the uid it was admitted with until it reconnects
+(``kick()`` ends it at once). The answer is the Ajax pipeline's (``ajax``: the request
+parsed once, the hub's answer and its headers), the same as in Flask, rendered as WSGI.
 
 Everything else goes on to Flask, which answers it in full — refusals are only ever made
 there: a handshake, a missing, wrong or stale key, other cookies (a login, a logout, a new
-session), a cross-origin request (the app's CORS hooks must run), a form-encoded or
-oversized post, a protocol or packer the checks would refuse, bad positions. A client of
-another process (a shared backplane, no sticky sessions) has no key here and goes through
-Flask too. ``ajax_fast_path=False`` sends every Ajax request through Flask.
+session), a cross-origin request (the app's CORS hooks must run), a form-encoded,
+oversized, empty or chunked post (its headers read as Werkzeug reads them), a protocol or
+packer the checks would refuse, bad positions. A client of another process (a shared
+backplane, no sticky sessions) has no key here and goes through Flask too.
+``ajax_fast_path=False`` sends every Ajax request through Flask.
 
 **WebSocket upgrades.** An upgrade cannot reuse an earlier admission, so it gets all of
 Flask — request context, session, ``before_request``/``after_request``/teardown hooks,
@@ -47,25 +49,17 @@ from __future__ import annotations
 import http
 import sys
 import typing as t
-import urllib.parse
 
 from flask import Flask
 from flask.ctx import RequestContext
 from werkzeug.wsgi import ClosingIterator
 
-from .exceptions import BackplaneError, RemoteProtocolError
+from . import ajax
+from .exceptions import RemoteProtocolError
 from .protocol import requested_version, wire
 from .protocol.security import origin_allowed
 from .transports.base import UPGRADE_ENVIRON_KEY
-from .views import (
-    CONTENT_TYPES,
-    UNAVAILABLE,
-    LazyRequestInfo,
-    after_header,
-    as_packed,
-    credentials_of,
-    handshake_data_in,
-)
+from .views import LazyRequestInfo, handshake_data_in
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from werkzeug.routing import Rule
@@ -73,12 +67,13 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from .state import AppState
 
 WsgiApp = t.Callable[[dict[str, t.Any], t.Callable[..., t.Any]], t.Iterable[bytes]]
-#: ``(status line, body, content type, extra headers)`` of an answer made here.
-Answer = tuple[str, bytes, str, list[tuple[str, str]]]
 
 #: Query parameters that only Flask's path answers (a handshake makes the key anew).
 _THROUGH_FLASK = frozenset({"handshake", "handshake?", "new-ws-ticket"})
-_TEXT = "text/plain; charset=utf-8"
+#: WSGI status lines.
+_STATUS_LINES = {int(status): f"{status.value} {status.phrase}" for status in http.HTTPStatus}
+#: Kept for its agreement test with Werkzeug's ``request.args``.
+_first_values = ajax.query_args
 
 
 class ChannelFastPath:
@@ -111,10 +106,9 @@ class ChannelFastPath:
             if key is not None:
                 answer = self._answer(environ, key)
                 if answer is not None:
-                    status, body, content_type, extra = answer
-                    start_response(status, [("Content-Type", content_type),
-                                            ("Content-Length", str(len(body))),
-                                            ("Cache-Control", "no-store"), *extra])
+                    status, headers, body = answer
+                    headers.append(("Content-Length", str(len(body))))
+                    start_response(_STATUS_LINES[status], headers)
                     return [body]
             elif UPGRADE_ENVIRON_KEY in environ and self._wraps_flask:
                 rule = self._rule if self._rule is not None else self._find_rule()
@@ -168,96 +162,64 @@ class ChannelFastPath:
                 error = None
             ctx.pop(error)
 
-    def _answer(self, environ: dict[str, t.Any], key: str) -> Answer | None:
+    def _answer(self, environ: dict[str, t.Any], key: str) -> ajax.Answer | None:
         """The answer to a keyed request, or None: Flask answers it."""
-        method = environ.get("REQUEST_METHOD")
-        if method not in ("GET", "POST") or "HTTP_UPGRADE" in environ:
-            return None
-        args = _first_values(environ.get("QUERY_STRING", ""))
-        client_id = args.get("client-id")
-        if not client_id or not _THROUGH_FLASK.isdisjoint(args):
+        request = ajax.parse(environ)
+        client_id = request.client_id
+        if (request.method not in ("GET", "POST") or request.upgrade is not None
+                or not client_id or not _THROUGH_FLASK.isdisjoint(request.args)):
             return None
         state: AppState | None = self._app.extensions.get("sente")
         if state is None or not state.options.ajax_fast_path or not _same_origin(state, environ):
             return None
-        client = state.hub.keyed_client(client_id, key, credentials_of(environ, args))
+        client = state.hub.keyed_client(client_id, key, request.credentials)
         if client is None:
             return None
-        version = requested_version(args.get("protocol"))
-        if version is None or args.get("packer") not in (None, state.packer.name):
+        protocol = _protocol(state, request)
+        if protocol is None:
             return None
-        positions = None
-        if version >= 2 and "pos" in args:
-            try:
-                positions = wire.decode_positions(args["pos"])
-            except RemoteProtocolError:
-                return None
         app = self._app
         info = LazyRequestInfo(environ, app.request_class, lambda: _open_session(app, environ))
-        if method == "POST":
-            return _post(state, client.uid, client_id, info, environ)
+        uid = client.uid
+        if request.method == "POST":
+            return _post(state, request, uid, client_id, info, environ)
         if not state.hub.healthy:
             return None
-        uid = client.uid
+        return ajax.answer_get(
+            state, request, uid, client_id, info, version=protocol[0], positions=protocol[1],
+            handshake_data=lambda: handshake_data_in(app, state, uid, client_id),
+            with_key=False)
+
+
+def _protocol(state: AppState, request: ajax.AjaxRequest,
+              ) -> tuple[int, wire.Positions | None] | None:
+    """The version and positions of a request admission would let in; None when it would
+    refuse it (Flask answers)."""
+    args = request.args
+    version = requested_version(args.get("protocol"))
+    if version is None or args.get("packer") not in (None, state.packer.name):
+        return None
+    if version >= 2 and "pos" in args:
         try:
-            body = state.hub.ajax_get(
-                uid, client_id, info, handshake=False, version=version, positions=positions,
-                handshake_data=lambda: handshake_data_in(app, state, uid, client_id))
-        except BackplaneError:
-            state.metrics.rejected("backplane")
-            answer = _text(503, UNAVAILABLE)
-            return answer[:3] + ([("Retry-After", "2")],)
-        return _packed(state, body)
+            return version, wire.decode_positions(args["pos"])
+        except RemoteProtocolError:
+            return None
+    return version, None
 
 
-def _post(state: AppState, uid: t.Any, client_id: str, info: LazyRequestInfo,
-          environ: dict[str, t.Any]) -> Answer | None:
-    if environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
-        return None
+def _post(state: AppState, request: ajax.AjaxRequest, uid: t.Any, client_id: str,
+          info: LazyRequestInfo, environ: dict[str, t.Any]) -> ajax.Answer | None:
+    """A posted event's answer, or None for a form (Flask parses it) or a body without a
+    plain length within the limit (Flask reads it and refuses what it must)."""
     limit = state.options.max_message_size
-    try:
-        length = int(environ.get("CONTENT_LENGTH") or "")
-    except ValueError:
-        return None  # chunked or missing: Flask reads it within the limit
-    if not 0 < length <= limit:
+    length = request.content_length
+    if request.form_encoded or length is None or not 0 < length <= limit:
         return None
-    raw = environ["wsgi.input"].read(length)
-    if len(raw) < length:
-        return _text(400, "Bad package: the body ended before its Content-Length")
-    try:
-        answer, after = state.hub.ajax_post(uid, client_id, info, as_packed(state, raw))
-    except RemoteProtocolError as exc:
-        return _text(exc.status, f"Bad package: {exc}")
-    packed = _packed(state, answer)
-    if after is not None:
-        packed[3].append((wire.AFTER_HEADER, after_header(after)))
-    return packed
-
-
-def _packed(state: AppState, body: str | bytes) -> Answer:
-    data = body.encode("utf-8") if isinstance(body, str) else body
-    return "200 OK", data, CONTENT_TYPES[state.packer.binary], []
-
-
-def _text(status: int, message: str) -> Answer:
-    return (f"{status} {http.HTTPStatus(status).phrase}", (message + "\n").encode("utf-8"),
-            _TEXT, [])
-
-
-def _first_values(query: str) -> dict[str, str]:
-    """The query's parameters, the first value of each (as ``request.args.get`` reads).
-
-    Our clients' queries are plain ASCII names and values, decoded here without
-    ``parse_qsl``'s per-pair work; one with escapes gets the full decoding."""
-    if "%" in query or "+" in query:
-        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
-    else:
-        pairs = [(name, value) for name, _, value in
-                 (part.partition("=") for part in query.split("&") if part)]
-    args: dict[str, str] = {}
-    for name, value in pairs:
-        args.setdefault(name, value)
-    return args
+    body = ajax.read_body(request, environ["wsgi.input"].read, limit=limit,
+                          binary=state.packer.binary)
+    if isinstance(body, tuple):  # refused
+        return body
+    return ajax.answer_post(state, request, uid, client_id, info, body, with_key=False)
 
 
 def _same_origin(state: AppState, environ: dict[str, t.Any]) -> bool:

@@ -9,7 +9,9 @@
   declarations).
 
 This module translates Flask's request into hub calls, after ``admission.admit`` (the
-checks, in one pipeline) let the request in.
+checks, in one pipeline) let the request in. An Ajax request is then parsed and answered by
+``ajax`` (the same pipeline the fast path in front of Flask uses); the answer becomes a
+Flask ``Response`` here. The WebSocket upgrade and the ``new-ws-ticket`` answer stay here.
 """
 from __future__ import annotations
 
@@ -23,11 +25,10 @@ import typing as t
 from flask import Blueprint, Flask, Request, Response, current_app, request, send_file, session
 from flask.globals import request_ctx
 
+from . import ajax
 from .admission import admit, handshake_data
 from .admission import text_response as _text
-from .exceptions import BackplaneError, RemoteProtocolError
 from .messages import RequestInfo
-from .protocol import wire
 from .transports.base import STOP_CALLBACKS_ENVIRON_KEY, UPGRADE_ENVIRON_KEY
 
 if t.TYPE_CHECKING:  # pragma: no cover
@@ -35,7 +36,6 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from .state import AppState
 
 STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
-CONTENT_TYPES = {False: "application/json; charset=utf-8", True: "application/msgpack"}
 
 
 def make_blueprint(url: str) -> Blueprint:
@@ -57,11 +57,17 @@ def _health() -> Response:
             "accepting": not draining,
             "draining": draining,
             "backplane": "up" if backplane_up else "down",
-            "kind": "memory" if state.options.backplane is None else "redis"}
+            "kind": _backplane_kind(state.options.backplane)}
     resp = Response(json.dumps(body), mimetype="application/json")
     resp.status_code = 200 if ready else 503
     resp.headers["Cache-Control"] = "no-store"
     return resp
+
+
+def _backplane_kind(backplane: object) -> str:
+    """What ``/chsk/health`` says the backplane is: in memory, Redis (a URL), or the app's
+    own object."""
+    return "memory" if backplane is None else "redis" if isinstance(backplane, str) else "custom"
 
 
 def metrics_view() -> Response:
@@ -119,15 +125,14 @@ def _chsk() -> Response:
         return admitted
     uid, client_id = admitted.uid, admitted.client_id
     if req.method == "POST":
-        return _post(state, uid, client_id)
+        return _post(state, req, uid, client_id)
     if not state.hub.healthy:  # open WebSockets go on; new handshakes and polls wait
-        return _unavailable(state)
+        return _render(ajax.unavailable(state.metrics))
     upgrade = req.environ.get(UPGRADE_ENVIRON_KEY)
     if upgrade is None and "new-ws-ticket" in req.args:
         # Every check passed with the token in a header: a ticket for the WebSocket URL.
-        resp = _text(200, state.ws_tickets.issue(client_id, current_app.secret_key))
-        resp.headers["Cache-Control"] = "no-store"
-        return resp
+        return _render(ajax.text(200, state.ws_tickets.issue(client_id,
+                                                              current_app.secret_key)))
     info = request_snapshot()
     if upgrade is not None:
         data = handshake_data(state, uid, client_id)
@@ -146,15 +151,27 @@ def _chsk() -> Response:
         return _text(400, "This server cannot upgrade to WebSocket; run the app with "
                           "flask_sente.run() or gunicorn -k flask_sente.worker.SenteWorker "
                           "(clients fall back to Ajax)")
-    handshake = "handshake" in req.args or "handshake?" in req.args
-    try:
-        body = state.hub.ajax_get(
-            uid, client_id, info, handshake=handshake,
-            handshake_data=lambda: handshake_data(state, uid, client_id),
-            version=admitted.version, positions=admitted.positions)
-    except BackplaneError:
-        return _unavailable(state)
-    return _with_key(state, _packed(state, body), uid, client_id, req)
+    return _render(ajax.answer_get(
+        state, ajax.parse(req.environ, req.args), uid, client_id, info,
+        version=admitted.version, positions=admitted.positions,
+        handshake_data=lambda: handshake_data(state, uid, client_id),
+        with_key=state.options.ajax_fast_path))
+
+
+def _post(state: AppState, req: Request, uid: t.Any, client_id: str) -> Response:
+    parsed = ajax.parse(req.environ, req.args)
+    body = ajax.read_body(parsed, req.stream.read, limit=state.options.max_message_size,
+                          binary=state.packer.binary, form=lambda: req.form)
+    if isinstance(body, tuple):  # refused
+        return _render(body)
+    return _render(ajax.answer_post(state, parsed, uid, client_id, request_snapshot(), body,
+                                    with_key=state.options.ajax_fast_path))
+
+
+def _render(answer: ajax.Answer) -> Response:
+    """An answer of the Ajax pipeline as Flask's response (which adds Content-Length)."""
+    status, headers, body = answer
+    return Response(body, status=status, headers=headers)
 
 
 def handshake_data_in(app: Flask, state: AppState, uid: t.Any, client_id: str) -> t.Any:
@@ -162,89 +179,6 @@ def handshake_data_in(app: Flask, state: AppState, uid: t.Any, client_id: str) -
     context, as everywhere else."""
     with app.app_context():
         return handshake_data(state, uid, client_id)
-
-
-#: The 503 answer while the backplane is down (with ``Retry-After: 2``).
-UNAVAILABLE = "Backplane unavailable: the server cannot reach Redis; retry"
-
-
-def _unavailable(state: AppState) -> Response:
-    state.metrics.rejected("backplane")
-    resp = _text(503, UNAVAILABLE)
-    resp.headers["Retry-After"] = "2"
-    return resp
-
-
-def _post(state: AppState, uid: t.Any, client_id: str) -> Response:
-    req: Request = request._get_current_object()  # type: ignore[attr-defined]
-    limit = state.options.max_message_size
-    if req.content_length is not None and req.content_length > limit:
-        return _text(413, f"Message too big: {req.content_length} bytes, the limit is "
-                          f"{limit} bytes")
-    if req.mimetype == "application/x-www-form-urlencoded":
-        body: str | bytes = req.form.get("ppstr", "")
-    else:
-        body = as_packed(state, req.stream.read(limit + 1))
-    if len(body) > limit:
-        return _text(413, f"Message too big: the limit is {limit} bytes")
-    try:
-        answer, after = state.hub.ajax_post(uid, client_id, request_snapshot(), body)
-    except RemoteProtocolError as exc:
-        return _text(exc.status, f"Bad package: {exc}")
-    resp = _packed(state, answer)
-    if after is not None:
-        resp.headers[wire.AFTER_HEADER] = after_header(after)
-    return _with_key(state, resp, uid, client_id, req)
-
-
-def after_header(after: dict[str, list[t.Any]]) -> str:
-    """The ``X-Sente-After`` value: the positions as compact JSON (ASCII: epochs are
-    URL-safe base64)."""
-    return json.dumps(after, separators=(",", ":"))
-
-
-def as_packed(state: AppState, raw: bytes) -> str | bytes:
-    """A POST body as the packer reads it: text for a text packer (bytes that are not
-    UTF-8 become one that fails unpacking with a clear message), bytes for a binary one."""
-    if state.packer.binary:
-        return raw
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return b"\xff"
-
-
-#: Query parameters of the protocol itself; any other one is the app's (``params`` of the
-#: clients), which a ``user_id`` hook may read the user from.
-PROTOCOL_PARAMS = frozenset({"client-id", "protocol", "packer", "pos", "csrf-token",
-                             "handshake", "handshake?", "ws-ticket", "new-ws-ticket"})
-
-Credentials = tuple[str | None, str | None, tuple[tuple[str, str], ...]]
-
-
-def credentials_of(environ: dict[str, t.Any], args: t.Mapping[str, str]) -> Credentials:
-    """What a ``user_id`` hook may read the user from (the Cookie and Authorization headers
-    and the app's own query parameters): a fast-path key holds only while these stay
-    exactly as they were when Flask admitted the client."""
-    return (environ.get("HTTP_COOKIE"), environ.get("HTTP_AUTHORIZATION"),
-            tuple(sorted((k, v) for k, v in args.items() if k not in PROTOCOL_PARAMS)))
-
-
-def _with_key(state: AppState, resp: Response, uid: t.Any, client_id: str,
-              req: Request) -> Response:
-    """Give an admitted Ajax client its fast-path key (``fastpath``), when this process
-    holds the client and the option is on."""
-    if state.options.ajax_fast_path:
-        key = state.hub.ajax_key(uid, client_id, credentials_of(req.environ, req.args))
-        if key is not None:
-            resp.headers[wire.FAST_KEY_HEADER] = key
-    return resp
-
-
-def _packed(state: AppState, body: str | bytes) -> Response:
-    resp = Response(body, mimetype=None, content_type=CONTENT_TYPES[state.packer.binary])
-    resp.headers["Cache-Control"] = "no-store"
-    return resp
 
 
 def request_snapshot() -> RequestInfo:

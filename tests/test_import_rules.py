@@ -87,6 +87,19 @@ def test_protocol_loads_without_gevent_or_flask():
                    cwd=PKG.parent, env={"PYTHONPATH": str(PKG.parent)})
 
 
+def test_the_ajax_pipeline_is_framework_free():
+    """``ajax.py`` answers Ajax requests for Flask's route and for the WSGI fast path in
+    front of Flask alike: it imports neither Flask nor Werkzeug, also not indirectly.
+    Shown to fail with ``import flask`` added to it (both checks), and with ``from .views
+    import LazyRequestInfo`` (the fresh interpreter's)."""
+    assert not _imports(PKG / "ajax.py") & {"flask", "werkzeug"}
+    code = ("import sys; import flask_sente.ajax; "
+            "bad = [m for m in ('flask', 'werkzeug') if m in sys.modules]; "
+            "sys.exit(1 if bad else 0)")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60,
+                   cwd=PKG.parent, env={"PYTHONPATH": str(PKG.parent)})
+
+
 def _module_name(path: pathlib.Path) -> str:
     rel = path.relative_to(PKG.parent).with_suffix("")
     parts = list(rel.parts)

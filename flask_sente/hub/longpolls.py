@@ -209,8 +209,8 @@ class LongPolls:
     def ajax_key(self, uid: Uid, client_id: str,
                  credentials: t.Any) -> str | None:
         """The fast-path key of a client this process holds, after a request of it passed
-        every admission check with these credentials (``views.credentials_of``); None when
-        no such client is here (it has not polled this process, or is gone).
+        every admission check with these credentials (``ajax.AjaxRequest.credentials``); None
+        when no such client is here (it has not polled this process, or is gone).
 
         One key per client, made at its first admitted request here; the credentials are
         those of its latest one, so a login, logout or new session cookie leaves the fast

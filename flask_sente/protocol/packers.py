@@ -1,10 +1,14 @@
 """Packers turn envelopes into text or bytes and back.
 
 A packer is anything with the :class:`Packer` shape. Its ``binary`` flag decides the frame
-type: text packers produce ``str`` (WebSocket text frames, ``text/plain`` Ajax bodies), binary
-packers produce ``bytes`` (binary frames, ``application/octet-stream`` bodies). Both ends
-must use the same packer. ``unpack`` raises :class:`RemoteProtocolError` on bad input so the
-server can answer it with a 400 / close 1007 instead of a traceback.
+type: text packers produce ``str`` (WebSocket text frames), binary packers produce ``bytes``
+(binary frames). Ajax bodies are the same text (UTF-8) or bytes; the server labels its
+answers with the packer's ``content_type`` (:func:`content_type_of`: ``application/json;
+charset=utf-8`` for JSON, ``application/msgpack`` for msgpack). The server does not read a
+request's content type, except that a form (``application/x-www-form-urlencoded``) is
+Sente's ``ppstr`` form. Both ends must use the same packer. ``unpack`` raises
+:class:`RemoteProtocolError` on bad input so the server can answer it with a 400 / close
+1007 instead of a traceback.
 """
 from __future__ import annotations
 
@@ -19,7 +23,14 @@ from ..exceptions import PackError, RemoteProtocolError
 
 @t.runtime_checkable
 class Packer(t.Protocol):
-    """The packer interface (Sente's IPacker2, synchronous)."""
+    """The packer interface (Sente's IPacker2, synchronous).
+
+    A packer may also have a ``content_type`` attribute: the media type the server labels
+    its Ajax answers with. It is optional, so that packers written before it still are
+    packers; without it the server uses ``DEFAULT_CONTENT_TYPES`` for the packer's
+    ``binary`` (:func:`~flask_sente.protocol.packers.content_type_of`). Set it when the
+    default does not name your format (``"application/transit+json"``, ``"application/cbor"``).
+    """
 
     #: A short name, sent by clients so a mismatch is reported clearly.
     name: str
@@ -42,6 +53,7 @@ class JsonPacker:
 
     name = "json"
     binary = False
+    content_type = "application/json; charset=utf-8"
 
     def __init__(self) -> None:
         self._encode = json.JSONEncoder(
@@ -92,6 +104,7 @@ class MsgpackPacker:
 
     name = "msgpack"
     binary = True
+    content_type = "application/msgpack"
 
     def __init__(self) -> None:
         self._packer = msgpack.Packer(use_bin_type=True, autoreset=True)
@@ -112,6 +125,21 @@ class MsgpackPacker:
             return msgpack.unpackb(data, raw=False, strict_map_key=False)
         except (ValueError, msgpack.UnpackException, TypeError) as exc:
             raise RemoteProtocolError(f"malformed msgpack: {exc}") from exc
+
+
+#: The content type of a packer without ``content_type``, by its ``binary`` flag: what the
+#: server has always labelled every text and binary packer's answers with.
+DEFAULT_CONTENT_TYPES: t.Mapping[bool, str] = {False: "application/json; charset=utf-8",
+                                               True: "application/msgpack"}
+
+
+def content_type_of(packer: Packer) -> str:
+    """The media type of ``packer``'s Ajax answers: its ``content_type`` attribute, else
+    ``DEFAULT_CONTENT_TYPES`` for its ``binary`` flag."""
+    named = getattr(packer, "content_type", None)
+    if isinstance(named, str) and named:
+        return named
+    return DEFAULT_CONTENT_TYPES[bool(packer.binary)]
 
 
 _BUILT_IN: dict[str, t.Callable[[], Packer]] = {"json": JsonPacker, "msgpack": MsgpackPacker}

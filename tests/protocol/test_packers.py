@@ -1,7 +1,7 @@
 import pytest
 
 from flask_sente.exceptions import PackError, RemoteProtocolError
-from flask_sente.protocol.packers import JsonPacker, MsgpackPacker, get_packer
+from flask_sente.protocol.packers import JsonPacker, MsgpackPacker, content_type_of, get_packer
 
 VALUES = [None, True, 0, -1, 2**40, 1.5, "", "héllo ✓", [], [1, [2, [3]]],
           {"a": {"b": [1, None]}}, [["chsk/reply", {"x": 1}], "cb"]]
@@ -67,3 +67,36 @@ def test_get_packer():
         get_packer("edn")
     with pytest.raises(PackError, match="not a packer"):
         get_packer(42)  # type: ignore[arg-type]
+
+
+def test_each_packer_names_the_content_type_of_its_ajax_answers():
+    assert content_type_of(JsonPacker()) == "application/json; charset=utf-8"
+    assert content_type_of(MsgpackPacker()) == "application/msgpack"
+
+
+class _Custom:
+    """A packer written before ``content_type`` existed: still a packer."""
+
+    name = "custom"
+
+    def __init__(self, binary: bool) -> None:
+        self.binary = binary
+
+    def pack(self, value):
+        return repr(value)
+
+    def unpack(self, data):
+        return data
+
+
+@pytest.mark.parametrize("binary, expected", [(False, "application/json; charset=utf-8"),
+                                              (True, "application/msgpack")])
+def test_a_packer_without_a_content_type_gets_the_default_for_its_kind(binary, expected):
+    """What the server labelled every text and binary packer's answers with before packers
+    named their own; shown to fail by making the attribute required in ``content_type_of``
+    (AttributeError)."""
+    custom = _Custom(binary)
+    assert get_packer(custom) is custom
+    assert content_type_of(custom) == expected
+    custom.content_type = "application/cbor"  # type: ignore[attr-defined]
+    assert content_type_of(custom) == "application/cbor"

@@ -37,6 +37,16 @@ def test_a_serving_worker_is_ready():
         assert probe(requests.get, base) == (200, {**READY, "kind": "memory"})
 
 
+def test_an_apps_own_backplane_object_is_custom():
+    """``kind`` said "redis" for any backplane that was not None (a stale guess): a
+    backplane object of the app's is ``custom``."""
+    from flask_sente.backplanes import LocalBackplane
+
+    app, _ = build_app(backplane=LocalBackplane(history_size=10, history_ttl=10))
+    with serve(app) as base:
+        assert probe(requests.get, base) == (200, {**READY, "kind": "custom"})
+
+
 def _slow_app() -> tuple[t.Any, gevent.event.Event, gevent.event.Event]:
     app, sente = build_app(lp_timeout=30)
     started, release = gevent.event.Event(), gevent.event.Event()
