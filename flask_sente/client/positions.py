@@ -13,6 +13,7 @@ import json
 import typing as t
 
 from ..protocol import events as ev
+from ..protocol.session import is_topic_log, topic_log_name
 
 _NO_UID = object()
 
@@ -90,7 +91,7 @@ class Positions:
         if isinstance(given, dict):
             kept = {name: pos for name, pos in self._current.items() if name in self._topics}
             self._current = {name: (pos[0], pos[1]) for name, pos in given.items()
-                             if not name.startswith("t:") and _is_position(pos)}
+                             if not is_topic_log(name) and _is_position(pos)}
             self._current.update(kept)
         recovered = info.get("recovered")
         return (recovered if same_user and isinstance(recovered, bool) else None,
@@ -106,12 +107,12 @@ class Positions:
         # A topic the batch's chsk/joined puts the client in counts from the notice on
         # (sente.js: takeTopicBatch): the mark's position in it is newer than the notice's,
         # and a rejoin from the notice's would replay what this batch delivers.
-        joining = {"t:" + data["topic"] for event_id, data in body
+        joining = {topic_log_name(data["topic"]) for event_id, data in body
                    if event_id == ev.JOINED and isinstance(data, dict)
                    and isinstance(data.get("topic"), str)}
         moved = False
         for name, pos in mark.items():
-            if not _is_position(pos) or (name.startswith("t:") and name not in self._topics
+            if not _is_position(pos) or (is_topic_log(name) and name not in self._topics
                                          and name not in joining):
                 continue
             epoch, seq = pos[0], int(pos[1])
@@ -129,7 +130,7 @@ class Positions:
         has no position in yet (a topic whose join is unanswered) are skipped: there is
         nothing it could wait for there. sente.js: ``afterReached``."""
         for name, (epoch, seq) in after.items():
-            if name.startswith("t:") and name not in self._topics:
+            if is_topic_log(name) and name not in self._topics:
                 continue
             ours = self._current.get(name)
             if ours is not None and ours[0] == epoch and ours[1] < seq:
@@ -147,23 +148,23 @@ class Positions:
     def follow(self, topic: str) -> tuple[str, int] | None:
         """Start (or keep) following a topic's marks; returns the position to join with
         (None: never joined, or its history is another user's)."""
-        self._topics.add("t:" + topic)
-        return self._current.get("t:" + topic)
+        self._topics.add(topic_log_name(topic))
+        return self._current.get(topic_log_name(topic))
 
     def joined(self, topic: str, position: t.Any, sent: tuple[str, int] | None) -> None:
         """A join's reply: adopt its position unless a mark moved the topic since the
         join was sent (over Ajax a batch may come before the reply)."""
-        name = "t:" + topic
+        name = topic_log_name(topic)
         if (name in self._topics and self._current.get(name) == sent
                 and isinstance(position, list) and len(position) == 2):
             self._current[name] = (position[0], int(position[1]))
 
     def unfollow(self, topic: str) -> None:
-        self._topics.discard("t:" + topic)
-        self._current.pop("t:" + topic, None)
+        self._topics.discard(topic_log_name(topic))
+        self._current.pop(topic_log_name(topic), None)
 
     def follows(self, topic: str) -> bool:
-        return "t:" + topic in self._topics
+        return topic_log_name(topic) in self._topics
 
     def followed(self) -> list[str]:
         """The topics followed (joined, or being joined)."""
@@ -171,4 +172,4 @@ class Positions:
 
     def position(self, topic: str) -> tuple[str, int] | None:
         """Where the client stands in ``topic`` (None: nowhere yet)."""
-        return self._current.get("t:" + topic)
+        return self._current.get(topic_log_name(topic))

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import typing as t
 
+from ..protocol.session import is_topic_log, topic_of
 from .logs import (
     BROADCAST,
     GAP,
@@ -108,7 +109,7 @@ class Delivery:
         lost: set[str] = set()
         for name, log in reader.logs.items():
             given = positions.get(name)
-            if given is None and name.startswith("t:"):
+            if given is None and is_topic_log(name):
                 continue
             if given is None or not reaches(log, given):
                 lost.add(name)
@@ -191,7 +192,7 @@ class Delivery:
         return False, (log.epoch, log.seq)
 
     def topics_of(self, reader: Reader) -> list[str]:
-        return [name[2:] for name in reader.logs if name.startswith("t:")]
+        return [topic_of(name) for name in reader.logs if is_topic_log(name)]
 
     def leave_all(self, reader: Reader, now: float) -> list[str]:
         """Stop ``reader`` reading every topic (a new connection starts with none: the
@@ -388,7 +389,7 @@ class Delivery:
         """Where the reader stands, per log; ``topics=False``: its user's and the broadcast
         log only (what a handshake tells: topics are resumed by their rejoins)."""
         return {name: (log.epoch, reader.positions[name]) for name, log in reader.logs.items()
-                if topics or not name.startswith("t:")}
+                if topics or not is_topic_log(name)}
 
     # --- replicas of logs kept elsewhere (a shared backplane) ------------------------------
 

@@ -30,7 +30,7 @@ from ..metrics import NoMetrics
 from ..protocol import events as ev
 from ..protocol import wire
 from ..protocol.packers import Packer
-from ..protocol.session import Incoming, classify, main_logs_intact
+from ..protocol.session import Incoming, classify, main_logs_intact, main_positions
 from .events import SystemEvents
 from .flushing import WAKE
 from .loop import HubLoop
@@ -172,8 +172,7 @@ class LongPolls:
         rejoins each with its own position and learns per topic whether it was recovered
         (a reader kept from an earlier connection would hand out positions the client
         never had, or ones already moved past what it missed)."""
-        main = None if positions is None else {
-            name: pos for name, pos in positions.items() if not name.startswith("t:")}
+        main = None if positions is None else main_positions(positions)
         now = time.monotonic()
         reader, recovered = self.backplane.open_reader(uid, client_id, "ajax", now, main)
         held = self._table.ajax(uid, client_id)
@@ -204,7 +203,7 @@ class LongPolls:
         self._topics.drop_all(client, self.options.reconnect_grace_ajax)
         self._await_first_poll(client)
         return self._ajax_handshake(client, handshake_data(),
-                                    not any(not name.startswith("t:") for name in lost))
+                                    main_logs_intact(lost))
 
     def ajax_key(self, uid: Uid, client_id: str,
                  credentials: t.Any) -> str | None:

@@ -23,6 +23,7 @@ from ..exceptions import BackplaneError, JoinRefused, LocalProtocolError, Remote
 from ..messages import EventMsg, JoinMsg
 from ..protocol import events as ev
 from ..protocol import wire
+from ..protocol.session import is_topic_log, topic_of
 from .flushing import Flusher
 from .loop import HubLoop, from_any_thread
 from .presence import PresenceService
@@ -163,8 +164,8 @@ class TopicService:
         client's position."""
         reader = conn.reader
         assert reader is not None
-        names = [name[2:] for name in positions
-                 if name.startswith("t:") and name not in reader.logs]
+        names = [topic_of(name) for name in positions
+                 if is_topic_log(name) and name not in reader.logs]
         if not names:
             return set()
         grants = self._backplane.granted(conn.uid, conn.client_id)
