@@ -265,15 +265,19 @@ class RedisPresence:
         self._expire_topics()
 
     def _expire_users(self) -> list[Change]:
-        """End the grace windows due cluster-wide; the users who went offline."""
-        offline = []
+        """End the grace windows due cluster-wide; the users who went offline, each after
+        the client-level leaving of its members here whose grace window the cluster's
+        clock ended before this process's timer did (the housekeeping loop may run first:
+        a client's leaving is told before its user's, on the worker telling both)."""
+        changes = []
         for ukey, was, on, ws, ajax in self.link.run_in(self.link.prefix, "EXPIRE",
                                                         now_ms(), 100):
             uid = rs.uid_of(ukey.decode())
             self._set_online(uid, ws, ajax)
             if was and not on:
-                offline.append(Change("user-offline", uid))
-        return offline
+                changes += self.home.presence.end_leaving(uid)
+                changes.append(Change("user-offline", uid))
+        return changes
 
     def _expire_topics(self) -> None:
         rows = self.link.run_in(self.link.topic_prefix, "EXPIRE", now_ms(), 100)

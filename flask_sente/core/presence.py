@@ -156,6 +156,18 @@ class Presence:
                 changes.extend(self.remove(uid, transport, client_id))
         return changes
 
+    def end_leaving(self, uid: t.Any) -> list[Change]:
+        """The user's grace windows ended elsewhere (a shared store says it went offline):
+        its members here still in one go now. Returns their ``client-left`` changes only
+        (the user's own transition is the store's to tell)."""
+        members = self._members.get(uid, {})
+        left: list[Change] = []
+        for (transport, client_id), member in list(members.items()):
+            if member.leaving_at is not None:
+                left += [c for c in self.remove(uid, transport, client_id)
+                         if c.kind == "client-left"]
+        return left
+
     def remove(self, uid: t.Any, transport: Transport, client_id: str) -> list[Change]:
         """The member is gone now, no grace (a kick, or its grace window ended)."""
         members = self._members.get(uid)
