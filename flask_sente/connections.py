@@ -26,6 +26,7 @@ from .exceptions import ConnectionClosed
 from .messages import RequestInfo
 from .metrics import NO_METRICS, NoMetrics
 from .protocol import wire
+from .protocol.wire import DEFAULT_WIRE, Wire
 from .transports.base import PARTIAL, SENT
 
 if t.TYPE_CHECKING:  # pragma: no cover
@@ -76,15 +77,15 @@ class WsConnection:
 
     transport: t.Final = "ws"
     # Thousands of idle connections: no instance dict each.
-    __slots__ = ("ws", "version", "uid", "client_id", "request", "conn_id", "open", "reader",
+    __slots__ = ("ws", "wire", "uid", "client_id", "request", "conn_id", "open", "reader",
                  "last_seen", "pinged_at", "_spawn", "_limits", "_pending", "_pending_bytes",
                  "_writer", "_send_nowait", "read_done")
 
     def __init__(self, ws: WebSocket, uid: t.Any, client_id: str, request: RequestInfo,
-                 *, spawn: Spawn, limits: Limits, version: int = 1) -> None:
+                 *, spawn: Spawn, limits: Limits, wire: Wire = DEFAULT_WIRE) -> None:
         self.ws = ws
-        #: The protocol version the client speaks.
-        self.version = version
+        #: The envelope the client speaks (its dialect and protocol version).
+        self.wire = wire
         self.uid = uid
         self.client_id = client_id
         self.request = request
@@ -198,6 +199,11 @@ class WsConnection:
             self._writer = None
 
     @property
+    def version(self) -> int:
+        """The protocol version the client speaks (its wire's)."""
+        return self.wire.version
+
+    @property
     def queued(self) -> int:
         """Messages waiting for the writer."""
         return len(self._pending) if self._pending else 0
@@ -218,7 +224,7 @@ class AjaxClient:
     """Hub-side state of one long-polling client, across its polls."""
 
     transport: t.Final = "ajax"
-    __slots__ = ("uid", "client_id", "request", "reader", "version", "conn_id", "parked",
+    __slots__ = ("uid", "client_id", "request", "reader", "wire", "conn_id", "parked",
                  "close_packed", "fast_key", "credentials", "turn")
 
     def __init__(self, uid: t.Any, client_id: str, request: RequestInfo,
@@ -227,8 +233,8 @@ class AjaxClient:
         self.client_id = client_id
         self.request = request
         self.reader = reader
-        #: The protocol version of its latest request.
-        self.version = 1
+        #: The envelope of its latest request (its dialect and protocol version).
+        self.wire = DEFAULT_WIRE
         self.conn_id = new_conn_id()
         #: The poll parked now: set (to anything) to wake it.
         self.parked: gevent.event.AsyncResult | None = None
@@ -241,6 +247,11 @@ class AjaxClient:
         #: Bumped by every GET of this client (:meth:`take_turn`): only the request whose
         #: turn it is may move the reader.
         self.turn = 0
+
+    @property
+    def version(self) -> int:
+        """The protocol version the client speaks (its wire's)."""
+        return self.wire.version
 
     def take_turn(self, superseded: str | bytes) -> int:
         """A new GET of this client is here: from now on only it moves the client's reader

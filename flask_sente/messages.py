@@ -19,14 +19,17 @@ from .backplanes.base import current_record
 from .core.delivery import BROADCAST, TOPIC, USER, topic_log_name
 from .metrics import NO_METRICS, NoMetrics
 from .protocol import events as ev
-from .protocol import wire
 from .protocol.packers import Packer
+from .protocol.wire import Wire
 
 logger = logging.getLogger("flask_sente")
 
 
 class Outbox(t.Protocol):
     """Where a WebSocket reply is offered (a :class:`~flask_sente.connections.WsConnection`)."""
+
+    #: The envelope the connection speaks: replies are built in it.
+    wire: Wire
 
     def offer(self, packed: str | bytes) -> bool: ...
 
@@ -143,17 +146,22 @@ class Replier:
     that acts on a reply finds them in order, whichever worker serves it next.
     """
 
-    __slots__ = ("done", "_packer", "_settle")
+    __slots__ = ("done", "_packer", "_wire", "_cb_id", "_settle")
 
-    def __init__(self, packer: Packer, settle: t.Callable[[], None] | None = None) -> None:
+    def __init__(self, packer: Packer, wire: Wire, cb_id: str | None,
+                 settle: t.Callable[[], None] | None = None) -> None:
         self.done = False
         self._packer = packer
+        #: The envelope the asking client speaks, and the cb_id its reply carries (None:
+        #: the response itself is the correlation, as for an Ajax POST).
+        self._wire = wire
+        self._cb_id = cb_id
         self._settle = settle
 
     def reply(self, value: t.Any) -> bool:
         if self.done:
             return False
-        packed = self._packer.pack(self._envelope_reply(value))  # may raise PackError
+        packed = self._packer.pack(self._wire.reply(value, self._cb_id))  # may raise PackError
         self.done = True
         self._before_reply()
         self._deliver(packed)
@@ -167,16 +175,10 @@ class Replier:
     def fail(self, kind: str, info: t.Any = None) -> None:
         if not self.done:
             self.done = True
-            self._deliver(self._packer.pack(self._envelope_failure(kind, info)))
+            self._deliver(self._packer.pack(self._wire.failure(kind, self._cb_id, info)))
 
     def start_timeout(self) -> None:
         """Called when the reply may not come at once (see :class:`WsReplier`)."""
-
-    def _envelope_reply(self, value: t.Any) -> list[t.Any]:
-        raise NotImplementedError
-
-    def _envelope_failure(self, kind: str, info: t.Any) -> list[t.Any]:
-        raise NotImplementedError
 
     def _deliver(self, packed: str | bytes) -> None:
         raise NotImplementedError
@@ -193,13 +195,16 @@ class WsReplier(Replier):
     and a timer per event costs about as much as the rest of the reply.
     """
 
-    __slots__ = ("_conn", "_cb_id", "_timer", "_metrics", "_deadline", "_ready")
+    __slots__ = ("_conn", "_timer", "_metrics", "_deadline", "_ready")
 
     def __init__(self, packer: Packer, conn: Outbox, cb_id: str, timeout: float,
                  ready: t.Callable[[t.Any], None] | None = None,
                  metrics: NoMetrics = NO_METRICS) -> None:
+        # The base's fields set here, not through super().__init__: one replier per event.
         self.done = False
         self._packer = packer
+        self._wire = conn.wire
+        self._cb_id: str | None = cb_id
         self._settle = None
         #: Called with the connection before the reply is offered to it: the hub sends the
         #: pushes owed to that connection first (a reply never overtakes its handler's
@@ -207,7 +212,6 @@ class WsReplier(Replier):
         self._ready = ready
         self._conn = conn
         self._metrics = metrics
-        self._cb_id = cb_id
         self._timer: t.Any = None
         self._deadline = time.monotonic() + timeout
 
@@ -229,12 +233,6 @@ class WsReplier(Replier):
         except Exception:  # runs in the event loop: never let it raise there
             logger.exception("could not send a reply timeout")
 
-    def _envelope_reply(self, value: t.Any) -> list[t.Any]:
-        return wire.reply(value, self._cb_id)
-
-    def _envelope_failure(self, kind: str, info: t.Any) -> list[t.Any]:
-        return wire.failure(kind, self._cb_id, info)
-
     def _deliver(self, packed: str | bytes) -> None:
         timer = self._timer
         if timer is not None:
@@ -254,9 +252,9 @@ class AjaxReplier(Replier):
 
     __slots__ = ("result", "_uid", "_client_id", "after")
 
-    def __init__(self, packer: Packer, settle: t.Callable[[], None] | None = None,
+    def __init__(self, packer: Packer, wire: Wire, settle: t.Callable[[], None] | None = None,
                  uid: t.Any = None, client_id: str = "") -> None:
-        super().__init__(packer, settle)
+        super().__init__(packer, wire, None, settle)
         self.result: gevent.event.AsyncResult = gevent.event.AsyncResult()
         self._uid = uid
         self._client_id = client_id
@@ -279,12 +277,6 @@ class AjaxReplier(Replier):
             elif isinstance(key, tuple) and key[0] == USER and key[1] == self._uid:
                 after[USER] = [epoch, seq]
         self.after = after or None
-
-    def _envelope_reply(self, value: t.Any) -> list[t.Any]:
-        return wire.reply(value, None)
-
-    def _envelope_failure(self, kind: str, info: t.Any) -> list[t.Any]:
-        return wire.failure(kind, None, info)
 
     def _deliver(self, packed: str | bytes) -> None:
         self.result.set(packed)

@@ -11,14 +11,14 @@ import logging
 import typing as t
 
 from ..exceptions import PackError
-from ..protocol import wire
 from ..protocol.packers import Packer
+from ..protocol.wire import Wire
 from .delivery import Batch, Entry, split_positions
 
 logger = logging.getLogger("flask_sente")
 
 
-def pack_prefix(packer: Packer, events: list[t.Any], limit: int, *,
+def pack_prefix(packer: Packer, wire: Wire, events: list[t.Any], limit: int, *,
                 tail: t.Callable[[int], list[t.Any]] | None = None) -> tuple[str | bytes, int]:
     """Pack as many leading ``events`` as fit in ``limit`` bytes (at least one); returns
     the message and how many events it covers (unpackable ones included, left out).
@@ -28,9 +28,9 @@ def pack_prefix(packer: Packer, events: list[t.Any], limit: int, *,
     while True:
         extra = tail(count) if tail is not None else []
         try:
-            packed = packer.pack([events[:count] + extra, None])
+            packed = packer.pack(wire.push(events[:count] + extra))
         except PackError:
-            return _pack_skipping_bad(packer, events[:count] + extra), count
+            return _pack_skipping_bad(packer, wire, events[:count] + extra), count
         if len(packed) <= limit or count == 1:
             if len(packed) > limit:
                 logger.warning("a push of %r is %d bytes, over max_message_size; sent alone",
@@ -39,17 +39,18 @@ def pack_prefix(packer: Packer, events: list[t.Any], limit: int, *,
         count = max(1, count // 2)
 
 
-def pack_all(packer: Packer, events: list[t.Any], limit: int) -> list[str | bytes]:
+def pack_all(packer: Packer, wire: Wire, events: list[t.Any],
+             limit: int) -> list[str | bytes]:
     """``events`` as batches in order, each within ``limit`` bytes where possible."""
     messages: list[str | bytes] = []
     while events:
-        packed, taken = pack_prefix(packer, events, limit)
+        packed, taken = pack_prefix(packer, wire, events, limit)
         messages.append(packed)
         events = events[taken:]
     return messages
 
 
-def _pack_skipping_bad(packer: Packer, events: list[t.Any]) -> str | bytes:
+def _pack_skipping_bad(packer: Packer, wire: Wire, events: list[t.Any]) -> str | bytes:
     good = []
     for event in events:
         try:
@@ -57,18 +58,18 @@ def _pack_skipping_bad(packer: Packer, events: list[t.Any]) -> str | bytes:
             good.append(event)
         except PackError as exc:
             logger.error("dropped a push of %r: %s", event[0], exc)
-    return packer.pack([good, None])
+    return packer.pack(wire.push(good))
 
 
-def pack_batch(packer: Packer, batch: Batch, version: int, limit: int) -> list[str | bytes]:
+def pack_batch(packer: Packer, batch: Batch, wire: Wire, limit: int) -> list[str | bytes]:
     """A batch as messages within ``limit`` bytes; in protocol 2 each one ends with the
     positions it brings the client to, so a cut between two loses nothing."""
-    if version < 2:
-        return pack_all(packer, batch.events, limit)
+    if not wire.marks:
+        return pack_all(packer, wire, batch.events, limit)
     entries = batch.entries
     try:  # the common case first: the whole batch fits in one message
-        packed = packer.pack([[e.event for _, e in entries] + [wire.position_mark(batch.end)],
-                              None])
+        packed = packer.pack(wire.push([e.event for _, e in entries]
+                                       + [wire.position_mark(batch.end)]))
         if len(packed) <= limit:
             return [packed]
     except PackError:
@@ -80,14 +81,14 @@ def pack_batch(packer: Packer, batch: Batch, version: int, limit: int) -> list[s
             return [wire.position_mark(batch.end if count == len(entries)
                                        else split_positions(entries[:count], epochs))]
 
-        packed, taken = pack_prefix(packer, [e.event for _, e in entries], limit,
+        packed, taken = pack_prefix(packer, wire, [e.event for _, e in entries], limit,
                                     tail=with_mark)
         messages.append(packed)
         entries = entries[taken:]
     return messages
 
 
-def pack_owed(packer: Packer, pairs: list[tuple[str, Entry]], client_id: str, version: int,
+def pack_owed(packer: Packer, pairs: list[tuple[str, Entry]], client_id: str, wire: Wire,
               epochs: t.Mapping[str, str], limit: int) -> tuple[str | bytes | None, int]:
     """One poll's answer from what a lazy reader is owed (``pairs``, oldest first): the
     events meant for ``client_id``, as many as fit in ``limit`` bytes, with a position mark
@@ -101,11 +102,11 @@ def pack_owed(packer: Packer, pairs: list[tuple[str, Entry]], client_id: str, ve
     def covered(count: int) -> int:
         return mine[count - 1][0] + 1 if count < len(mine) else len(pairs)
 
-    if version >= 2:
+    if wire.marks:
         def with_mark(count: int) -> list[t.Any]:
             return [wire.position_mark(split_positions(pairs[:covered(count)], epochs))]
 
-        packed, taken = pack_prefix(packer, events, limit, tail=with_mark)
+        packed, taken = pack_prefix(packer, wire, events, limit, tail=with_mark)
     else:
-        packed, taken = pack_prefix(packer, events, limit)
+        packed, taken = pack_prefix(packer, wire, events, limit)
     return packed, covered(taken)

@@ -22,8 +22,9 @@ from ..core.delivery import GAP, Batch, Delivery, Reader
 from ..core.packing import pack_batch
 from ..core.presence import TRANSPORTS, Transport
 from ..metrics import NoMetrics
-from ..protocol import wire
+from ..protocol.closecodes import CLOSE_TOO_SLOW
 from ..protocol.packers import Packer
+from ..protocol.wire import Wire
 from .loop import HubLoop
 from .table import ConnectionTable
 
@@ -110,18 +111,18 @@ class Flusher:
                 client.parked.set(WAKE)
 
     def _send(self, batch: Batch) -> None:
-        """One distinct batch to each of its readers' sockets, packed once per protocol
-        version."""
+        """One distinct batch to each of its readers' sockets, packed once per wire (dialect
+        and protocol version) among them."""
         table = self._table
-        by_version: dict[int, list[str | bytes]] = {}
+        by_wire: dict[Wire, list[str | bytes]] = {}
         for reader in batch.readers:
             conn = table.ws(reader.uid, reader.client_id)
             if conn is None or conn.reader is not reader:
                 continue
-            messages = by_version.get(conn.version)
+            messages = by_wire.get(conn.wire)
             if messages is None:
-                messages = by_version[conn.version] = pack_batch(
-                    self._packer, batch, conn.version, self._options.max_message_size)
+                messages = by_wire[conn.wire] = pack_batch(
+                    self._packer, batch, conn.wire, self._options.max_message_size)
             for packed in messages:
                 conn.offer(packed)
             self._metrics.pushed("ws", batch, messages)
@@ -133,7 +134,7 @@ class Flusher:
             self._delivery.skip_to_head(reader)
             self._too_slow(conn)
         elif isinstance(batch, Batch):
-            messages = pack_batch(self._packer, batch, conn.version,
+            messages = pack_batch(self._packer, batch, conn.wire,
                                   self._options.max_message_size)
             for packed in messages:
                 conn.offer(packed)
@@ -141,7 +142,7 @@ class Flusher:
 
     def _too_slow(self, conn: WsConnection) -> None:
         self._metrics.closed_1013("history-gap")
-        conn.close(wire.CLOSE_TOO_SLOW, "client too slow")
+        conn.close(CLOSE_TOO_SLOW, "client too slow")
 
     def stop(self) -> None:
         for transport, timer in self._timers.items():

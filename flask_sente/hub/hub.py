@@ -38,6 +38,7 @@ from ..metrics import NO_METRICS, NoMetrics
 from ..protocol import events as ev
 from ..protocol import wire
 from ..protocol.packers import Packer
+from ..protocol.wire import Wire
 from .events import SystemEvents
 from .flushing import Flusher
 from .longpolls import LongPolls, PostAnswer
@@ -63,8 +64,12 @@ class Hub:
     def __init__(self, options: Options, packer: Packer, dispatch: Dispatch, *,
                  signal_sender: t.Any = None, wants: t.Callable[[str], bool] | None = None,
                  backplane: Backplane | None = None, metrics: NoMetrics = NO_METRICS,
-                 join_handlers: JoinHandlers | None = None) -> None:
+                 join_handlers: JoinHandlers | None = None,
+                 wire_for: t.Callable[[int], Wire] = wire.wire_for) -> None:
         self.options = options
+        #: The envelope a client of each protocol version speaks on this channel: where a
+        #: second dialect (Sente's own wire) plugs in, beside the packer.
+        self._wire_for = wire_for
         #: Where what happens is counted (a no-op unless the ``metrics`` option is on).
         self.metrics = metrics
         self.packer = packer
@@ -169,20 +174,21 @@ class Hub:
                         version: int = 1, positions: wire.Positions | None = None) -> None:
         """Run one WebSocket until it closes (see :meth:`WebSockets.serve`)."""
         self._websockets.serve(ws, uid, client_id, request, handshake_data, grace=grace,
-                               version=version, positions=positions)
+                               wire=self._wire_for(version), positions=positions)
 
     def ajax_get(self, uid: Uid, client_id: str, request: RequestInfo, *, handshake: bool,
                  handshake_data: t.Callable[[], t.Any], version: int = 1,
                  positions: wire.Positions | None = None) -> str | bytes:
         """Answer one Ajax GET (see :meth:`LongPolls.ajax_get`)."""
         return self._longpolls.ajax_get(uid, client_id, request, handshake=handshake,
-                                        handshake_data=handshake_data, version=version,
+                                        handshake_data=handshake_data,
+                                        wire=self._wire_for(version),
                                         positions=positions)
 
     def ajax_post(self, uid: Uid, client_id: str, request: RequestInfo,
                   body: str | bytes) -> PostAnswer:
         """Handle one Ajax event (see :meth:`LongPolls.ajax_post`)."""
-        return self._longpolls.ajax_post(uid, client_id, request, body)
+        return self._longpolls.ajax_post(uid, client_id, request, body, self._wire_for(1))
 
     def ajax_key(self, uid: Uid, client_id: str, credentials: t.Any) -> str | None:
         return self._longpolls.ajax_key(uid, client_id, credentials)

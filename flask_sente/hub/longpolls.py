@@ -28,9 +28,10 @@ from ..exceptions import BackplaneError, RemoteProtocolError
 from ..messages import AjaxReplier, EventMsg, RequestInfo
 from ..metrics import NoMetrics
 from ..protocol import events as ev
-from ..protocol import wire
+from ..protocol.closecodes import CLOSE_GOING_AWAY, CLOSE_KICKED, CLOSE_TOO_SLOW
 from ..protocol.packers import Packer
 from ..protocol.session import Incoming, classify, main_logs_intact, main_positions
+from ..protocol.wire import DEFAULT_WIRE, PackedConstants, Positions, Wire
 from .events import SystemEvents
 from .flushing import WAKE
 from .loop import HubLoop
@@ -73,8 +74,7 @@ class LongPolls:
         self._kicked: dict[str, str | bytes] = {}
         #: Set by :meth:`drain`: the answer to every poll from then on.
         self._going_away_packed: str | bytes | None = None
-        self._lp_timeout_packed = packer.pack(wire.LP_TIMEOUT)
-        self._ack_packed = packer.pack(wire.ACK)
+        self._constants = PackedConstants(packer)
 
     @property
     def draining(self) -> bool:
@@ -85,7 +85,7 @@ class LongPolls:
         (the Ajax equivalent: "server going away, reconnect")."""
         if self._going_away_packed is None:
             self._going_away_packed = self.packer.pack(
-                wire.close(wire.CLOSE_GOING_AWAY, "server shutting down"))
+                DEFAULT_WIRE.close(CLOSE_GOING_AWAY, "server shutting down"))
         for client in self._table.all_ajax():
             if client.parked is not None:
                 client.parked.set(self._going_away_packed)
@@ -93,8 +93,8 @@ class LongPolls:
     def kicked(self, uid: Uid, reason: str) -> None:
         """``uid`` was kicked: a parked poll is answered with the close at once, a client
         between two polls gets it as the answer to its next (within its grace window)."""
-        packed = self.packer.pack(wire.close(wire.CLOSE_KICKED, reason))
         for client in self._table.ajax_of(uid):
+            packed = self.packer.pack(client.wire.close(CLOSE_KICKED, reason))
             if client.parked is not None:
                 client.parked.set(packed)
             else:
@@ -107,8 +107,8 @@ class LongPolls:
                 self._presence.forget("ajax", uid, client.client_id)
 
     def ajax_get(self, uid: Uid, client_id: str, request: RequestInfo, *,
-                 handshake: bool, handshake_data: t.Callable[[], t.Any], version: int = 1,
-                 positions: wire.Positions | None = None) -> str | bytes:
+                 handshake: bool, handshake_data: t.Callable[[], t.Any],
+                 wire: Wire = DEFAULT_WIRE, positions: Positions | None = None) -> str | bytes:
         """Answer one Ajax GET: a handshake, or a long-poll parked until data or timeout.
 
         A handshake alone does not make the client present (a WebSocket client probing
@@ -128,13 +128,15 @@ class LongPolls:
         if kicked is not None:
             return kicked
         client = self._table.ajax(uid, client_id)
-        turn = client.take_turn(self._lp_timeout_packed) if client is not None else 0
-        if not handshake and version == 1:
+        turn = 0
+        if client is not None:  # the superseded poll is answered in the wire it spoke
+            turn = client.take_turn(self._constants(client.wire, "lp-timeout"))
+        if not handshake and wire.version == 1:
             # A protocol-1 client sends no positions: the process that answered its last
             # poll kept them (a shared backplane; None in memory, where the reader is all).
             positions = self.backplane.load_cursor(uid, client_id)
         if handshake or (client is None and positions is None):
-            return self._ajax_connect(uid, client_id, request, client, version, positions,
+            return self._ajax_connect(uid, client_id, request, client, wire, positions,
                                       handshake_data)
         if client is None:
             # A poll this process has not seen (another worker served the client until
@@ -143,12 +145,12 @@ class LongPolls:
                                                    None)
             client = AjaxClient(uid, client_id, request, reader)
             self._table.register(client)
-            turn = client.take_turn(self._lp_timeout_packed)
+            turn = client.take_turn(self._constants(wire, "lp-timeout"))
         elif client.close_packed is not None:
             packed = client.close_packed
             self._drop(client)
             return packed
-        client.version = version
+        client.wire = wire
         if positions is not None:
             restart = self._resume_poll(client, positions, handshake_data)
             if restart is not None:
@@ -164,8 +166,8 @@ class LongPolls:
                 self._presence.detach(client, conn_id, self.options.reconnect_grace_ajax)
 
     def _ajax_connect(self, uid: Uid, client_id: str, request: RequestInfo,
-                      client: AjaxClient | None, version: int,
-                      positions: wire.Positions | None,
+                      client: AjaxClient | None, wire: Wire,
+                      positions: Positions | None,
                       handshake_data: t.Callable[[], t.Any]) -> str | bytes:
         """A handshake: a new connection, with a new reader resumed at the client's main
         positions (its user's and the broadcast log). It reads no topic: the client
@@ -186,11 +188,11 @@ class LongPolls:
         else:
             connected = AjaxClient(uid, client_id, request, reader)
             self._table.register(connected)
-        connected.version = version
+        connected.wire = wire
         self._await_first_poll(connected)
         return self._ajax_handshake(connected, handshake_data(), recovered)
 
-    def _resume_poll(self, client: AjaxClient, positions: wire.Positions,
+    def _resume_poll(self, client: AjaxClient, positions: Positions,
                      handshake_data: t.Callable[[], t.Any]) -> str | bytes | None:
         """Move the client's reader to the poll's positions (topics it names that this
         process does not read yet are added, when the client was let in). None when every
@@ -250,14 +252,14 @@ class LongPolls:
                         recovered: bool | None) -> str | bytes:
         self._save_cursor(client)
         self.metrics.handshake("ajax")
-        return self.packer.pack(wire.handshake(
-            client.uid, data, version=client.version, recovered=recovered,
+        return self.packer.pack(client.wire.handshake(
+            client.uid, data, recovered=recovered,
             positions=self._delivery.positions_of(client.reader, topics=False)))
 
     def _poll(self, client: AjaxClient, turn: int,
               handshake_data: t.Callable[[], t.Any]) -> str | bytes:
         if client.turn != turn:  # a newer GET of the client came meanwhile: it reads
-            return self._lp_timeout_packed
+            return self._constants(client.wire, "lp-timeout")
         answer = self._owed(client, handshake_data)
         if answer is not None:
             return answer
@@ -270,7 +272,7 @@ class LongPolls:
                 try:
                     woken = result.get(timeout=max(0.0, deadline - time.monotonic()))
                 except gevent.Timeout:
-                    return self._lp_timeout_packed
+                    return self._constants(client.wire, "lp-timeout")
                 if woken is not WAKE:
                     return t.cast("str | bytes", woken)
                 if client.close_packed is not None:
@@ -304,13 +306,13 @@ class LongPolls:
                 return self._ajax_handshake(client, handshake_data(),
                                             main_logs_intact(gapped))
             self._delivery.skip_to_head(reader)
-            return self.packer.pack(wire.close(wire.CLOSE_TOO_SLOW, "client too slow"))
+            return self.packer.pack(client.wire.close(CLOSE_TOO_SLOW, "client too slow"))
         pairs, kick = until_kick(t.cast("list[tuple[str, Entry]]", pending))
         if kick is not None:  # answered after the pushes before it, alone
             self._delivery.advance(reader, [kick])
-            return self.packer.pack(wire.close(wire.CLOSE_KICKED, kick[1].event))
+            return self.packer.pack(client.wire.close(CLOSE_KICKED, kick[1].event))
         epochs = {name: log.epoch for name, log in reader.logs.items()}
-        packed, upto = pack_owed(self.packer, pairs, client.client_id, client.version, epochs,
+        packed, upto = pack_owed(self.packer, pairs, client.client_id, client.wire, epochs,
                                  self.options.max_message_size)
         self.metrics.polled(pairs, upto, client.client_id, packed)
         self._delivery.advance(reader, pairs[:upto])
@@ -341,7 +343,7 @@ class LongPolls:
             self._presence.forget("ajax", client.uid, client.client_id)
 
     def ajax_post(self, uid: Uid, client_id: str, request: RequestInfo,
-                  body: str | bytes) -> PostAnswer:
+                  body: str | bytes, wire: Wire = DEFAULT_WIRE) -> PostAnswer:
         """Handle one Ajax event; returns the response body (reply, ack or failure) and,
         for a reply whose handler pushed first, the positions the client should reach
         before acting on it (the ``X-Sente-After`` header).
@@ -362,8 +364,8 @@ class LongPolls:
         event, cb_id = t.cast(ev.Event, msg.event), msg.cb_id
         if cb_id is None:
             self._dispatch(EventMsg(event, uid, client_id, "ajax", request))
-            return self._ack_packed, None
-        replier = AjaxReplier(self.packer, self._settle, uid, client_id)
+            return self._constants(wire, "ack"), None
+        replier = AjaxReplier(self.packer, wire, self._settle, uid, client_id)
         self._dispatch(EventMsg(event, uid, client_id, "ajax", request, replier))
         try:
             answer = replier.result.get(timeout=self.options.reply_timeout)

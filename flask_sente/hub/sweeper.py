@@ -17,8 +17,9 @@ from ..config import Options
 from ..core.delivery import Delivery
 from ..exceptions import BackplaneError
 from ..metrics import NoMetrics
-from ..protocol import wire
+from ..protocol.closecodes import CLOSE_PING_TIMEOUT
 from ..protocol.packers import Packer
+from ..protocol.wire import PackedConstants
 from .loop import HubLoop
 from .table import ConnectionTable
 
@@ -39,7 +40,7 @@ class Sweeper:
         self._delivery: Delivery = backplane.delivery
         self._table = table
         self._metrics = metrics
-        self._ping_packed = packer.pack(wire.PING)
+        self._constants = PackedConstants(packer)
         self._timer: t.Any = None
         self._next_housekeeping = 0.0
         self._next_grant_refresh: float | None = None
@@ -91,13 +92,13 @@ class Sweeper:
                             conn.uid, conn.client_id)
                 conn.open = False
                 self._metrics.keepalive_closed()
-                self.loop.spawn(conn.close_now, wire.CLOSE_PING_TIMEOUT, "ping timeout")
+                self.loop.spawn(conn.close_now, CLOSE_PING_TIMEOUT, "ping timeout")
                 continue
             else:
                 due = False
             if due:
                 conn.pinged_at = now
-                conn.offer(self._ping_packed)
+                conn.offer(self._constants(conn.wire, "ping"))
 
     def _refresh_grants(self) -> None:
         """Renew the grants of every client held here that reads a topic: a grant lasts

@@ -23,9 +23,10 @@ from ..exceptions import BackplaneError, ConnectionClosed, RemoteProtocolError
 from ..messages import EventMsg, RequestInfo, WsReplier
 from ..metrics import NoMetrics
 from ..protocol import events as ev
-from ..protocol import wire
+from ..protocol.closecodes import CLOSE_GOING_AWAY, CLOSE_KICKED, CLOSE_REPLACED, CLOSE_TOO_SLOW
 from ..protocol.packers import Packer
 from ..protocol.session import Incoming, classify
+from ..protocol.wire import DEFAULT_WIRE, ClientMessage, Positions, Wire
 from .events import SystemEvents
 from .flushing import Flusher
 from .loop import HubLoop
@@ -62,10 +63,11 @@ class WebSockets:
                               options.write_timeout, metrics)
 
     def serve(self, ws: WebSocket, uid: Uid, client_id: str, request: RequestInfo,
-              handshake_data: t.Any = None, *, grace: float | None = None, version: int = 1,
-              positions: wire.Positions | None = None) -> None:
+              handshake_data: t.Any = None, *, grace: float | None = None,
+              wire: Wire = DEFAULT_WIRE, positions: Positions | None = None) -> None:
         """Run one WebSocket until it closes; called on the request's greenlet (the reader).
 
+        ``wire`` is the envelope the client speaks (its dialect and protocol version).
         A protocol-2 client coming back with ``positions`` is first replayed what it
         missed (or told it was not recovered), before anything new.
         ``grace`` overrides ``reconnect_grace_ws`` for this connection (the in-process test
@@ -73,13 +75,13 @@ class WebSockets:
         """
         self.loop.serving_here()
         conn = WsConnection(ws, uid, client_id, request, spawn=self.loop.spawn,
-                            limits=self._limits, version=version)
+                            limits=self._limits, wire=wire)
         old = self._table.register(conn)
         if isinstance(old, WsConnection):
             if old.reader is not None:
                 self._backplane.close_reader(old.reader, time.monotonic())
             if old.open:
-                old.close_now(wire.CLOSE_REPLACED, "replaced by a newer connection")
+                old.close_now(CLOSE_REPLACED, "replaced by a newer connection")
         try:
             reader, recovered = self._backplane.open_reader(uid, client_id, "ws",
                                                             time.monotonic(), positions)
@@ -87,11 +89,11 @@ class WebSockets:
             logger.warning("refusing a WebSocket for now: %s", exc)
             self._presence.forget("ws", uid, client_id)
             self._metrics.closed_1013("backplane")
-            conn.close_now(wire.CLOSE_TOO_SLOW, "backplane unavailable, retry")
+            conn.close_now(CLOSE_TOO_SLOW, "backplane unavailable, retry")
             return
         conn.reader = reader
         conn.offer(self._packer.pack(wire.handshake(
-            uid, handshake_data, version=version, recovered=recovered,
+            uid, handshake_data, recovered=recovered,
             positions=self._delivery.positions_of(reader))))
         self._metrics.handshake("ws")
         if reader.owed():
@@ -158,7 +160,7 @@ class WebSockets:
                     hand_off: HandOff | None = None) -> None:
         self._metrics.received("ws", len(data))
         try:
-            msg = wire.decode_client(self._packer.unpack(data))
+            msg = conn.wire.decode_client(self._packer.unpack(data))
         except RemoteProtocolError as exc:
             self._events.bad_package(exc, conn.uid, conn.client_id, "ws", conn.request)
             conn.close_now(exc.close_code, str(exc)[:120])
@@ -170,7 +172,7 @@ class WebSockets:
         event, cb_id = t.cast(ev.Event, msg.event), msg.cb_id
         if kind is Incoming.PING:
             if cb_id is not None:
-                conn.offer(self._packer.pack(wire.reply("pong", cb_id)))
+                conn.offer(self._packer.pack(conn.wire.reply("pong", cb_id)))
             self._dispatch(EventMsg(event, conn.uid, conn.client_id, "ws", conn.request))
             return
         replier = None
@@ -180,16 +182,16 @@ class WebSockets:
         self._dispatch(EventMsg(event, conn.uid, conn.client_id, "ws", conn.request, replier),
                        hand_off)
 
-    def _bad_event(self, conn: WsConnection, msg: wire.ClientMessage, reason: str) -> None:
+    def _bad_event(self, conn: WsConnection, msg: ClientMessage, reason: str) -> None:
         """Never dropped in silence: the app hears of it, and the sender is told — in the
         reply it asked for, or in a one-event push (docs/protocol.md §4)."""
         raw = msg.raw if msg.event is None else list(msg.event)
         self._events.bad_event(raw, reason, conn.uid, conn.client_id, "ws", conn.request)
         if msg.cb_id is not None:
             conn.offer(self._packer.pack(
-                wire.failure(ev.ERROR, msg.cb_id, {"message": "bad event"})))
+                conn.wire.failure(ev.ERROR, msg.cb_id, {"message": "bad event"})))
         else:
-            conn.offer(self._packer.pack(wire.bad_event_notice(reason, raw)))
+            conn.offer(self._packer.pack(conn.wire.bad_event_notice(reason, raw)))
 
     def _before_reply(self, conn: WsConnection) -> None:
         """A reply is about to be offered to ``conn``: whatever is owed to that connection —
@@ -209,7 +211,7 @@ class WebSockets:
         """``uid`` was kicked: its sockets here close with 4001 after what they were owed
         (the caller flushed it), and their members go at once."""
         for conn in self._table.ws_of(uid):
-            conn.close(wire.CLOSE_KICKED, reason)
+            conn.close(CLOSE_KICKED, reason)
             self._presence.remove(conn)
             if self._table.holds(conn):  # not forgotten by the removal's report
                 self._presence.forget("ws", uid, conn.client_id)
@@ -219,7 +221,7 @@ class WebSockets:
         writers = []
         for conn in list(self._table.all_ws()):
             if conn.open:  # the close frame follows what is already queued
-                conn.close(wire.CLOSE_GOING_AWAY, "server shutting down")
+                conn.close(CLOSE_GOING_AWAY, "server shutting down")
                 if conn.writer is not None:
                     writers.append(conn.writer)
         gevent.joinall(writers, timeout=wait)

@@ -13,8 +13,11 @@ import json
 import typing as t
 
 from ..exceptions import LocalProtocolError, RemoteProtocolError
-from . import PROTOCOL_VERSION
+from . import PROTOCOL_VERSION, SUPPORTED_PROTOCOLS
 from . import events as ev
+
+if t.TYPE_CHECKING:
+    from .packers import Packer
 
 # The close codes, re-exported from the one table (``closecodes.py``) for the modules that
 # have always read them here.
@@ -231,6 +234,103 @@ def decode_client(value: t.Any) -> ClientMessage:
         return _client_message(ClientMessage, (None, cb_id, payload, reason))
     return _client_message(ClientMessage, (ev.as_event(payload), cb_id, None, None))
 
+
+
+# --- the envelope one connection speaks -------------------------------------------------
+
+class Wire:
+    """The envelope one connection speaks, chosen when it is admitted and kept beside the
+    channel's :class:`~flask_sente.protocol.packers.Packer`: the packer says how a message
+    becomes text or bytes, the wire what the message is.
+
+    The hub's services build and read every message through their connection's wire and
+    nothing else, so a second dialect (Sente's own, for unmodified Sente clients) is a
+    second implementation of these methods, not a change to the hub. Today there is one
+    dialect in two protocol versions (:func:`wire_for`). A Wire is immutable and shared by
+    every connection of its version; the constant messages are packed once per packer
+    (:class:`PackedConstants`).
+    """
+
+    __slots__ = ("version",)
+    #: The dialect's name, as logs and metrics could show it.
+    dialect: t.ClassVar[str] = "flask-sente"
+
+    def __init__(self, version: int) -> None:
+        self.version = version
+
+    def __repr__(self) -> str:
+        return f"<Wire {self.dialect} v{self.version}>"
+
+    @property
+    def marks(self) -> bool:
+        """Whether push batches end with a position mark (protocol 2: positions and
+        replay)."""
+        return self.version >= 2
+
+    def handshake(self, uid: t.Any, handshake_data: t.Any = None, *,
+                  positions: Positions | None = None,
+                  recovered: bool | None = None) -> list[t.Any]:
+        return handshake(uid, handshake_data, version=self.version, positions=positions,
+                         recovered=recovered)
+
+    def push(self, events: list[t.Any]) -> list[t.Any]:
+        """A push batch of events already in their wire form (``[id, data]`` lists)."""
+        return [events, None]
+
+    def position_mark(self, positions: Positions) -> list[t.Any]:
+        return position_mark(positions)
+
+    def reply(self, value: t.Any, cb_id: str | None) -> list[t.Any]:
+        return reply(value, cb_id)
+
+    def failure(self, kind: str, cb_id: str | None, info: t.Any = None) -> list[t.Any]:
+        return failure(kind, cb_id, info)
+
+    def close(self, code: int, reason: str) -> list[t.Any]:
+        return close(code, reason)
+
+    def bad_event_notice(self, reason: str, raw: t.Any) -> list[t.Any]:
+        return bad_event_notice(reason, raw)
+
+    def constant(self, name: Constant) -> list[t.Any]:
+        """One of the messages that never change: ``ping``, ``lp-timeout``, ``ack``."""
+        return _CONSTANTS[name]
+
+    def decode_client(self, value: t.Any) -> ClientMessage:
+        return decode_client(value)
+
+
+#: The names of :meth:`Wire.constant`'s messages.
+Constant = t.Literal["ping", "lp-timeout", "ack"]
+_CONSTANTS: dict[str, list[t.Any]] = {"ping": PING, "lp-timeout": LP_TIMEOUT, "ack": ACK}
+_WIRES = {version: Wire(version) for version in SUPPORTED_PROTOCOLS}
+
+
+def wire_for(version: int) -> Wire:
+    """This dialect's wire in protocol ``version`` (one of ``SUPPORTED_PROTOCOLS``)."""
+    return _WIRES[version]
+
+
+#: Default wire of messages that come before any version is known (an Ajax POST's body
+#: reads the same in every version).
+DEFAULT_WIRE = wire_for(1)
+
+
+class PackedConstants:
+    """The constant messages of each wire, packed once by one packer (a poll timeout or a
+    ping is written thousands of times a minute)."""
+
+    __slots__ = ("_packer", "_packed")
+
+    def __init__(self, packer: Packer) -> None:
+        self._packer = packer
+        self._packed: dict[tuple[Wire, str], str | bytes] = {}
+
+    def __call__(self, wire: Wire, name: Constant) -> str | bytes:
+        packed = self._packed.get((wire, name))
+        if packed is None:
+            packed = self._packed[(wire, name)] = self._packer.pack(wire.constant(name))
+        return packed
 
 # --- what a client makes of a server message --------------------------------------------
 
