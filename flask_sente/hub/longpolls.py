@@ -30,7 +30,14 @@ from ..metrics import NoMetrics
 from ..protocol import events as ev
 from ..protocol.closecodes import CLOSE_GOING_AWAY, CLOSE_KICKED, CLOSE_TOO_SLOW
 from ..protocol.packers import Packer
-from ..protocol.session import Incoming, classify, main_logs_intact, main_positions
+from ..protocol.session import (
+    Incoming,
+    PollStep,
+    classify,
+    main_logs_intact,
+    main_positions,
+    poll_step,
+)
 from ..protocol.wire import DEFAULT_WIRE, PackedConstants, Positions, Wire
 from .events import SystemEvents
 from .flushing import WAKE
@@ -122,32 +129,37 @@ class LongPolls:
         (:meth:`AjaxClient.take_turn`).
         """
         self.loop.serving_here()
-        if self._going_away_packed is not None and not handshake:
-            return self._going_away_packed  # draining: reconnect (elsewhere)
-        kicked = self._kicked.pop(client_id, None)
-        if kicked is not None:
-            return kicked
+        draining = self._going_away_packed is not None
+        kicked = None if draining and not handshake else self._kicked.pop(client_id, None)
         client = self._table.ajax(uid, client_id)
         turn = 0
         if client is not None:  # the superseded poll is answered in the wire it spoke
             turn = client.take_turn(self._constants(client.wire, "lp-timeout"))
-        if not handshake and wire.version == 1:
+        if not (handshake or draining or kicked) and wire.version == 1:
             # A protocol-1 client sends no positions: the process that answered its last
             # poll kept them (a shared backplane; None in memory, where the reader is all).
             positions = self.backplane.load_cursor(uid, client_id)
-        if handshake or (client is None and positions is None):
+        step = poll_step(draining=draining, handshake=handshake, kicked=kicked is not None,
+                         held=client is not None, has_positions=positions is not None,
+                         close_pending=client is not None and client.close_packed is not None)
+        if step is PollStep.GOING_AWAY:
+            return t.cast("str | bytes", self._going_away_packed)
+        if step is PollStep.KICKED:
+            return t.cast("str | bytes", kicked)
+        if step is PollStep.CONNECT:
             return self._ajax_connect(uid, client_id, request, client, wire, positions,
                                       handshake_data)
-        if client is None:
-            # A poll this process has not seen (another worker served the client until
-            # now): with a shared backplane its positions are all it needs.
+        if step is PollStep.ADOPT:
+            # Another worker served the client until now: with a shared backplane its
+            # positions are all this process needs.
             reader, _ = self.backplane.open_reader(uid, client_id, "ajax", time.monotonic(),
                                                    None)
             client = AjaxClient(uid, client_id, request, reader)
             self._table.register(client)
             turn = client.take_turn(self._constants(wire, "lp-timeout"))
-        elif client.close_packed is not None:
-            packed = client.close_packed
+        client = t.cast(AjaxClient, client)
+        if step is PollStep.CLOSE:
+            packed = t.cast("str | bytes", client.close_packed)
             self._drop(client)
             return packed
         client.wire = wire

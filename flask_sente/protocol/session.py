@@ -88,3 +88,44 @@ def classify(msg: ClientMessage, transport: Transport) -> tuple[Incoming, str | 
     if event_id == ev.WS_PONG:
         return Incoming.PONG, None
     return Incoming.TOPIC, None
+
+
+class PollStep(enum.Enum):
+    """What the server does with one Ajax GET (docs/protocol.md §6 and §10)."""
+
+    #: The server is stopping: close 1001, reconnect elsewhere.
+    GOING_AWAY = "going-away"
+    #: The client was kicked between two polls: its close 4001.
+    KICKED = "kicked"
+    #: A handshake: a new reader, resumed at the client's main positions.
+    CONNECT = "connect"
+    #: A poll of a client another process served until now: its positions are all this one
+    #: needs (a shared backplane), it is taken in here.
+    ADOPT = "adopt"
+    #: A close is pending for the client (it was found too slow or kicked): answered with it.
+    CLOSE = "close"
+    #: An ordinary poll of a client held here.
+    POLL = "poll"
+
+
+def poll_step(*, draining: bool, handshake: bool, kicked: bool, held: bool,
+              has_positions: bool, close_pending: bool) -> PollStep:
+    """Which way one Ajax GET goes, from what the server knows when it arrives.
+
+    ``held``: this process holds the client; ``has_positions``: the request brought the
+    client's positions (protocol 2) or the shared store kept them (protocol 1);
+    ``close_pending``: a close waits for the client's next poll. A handshake is served even
+    while draining (the client learns where it stands before it goes); a poll with neither
+    a client here nor positions can only start again.
+    """
+    if draining and not handshake:
+        return PollStep.GOING_AWAY
+    if kicked:
+        return PollStep.KICKED
+    if handshake or (not held and not has_positions):
+        return PollStep.CONNECT
+    if not held:
+        return PollStep.ADOPT
+    if close_pending:
+        return PollStep.CLOSE
+    return PollStep.POLL
