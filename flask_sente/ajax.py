@@ -195,6 +195,11 @@ def mimetype(content_type: str | None) -> str:
     return content_type.partition(";")[0].strip(" \t").lower()
 
 
+#: The answer to a body that ends before its ``Content-Length`` (the sender stopped or
+#: was cut while sending): a 400 like any bad package, not an error of the server.
+SHORT_BODY = "Bad package: the body ended before its Content-Length"
+
+
 def read_body(request: AjaxRequest, read: t.Callable[[int], bytes], *, limit: int,
               binary: bool,
               form: t.Callable[[], t.Mapping[str, str]] | None = None) -> str | bytes | Answer:
@@ -219,9 +224,12 @@ def read_body(request: AjaxRequest, read: t.Callable[[int], bytes], *, limit: in
         fields = form()
         body = fields["ppstr"] if "ppstr" in fields else ""
     else:
-        raw = read(limit + 1 if length is None else length)
+        try:
+            raw = read(limit + 1 if length is None else length)
+        except OSError:  # the sender was cut mid-body (gevent says so with an OSError)
+            return text(400, SHORT_BODY)
         if length is not None and len(raw) < length:
-            return text(400, "Bad package: the body ended before its Content-Length")
+            return text(400, SHORT_BODY)
         body = as_packed(raw, binary)
     if len(body) > limit:
         return text(413, f"Message too big: the limit is {limit} bytes")
