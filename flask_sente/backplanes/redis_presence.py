@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 
+import gevent.lock
 import msgpack
 
 from ..core.presence import TRANSPORTS, Change, ConnectedUids, Transport, Uid
@@ -57,6 +58,9 @@ class RedisPresence:
         self._offline_due: list[Change] = []
         #: Membership changes that could not reach Redis yet, oldest first.
         self._unsent: list[_Change] = []
+        #: Held while the unsent changes are made: the housekeeping loop and a
+        #: resubscription both send them, and each waits on Redis between two changes.
+        self._sending = gevent.lock.Semaphore()
 
     # --- the copy of the online sets -------------------------------------------------------
 
@@ -232,14 +236,15 @@ class RedisPresence:
         """Make the membership changes that waited for Redis, in order (the housekeeping
         loop calls it once Redis answers), reporting what they saw; stops at the first that
         still cannot."""
-        while self._unsent:
-            prefix = self._unsent[0][0]
-            changes = self._make_change(self._unsent[0])
-            self._unsent.pop(0)
-            if prefix == self.link.topic_prefix:
-                self.home.report_topics(changes)
-            else:
-                self.home.report(changes)
+        with self._sending:  # one sender at a time: each change made once, none skipped
+            while self._unsent:
+                prefix = self._unsent[0][0]
+                changes = self._make_change(self._unsent[0])
+                self._unsent.pop(0)
+                if prefix == self.link.topic_prefix:
+                    self.home.report_topics(changes)
+                else:
+                    self.home.report(changes)
 
     # --- expiry ----------------------------------------------------------------------------
 

@@ -87,7 +87,8 @@ class WebSockets:
                                                             time.monotonic(), positions)
         except BackplaneError as exc:  # the 101 is out: say "later" with a close code
             logger.warning("refusing a WebSocket for now: %s", exc)
-            self._presence.forget("ws", uid, client_id)
+            if self._table.holds(conn):  # not a newer connection of the client, come meanwhile
+                self._presence.forget("ws", uid, client_id)
             self._metrics.closed_1013("backplane")
             conn.close_now(CLOSE_TOO_SLOW, "backplane unavailable, retry")
             return
