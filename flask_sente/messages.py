@@ -254,7 +254,12 @@ class AjaxReplier(Replier):
 
     def __init__(self, packer: Packer, wire: Wire, settle: t.Callable[[], None] | None = None,
                  uid: t.Any = None, client_id: str = "") -> None:
-        super().__init__(packer, wire, None, settle)
+        # The base's fields set here, not through super().__init__: one replier per event.
+        self.done = False
+        self._packer = packer
+        self._wire = wire
+        self._cb_id = None
+        self._settle = settle
         self.result: gevent.event.AsyncResult = gevent.event.AsyncResult()
         self._uid = uid
         self._client_id = client_id

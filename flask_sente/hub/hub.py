@@ -70,6 +70,8 @@ class Hub:
         #: The envelope a client of each protocol version speaks on this channel: where a
         #: second dialect (Sente's own wire) plugs in, beside the packer.
         self._wire_for = wire_for
+        #: What an Ajax POST's body is read in (the same in every version).
+        self._post_wire = wire_for(1)
         #: Where what happens is counted (a no-op unless the ``metrics`` option is on).
         self.metrics = metrics
         self.packer = packer
@@ -188,7 +190,7 @@ class Hub:
     def ajax_post(self, uid: Uid, client_id: str, request: RequestInfo,
                   body: str | bytes) -> PostAnswer:
         """Handle one Ajax event (see :meth:`LongPolls.ajax_post`)."""
-        return self._longpolls.ajax_post(uid, client_id, request, body, self._wire_for(1))
+        return self._longpolls.ajax_post(uid, client_id, request, body, self._post_wire)
 
     def ajax_key(self, uid: Uid, client_id: str, credentials: t.Any) -> str | None:
         return self._longpolls.ajax_key(uid, client_id, credentials)
