@@ -73,7 +73,7 @@ def expected_step(draining: bool, handshake: bool, kicked: bool, held: bool,
 def test_every_ajax_get_goes_one_documented_way(facts: tuple[bool, ...]) -> None:
     """All 64 combinations; shown to fail by checking ``close_pending`` before ``held``
     (a pending close of a client another worker holds would be read from no client)."""
-    assert poll_step(**dict(zip(FACTS, facts))) is expected_step(*facts)
+    assert poll_step(**dict(zip(FACTS, facts, strict=True))) is expected_step(*facts)
 
 
 def test_the_races_of_an_ajax_get() -> None:
