@@ -1034,11 +1034,13 @@ def render(data: dict[str, t.Any], report: cc.Report, folder: Path, max_lines: i
     w("## kept off per fault kind (s until the first event pushed after the fault arrived)")
     w("")
     w("| fault | count | clients measured | from its start p50 / max | from its end p50 / max "
-      "| never back (stuck) |")
-    w("|---|---|---|---|---|---|")
+      "| from its end, clients fed when it began | never back (stuck) |")
+    w("|---|---|---|---|---|---|---|")
     for kind, f in report.off.items():
         w(f"| {kind} | {f['faults']} | {f['measured']} | {f['start_p50']:.2f} / "
-          f"{f['start_max']:.2f} | {f['end_p50']:.2f} / {f['end_max']:.2f} | {f['never']} |")
+          f"{f['start_max']:.2f} | {f['end_p50']:.2f} / {f['end_max']:.2f} | "
+          f"{f.get('live_end_p50', float('nan')):.2f} / "
+          f"{f.get('live_end_max', float('nan')):.2f} | {f['never']} |")
     w("")
     w("## per client group (violations by kind; push-to-handler latency)")
     w("")

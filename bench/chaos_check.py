@@ -505,12 +505,21 @@ def _runs(values: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
+#: Seconds: a client that got an event this shortly before a fault was being fed when it
+#: came (every client gets several a second during traffic).
+LIVE_BEFORE = 1.0
+
+
 def _kept_off(views: list[_Client], faults: list[Fault], t0: float, traffic_end: float,
               off_bound: float, violations: list[Violation]) -> dict[str, dict[str, t.Any]]:
     """Per fault kind: how long each client it concerned went without a new event, from the
     fault's start and from its end; and the violations of ``off_bound``."""
     from_start: dict[str, list[float]] = collections.defaultdict(list)
     from_end: dict[str, list[float]] = collections.defaultdict(list)
+    #: From the end, only clients that were being fed when the fault began (an event within
+    #: LIVE_BEFORE s before it): what the fault itself cost, not the wait of a client that
+    #: was already off (in its backoff after an earlier fault) when it came.
+    live_end: dict[str, list[float]] = collections.defaultdict(list)
     never: collections.Counter[str] = collections.Counter()
     n_faults = collections.Counter(f.kind for f in faults)
     for view in views:
@@ -520,6 +529,7 @@ def _kept_off(views: list[_Client], faults: list[Fault], t0: float, traffic_end:
         ready_t = view.handshakes[0][3]
         pushes = sorted(view.receipts, key=lambda r: r[1])  # by push time
         push_times = [p for _, p in pushes]
+        recv_times = [r for r, _ in view.receipts]  # sorted by receipt time
         for fault in faults:
             if not fault.concerns(label) or fault.start < ready_t:
                 continue
@@ -532,6 +542,10 @@ def _kept_off(views: list[_Client], faults: list[Fault], t0: float, traffic_end:
                         never[fault.kind] += 1
                     continue
                 sink[fault.kind].append(max(0.0, recv - origin))
+                if sink is from_end:
+                    before = bisect.bisect_left(recv_times, fault.start)
+                    if before and fault.start - recv_times[before - 1] <= LIVE_BEFORE:
+                        live_end[fault.kind].append(max(0.0, recv - origin))
         _refused(view, faults, t0, off_bound, violations)
         _silent_while_open(view, faults, t0, traffic_end, off_bound, violations)
     off: dict[str, dict[str, t.Any]] = {}
@@ -542,6 +556,8 @@ def _kept_off(views: list[_Client], faults: list[Fault], t0: float, traffic_end:
         off[kind] = {"faults": n_faults[kind], "measured": len(s),
                      "start_p50": percentile(s, 50), "start_max": max(s, default=float("nan")),
                      "end_p50": percentile(e, 50), "end_max": max(e, default=float("nan")),
+                     "live_end_p50": percentile(live_end[kind], 50),
+                     "live_end_max": max(live_end[kind], default=float("nan")),
                      "never": never[kind]}
     return off
 

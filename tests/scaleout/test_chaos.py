@@ -137,6 +137,28 @@ def test_attempts_refused_after_the_faults_ended_and_silence_while_open() -> Non
     assert refused.count == 1 and "503" in refused.got
 
 
+def test_kept_off_from_a_fault_s_end_counts_fed_clients_apart() -> None:
+    """A client already off when a Redis freeze came (in its backoff after a cut) is kept
+    off past the freeze's end by its own wait, not by the freeze: the raw measure counts
+    it, the "fed when it began" one does not. Shown to fail by dropping the check of the
+    client's last event before the fault (both maxima become 20 s)."""
+    cut = cc.Fault("cut", T0 + 4, T0 + 4.1, "27 connections")
+    freeze = cc.Fault("redis-freeze", T0 + 6, T0 + 8, "SIGSTOP for 2 s")
+    fed = [["st", True, "ws", T0, None], hs(T0, None, "ws"),
+           *(ev("w1:*", n, T0 + n * 0.5) for n in range(1, 21)),
+           ev("w1:*", 21, T0 + 9)]
+    waiting = [["st", True, "ws", T0, None], hs(T0, None, "ws"),
+               *(ev("w1:*", n, T0 + n * 0.5) for n in range(1, 8)),
+               ["st", False, "ws", T0 + 4, {"reason": "unexpected", "code": 1006}],
+               ["st", True, "ws", T0 + 28, None], hs(T0 + 28, True, "ws"),
+               *(ev("w1:*", n, T0 + 28, T0 + n * 0.5) for n in range(8, 22))]
+    report = run([client(fed, label="py00"), client(waiting, label="py01")],
+                 [stream("w1:*", range(1, 22), final=21)], [cut, freeze])
+    off = report.off["redis-freeze"]
+    assert off["end_max"] == pytest.approx(20.0)
+    assert off["live_end_max"] == pytest.approx(0.5)
+
+
 def test_a_chained_traceback_in_the_workers_log_counts_once() -> None:
     """Broken on purpose once: the chain not followed; its two parts were two
     tracebacks."""
