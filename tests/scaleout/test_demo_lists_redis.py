@@ -17,6 +17,7 @@ def test_named_lists_are_shared_through_redis_under_their_own_keys(redis_server)
     assert worker2.named("home").all() == []
     toggled = worker2.named("work").toggle(1)
     assert toggled.done and worker1.named("work").all()[0].done
-    keys = redis.Redis.from_url(redis_server.url).keys("demo:todos*")
+    with redis.Redis.from_url(redis_server.url) as admin:
+        keys = admin.keys("demo:todos*")
     assert {k.decode() for k in keys} == {"demo:todos", "demo:todos:ids",
                                           "demo:todos:work", "demo:todos:work:ids"}

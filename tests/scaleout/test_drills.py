@@ -115,12 +115,12 @@ def test_killed_subscription_is_repaired_from_the_streams(redis_server):
         s = Stream(a, "kim")
         try:
             wait_for(lambda: s.recovered == [None])
-            admin = redis.Redis.from_url(redis_server.url)
-            for n in range(60):
-                if n == 20:
-                    admin.client_kill_filter(_type="pubsub")   # every subscription, both
-                sb.send("kim", ("t/n", n))
-                gevent.sleep(0.005)
+            with redis.Redis.from_url(redis_server.url) as admin:
+                for n in range(60):
+                    if n == 20:
+                        admin.client_kill_filter(_type="pubsub")   # every subscription
+                    sb.send("kim", ("t/n", n))
+                    gevent.sleep(0.005)
             wait_for(lambda: len(s.numbers) >= 60, timeout=15)
             assert s.numbers == list(range(60))
             assert s.recovered == [None]                      # the socket never dropped

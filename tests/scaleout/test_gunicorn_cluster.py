@@ -55,7 +55,8 @@ def _cluster(redis_server, tmp_path, extra_env):
         port = int(proc.wait_for(r"Listening at: http://127\.0\.0\.1:(\d+)").group(1))
         for _ in range(3):
             proc.wait_for(rf"(?s)(Booting worker.*){{{_ + 1}}}")
-        yield f"127.0.0.1:{port}", redis.Redis.from_url(redis_server.url)
+        with redis.Redis.from_url(redis_server.url) as admin:  # closed: no socket left to GC
+            yield f"127.0.0.1:{port}", admin
     finally:
         proc.terminate()
         proc.kill()
