@@ -110,8 +110,7 @@ class LongPolls:
                 timer = self.loop.timer(self.options.reconnect_grace_ajax)
                 timer.start(self._kicked.pop, client_id, None)
             self._presence.remove(client)
-            if self._table.holds(client):  # a client that never polled is no member
-                self._presence.forget("ajax", uid, client.client_id)
+            self._presence.forget_connection(client)  # a client that never polled is no member
 
     def ajax_get(self, uid: Uid, client_id: str, request: RequestInfo, *,
                  handshake: bool, handshake_data: t.Callable[[], t.Any],
@@ -135,7 +134,7 @@ class LongPolls:
         turn = 0
         if client is not None:  # the superseded poll is answered in the wire it spoke
             turn = client.take_turn(self._constants(client.wire, "lp-timeout"))
-        if not (handshake or draining or kicked) and wire.version == 1:
+        if not handshake and not draining and kicked is None and wire.version == 1:
             # A protocol-1 client sends no positions: the process that answered its last
             # poll kept them (a shared backplane; None in memory, where the reader is all).
             positions = self.backplane.load_cursor(uid, client_id)
@@ -351,8 +350,7 @@ class LongPolls:
 
     def _drop(self, client: AjaxClient) -> None:
         self._presence.remove(client)
-        if self._table.holds(client):
-            self._presence.forget("ajax", client.uid, client.client_id)
+        self._presence.forget_connection(client)
 
     def ajax_post(self, uid: Uid, client_id: str, request: RequestInfo,
                   body: str | bytes, wire: Wire = DEFAULT_WIRE) -> PostAnswer:

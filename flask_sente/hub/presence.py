@@ -82,6 +82,13 @@ class PresenceService:
         except BackplaneError as exc:
             logger.warning("presence not updated for uid=%r: %s", conn.uid, exc)
 
+    def forget_connection(self, conn: Connection) -> None:
+        """:meth:`forget` ``conn``'s client — unless a newer connection of the same client
+        id took its place in the table meanwhile (a reconnect that came while this one was
+        being refused or kicked): that one is not this connection's to end."""
+        if self._table.holds(conn):
+            self.forget(conn.transport, conn.uid, conn.client_id)
+
     def forget(self, transport: Transport, uid: Uid, client_id: str) -> None:
         """The client is gone for good here: out of the table, its topic memberships ended,
         its reader closed, its grants dropped (a shared store lets them expire instead)."""

@@ -87,8 +87,7 @@ class WebSockets:
                                                             time.monotonic(), positions)
         except BackplaneError as exc:  # the 101 is out: say "later" with a close code
             logger.warning("refusing a WebSocket for now: %s", exc)
-            if self._table.holds(conn):  # not a newer connection of the client, come meanwhile
-                self._presence.forget("ws", uid, client_id)
+            self._presence.forget_connection(conn)
             self._metrics.closed_1013("backplane")
             conn.close_now(CLOSE_TOO_SLOW, "backplane unavailable, retry")
             return
@@ -214,8 +213,7 @@ class WebSockets:
         for conn in self._table.ws_of(uid):
             conn.close(CLOSE_KICKED, reason)
             self._presence.remove(conn)
-            if self._table.holds(conn):  # not forgotten by the removal's report
-                self._presence.forget("ws", uid, conn.client_id)
+            self._presence.forget_connection(conn)  # unless the removal's report did
 
     def close_all(self, wait: float) -> None:
         """Stopping: every socket gets 1001 after what was queued for it (up to ``wait``)."""
