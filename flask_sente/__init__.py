@@ -29,6 +29,9 @@ _EXPORTS = {
     "ANONYMOUS_UID": ".config",
     "ConfigError": ".exceptions", "ConfigWarning": ".exceptions",
     "ConnectionClosed": ".exceptions",
+    "CallError": ".exceptions", "CallTimeout": ".exceptions", "ClientGone": ".exceptions",
+    "NoAnswerHandler": ".exceptions", "ClientCallError": ".exceptions",
+    "CallsUnsupported": ".exceptions",
     "JoinRefused": ".exceptions",
     "LocalProtocolError": ".exceptions", "NotInitializedError": ".exceptions",
     "PackError": ".exceptions", "ProtocolError": ".exceptions", "Rejected": ".exceptions",
@@ -44,11 +47,17 @@ _EXPORTS = {
 if t.TYPE_CHECKING:  # pragma: no cover
     from .config import ANONYMOUS_UID as ANONYMOUS_UID
     from .core.presence import ConnectedUids as ConnectedUids
+    from .exceptions import CallError as CallError
+    from .exceptions import CallsUnsupported as CallsUnsupported
+    from .exceptions import CallTimeout as CallTimeout
+    from .exceptions import ClientCallError as ClientCallError
+    from .exceptions import ClientGone as ClientGone
     from .exceptions import ConfigError as ConfigError
     from .exceptions import ConfigWarning as ConfigWarning
     from .exceptions import ConnectionClosed as ConnectionClosed
     from .exceptions import JoinRefused as JoinRefused
     from .exceptions import LocalProtocolError as LocalProtocolError
+    from .exceptions import NoAnswerHandler as NoAnswerHandler
     from .exceptions import NotInitializedError as NotInitializedError
     from .exceptions import PackError as PackError
     from .exceptions import ProtocolError as ProtocolError
@@ -86,8 +95,9 @@ def run(app, host: str = "127.0.0.1", port: int = 5000, **kwargs):  # type: igno
 
 
 __all__ = [
-    "ANONYMOUS_UID", "ConfigError", "ConfigWarning", "ConnectedUids", "ConnectionClosed",
-    "EventMsg",
+    "ANONYMOUS_UID", "CallError", "CallTimeout", "CallsUnsupported", "ClientCallError",
+    "ClientGone", "ConfigError", "ConfigWarning", "ConnectedUids", "ConnectionClosed",
+    "EventMsg", "NoAnswerHandler",
     "JoinMsg", "JoinRefused", "JsonPacker", "LocalProtocolError", "MsgpackPacker",
     "NotInitializedError", "PackError",
     "Packer", "ProtocolError", "Rejected", "RemoteProtocolError", "ReplyError", "ReplyTimeout",

@@ -97,6 +97,41 @@ class Rejected(ConnectionClosed):
         self.body = body
 
 
+class CallError(SenteError):
+    """A server -> client call (``sente.call``) did not get the client's value. The
+    subclasses say why; ``client_id`` names the client that was asked."""
+
+    def __init__(self, message: str, client_id: str | None = None) -> None:
+        super().__init__(message)
+        self.client_id = client_id
+
+
+class CallTimeout(CallError, TimeoutError):
+    """The client did not answer within the call's timeout (it is connected, or was within
+    its grace window, but its answer did not arrive: its handler is slow, or the request
+    was lost with the history it was in — the client was then told ``recovered: false``)."""
+
+
+class ClientGone(CallError):
+    """The client is not connected, closed its connection, was kicked, or its grace
+    window ended without it coming back: raised at once, never after waiting out the
+    timeout for a client known to be gone."""
+
+
+class NoAnswerHandler(CallError):
+    """The client has no answer handler for the call's event id."""
+
+
+class ClientCallError(CallError):
+    """The client's answer handler raised (or its promise rejected); the message is the
+    client's."""
+
+
+class CallsUnsupported(CallError):
+    """The client speaks protocol 1 or 2, which have no server -> client calls (an older
+    flask_sente client): it cannot answer."""
+
+
 class BackplaneError(SenteError):
     """The shared backplane (Redis) could not be reached or refused the operation.
 

@@ -201,6 +201,38 @@ class Sente:
         """The client ids of ``uid`` by transport: ``{"ws": [...], "ajax": [...]}``."""
         return self._state().hub.clients_of(uid)
 
+    def call(self, uid: t.Any, event: t.Any, *, client_id: str,
+             timeout: float | None = None) -> t.Any:
+        """Ask one client of ``uid`` (the tab ``client_id``) and wait for its answer: the
+        value its answer handler returned (sente.js ``chsk.answer``, the Python client's
+        ``@client.answer``). Usable from handlers, views, greenlets and other threads.
+
+        The request is a push to that client, so it travels in order with the pushes made
+        before it and survives a cut connection that comes back within its grace window.
+
+        :param timeout: seconds to wait (default: the ``reply_timeout`` option, 20 s).
+        :raises CallTimeout: no answer in time.
+        :raises ClientGone: at once when the client is not connected, closes its
+            connection itself, is kicked, or its grace window ends without it returning.
+        :raises NoAnswerHandler: the client has no handler for ``event``'s id.
+        :raises ClientCallError: the client's handler raised (its message).
+        :raises CallsUnsupported: the client speaks protocol 1 or 2.
+        :raises BackplaneError: the shared backplane cannot be reached.
+        """
+        state = self._state()
+        return state.hub.call(uid, event, client_id=client_id,
+                              timeout=state.options.reply_timeout if timeout is None
+                              else timeout)
+
+    def call_all(self, uid: t.Any, event: t.Any, *,
+                 timeout: float | None = None) -> dict[str, t.Any]:
+        """Ask every client (tab, device) of ``uid`` at once; returns ``{client_id: value
+        or the CallError it ended with}`` once all are settled, at most ``timeout`` seconds
+        later (default ``reply_timeout``). No client connected: ``{}``."""
+        state = self._state()
+        return state.hub.call_all(uid, event, timeout=state.options.reply_timeout
+                                  if timeout is None else timeout)
+
     def kick(self, uid: t.Any, reason: str = "kicked") -> None:
         """Close every connection of ``uid``; its clients do not reconnect on their own."""
         self._state().hub.kick(uid, reason)

@@ -153,6 +153,37 @@ class BackplaneListener(t.Protocol):
         """A shared store went away (False) or came back (True): see
         :attr:`Capabilities.healthy`."""
 
+    def call_routed(self, outcome: CallOutcome) -> None:
+        """An outcome of one of this process's server -> client calls, from the process
+        that received the client's answer (or found the client cannot answer)."""
+
+    def client_closed(self, uid_key: str, client_id: str) -> None:
+        """A client closed its connection itself (``disconnect()``, a page unloading), here
+        or elsewhere: its calls fail at once. ``uid_key`` is ``repr(uid)``."""
+
+
+#: What travels between processes about a call: ``id``, the answering client (``uid``:
+#: ``repr(uid)``, ``client``), and ``value``, or ``error``: ``[kind, message]`` with kind
+#: ``no-handler``, ``error`` or ``unsupported``.
+CallOutcome = dict[str, t.Any]
+
+
+class CallRouting(t.Protocol):
+    """How server -> client calls cross processes: the request is an ordinary push
+    (:meth:`LogBroker.push`); its outcome goes back to the process that asked, named by
+    :attr:`node` in the call id, and a client's own close is told to every process."""
+
+    #: This process's name among those sharing the backplane.
+    node: str
+
+    def route_call(self, node: str, outcome: CallOutcome) -> None:
+        """Hand ``outcome`` to the listener of process ``node`` (``call_routed``); an
+        in-memory backplane reaches only its own. Raises :class:`BackplaneError` when the
+        shared store cannot be reached."""
+
+    def announce_closed(self, uid_key: str, client_id: str) -> None:
+        """Tell every process's listener (``client_closed``), this one's included."""
+
 
 class LogBroker(t.Protocol):
     """The logs: appends and their fan-out, and the readers of this process.
@@ -335,8 +366,10 @@ class Capabilities(t.Protocol):
         the other processes sharing the store left there."""
 
 
-class Backplane(LogBroker, PresenceManager, ClientStore, Capabilities, t.Protocol):
-    """Logs, presence, per-client records and capabilities, with a lifecycle."""
+class Backplane(LogBroker, PresenceManager, ClientStore, Capabilities, CallRouting,
+                t.Protocol):
+    """Logs, presence, per-client records, capabilities and call routing, with a
+    lifecycle."""
 
     def start(self, listener: BackplaneListener) -> None:
         """Begin reporting to ``listener``."""

@@ -21,7 +21,7 @@ import typing as t
 
 from ..core.delivery import Delivery, Reader
 from ..core.presence import Change, Presence, Transport, Uid
-from .base import BackplaneListener, current_record
+from .base import BackplaneListener, CallOutcome, current_record
 
 
 def new_epoch() -> str:
@@ -69,6 +69,8 @@ class BackplaneBase:
         #: :meth:`report_topics` (and by a shared backplane's deltas).
         self.topic_members: dict[str, set[Uid]] = {}
         self.listener: BackplaneListener | None = None
+        #: This process's name in call ids (a shared backplane names its node).
+        self.node = new_epoch() + new_epoch()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -119,6 +121,18 @@ class BackplaneBase:
 
     def check_secret(self, fingerprint: str) -> None:
         """One process, one key: nothing to compare."""
+
+    # --- call routing: in memory, every call is this process's ------------------------------
+
+    def route_call(self, node: str, outcome: CallOutcome) -> None:
+        """In memory only this process's calls can be answered: another node's outcome
+        (a call id from another deployment sharing nothing with this one) is dropped."""
+        if node == self.node and self.listener is not None:
+            self.listener.call_routed(outcome)
+
+    def announce_closed(self, uid_key: str, client_id: str) -> None:
+        if self.listener is not None:
+            self.listener.client_closed(uid_key, client_id)
 
     # --- reporting to the listener ---------------------------------------------------------
 

@@ -42,7 +42,7 @@ from ..exceptions import BackplaneError
 from ..metrics import NO_METRICS, NoMetrics
 from ..protocol.wire import Positions
 from . import redis_scripts as rs
-from .base import BackplaneListener
+from .base import BackplaneListener, CallOutcome
 from .common import BackplaneBase, new_epoch
 from .redis_link import SOCKET_TIMEOUT, RedisLink
 from .redis_mirror import Mirror
@@ -274,17 +274,51 @@ class RedisBackplane(BackplaneBase):
             return None
         return {name: (pos[0], int(pos[1])) for name, pos in json.loads(raw).items()}
 
+    # --- call routing ----------------------------------------------------------------------
+
+    def route_call(self, node: str, outcome: CallOutcome) -> None:
+        """This process's own outcome is handed over at once; another's is published on
+        that process's call channel (one PUBLISH: an answer is not a push, it needs no log)."""
+        if node == self.node:
+            super().route_call(node, outcome)
+            return
+        with self.link.calling():
+            self.client.publish(f"{self.prefix}:call:{node}", rs.pack_event(outcome))
+
+    def announce_closed(self, uid_key: str, client_id: str) -> None:
+        """Told here at once, and to every other process through one PUBLISH."""
+        super().announce_closed(uid_key, client_id)
+        with self.link.calling():
+            self.client.publish(f"{self.prefix}:closed",
+                                rs.pack_event([uid_key, client_id, self.node]))
+
+    def _on_call_message(self, channel: str, data: bytes) -> None:
+        listener = self.listener
+        if listener is None:
+            return
+        try:
+            value = rs.unpack_event(data)
+            if channel.endswith(":closed"):
+                uid_key, client_id, node = value
+                if node != self.node:  # this process was told when it published
+                    listener.client_closed(uid_key, client_id)
+            else:
+                listener.call_routed(value)
+        except Exception:  # another process's garbage must not end the subscription
+            logger.exception("Redis backplane: a call message could not be read")
+
     # --- the loops -------------------------------------------------------------------------
 
     def _subscriber(self) -> None:
         """Applies every append and presence delta; after a reconnect, catches up."""
         link = self.link
         presence, topic_presence = f"{self.prefix}:presence", f"{link.topic_prefix}:presence"
+        calls = (f"{self.prefix}:call:{self.node}", f"{self.prefix}:closed")
         while not link.closed:
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
                 pubsub.psubscribe(f"{self.prefix}:{{*}}:ch")
-                pubsub.subscribe(presence, topic_presence)
+                pubsub.subscribe(presence, topic_presence, *calls)
                 self._cluster.reload()
                 self._catch_up()
                 link.set_reachable(True)
@@ -299,6 +333,8 @@ class RedisBackplane(BackplaneBase):
                         self._cluster.on_delta(message["data"])
                     elif channel == topic_presence:
                         self._cluster.on_topic_delta(message["data"])
+                    elif channel in calls:
+                        self._on_call_message(channel, message["data"])
                     else:
                         self._mirror.on_append(channel, message["data"])
             except (link.errors, BackplaneError) as exc:

@@ -31,6 +31,9 @@ __all__ = ["AjaxLink"]
 
 logger = logging.getLogger("flask_sente.client")
 
+#: Seconds the goodbye POST of a stopping client may take (it runs beside the stop).
+BYE_TIMEOUT = 2.0
+
 
 class AjaxLink(Link):
     """One open Ajax session: a poll connection, POSTs in flight, maybe an upgrade offer.
@@ -233,7 +236,25 @@ class AjaxLink(Link):
             if intent is not None and self.intent is None:
                 self.intent = intent
             self._turns.notify_all()
+        if graceful and not self.broken:
+            threading.Thread(target=self._bye, name=f"{self.env.thread_name}-bye",
+                             daemon=True).start()
         self.aborter.fire()
+
+    def _bye(self) -> None:
+        """Tell the server this client is leaving (``chsk/bye``, best effort, on a
+        connection of its own): its calls fail at once rather than when its grace window
+        ends. A WebSocket says the same with its close frame."""
+        endpoint = self.env.endpoint
+        body = endpoint.packer.pack(wire.client_event((ev.BYE, None), None))
+        try:
+            conn = endpoint.http_connection(BYE_TIMEOUT)
+            try:
+                endpoint.request(conn, "POST", endpoint.request_url(), Aborter(), body=body)
+            finally:
+                conn.close()
+        except Exception as exc:  # the server sees the client leave by its grace window
+            logger.debug("chsk/bye not sent: %s", error_text(exc))
 
     def release(self, keep_posts: bool = False) -> None:
         if not keep_posts:

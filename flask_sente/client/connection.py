@@ -22,6 +22,7 @@ from ..exceptions import ConnectionClosed
 from ..protocol import events as ev
 from ..protocol import wire
 from .ajax import AjaxLink
+from .answers import Answers
 from .calls import Calls
 from .dispatch import Dispatcher
 from .endpoint import Aborter, AttemptFailed, Endpoint, Handshake, checked_handshake, error_text
@@ -74,7 +75,7 @@ class Connection:
                  machine: ConnectionMachine, pending: PendingCalls, dispatch: Dispatcher,
                  calls: Calls, topics: TopicHooks, backoff: t.Callable[[int], float],
                  keepalive: float | None, ping_timeout: float, upgrade_retry: float | None,
-                 thread_name: str) -> None:
+                 thread_name: str, answers: Answers | None = None) -> None:
         self._status = status
         self._lock = status.changed
         self._changed = status.changed
@@ -84,6 +85,7 @@ class Connection:
         self._dispatch = dispatch
         self._calls = calls
         self._topics = topics
+        self._answers = answers
         self._backoff = backoff
         self._connect_timeout = endpoint.connect_timeout
         self.url = endpoint.url
@@ -184,7 +186,9 @@ class Connection:
             with self._lock:
                 for event_id, data in self._endpoint.positions.batch(message.events):
                     if ev.is_reserved(event_id):
-                        if not self._topics.system_push(event_id, data):
+                        if event_id == ev.CALL and self._answers is not None:
+                            self._answers.request(data)
+                        elif not self._topics.system_push(event_id, data):
                             logger.debug("ignoring unknown system event %r", event_id)
                         continue
                     self._dispatch.emit(event_id, data)

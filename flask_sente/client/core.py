@@ -26,6 +26,7 @@ from ..exceptions import LocalProtocolError
 from ..protocol import events as ev
 from ..protocol.backoff import DEFAULT_CAP, backoff_delay
 from ..protocol.packers import Packer, get_packer
+from .answers import AnswerHandler, Answers
 from .calls import DEFAULT_CALL_TIMEOUT, Calls
 from .connection import Connection
 from .dispatch import Dispatcher, Handler
@@ -153,6 +154,8 @@ class Client:
                             dispatch=self._dispatch)
         self._topics = Topics(self._status, calls=self._calls, dispatch=self._dispatch,
                               positions=self._endpoint.positions)
+        thread_name = f"flask_sente.client-{self.client_id[:8]}"
+        self._answers = Answers(self._status, self._dispatch, self._calls.send, thread_name)
         self._connection = Connection(
             self._status, endpoint=self._endpoint,
             machine=ConnectionMachine(type, upgrade_retry=upgrade_retry,
@@ -160,7 +163,7 @@ class Client:
             pending=pending, dispatch=self._dispatch, calls=self._calls, topics=self._topics,
             backoff=backoff or default_backoff(), keepalive=keepalive,
             ping_timeout=ping_timeout, upgrade_retry=upgrade_retry if type == "auto" else None,
-            thread_name=f"flask_sente.client-{self.client_id[:8]}")
+            thread_name=thread_name, answers=self._answers)
 
     # --- context manager and lifecycle -----------------------------------------------------
 
@@ -293,6 +296,31 @@ class Client:
         """
         pair = ev.validate_outgoing(event)
         return self._calls.call(pair, time.monotonic() + timeout, timeout)
+
+    def answer(self, event_id: str, fn: AnswerHandler | None = None) -> t.Any:
+        """Register the one handler that answers the server's calls of ``event_id``
+        (``sente.call(uid, (event_id, data), client_id=...)`` on the server); usable as a
+        decorator. ``fn(data)`` runs on a thread of its own; what it returns is the answer,
+        what it raises reaches the caller as ``ClientCallError`` with its message. A call
+        with no handler is answered "no handler" (``NoAnswerHandler`` on the server).
+
+        :raises ValueError: a handler for ``event_id`` is already registered.
+        :raises LocalProtocolError: an invalid or reserved event id.
+        """
+        if fn is not None:
+            self._answers.add(event_id, fn)
+            return fn
+
+        def register(handler: AnswerHandler) -> AnswerHandler:
+            self._answers.add(event_id, handler)
+            return handler
+
+        return register
+
+    def remove_answer(self, event_id: str) -> None:
+        """Unregister the answer handler of ``event_id`` (its calls are then answered "no
+        handler")."""
+        self._answers.remove(event_id)
 
     def send(self, event: t.Any, timeout: float | None = None) -> None:
         """Send ``event`` without asking for a reply (fire and forget).

@@ -18,7 +18,7 @@ import typing as t
 
 from ..config import Options
 from ..connections import WsConnection
-from ..core.delivery import GAP, Batch, Delivery, Reader
+from ..core.delivery import GAP, Batch, Delivery, Entry, Reader
 from ..core.packing import pack_batch
 from ..core.presence import TRANSPORTS, Transport
 from ..metrics import NoMetrics
@@ -36,12 +36,18 @@ logger = logging.getLogger("flask_sente")
 OVERDUE_FLUSH = 0.001
 #: Set on a parked poll to wake it: its greenlet reads what it is owed itself.
 WAKE = object()
+#: ``CallService.refuse_legacy``: requests about to reach a connection without calls.
+RefuseCalls = t.Callable[[t.Any, t.Iterable[tuple[str, Entry]]], None]
 
 
 class Flusher:
     def __init__(self, loop: HubLoop, options: Options, packer: Packer, delivery: Delivery,
-                 table: ConnectionTable, metrics: NoMetrics) -> None:
+                 table: ConnectionTable, metrics: NoMetrics,
+                 refuse_calls: RefuseCalls | None = None) -> None:
         self.loop = loop
+        #: Tells the callers of requests about to reach a client without calls (protocol
+        #: 1 and 2); only such connections pay for the look.
+        self._refuse_calls = refuse_calls
         self._options = options
         self._packer = packer
         self._delivery = delivery
@@ -119,6 +125,8 @@ class Flusher:
             conn = table.ws(reader.uid, reader.client_id)
             if conn is None or conn.reader is not reader:
                 continue
+            if not conn.wire.calls and self._refuse_calls is not None:
+                self._refuse_calls(conn, batch.entries)
             messages = by_wire.get(conn.wire)
             if messages is None:
                 messages = by_wire[conn.wire] = pack_batch(
@@ -134,6 +142,8 @@ class Flusher:
             self._delivery.skip_to_head(reader)
             self._too_slow(conn)
         elif isinstance(batch, Batch):
+            if not conn.wire.calls and self._refuse_calls is not None:
+                self._refuse_calls(conn, batch.entries)
             messages = pack_batch(self._packer, batch, conn.wire,
                                   self._options.max_message_size)
             for packed in messages:

@@ -10,6 +10,7 @@ the clock — and its services perform what they decide:
 * :class:`~.flushing.Flusher` — flush timers, batches packed once, polls woken;
 * :class:`~.presence.PresenceService` — members, grace windows, presence signals, forgetting;
 * :class:`~.topics.TopicService` — joins, leaves, publishing;
+* :class:`~.calls.CallService` — server -> client calls, their answers and outcomes;
 * :class:`~.websockets.WebSockets` and :class:`~.longpolls.LongPolls` — the transports;
 * :class:`~.sweeper.Sweeper` — keep-alive, history expiry, grant renewal;
 * :class:`~.events.SystemEvents` — ``chsk/uidport-*`` and bad-input events for the app.
@@ -32,13 +33,14 @@ from ..config import Options
 from ..connections import AjaxClient
 from ..core.delivery import Reader
 from ..core.presence import Change, ConnectedUids, Transport, Uid
-from ..exceptions import LocalProtocolError
+from ..exceptions import BackplaneError, LocalProtocolError
 from ..messages import EventMsg, RequestInfo
 from ..metrics import NO_METRICS, NoMetrics
 from ..protocol import events as ev
 from ..protocol import wire
 from ..protocol.packers import Packer
 from ..protocol.wire import Wire
+from .calls import CallService
 from .events import SystemEvents
 from .flushing import Flusher
 from .longpolls import LongPolls, PostAnswer
@@ -90,18 +92,20 @@ class Hub:
             self.backplane.caught_up if shared else None)
         self.table = table = ConnectionTable(on_first=self._first_connection)
         events = SystemEvents(loop, dispatch, wants)
+        self._calls = CallService(loop, options, self.backplane, table, events)
         self._flusher = Flusher(loop, options, packer, self.backplane.delivery, table,
-                                metrics)
+                                metrics, self._calls.refuse_legacy)
         self._presence = PresenceService(loop, options, self.backplane, table, events,
                                          signal_sender)
         self._topics = TopicService(loop, options, self.backplane, table, self._presence,
                                     self._flusher, join_handlers or JoinHandlers())
         self._websockets = WebSockets(loop, options, packer, self.backplane, table,
                                       self._presence, self._flusher, events, dispatch,
-                                      metrics, settle, caught_up)
+                                      metrics, settle, caught_up,
+                                      on_client_close=self._client_closed)
         self._longpolls = LongPolls(loop, options, packer, self.backplane, table,
                                     self._presence, self._topics, events, dispatch, metrics,
-                                    settle, caught_up)
+                                    settle, caught_up, self._calls.refuse_legacy)
         self._sweeper = Sweeper(loop, options, packer, self.backplane, table, metrics)
         self.backplane.start(self)
 
@@ -127,6 +131,7 @@ class Hub:
         self._flusher.flush_all()
         self.drain()
         self.loop.closed = True
+        self._calls.stop()
         self._sweeper.stop()
         self._presence.stop()
         self._flusher.stop()
@@ -200,8 +205,16 @@ class Hub:
 
     def handlers(self) -> dict[str, Handler]:
         """The hub's own event handlers (the router runs them in the app context, in its
-        pool, like the app's): the topic requests ``chsk/join`` and ``chsk/leave``."""
-        return {name: self._topics.request for name in ev.TOPIC_REQUESTS}
+        pool, like the app's): the topic requests ``chsk/join`` and ``chsk/leave``,
+        ``chsk/answer`` (a client's answer to a call) and ``chsk/bye``."""
+        own: dict[str, Handler] = {name: self._topics.request for name in ev.TOPIC_REQUESTS}
+        own[ev.ANSWER] = self._calls.answered
+        own[ev.BYE] = self._bye
+        return own
+
+    def _bye(self, msg: EventMsg) -> None:
+        """An Ajax client stopping for good (``chsk/bye``): as a WebSocket's own close."""
+        self._client_closed(msg.uid, t.cast(str, msg.client_id))
 
     def topic_request(self, msg: EventMsg) -> None:
         self._topics.request(msg)
@@ -247,6 +260,22 @@ class Hub:
         """Take every client of ``uid`` (or one) out of ``topic``, on every process."""
         self._topics.leave(topic, uid, client_id)
 
+    def call(self, uid: Uid, event: object, *, client_id: str, timeout: float) -> t.Any:
+        """Ask one client of ``uid`` and wait for its answer (see :mod:`.calls`)."""
+        return self._calls.call(uid, event, client_id, timeout)
+
+    def call_all(self, uid: Uid, event: object, *, timeout: float) -> dict[str, t.Any]:
+        """Ask every client of ``uid``; per client id, its value or its CallError."""
+        return self._calls.call_all(uid, event, timeout)
+
+    def _client_closed(self, uid: Uid, client_id: str) -> None:
+        """A WebSocket client closed its connection itself: its calls fail at once, on
+        every process."""
+        try:
+            self.backplane.announce_closed(repr(uid), client_id)
+        except BackplaneError:  # the others see it leave when its grace window ends
+            self._calls.client_closed(repr(uid), client_id)
+
     @from_any_thread
     def flush(self) -> None:
         """Send everything buffered now, in order (what ``flush=True`` does)."""
@@ -282,6 +311,7 @@ class Hub:
         self._flusher.flush("ws", everything=True)
         self._websockets.kicked(uid, reason)
         self._longpolls.kicked(uid, reason)
+        self._calls.kicked(uid)
 
     def topic_command(self, uid: Uid, client_id: str | None, kind: str, topic: str) -> None:
         """The server joined or removed a user (or one client) to/from ``topic``."""
@@ -290,3 +320,11 @@ class Hub:
     def backplane_state(self, healthy: bool) -> None:
         """Redis went away or came back."""
         self._presence.backplane_state(healthy)
+
+    def call_routed(self, outcome: dict[str, t.Any]) -> None:
+        """An outcome of one of this process's calls."""
+        self._calls.routed(outcome)
+
+    def client_closed(self, uid_key: str, client_id: str) -> None:
+        """A client closed its connection itself, here or elsewhere."""
+        self._calls.client_closed(uid_key, client_id)

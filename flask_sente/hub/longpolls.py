@@ -40,7 +40,7 @@ from ..protocol.session import (
 )
 from ..protocol.wire import DEFAULT_WIRE, PackedConstants, Positions, Wire
 from .events import SystemEvents
-from .flushing import WAKE
+from .flushing import WAKE, RefuseCalls
 from .loop import HubLoop
 from .presence import PresenceService
 from .table import ConnectionTable
@@ -63,8 +63,11 @@ class LongPolls:
                  table: ConnectionTable, presence: PresenceService, topics: TopicService,
                  events: SystemEvents, dispatch: Dispatch, metrics: NoMetrics,
                  settle: t.Callable[[], None] | None,
-                 caught_up: t.Callable[[Reader], None] | None = None) -> None:
+                 caught_up: t.Callable[[Reader], None] | None = None,
+                 refuse_calls: RefuseCalls | None = None) -> None:
         self.loop = loop
+        #: See :class:`~.flushing.Flusher`: requests about to reach an old client.
+        self._refuse_calls = refuse_calls
         self.options = options
         self.packer = packer
         self.backplane = backplane
@@ -326,6 +329,8 @@ class LongPolls:
         packed, upto = pack_owed(self.packer, pairs, client.client_id, client.wire, epochs,
                                  self.options.max_message_size)
         self.metrics.polled(pairs, upto, client.client_id, packed)
+        if not client.wire.calls and self._refuse_calls is not None:
+            self._refuse_calls(client, pairs[:upto])
         self._delivery.advance(reader, pairs[:upto])
         return packed
 

@@ -23,7 +23,13 @@ from ..exceptions import BackplaneError, ConnectionClosed, RemoteProtocolError
 from ..messages import EventMsg, RequestInfo, WsReplier
 from ..metrics import NoMetrics
 from ..protocol import events as ev
-from ..protocol.closecodes import CLOSE_GOING_AWAY, CLOSE_KICKED, CLOSE_REPLACED, CLOSE_TOO_SLOW
+from ..protocol.closecodes import (
+    CLOSE_GOING_AWAY,
+    CLOSE_KICKED,
+    CLOSE_NORMAL,
+    CLOSE_REPLACED,
+    CLOSE_TOO_SLOW,
+)
 from ..protocol.packers import Packer
 from ..protocol.session import Incoming, classify
 from ..protocol.wire import DEFAULT_WIRE, ClientMessage, Positions, Wire
@@ -39,14 +45,21 @@ if t.TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger("flask_sente")
 
+#: Close codes of a client that closes its socket because it is leaving (``disconnect()``,
+#: a page unloading) rather than being cut: its calls fail at once.
+CLIENT_LEAVING = frozenset({CLOSE_NORMAL, CLOSE_GOING_AWAY})
+
 
 class WebSockets:
     def __init__(self, loop: HubLoop, options: Options, packer: Packer, backplane: Backplane,
                  table: ConnectionTable, presence: PresenceService, flusher: Flusher,
                  events: SystemEvents, dispatch: Dispatch, metrics: NoMetrics,
                  settle: t.Callable[[], None] | None,
-                 caught_up: t.Callable[[Reader], None] | None) -> None:
+                 caught_up: t.Callable[[Reader], None] | None, *,
+                 on_client_close: t.Callable[[Uid, str], None] | None = None) -> None:
         self.loop = loop
+        #: Told when a client closes its socket itself (1000, 1001): it is leaving, not cut.
+        self._on_client_close = on_client_close
         self._options = options
         self._packer = packer
         self._backplane = backplane
@@ -130,7 +143,10 @@ class WebSockets:
             while True:
                 try:
                     data = receive()
-                except ConnectionClosed:
+                except ConnectionClosed as exc:
+                    if (exc.code in CLIENT_LEAVING and not self.loop.closed
+                            and self._on_client_close is not None):
+                        self._on_client_close(conn.uid, conn.client_id)
                     return True
                 if data is None:
                     continue

@@ -7,14 +7,15 @@ follow what is written here and in ``docs/protocol.md``.
 """
 from __future__ import annotations
 
-#: The newest protocol version this code speaks (2: positions and replay).
-PROTOCOL_VERSION = 2
+#: The newest protocol version this code speaks (2: positions and replay; 3: and server ->
+#: client calls).
+PROTOCOL_VERSION = 3
 #: Versions the server accepts; it answers each client in the client's own version.
-SUPPORTED_PROTOCOLS = frozenset({1, 2})
+SUPPORTED_PROTOCOLS = frozenset({1, 2, 3})
 
 
 def requested_version(text: str | None) -> int | None:
     """The protocol version a request's ``protocol`` parameter asks for (1 when absent), or
     None when this server does not speak it."""
-    version = {None: 1, "1": 1, "2": 2}.get(text, 0)
+    version = {None: 1, "1": 1, "2": 2, "3": 3}.get(text, 0)
     return version if version in SUPPORTED_PROTOCOLS else None

@@ -48,6 +48,14 @@ JOINED = "chsk/joined"
 LEFT = "chsk/left"
 MEMBERS = "chsk/members"
 
+# Server -> client calls (protocol 3): the request, pushed to one client, and its answer,
+# sent back as an ordinary event without a callback id.
+CALL = "chsk/call"
+ANSWER = "chsk/answer"
+#: An Ajax client stopping for good says so (a POST): it cannot close a socket the server
+#: would notice, and its calls should fail at once, not after its grace window.
+BYE = "chsk/bye"
+
 # Events the clients deliver to their own listeners.
 STATE = "chsk/state"
 

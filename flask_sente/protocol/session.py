@@ -62,14 +62,17 @@ class Incoming(enum.Enum):
     PONG = "pong"
     #: ``chsk/join`` / ``chsk/leave``: answered by the server itself.
     TOPIC = "topic"
+    #: ``chsk/answer`` (a client's answer to a server -> client call) and ``chsk/bye`` (an
+    #: Ajax client stopping): protocol 3, handled by the server's call service.
+    CALLS = "calls"
     #: Malformed, or a reserved id this transport does not take (docs/protocol.md §4).
     BAD = "bad"
 
 
 #: Reserved ids each transport takes from clients.
 _ALLOWED: dict[str, frozenset[str]] = {
-    "ws": frozenset({ev.WS_PING, ev.WS_PONG, *ev.TOPIC_REQUESTS}),
-    "ajax": frozenset(ev.TOPIC_REQUESTS),
+    "ws": frozenset({ev.WS_PING, ev.WS_PONG, ev.ANSWER, *ev.TOPIC_REQUESTS}),
+    "ajax": frozenset({ev.ANSWER, ev.BYE, *ev.TOPIC_REQUESTS}),
 }
 
 
@@ -87,6 +90,8 @@ def classify(msg: ClientMessage, transport: Transport) -> tuple[Incoming, str | 
         return Incoming.PING, None
     if event_id == ev.WS_PONG:
         return Incoming.PONG, None
+    if event_id == ev.ANSWER or event_id == ev.BYE:
+        return Incoming.CALLS, None
     return Incoming.TOPIC, None
 
 

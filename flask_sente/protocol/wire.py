@@ -262,6 +262,11 @@ class Wire:
         return f"<Wire {self.dialect} v{self.version}>"
 
     @property
+    def calls(self) -> bool:
+        """Whether the client answers server -> client calls (protocol 3)."""
+        return self.version >= 3
+
+    @property
     def marks(self) -> bool:
         """Whether push batches end with a position mark (protocol 2: positions and
         replay)."""

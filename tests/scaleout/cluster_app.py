@@ -10,7 +10,7 @@ import typing as t
 import redis
 from flask import Flask, request
 
-from flask_sente import Sente, signals
+from flask_sente import CallError, Sente, signals
 
 
 def create_app() -> Flask:
@@ -32,6 +32,16 @@ def create_app() -> Flask:
         """A plain Flask route that pushes (the causal-order test: issue 25)."""
         sente.send(uid, ("x/n", n))
         return str(os.getpid())
+
+    @app.route("/call/<uid>/<cid>/<int:n>")
+    def call_route(uid: str, cid: str, n: int) -> dict[str, t.Any]:
+        """A plain Flask route that asks one client (server -> client calls: issue 28)."""
+        try:
+            value = sente.call(uid, ("t/triple", n), client_id=cid,
+                               timeout=float(request.args.get("timeout", "5")))
+        except CallError as exc:
+            return {"pid": os.getpid(), "error": type(exc).__name__, "message": str(exc)}
+        return {"pid": os.getpid(), "value": value}
 
     @sente.on("t/push")
     def push(msg: t.Any) -> None:

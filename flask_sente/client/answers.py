@@ -1,0 +1,112 @@
+"""The client's answers to server -> client calls (protocol 3, docs/protocol.md §12).
+
+A call request arrives as a pushed ``chsk/call`` event, in batch order with the pushes
+around it. :class:`Answers` runs the one handler registered for the request's event id on a
+thread of its own — an answer may wait on a person or on the network, and must not hold up
+the events after it — started from the dispatcher once the ``on()`` handlers of the events
+before it have run (a handler answering about a todo just pushed finds it handled), and
+sends the one answer back. A call id seen among the last
+:data:`~flask_sente.protocol.calls.SEEN_CALLS` is not run again. An answer that cannot go
+out because the client is reconnecting is sent once it is open again, until the call's
+timeout; a client stopped for good drops it. sente.js has the same helper (its
+``Answers``); both follow ``tests/vectors/calls.json``.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+import typing as t
+
+from ..exceptions import ConnectionClosed, PackError, RemoteProtocolError
+from ..protocol import calls
+from ..protocol import events as ev
+from .dispatch import Dispatcher
+from .status import ClientStatus
+
+logger = logging.getLogger("flask_sente.client")
+
+#: An answer handler: the request's data in, the value to answer with out.
+AnswerHandler = t.Callable[[t.Any], t.Any]
+#: Sends one event without a reply, waiting for an open link until a deadline.
+SendFn = t.Callable[[ev.Event, float], None]
+
+
+class Answers:
+    """Answer handlers by event id, and the answering of requests (see the module
+    docstring)."""
+
+    def __init__(self, status: ClientStatus, dispatch: Dispatcher, send: SendFn,
+                 thread_name: str) -> None:
+        self._status = status
+        self._dispatch = dispatch
+        self._send = send
+        self._thread_name = thread_name
+        self._handlers: dict[str, AnswerHandler] = {}
+        self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, event_id: str, fn: AnswerHandler) -> None:
+        ev.validate_outgoing((event_id,))
+        with self._lock:
+            if event_id in self._handlers:
+                raise ValueError(f"an answer handler for {event_id!r} is already registered")
+            self._handlers[event_id] = fn
+
+    def remove(self, event_id: str) -> None:
+        with self._lock:
+            self._handlers.pop(event_id, None)
+
+    def request(self, data: t.Any) -> None:
+        """A ``chsk/call`` arrived (from the reader, in batch order, the client's lock
+        held): answer it once, after the handlers of what came before it."""
+        try:
+            req = calls.decode_request(data)
+        except RemoteProtocolError as exc:
+            logger.warning("ignoring a malformed call request: %s", exc)
+            return
+        with self._lock:
+            if req.id in self._seen:
+                return
+            self._seen[req.id] = None
+            if len(self._seen) > calls.SEEN_CALLS:
+                self._seen.popitem(last=False)
+            handler = self._handlers.get(req.event[0])
+        job = (req, handler, time.monotonic() + req.timeout)
+        self._dispatch.queue([self._start], job)
+
+    def _start(self, job: tuple[calls.CallRequest, AnswerHandler | None, float]) -> None:
+        """On the dispatcher thread: the answer runs beside it, not on it."""
+        threading.Thread(target=self._answer, args=job, name=f"{self._thread_name}-answer",
+                         daemon=True).start()
+
+    def _answer(self, req: calls.CallRequest, handler: AnswerHandler | None,
+                deadline: float) -> None:
+        if handler is None:
+            answer = calls.answer_error(req.id, calls.NO_HANDLER,
+                                        f"no answer handler for {req.event[0]!r}")
+        else:
+            try:
+                answer = calls.answer_value(req.id, handler(req.event[1]))
+            except Exception as exc:  # the server raises it as ClientCallError
+                logger.debug("answer handler for %r raised", req.event[0], exc_info=True)
+                answer = calls.answer_error(req.id, calls.HANDLER_ERROR,
+                                            str(exc) or type(exc).__name__)
+        self._deliver(req, (answer[0], answer[1]), deadline)
+
+    def _deliver(self, req: calls.CallRequest, answer: ev.Event, deadline: float) -> None:
+        """Send, waiting for an open link (a reconnect) until the call's deadline."""
+        while True:
+            try:
+                self._send(answer, deadline)
+                return
+            except PackError as exc:  # the handler's value: answer that instead
+                answer = (ev.ANSWER, calls.answer_error(
+                    req.id, calls.HANDLER_ERROR, f"the answer cannot be packed: {exc}")[1])
+            except ConnectionClosed:  # stopped for good, past the deadline, or a drop
+                if not self._status.state.active or time.monotonic() >= deadline:
+                    logger.debug("the answer to call %s was not sent: the client is not "
+                                 "connected", req.id)
+                    return
+                time.sleep(0.05)  # the link broke under the send: wait for the next
