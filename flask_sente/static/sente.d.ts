@@ -1,5 +1,5 @@
 /**
- * TypeScript declarations of sente.js, the browser client of flask_sente (wire protocol 2).
+ * TypeScript declarations of sente.js, the browser client of flask_sente (wire protocol 3).
  *
  * Served beside it at `<url>/sente.d.ts` (`/chsk/sente.d.ts` by default). sente.js is a
  * UMD-style file: a classic script sets the global `Sente`, node's `require` returns it.
@@ -340,7 +340,7 @@ declare namespace Sente {
   /** The default packer: compact JSON, text frames; NaN and Infinity throw. */
   const jsonPacker: Packer;
 
-  const PROTOCOL_VERSION: 2;
+  const PROTOCOL_VERSION: 3;
 
   /** WebSocket close codes with a meaning for the client (docs/protocol.md §5). */
   const CLOSE: {

@@ -1,5 +1,6 @@
 /**
- * sente.js — the browser client of flask_sente (wire protocol version 2: positions and replay).
+ * sente.js — the browser client of flask_sente (wire protocol version 3: version 2's positions,
+ * replay and topics, plus calls from the server that the app answers, see answer()).
  *
  * One dependency-free file, loadable three ways:
  *   - classic script:  <script src="/chsk/sente.js"></script>  → global `Sente`
@@ -30,7 +31,11 @@
   // positions.py (topic positions too), topicbook.py.
   // =========================================================================================
 
-  const PROTOCOL_VERSION = 2;
+  /**
+   * The version this client sends as `protocol` and expects in handshakes: 3 is 2 (positions,
+   * replay, topics) plus server → client calls (chsk/call, answered with chsk/answer).
+   */
+  const PROTOCOL_VERSION = 3;
   const RESERVED_PREFIX = "chsk/";
 
   /** Event ids with a meaning on the wire (docs/protocol.md §3-4). */

@@ -130,7 +130,8 @@ test("envelopes: invalid server messages are refused", () => {
 });
 
 test("handshake protocol-version check", () => {
-  const versions = { $VERSION: Sente.PROTOCOL_VERSION, $OTHER: Sente.PROTOCOL_VERSION + 1 };
+  const versions = { $VERSION: Sente.PROTOCOL_VERSION, $OTHER: Sente.PROTOCOL_VERSION + 1,
+    $PREVIOUS: Sente.PROTOCOL_VERSION - 1 };
   for (const c of load("handshake.json").cases) {
     const info = Object.fromEntries(Object.entries(c.info).map(
       ([k, v]) => [k, typeof v === "string" && v in versions ? versions[v] : v]));

@@ -110,7 +110,7 @@ async function topics(): Promise<void> {
 const broke: boolean = chsk.breakConnection({ closeWs: false, wsCode: Sente.CLOSE.BROKEN });
 chsk.disconnect();
 chsk.reconnect();
-const version: 2 = Sente.PROTOCOL_VERSION;
+const version: 3 = Sente.PROTOCOL_VERSION;
 const kicked: 4001 = Sente.CLOSE.KICKED;
 const json: Sente.Packer = Sente.jsonPacker;
 const ms: number = Sente.DEFAULTS.callTimeoutMs;
