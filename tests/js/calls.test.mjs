@@ -336,3 +336,35 @@ test("a kept answer is dropped when the client comes back as another user", asyn
   assert.deepEqual(answersOf(net.sockets[1]), []);
   assert.deepEqual(warned(), ["sente: the answer to call c1 (app/slow) was dropped: another user signed in since the call came"]);
 });
+
+test("Ajax: an answer made while reconnecting is POSTed after the new handshake", async (t) => {
+  const net = fakeNet();
+  let polls = 0;
+  let handshakes = 0;
+  let release = null; // the second handshake waits for the test
+  const posts = [];
+  net.http = (req) => {
+    if (req.url.searchParams.has("handshake")) {
+      handshakes += 1;
+      if (handshakes === 1) return json(HANDSHAKE());
+      const recovered = HANDSHAKE("alice", { positions: { u: ["eu", 1], "*": ["eb", 0] }, recovered: true });
+      return new Promise((resolve) => { release = () => resolve(json(recovered)); });
+    }
+    if (req.init.method === "POST") { posts.push(req); return json([["chsk/ack"], null]); }
+    polls += 1;
+    if (polls === 1) return json([[CALL("c1", ["app/slow"], 5000), MARK(1)], null]);
+    if (polls === 2) return new TypeError("the network went away");
+    return "park";
+  };
+  const chsk = connect(net, { type: "ajax" });
+  t.after(() => chsk.disconnect());
+  const handler = held(chsk, "app/slow");
+  await waitFor(() => release !== null, "a new handshake");
+  assert.equal(chsk.state.open, false);
+  handler.answer("made offline");
+  await sleep(20);
+  assert.equal(posts.length, 0, "kept: nothing is open");
+  release();
+  await waitFor(() => posts.length === 1, "the answer's POST");
+  assert.deepEqual(posts[0].body, [["chsk/answer", { id: "c1", value: "made offline" }], null]);
+});
