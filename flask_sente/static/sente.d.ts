@@ -1,5 +1,5 @@
 /**
- * TypeScript declarations of sente.js, the browser client of flask_sente (wire protocol 2).
+ * TypeScript declarations of sente.js, the browser client of flask_sente (wire protocol 3).
  *
  * Served beside it at `<url>/sente.d.ts` (`/chsk/sente.d.ts` by default). sente.js is a
  * UMD-style file: a classic script sets the global `Sente`, node's `require` returns it.
@@ -79,6 +79,48 @@ declare namespace Sente {
   interface MembersChange {
     readonly joined: readonly unknown[];
     readonly left: readonly unknown[];
+  }
+
+  // --- calls from the server (protocol 3) --------------------------------------------------
+
+  /** What an answer handler learns besides the data (see {@link ChannelSocket.answer}). */
+  interface CallInfo {
+    /** The call's id, chosen by the server. */
+    readonly id: string;
+    /** The event id the call was made with: the one the handler was registered for. */
+    readonly eventId: EventId;
+  }
+
+  /**
+   * `fn(data, info)`, as given to {@link ChannelSocket.answer}: its value (or the value of
+   * the promise it returns) is the answer; a throw or a rejection answers an error.
+   */
+  type AnswerHandler<T = unknown, R = unknown> = (data: T, info: CallInfo) => R | PromiseLike<R>;
+
+  /** A `"chsk/call"` as `protocol.readCall` reads it. */
+  interface ServerCall {
+    readonly id: string;
+    readonly event: ReceivedEvent;
+    /** How long the server waits for the answer, in ms (0 when the call named none). */
+    readonly timeout: number;
+  }
+
+  /** The error of an answer: no handler on this client, or the handler failed. */
+  interface AnswerFailure {
+    readonly kind: "no-handler" | "error";
+    /** At most 500 characters. */
+    readonly message: string;
+  }
+
+  /** The event a client answers a call with (sent with cb_id `null`). */
+  type AnswerEvent =
+    | readonly ["chsk/answer", { readonly id: string; readonly value: unknown }]
+    | readonly ["chsk/answer", { readonly id: string; readonly error: AnswerFailure }];
+
+  /** The ids of the last calls, so each is answered once (`protocol.RecentIds`). */
+  interface RecentIds {
+    /** False for an id among the remembered ones; true for a new one, now remembered. */
+    add(id: string): boolean;
   }
 
   // --- state -------------------------------------------------------------------------------
@@ -301,6 +343,13 @@ declare namespace Sente {
     /** Send with no reply wanted; `false` when the client is stopped (nothing is sent). */
     send(event: OutgoingEvent, options?: SendOptions): boolean;
 
+    /**
+     * Answer the server's calls of `eventId` (protocol 3) with `fn`: one handler per id (a
+     * second throws an `Error`; a malformed or `chsk/` id a `TypeError`). Calls never reach
+     * `on()` listeners. Returns the function that unregisters it.
+     */
+    answer<T = unknown, R = unknown>(eventId: EventId, fn: AnswerHandler<T, R>): Unsubscribe;
+
     /** Send and wait for the handler's reply. */
     call<R = any>(event: OutgoingEvent, options?: CallOptions): Promise<R>;
     /** The callback form; `false` when the call failed at once (the client is stopped). */
@@ -340,7 +389,7 @@ declare namespace Sente {
   /** The default packer: compact JSON, text frames; NaN and Infinity throw. */
   const jsonPacker: Packer;
 
-  const PROTOCOL_VERSION: 2;
+  const PROTOCOL_VERSION: 3;
 
   /** WebSocket close codes with a meaning for the client (docs/protocol.md §5). */
   const CLOSE: {
@@ -399,6 +448,8 @@ declare namespace Sente {
       readonly JOINED: "chsk/joined";
       readonly LEFT: "chsk/left";
       readonly REJOINED: "chsk/rejoined";
+      readonly CALL: "chsk/call";
+      readonly ANSWER: "chsk/answer";
     };
     readonly AJAX_CB: "ajax";
     readonly STABLE_AFTER_MS: number;
@@ -492,6 +543,17 @@ declare namespace Sente {
     adoptTopicBatch(topics: Map<string, TopicRecord>,
                     batch: { items: readonly TopicBatchItem[];
                              topics: ReadonlyMap<string, Positions[string] | null> }): void;
+    /** The longest call id (80). */
+    readonly MAX_CALL_ID_LENGTH: number;
+    /** How many call ids a client remembers (1024). */
+    readonly CALL_IDS_REMEMBERED: number;
+    /** An error answer's message is cut to this many characters (500). */
+    readonly MAX_ANSWER_MESSAGE: number;
+    /** A `"chsk/call"`'s data, or null when it has no call id or no valid event. */
+    readCall(data: unknown): ServerCall | null;
+    answerValue(id: string, value: unknown): AnswerEvent;
+    answerError(id: string, kind: AnswerFailure["kind"], message: string): AnswerEvent;
+    readonly RecentIds: new (size?: number) => RecentIds;
   };
 
   /** Whether a client is in a topic, or joining it (a join not answered yet). */
@@ -509,5 +571,7 @@ declare namespace Sente {
   type TopicBatchItem =
     | { readonly kind: "event"; readonly event: ReceivedEvent; readonly topic: string | null }
     | { readonly kind: "joined"; readonly topic: string; readonly position: Positions[string] | null }
-    | { readonly kind: "left"; readonly topic: string; readonly reason: string | null };
+    | { readonly kind: "left"; readonly topic: string; readonly reason: string | null }
+    /** A call from the server; `call` is null when it was malformed. */
+    | { readonly kind: "call"; readonly call: ServerCall | null; readonly data: unknown };
 }

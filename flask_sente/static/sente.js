@@ -1,5 +1,6 @@
 /**
- * sente.js — the browser client of flask_sente (wire protocol version 2: positions and replay).
+ * sente.js — the browser client of flask_sente (wire protocol version 3: version 2's positions,
+ * replay and topics, plus calls from the server that the app answers, see answer()).
  *
  * One dependency-free file, loadable three ways:
  *   - classic script:  <script src="/chsk/sente.js"></script>  → global `Sente`
@@ -9,9 +10,10 @@
  * `globalThis.Sente` (and `module.exports` under node); that body runs unchanged as a module.
  *
  * Sections, in this order: protocol (pure: events, envelopes, packers, backoff, ids and URLs,
- * state, positions, topics), transports (WebSocket, Ajax), auto socket (the ChannelSocket
- * over helper objects that mirror the Python client's: Status, Dispatch, Calls, Topics and
- * Connection — transport choice, reconnects, positions held during an upgrade), public API.
+ * state, positions, topics, calls from the server), transports (WebSocket, Ajax), auto
+ * socket (the ChannelSocket over helper objects that mirror the Python client's: Status,
+ * Dispatch, Calls, Answers, Topics and Connection — transport choice, reconnects, positions
+ * held during an upgrade), public API.
  * docs/protocol.md is the contract; flask_sente/protocol/*.py is the Python twin of the pure
  * section and the two must stay in step.
  */
@@ -30,7 +32,11 @@
   // positions.py (topic positions too), topicbook.py.
   // =========================================================================================
 
-  const PROTOCOL_VERSION = 2;
+  /**
+   * The version this client sends as `protocol` and expects in handshakes: 3 is 2 (positions,
+   * replay, topics) plus server → client calls (chsk/call, answered with chsk/answer).
+   */
+  const PROTOCOL_VERSION = 3;
   const RESERVED_PREFIX = "chsk/";
 
   /** Event ids with a meaning on the wire (docs/protocol.md §3-4). */
@@ -51,6 +57,8 @@
     JOINED: "chsk/joined", // the server joined this client to a topic
     LEFT: "chsk/left", // the server took it out (or refused a rejoin)
     REJOINED: "chsk/rejoined", // a listener event only: a topic rejoined after a reconnect
+    CALL: "chsk/call", // protocol 3: the server calls this client (a push, never the app's event)
+    ANSWER: "chsk/answer", // ...and the client answers it (an event without reply)
   });
 
   /** Reply outcomes that are not a value; they never travel as a reply's data. */
@@ -687,6 +695,8 @@
    * position | null): `{items, positions, topics, seen}`. `items`, in batch order, are
    *   {kind: "event", event, topic}   — for the app; topic null for a user or broadcast push;
    *   {kind: "joined", topic, position} / {kind: "left", topic, reason};
+   *   {kind: "call", call, data}      — a chsk/call (protocol 3): `call` as readCall reads
+   *                                     `data`, null when malformed; never an app's event;
    * `positions` and `topics` (a new Map) are where the client stands after the batch.
    * As takeBatch, a batch whose mark moves none of the logs this client reads was processed
    * already (`seen`: nothing to do). Logs of topics it is not in do not count: their events
@@ -724,6 +734,8 @@
         } else if (members.delete(topic)) {
           items.push({ kind: "left", topic, reason });
         }
+      } else if (id === EV.CALL) {
+        items.push({ kind: "call", call: readCall(data), data });
       } else if (!isReserved(id)) {
         items.push({ kind: "event", event, topic: null });
       }
@@ -871,6 +883,79 @@
       if (!batch.topics.has(topic)) { topics.delete(topic); continue; }
       const position = batch.topics.get(topic);
       if (position !== record.position) { record.position = position; record.moves += 1; }
+    }
+  }
+
+  // --- calls from the server, protocol 3 ---------------------------------------------------
+  //
+  // The server calls this client with a push ["chsk/call", {id, event, timeout}] inside an
+  // ordinary batch (so in order with the pushes around it, with a position, replayed after a
+  // reconnect like them). The app's answer handler for the event's id runs, and its outcome
+  // goes back as an event without reply: ["chsk/answer", {id, value}] or ["chsk/answer",
+  // {id, error: {kind, message}}], kind "no-handler" or "error".
+
+  /** The longest call id the server sends. */
+  const MAX_CALL_ID_LENGTH = 80;
+  /** How many call ids a client remembers to answer each call at most once. */
+  const CALL_IDS_REMEMBERED = 1024;
+  /** An error answer's message is cut to this many characters. */
+  const MAX_ANSWER_MESSAGE = 500;
+
+  /** `text` cut to `max` characters, counted as the server counts them (code points). */
+  function cutText(text, max) {
+    if (text.length <= max) return text;
+    const chars = Array.from(text);
+    return chars.length <= max ? text : chars.slice(0, max).join("");
+  }
+
+  /**
+   * A chsk/call's data as `{id, event, timeout}` (event as asEvent gives it; timeout in ms),
+   * or null when it is malformed: no call id (a string of 1 to 80 characters) or no valid
+   * event. A timeout that is not a number of ms >= 0 counts as 0: the answer is sent if the
+   * client is open when it is ready, and not kept for later. Other fields are ignored.
+   */
+  function readCall(data) {
+    if (data === null || typeof data !== "object" || Array.isArray(data)) return null;
+    const { id, event, timeout } = data;
+    if (typeof id !== "string" || !id || cutText(id, MAX_CALL_ID_LENGTH) !== id) return null;
+    if (!isEvent(event)) return null;
+    const ms = typeof timeout === "number" && Number.isFinite(timeout) && timeout >= 0 ? timeout : 0;
+    return { id, event: asEvent(event), timeout: ms };
+  }
+
+  /** The answer event of call `id` with the handler's `value` (nothing returned: null). */
+  function answerValue(id, value) {
+    return [EV.ANSWER, { id, value: value === undefined ? null : value }];
+  }
+
+  /** The answer event of call `id` that failed: `kind` "no-handler" or "error". */
+  function answerError(id, kind, message) {
+    return [EV.ANSWER, { id, error: { kind, message: cutText(String(message), MAX_ANSWER_MESSAGE) } }];
+  }
+
+  /** What a handler threw or rejected with, as an answer's message (Python: str(exc)). */
+  function errorText(error) {
+    if (error !== null && typeof error === "object" && typeof error.message === "string") {
+      return error.message || (typeof error.name === "string" && error.name) || "error";
+    }
+    try { return String(error); } catch (_) { return safeRepr(error); }
+  }
+
+  /**
+   * The ids of the last `size` calls: `add(id)` is false for an id among them (a repeat:
+   * the handler ran already), true for a new one, which is remembered in place of the oldest.
+   */
+  class RecentIds {
+    constructor(size = CALL_IDS_REMEMBERED) {
+      this._size = size;
+      this._ids = new Set(); // insertion order: the oldest first
+    }
+
+    add(id) {
+      if (this._ids.has(id)) return false;
+      this._ids.add(id);
+      if (this._ids.size > this._size) this._ids.delete(this._ids.values().next().value);
+      return true;
     }
   }
 
@@ -1227,7 +1312,8 @@
   // one with the Python client's objects: Status (client/status.py: the state, the
   // connection in use, the stop, where the client stands, the waits for the open), Dispatch
   // (client/dispatch.py: the app's listeners), Calls (client/calls.py: calls, sends, the
-  // replies and their hold), Topics (client/topics.py: join, leave, turns, rejoins) and
+  // replies and their hold), Answers (protocol 3: the answer handlers and the answers to the
+  // server's calls), Topics (client/topics.py: join, leave, turns, rejoins) and
   // Connection (client/connection.py: transport choice, reconnects with backoff, moves
   // between WS and Ajax, the page's lifecycle). Each gets what it shares with the others in
   // its constructor; none reaches into another's fields.
@@ -1336,6 +1422,7 @@
       this.state = state;
       this.conn = null; // the transport in use (open or connecting)
       this.stopped = false;
+      this.stops = 0; // how many times it stopped: what was under way before a stop is dropped
       // Memory only: nothing is kept across page loads unless the app passes `positions`.
       this.positions = positions;
       // Topics this client is in or joining: topic → {state: "joining" | "joined", data,
@@ -1354,6 +1441,12 @@
     }
 
     isOpen() { return this.state.open && this.conn !== null && this.conn.opened === true; }
+
+    /** Stopped for good, until reconnect(): disconnect(), a kick, a refusal, a mismatch. */
+    stop() {
+      this.stopped = true;
+      this.stops += 1;
+    }
 
     /** Map topic → position | null of the topics this client is in or joining. */
     topicPositions() { return topicPositions(this.topics); }
@@ -1415,15 +1508,19 @@
     /** ChannelSocket.send, `ev` validated, `timeout` checked. */
     send(ev, timeout) {
       const packed = this._env.packer.pack(clientEnvelope(ev, null)); // bad data throws now
-      if (this._status.isOpen()) return this._sendNow(ev, packed);
+      if (this._status.isOpen()) return this.sendNow(ev, packed);
       if (this._status.stopped) return false;
       this._status.whenOpen(timeout).then(
-        () => { if (!this._sendNow(ev, packed)) warnNotSent(ev, "the connection closed at once"); },
+        () => { if (!this.sendNow(ev, packed)) warnNotSent(ev, "the connection closed at once"); },
         (error) => warnNotSent(ev, error.message));
       return true;
     }
 
-    _sendNow(ev, packed) {
+    /**
+     * Send `ev`, packed already, on the open connection (false when it is not open or could
+     * not take it): a WebSocket frame, or an Ajax POST, which the server answers chsk/ack.
+     */
+    sendNow(ev, packed) {
       const conn = this._status.conn;
       if (!this._status.isOpen()) return false;
       if (conn.type === "ws") return conn.sendPacked(packed);
@@ -1563,6 +1660,113 @@
       for (const call of this._ajaxCalls) {
         if (call.transport === transport) call.fail(error);
       }
+    }
+  }
+
+  // --- Answers (protocol 3) -----------------------------------------------------------------
+
+  /** Whether `value` is a promise or another thenable (what an answer handler may return). */
+  function isThenable(value) {
+    return value !== null && (typeof value === "object" || typeof value === "function") &&
+      typeof value.then === "function";
+  }
+
+  /**
+   * The app's answer handlers and the answers to the server's calls: each call of a batch is
+   * taken in its turn among the batch's events, once per call id (RecentIds: a repeat is
+   * ignored), and answered with what the handler of its event id returns or throws, or
+   * "no-handler". An answer goes out as an event without reply (Calls.sendNow). One that
+   * cannot, the client not being open, waits for the open up to the call's timeout from
+   * when the call arrived (the server has given up by then), and is dropped when the client
+   * stops (disconnect(), a kick, a refusal) or another user signs in: it was computed for the
+   * user the call was made to.
+   */
+  class Answers {
+    constructor(status, calls, packer) {
+      this._status = status;
+      this._calls = calls;
+      this._packer = packer;
+      this._handlers = new Map(); // eventId → {fn}: an object, so an old unregister fn cannot remove a newer one
+      this._seen = new RecentIds(CALL_IDS_REMEMBERED);
+    }
+
+    /** ChannelSocket.answer, `eventId` and `fn` checked. */
+    register(eventId, fn) {
+      if (this._handlers.has(eventId)) {
+        throw new Error(`an answer handler for "${eventId}" is registered already; ` +
+          "call the function answer() returned to unregister it first");
+      }
+      const entry = { fn };
+      this._handlers.set(eventId, entry);
+      return () => { if (this._handlers.get(eventId) === entry) this._handlers.delete(eventId); };
+    }
+
+    /** A chsk/call item of a batch (see takeTopicBatch), in its turn among the events. */
+    take(item) {
+      const call = item.call;
+      if (call === null) {
+        if (typeof console !== "undefined") console.warn(`sente: ignored a malformed chsk/call: ${cutText(String(safeRepr(item.data)), 200)}`);
+        return;
+      }
+      if (!this._seen.add(call.id)) return; // its handler ran already: the server has its answer
+      const [eventId, data] = call.event;
+      const status = this._status;
+      const pending = {
+        id: call.id, eventId, timeout: call.timeout, deadline: monotonicNow() + call.timeout,
+        uid: status.state.uid, stops: status.stops,
+      };
+      const entry = this._handlers.get(eventId);
+      if (!entry) {
+        this._send(pending, answerError(call.id, "no-handler", `no answer handler for "${eventId}" on this client`));
+        return;
+      }
+      let result;
+      let thenable;
+      try {
+        result = entry.fn(data, Object.freeze({ id: call.id, eventId }));
+        thenable = isThenable(result);
+      } catch (error) {
+        this._send(pending, answerError(call.id, "error", errorText(error)));
+        return;
+      }
+      if (!thenable) { this._send(pending, answerValue(call.id, result)); return; }
+      Promise.resolve(result).then(
+        (value) => this._send(pending, answerValue(call.id, value)),
+        (error) => this._send(pending, answerError(call.id, "error", errorText(error))));
+    }
+
+    /** Pack `answer` (a value the packer cannot encode is answered as an error), then send it. */
+    _send(pending, answer) {
+      let packed;
+      try {
+        const value = answer[1].value;
+        // JSON would leave the field out instead of failing: no value is no answer.
+        if (typeof value === "function" || typeof value === "symbol") throw new TypeError(`a ${typeof value} is not data`);
+        packed = this._packer.pack(clientEnvelope(answer, null));
+      } catch (error) {
+        answer = answerError(pending.id, "error",
+          `the answer's value cannot be packed as ${this._packer.name}: ${errorText(error)}`);
+        packed = this._packer.pack(clientEnvelope(answer, null));
+      }
+      this._deliver(pending, answer, packed);
+    }
+
+    /** Send now if open, else once open again before the call's deadline; or drop it. */
+    _deliver(pending, answer, packed) {
+      const status = this._status;
+      const drop = (why) => {
+        if (typeof console !== "undefined") console.warn(`sente: the answer to call ${pending.id} (${pending.eventId}) was dropped: ${why}`);
+      };
+      if (status.stopped) { drop(status.stoppedError().message); return; }
+      // Stopped and started again (reconnect()) since the call came: the stop dropped it.
+      if (status.stops !== pending.stops) { drop("the client stopped since the call came"); return; }
+      if (!sameUid(pending.uid, status.state.uid)) { drop("another user signed in since the call came"); return; }
+      if (status.isOpen() && this._calls.sendNow(answer, packed)) return;
+      const late = `not connected within the call's timeout (${formatMs(pending.timeout)} ms)`;
+      const left = pending.deadline - monotonicNow();
+      if (left <= 0) { drop(late); return; }
+      status.whenOpen(left).then(() => this._deliver(pending, answer, packed),
+        (error) => drop(status.stops !== pending.stops ? error.message : late)); // a stop, or the timer
     }
   }
 
@@ -1769,11 +1973,12 @@
    * meanwhile, held), and the page's lifecycle.
    */
   class Connection {
-    constructor(status, env, { calls, topics, dispatch, type, backoffMs, upgradeRetryMs, reconnectOnAuthFailure }) {
+    constructor(status, env, { calls, topics, answers, dispatch, type, backoffMs, upgradeRetryMs, reconnectOnAuthFailure }) {
       this._status = status;
       this._env = env;
       this._calls = calls;
       this._topics = topics;
+      this._answers = answers;
       this._dispatch = dispatch;
       this._type = type;
       this._backoffMs = backoffMs;
@@ -1815,7 +2020,7 @@
     /** ChannelSocket.disconnect. */
     disconnect() {
       const status = this._status;
-      status.stopped = true;
+      status.stop();
       this._closeConn(CLOSE.NORMAL, "requested disconnect", closeInfo("requested-disconnect"));
       this._calls.releaseReplies(true); // no more pushes will come: the replies go as they are
       this._unlistenToPage();
@@ -1864,7 +2069,7 @@
         console.error(`sente: ${handshakeError(info)}`);
         const close = closeInfo("protocol-mismatch");
         this._closeConn(CLOSE.NORMAL, "protocol mismatch", close);
-        status.stopped = true;
+        status.stop();
         status.setState(stateWithActive(stateAfterClose(status.state, close), false));
         return;
       }
@@ -1926,9 +2131,11 @@
         status.positions = batch.positions;
         this._topics.adopt(batch);
         // Unknown chsk/ events (the mark among them) are the protocol's, never the app's:
-        // takeTopicBatch left them out.
+        // takeTopicBatch left them out. A call is taken in its turn, even if a listener
+        // before it closed the connection: its position is adopted, it will not come again.
         for (const item of batch.items) {
           if (item.kind === "event") this._topics.deliver(item.event, item.topic);
+          else if (item.kind === "call") this._answers.take(item);
           else if (item.kind === "left") this._dispatch.emit(EV.LEFT, { topic: item.topic, reason: item.reason });
         }
         this._calls.releaseReplies(); // after the listeners: they have seen the pushes
@@ -1998,7 +2205,7 @@
       const retry = !status.stopped &&
         shouldReconnect(close, { reconnectOnAuthFailure: this._reconnectOnAuthFailure });
       // A stop (401/403, kick) is final until reconnect(): calls waiting for the open fail now.
-      if (!retry) status.stopped = true;
+      if (!retry) status.stop();
       // Kicked (signed out, banned): whatever comes next — reconnect() after a new login —
       // starts afresh, it does not resume the old session's logs.
       if (close.reason === "kicked" || close.code === CLOSE.KICKED) {
@@ -2236,13 +2443,15 @@
       });
       const calls = new Calls(status, env);
       const topics = new Topics(status, calls, dispatch, { packer, callTimeoutMs });
+      const answers = new Answers(status, calls, packer);
       this._env = env;
       this._status = status;
       this._dispatch = dispatch;
       this._calls = calls;
       this._topics = topics;
+      this._answers = answers;
       this._connection = new Connection(status, env, {
-        calls, topics, dispatch, type, backoffMs, upgradeRetryMs,
+        calls, topics, answers, dispatch, type, backoffMs, upgradeRetryMs,
         reconnectOnAuthFailure: Boolean(options.reconnectOnAuthFailure),
       });
       this._connection.start();
@@ -2304,6 +2513,21 @@
       if (typeof callback !== "function") return promise;
       promise.then((reply) => callback(null, reply), (error) => callback(error));
       return sent;
+    }
+
+    /**
+     * Answer the server's calls of `eventId` (protocol 3): for each call, `fn(data, info)`
+     * runs (`info`: `{id, eventId}`, id being the call's) and what it returns, a value or a
+     * promise of one, goes back to the server; a throw or a rejection goes back as an error
+     * with its message (cut to 500 characters). Calls never reach on() listeners; one with
+     * no handler is answered "no-handler". One handler per event id: registering a second
+     * throws an Error. Returns the function that unregisters it. An answer made while the
+     * client is not open is sent once it is open again, within the call's timeout.
+     */
+    answer(eventId, fn) {
+      validateOutgoing([eventId]); // a malformed or reserved id: TypeError
+      if (typeof fn !== "function") throw new TypeError("answer(eventId, fn) needs a function");
+      return this._answers.register(eventId, fn);
     }
 
     /**
@@ -2414,6 +2638,8 @@
       MAX_TOPIC_LENGTH,
       newTopicRecord, topicStates, topicPositions, userChanged, topicsAtHandshake, positionAfterJoin,
       adoptTopicBatch, dropsOnRefusal,
+      MAX_CALL_ID_LENGTH, CALL_IDS_REMEMBERED, MAX_ANSWER_MESSAGE, readCall, answerValue, answerError,
+      RecentIds,
     }),
   });
 });

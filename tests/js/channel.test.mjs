@@ -22,7 +22,7 @@ test("WebSocket: handshake, push, call with reply, server ping answered", async 
   const url = new URL(ws.url);
   assert.equal(url.protocol, "ws:");
   // The token travels in the ticket request's header, never in the WebSocket URL.
-  assert.deepEqual(Object.fromEntries(url.searchParams), { "client-id": chsk.clientId, protocol: "2", packer: "json", "ws-ticket": "TICKET-1" });
+  assert.deepEqual(Object.fromEntries(url.searchParams), { "client-id": chsk.clientId, protocol: "3", packer: "json", "ws-ticket": "TICKET-1" });
   assert.equal(net.tickets[0].init.headers["X-CSRF-Token"], "T");
   assert.deepEqual([chsk.state.type, chsk.state.uid, chsk.state.handshakeData], ["ws", "alice", { n: 1 }]);
   assert.deepEqual(states, [[false, true, "ws"]]);

@@ -6,9 +6,9 @@ import { createRequire } from "node:module";
 const require = createRequire(import.meta.url);
 const Sente = require("../../flask_sente/static/sente.js");
 
-/** A protocol-2 handshake: positions in both logs, `recovered` null (a first connection). */
+/** A protocol-3 handshake: positions in both logs, `recovered` null (a first connection). */
 export const HANDSHAKE = (uid = "alice", { positions = { u: ["eu", 0], "*": ["eb", 0] }, recovered = null } = {}) =>
-  [["chsk/handshake", { uid, handshake_data: { n: 1 }, protocol: 2, positions, recovered }], null];
+  [["chsk/handshake", { uid, handshake_data: { n: 1 }, protocol: 3, positions, recovered }], null];
 
 /** A fake server: records sockets and requests; tests script its answers. */
 export function fakeNet() {

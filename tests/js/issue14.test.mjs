@@ -7,7 +7,7 @@ import { createRequire } from "node:module";
 const require = createRequire(import.meta.url);
 const Sente = require("../../flask_sente/static/sente.js");
 
-const HANDSHAKE = [["chsk/handshake", { uid: "alice", handshake_data: null, protocol: 2,
+const HANDSHAKE = [["chsk/handshake", { uid: "alice", handshake_data: null, protocol: 3,
   positions: { u: ["e1", 0], "*": ["e2", 0] }, recovered: null }], null];
 const json = (value, status = 200) => new Response(JSON.stringify(value), { status });
 

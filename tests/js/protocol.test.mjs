@@ -11,7 +11,7 @@ const P = Sente.protocol;
 test("loads as a CommonJS module and also sets globalThis.Sente", () => {
   assert.equal(globalThis.Sente, Sente);
   assert.equal(typeof Sente.connect, "function");
-  assert.equal(Sente.PROTOCOL_VERSION, 2);
+  assert.equal(Sente.PROTOCOL_VERSION, 3);
 });
 
 test("eventError gives the same reasons as events.py", () => {

@@ -43,7 +43,18 @@ const names: string[] = c.topics;
 // @ts-expect-error -- leave resolves with nothing
 const left: Promise<boolean> = c.leave("room/1");
 
+// @ts-expect-error -- answer takes an event id, not an event
+c.answer(["app/confirm"], () => true);
+// @ts-expect-error -- the handler gets the data first, then the call's info (not a string)
+c.answer("app/confirm", (data: unknown, info: string) => info);
+// @ts-expect-error -- answer returns the unregister function, not a boolean
+const registered: boolean = c.answer("app/confirm", () => true);
+// @ts-expect-error -- the answer's type is given: a handler may not return another
+c.answer<unknown, number>("app/count", () => "many");
+// @ts-expect-error -- an error answer's kind is "no-handler" or "error"
+Sente.protocol.answerError("c1", "timeout", "late");
+
 // @ts-expect-error -- errors have a fixed set of kinds
 const kind: "bad" = new Sente.TimeoutError().kind;
 
-console.log(sentByCall, reason, names, left, kind);
+console.log(sentByCall, reason, names, left, kind, registered);

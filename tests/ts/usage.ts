@@ -83,6 +83,21 @@ async function calls(): Promise<void> {
   console.log(ok, accepted, viaCallback);
 }
 
+// Answering the server's calls (protocol 3).
+interface Confirm { todo: number }
+const unanswer: () => void = chsk.answer<Confirm, boolean>("app/confirm", (data, info) => {
+  const todo: number = data.todo;
+  const callId: string = info.id;
+  const eventId: string = info.eventId;
+  return todo > 0 && callId !== eventId;
+});
+unanswer();
+chsk.answer("app/ask", async (data: unknown, { id }: Sente.CallInfo) => ({ id, data }));
+chsk.answer<string, string>("app/later", (text) => Promise.resolve(text.toUpperCase()));
+chsk.answer("app/fire", () => undefined);
+const handler: Sente.AnswerHandler<number, number> = (n) => n + 1;
+chsk.answer("app/inc", handler);
+
 // Topics.
 async function topics(): Promise<void> {
   const joined = await chsk.join<{ title: string }>("room/42", { invite: "x" });
@@ -110,7 +125,7 @@ async function topics(): Promise<void> {
 const broke: boolean = chsk.breakConnection({ closeWs: false, wsCode: Sente.CLOSE.BROKEN });
 chsk.disconnect();
 chsk.reconnect();
-const version: 2 = Sente.PROTOCOL_VERSION;
+const version: 3 = Sente.PROTOCOL_VERSION;
 const kicked: 4001 = Sente.CLOSE.KICKED;
 const json: Sente.Packer = Sente.jsonPacker;
 const ms: number = Sente.DEFAULTS.callTimeoutMs;
@@ -129,6 +144,16 @@ const round: string[] = Sente.protocol.topicsAtHandshake(Sente.protocol.topicSta
 Sente.protocol.adoptTopicBatch(records, Sente.protocol.takeTopicBatch(null, Sente.protocol.topicPositions(records), []));
 const after = Sente.protocol.readAfter('{"u":["e",1]}');
 const reached: boolean = after === null || Sente.protocol.afterReached(null, Sente.protocol.topicPositions(records), after);
+const serverCall = Sente.protocol.readCall({ id: "c1", event: ["app/confirm", { todo: 4 }], timeout: 20000 });
+const callTimeout: number | undefined = serverCall?.timeout;
+const answerEvent: Sente.AnswerEvent = serverCall === null
+  ? Sente.protocol.answerError("c1", "no-handler", "no handler")
+  : Sente.protocol.answerValue(serverCall.id, true);
+const fresh: boolean = new Sente.protocol.RecentIds(Sente.protocol.CALL_IDS_REMEMBERED).add("c1");
+for (const item of batch.seen ? [] : Sente.protocol.takeTopicBatch(null, new Map(), []).items) {
+  if (item.kind === "call" && item.call !== null) console.log(item.call.event[0], item.data);
+}
 
 console.log(other, third, sent, calls, topics, broke, version, kicked, json, ms, ids, direct,
-  delay, bad, verdict, batch.seen, round, reached, new Sente.ClosedError().kind);
+  delay, bad, verdict, batch.seen, round, reached, new Sente.ClosedError().kind, callTimeout, answerEvent, fresh,
+  Sente.protocol.EV.CALL, Sente.protocol.MAX_ANSWER_MESSAGE, Sente.protocol.MAX_CALL_ID_LENGTH);
