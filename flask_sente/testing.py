@@ -17,7 +17,7 @@ from flask import session as flask_session
 
 from . import admission
 from .exceptions import ConnectionClosed, JoinRefused, Rejected, ReplyError, ReplyTimeout
-from .protocol import events, wire
+from .protocol import PROTOCOL_VERSION, calls, events, wire
 from .server import make_server
 from .views import request_snapshot
 
@@ -94,6 +94,12 @@ class SenteTestClient:
         with sente.test_client(app, session={"uid": "alice"}) as client:
             assert client.call(("todo/add", {"text": "milk"}))["ok"]
             assert ("todo/added", ...) in client.received()
+
+    It speaks the newest protocol (3) and answers the server's calls (``sente.call``) with
+    the handlers given to :meth:`answer`, whenever it reads what the server sent: in
+    :meth:`call`, :meth:`join` and :meth:`received` — a handler that calls the client while
+    the test waits for its reply is answered. Position marks are not shown in
+    :meth:`received`.
     """
 
     def __init__(self, app: Flask, *, uid: t.Any = None, session: dict[str, t.Any] | None = None,
@@ -107,6 +113,7 @@ class SenteTestClient:
         self._ws = _MemoryWebSocket()
         self._pushed: list[tuple[str, t.Any]] = []
         self._replies: dict[str, t.Any] = {}
+        self._answers: dict[str, t.Callable[[t.Any], t.Any]] = {}
         self._cb_ids = iter(range(1, 1 << 62))
         query = {"client-id": self.client_id, **(query_string or {})}
         with app.test_request_context(state.options.url, query_string=query,
@@ -124,7 +131,8 @@ class SenteTestClient:
             info = request_snapshot()
             handshake_data = admission.handshake_data(state, self.uid, self.client_id)
         self._greenlet = gevent.spawn(state.hub.serve_websocket, self._ws, self.uid,
-                                      self.client_id, info, handshake_data, grace=0)
+                                      self.client_id, info, handshake_data, grace=0,
+                                      version=PROTOCOL_VERSION)
         self.handshake = self._next(timeout=5)
 
     # --- what a test does ---
@@ -176,6 +184,13 @@ class SenteTestClient:
         """Leave ``topic``."""
         self._call_reserved((events.LEAVE, {"topic": topic}), timeout)
 
+    def answer(self, event_id: str, fn: t.Callable[[t.Any], t.Any]) -> None:
+        """Answer the server's calls of ``event_id`` with ``fn(data)`` (what it raises is
+        answered as an error: ``ClientCallError`` on the server). Calls of an id with no
+        handler are answered "no handler"."""
+        events.validate_outgoing((event_id,))
+        self._answers[event_id] = fn
+
     def received(self, wait: float = 0.0) -> list[tuple[str, t.Any]]:
         """Events pushed to this client so far (and within ``wait`` seconds), then forget them.
 
@@ -203,6 +218,20 @@ class SenteTestClient:
 
     # --- internals ---
 
+    def _answer(self, data: t.Any) -> None:
+        request = calls.decode_request(data)
+        handler = self._answers.get(request.event[0])
+        if handler is None:
+            answer = calls.answer_error(request.id, calls.NO_HANDLER,
+                                        f"no answer handler for {request.event[0]!r}")
+        else:
+            try:
+                answer = calls.answer_value(request.id, handler(request.event[1]))
+            except Exception as exc:
+                answer = calls.answer_error(request.id, calls.HANDLER_ERROR,
+                                            str(exc) or type(exc).__name__)
+        self._ws.to_server.put(self._packer.pack(wire.client_event((answer[0], answer[1]))))
+
     def _next(self, timeout: float | None, block: bool = True) -> t.Any:
         """Take one message from the server and file it; None if nothing came."""
         try:
@@ -214,7 +243,11 @@ class SenteTestClient:
             return None
         msg = wire.decode_server(self._packer.unpack(packed))
         if msg.kind == "events":
-            self._pushed.extend(msg.events)
+            for event in msg.events:
+                if event[0] == events.CALL:
+                    self._answer(event[1])
+                elif event[0] != events.POSITION:
+                    self._pushed.append(event)
         elif msg.kind == "reply" and msg.cb_id is not None:
             self._replies[msg.cb_id] = (msg.outcome, msg.value)
         elif msg.kind == "handshake":

@@ -82,3 +82,31 @@ def test_the_test_client_joins_topics_and_sees_their_events():
         sente.publish("room/1", ("chat/said", "gone"), flush=True)
         assert client.received(wait=0.1) == []
     sente.close(app)
+
+
+def test_the_test_client_answers_the_servers_calls(app_and_sente):
+    """A handler that asks the client while the test waits for its reply is answered
+    (the server's value, its error, "no handler"); position marks stay out of received()."""
+    app, sente = app_and_sente
+
+    @sente.on("todo/ask")
+    def ask(msg):
+        sente.send(msg.uid, ("todo/asking", msg.data))
+        outcomes = []
+        for event_id in ("app/confirm", "app/fail", "app/nobody"):
+            try:
+                outcomes.append(sente.call(msg.uid, (event_id, msg.data),
+                                           client_id=msg.client_id, timeout=2))
+            except Exception as exc:
+                outcomes.append(type(exc).__name__)
+        msg.reply(outcomes)
+
+    def fail(data):
+        raise ValueError("no")
+
+    with sente.test_client(app, uid="dan") as client:
+        client.answer("app/confirm", lambda data: {"yes": data})
+        client.answer("app/fail", fail)
+        assert client.call(("todo/ask", 7), timeout=5) == [
+            {"yes": 7}, "ClientCallError", "NoAnswerHandler"]
+        assert client.received(wait=0.1) == [("todo/asking", 7)]

@@ -45,10 +45,8 @@ from ..exceptions import (
     CallError,
     CallsUnsupported,
     CallTimeout,
-    ClientCallError,
     ClientGone,
     LocalProtocolError,
-    NoAnswerHandler,
     RemoteProtocolError,
 )
 from ..messages import EventMsg
@@ -65,8 +63,6 @@ WATCH_EVERY = 0.25
 #: Seconds a caller waits past a call's timeout for the hub to settle it (a hub that
 #: stopped meanwhile cannot): then it raises CallTimeout itself.
 SLACK = 5.0
-#: The routed error kind of a client that speaks no calls.
-UNSUPPORTED = "unsupported"
 
 _RealEvent: t.Any = gevent.monkey.get_original("threading", "Event")
 
@@ -206,7 +202,7 @@ class CallService:
                 raise ClientGone("the server is stopping", client_id)
             held = self._held(uid, client_id)
             if held is not None and not held.wire.calls:
-                raise CallsUnsupported(_old_protocol(held.wire.version), client_id)
+                raise CallsUnsupported(calls.old_protocol(held.wire.version), client_id)
             if clients is None:
                 clients = self._backplane.clients_of(uid)
             if not any(client_id in ids for ids in clients.values()):
@@ -311,12 +307,7 @@ class CallService:
             self._events.bad_event(list(msg.event), str(exc), msg.uid, msg.client_id,
                                    t.cast(str, msg.transport), msg.request)
             return
-        outcome: CallOutcome = {"id": answer.id, "uid": repr(msg.uid),
-                                "client": msg.client_id}
-        if answer.error is None:
-            outcome["value"] = answer.value
-        else:
-            outcome["error"] = list(answer.error)
+        outcome = calls.outcome_of(answer, msg.uid, msg.client_id)
         self._route(outcome)
 
     def _route(self, outcome: CallOutcome) -> None:
@@ -334,19 +325,12 @@ class CallService:
             logger.debug("an answer to call %r, which is not waiting (settled, or not "
                          "this process's): dropped", call)
             return
-        if (outcome.get("client"), outcome.get("uid")) != (pending.client_id,
-                                                            pending.uid_key):
+        if not calls.from_asked(outcome, pending.uid, pending.client_id):
             logger.debug("an answer to call %s from another client than the one asked: "
                          "dropped", call)
             return
-        error = outcome.get("error")
-        if error is None:
-            self._settle(pending.id, outcome.get("value"))
-            return
-        kind, message = (error + ["", ""])[:2] if isinstance(error, list) else ("", "")
-        cls = {calls.NO_HANDLER: NoAnswerHandler, calls.HANDLER_ERROR: ClientCallError,
-               UNSUPPORTED: CallsUnsupported}.get(kind, ClientCallError)
-        self._settle(pending.id, error=cls(str(message), pending.client_id))
+        value, error = calls.result(outcome, pending.client_id)
+        self._settle(pending.id, value, error)
 
     # --- old clients -------------------------------------------------------------------------
 
@@ -359,11 +343,6 @@ class CallService:
                     and event[0] == ev.CALL and isinstance(event[1], dict)):
                 call = event[1].get("id")
                 if isinstance(call, str):
-                    self._route({"id": call, "uid": repr(conn.uid), "client": conn.client_id,
-                                 "error": [UNSUPPORTED, _old_protocol(conn.wire.version)]})
-
-
-def _old_protocol(version: int) -> str:
-    return (f"the client speaks protocol {version}, which has no server -> client calls "
-            f"(it needs protocol 3: a flask_sente client of this version)")
+                    self._route(calls.unsupported(call, conn.uid, conn.client_id,
+                                                  conn.wire.version))
 

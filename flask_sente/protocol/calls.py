@@ -14,7 +14,13 @@ from __future__ import annotations
 
 import typing as t
 
-from ..exceptions import RemoteProtocolError
+from ..exceptions import (
+    CallError,
+    CallsUnsupported,
+    ClientCallError,
+    NoAnswerHandler,
+    RemoteProtocolError,
+)
 from . import events as ev
 
 #: Longest call id a client may send back (a counter, ``@`` and a node id).
@@ -28,6 +34,9 @@ SEEN_CALLS = 1024
 NO_HANDLER = "no-handler"
 HANDLER_ERROR = "error"
 ERROR_KINDS = frozenset({NO_HANDLER, HANDLER_ERROR})
+#: A routed outcome's kind when the client speaks protocol 1 or 2 (the server's, never a
+#: client's).
+UNSUPPORTED = "unsupported"
 
 
 def call_id(counter: int, node: str) -> str:
@@ -111,3 +120,48 @@ def decode_answer(data: t.Any) -> Answer:
     if "value" not in data:
         raise RemoteProtocolError("chsk/answer takes {id, value} or {id, error}")
     return Answer(call, data["value"], None)
+
+
+# --- outcomes between processes -----------------------------------------------------------
+#
+# What travels from the process that received an answer (or found the client too old) to
+# the process that asked: ``{"id", "uid": repr(uid), "client", "value"}`` or ``{..., "error":
+# [kind, message]}``. The ``uid`` and ``client`` let the asker drop an answer from another
+# client than the one it asked.
+
+
+def outcome_of(answer: Answer, uid: t.Any, client_id: str | None) -> dict[str, t.Any]:
+    """The routed outcome of a client's answer."""
+    outcome: dict[str, t.Any] = {"id": answer.id, "uid": repr(uid), "client": client_id}
+    if answer.error is None:
+        outcome["value"] = answer.value
+    else:
+        outcome["error"] = list(answer.error)
+    return outcome
+
+
+def unsupported(call: str, uid: t.Any, client_id: str, version: int) -> dict[str, t.Any]:
+    """The routed outcome of a request that reached a client speaking ``version`` < 3."""
+    return {"id": call, "uid": repr(uid), "client": client_id,
+            "error": [UNSUPPORTED, old_protocol(version)]}
+
+
+def old_protocol(version: int) -> str:
+    return (f"the client speaks protocol {version}, which has no server -> client calls "
+            f"(it needs protocol 3: a flask_sente client of this version)")
+
+
+def from_asked(outcome: t.Mapping[str, t.Any], uid: t.Any, client_id: str) -> bool:
+    """Whether a routed outcome comes from the client that was asked."""
+    return (outcome.get("client"), outcome.get("uid")) == (client_id, repr(uid))
+
+
+def result(outcome: t.Mapping[str, t.Any], client_id: str) -> tuple[t.Any, CallError | None]:
+    """A routed outcome as the caller gets it: ``(value, None)`` or ``(None, the error)``."""
+    error = outcome.get("error")
+    if error is None:
+        return outcome.get("value"), None
+    kind, message = (list(error) + ["", ""])[:2] if isinstance(error, list) else ("", "")
+    cls = {NO_HANDLER: NoAnswerHandler, HANDLER_ERROR: ClientCallError,
+           UNSUPPORTED: CallsUnsupported}.get(kind, ClientCallError)
+    return None, cls(str(message), client_id)

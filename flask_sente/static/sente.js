@@ -59,6 +59,7 @@
     REJOINED: "chsk/rejoined", // a listener event only: a topic rejoined after a reconnect
     CALL: "chsk/call", // protocol 3: the server calls this client (a push, never the app's event)
     ANSWER: "chsk/answer", // ...and the client answers it (an event without reply)
+    BYE: "chsk/bye", // an Ajax client stopping on purpose says so (protocol 3)
   });
 
   /** Reply outcomes that are not a value; they never travel as a reply's data. */
@@ -1242,11 +1243,17 @@
     /** breakConnection(): the running long-poll is aborted, as a network failure would. */
     breakLink() { this._fail(closeInfo("unexpected", { message: BROKEN_ON_PURPOSE })); }
 
-    close() {
+    close(code) {
       if (this.done) return;
       this.done = true;
       this.controller.abort();
       this.resume(); // a paused loop wakes up and sees it is done
+      // A client leaving on purpose says so (protocol 3): the server fails the calls it was
+      // asked at once, as it does when a WebSocket client closes. Best effort, not awaited.
+      if (code === CLOSE.NORMAL && this.opened) {
+        ajaxRequest(this.env, { method: "POST", body: this.env.packer.pack([[EV.BYE], null]),
+                                timeoutMs: BYE_TIMEOUT_MS }).catch(() => {});
+      }
     }
 
     async _run() {
@@ -1321,6 +1328,8 @@
 
   /** lastClose.message after breakConnection(). */
   const BROKEN_ON_PURPOSE = "connection broken on purpose (breakConnection)";
+  /** How long the goodbye POST of an Ajax client stopping on purpose may take. */
+  const BYE_TIMEOUT_MS = 2000;
 
   /** lastClose.message when the probe shows HTTP working where the WebSocket was not. */
   const WS_REFUSED = "the WebSocket could not open but HTTP works (a proxy refusing upgrades?)";

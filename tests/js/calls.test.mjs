@@ -368,3 +368,23 @@ test("Ajax: an answer made while reconnecting is POSTed after the new handshake"
   await waitFor(() => posts.length === 1, "the answer's POST");
   assert.deepEqual(posts[0].body, [["chsk/answer", { id: "c1", value: "made offline" }], null]);
 });
+
+test("Ajax: disconnect() POSTs chsk/bye (the server fails its calls at once); a cut does not", async (t) => {
+  const net = fakeNet();
+  const posts = [];
+  net.http = (req) => {
+    if (req.url.searchParams.has("handshake")) return json(HANDSHAKE());
+    if (req.init.method === "POST") { posts.push(req); return json([["chsk/ack"], null]); }
+    return "park";
+  };
+  const chsk = connect(net, { type: "ajax" });
+  t.after(() => chsk.disconnect());
+  await waitFor(() => chsk.state.open, "open");
+  chsk.breakConnection();
+  await waitFor(() => chsk.state.open, "open again");
+  assert.deepEqual(posts, []);
+  chsk.disconnect();
+  await waitFor(() => posts.length === 1, "the goodbye POST");
+  assert.deepEqual(posts[0].body, [["chsk/bye"], null]);
+  assert.equal(posts[0].init.headers["X-CSRF-Token"], "T");
+});

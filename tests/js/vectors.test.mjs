@@ -366,7 +366,7 @@ async function runCallCase(c, type) {
     if (type === "ws") for (const message of messages.splice(0)) net.sockets[0].push(message);
     await waitFor(() => !messages.length && sent().length >= c.sent.length, `${c.sent.length} answers`);
     await new Promise((r) => setTimeout(r, 20)); // nothing more comes
-    return { sent: sent(), delivered };
+    return { sent: [...sent()], delivered }; // a copy: disconnect() POSTs chsk/bye after
   } finally {
     chsk.disconnect();
   }
