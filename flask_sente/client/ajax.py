@@ -31,8 +31,9 @@ __all__ = ["AjaxLink"]
 
 logger = logging.getLogger("flask_sente.client")
 
-#: Seconds the goodbye POST of a stopping client may take (it runs beside the stop).
-BYE_TIMEOUT = 2.0
+#: Seconds the goodbye POST of a stopping client may take (``disconnect()`` waits for it,
+#: as it waits for a WebSocket's close handshake).
+BYE_TIMEOUT = 1.0
 
 
 class AjaxLink(Link):
@@ -237,14 +238,13 @@ class AjaxLink(Link):
                 self.intent = intent
             self._turns.notify_all()
         if graceful and not self.broken:
-            threading.Thread(target=self._bye, name=f"{self.env.thread_name}-bye",
-                             daemon=True).start()
+            self._bye()  # as a WebSocket's close waits for its close frame's echo
         self.aborter.fire()
 
     def _bye(self) -> None:
         """Tell the server this client is leaving (``chsk/bye``, best effort, on a
-        connection of its own): its calls fail at once rather than when its grace window
-        ends. A WebSocket says the same with its close frame."""
+        connection of its own, within :data:`BYE_TIMEOUT`): its calls fail at once rather
+        than when its grace window ends. A WebSocket says the same with its close frame."""
         endpoint = self.env.endpoint
         body = endpoint.packer.pack(wire.client_event((ev.BYE, None), None))
         try:

@@ -18,10 +18,10 @@ def test_a_server_with_another_protocol_version_stops_the_client(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     server = make_server()
-    # The server under test announces version 3 in its handshakes (it still accepts ours).
+    # The server under test announces version 4 in its handshakes (it still accepts ours).
     real = wire.handshake
     monkeypatch.setattr(wire, "handshake",
-                        lambda *args, **kwargs: real(*args, **{**kwargs, "version": 3}))
+                        lambda *args, **kwargs: real(*args, **{**kwargs, "version": 4}))
     attempts: list[int] = []
     with caplog.at_level(logging.ERROR, logger="flask_sente.client"):
         chsk = make_client(server.url, type=transport,
@@ -29,14 +29,14 @@ def test_a_server_with_another_protocol_version_stops_the_client(
         wait_until(lambda: not chsk.state.active, message="the client to stop")
     last = chsk.state.last_close
     assert last.reason == "protocol-mismatch"
-    assert "protocol version 3" in last.message and "this client 2" in last.message
+    assert "protocol version 4" in last.message and "this client 3" in last.message
     assert attempts == [1]  # no retry, no fallback to the other transport
     assert not chsk.state.open and not chsk.state.ever_opened
     with pytest.raises(ConnectionClosed, match="protocol-mismatch"):
         chsk.call(("t/echo", 1), timeout=TIMEOUT)
-    with pytest.raises(ConnectionClosed, match="protocol version 3"):
+    with pytest.raises(ConnectionClosed, match="protocol version 4"):
         chsk.wait_open(TIMEOUT)
-    assert any("protocol version 3" in r.getMessage() for r in caplog.records)
+    assert any("protocol version 4" in r.getMessage() for r in caplog.records)
 
 
 def test_matching_or_missing_versions_connect(server: t.Any, make_client: t.Any,

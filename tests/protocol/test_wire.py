@@ -10,9 +10,9 @@ J = JsonPacker()
 def test_exact_server_encodings():
     assert J.pack(wire.handshake("alice", {"v": 1}, version=1)) == (
         '[["chsk/handshake",{"uid":"alice","handshake_data":{"v":1},"protocol":1}],null]')
-    assert PROTOCOL_VERSION == 2
+    assert PROTOCOL_VERSION == 3
     assert J.pack(wire.handshake("al", None, positions={"u": ("e1", 3)}, recovered=True)) == (
-        '[["chsk/handshake",{"uid":"al","handshake_data":null,"protocol":2,'
+        '[["chsk/handshake",{"uid":"al","handshake_data":null,"protocol":3,'
         '"positions":{"u":["e1",3]},"recovered":true}],null]')
     assert J.pack(wire.position_mark({"*": ("e2", 7)})) == '["chsk/pos",{"*":["e2",7]}]'
     assert J.pack(wire.batch([("a/b", 1), ("a/c", None)])) == '[[["a/b",1],["a/c"]],null]'

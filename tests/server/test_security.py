@@ -107,7 +107,7 @@ def test_protocol_and_packer_mismatch_are_clear_400s(server):
     assert r.status_code == 400 and "Unsupported protocol version" in r.text
     r = server.get("c", handshake=True, packer="msgpack")
     assert r.status_code == 400 and "Packer mismatch" in r.text
-    assert _ws_status(server, "client-id=c&protocol=3") == 400
+    assert _ws_status(server, "client-id=c&protocol=4") == 400
     r = server.get("c", handshake=True, protocol="2", pos="[1]")
     assert r.status_code == 400 and "Bad positions" in r.text
 
