@@ -19,7 +19,7 @@ import threading
 import time
 import typing as t
 
-from ..exceptions import ConnectionClosed, PackError, RemoteProtocolError
+from ..exceptions import ConnectionClosed, PackError, RemoteProtocolError, ReplyTimeout
 from ..protocol import calls
 from ..protocol import events as ev
 from .dispatch import Dispatcher
@@ -29,8 +29,9 @@ logger = logging.getLogger("flask_sente.client")
 
 #: An answer handler: the request's data in, the value to answer with out.
 AnswerHandler = t.Callable[[t.Any], t.Any]
-#: Sends one event without a reply, waiting for an open link until a deadline.
-SendFn = t.Callable[[ev.Event, float], None]
+#: Sends one event without a reply: ``send(event, deadline, link_deadline)``, waiting for
+#: an open link until ``link_deadline``, the send itself bounded by ``deadline``.
+SendFn = t.Callable[[ev.Event, float, float], None]
 
 
 class Answers:
@@ -38,11 +39,15 @@ class Answers:
     docstring)."""
 
     def __init__(self, status: ClientStatus, dispatch: Dispatcher, send: SendFn,
-                 thread_name: str) -> None:
+                 thread_name: str, send_timeout: float) -> None:
         self._status = status
         self._dispatch = dispatch
         self._send = send
         self._thread_name = thread_name
+        #: Bound on sending one answer once a link is open (the client's connect timeout,
+        #: as for ``send()``): an Ajax POST gets at least that, whatever is left of the
+        #: call's timeout.
+        self._send_timeout = send_timeout
         self._handlers: dict[str, AnswerHandler] = {}
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._lock = threading.Lock()
@@ -99,7 +104,8 @@ class Answers:
         """Send, waiting for an open link (a reconnect) until the call's deadline."""
         while True:
             try:
-                self._send(answer, deadline)
+                self._send(answer, max(deadline, time.monotonic() + self._send_timeout),
+                           deadline)
                 return
             except PackError as exc:  # the handler's value: answer that instead
                 answer = (ev.ANSWER, calls.answer_error(
@@ -110,3 +116,6 @@ class Answers:
                                  "connected", req.id)
                     return
                 time.sleep(0.05)  # the link broke under the send: wait for the next
+            except ReplyTimeout as exc:  # an Ajax POST not acked in time: not resent
+                logger.warning("the answer to call %s may not have arrived: %s", req.id, exc)
+                return

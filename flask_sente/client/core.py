@@ -155,7 +155,8 @@ class Client:
         self._topics = Topics(self._status, calls=self._calls, dispatch=self._dispatch,
                               positions=self._endpoint.positions)
         thread_name = f"flask_sente.client-{self.client_id[:8]}"
-        self._answers = Answers(self._status, self._dispatch, self._calls.send, thread_name)
+        self._answers = Answers(self._status, self._dispatch, self._calls.send, thread_name,
+                                send_timeout=self._connect_timeout)
         self._connection = Connection(
             self._status, endpoint=self._endpoint,
             machine=ConnectionMachine(type, upgrade_retry=upgrade_retry,
