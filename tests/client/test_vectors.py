@@ -151,10 +151,15 @@ def test_invalid_envelopes(case: dict[str, t.Any]) -> None:
 
 
 def test_handshake_version_check() -> None:
-    versions = {"$VERSION": PROTOCOL_VERSION, "$OTHER": PROTOCOL_VERSION + 1}
+    """Broken on purpose by accepting any version from 2 on in ``handshake_error``: the
+    ``$PREVIOUS`` case failed (before it was mapped, the text "$PREVIOUS" itself was the
+    version checked, and was refused whatever the rule)."""
+    versions = {"$VERSION": PROTOCOL_VERSION, "$OTHER": PROTOCOL_VERSION + 1,
+                "$PREVIOUS": PROTOCOL_VERSION - 1}
     for case in load("handshake.json")["cases"]:
         info = {k: versions.get(v, v) if isinstance(v, str) else v
                 for k, v in case["info"].items()}
+        assert not any(isinstance(v, str) and v.startswith("$") for v in info.values()), case
         assert (handshake_error(info) is None) is case["ok"], case
 
 
