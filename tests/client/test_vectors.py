@@ -64,7 +64,9 @@ def test_every_vector_file_has_a_runner() -> None:
                      "transitions.json", "envelopes.json", "handshake.json",
                      "topics_handshake.json", "reply_after.json", "positions.json",
                      "defaults.json",
-                     "auto_mode.json"}  # the last one: tests/client/test_auto_mode_rule.py
+                     # run elsewhere: tests/client/test_auto_mode_rule.py and, through a
+                     # whole client over real sockets, tests/client/test_calls_vectors.py
+                     "auto_mode.json", "calls.json"}
 
 
 @pytest.mark.parametrize("case", load("backoff.json")["cases"], ids=str)
