@@ -58,6 +58,7 @@ opening connections), :mod:`.pending` (the calls waiting for a reply),
 """
 from __future__ import annotations
 
+from .answers import CallInfo as CallInfo
 from .connection import JOIN_TIMEOUT as JOIN_TIMEOUT
 from .core import AJAX_TIMEOUT as AJAX_TIMEOUT
 from .core import DEFAULT_CALL_TIMEOUT as DEFAULT_CALL_TIMEOUT
@@ -73,4 +74,4 @@ from .state import TRANSPORT_TYPES as TRANSPORT_TYPES
 from .state import ClientState as ClientState
 from .state import CloseInfo as CloseInfo
 
-__all__ = ["Client", "ClientState", "CloseInfo", "default_backoff"]
+__all__ = ["CallInfo", "Client", "ClientState", "CloseInfo", "default_backoff"]

@@ -14,12 +14,13 @@ timeout; a client stopped for good drops it. sente.js has the same helper (its
 from __future__ import annotations
 
 import collections
+import inspect
 import logging
 import threading
 import time
 import typing as t
 
-from ..exceptions import ConnectionClosed, PackError, RemoteProtocolError
+from ..exceptions import ConnectionClosed, PackError, RemoteProtocolError, ReplyTimeout
 from ..protocol import calls
 from ..protocol import events as ev
 from .dispatch import Dispatcher
@@ -27,10 +28,44 @@ from .status import ClientStatus
 
 logger = logging.getLogger("flask_sente.client")
 
-#: An answer handler: the request's data in, the value to answer with out.
-AnswerHandler = t.Callable[[t.Any], t.Any]
-#: Sends one event without a reply, waiting for an open link until a deadline.
-SendFn = t.Callable[[ev.Event, float], None]
+
+class CallInfo(t.NamedTuple):
+    """What an answer handler ``fn(data, info)`` (one that requires a second argument) is
+    given besides the data: the call's id and the event id it answers (sente.js's
+    ``info``, ``{id, eventId}``)."""
+
+    #: The call's id (unique per call; the server routes the answer by it).
+    id: str
+    #: The event id of the call, the one the handler was registered for.
+    event_id: str
+
+
+#: An answer handler: ``fn(data)`` or ``fn(data, info)`` (a :class:`CallInfo`); what it
+#: returns is the answer.
+AnswerHandler = t.Callable[[t.Any], t.Any] | t.Callable[[t.Any, CallInfo], t.Any]
+#: Sends one event without a reply: ``send(event, deadline, link_deadline)``, waiting for
+#: an open link until ``link_deadline``, the send itself bounded by ``deadline``.
+SendFn = t.Callable[[ev.Event, float, float], None]
+#: A registered handler, and whether it is given a :class:`CallInfo`.
+Registered = tuple[t.Callable[..., t.Any], bool]
+
+
+def takes_info(fn: t.Callable[..., t.Any]) -> bool:
+    """Whether ``fn`` requires a second positional argument (the :class:`CallInfo`).
+
+    Only a required one counts: ``lambda data, i=i: ...`` (a loop's value bound as a
+    default) and ``def f(*args)`` get the data alone, as before; a callable whose signature
+    cannot be read too.
+    """
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    required = [p for p in parameters
+                if p.kind in (inspect.Parameter.POSITIONAL_ONLY,
+                              inspect.Parameter.POSITIONAL_OR_KEYWORD)
+                and p.default is inspect.Parameter.empty]
+    return len(required) >= 2
 
 
 class Answers:
@@ -38,12 +73,16 @@ class Answers:
     docstring)."""
 
     def __init__(self, status: ClientStatus, dispatch: Dispatcher, send: SendFn,
-                 thread_name: str) -> None:
+                 thread_name: str, send_timeout: float) -> None:
         self._status = status
         self._dispatch = dispatch
         self._send = send
         self._thread_name = thread_name
-        self._handlers: dict[str, AnswerHandler] = {}
+        #: Bound on sending one answer once a link is open (the client's connect timeout,
+        #: as for ``send()``): an Ajax POST gets at least that, whatever is left of the
+        #: call's timeout.
+        self._send_timeout = send_timeout
+        self._handlers: dict[str, Registered] = {}
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._lock = threading.Lock()
 
@@ -52,7 +91,7 @@ class Answers:
         with self._lock:
             if event_id in self._handlers:
                 raise ValueError(f"an answer handler for {event_id!r} is already registered")
-            self._handlers[event_id] = fn
+            self._handlers[event_id] = (fn, takes_info(fn))
 
     def remove(self, event_id: str) -> None:
         with self._lock:
@@ -76,19 +115,22 @@ class Answers:
         job = (req, handler, time.monotonic() + req.timeout)
         self._dispatch.queue([self._start], job)
 
-    def _start(self, job: tuple[calls.CallRequest, AnswerHandler | None, float]) -> None:
+    def _start(self, job: tuple[calls.CallRequest, Registered | None, float]) -> None:
         """On the dispatcher thread: the answer runs beside it, not on it."""
         threading.Thread(target=self._answer, args=job, name=f"{self._thread_name}-answer",
                          daemon=True).start()
 
-    def _answer(self, req: calls.CallRequest, handler: AnswerHandler | None,
+    def _answer(self, req: calls.CallRequest, handler: Registered | None,
                 deadline: float) -> None:
         if handler is None:
             answer = calls.answer_error(req.id, calls.NO_HANDLER,
                                         f"no answer handler for {req.event[0]!r}")
         else:
+            fn, with_info = handler
             try:
-                answer = calls.answer_value(req.id, handler(req.event[1]))
+                value = (fn(req.event[1], CallInfo(req.id, req.event[0])) if with_info
+                         else fn(req.event[1]))
+                answer = calls.answer_value(req.id, value)
             except Exception as exc:  # the server raises it as ClientCallError
                 logger.debug("answer handler for %r raised", req.event[0], exc_info=True)
                 answer = calls.answer_error(req.id, calls.HANDLER_ERROR,
@@ -99,7 +141,8 @@ class Answers:
         """Send, waiting for an open link (a reconnect) until the call's deadline."""
         while True:
             try:
-                self._send(answer, deadline)
+                self._send(answer, max(deadline, time.monotonic() + self._send_timeout),
+                           deadline)
                 return
             except PackError as exc:  # the handler's value: answer that instead
                 answer = (ev.ANSWER, calls.answer_error(
@@ -110,3 +153,6 @@ class Answers:
                                  "connected", req.id)
                     return
                 time.sleep(0.05)  # the link broke under the send: wait for the next
+            except ReplyTimeout as exc:  # an Ajax POST not acked in time: not resent
+                logger.warning("the answer to call %s may not have arrived: %s", req.id, exc)
+                return

@@ -56,10 +56,14 @@ class Calls:
         return the reply's value (see :meth:`flask_sente.client.Client.call`)."""
         return self._status.wait_for_link(deadline).call(pair, deadline, timeout)
 
-    def send(self, pair: ev.Event, deadline: float) -> None:
-        """Send ``pair`` (validated) asking for no reply, once the client is open."""
+    def send(self, pair: ev.Event, deadline: float, link_deadline: float | None = None
+             ) -> None:
+        """Send ``pair`` (validated) asking for no reply, once the client is open: waiting
+        for an open link until ``link_deadline`` (default ``deadline``), the send itself
+        (an Ajax POST and its ack) bounded by ``deadline``."""
         packed = self._packer.pack(wire.client_event(pair, None))
-        self._status.wait_for_link(deadline).send(packed, deadline)
+        link = self._status.wait_for_link(deadline if link_deadline is None else link_deadline)
+        link.send(packed, deadline)
 
     def resolve(self, message: wire.ServerMessage) -> None:
         """A reply from a WebSocket reader: to its call, with the dispatcher's ticket (what

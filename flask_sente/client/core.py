@@ -155,7 +155,8 @@ class Client:
         self._topics = Topics(self._status, calls=self._calls, dispatch=self._dispatch,
                               positions=self._endpoint.positions)
         thread_name = f"flask_sente.client-{self.client_id[:8]}"
-        self._answers = Answers(self._status, self._dispatch, self._calls.send, thread_name)
+        self._answers = Answers(self._status, self._dispatch, self._calls.send, thread_name,
+                                send_timeout=self._connect_timeout)
         self._connection = Connection(
             self._status, endpoint=self._endpoint,
             machine=ConnectionMachine(type, upgrade_retry=upgrade_retry,
@@ -301,8 +302,16 @@ class Client:
         """Register the one handler that answers the server's calls of ``event_id``
         (``sente.call(uid, (event_id, data), client_id=...)`` on the server); usable as a
         decorator. ``fn(data)`` runs on a thread of its own; what it returns is the answer,
-        what it raises reaches the caller as ``ClientCallError`` with its message. A call
-        with no handler is answered "no handler" (``NoAnswerHandler`` on the server).
+        what it raises reaches the caller as ``ClientCallError`` with its message (cut to
+        500 characters). A call with no handler is answered "no handler"
+        (``NoAnswerHandler`` on the server).
+
+        A handler whose signature requires a second positional argument,
+        ``fn(data, info)``, is given a :class:`~flask_sente.client.CallInfo` ``(id,
+        event_id)``: the call's id and its event id (sente.js's ``fn(data, {id,
+        eventId})``). One with a default there (``lambda data, i=i: ...``) or only
+        ``*args`` gets the data alone. Which form a handler has is read once, here, from
+        its signature.
 
         :raises ValueError: a handler for ``event_id`` is already registered.
         :raises LocalProtocolError: an invalid or reserved event id.

@@ -12,6 +12,7 @@ any worker that receives the answer can route it there. docs/protocol.md §12 is
 """
 from __future__ import annotations
 
+import math
 import typing as t
 
 from ..exceptions import (
@@ -60,12 +61,19 @@ class CallRequest(t.NamedTuple):
 
     id: str
     event: ev.Event
-    #: Seconds the server waits for the answer.
+    #: Seconds the server waits for the answer (0 when the request names no valid wait).
     timeout: float
 
 
 def decode_request(data: t.Any) -> CallRequest:
-    """A ``chsk/call`` event's data; RemoteProtocolError says what is wrong with it."""
+    """A ``chsk/call`` event's data; RemoteProtocolError says what is wrong with it (no
+    call id of 1 to 80 characters, or no valid event).
+
+    A timeout that is not a number of milliseconds >= 0 (or none) counts as 0: the call is
+    still answered, if the client is open when the answer is ready, and the answer is not
+    kept for a reconnect. Other fields are ignored (sente.js's ``readCall``, the last case
+    of ``tests/vectors/calls.json``).
+    """
     if not isinstance(data, dict):
         raise RemoteProtocolError("chsk/call takes {id, event, timeout}")
     call = data.get("id")
@@ -76,8 +84,9 @@ def decode_request(data: t.Any) -> CallRequest:
     if reason is not None:
         raise RemoteProtocolError(f"the call's event is malformed ({reason})")
     timeout = data.get("timeout")
-    if type(timeout) is not int or timeout < 0:
-        raise RemoteProtocolError("a call's timeout is a whole number of milliseconds")
+    if (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+            or not 0 <= timeout < math.inf):
+        timeout = 0
     return CallRequest(call, ev.as_event(t.cast(list[t.Any], event)), timeout / 1000)
 
 

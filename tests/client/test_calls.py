@@ -13,6 +13,7 @@ out its 20 s timeout.
 """
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import typing as t
@@ -25,7 +26,8 @@ from flask import request
 
 import flask_sente.client.endpoint
 import flask_sente.client.state
-from flask_sente.client import Client
+from flask_sente.client import CallInfo, Client
+from flask_sente.client.answers import takes_info
 from flask_sente.exceptions import (
     CallsUnsupported,
     CallTimeout,
@@ -327,3 +329,23 @@ def test_an_old_client_is_refused_with_its_own_error(
     with server.app.app_context():  # and the client works on as before
         server.sente.send("old", ("app/after", 1))
     wait_until(lambda: got == [1], message="a push after the refused call")
+
+
+def test_which_handlers_are_given_the_call_info() -> None:
+    """``fn(data, info)`` gets a CallInfo only when its signature requires the second
+    argument (tests/vectors/calls.json's echo case runs it through a client); a default
+    there, the loop idiom of call_all's test above, keeps the one-argument form."""
+
+    class Tab:
+        def answer(self, data: t.Any, info: CallInfo) -> t.Any:
+            return info
+
+    def required(data: t.Any, info: CallInfo) -> None: ...
+    def anything(*args: t.Any) -> None: ...
+
+    assert takes_info(required) and takes_info(Tab().answer)
+    assert takes_info(functools.partial(lambda x, data, info: None, 1))
+    assert not takes_info(lambda data: None)
+    assert not takes_info(lambda data, i=1: None)
+    assert not takes_info(anything)
+    assert not takes_info(functools.partial(required, info=None))

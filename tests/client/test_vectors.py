@@ -64,7 +64,9 @@ def test_every_vector_file_has_a_runner() -> None:
                      "transitions.json", "envelopes.json", "handshake.json",
                      "topics_handshake.json", "reply_after.json", "positions.json",
                      "defaults.json",
-                     "auto_mode.json"}  # the last one: tests/client/test_auto_mode_rule.py
+                     # run elsewhere: tests/client/test_auto_mode_rule.py and, through a
+                     # whole client over real sockets, tests/client/test_calls_vectors.py
+                     "auto_mode.json", "calls.json"}
 
 
 @pytest.mark.parametrize("case", load("backoff.json")["cases"], ids=str)
@@ -151,10 +153,15 @@ def test_invalid_envelopes(case: dict[str, t.Any]) -> None:
 
 
 def test_handshake_version_check() -> None:
-    versions = {"$VERSION": PROTOCOL_VERSION, "$OTHER": PROTOCOL_VERSION + 1}
+    """Broken on purpose by accepting any version from 2 on in ``handshake_error``: the
+    ``$PREVIOUS`` case failed (before it was mapped, the text "$PREVIOUS" itself was the
+    version checked, and was refused whatever the rule)."""
+    versions = {"$VERSION": PROTOCOL_VERSION, "$OTHER": PROTOCOL_VERSION + 1,
+                "$PREVIOUS": PROTOCOL_VERSION - 1}
     for case in load("handshake.json")["cases"]:
         info = {k: versions.get(v, v) if isinstance(v, str) else v
                 for k, v in case["info"].items()}
+        assert not any(isinstance(v, str) and v.startswith("$") for v in info.values()), case
         assert (handshake_error(info) is None) is case["ok"], case
 
 
