@@ -20,7 +20,7 @@ import threading
 import time
 import typing as t
 
-from ..exceptions import ConnectionClosed, PackError, RemoteProtocolError, ReplyTimeout
+from ..exceptions import ConnectionClosed, PackError, Rejected, RemoteProtocolError, ReplyTimeout
 from ..protocol import calls
 from ..protocol import events as ev
 from .dispatch import Dispatcher
@@ -147,6 +147,9 @@ class Answers:
             except PackError as exc:  # the handler's value: answer that instead
                 answer = (ev.ANSWER, calls.answer_error(
                     req.id, calls.HANDLER_ERROR, f"the answer cannot be packed: {exc}")[1])
+            except Rejected as exc:  # the server refused the POST: resending cannot help
+                logger.warning("the answer to call %s was refused: %s", req.id, exc)
+                return
             except ConnectionClosed:  # stopped for good, past the deadline, or a drop
                 if not self._status.state.active or time.monotonic() >= deadline:
                     logger.debug("the answer to call %s was not sent: the client is not "
