@@ -119,6 +119,39 @@ def test_the_emitter_checks_topics_and_events_and_makes_no_topic_log(redis_serve
         admin.close()
 
 
+def test_emitter_joins_and_leaves_in_one_batch_take_effect_in_order(redis_server):
+    """Five joins and leaves of one user, alternating, in one round trip: the worker
+    applies the commands in the log's order, so the client gets ten ``chsk/joined`` /
+    ``chsk/left`` alternating and is out of the topic at the end.
+
+    Before the worker applied a user's commands one after another, a leave applied while
+    the join before it still waited for Redis (the topic log's TOUCH) found the client not
+    in the topic yet and was lost: the client got five ``chsk/joined`` and stayed in (shown
+    to fail again without ``TopicService.command``'s lane, in two runs of three)."""
+    with worker(redis_server.url) as (a, sa, _), Emitter(redis_server.url) as emitter:
+        ws = websocket.create_connection(
+            a.replace("http", "ws") + "/chsk?client-id=fay-tab&u=fay&protocol=2",
+            timeout=TIMEOUT)
+        try:
+            recv(ws)
+            wait_for(lambda: "fay" in emitter.connected_uids.ws)
+            with emitter.batch():
+                for _ in range(5):
+                    emitter.join("flip", "fay")
+                    emitter.leave("flip", "fay")
+            got: list[str] = []
+            try:
+                while len(got) < 10:
+                    got += [e[0] for e in recv(ws)[0]
+                            if e[0] in ("chsk/joined", "chsk/left")]
+            except websocket.WebSocketTimeoutException:
+                raise AssertionError(f"only {got}") from None
+            assert got == ["chsk/joined", "chsk/left"] * 5
+            wait_for(lambda: sa.members("flip") == emitter.members("flip") == frozenset())
+        finally:
+            ws.close()
+
+
 def test_emitter_members_reads_as_the_server_does(redis_server):
     """``members`` equals the server's ``members`` for topics whose names hold glob and
     JSON characters (the read is a pattern over every topic's members), and a topic whose
