@@ -1,8 +1,10 @@
 """Push from anywhere: a write-only client of the Redis backplane.
 
 For Celery tasks, cron jobs and scripts that are not the web app: they reach the same users
-as ``sente.send`` would, through the same Lua scripts, with the same event validation. It
-needs redis-py only — no Flask, no gevent — and it *raises*
+and topics as ``sente.send`` and ``sente.publish`` would, through the same Lua scripts and
+keys, with the same event and topic-name validation; ``join`` and ``leave`` append the same
+commands as ``sente.join`` and ``sente.leave``, which every web worker applies to the
+clients it holds. It needs redis-py only — no Flask, no gevent — and it *raises*
 :class:`~flask_sente.exceptions.BackplaneError` when Redis cannot be reached, so a task can
 retry instead of losing the push.
 
@@ -18,6 +20,7 @@ too).
 
     emitter = Emitter("redis://localhost:6379/0")
     emitter.send("alice", ("report/ready", {"id": 7}))
+    emitter.publish("room/lobby", ("room/message", {"text": "hi"}))  # the room's members
     with emitter.batch():                  # one round trip for all of these
         for uid in uids:
             emitter.send(uid, ("news/item", item))
@@ -26,19 +29,27 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import time
 import typing as t
 
 from .backplanes import redis_scripts as rs
 from .backplanes.common import new_epoch
 from .backplanes.redis_connect import connect, import_redis, parse_url
-from .config import HISTORY_SIZE, HISTORY_TTL
+from .config import HISTORY_SIZE, HISTORY_TTL, MAX_TOPIC_LENGTH
+from .core.logs import join_target
 from .core.presence import ConnectedUids, Uid
 from .exceptions import BackplaneError, LocalProtocolError
 from .protocol import events as ev
+from .protocol import wire
+
+#: What a call adds to the round trip of its append, before it (``join``'s grants): it is
+#: given the pipeline (or client) the append goes through.
+Before = t.Callable[[t.Any], None]
 
 
 class Emitter:
-    """Sends, broadcasts and kicks through Redis; reads who is connected.
+    """Sends, broadcasts, publishes to topics, joins and leaves, and kicks through Redis;
+    reads who is connected and who is in a topic.
 
     :param redis_url: the same URL as the app's ``backplane`` option (``redis://``,
         ``rediss://``, ``unix://``, ``redis+sentinel://``, ``redis+cluster://``; ``?prefix=``
@@ -47,10 +58,13 @@ class Emitter:
     :param prefix: replaces the URL's ``?prefix=``.
     :param history_size: keep in step with the app's option (entries kept per log).
     :param history_ttl: likewise (seconds).
+    :param max_topic_length: likewise (the longest topic name ``publish``, ``join`` and
+        ``leave`` take).
     """
 
     def __init__(self, redis_url: str, *, prefix: str | None = None,
                  history_size: int = HISTORY_SIZE, history_ttl: float = HISTORY_TTL,
+                 max_topic_length: int = MAX_TOPIC_LENGTH,
                  socket_timeout: float = 2.0) -> None:
         redis_py = import_redis("the Emitter")
         self._errors = redis_py.RedisError
@@ -60,6 +74,7 @@ class Emitter:
         self._append: t.Any = self.client.register_script(rs.APPEND)
         self._size = history_size
         self._ttl = max(1, int(history_ttl))
+        self._max_topic_length = max_topic_length
         self._pipe: t.Any = None
         #: Writer id and counter: Redis skips an entry a writer already appended.
         self._writer = "emitter-" + secrets.token_urlsafe(9)
@@ -89,6 +104,71 @@ class Emitter:
     def kick(self, uid: Uid, reason: str = "kicked") -> None:
         """Close every connection of ``uid`` (4001) after the pushes made before it."""
         self._run(rs.user_key(uid), reason, "", "kick", create=False)
+
+    def publish(self, topic: str, event: t.Any, *,
+                exclude_client_id: str | None = None) -> None:
+        """Push ``event`` to every member of ``topic``, on every worker, tagged with the
+        topic (the clients' ``on_topic``), in the topic's one order.
+
+        Appended to the topic's log as ``sente.publish`` appends it. A topic nobody has
+        joined (or read within ``history_ttl``) has no log: the event reaches nobody, and
+        no log is made for it — as with the server's publish.
+
+        :param exclude_client_id: one client that does not get it (e.g. the tab whose
+            action the task is finishing).
+        :raises LocalProtocolError: for an invalid topic name or an invalid or reserved
+            event.
+        :raises BackplaneError: when Redis cannot be reached (outside ``batch()``).
+        """
+        self._check(topic)
+        wire_event = wire.topic_event(topic, ev.to_wire(ev.validate_outgoing(event)))
+        self._run(rs.topic_key(topic), wire_event, join_target(None, exclude_client_id) or "",
+                  "", create=False)
+
+    def join(self, topic: str, uid: Uid, *, client_id: str | None = None) -> None:
+        """Put every client of ``uid`` connected now, cluster-wide (or the one
+        ``client_id``), in ``topic``, without asking a join handler: each gets
+        ``chsk/joined`` from its worker and from then on the topic's events, and rejoins
+        by itself after a reconnect. Clients that connect later are not joined.
+
+        As ``sente.join``: a grant per client (what lets its rejoin in, on any worker),
+        then a join command in the user's log, which every worker applies to the clients
+        of ``uid`` it holds. It takes effect when a worker applies it, not when this
+        returns (``members`` shows it then). Inside ``batch()`` the user's clients are read
+        at the call, the writes go with the batch.
+
+        :raises LocalProtocolError: for an invalid topic name.
+        :raises BackplaneError: when Redis cannot be reached.
+        """
+        self._command("join", topic, uid, client_id)
+
+    def leave(self, topic: str, uid: Uid, *, client_id: str | None = None) -> None:
+        """Take every client of ``uid`` (or the one ``client_id``) out of ``topic``, on
+        every worker: each gets ``chsk/left`` with reason ``"removed"`` and does not rejoin
+        by itself (its grant is revoked, as ``sente.leave`` does).
+
+        :raises LocalProtocolError: for an invalid topic name.
+        :raises BackplaneError: when Redis cannot be reached.
+        """
+        self._command("remove", topic, uid, client_id)
+
+    def members(self, topic: str) -> frozenset[Uid]:
+        """The users in ``topic`` now, cluster-wide (those within a grace window
+        included), from the set the web workers keep their copy of (``P:tp:online``).
+
+        Read at the call, also inside ``batch()``.
+        """
+        found: set[Uid] = set()
+        try:
+            for key in self.client.sscan_iter(
+                    f"{rs.topic_presence_prefix(self.prefix)}:online",
+                    match=rs.topic_members_match(topic), count=1000):
+                name, uid = rs.topic_uid_of(key.decode())
+                if name == topic:  # the pattern is exact; a wrong key is never a member
+                    found.add(uid)
+        except self._errors as exc:
+            raise BackplaneError(f"Redis: {exc}") from exc
+        return frozenset(found)
 
     @property
     def connected_uids(self) -> ConnectedUids:
@@ -130,8 +210,44 @@ class Emitter:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _check(self, topic: object) -> None:
+        error = wire.topic_error(topic, self._max_topic_length)
+        if error is not None:
+            raise LocalProtocolError(error)
+
+    def _command(self, kind: str, topic: str, uid: Uid, client_id: str | None) -> None:
+        """A server-side join or leave: the grants of the user's clients (made or revoked)
+        and the command, in one round trip; the clients are read first (those in a grace
+        window too: they may come back, and rejoin with the grant)."""
+        self._check(topic)
+        ukey = rs.user_key(uid)
+        if client_id is not None:
+            client_ids = [client_id]
+        else:
+            try:
+                rows = self.client.zrange(rs.members_key(self.prefix, ukey), 0, -1,
+                                          withscores=True)
+            except self._errors as exc:
+                raise BackplaneError(f"Redis: {exc}") from exc
+            clients = rs.live_clients(rows, int(time.time() * 1000))
+            client_ids = sorted({cid for ids in clients.values() for cid in ids})
+        ttl_ms = rs.GRANTS_TTL * 1000
+
+        def grants(pipe: t.Any) -> None:
+            for cid in client_ids:
+                key = rs.grants_key(self.prefix, ukey, cid)
+                if kind == "join":
+                    pipe.sadd(key, topic)
+                    pipe.pexpire(key, ttl_ms)
+                else:
+                    pipe.srem(key, topic)
+
+        self._run(ukey, topic, client_id or "", kind, create=False, before=grants)
+
     def _run(self, ukey: str, payload: t.Any, target: str, control: str, *,
-             create: bool) -> None:
+             create: bool, before: Before | None = None) -> None:
+        """One append (after ``before``'s writes, in the same round trip), with the writer
+        counter; a call that raised is remembered, so that its retry reuses the counter."""
         packed = rs.pack_event(payload)
         call = (ukey, packed, target, control)
         unconfirmed, self._unconfirmed = self._unconfirmed, None
@@ -144,7 +260,16 @@ class Emitter:
                                     ttl=self._ttl, epoch=new_epoch(), create=create,
                                     control=control, writer=self._writer, counter=counter)
         try:
-            self._append(keys=keys, args=args, client=self._pipe or self.client)
+            if before is None:
+                self._append(keys=keys, args=args, client=self._pipe or self.client)
+            elif self._pipe is not None:
+                before(self._pipe)
+                self._append(keys=keys, args=args, client=self._pipe)
+            else:
+                pipe = self.client.pipeline(transaction=False)
+                before(pipe)
+                self._append(keys=keys, args=args, client=pipe)
+                pipe.execute()
         except self._errors as exc:
             self._unconfirmed = (call, counter)
             raise BackplaneError(f"Redis: {exc}") from exc

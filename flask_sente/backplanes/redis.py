@@ -57,8 +57,9 @@ logger = logging.getLogger("flask_sente")
 
 #: How often grace windows are checked cluster-wide.
 EXPIRE_EVERY = 0.25
-#: How long a client's topic grants outlive their last join (seconds).
-GRANTS_TTL = 86_400
+#: How long a client's topic grants outlive their last join (seconds; the Emitter's joins
+#: give the same).
+GRANTS_TTL = rs.GRANTS_TTL
 #: Grants renewed per Redis round trip by ``refresh_grants``.
 REFRESH_CHUNK = 500
 

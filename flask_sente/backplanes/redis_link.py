@@ -58,7 +58,7 @@ class RedisLink:
         target = parse_url(url)
         self.prefix = target.prefix
         #: Topic presence: the same scripts and keys under this prefix.
-        self.topic_prefix = f"{self.prefix}:tp"
+        self.topic_prefix = rs.topic_presence_prefix(self.prefix)
         self.node = node
         self.history_size = history_size
         #: Seconds a log (and a cursor) lives after its last use, as Redis counts them.

@@ -73,15 +73,9 @@ class RedisPresence:
 
     def clients_of(self, uid: Uid) -> dict[str, list[str]]:
         """Read from the user's members in Redis (grace windows included)."""
-        now = now_ms()
-        found: dict[str, list[str]] = {"ws": [], "ajax": []}
-        for member, score in self.link.client.zrange(
-                f"{self.link.prefix}:{{{rs.user_key(uid)}}}:members", 0, -1, withscores=True):
-            if score and score <= now:
-                continue
-            transport, _node, client_id = member.decode().split("|", 2)
-            found.setdefault(transport, []).append(client_id)
-        return found
+        rows = self.link.client.zrange(rs.members_key(self.link.prefix, rs.user_key(uid)),
+                                       0, -1, withscores=True)
+        return rs.live_clients(rows, now_ms())
 
     def reload(self) -> None:
         """Read the online sets and the topic members from Redis (after subscribing)."""

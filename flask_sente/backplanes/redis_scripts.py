@@ -34,6 +34,8 @@ import msgpack
 from ..core.presence import Uid
 
 BROADCAST_KEY = "*"
+#: How long a client's topic grants outlive their last join (seconds).
+GRANTS_TTL = 86_400
 
 
 def user_key(uid: Uid) -> str:
@@ -61,6 +63,20 @@ def topic_uid_of(key: str) -> tuple[str, Uid]:
     return topic, uid
 
 
+def topic_presence_prefix(prefix: str) -> str:
+    """Topic presence: the presence keys and scripts of users, under this prefix (``P:tp``),
+    with :func:`topic_user_key` as the user key; ``P:tp:online`` holds every user in every
+    topic."""
+    return f"{prefix}:tp"
+
+
+def topic_members_match(topic: str) -> str:
+    """A ``SCAN MATCH`` pattern for the :func:`topic_user_key` of every user in ``topic``:
+    the JSON up to the uid, its glob characters escaped (a topic name may hold any)."""
+    head = _json([topic])[:-1] + ","
+    return "".join("\\" + c if c in "\\*?[]" else c for c in head) + "*"
+
+
 def topic_key(topic: str) -> str:
     """A topic log's key: ``t:`` + the name (a user's key is JSON, never starting so)."""
     return "t:" + topic
@@ -69,6 +85,24 @@ def topic_key(topic: str) -> str:
 def cursor_key(prefix: str, ukey: str, client_id: str) -> str:
     """Where a protocol-1 long-poller stands (JSON positions, TTL ``history_ttl``)."""
     return f"{prefix}:{{{ukey}}}:cursor:{client_id}"
+
+
+def members_key(prefix: str, ukey: str) -> str:
+    """A user's members: ``transport|node|client_id``, scored 0 while connected, else by
+    the end of its grace window (ms since the epoch)."""
+    return f"{prefix}:{{{ukey}}}:members"
+
+
+def live_clients(rows: t.Iterable[tuple[bytes, float]], now_ms: int) -> dict[str, list[str]]:
+    """The client ids by transport of a user's members (``ZRANGE … WITHSCORES``), those
+    in a grace window that has not ended by ``now_ms`` included."""
+    found: dict[str, list[str]] = {"ws": [], "ajax": []}
+    for member, score in rows:
+        if score and score <= now_ms:
+            continue
+        transport, _node, client_id = member.decode().split("|", 2)
+        found.setdefault(transport, []).append(client_id)
+    return found
 
 
 def grants_key(prefix: str, ukey: str, client_id: str) -> str:

@@ -3,12 +3,15 @@
 Every greenlet the hub starts is spawned here, into one group that :meth:`HubLoop.kill`
 ends. Public methods that push may be called from any OS thread (a Celery task in a thread
 pool, a worker thread of the app): :func:`from_any_thread` hands such a call to the loop,
-where it runs in a greenlet of its own — calls from one thread keep their order, since the
-loop runs callbacks, and greenlets start, first in first out. One decorator, instead of the
-same three lines in every method.
+where it runs in a greenlet of its own, after the calls that thread made before it have
+finished (a *lane* per thread) — starting in order is not enough: ``join`` and ``leave``
+wait for Redis before they append their command, and a later call of the same thread
+would append first. Calls from different threads still run side by side. One decorator,
+instead of the same three lines in every method.
 """
 from __future__ import annotations
 
+import collections
 import functools
 import typing as t
 
@@ -18,6 +21,8 @@ import gevent.pool
 from ..connections import thread_ident
 
 P = t.ParamSpec("P")
+#: A call waiting in a lane: the function and its arguments.
+_Call = tuple[t.Callable[..., t.Any], tuple[t.Any, ...]]
 
 
 class HubLoop:
@@ -31,6 +36,8 @@ class HubLoop:
         self.thread = thread_ident()
         #: Set by the hub's ``close()``: nothing new starts.
         self.closed = False
+        #: Calls waiting for the ones before them in the same lane (see :meth:`in_lane`).
+        self._lanes: dict[t.Hashable, collections.deque[_Call]] = {}
 
     def spawn(self, fn: t.Callable[..., t.Any], *args: t.Any) -> gevent.Greenlet:
         return self.group.spawn(fn, *args)
@@ -43,8 +50,30 @@ class HubLoop:
         return thread_ident() == self.thread
 
     def call_from_thread(self, fn: t.Callable[..., t.Any], *args: t.Any) -> None:
-        """Run ``fn(*args)`` in a greenlet of the hub's loop (from another OS thread)."""
-        self.loop.run_callback_threadsafe(self.spawn, fn, *args)
+        """Run ``fn(*args)`` in a greenlet of the hub's loop (from another OS thread), after
+        the calls this thread handed over before it have finished."""
+        self.loop.run_callback_threadsafe(self.in_lane, ("thread", thread_ident()), fn, *args)
+
+    def in_lane(self, lane: t.Hashable, fn: t.Callable[..., t.Any], *args: t.Any) -> None:
+        """Run ``fn(*args)`` in a greenlet of its own once the calls put in ``lane`` before
+        it have finished (one lane's calls one at a time, in order; lanes side by side).
+        On the hub's thread only (a call from another thread comes through
+        :meth:`call_from_thread`). A call that raises is reported as a greenlet's error,
+        and the lane goes on."""
+        waiting = self._lanes.get(lane)
+        if waiting is None:
+            waiting = self._lanes[lane] = collections.deque()
+            self.spawn(self._run_lane, lane, waiting)
+        waiting.append((fn, args))
+
+    def _run_lane(self, lane: t.Hashable, waiting: collections.deque[_Call]) -> None:
+        try:
+            while waiting:
+                fn, args = waiting.popleft()
+                self.spawn(fn, *args).join()
+        finally:
+            if self._lanes.get(lane) is waiting:
+                del self._lanes[lane]
 
     def timer(self, seconds: float, repeat: float = 0.0, *, ref: bool = True) -> t.Any:
         """A libev timer of the hub's loop (start it with a callback; close it to cancel).
@@ -53,6 +82,7 @@ class HubLoop:
 
     def kill(self, timeout: float) -> None:
         self.group.kill(block=True, timeout=timeout)
+        self._lanes.clear()
 
 
 def from_any_thread(method: t.Callable[t.Concatenate[t.Any, P], None]

@@ -214,9 +214,13 @@ class TopicService:
         self._backplane.command(uid, client_id, kind, topic)
 
     def command(self, uid: Uid, client_id: str | None, kind: str, topic: str) -> None:
-        """Backplane listener: apply a join or leave to this process's clients of ``uid``."""
+        """Backplane listener: apply a join or leave to this process's clients of ``uid``,
+        after the user's commands before it (in the log's order). Side by side, a leave
+        that came while the join before it still waited for the shared store found the
+        client not in the topic yet and was lost: the client stayed in."""
         if not self.loop.closed:  # may wait for a shared store: not on the subscriber's
-            self.loop.spawn(self._apply, uid, client_id, kind, topic)
+            self.loop.in_lane(("topic-commands", uid), self._apply, uid, client_id, kind,
+                              topic)
 
     def _apply(self, uid: Uid, client_id: str | None, kind: str, topic: str) -> None:
         for conn in self._table.of_user(uid):

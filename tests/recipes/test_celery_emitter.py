@@ -4,12 +4,14 @@ retries on BackplaneError and then fails instead of losing the push silently.
 
 Two tests run Celery eagerly (``task_always_eager``): the task body runs in this process, as
 it would in a worker, and Celery's retry machinery (``autoretry_for``) is the real one. The
-third runs a real Celery worker process, with the same Redis as its broker.
+others run a real Celery worker process, with the same Redis as its broker: a push back to
+the user, and a room's messages published to its members.
 """
 from __future__ import annotations
 
 import os
 import sys
+import typing as t
 
 import pytest
 import reports_tasks
@@ -20,7 +22,7 @@ from flask_sente.client import Client
 from flask_sente.exceptions import BackplaneError
 from tests.helpers import Proc
 
-from .conftest import EXAMPLES, TIMEOUT, page_token
+from .conftest import EXAMPLES, TIMEOUT, page_token, wait_until
 
 
 @pytest.fixture
@@ -109,3 +111,42 @@ def test_the_handler_queues_a_task_whose_push_comes_back(web_server, celery_work
             queued = client.call(("reports/build", 3), timeout=TIMEOUT)["queued"]
             assert client.receive(timeout=TIMEOUT) == ("report/ready", {"id": 3, "rows": 30})
     celery_worker.wait_for(rf"Task reports_tasks.build_report\[{queued}\] succeeded")
+
+
+def test_a_real_worker_s_task_publishes_to_a_room_but_the_sender(web_server, celery_worker):
+    """Rooms: ann (WebSocket) and bob (Ajax) join ``room/lobby`` on the gunicorn server;
+    each ``room/post`` queues ``post_to_room``, and the Celery worker process publishes the
+    message to the room through the Emitter. Bob gets ann's five messages once each, in the
+    order she posted them (one solo worker runs the tasks in the order they were queued);
+    ann, the sender, gets none of them — only bob's last one, published after them in the
+    room's one order, so that nothing of hers can still be on its way.
+
+    Shown to fail by dropping ``exclude_client_id`` in the task: bob got his own message."""
+    clients: list[Client] = []
+    got: dict[str, list[t.Any]] = {"ann": [], "bob": []}
+    sessions = [requests.Session(), requests.Session()]
+    try:
+        for name, transport, http in (("ann", "ws", sessions[0]), ("bob", "ajax", sessions[1])):
+            token = page_token(web_server, http)
+            client = Client(web_server + "/chsk", type=transport, cookies=http.cookies,
+                            csrf_token=token)
+            clients.append(client)
+            client.on_topic("room/lobby",
+                            lambda event_id, data, name=name: got[name].append((event_id, data)))
+            client.connect()
+            assert client.wait_open(TIMEOUT)
+            client.join("room/lobby", timeout=TIMEOUT)
+        ann, bob = clients
+        for n in range(5):
+            ann.call(("room/post", {"room": "lobby", "text": f"ann {n}"}), timeout=TIMEOUT)
+        bob.call(("room/post", {"room": "lobby", "text": "bob's"}), timeout=TIMEOUT)
+        last = ("room/message", {"text": "bob's"})
+        wait_until(lambda: len(got["bob"]) >= 5 and last in got["ann"], "the room's messages")
+        assert got["bob"] == [("room/message", {"text": f"ann {n}"}) for n in range(5)]
+        assert got["ann"] == [last]
+    finally:
+        for client in clients:
+            client.close()
+        for http in sessions:
+            http.close()
+    celery_worker.wait_for(r"(?s)(Task reports_tasks.post_to_room\[\S+\] succeeded.*){6}")

@@ -377,3 +377,57 @@ def test_an_emitter_call_retried_after_its_answer_was_lost_is_delivered_once(red
                 s.stop()
     finally:
         proxy.close()
+
+
+def test_an_emitter_publish_or_join_retried_after_its_answer_was_lost_is_made_once(
+        redis_server):
+    """As for ``send`` above, for the topic calls: a ``publish`` whose answer Redis lost
+    raised ``BackplaneError`` though Redis ran it; retried as the emitter's next call, it
+    reaches the member once. A ``join`` likewise (its grant and command go in one round
+    trip; the command is appended once, and the client is in the topic).
+
+    Shown to fail by giving every call a new counter again: publish 1 reached the client
+    twice; and by giving only joins a new one: the user's log held two join commands."""
+    from flask_sente.client import Client
+    from flask_sente.emitter import Emitter
+
+    proxy = ReplyLosingProxy(redis_server.port)
+    try:
+        with worker(redis_server.url) as (a, sa, _):
+            sa.on_join("room/*")(lambda msg: True)
+            client = Client(a + "/chsk", type="ws", params={"u": "ivy"}, connect_timeout=5)
+            got: list[t.Any] = []
+            client.on_topic("room/r", lambda event_id, data: got.append(data))
+            client.on_topic("news", lambda event_id, data: got.append(data))
+            emitter = Emitter(f"redis://127.0.0.1:{proxy.port}/0", socket_timeout=0.5)
+            try:
+                client.connect()
+                assert client.wait_open(10)
+                client.join("room/r", timeout=10)
+                emitter.publish("room/r", ("t/n", 0))
+                proxy.losing = True
+                with pytest.raises(BackplaneError):
+                    emitter.publish("room/r", ("t/n", 1))    # ran in Redis, answer lost
+                proxy.losing = False
+                emitter.publish("room/r", ("t/n", 1))        # the task's retry
+                emitter.publish("room/r", ("t/n", 2))
+                wait_for(lambda: 2 in got, timeout=10)
+                proxy.losing = True
+                with pytest.raises(BackplaneError):
+                    emitter.join("news", "ivy", client_id=client.client_id)
+                proxy.losing = False
+                emitter.join("news", "ivy", client_id=client.client_id)
+                wait_for(lambda: "news" in client.topics, timeout=10)
+                emitter.publish("news", ("t/n", 3))
+                emitter.publish("room/r", ("t/n", 4))
+                wait_for(lambda: 3 in got and 4 in got, timeout=10)
+                assert [n for n in got if n != 3] == [0, 1, 2, 4] and got.count(3) == 1
+                with redis.Redis.from_url(redis_server.url) as admin:
+                    commands = [fields[b"k"] for _, fields in admin.xrange(
+                        rs.log_keys("sente", rs.user_key("ivy"))[1])]
+                assert commands.count(b"join") == 1, commands
+            finally:
+                emitter.close()
+                client.close()
+    finally:
+        proxy.close()

@@ -63,19 +63,33 @@ def _slot_owner(nodes: list[RedisServer], key: str) -> int:
     raise AssertionError(f"no node serves {key}")
 
 
-def _a_topic_crosses_workers(a: str, sa: Sente, sb: Sente) -> None:
+def _a_topic_crosses_workers(a: str, sa: Sente, sb: Sente, emitter: Emitter) -> None:
     """A join on one worker, the member seen and a publish made on the other (the topic's
-    log and its presence keys live in the deployment's slot too)."""
+    log and its presence keys live in the deployment's slot too); the emitter sees the
+    member (a SCAN of the slot's set), publishes, and joins the user to another topic
+    (grants and command in one pipeline)."""
     for sente in (sa, sb):
         sente.on_join("room/*")(lambda msg: True)
     with topic_member(a, "tia", "room/1") as (ws, pushed):
         wait_for(lambda: sb.members("room/1") == {"tia"})
+        assert emitter.members("room/1") == {"tia"}
         for n in range(3):
             sb.publish("room/1", ("t/n", n))
-        with gevent.Timeout(TIMEOUT):
+        with gevent.Timeout(TIMEOUT):                # no order between two writers
             while len(_topic_numbers(pushed, "room/1")) < 3:
                 pushed.append(recv(ws)[0])
-        assert _topic_numbers(pushed, "room/1") == [0, 1, 2]
+        emitter.publish("room/1", ("t/n", 3))
+        emitter.join("news", "tia")
+
+        def joined_news() -> bool:
+            return any(e[0] == "chsk/joined" and e[1]["topic"] == "news"
+                       for batch in pushed for e in batch)
+
+        with gevent.Timeout(TIMEOUT):
+            while len(_topic_numbers(pushed, "room/1")) < 4 or not joined_news():
+                pushed.append(recv(ws)[0])
+        assert _topic_numbers(pushed, "room/1") == [0, 1, 2, 3]
+        wait_for(lambda: emitter.members("news") == {"tia"})
 
 
 def test_pushes_cross_workers_on_a_redis_cluster_and_survive_a_failover(redis_cluster):
@@ -101,7 +115,7 @@ def test_pushes_cross_workers_on_a_redis_cluster_and_survive_a_failover(redis_cl
                 emitter.broadcast(("t/n", 4))
             wait_for(lambda: len(s.numbers) >= 5)
             assert s.numbers == [0, 1, 2, 3, 4]
-            _a_topic_crosses_workers(a, sa, sb)
+            _a_topic_crosses_workers(a, sa, sb, emitter)
 
             owner = _slot_owner(redis_cluster, "{sente}")
             assert _slot_owner(redis_cluster, '{sente}:{"cat"}:log') == owner   # one slot

@@ -9,10 +9,13 @@ import typing as t
 import urllib.parse
 
 import gevent
+import gevent.monkey
 import requests
 import websocket
 
 from .test_backplane import TIMEOUT, recv, worker
+
+_start_thread = gevent.monkey.get_original("_thread", "start_new_thread")
 
 
 def _ws(base: str, uid: str, positions: t.Any = None) -> websocket.WebSocket:
@@ -143,3 +146,36 @@ def test_an_ajax_client_held_past_its_grants_lifetime_still_moves_with_its_topic
             assert _topic_numbers([got], "room/5") == [1]
         finally:
             http.close()
+
+
+def test_a_thread_s_publishes_keep_their_order_through_a_worker_not_yet_started(
+        redis_server):
+    """An OS thread (a worker thread of the app, a thread-pool task) publishes 30 events
+    through a worker that has not used Redis yet — no client, no push so far: they reach a
+    member on the other worker in the thread's order. The first call starts the backplane
+    and waits for its subscription; each call used to be handed to the hub's loop as a
+    greenlet of its own, started at once, so the later ones went into the outbox meanwhile,
+    ahead of it: the member got 1, 2, ..., 29, 0 (before the thread's calls ran one after
+    another, ``HubLoop.call_from_thread``'s lane; shown to fail again without it)."""
+    with worker(redis_server.url) as (a, sa, _), worker(redis_server.url) as (b, sb, _):
+        @sa.on_join("room/*")
+        def allow(msg: t.Any) -> bool:
+            return True
+
+        ws = _ws(a, "tess")
+        try:
+            recv(ws)
+            pushed: list[t.Any] = []
+            assert _call(ws, ["chsk/join", {"topic": "room/t"}], pushed)["ok"]
+            done: list[bool] = []
+            _start_thread(lambda: ([sb.publish("room/t", ("t/n", n)) for n in range(30)],
+                                   done.append(True)), ())
+            with gevent.Timeout(TIMEOUT):
+                while not done:
+                    gevent.sleep(0.01)
+            with gevent.Timeout(TIMEOUT, AssertionError(f"got {pushed}")):
+                while len(_topic_numbers(pushed, "room/t")) < 30:
+                    pushed.append(recv(ws)[0])
+            assert _topic_numbers(pushed, "room/t") == list(range(30))
+        finally:
+            ws.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 import typing as t
 
 import gevent
@@ -250,3 +251,122 @@ def test_join_publish_and_leave_from_os_threads(backplane, request):
             h.wait_for(lambda: h.sente.members("news") == frozenset())
         finally:
             ws.close()
+
+
+_allocate_lock = gevent.monkey.get_original("_thread", "allocate_lock")
+
+
+def _in_os_threads(h: t.Any, *bodies: t.Callable[[], t.Any]) -> None:
+    """Run each body in a real OS thread of its own (the unpatched ``_thread``: under the
+    test process's monkey-patching ``threading.Thread`` makes greenlets), all let go at
+    once; wait for all of them (they only hand calls to the hub, so they end quickly) and
+    fail with what any of them raised."""
+    gate = _allocate_lock()
+    gate.acquire()
+    failures: list[BaseException] = []
+    done: list[bool] = []
+
+    def run(body: t.Callable[[], t.Any]) -> None:
+        try:
+            gate.acquire()
+            gate.release()
+            body()
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            failures.append(exc)
+        finally:
+            done.append(True)
+
+    for body in bodies:
+        _start_thread(run, (body,))
+    gate.release()
+    h.wait_for(lambda: len(done) == len(bodies))
+    assert failures == []
+
+
+@pytest.mark.parametrize("backplane", ["memory", "redis"])
+def test_join_publish_and_leave_from_several_os_threads_at_once(backplane, request):
+    """Several OS threads call ``join``, ``publish`` and ``leave`` at the same time against
+    a served app with three members' WebSockets (read at the wire).
+
+    Joins: each thread puts its user in ``room`` and then in and out of ``flip`` five times;
+    every call takes effect in the thread's order — each user gets ``chsk/joined`` for
+    ``room`` and ten ``flip`` events alternating joined, left, and is not in ``flip`` at the
+    end. Publishes: four threads publish 40 events each to ``room``; every member gets each
+    thread's events once and in its order. Leaves: every user is taken out of ``room`` by
+    its own thread at once; each gets ``chsk/left`` and ``members`` is empty.
+
+    With Redis this failed before two fixes: the flip events of a user came out of order
+    and short — ``join`` and ``leave`` make Redis round trips before they append their
+    command, and each call handed from a thread ran in a greenlet of its own, started at
+    once, so a later call could append first (now a thread's calls run one after another:
+    ``HubLoop.call_from_thread``'s lane); and a ``leave`` command applied while the ``join``
+    before it still waited for Redis found the client not in the topic and was lost (now a
+    user's commands are applied in order: ``TopicService.command``'s lane). Shown to fail
+    again by removing either fix (two runs of three without the first, every run without
+    the second)."""
+    options = {}
+    if backplane == "redis":
+        options["backplane"] = request.getfixturevalue("redis_server").url
+    users = ["m0", "m1", "m2"]
+    with running(**options) as h:
+        sockets = {uid: h.ws(f"{uid}-tab", uid=uid, protocol="2") for uid in users}
+        got: dict[str, list[t.Any]] = {uid: [] for uid in users}
+
+        def read_until(uid: str, pred: t.Callable[[list[t.Any]], bool], what: str) -> None:
+            deadline = time.monotonic() + 10
+            while not pred(got[uid]):
+                try:
+                    if time.monotonic() > deadline:
+                        raise websocket.WebSocketTimeoutException
+                    batch = h.recv(sockets[uid])[0]             # TIMEOUT at most
+                except websocket.WebSocketTimeoutException:
+                    raise AssertionError(f"{uid}: no {what} in {got[uid]}") from None
+                got[uid].extend(e for e in batch if e[0] != "chsk/pos")
+
+        def topic_events(uid: str, name: str) -> list[t.Any]:
+            return [e for e in got[uid] if e[0] in ("chsk/joined", "chsk/left")
+                    and e[1]["topic"] == name]
+
+        def joins_and_flips(uid: str) -> None:
+            h.sente.join("room", uid)
+            for _ in range(5):
+                h.sente.join("flip", uid)
+                h.sente.leave("flip", uid)
+
+        try:
+            _in_os_threads(h, *[lambda uid=uid: joins_and_flips(uid) for uid in users])
+            for uid in users:
+                read_until(uid, lambda _, uid=uid: len(topic_events(uid, "flip")) >= 10
+                           and topic_events(uid, "room"), "room join and ten flips")
+                assert [e[0] for e in topic_events(uid, "flip")] == [
+                    "chsk/joined", "chsk/left"] * 5, uid
+                assert [e[0] for e in topic_events(uid, "room")] == ["chsk/joined"]
+            h.wait_for(lambda: h.sente.members("room") == set(users)
+                       and h.sente.members("flip") == frozenset())
+
+            def publish(thread: int) -> None:
+                for n in range(40):
+                    h.sente.publish("room", ("t/n", [thread, n]))
+                h.sente.publish("room", ("t/end", thread), flush=True)
+
+            _in_os_threads(h, *[lambda i=i: publish(i) for i in range(4)])
+            for uid in users:
+                read_until(uid, lambda events: sum(
+                    1 for e in events if e[0] == "chsk/topic" and e[1][1][0] == "t/end") == 4,
+                    "end of every thread's publishes")
+                published = [e[1][1][1] for e in got[uid]
+                             if e[0] == "chsk/topic" and e[1][1][0] == "t/n"]
+                for thread in range(4):
+                    assert [n for i, n in published if i == thread] == list(range(40)), uid
+                assert len(published) == 160, uid
+
+            _in_os_threads(h, *[lambda uid=uid: h.sente.leave("room", uid) for uid in users])
+            for uid in users:
+                read_until(uid, lambda _, uid=uid: len(topic_events(uid, "room")) == 2,
+                           "chsk/left for room")
+                assert topic_events(uid, "room")[1] == [
+                    "chsk/left", {"topic": "room", "reason": "removed"}]
+            h.wait_for(lambda: h.sente.members("room") == frozenset())
+        finally:
+            for ws in sockets.values():
+                ws.close()

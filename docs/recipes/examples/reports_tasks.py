@@ -2,9 +2,10 @@
 
 A Celery worker is not the web app: it has no ``Sente`` object and no connections. The
 :class:`~flask_sente.emitter.Emitter` writes into the same Redis logs ``sente.send`` uses,
-so the push reaches every tab of the user on whichever web worker it is connected to. It
-needs redis-py only (no Flask, no gevent), and it raises ``BackplaneError`` when Redis cannot
-be reached, which Celery's ``autoretry_for`` turns into a retry instead of a lost push.
+so the push reaches every tab of the user on whichever web worker it is connected to; its
+``publish`` reaches every member of a topic (a room) the same way. It needs redis-py only
+(no Flask, no gevent), and it raises ``BackplaneError`` when Redis cannot be reached, which
+Celery's ``autoretry_for`` turns into a retry instead of a lost push.
 
 Start a worker with ``celery -A reports_tasks worker``.
 """
@@ -52,3 +53,14 @@ def build_report(self: PushTask, uid: str, report_id: int) -> dict[str, object]:
     # from Redis may deliver it twice.
     self.emitter.send(uid, ("report/ready", report))
     return report
+
+
+@celery.task(base=PushTask, bind=True, autoretry_for=(BackplaneError,), retry_backoff=2,
+             retry_backoff_max=60, max_retries=5)
+def post_to_room(self: PushTask, room: str, text: str, sender: str | None = None) -> None:
+    text = text.strip()[:500]                            # moderation, translation ... here
+    # Reaches every member of the room (any web worker, both transports), in the room's
+    # one order, but the sender's own tab (``sender`` is its client id), which already
+    # shows the message.
+    self.emitter.publish(f"room/{room}", ("room/message", {"text": text}),
+                         exclude_client_id=sender)

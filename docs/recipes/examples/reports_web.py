@@ -1,5 +1,7 @@
 """The web side of the Celery recipe: a flask_sente app on the Redis backplane whose
-handler queues a report; the task pushes ``report/ready`` to the user when it is done.
+handler queues a report; the task pushes ``report/ready`` to the user when it is done. Its
+rooms: clients join ``room/<name>``, and a message posted to a room goes through a task that
+publishes it to the room's members.
 
 Serve it with ``REDIS_URL=redis://... SECRET_KEY=... gunicorn -k
 flask_sente.worker.SenteWorker -w 4 'reports_web:create_app()'``.
@@ -11,9 +13,9 @@ import typing as t
 import uuid
 
 from flask import Flask, render_template_string, session
-from reports_tasks import build_report
+from reports_tasks import build_report, post_to_room
 
-from flask_sente import EventMsg, Sente
+from flask_sente import EventMsg, JoinMsg, Sente
 
 PAGE = """<!doctype html>
 <head>{{ sente_script() }}</head>
@@ -33,6 +35,15 @@ def create_app() -> Flask:
     @sente.on("reports/build")
     def queue_report(msg: EventMsg) -> None:
         result = build_report.delay(msg.uid, msg.data)   # returns at once
+        msg.reply({"queued": result.id})
+
+    @sente.on_join("room/*")
+    def join_room(msg: JoinMsg) -> bool:
+        return True                                      # who may join: decide here
+
+    @sente.on("room/post")
+    def post(msg: EventMsg) -> None:
+        result = post_to_room.delay(msg.data["room"], msg.data["text"], msg.client_id)
         msg.reply({"queued": result.id})
 
     @app.get("/")
