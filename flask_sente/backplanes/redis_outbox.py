@@ -22,7 +22,7 @@ import gevent.event
 import gevent.queue
 
 from ..core.delivery import Position, WireEvent, split_target
-from ..exceptions import BackplaneError
+from ..exceptions import BackplaneError, PackError
 from ..metrics import NoMetrics
 from . import redis_scripts as rs
 from .base import PushRecord, current_record
@@ -51,8 +51,10 @@ class Pending(t.NamedTuple):
     #: The log's Redis key (:func:`~flask_sente.backplanes.redis_scripts.user_key`,
     #: ``t:`` + a topic, or ``*``).
     ukey: str
-    #: The event in wire form, or a control record's value (a kick's reason, a topic).
-    event: Payload
+    #: The event in wire form, or a control record's value (a kick's reason, a topic),
+    #: packed for Redis by the caller of :meth:`Outbox.put` (whose mistake it is if it
+    #: cannot be: the publisher must never meet a value it cannot send).
+    event: bytes
     #: The target client id, "!" + an excluded one, or "".
     target: str
     #: "", "kick", a topic command, or "gap" (entries were lost: a new epoch).
@@ -93,7 +95,15 @@ class Outbox:
 
     def put(self, ukey: str, event: Payload, target: str, control: str, create: bool) -> None:
         """Hand one append to the publisher. Made while a
-        :class:`~flask_sente.backplanes.base.PushRecord` records, the record learns it."""
+        :class:`~flask_sente.backplanes.base.PushRecord` records, the record learns it.
+
+        :raises PackError: the event holds a value msgpack cannot encode (the pusher hears
+            of it; nothing is queued).
+        """
+        try:
+            packed = rs.pack_event(event)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise PackError(f"this push cannot be sent through Redis (msgpack): {exc}") from None
         if self._queue.qsize() >= OUTBOX_LIMIT:
             # Redis has been away too long: this push is lost, and its readers will be
             # told (the log gets a new epoch once Redis is back).
@@ -105,7 +115,7 @@ class Outbox:
         record = current_record()
         if record is not None:  # its request (or handler) answers after this is in Redis
             record.marks[self] = self._queued
-        self._queue.put(Pending(self._counter, ukey, event, target, control, create, record))
+        self._queue.put(Pending(self._counter, ukey, packed, target, control, create, record))
 
     def settled(self, timeout: float = 2 * SOCKET_TIMEOUT, upto: int | None = None) -> None:
         """Wait until every push queued so far (or the first ``upto``) is in Redis, or
@@ -169,7 +179,7 @@ class Outbox:
         pipe = link.client.pipeline(transaction=False)
         for item in batch:
             keys, args = rs.append_call(
-                link.prefix, item.ukey, rs.pack_event(item.event), target=item.target,
+                link.prefix, item.ukey, item.event, target=item.target,
                 size=link.history_size, ttl=link.ttl, epoch=new_epoch(), create=item.create,
                 control=item.control, writer=link.node, counter=item.counter,
                 rotate=item.control == "gap")
@@ -224,4 +234,5 @@ class Outbox:
 
     def _gap_record(self, ukey: str) -> Pending:
         self._counter += 1
-        return Pending(self._counter, ukey, None, "", "gap", ukey == rs.BROADCAST_KEY, None)
+        return Pending(self._counter, ukey, rs.pack_event(None), "", "gap",
+                       ukey == rs.BROADCAST_KEY, None)

@@ -8,11 +8,12 @@ import typing as t
 import urllib.parse
 
 import gevent
+import pytest
 import requests
 import websocket
 from flask import Flask, request
 
-from flask_sente import Sente
+from flask_sente import PackError, Sente
 from flask_sente.testing import serve
 from tests.helpers import wait_for  # noqa: F401 (used here and imported from here)
 
@@ -218,3 +219,28 @@ def test_protocol_1_polls_alternate_between_workers_without_a_new_handshake(redi
                     got += [e[1] for e in payload if e[0] == "t/n"]
         assert got == list(range(6))
         http.close()
+
+
+def test_a_push_redis_cannot_carry_raises_and_the_later_ones_still_go(redis_server):
+    """Data msgpack cannot encode is the pusher's error, raised at the call (PackError),
+    never the publisher greenlet's: before, it killed the worker's publisher and every
+    later push of that worker stalled in silence (shown failing that way first)."""
+    with worker(redis_server.url) as (a, sa, _):
+        ws = websocket.create_connection(
+            a.replace("http", "ws") + "/chsk?client-id=c1&u=eve&protocol=2", timeout=TIMEOUT)
+        try:
+            recv(ws)  # the handshake
+            wait_for(lambda: "eve" in sa.connected_uids.ws)
+            sa.send("eve", ("t/n", 0))
+            with pytest.raises(PackError, match="msgpack"):
+                sa.send("eve", ("t/n", object()))
+            with pytest.raises(PackError):
+                sa.broadcast(("t/n", {1, 2}))
+            sa.send("eve", ("t/n", 1))
+            got: list[t.Any] = []
+            with gevent.Timeout(TIMEOUT):
+                while len(numbers(got)) < 2:
+                    got.append(recv(ws))
+            assert numbers(got) == [0, 1]
+        finally:
+            ws.close()
