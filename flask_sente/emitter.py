@@ -38,13 +38,18 @@ from .backplanes.redis_connect import connect, import_redis, parse_url
 from .config import HISTORY_SIZE, HISTORY_TTL, MAX_TOPIC_LENGTH
 from .core.logs import join_target
 from .core.presence import ConnectedUids, Uid
-from .exceptions import BackplaneError, LocalProtocolError
+from .exceptions import BackplaneError, CallTimeout, ClientGone, LocalProtocolError
+from .protocol import calls, wire
 from .protocol import events as ev
-from .protocol import wire
 
 #: What a call adds to the round trip of its append, before it (``join``'s grants): it is
 #: given the pipeline (or client) the append goes through.
 Before = t.Callable[[t.Any], None]
+
+
+#: Seconds between two looks at the presence of a client an Emitter call waits on (as the
+#: server's ``flask_sente.hub.calls.WATCH_EVERY``).
+WATCH_EVERY = 0.25
 
 
 class Emitter:
@@ -79,6 +84,9 @@ class Emitter:
         #: Writer id and counter: Redis skips an entry a writer already appended.
         self._writer = "emitter-" + secrets.token_urlsafe(9)
         self._counter = 0
+        #: Calls made so far (their ids: ``<n>@<writer id>``; answers come back on this
+        #: emitter's own channel, named by the writer id).
+        self._calls = 0
         #: The last call that raised, and the counter it was sent with: made again at once
         #: (the caller retrying it), it is sent with the same counter, so that Redis appends
         #: it once even if the first try did run there (its answer was what got lost).
@@ -169,6 +177,83 @@ class Emitter:
         except self._errors as exc:
             raise BackplaneError(f"Redis: {exc}") from exc
         return frozenset(found)
+
+    def call(self, uid: Uid, event: t.Any, *, client_id: str, timeout: float = 20.0) -> t.Any:
+        """Ask one client of ``uid`` (the tab ``client_id``) and wait for its answer, from a
+        process that is not the app (a Celery task, a script): the same request and
+        outcomes as the server's ``sente.call`` — the client's value, or
+        :class:`~flask_sente.exceptions.CallTimeout`, ``ClientGone`` (at once when the
+        client is not connected, closes its connection, or does not come back within its
+        grace window), ``NoAnswerHandler``, ``ClientCallError``, ``CallsUnsupported``.
+        The answer comes back through Redis (this emitter subscribes to its own channel for
+        the call's duration). Not inside ``batch()``.
+
+        :raises BackplaneError: when Redis cannot be reached.
+        """
+        if uid is None:
+            raise LocalProtocolError("cannot call uid None")
+        if not isinstance(client_id, str) or not client_id:
+            raise LocalProtocolError("call() needs the client_id of the client to ask")
+        if not (isinstance(timeout, (int, float)) and 0 < timeout < float("inf")):
+            raise LocalProtocolError("a call's timeout is a positive number of seconds")
+        if self._pipe is not None:
+            raise LocalProtocolError("call() waits for its answer: not inside batch()")
+        pair = ev.validate_outgoing(event)
+        self._calls += 1
+        call = calls.call_id(self._calls, self._writer)
+        deadline = time.monotonic() + timeout
+        try:
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(f"{self.prefix}:call:{self._writer}", f"{self.prefix}:closed")
+                if not self._present(uid, client_id):
+                    raise ClientGone(f"client {client_id!r} of uid {uid!r} is not connected",
+                                     client_id)
+                self._run(rs.user_key(uid), calls.request(call, pair, timeout), client_id, "",
+                          create=False)
+                return self._await(pubsub, call, uid, client_id, deadline, pair[0])
+            finally:
+                pubsub.close()
+        except self._errors as exc:
+            raise BackplaneError(f"Redis: {exc}") from exc
+
+    def _present(self, uid: Uid, client_id: str) -> bool:
+        """Whether ``client_id`` is among ``uid``'s members in Redis (grace windows
+        included), as the server's presence reads them."""
+        rows = self.client.zrange(rs.members_key(self.prefix, rs.user_key(uid)), 0, -1,
+                                  withscores=True)
+        clients = rs.live_clients(rows, int(time.time() * 1000))
+        return any(client_id in ids for ids in clients.values())
+
+    def _await(self, pubsub: t.Any, call: str, uid: Uid, client_id: str, deadline: float,
+               event_id: str) -> t.Any:
+        """Read this emitter's call channel until the call's outcome; look at presence
+        every ``WATCH_EVERY`` s meanwhile (a client that left for good fails the call)."""
+        uid_key = repr(uid)
+        next_look = time.monotonic() + WATCH_EVERY
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                raise CallTimeout(f"client {client_id!r} did not answer {event_id!r} in time",
+                                  client_id)
+            message = pubsub.get_message(timeout=max(0.0, min(deadline, next_look) - now))
+            if message is not None and message.get("type") == "message":
+                data = rs.unpack_event(message["data"])
+                if message["channel"].decode().endswith(":closed"):
+                    if data[0] == uid_key and data[1] == client_id:
+                        raise ClientGone(f"client {client_id!r} closed its connection",
+                                         client_id)
+                elif (isinstance(data, dict) and data.get("id") == call
+                      and calls.from_asked(data, uid, client_id)):
+                    value, error = calls.result(data, client_id)
+                    if error is not None:
+                        raise error
+                    return value
+            if time.monotonic() >= next_look:
+                next_look = time.monotonic() + WATCH_EVERY
+                if not self._present(uid, client_id):
+                    raise ClientGone(f"client {client_id!r} left (its grace window ended)",
+                                     client_id)
 
     @property
     def connected_uids(self) -> ConnectedUids:

@@ -7,8 +7,11 @@ import json
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 import typing as t
 
+import gevent
 import pytest
 import redis
 import websocket
@@ -302,3 +305,88 @@ def test_emitter_join_and_leave_reach_the_user_s_clients_on_every_worker(
     finally:
         ws.close()
         ajax.close()
+
+
+CALLER_SCRIPT = textwrap.dedent("""
+    import json, sys
+    from flask_sente.emitter import Emitter
+    from flask_sente.exceptions import CallError
+    e = Emitter(sys.argv[1])
+    out = []
+    for client_id, event in [(sys.argv[2], ("t/triple", 4)), (sys.argv[3], ("t/triple", 5)),
+                             (sys.argv[2], ("t/nobody", 1)), (sys.argv[3], ("t/fail", 1)),
+                             ("not-a-client", ("t/triple", 1))]:
+        uid = client_id.split("-")[0]
+        try:
+            out.append(e.call(uid, event, client_id=client_id, timeout=10))
+        except CallError as exc:
+            out.append([type(exc).__name__, exc.client_id])
+    print(json.dumps(out))
+    bad = [m for m in ("gevent", "flask") if m in sys.modules]
+    sys.exit(f"imported {bad}" if bad else 0)
+""")
+
+
+def _answering(host: str, uid: str, transport: str) -> Client:
+    client, _ = _topic_client(host, uid, transport)
+    client.answer("t/triple", lambda n: 3 * n)
+
+    def fail(data: t.Any) -> t.Any:
+        raise RuntimeError("not today")
+
+    client.answer("t/fail", fail)
+    return client
+
+
+def test_an_emitter_process_calls_clients_on_the_workers(cluster, redis_server):  # noqa: F811
+    """``Emitter.call`` from a plain process: the answer of a WebSocket client and of an
+    Ajax client (held by any of three workers) comes back through Redis to the emitter's
+    own channel; no handler, a failing handler and an unknown client are their errors.
+    Shown to fail by publishing routed outcomes on the asker's node channel misspelled
+    (every call timed out)."""
+    host, _ = cluster
+    ann, bob = _answering(host, "ann", "ws"), _answering(host, "bob", "ajax")
+    try:
+        with Emitter(redis_server.url) as emitter:
+            wait_for(lambda: {"ann", "bob"} <= emitter.connected_uids.any, TIMEOUT)
+        result = subprocess.run(
+            [sys.executable, "-c", CALLER_SCRIPT, redis_server.url, ann.client_id,
+             bob.client_id], check=True, timeout=60, capture_output=True, text=True)
+        assert json.loads(result.stdout) == [
+            12, 15, ["NoAnswerHandler", ann.client_id], ["ClientCallError", bob.client_id],
+            ["ClientGone", "not-a-client"]]
+    finally:
+        ann.close()
+        bob.close()
+
+
+def test_an_emitter_call_fails_at_once_when_the_client_leaves(
+        cluster, redis_server):  # noqa: F811
+    """The client's own close, announced by its worker through Redis, reaches the
+    emitter waiting in another process: ClientGone within a moment, not the timeout."""
+    host, _ = cluster
+    ann, _ = _topic_client(host, "ann", "ws")
+    answering, release = threading.Event(), threading.Event()
+    ann.answer("t/wait", lambda data: (answering.set(), release.wait(TIMEOUT)))
+    outcome: list[BaseException] = []
+
+    def ask() -> None:
+        with Emitter(redis_server.url) as emitter:
+            try:
+                emitter.call("ann", ("t/wait", None), client_id=ann.client_id, timeout=20)
+            except BaseException as exc:
+                outcome.append(exc)
+
+    asker = gevent.spawn(ask)
+    try:
+        assert answering.wait(TIMEOUT)
+        left = time.monotonic()
+        ann.disconnect()
+        asker.join(TIMEOUT)
+        took = time.monotonic() - left
+    finally:
+        asker.kill()
+        release.set()
+        ann.close()
+    assert len(outcome) == 1 and type(outcome[0]).__name__ == "ClientGone", outcome
+    assert took < 2.0, took
