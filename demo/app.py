@@ -2,26 +2,41 @@
 
 Everything realtime goes through one ``Sente`` object: handlers reply to the author and push
 the change — to every user for the shared list, to the list's topic (``list/<name>``) for a
-named list, so only the users who joined it get it. The "who is online" panel is rebuilt from
+named list, so only the users who joined it get it. Each user's own list is the topic
+``list/@<uid>``, which only that user may join. The "who is online" panel is rebuilt from
 ``connected_uids`` and pushed whenever a client comes or goes; who views a named list comes
 from the topic's members (``SENTE_TOPIC_PRESENCE`` pushes the changes into the topic).
+
+Sharing a todo is the server asking a user (server -> client calls): ``todo/share`` offers
+the todo to every open page of the other user with ``sente.call`` and replies to the sharer
+with what happened; the first page to accept or decline decides, and the todo is added to
+that user's own list on an accept.
 """
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import typing as t
 
+import gevent
+import gevent.queue
 from flask import Flask, abort, current_app, redirect, render_template, request, session, url_for
 
 from flask_sente import EventMsg, JoinMsg, JoinRefused, Sente, signals
+from flask_sente.exceptions import BackplaneError, CallError, CallTimeout, ClientGone
 
-from .store import MAIN, StoreError, TodoLists, memory_lists, redis_lists
+from .store import MAIN, OWN, StoreError, TodoLists, memory_lists, own_list, redis_lists
 
 sente = Sente()
+log = logging.getLogger(__name__)
 MAX_NAME = 24
-#: Named lists are the topics ``list/<name>``.
+#: Named lists are the topics ``list/<name>``; a user's own list is ``list/@<uid>``.
 LIST_TOPIC = "list/"
+#: Seconds the other user's pages have to answer a share offer (``DEMO_SHARE_TIMEOUT``,
+#: ``FLASK_DEMO_SHARE_TIMEOUT=5`` in the environment). The sharer's reply waits for it, so
+#: keep it under the reply timeout (``SENTE_REPLY_TIMEOUT``, 20 s).
+SHARE_TIMEOUT = 15
 
 
 def create_app(instance_path: str | None = None, **config: t.Any) -> Flask:
@@ -124,14 +139,23 @@ def signed_in_only(uid: t.Any, client_id: str) -> bool:
 @sente.on_join(LIST_TOPIC + "*")
 def join_list(msg: JoinMsg) -> dict[str, t.Any]:
     """Anyone signed in may open a named list (a bad name is refused with the reason the
-    page shows); the join data is the list and who views it, so the page needs no other
-    call to show it."""
+    page shows), and their own list (nobody else's); the join data is the list and who
+    views it, so the page needs no other call to show it."""
+    name = msg.topic[len(LIST_TOPIC):]
     try:
-        store = _lists().named(msg.topic[len(LIST_TOPIC):])
+        store = _lists().get(_own_only(name, msg.uid)) if name.startswith(OWN) \
+            else _lists().named(name)
     except StoreError as exc:
         raise JoinRefused(str(exc)) from None
     return {"todos": [item.as_dict() for item in store.all()],
             "viewers": _viewers(msg.topic, msg.uid)}
+
+
+def _own_only(name: str, uid: t.Any) -> str:
+    """``name`` if it is not another user's own list; else StoreError."""
+    if name.startswith(OWN) and name != own_list(uid):
+        raise StoreError("a user's own list is theirs only")
+    return name
 
 
 def _viewers(topic: str, uid: t.Any) -> list[t.Any]:
@@ -147,7 +171,7 @@ def _list_of(msg: EventMsg) -> tuple[str, t.Any]:
     name = data.get("list", MAIN)
     if not isinstance(name, str):
         raise StoreError("a list name is a string")
-    store = _lists().get(name)
+    store = _lists().get(_own_only(name, msg.uid))
     if name != MAIN and msg.uid not in sente.members(LIST_TOPIC + name):
         raise StoreError(f"open the list {name} first")
     return name, store
@@ -200,6 +224,98 @@ def edit(msg: EventMsg) -> None:
 @sente.on("todo/delete")
 def delete(msg: EventMsg) -> None:
     _change(msg, lambda store, d: store.delete(d.get("id")), "todo/deleted")
+
+
+# --- sharing a todo: the server asks the other user ----------------------------------------
+
+@sente.on("todo/share")
+def share(msg: EventMsg) -> None:
+    """Offer a todo (``{id, to}``, ``list`` as for the other todo events) to another user.
+    Each of their open pages is asked (``todo/share-offer``) and shows Accept / Decline;
+    the first to decide wins, and an accepted todo is added to that user's own list and
+    pushed to it. The reply's ``outcome`` says what happened: ``accepted``, ``declined``,
+    ``offline`` (no page open, or all closed while asked), ``timeout`` (nobody decided in
+    time) or ``unavailable`` (their clients cannot take offers, e.g. the terminal client)."""
+    data = msg.data if isinstance(msg.data, dict) else {}
+    to = data.get("to")
+    to = " ".join(to.split())[:MAX_NAME] if isinstance(to, str) else ""
+    try:
+        if not to:
+            raise StoreError("share with whom?")
+        if to == msg.uid:
+            raise StoreError("that is you: share with someone else")
+        _, store = _list_of(msg)
+        item = next((item for item in store.all() if item.id == data.get("id")), None)
+        if item is None:
+            raise StoreError(f"no todo with id {data.get('id')!r}")
+    except StoreError as exc:
+        msg.reply({"ok": False, "error": str(exc)})
+        return
+    timeout = current_app.config.get("DEMO_SHARE_TIMEOUT", SHARE_TIMEOUT)
+    offer = {"offer": secrets.token_hex(6), "from": msg.uid, "text": item.text,
+             "expires_in": timeout}
+    outcome = _ask_pages(to, offer, timeout)
+    if outcome == "accepted":
+        theirs = own_list(to)
+        added = _lists().get(theirs).add(item.text, str(msg.uid))
+        sente.publish(LIST_TOPIC + theirs, ("todo/added", added.as_dict()))
+    msg.reply({"ok": True, "outcome": outcome, "to": to})
+
+
+#: What a page answers a share offer with, and the outcome it decides.
+DECISIONS = {"accept": "accepted", "decline": "declined"}
+
+
+def _ask_pages(to: str, offer: dict[str, t.Any], timeout: float) -> str:
+    """Ask every page of ``to`` about ``offer`` at once; the first ``"accept"`` or
+    ``"decline"`` decides and the other pages are told to drop the offer. Each page is
+    asked on a greenlet of its own with ``sente.call``, so a decision needs no wait for the
+    other pages (``sente.call_all`` returns once every page has answered or timed out)."""
+    pages = sorted({cid for ids in sente.clients_of(to).values() for cid in ids})
+    if not pages:
+        return "offline"    # at once: nobody to ask
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    answers: gevent.queue.Queue = gevent.queue.Queue()
+
+    def ask(client_id: str) -> None:
+        with app.app_context():
+            try:
+                answers.put(sente.call(to, ("todo/share-offer", offer), client_id=client_id,
+                                       timeout=timeout))
+            except (CallError, BackplaneError) as exc:
+                answers.put(exc)
+
+    for client_id in pages:
+        gevent.spawn(ask, client_id)
+    undecided: list[t.Any] = []
+    for _ in pages:
+        try:
+            answer = answers.get(timeout=timeout + 10)  # each call ends by its timeout
+        except gevent.queue.Empty:
+            answer = CallTimeout("no answer")
+        if isinstance(answer, str) and answer in DECISIONS:
+            if len(pages) > 1:
+                sente.send(to, ("todo/share-closed", {"offer": offer["offer"]}))
+            return DECISIONS[answer]
+        undecided.append(answer)
+    return _undecided(to, undecided)
+
+
+def _undecided(to: str, answers: list[t.Any]) -> str:
+    """The outcome when no page decided: every page gone (closed, signed out, its grace
+    window over) is ``offline``; a page that let the offer expire (it answers None) or did
+    not answer in time is ``timeout``; the rest cannot take offers at all (no answer
+    handler, a client too old for calls, a page whose handler failed)."""
+    if all(isinstance(answer, ClientGone) for answer in answers):
+        return "offline"
+    if any(answer is None or isinstance(answer, CallTimeout) for answer in answers):
+        return "timeout"
+    for answer in answers:
+        if isinstance(answer, (CallError, BackplaneError)) and not isinstance(answer,
+                                                                              ClientGone):
+            log.info("a page of %s could not take a share offer: %s: %s", to,
+                     type(answer).__name__, answer)
+    return "unavailable"
 
 
 @sente.on("presence/list")

@@ -3,7 +3,7 @@ Redis for the demo on several workers.
 
 Every change returns the item as it now is, so the caller can both reply to the author and
 push the same value to everyone else. :class:`TodoLists` holds the shared list everyone
-sees and the named lists users join.
+sees, the named lists users join and each user's own list (:func:`own_list`).
 """
 from __future__ import annotations
 
@@ -18,6 +18,13 @@ MAX_TEXT = 200
 MAIN = ""
 #: Names of the lists users join (``list/<name>`` topics): short, and safe in a URL and a key.
 LIST_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,23}")
+#: A user's own list is named ``@<uid>``: no named list starts so (see :data:`LIST_NAME`).
+OWN = "@"
+
+
+def own_list(uid: t.Any) -> str:
+    """The name of ``uid``'s own list (the todos shared with them land there)."""
+    return OWN + str(uid)
 
 
 class StoreError(ValueError):
@@ -144,8 +151,11 @@ class TodoLists:
         self._lists: dict[str, TodoStore | RedisTodoStore] = {}
 
     def get(self, name: str) -> TodoStore | RedisTodoStore:
-        """The shared list (``MAIN``) or the named list ``name``."""
-        return self._store(name) if name == MAIN else self.named(name)
+        """The shared list (``MAIN``), a user's own list (``@<uid>``, :func:`own_list`) or
+        the named list ``name``."""
+        if name == MAIN or (name.startswith(OWN) and len(name) > len(OWN)):
+            return self._store(name)
+        return self.named(name)
 
     def named(self, name: str) -> TodoStore | RedisTodoStore:
         """The named list ``name``; raises StoreError for a name :data:`LIST_NAME` refuses."""
@@ -170,7 +180,7 @@ def memory_lists() -> TodoLists:
 
 def redis_lists(url: str) -> TodoLists:
     """Lists in Redis, one connection pool for all: the shared one under ``demo:todos`` (as
-    before lists), the others under ``demo:todos:<name>``."""
+    before lists), the others under ``demo:todos:<name>`` (a user's own: ``demo:todos:@<uid>``)."""
     import redis
 
     client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)

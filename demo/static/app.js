@@ -1,7 +1,9 @@
 // The demo page: todo lists and an online panel kept live by flask_sente's browser client.
 // Every change is a call with a reply (so failures show up), and every page applies the
 // server's pushes, including the author's own page. The shared list reaches every user;
-// a named list is a topic ("list/<name>") the page joins, so only its viewers get its todos.
+// a named list is a topic ("list/<name>") the page joins, so only its viewers get its todos;
+// the user's own list ("mine") is the topic "list/@<uid>", which only they may join. Sharing
+// a todo is the server asking the other user's pages (a server -> client call, chsk.answer).
 (function () {
   "use strict";
 
@@ -11,6 +13,7 @@
   const me = $("me").textContent;
   const MAIN = "";                // the shared list; named lists are topics "list/<name>"
   const TOPIC = "list/";
+  const MINE = "@" + me;          // the user's own list: shared todos land there
   // name -> {todos: Map id -> todo (creation order), viewers: Set of uids (named lists)}
   const lists = new Map([[MAIN, {todos: new Map(), viewers: null}]]);
   const early = new Map();        // name -> pushes that came before its join's reply
@@ -133,13 +136,20 @@
     const author = document.createElement("span");
     author.className = "author";
     author.textContent = todo.author;
+    const share = document.createElement("button");
+    share.className = "icon share";
+    share.textContent = "↗";
+    share.title = "Share with someone";
+    share.setAttribute("aria-label", "Share");
+    share.disabled = !chsk.state.open;
+    share.addEventListener("click", () => openShare(listName, todo));
     const del = document.createElement("button");
     del.className = "icon delete";
     del.textContent = "✕";
     del.setAttribute("aria-label", "Delete");
     del.disabled = !chsk.state.open;
     del.addEventListener("click", () => change("todo/delete", inList(listName, {id: todo.id})));
-    li.append(box, text, author, del);
+    li.append(box, text, author, share, del);
     return li;
   }
 
@@ -219,14 +229,15 @@
   /** The named lists this page has open, kept for the next visit. */
   function remember() {
     try {
-      localStorage.setItem(storageKey, JSON.stringify([...lists.keys()].filter((n) => n !== MAIN)));
+      const named = [...lists.keys()].filter((n) => n !== MAIN && n !== MINE);
+      localStorage.setItem(storageKey, JSON.stringify(named));
     } catch (_) { /* storage off: lists are just not kept */ }
   }
 
   function remembered() {
     try {
       const names = JSON.parse(localStorage.getItem(storageKey) || "[]");
-      return Array.isArray(names) ? names.filter((n) => typeof n === "string") : [];
+      return Array.isArray(names) ? names.filter((n) => typeof n === "string" && n !== MINE) : [];
     } catch (_) { return []; }
   }
 
@@ -296,19 +307,24 @@
     if (reason !== "kicked") toast(`You are no longer in ${name}: ${reason}`, true);
   });
 
+  /** The chips' order: the shared list, the user's own, then the named ones as opened. */
+  const rank = (name) => (name === MAIN ? 0 : name === MINE ? 1 : 2);
+
   function renderLists() {
-    $("lists").replaceChildren(...[...lists.keys()].map((name) => {
+    const names = [...lists.keys()].sort((a, b) => rank(a) - rank(b));
+    $("lists").replaceChildren(...names.map((name) => {
       const li = document.createElement("li");
       li.className = "chip" + (name === shown ? " selected" : "");
       li.dataset.list = name;
       const open = document.createElement("button");
       open.type = "button";
       open.className = "chip-name";
-      open.textContent = name === MAIN ? "everyone" : name;
-      open.title = name === MAIN ? "The list every user sees" : `Show ${name}`;
+      open.textContent = name === MAIN ? "everyone" : name === MINE ? "mine" : name;
+      open.title = name === MAIN ? "The list every user sees"
+        : name === MINE ? "Only you see this list; todos shared with you land here" : `Show ${name}`;
       open.addEventListener("click", () => showList(name));
       li.append(open);
-      if (name !== MAIN) {
+      if (name !== MAIN && name !== MINE) {
         const leave = document.createElement("button");
         leave.type = "button";
         leave.className = "icon leave";
@@ -319,7 +335,7 @@
       }
       return li;
     }));
-    const viewers = lists.get(shown).viewers;
+    const viewers = shown === MINE ? null : lists.get(shown).viewers;
     $("viewers-box").hidden = viewers === null;
     $("viewers").replaceChildren(...[...(viewers || [])].sort().map((uid) => {
       const li = document.createElement("li");
@@ -338,6 +354,7 @@
     if (lists.has(name)) input.value = "";
   });
   renderLists();
+  openList(MINE, false);
   for (const name of remembered()) openList(name, false);
 
   // --- presence and direct messages ----------------------------------------------------------
@@ -365,6 +382,7 @@
     select.replaceChildren(...users.filter((u) => u.uid !== me).map((u) => new Option(u.uid, u.uid)));
     if (!select.options.length) select.append(new Option("nobody else is online", ""));
     if ([...select.options].some((o) => o.value === current)) select.value = current;
+    $("people").replaceChildren(...users.filter((u) => u.uid !== me).map((u) => new Option(u.uid)));
   }
   chsk.on("presence/changed", (p) => renderPresence(p.users));
 
@@ -380,6 +398,116 @@
     }
   });
   chsk.on("dm/received", (m) => { addInbox(`from ${m.from}`, m.text); toast(`${m.from}: ${m.text}`); });
+
+  // --- sharing a todo: the server asks the other user -------------------------------------------
+  // "todo/share" replies once the other user has decided (or cannot): meanwhile the server
+  // asks each of their open pages with a server -> client call, "todo/share-offer", which
+  // the page answers below with the user's choice. The first page to decide wins.
+
+  const shareDialog = $("share-dialog");
+  let sharing = null;        // {list, todo} the dialog is about
+  let shareAsking = false;   // a share of the dialog is waiting for its reply
+
+  function openShare(listName, todo) {
+    sharing = {list: listName, todo};
+    $("share-what").textContent = `“${todo.text}”`;
+    showShareStatus("", null);
+    shareDialog.showModal();
+    $("share-to").focus();
+  }
+
+  function showShareStatus(text, outcome) {
+    const status = $("share-status");
+    status.textContent = text;
+    if (outcome) status.dataset.outcome = outcome; else delete status.dataset.outcome;
+  }
+
+  /** What the sharer reads for the reply's outcome. */
+  function outcomeText(to, text, outcome) {
+    switch (outcome) {
+      case "accepted": return `${to} accepted “${text}”: it is on their list now.`;
+      case "declined": return `${to} declined “${text}”.`;
+      case "offline": return `${to} is not online: nobody to ask.`;
+      case "timeout": return `${to} did not answer in time.`;
+      default: return `${to} has no page open that can take it.`;
+    }
+  }
+
+  $("share-close").addEventListener("click", () => shareDialog.close());
+  $("share-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const to = $("share-to").value.trim();
+    if (!to || !sharing || shareAsking) return;
+    const asked = sharing;
+    shareAsking = true;
+    $("share-send").disabled = true;
+    showShareStatus(`Asking ${to}…`, "asking");
+    let text, outcome;
+    try {
+      // The server answers within its reply timeout (20 s): the offer waits 15 s at most.
+      const reply = await chsk.call(["todo/share", inList(asked.list, {id: asked.todo.id, to})],
+                                    {timeout: 30000});
+      outcome = reply.ok ? reply.outcome : "error";
+      text = reply.ok ? outcomeText(reply.to, asked.todo.text, outcome) : reply.error;
+    } catch (err) {
+      outcome = "error";
+      text = `Sharing failed: ${err.message}`;
+    } finally {
+      shareAsking = false;
+      $("share-send").disabled = !chsk.state.open;
+    }
+    if (shareDialog.open && sharing === asked) showShareStatus(text, outcome);
+    else toast(text, outcome !== "accepted");  // the dialog was closed meanwhile
+  });
+
+  // An offer is shown until the user decides, another page of theirs decides first (the
+  // server says "todo/share-closed"), or it expires; the answer is "accept", "decline" or
+  // null (no decision from this page).
+  const offers = new Map();  // offer id -> settle(answer)
+  chsk.answer("todo/share-offer", (offer) => new Promise((resolve) => showOffer(offer, resolve)));
+  chsk.on("todo/share-closed", ({offer}) => { if (offers.has(offer)) offers.get(offer)(null); });
+
+  function showOffer(offer, resolve) {
+    const card = document.createElement("section");
+    card.className = "offer card";
+    card.dataset.offer = offer.offer;
+    card.setAttribute("aria-labelledby", `offer-${offer.offer}`);
+    const what = document.createElement("p");
+    what.id = `offer-${offer.offer}`;
+    const from = document.createElement("strong");
+    from.textContent = offer.from;
+    const text = document.createElement("span");
+    text.className = "offer-text";
+    text.textContent = `“${offer.text}”`;
+    what.append(from, " shares a todo with you: ", text);
+    const accept = document.createElement("button");
+    accept.type = "button";
+    accept.className = "primary";
+    accept.textContent = "Accept";
+    const decline = document.createElement("button");
+    decline.type = "button";
+    decline.className = "secondary";
+    decline.textContent = "Decline";
+    const actions = document.createElement("div");
+    actions.className = "actions";
+    actions.append(decline, accept);
+    card.append(what, actions);
+
+    const settle = (answer) => {
+      clearTimeout(expiry);
+      offers.delete(offer.offer);
+      card.remove();
+      resolve(answer);
+    };
+    const expiry = setTimeout(() => settle(null), offer.expires_in * 1000);
+    accept.addEventListener("click", () => {
+      settle("accept");
+      if (lists.has(MINE)) showList(MINE);  // where it lands
+    });
+    decline.addEventListener("click", () => settle("decline"));
+    offers.set(offer.offer, settle);
+    $("offers").append(card);
+  }
 
   function addInbox(who, text) {
     const li = document.createElement("li");

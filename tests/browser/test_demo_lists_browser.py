@@ -95,7 +95,7 @@ def test_a_bad_list_name_is_refused_with_the_reason_and_open_lists_come_back(bro
     expect(ada.locator(".toast.error")).to_contain_text(
         "Cannot open Not OK!: a list name is 1 to 24 lowercase letters, digits or dashes",
         timeout=WAIT)
-    expect(ada.locator("#lists li")).to_have_count(1)     # the shared list only
+    expect(ada.locator("#lists li")).to_have_count(2)     # the shared list and her own
     open_list(ada, "work")
     add(ada, "ship it")
     ada.reload()                                          # the page remembers its lists
@@ -147,7 +147,8 @@ def test_a_list_cut_off_gets_what_it_missed_on_rejoin(browser, demo, query):  # 
         ada.evaluate("() => window.dispatchEvent(new Event('online'))")
         expect(ada.locator("#status")).to_have_attribute("data-state", "open", timeout=20_000)
         expect(ada.locator(".todo .text")).to_have_text(["while ada was away"], timeout=WAIT)
-        ada.wait_for_function("() => rejoined.length > 0")
-        assert ada.evaluate("() => rejoined[0]") == {"topic": "list/groceries",
-                                                     "recovered": True}
+        ada.wait_for_function("() => rejoined.length === 2")   # groceries and her own list
+        assert sorted(ada.evaluate("() => rejoined"), key=lambda r: r["topic"]) == [
+            {"topic": "list/@ada", "recovered": True},
+            {"topic": "list/groceries", "recovered": True}]
         assert ada.evaluate("() => calls") == []

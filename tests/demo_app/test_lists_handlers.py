@@ -5,7 +5,7 @@ tests/browser/test_demo_lists_browser.py."""
 import pytest
 
 from demo.app import create_app, sente
-from demo.store import BAD_LIST_NAME, LIST_NAME, MAIN, StoreError, memory_lists
+from demo.store import BAD_LIST_NAME, LIST_NAME, MAIN, StoreError, memory_lists, own_list
 from flask_sente import JoinRefused
 
 WAIT = 0.15  # well over the 10 ms WebSocket batching window
@@ -81,7 +81,12 @@ def test_list_names_and_the_registry():
     assert lists.get(MAIN) is lists.get(MAIN)
     assert lists.named("a-1") is lists.get("a-1")
     assert lists.named("a-1") is not lists.get(MAIN)
-    for bad in ["", "A", "-a", "a b", "x" * 25]:
+    for bad in ["", "A", "-a", "a b", "x" * 25, "@ada"]:
         assert not LIST_NAME.fullmatch(bad)
         with pytest.raises(StoreError, match="lowercase"):
             lists.named(bad)
+    # A user's own list, "@<uid>": any uid, never a named list.
+    assert lists.get(own_list("Ada Lovelace")) is lists.get("@Ada Lovelace")
+    assert lists.get("@ada") is not lists.get("@bob")
+    with pytest.raises(StoreError, match="lowercase"):
+        lists.get("@")
