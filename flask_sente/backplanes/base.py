@@ -182,7 +182,9 @@ class CallRouting(t.Protocol):
         shared store cannot be reached."""
 
     def announce_closed(self, uid_key: str, client_id: str) -> None:
-        """Tell every process's listener (``client_closed``), this one's included."""
+        """Tell every other process's listener (``client_closed``); this process's hub
+        has acted already. May wait for a shared store: call it from a greenlet of its
+        own, never from a connection's reader."""
 
 
 class LogBroker(t.Protocol):

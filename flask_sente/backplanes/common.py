@@ -131,8 +131,7 @@ class BackplaneBase:
             self.listener.call_routed(outcome)
 
     def announce_closed(self, uid_key: str, client_id: str) -> None:
-        if self.listener is not None:
-            self.listener.client_closed(uid_key, client_id)
+        """In memory there is no other process to tell (the hub tells its own calls)."""
 
     # --- reporting to the listener ---------------------------------------------------------
 

@@ -287,8 +287,7 @@ class RedisBackplane(BackplaneBase):
             self.client.publish(f"{self.prefix}:call:{node}", rs.pack_event(outcome))
 
     def announce_closed(self, uid_key: str, client_id: str) -> None:
-        """Told here at once, and to every other process through one PUBLISH."""
-        super().announce_closed(uid_key, client_id)
+        """One PUBLISH, read by every other process (this one skips its own)."""
         with self.link.calling():
             self.client.publish(f"{self.prefix}:closed",
                                 rs.pack_event([uid_key, client_id, self.node]))
@@ -301,7 +300,7 @@ class RedisBackplane(BackplaneBase):
             value = rs.unpack_event(data)
             if channel.endswith(":closed"):
                 uid_key, client_id, node = value
-                if node != self.node:  # this process was told when it published
+                if node != self.node:  # this process acted before it published
                     listener.client_closed(uid_key, client_id)
             else:
                 listener.call_routed(value)

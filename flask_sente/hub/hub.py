@@ -269,12 +269,19 @@ class Hub:
         return self._calls.call_all(uid, event, timeout)
 
     def _client_closed(self, uid: Uid, client_id: str) -> None:
-        """A WebSocket client closed its connection itself: its calls fail at once, on
-        every process."""
+        """A client closed its connection itself (a WebSocket close, an Ajax
+        ``chsk/bye``): its calls fail at once here, and the other processes are told in a
+        greenlet of its own — the connection's end (its grace window, its presence) never
+        waits on the shared store."""
+        self._calls.client_closed(repr(uid), client_id)
+        if self.backplane.shared and not self.loop.closed:
+            self.loop.spawn(self._announce_closed, repr(uid), client_id)
+
+    def _announce_closed(self, uid_key: str, client_id: str) -> None:
         try:
-            self.backplane.announce_closed(repr(uid), client_id)
+            self.backplane.announce_closed(uid_key, client_id)
         except BackplaneError:  # the others see it leave when its grace window ends
-            self._calls.client_closed(repr(uid), client_id)
+            pass
 
     @from_any_thread
     def flush(self) -> None:

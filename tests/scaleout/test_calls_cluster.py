@@ -152,18 +152,19 @@ def test_a_client_that_leaves_fails_a_call_made_on_another_host(two_hosts: tuple
         chsk.close()
 
 
-def _raw_ajax_v2(host: str, uid: str, cid: str) -> t.Callable[[], t.Any]:
+def _raw_ajax_v2(host: str, uid: str, cid: str, http: requests.Session
+                 ) -> t.Callable[[], t.Any]:
     """A protocol-2 Ajax client made of plain requests: its handshake, then one poll per
     call of the returned function (what an older flask_sente client does)."""
     base = f"http://{host}/chsk?client-id={cid}&u={uid}&protocol=2&packer=json"
-    r = requests.get(base + "&handshake=1", timeout=TIMEOUT)
+    r = http.get(base + "&handshake=1", timeout=TIMEOUT)
     r.raise_for_status()
     positions = r.json()[0][1]["positions"]
 
     def poll() -> t.Any:
         nonlocal positions
         pos = urllib.parse.quote(json.dumps(positions))
-        answer = requests.get(f"{base}&pos={pos}", timeout=TIMEOUT).json()
+        answer = http.get(f"{base}&pos={pos}", timeout=TIMEOUT).json()
         payload = answer[0]
         if payload and isinstance(payload[0], list) and payload[-1][0] == "chsk/pos":
             positions = {**positions, **payload[-1][1]}
@@ -177,20 +178,35 @@ def test_an_old_client_on_another_host_is_refused(two_hosts: tuple[str, str],
                                                   transport: str) -> None:
     a, b = two_hosts
     cid = f"old-{transport}"
+    stop = threading.Event()
+    http = requests.Session()
     if transport == "ws":
         ws = websocket.create_connection(
             f"ws://{b}/chsk?client-id={cid}&u=dave&protocol=2", timeout=TIMEOUT)
         ws.recv()  # the handshake
-        keep_reading = gevent.spawn(lambda: [ws.recv() for _ in range(1000)])
+
+        def read() -> None:
+            while not stop.is_set():
+                try:
+                    ws.recv()
+                except (websocket.WebSocketException, OSError):
+                    return
     else:
-        poll = _raw_ajax_v2(b, "dave", cid)
+        poll = _raw_ajax_v2(b, "dave", cid, http)
         poll()  # the first poll makes it present
-        keep_reading = gevent.spawn(lambda: [poll() for _ in range(1000)])
+
+        def read() -> None:
+            while not stop.is_set():
+                poll()  # each within the server's lp_timeout (2 s)
+
+    keep_reading = gevent.spawn(read)
     try:
         outcome = ask(a, "dave", cid, 1, timeout=8.0)
         assert outcome.get("error") == "CallsUnsupported", outcome
         assert "protocol 2" in outcome["message"]
     finally:
-        keep_reading.kill()
+        stop.set()
         if transport == "ws":
             ws.close()
+        keep_reading.join(TIMEOUT)  # a poll in flight ends within lp_timeout
+        http.close()
