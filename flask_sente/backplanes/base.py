@@ -181,6 +181,11 @@ class CallRouting(t.Protocol):
         in-memory backplane reaches only its own. Raises :class:`BackplaneError` when the
         shared store cannot be reached."""
 
+    def await_answers(self, timeout: float) -> None:
+        """Wait (at most ``timeout``) until this process hears routed outcomes: a shared
+        backplane's subscription is up. A call's request is pushed only after it, or the
+        answer could be published before anyone listens."""
+
     def announce_closed(self, uid_key: str, client_id: str) -> None:
         """Tell every other process's listener (``client_closed``); this process's hub
         has acted already. May wait for a shared store: call it from a greenlet of its

@@ -130,6 +130,9 @@ class BackplaneBase:
         if node == self.node and self.listener is not None:
             self.listener.call_routed(outcome)
 
+    def await_answers(self, timeout: float) -> None:
+        """In memory outcomes are handed over directly: nothing to wait for."""
+
     def announce_closed(self, uid_key: str, client_id: str) -> None:
         """In memory there is no other process to tell (the hub tells its own calls)."""
 

@@ -286,6 +286,12 @@ class RedisBackplane(BackplaneBase):
         with self.link.calling():
             self.client.publish(f"{self.prefix}:call:{node}", rs.pack_event(outcome))
 
+    def await_answers(self, timeout: float) -> None:
+        """The subscription (this process's call channel among its channels) is started on
+        first use: the first call waits for it."""
+        self._running()
+        self._subscribed.wait(timeout)
+
     def announce_closed(self, uid_key: str, client_id: str) -> None:
         """One PUBLISH, read by every other process (this one skips its own)."""
         with self.link.calling():

@@ -38,7 +38,8 @@ import gevent.monkey
 from ..backplanes import Backplane
 from ..backplanes.base import CallOutcome
 from ..config import Options
-from ..core.delivery import Entry
+from ..connections import WsConnection
+from ..core.delivery import Entry, Reader
 from ..core.presence import Uid
 from ..exceptions import (
     BackplaneError,
@@ -60,6 +61,8 @@ logger = logging.getLogger("flask_sente")
 
 #: Seconds between two looks at the presence of the clients that pending calls target.
 WATCH_EVERY = 0.25
+#: Longest wait of a process's first call for its subscription to routed outcomes.
+ANSWERS_WAIT = 2.0
 #: Seconds a caller waits past a call's timeout for the hub to settle it (a hub that
 #: stopped meanwhile cannot): then it raises CallTimeout itself.
 SLACK = 5.0
@@ -117,6 +120,10 @@ class CallService:
     def __init__(self, loop: HubLoop, options: Options, backplane: Backplane,
                  table: ConnectionTable, events: SystemEvents) -> None:
         self.loop = loop
+        #: Sends one WebSocket connection's batch now: the flusher's, set by the hub (which
+        #: builds the flusher after this service, and gives it refuse_legacy).
+        self.flush_now: t.Callable[[WsConnection, Reader], None] = \
+            lambda conn, reader: None
         self._options = options
         self._backplane = backplane
         self._table = table
@@ -211,6 +218,7 @@ class CallService:
         except (CallError, BackplaneError) as exc:
             outcome.settle(error=exc)
             return
+        self._backplane.await_answers(ANSWERS_WAIT)
         call = calls.call_id(next(self._counter), self._backplane.node)
         pending = self._pending[call] = _Pending(call, uid, client_id, pair[0], outcome)
         pending.timer = self.loop.timer(timeout)
@@ -221,6 +229,11 @@ class CallService:
         except Exception as exc:  # an unpackable event: the caller hears why
             self._settle(call, error=exc)
             return
+        if isinstance(held, WsConnection) and held.reader is not None \
+                and not self._backplane.shared:
+            # The request is in this process's log: it leaves now, not at the end of the
+            # connection's batching window (a call is waited on; a push is not).
+            self.flush_now(held, held.reader)
         if self._watcher is None:
             self._watcher = self.loop.spawn(self._watch)
 

@@ -95,6 +95,7 @@ class Hub:
         self._calls = CallService(loop, options, self.backplane, table, events)
         self._flusher = Flusher(loop, options, packer, self.backplane.delivery, table,
                                 metrics, self._calls.refuse_legacy)
+        self._calls.flush_now = self._flusher.flush_connection
         self._presence = PresenceService(loop, options, self.backplane, table, events,
                                          signal_sender)
         self._topics = TopicService(loop, options, self.backplane, table, self._presence,
