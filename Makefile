@@ -99,9 +99,11 @@ $(BENCH_STAMP): $(STAMP) bench/requirements.txt $(LOCK)
 	touch $(BENCH_STAMP)
 
 # The peers (Flask-SocketIO, python-socketio on uvicorn) and the Node.js load clients are
-# installed here only, never by make test.
-bench: $(STAMP) $(BENCH_STAMP) bench/node_modules/.installed
+# installed here only, never by make test. bench.calls: server -> client calls against
+# Flask-SocketIO's call(), one process and across gunicorn workers (its own redis-server).
+bench: $(STAMP) $(BENCH_STAMP) bench/node_modules/.installed redis-deps
 	ulimit -n 65536 2>/dev/null || true; $(PY) -m bench
+	$(PY) -m bench.calls
 
 # Not part of make test: server processes of its own, figures only (docs/soak.md).
 soak: $(STAMP)

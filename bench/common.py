@@ -81,8 +81,11 @@ class Server:
     """A server under test in its own process (``python -m bench.serve KIND``), pinned."""
 
     def __init__(self, kind: str, *extra: str, core: int = SERVER_CORE,
-                 start_timeout: float = 30.0, cwd: Path = ROOT) -> None:
+                 start_timeout: float = 30.0, cwd: Path = ROOT,
+                 env: dict[str, str] | None = None) -> None:
         self.kind = kind
+        #: Variables added to this process's environment for the server's.
+        self.env = env
         #: The tree whose ``bench.serve`` and ``flask_sente`` run (``python -m`` puts the
         #: working directory first on sys.path): another checkout for a baseline.
         self.cwd = cwd
@@ -98,7 +101,8 @@ class Server:
 
     def __enter__(self) -> Server:
         self.proc = subprocess.Popen(self.argv, cwd=self.cwd, stdout=subprocess.PIPE,
-                                     stdin=subprocess.DEVNULL, text=True)
+                                     stdin=subprocess.DEVNULL, text=True,
+                                     env={**os.environ, **self.env} if self.env else None)
         try:
             self.port = self._read_port()
         except BaseException:

@@ -1,4 +1,5 @@
-"""Smoke test of the benchmark harness (``python -m bench --smoke``).
+"""Smoke test of the benchmark harness (``python -m bench --smoke``, ``python -m bench.calls
+--smoke``).
 
 Checks only that the harness runs end to end and produces numbers: flask_sente and raw
 gevent-websocket servers in their own processes, the Node.js load clients, the table. No
@@ -54,6 +55,25 @@ def test_bench_smoke_produces_numbers(tmp_path: Path) -> None:
         for server, runs in servers.items():
             assert runs and all(isinstance(r.get("metric"), (int, float)) for r in runs), \
                 (key, server, runs)
+
+
+def test_calls_benchmark_smoke_produces_numbers(tmp_path: Path) -> None:
+    """``python -m bench.calls --smoke``: server -> client calls, 4 callers over 4 clients,
+    one process and (with redis-server) across two gunicorn workers; every configuration
+    that ran has a round-trip rate and latencies (no value is asserted)."""
+    out = tmp_path / "calls.json"
+    done = _run(["-m", "bench.calls", "--smoke", "--json", str(out)], timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "| configuration |" in done.stdout and "flask_sente, 1 process" in done.stdout
+    data = json.loads(out.read_text())
+    results: dict[str, list[dict[str, t.Any]]] = data["results"]
+    expected = {"sente", "sente-nobuf"}
+    if shutil.which("redis-server") is not None:
+        expected |= {"sente-w", "sente-w-nobuf"}
+    assert expected <= set(results) == set(data["configs"]), (sorted(results), data["notes"])
+    for key, runs in results.items():
+        assert runs and all(isinstance(r.get("rate"), (int, float)) and r["count"] > 0
+                            and r["p99_ms"] is not None for r in runs), (key, runs)
 
 
 def test_echo_benchmark_command_still_loads() -> None:

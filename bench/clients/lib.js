@@ -62,6 +62,52 @@ function cpuMeter(pid) {
   };
 }
 
+/**
+ * The same for several server processes (a gunicorn master's workers): `result()` ->
+ * { server_cpu: the sum of their busy fractions, server_cpu_by_pid, client_cpu }.
+ */
+function cpuMeters(pids) {
+  const meters = pids.map((pid) => cpuMeter(pid));
+  return {
+    start() { meters.forEach((m) => m.start()); },
+    stop() { meters.forEach((m) => m.stop()); },
+    result() {
+      const each = meters.map((m) => m.result());
+      const byPid = {};
+      pids.forEach((pid, k) => { byPid[pid] = each[k].server_cpu; });
+      return { server_cpu: each.reduce((sum, r) => sum + r.server_cpu, 0),
+        server_cpu_by_pid: byPid, client_cpu: each.length ? each[0].client_cpu : null };
+    },
+  };
+}
+
+/**
+ * A JSON request to the server under test on one keep-alive connection (`agent`, an
+ * http.Agent with keepAlive and maxSockets 1: the same worker of a gunicorn server every
+ * time, while the connection lasts). Resolves { status, body }.
+ */
+function requestJson(agent, port, method, path, body) {
+  const http = require('http');
+  return new Promise((resolve, reject) => {
+    const data = body === undefined ? null : Buffer.from(JSON.stringify(body));
+    const req = http.request({ host: '127.0.0.1', port, method, path, agent,
+      headers: data ? { 'Content-Type': 'application/json', 'Content-Length': data.length }
+        : {} }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString();
+        try { resolve({ status: res.statusCode, body: JSON.parse(text) }); } catch (e) {
+          reject(new Error(`${method} ${path}: ${res.statusCode} ${text.slice(0, 300)}`));
+        }
+      });
+    });
+    req.on('error', reject);
+    if (data) req.write(data);
+    req.end();
+  });
+}
+
 /** A payload of `size` characters that differs per connection (no caching tricks). */
 function payload(size, i) {
   const head = `c${i}:`;
@@ -215,6 +261,7 @@ async function pushLatency(clients, expected, seconds, trigger, timeoutS, pid) {
 }
 
 module.exports = {
-  params, done, fail, now, sleep, rssKiB, cpuSeconds, cpuMeter, payload, openMany,
+  params, done, fail, now, sleep, rssKiB, cpuSeconds, cpuMeter, cpuMeters, requestJson,
+  payload, openMany,
   closedLoop, fanOutRounds, latency, percentiles, mark, pushLatency,
 };

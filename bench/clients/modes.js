@@ -14,10 +14,15 @@
 //   push    the server pushes its clock to every client (steady: 1/s per user, spread;
 //           burst: all at once, once a second); arrival - stamp percentiles (P1, P2)
 //   connect n clients opened at once; time until the last is ready          (W5)
+//   calls   the server asks the clients (server -> client calls, `python -m bench.calls`):
+//           see calls() below
 // A dialect is { open(i, P, stats) -> Promise<client> } with client = { echo(msg, cb(ok)),
 // trigger(m), paced(n, ms), pushes(kind, seconds), join(topic, cb), publish(m), close() }
 // that calls client.add(k) when k pushed events arrive (and lib.latency for each
-// time-stamped one) and client.onPush(stamp) for each push of the push mode.
+// time-stamped one) and client.onPush(stamp) for each push of the push mode. For the calls
+// mode a client also has `target` (what the server calls it by), `where(cb(pid))` (the
+// server process it is connected to) and `answered` (the calls it answered), and answers
+// every call of the server's by returning the call's data.
 'use strict';
 const lib = require('./lib');
 
@@ -105,6 +110,7 @@ async function run(dialect) {
     return { ...r, errors: stats.errors + Math.abs(expected - r.count),
       clients: clients.length };
   }
+  if (P.mode === 'calls') return calls(P, open, closeAll, stats);
   if (P.mode === 'connect') {
     const meter = lib.cpuMeter(P.pid);
     meter.start();
@@ -117,6 +123,66 @@ async function run(dialect) {
       clients: clients.length, ...meter.result() };
   }
   throw new Error(`unknown mode ${P.mode}`);
+}
+
+/**
+ * Server -> client calls. On one keep-alive HTTP connection (one gunicorn worker):
+ * `GET /bench/where` names the process that will call; clients are opened until `conns` of
+ * them answer — with `apart` (across workers) only those connected to another process than
+ * the caller's count, the others stay open, idle, and there must be at least one of those
+ * (a Flask-SocketIO worker starts listening to its message queue at its first Socket.IO
+ * connection: without one, no answer from another worker reaches its call()); then `POST /bench/calls` makes the server
+ * run `callers` closed loops of calls over them for `warmup` + `seconds` (see
+ * bench/servers/calls.py) and answer with the counts, while the server processes' CPU is
+ * metered over the measured window.
+ */
+async function calls(P, open, closeAll, stats) {
+  const http = require('http');
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const where = async () => (await lib.requestJson(agent, P.port, 'GET', '/bench/where')).body.pid;
+  const callerPid = await where();
+  const targets = [];
+  const idle = [];
+  let opened = 0;
+  while (targets.length < P.conns || (P.apart && idle.length === 0)) {
+    if (opened >= P.conns * (P.maxOpen || 20)) {
+      throw new Error(`opened ${opened} clients, only ${targets.length} on another process ` +
+        `than the caller's (${callerPid})`);
+    }
+    const want = Math.max(1, P.conns - targets.length);
+    const first = opened;
+    const batch = await lib.openMany(want, P.wave || 200, (k) => open(first + k), 60);
+    opened += want;
+    const pids = await Promise.all(batch.map((c) => new Promise((resolve) => c.where(resolve))));
+    batch.forEach((c, k) => {
+      c.pid = pids[k];
+      if ((P.apart && c.pid === callerPid) || targets.length >= P.conns) idle.push(c);
+      else targets.push(c);
+    });
+  }
+  await lib.sleep(300);
+  if (await where() !== callerPid) {
+    throw new Error('the keep-alive connection to the calling process was lost');
+  }
+  const pids = [...new Set([callerPid, ...targets.map((c) => c.pid)])];
+  const meter = lib.cpuMeters(pids);
+  const ran = lib.requestJson(agent, P.port, 'POST', '/bench/calls', {
+    targets: targets.map((c) => c.target), callers: P.callers, warmup: P.warmup,
+    seconds: P.seconds, size: P.size, timeout: P.timeout, pid: callerPid,
+  });
+  await lib.sleep(P.warmup * 1000);
+  meter.start();
+  await lib.sleep(P.seconds * 1000);
+  meter.stop();
+  const r = await ran;
+  await lib.sleep(200);   // answers of calls still in flight
+  closeAll(targets.concat(idle));
+  agent.destroy();
+  if (r.status !== 200) throw new Error(`POST /bench/calls: ${r.status} ${JSON.stringify(r.body)}`);
+  const { errors: callErrors, ...result } = r.body;
+  return { ...result, ...meter.result(), call_errors: callErrors, errors: stats.errors,
+    clients: targets.length, idle: idle.length, caller_pid: callerPid,
+    answered: targets.reduce((sum, c) => sum + c.answered, 0) };
 }
 
 function main(dialect) {

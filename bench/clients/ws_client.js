@@ -28,7 +28,20 @@ const sente = {
   open(i, P, stats) {
     return new Promise((resolve, reject) => {
       const url = `ws://127.0.0.1:${P.port}/chsk?client-id=${RUN}-${i}&protocol=${P.protocol || 1}&packer=json`;
-      const c = { pending: null, cbid: null, len: 0, seq: 0, add: null };
+      const c = { pending: null, cbid: null, len: 0, seq: 0, add: null, answered: 0,
+        target: `${RUN}-${i}` };
+      // A server -> client call (protocol 3, flask_sente/protocol/calls.py): answered with
+      // its data if it is bench/call; a call id seen twice is an error (no reconnects here).
+      const seen = new Set();
+      const answer = (call) => {
+        if (seen.has(call.id)) { stats.errors++; return; }
+        seen.add(call.id);
+        c.answered++;
+        const [eventId, data] = call.event;
+        c.ws.send(JSON.stringify([['chsk/answer', eventId === 'bench/call'
+          ? { id: call.id, value: data }
+          : { id: call.id, error: { kind: 'no-handler', message: eventId } }], null]));
+      };
       const onReady = (text) => {
         const msg = JSON.parse(text);
         if (msg[0][0] !== 'chsk/handshake') return false;
@@ -39,7 +52,11 @@ const sente = {
         let msg;
         try { msg = JSON.parse(text); } catch (e) { stats.errors++; return; }
         const payload = msg[0];
-        if (msg[1] === 'join') {                   // a topic join's reply
+        if (msg[1] === 'where') {                  // bench/where's reply: the server's pid
+          const cb = c.located;
+          c.located = null;
+          if (cb) cb(payload[1]);
+        } else if (msg[1] === 'join') {            // a topic join's reply
           const cb = c.joined;
           c.joined = null;
           if (cb) cb(payload[0] === 'chsk/reply' && payload[1] && payload[1].ok === true);
@@ -60,6 +77,8 @@ const sente = {
               lib.latency(ev[1][1][1][1]);
             } else if (ev[0] === 'bench/push' && c.onPush) {
               c.onPush(ev[1]);
+            } else if (ev[0] === 'chsk/call') {      // protocol 3: answer with the data
+              answer(ev[1]);
             }
           }
           if (c.add) c.add(k);
@@ -77,6 +96,10 @@ const sente = {
       };
       c.trigger = (m) => c.ws.send(JSON.stringify([['bench/start', m], null]));
       c.paced = (n, ms) => c.ws.send(JSON.stringify([['bench/paced', [n, ms]], null]));
+      c.where = (cb) => {
+        c.located = cb;
+        c.ws.send(JSON.stringify([['bench/where'], 'where']));
+      };
       c.join = (topic, cb) => {
         c.joined = cb;
         c.ws.send(JSON.stringify([['chsk/join', { topic }], 'join']));

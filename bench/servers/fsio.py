@@ -3,7 +3,9 @@ handler — what ``socketio.run(app)`` builds in that mode. ``echo`` returns its
 ack; ``start`` emits ``ev`` n times to every client of the namespace (broadcast); ``paced``
 [n, ms] emits ``ev`` [i, sent ms] every ms milliseconds (push->client latency); ``join``
 puts the client in a room, ``publish`` emits n time-stamped ``ev`` to the room
-``bench/room``.
+``bench/room``; ``where`` acks with the process's pid, and ``/bench/where`` /
+``/bench/calls`` (``servers/calls.py``, ``python -m bench.calls``) ask clients with
+``socketio.call`` (the client acks ``call`` with its data).
 ``--nodelay`` sets TCP_NODELAY on accepted sockets (Flask-SocketIO does not)."""
 from __future__ import annotations
 
@@ -19,12 +21,22 @@ def create_app() -> t.Any:
     from flask import Flask
     from flask_socketio import SocketIO, join_room
 
+    from .calls import install
     from .gevent_util import paced_pushes
 
     app = Flask("bench_fsio")
     socketio = SocketIO(app, async_mode="gevent", cors_allowed_origins="*", logger=False,
                         engineio_logger=False,
                         message_queue=os.environ.get("BENCH_MESSAGE_QUEUE") or None)
+
+    @socketio.on("where")
+    def where():  # type: ignore[no-untyped-def]
+        return os.getpid()
+
+    def call(sid: str, data: str, timeout: float) -> t.Any:
+        return socketio.call("call", data, to=sid, timeout=timeout)
+
+    install(app, call)
 
     @socketio.on("echo")
     def echo(data):  # type: ignore[no-untyped-def]

@@ -2,7 +2,9 @@
 broadcasts ``("bench/ev", i)`` for i < n; ``bench/paced`` [n, ms] broadcasts
 ``("bench/ev", [i, sent ms])`` every ms milliseconds (push->client latency);
 ``bench/publish`` publishes n events stamped with the time to the topic ``bench/room``
-(anyone may join ``bench/*``). Each client is its own user (uid = client id).
+(anyone may join ``bench/*``); ``bench/where`` replies with the process's pid, and
+``/bench/where`` / ``/bench/calls`` (``servers/calls.py``, ``python -m bench.calls``) ask
+clients with ``sente.call``. Each client is its own user (uid = client id).
 
 ``create_app()`` is also what gunicorn serves in ``python -m bench.cluster``; the
 environment variable ``BENCH_BACKPLANE`` (a Redis URL) gives it a shared backplane, and
@@ -20,6 +22,7 @@ def create_app() -> t.Any:
 
     from flask_sente import Sente
 
+    from .calls import install
     from .gevent_util import paced_pushes
 
     app = Flask("bench_sente")
@@ -28,6 +31,16 @@ def create_app() -> t.Any:
     sente = Sente(app, csrf=False, user_id=lambda client_id: client_id,
                   backplane=os.environ.get("BENCH_BACKPLANE") or None,
                   **({"send_buffer_ws": float(buffer)} if buffer else {}))
+
+    @sente.on("bench/where")
+    def where(msg):  # type: ignore[no-untyped-def]
+        msg.reply(os.getpid())
+
+    def call(client_id: str, data: str, timeout: float) -> t.Any:
+        return sente.call(client_id, ("bench/call", data), client_id=client_id,
+                          timeout=timeout)
+
+    install(app, call)
 
     @sente.on("bench/echo")
     def echo(msg):  # type: ignore[no-untyped-def]
