@@ -673,8 +673,10 @@ def _write_decimal(d: decimal.Decimal) -> str:
 
 
 def _write(v: t.Any, out: list[str], strkeys: bool, depth: int) -> None:  # noqa: C901
-    """Append ``v``'s EDN text to ``out``. Exact types first (the common case), then
-    subclasses and the rarer types in ``_write_other``."""
+    # (one function for every kind of value: a nesting level costs one Python frame, so
+    # whatever the reader takes, MAX_DEPTH levels, is written back within the default
+    # recursion limit; the exact types come first, the common case)
+    """Append ``v``'s EDN text to ``out``."""
     tv = type(v)
     if tv is str:
         out.append(_write_str(v))
@@ -688,87 +690,72 @@ def _write(v: t.Any, out: list[str], strkeys: bool, depth: int) -> None:  # noqa
         out.append("true" if v else "false")
     elif tv is float:
         out.append(_write_float(v))
-    elif tv is list or tv is tuple:
-        _write_seq(v, "[", "]", out, strkeys, depth)
-    elif tv is dict:
-        _write_map(v, out, strkeys, depth)
     else:
-        _write_other(v, out, strkeys, depth)
-
-
-def _write_seq(v: t.Iterable[t.Any], opener: str, closer: str, out: list[str], strkeys: bool,
-               depth: int) -> None:
-    if depth >= MAX_DEPTH:
-        raise PackError(f"cannot write as EDN: nested deeper than {MAX_DEPTH} levels "
-                        f"(or circular)")
-    out.append(opener)
-    first = True
-    for item in v:
-        if first:
-            first = False
+        if tv is dict or (tv is not list and tv is not tuple and isinstance(v, dict)):
+            opener, closer, items = "{", "}", None
+        elif tv is list or tv is tuple or (isinstance(v, (list, tuple)) and tv is not List):
+            opener, closer, items = "[", "]", v
+        elif tv is List:
+            opener, closer, items = "(", ")", v
+        elif isinstance(v, (set, frozenset)):
+            opener, closer, items = "#{", "}", v
+        elif tv is Tagged:
+            opener, closer, items = f"#{v.tag} ", "", (v.value,)
         else:
-            out.append(" ")
-        _write(item, out, strkeys, depth + 1)
-    out.append(closer)
-
-
-def _write_map(v: t.Mapping[t.Any, t.Any], out: list[str], strkeys: bool, depth: int) -> None:
-    if depth >= MAX_DEPTH:
-        raise PackError(f"cannot write as EDN: nested deeper than {MAX_DEPTH} levels "
-                        f"(or circular)")
-    out.append("{")
-    first = True
-    for key, value in v.items():
-        if first:
-            first = False
-        else:
-            out.append(", ")
-        if type(key) is str:
-            out.append(_key_text(key) if strkeys else _write_str(key))
-        else:
-            _write(key, out, strkeys, depth + 1)
-        out.append(" ")
-        _write(value, out, strkeys, depth + 1)
-    out.append("}")
-
-
-def _write_other(v: t.Any, out: list[str], strkeys: bool, depth: int) -> None:  # noqa: C901
-    if isinstance(v, _Named):
-        out.append(":" + v if isinstance(v, Keyword) else str.__str__(v))
-    elif isinstance(v, Char):
-        out.append(_write_char(v))
-    elif isinstance(v, str):
-        out.append(_write_str(str.__str__(v)))
-    elif isinstance(v, bool):
-        out.append("true" if v else "false")
-    elif isinstance(v, int):
-        out.append(int.__repr__(v))
-    elif isinstance(v, float):
-        out.append(_write_float(v))
-    elif isinstance(v, decimal.Decimal):
-        out.append(_write_decimal(v))
-    elif isinstance(v, List):
-        _write_seq(v, "(", ")", out, strkeys, depth)
-    elif isinstance(v, (list, tuple)):
-        _write_seq(v, "[", "]", out, strkeys, depth)
-    elif isinstance(v, dict):
-        _write_map(v, out, strkeys, depth)
-    elif isinstance(v, (set, frozenset)):
-        _write_seq(v, "#{", "}", out, strkeys, depth)
-    elif isinstance(v, _dt.datetime):
-        out.append(_write_inst(v))
-    elif isinstance(v, uuid.UUID):
-        out.append(f'#uuid "{v}"')
-    elif isinstance(v, Tagged):
+            out.append(_write_atom(v))
+            return
         if depth >= MAX_DEPTH:
-            raise PackError(f"cannot write as EDN: nested deeper than {MAX_DEPTH} levels")
-        out.append(f"#{v.tag} ")
-        _write(v.value, out, strkeys, depth + 1)
-    elif isinstance(v, (bytes, bytearray, memoryview)):
+            raise PackError(f"cannot write as EDN: nested deeper than {MAX_DEPTH} levels "
+                            f"(or circular)")
+        out.append(opener)
+        first = True
+        if items is None:  # a map
+            for key, value in v.items():
+                if first:
+                    first = False
+                else:
+                    out.append(", ")
+                if type(key) is str or (isinstance(key, str)
+                                        and not isinstance(key, (_Named, Char))):
+                    key = str.__str__(key)
+                    out.append(_key_text(key) if strkeys else _write_str(key))
+                else:
+                    _write(key, out, strkeys, depth + 1)
+                out.append(" ")
+                _write(value, out, strkeys, depth + 1)
+        else:
+            for item in items:
+                if first:
+                    first = False
+                else:
+                    out.append(" ")
+                _write(item, out, strkeys, depth + 1)
+        out.append(closer)
+
+
+def _write_atom(v: t.Any) -> str:
+    """The text of a value that holds no other values, other than the exact types
+    ``_write`` takes itself: subclasses, and the rarer types."""
+    if isinstance(v, _Named):
+        return ":" + v if isinstance(v, Keyword) else str.__str__(v)
+    if isinstance(v, Char):
+        return _write_char(v)
+    if isinstance(v, str):
+        return _write_str(str.__str__(v))
+    if isinstance(v, int):  # bool cannot be subclassed; IntEnum and the like
+        return int.__repr__(v)
+    if isinstance(v, float):
+        return _write_float(v)
+    if isinstance(v, decimal.Decimal):
+        return _write_decimal(v)
+    if isinstance(v, _dt.datetime):
+        return _write_inst(v)
+    if isinstance(v, uuid.UUID):
+        return f'#uuid "{v}"'
+    if isinstance(v, (bytes, bytearray, memoryview)):
         raise PackError("cannot write bytes as EDN (it has no byte type): send them as "
                         "base64 text, or use the msgpack packer")
-    else:
-        raise PackError(f"cannot write a {type(v).__name__} as EDN")
+    raise PackError(f"cannot write a {type(v).__name__} as EDN")
 
 
 def _dump(value: t.Any, strkeys: bool) -> str:
