@@ -5,10 +5,12 @@ An unmodified Sente client (v1.21) packs its envelopes as EDN text:
 a server can take such clients: ``EdnPacker`` has the :class:`~.packers.Packer` shape.
 
 Why not a library: ``edn_format`` (PyPI, Apache-2.0) was measured on the recorded Sente
-traces. It is built on PLY and took about 660 µs to read the echo frame (this reader: see
-the numbers in the project's notes, tens of µs), writes maps without the ``, `` between
-entries that Clojure prints, raises ``NotImplementedError`` on an unknown tag instead of its
-own error, and brings three runtime dependencies (ply, pyRFC3339, pytz). Sente needs a small
+traces. It is built on PLY and took about 660 µs to read the trace's echo frame
+(``[[:test/echo {:n 1, :s "héllo", :kw :a/b, :v [1 2.5 nil true]}] "a6f680"]``) and 36 µs
+to write it; this module takes about 18 µs and 4 µs (the JSON packer: 1.2 and 1.7 µs). It
+also writes maps without the ``, `` between entries that Clojure prints, raises
+``NotImplementedError`` on an unknown tag instead of its own error, and brings three runtime
+dependencies (ply, pyRFC3339, pytz). Sente needs a small
 part of EDN, and the server needs exact control of both the output and the errors, so the
 reader and writer are here, standard library only.
 
@@ -491,17 +493,19 @@ def _read(text: str, keys_as_str: bool, keep_tags: bool) -> t.Any:  # noqa: C901
         m = match(text, pos)
         if m is None:
             raise _unexpected(text, pos, stack)
-        group = t.cast(str, m.lastgroup)
-        start = m.start(group)
-        pos = m.end()
-        tok = m.group(group)
+        group: str = m.lastgroup  # type: ignore[assignment]  # (a match has a group)
+        start, pos = m.span(group)  # a token ends its match
+        tok = text[start:pos]
         value: t.Any
         if group == "t":
             c = tok[0]
             if c == ":":
-                value = _keyword(tok[1:], start)
-                if keys_as_str and stack and stack[-1][0] == _MAP and not len(stack[-1][1]) % 2:
-                    value = tok[1:]  # a map key: a plain str
+                name = tok[1:]
+                value = _KEYWORDS.get(name) or _keyword(name, start)
+                if keys_as_str and stack:
+                    top = stack[-1]
+                    if top[0] == _MAP and not len(top[1]) % 2:
+                        value = name  # a map key: a plain str
             elif c in _DIGITS or (c in "+-" and len(tok) > 1 and tok[1] in _DIGITS):
                 value = _number(tok, start)
             elif tok in _CONSTANTS:
@@ -550,11 +554,11 @@ def _read(text: str, keys_as_str: bool, keep_tags: bool) -> t.Any:  # noqa: C901
                 if _SKIP_ONLY.match(text, pos).end() == len(text):  # type: ignore[union-attr]
                     return value
                 raise _Malformed(pos, "extra data after the value")
-            kind, items, opened, extra = stack[-1]
-            if kind <= _NSMAP:
-                items.append(value)
+            top = stack[-1]
+            if top[0] <= _NSMAP:
+                top[1].append(value)
                 break
-            stack.pop()
+            kind, items, opened, extra = stack.pop()
             if kind == _DISCARD:
                 break
             value = _apply_tag(extra, value, opened, keep_tags)
