@@ -277,9 +277,9 @@ _INST = re.compile(r"([0-9]{4})(?:-([0-9]{2})(?:-([0-9]{2})(?:T([0-9]{2})(?::([0
 _UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 _SYMBOLIC = {"##Inf": math.inf, "##-Inf": -math.inf, "##NaN": math.nan}
 _CONSTANTS: dict[str, t.Any] = {"nil": None, "true": True, "false": False}
-_CLOSERS = {"]": "[", ")": "(", "}": "{"}
 
-# Frame kinds of the reader's stack. Collections first: kind <= _SET takes items.
+# Frame kinds of the reader's stack. Collections first: a kind <= _NSMAP takes items; a
+# tag or a discard takes the one value after it.
 _VEC, _LIST, _MAP, _SET, _NSMAP, _TAG, _DISCARD = range(7)
 _OPENERS = {"[": _VEC, "(": _LIST, "{": _MAP, "#{": _SET}
 _KIND_TEXT = {_VEC: "[", _LIST: "(", _MAP: "{", _SET: "#{", _NSMAP: "#:{", _TAG: "a tag",
