@@ -66,7 +66,7 @@ def test_protocol_imports_only_protocol_and_exceptions():
     for path in (PKG / "protocol").glob("*.py"):
         outside = _relative_imports(path) - {"exceptions", "config", "events", "wire",
                                              "packers", "security", "backoff", "frames",
-                                             "closecodes"}
+                                             "closecodes", "edn"}
         assert not outside, f"{path.name} imports {outside}"
 
 
@@ -79,7 +79,8 @@ def test_client_state_machine_is_sans_io():
 def test_protocol_loads_without_gevent_or_flask():
     code = ("import sys; import flask_sente.protocol.wire, flask_sente.protocol.packers, "
             "flask_sente.protocol.security, flask_sente.protocol.backoff, "
-            "flask_sente.protocol.frames, flask_sente.protocol.closecodes; "
+            "flask_sente.protocol.frames, flask_sente.protocol.closecodes, "
+            "flask_sente.protocol.edn; "
             "bad = [m for m in ('gevent', 'flask') if m in sys.modules]; "
             "sys.exit(1 if bad else 0)")
     # Importing the package __init__ pulls in the extension; load the modules by path.
