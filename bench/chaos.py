@@ -1226,8 +1226,9 @@ def _render_calls(w: t.Callable[[str], None], data: dict[str, t.Any],
     faults = ", ".join(f"{k} {n}" for k, n in sorted(answered["faults"].items(),
                                                       key=lambda kv: -kv[1]))
     w("")
-    w(f"CallTimeout although the handler ran and the client stayed open (the answer lost on "
-      f"its way back): {answered['calls']}" + (f" (faults near: {faults})" if faults else ""))
+    w(f"CallTimeout although the handler ran and the client stayed open {cc.ANSWER_OPEN_AFTER:g}"
+      f" s after it (or to the outcome) — the answer lost on its way back: {answered['calls']}"
+      + (f" (faults near: {faults})" if faults else ""))
     late = calls.get("late_runs", {})
     w("")
     w("Calls whose handler ran after the caller had already failed (the request reached the "

@@ -62,7 +62,8 @@ one call. The rules:
   ``BackplaneError``, no Redis fault) while the client stayed open throughout: nothing in
   the run excuses it. With a fault near, or the client off at some point, these are
   honest outcomes: counted per kind with the faults that were near, and the timeouts whose
-  handler ran while the client stayed open (the answer, not the request, was lost) apart.
+  handler ran while the client stayed open (:data:`ANSWER_OPEN_AFTER` s after it, or to the
+  outcome: the answer, not the request, was lost) apart.
 """
 from __future__ import annotations
 
@@ -697,6 +698,9 @@ REDIS_FAULTS = ("redis-freeze", "redis-restart", "combo")
 #: Rows of the calls table, in this order (then any other outcome kind).
 CALL_ROWS = ["value", "CallTimeout", "ClientGone", "BackplaneError", "NoAnswerHandler",
              "ClientCallError", "CallsUnsupported", "caller killed", "lost", "not started"]
+#: A CallTimeout whose handler ran while the client stayed open this long after (or to the
+#: outcome) lost its answer, not its request: the answer goes out at once.
+ANSWER_OPEN_AFTER = 2.0
 #: Violation kinds of the calls section.
 CALL_VIOLATIONS = ["call-lost", "call-answered-twice", "handler-twice", "call-misrouted",
                    "call-wrong-value", "call-error", "call-unexplained"]
@@ -824,7 +828,10 @@ def check_calls(calls: list[Call], views: list[_Client], faults: list[Fault],
                      start, end, [])
         elif kind in HONEST_ERRORS:
             explained = [f for f in near if kind != "BackplaneError" or f.kind in REDIS_FAULTS]
-            if kind == "CallTimeout" and ran and steady:
+            first_run = min((tm for _, _, _, tm in ran), default=None)
+            if kind == "CallTimeout" and first_run is not None and asked_view is not None \
+                    and asked_view.open_throughout(first_run,
+                                                   min(first_run + ANSWER_OPEN_AFTER, end)):
                 answered_timeouts["calls"] += 1
                 for f in {f.kind for f in explained}:
                     answered_timeouts["faults"][f] += 1

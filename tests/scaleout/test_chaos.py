@@ -287,7 +287,8 @@ def test_failures_are_honest_near_a_fault_and_violations_without_one() -> None:
     """A timeout whose handler ran while the client stayed open, with no fault near, is
     unexplained; the same under a cut is an honest outcome, counted apart. Broken on
     purpose once: ``near`` taking every fault of the run; the cut 10 s before the call
-    excused it."""
+    excused it. And once: the answered timeouts counted only for a client open over the
+    whole call; the one that ran the handler right after coming back was not counted."""
     recs = OPEN + [ran("c1", T0 + 2.1)]
     report = check_calls(recs, [asked("c1", "CallTimeout", took=8)])
     assert call_kinds(report) == ["call-unexplained"]
@@ -297,6 +298,13 @@ def test_failures_are_honest_near_a_fault_and_violations_without_one() -> None:
     assert call_kinds(report) == []
     assert report.calls["answered_timeouts"] == {"calls": 1, "faults": {"cut": 1}}
     assert report.calls["rows"]["CallTimeout"]["faults"] == {"cut": 1}
+    # Back after a cut, it ran the handler and stayed open 3 s: its answer was lost too.
+    back = OPEN + [["st", False, "ws", T0 + 1.5, {"reason": "unexpected"}],
+                   ["st", True, "ws", T0 + 2.3, None], ran("c1", T0 + 2.3),
+                   ["st", False, "ws", T0 + 5.3, {"reason": "unexpected"}]]
+    late_cut = cc.Fault("cut", T0 + 5.3, T0 + 5.4, "12 connections")
+    report = check_calls(back, [asked("c1", "CallTimeout", took=8)], [cut, late_cut])
+    assert report.calls["answered_timeouts"] == {"calls": 1, "faults": {"cut": 1}}
     # A fault long before the call does not excuse it.
     early = cc.Fault("cut", T0 - 9, T0 - 8.9, "12 connections")
     assert call_kinds(check_calls(recs, [asked("c1", "CallTimeout", took=8)], [early])) == [
