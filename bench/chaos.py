@@ -14,6 +14,10 @@ A realistic deployment, on 127.0.0.1 only, written from the docs as a user would
 - traffic with a counter per stream: HTTP requests to the app that ``send`` to users,
   ``broadcast`` and ``publish`` to topics (from whichever worker answers), and an
   :class:`~flask_sente.emitter.Emitter` in a process of its own (``bench/chaos_emitter.py``);
+- server -> client calls (protocol 3): HTTP requests that have whichever worker answers
+  ``sente.call`` a random client, each with a nonce, in a greenlet that writes down the
+  one outcome; every client (Python and sente.js) answers ``chaos/ask`` and records what it
+  computed;
 - faults at random, from a seed printed for replay: cut every connection (sometimes with a
   short outage), SIGKILL a worker (gunicorn respawns it), SIGSTOP Redis for 1–4.5 s
   (around redis-py's 2 s socket timeout), restart Redis empty, clients'
@@ -24,9 +28,11 @@ After the chaos phase it settles (every client open again), pushes a final marke
 stream, waits for them, checks presence (``connected_uids``) and ``members(topic)`` on every
 worker, counts tracebacks in the workers' log, and checks every client's records
 (``bench/chaos_check.py``: no silent gap, no duplicate, no reordering, no stuck client, not
-kept off). It prints a table and exits 1 on any violation (2 when the drill itself could not
-run). Every process it starts is in a process group of its own, killed on the way out
-(Ctrl-C and errors included), and dies with the drill if the drill is killed.
+kept off) and every call (none lost, none answered twice, no handler run twice, no wrong
+value, no failure that no fault explains). It prints a table and exits 1 on any violation
+(2 when the drill itself could not run). Every process it starts is in a process group of
+its own, killed on the way out (Ctrl-C and errors included), and dies with the drill if the
+drill is killed.
 
     python -m bench.chaos                         # the long run: 10 min, a random seed
     python -m bench.chaos --mode short            # ~90 s, seed 24 (what make test runs)
@@ -76,6 +82,8 @@ class Mode:
     http_rate: float           #: HTTP push requests a second
     emit_rate: float           #: Emitter pushes a second
     gap: tuple[float, float]   #: pause between two faults (s)
+    call_rate: float = 3.0     #: server -> client calls a second
+    call_timeout: float = 8.0  #: each call's timeout (s)
     #: Bounds of the settle phase (s): every client open again (traffic goes on), the final
     #: markers in, every worker's presence right. A client's backoff after repeated
     #: failures is at most 16 s until its 7th attempt in a row (30 s after that).
@@ -110,6 +118,9 @@ TOPIC_SHARE = 0.5
 PRESENCE_AFTER = 13.0
 #: The whole run is stopped (everything killed, exit 143) past its duration plus this.
 HARD_LIMIT_EXTRA = 150.0
+#: Seconds past a call's timeout the drill waits for its outcome at the end: the hub's
+#: timer settles it at the timeout (calls.SLACK is what a caller waits past that).
+CALL_OUTCOME_SLACK = 7.0
 HTTP_TIMEOUT = 5.0
 
 
@@ -401,6 +412,13 @@ class PyClient:
             rec(["e", data["s"], data["n"], data["t"], time.time(), data.get("f", 0)])
 
         c.on("chaos/ev", event)
+
+        def ask(data: t.Any) -> t.Any:
+            value = cc.answer_value(data["nonce"], data["x"], c.client_id)
+            rec(["ans", data["nonce"], value, time.time()])
+            return value
+
+        c.answer("chaos/ask", ask)
         for topic in topics:
             c.on_topic(topic, lambda _id, data: event(data))
         c.on("chsk/handshake", lambda h: rec(["hs", h.get("recovered"), h.get("type"),
@@ -490,6 +508,72 @@ class HttpPusher(threading.Thread):
             self.stop.wait(max(0.0, next_at - time.monotonic()))
 
 
+class Caller(threading.Thread):
+    """Asks a random worker (a fresh connection) to call a random client, ``rate`` times a
+    second; keeps what it asked and which worker took it (``made``)."""
+
+    def __init__(self, port: int, targets: list[tuple[str, str, str]], rate: float,
+                 timeout: float, seed: int) -> None:
+        super().__init__(name="caller", daemon=True)
+        self.port, self.targets, self.rate, self.timeout = port, targets, rate, timeout
+        self.rng = random.Random(seed)
+        self.stop = threading.Event()
+        self.made: list[dict[str, t.Any]] = []
+        self.failures: collections.Counter[str] = collections.Counter()
+
+    def run(self) -> None:
+        interval = 1.0 / self.rate
+        next_at = time.monotonic()
+        while not self.stop.is_set():
+            label, uid, client_id = self.rng.choice(self.targets)
+            nonce = f"c{len(self.made) + 1}"
+            x = self.rng.randrange(10**6)
+            made: dict[str, t.Any] = {"nonce": nonce, "target": label, "client_id": client_id,
+                                      "x": x, "t": time.time(), "timeout": self.timeout,
+                                      "pid": None, "http_error": ""}
+            self.made.append(made)
+            try:
+                answer = request(self.port, "POST", "/chaos/call", {
+                    "nonce": nonce, "uid": uid, "client": client_id, "x": x,
+                    "timeout": self.timeout})
+                made["pid"] = int(answer["pid"])
+            except (OSError, ValueError, http.client.HTTPException) as exc:
+                made["http_error"] = f"{type(exc).__name__}: {exc}"[:200]
+                self.failures[type(exc).__name__] += 1
+            next_at = max(next_at + interval, time.monotonic() - 1.0)
+            self.stop.wait(max(0.0, next_at - time.monotonic()))
+
+
+def call_lines(folder: Path) -> list[dict[str, t.Any]]:
+    """Every line of the workers' calls logs (``calls-<pid>.jsonl``; killed ones too)."""
+    lines = []
+    for path in sorted(folder.glob("calls-*.jsonl")):
+        for line in path.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                lines.append(json.loads(line))
+    return lines
+
+
+def _wait_call_outcomes(folder: Path, caller: Caller, chaos: Chaos) -> float:
+    """Wait until every call a live worker started has its outcome, at most until the last
+    call's timeout plus CALL_OUTCOME_SLACK; returns how long it waited."""
+    started = time.monotonic()
+    last = max((m["t"] for m in caller.made), default=time.time())
+    deadline = last + caller.timeout + CALL_OUTCOME_SLACK
+    while time.time() < deadline:
+        killed = {pid for pid, _ in chaos.killed}
+        pending = {}
+        for line in call_lines(folder):
+            if line.get("ev") == "start" and line.get("pid") not in killed:
+                pending[line["nonce"]] = line
+            elif line.get("ev") == "end":
+                pending.pop(line.get("nonce"), None)
+        if not pending:
+            break
+        time.sleep(0.25)
+    return time.monotonic() - started
+
+
 # --- faults --------------------------------------------------------------------------------
 
 @dataclasses.dataclass
@@ -530,6 +614,7 @@ class Chaos:
         self.clients = {c.label: c for c in clients}
         self.browser, self.page_ids = browser, page_ids
         self.faults: list[cc.Fault] = []
+        self.killed: list[tuple[int, float]] = []   #: (worker pid, when), for the calls
 
     def run(self, planned: Planned) -> cc.Fault:
         p = planned.params
@@ -593,6 +678,7 @@ class Chaos:
         if not pids:
             return "no worker to kill"
         pid = pids[int(pick * len(pids))]
+        self.killed.append((pid, time.time()))
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         return f"SIGKILL worker {pid}"
@@ -719,6 +805,7 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, t.Any]:
     browser: BrowserProc | None = None
     emitter: EmitterProc | None = None
     pusher: HttpPusher | None = None
+    caller: Caller | None = None
     notes: list[str] = []
     try:
         redis = Redis(procs, folder)
@@ -726,7 +813,8 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, t.Any]:
         gunicorn = Gunicorn(procs, folder, redis.url)
         proxy = Proxy(procs, folder, gunicorn.port)
         base = f"http://127.0.0.1:{proxy.port}"
-        pages = PAGES if args.browser else []
+        pages = [{**p, "cid": f"{p['id']}-{os.urandom(6).hex()}"} for p in PAGES
+                 ] if args.browser else []
         if pages:
             browser = BrowserProc(procs, folder, base, pages)
         users = [f"u{i}" for i in range(mode.users)]
@@ -752,6 +840,10 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, t.Any]:
                               streams.record)
         pusher = HttpPusher(gunicorn.port, all_uids, mode.http_rate, seed + 1, streams)
         pusher.start()
+        caller = Caller(gunicorn.port, [(c.label, c.uid, c.client.client_id) for c in clients]
+                        + [(p["id"], p["uid"], p["cid"]) for p in pages],
+                        mode.call_rate, mode.call_timeout, seed + 3)
+        caller.start()
         chaos = Chaos(redis, gunicorn, proxy, clients, browser, [p["id"] for p in pages])
         plan = plan_faults(random.Random(seed), mode.gap)
         chaos_end = t0 + duration
@@ -780,7 +872,9 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, t.Any]:
         time.sleep(2.0)  # rejoins after the last reconnects
         traffic_end = time.time()
         pusher.stop.set()
+        caller.stop.set()
         pusher.join(HTTP_TIMEOUT + 2)
+        caller.join(HTTP_TIMEOUT + 2)
         if not emitter.final(35):
             notes.append("the Emitter did not finish its final markers within 35 s")
         finals_from = _http_finals(gunicorn, streams, notes)
@@ -791,6 +885,7 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, t.Any]:
                 break
             time.sleep(0.25)
         finals_done = time.time()
+        calls_wait = _wait_call_outcomes(folder, caller, chaos)
         time.sleep(max(0.0, last_fault_end + PRESENCE_AFTER - time.time()))
         end_states: dict[str, dict[str, t.Any]] = {}
 
@@ -827,6 +922,10 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, t.Any]:
             "streams": {s: dataclasses.asdict(log) for s, log in streams.logs.items()},
             "faults": [dataclasses.asdict(f) for f in chaos.faults],
             "presence": [dataclasses.asdict(v) for v in presence],
+            "calls": {"made": caller.made, "lines": call_lines(folder),
+                      "killed": chaos.killed, "timeout": mode.call_timeout,
+                      "rate": mode.call_rate, "http_failures": dict(caller.failures),
+                      "outcome_wait": calls_wait},
             "tracebacks": [dataclasses.asdict(v) for v in tracebacks(logs)],
             "notes": notes,
             "traffic": {"http_requests": pusher.requests,
@@ -841,6 +940,8 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, t.Any]:
     finally:
         if pusher is not None:
             pusher.stop.set()
+        if caller is not None:
+            caller.stop.set()
         if browser is not None and browser.proc.poll() is None:
             browser.command("quit", answer=False)
         _close_clients(clients)
@@ -967,8 +1068,11 @@ def analyze(data: dict[str, t.Any], off_bound: float) -> cc.Report:
                for s, d in data["streams"].items()}
     faults = [cc.Fault(**f) for f in data["faults"]]
     extra = [cc.Violation(**v) for v in data["presence"] + data["tracebacks"]]
+    calls = data.get("calls") or {}
     return cc.check(clients, streams, faults, t0=data["t0"],
-                    traffic_end=data["traffic_end"], off_bound=off_bound, extra=extra)
+                    traffic_end=data["traffic_end"], off_bound=off_bound, extra=extra,
+                    calls=cc.merge_calls(calls.get("made", []), calls.get("lines", [])),
+                    killed={int(pid): float(tm) for pid, tm in calls.get("killed", [])})
 
 
 def render(data: dict[str, t.Any], report: cc.Report, folder: Path, max_lines: int) -> str:
@@ -1026,11 +1130,25 @@ def render(data: dict[str, t.Any], report: cc.Report, folder: Path, max_lines: i
         (f"open > {data.get('off_bound', 10):g} s without an event",
          str(kinds["silent-while-open"])),
     ]
+    if report.calls:
+        killed = report.calls["rows"].get("caller killed", {}).get("calls", 0)
+        rows += [
+            ("calls lost (no outcome at the caller)",
+             f"{kinds['call-lost']} ({killed} more whose calling worker was SIGKILLed)"),
+            ("calls with two outcomes / handlers run twice for one call",
+             f"{kinds['call-answered-twice']} / {kinds['handler-twice']}"),
+            ("calls answered by another client / wrong values",
+             f"{kinds['call-misrouted']} / {kinds['call-wrong-value']}"),
+            ("call errors the drill's clients never cause / failures no fault explains",
+             f"{kinds['call-error']} / {kinds['call-unexplained']}"),
+        ]
     w("| check | result |")
     w("|---|---|")
     for name, value in rows:
         w(f"| {name} | {value} |")
     w("")
+    if report.calls:
+        _render_calls(w, data, report.calls)
     w("## kept off per fault kind (s until the first event pushed after the fault arrived)")
     w("")
     w("| fault | count | clients measured | from its start p50 / max | from its end p50 / max "
@@ -1079,6 +1197,44 @@ def render(data: dict[str, t.Any], report: cc.Report, folder: Path, max_lines: i
     verdict = "PASS" if not report.violations else f"FAIL ({len(report.violations)} violations)"
     w(f"RESULT: {verdict}, seed {data['seed']}")
     return "\n".join(out)
+
+
+def _render_calls(w: t.Callable[[str], None], data: dict[str, t.Any],
+                  calls: dict[str, t.Any]) -> None:
+    meta = data.get("calls", {})
+    rows = calls["rows"]
+    not_started = rows.get("not started", {}).get("calls", 0)
+    w("## calls (server -> client, protocol 3)")
+    w("")
+    w(f"{calls['asked']} asked ({meta.get('rate', '?')} a second, timeout "
+      f"{meta.get('timeout', '?')} s, each to a random client by whichever worker took the "
+      f"POST), {calls['made']} made ({not_started} not: the drill's POST failed), "
+      f"{calls['handler_runs']} answer handler runs; the last outcomes came "
+      f"{meta.get('outcome_wait', 0):.1f} s after the final markers")
+    w("")
+    w("| outcome | calls | handler ran | client open throughout | no fault near "
+      "| faults near (calls) |")
+    w("|---|---|---|---|---|---|")
+    for kind, r in rows.items():
+        if kind == "not started":
+            continue
+        faults = ", ".join(f"{k} {n}" for k, n in sorted(r["faults"].items(),
+                                                          key=lambda kv: -kv[1]))
+        w(f"| {kind} | {r['calls']} | {r['handler_ran']} | {r['open']} | {r['no_fault']} "
+          f"| {faults or '-'} |")
+    answered = calls["answered_timeouts"]
+    faults = ", ".join(f"{k} {n}" for k, n in sorted(answered["faults"].items(),
+                                                      key=lambda kv: -kv[1]))
+    w("")
+    w(f"CallTimeout although the handler ran and the client stayed open {cc.ANSWER_OPEN_AFTER:g}"
+      f" s after it (or to the outcome) — the answer lost on its way back: {answered['calls']}"
+      + (f" (faults near: {faults})" if faults else ""))
+    late = calls.get("late_runs", {})
+    w("")
+    w("Calls whose handler ran after the caller had already failed (the request reached the "
+      f"client later, after a reconnect): {sum(late.values())}"
+      + (" (" + ", ".join(f"{k} {n}" for k, n in sorted(late.items())) + ")" if late else ""))
+    w("")
 
 
 def _violation_text(v: cc.Violation) -> str:

@@ -3,8 +3,9 @@
 
     python -m bench.chaos_browser --base-url http://127.0.0.1:PORT --pages '[{...}]'
 
-Each page (``{"id", "uid", "type", "topics"}``) opens the chaos app's ``/chaos/page``, which
-connects, joins its topics and records every event it gets (``window.rec``, see
+Each page (``{"id", "uid", "type", "topics", "cid"}``) opens the chaos app's ``/chaos/page``,
+which connects with client id ``cid``, joins its topics, answers the drill's calls and
+records every event it gets and every call it answers (``window.rec``, see
 ``bench/chaos_app.py``). Twice a second this process takes the new records of every page and
 prints them as a line of JSON ``{"page": id, "recs": [...]}`` on stdout; ``{"ready": id}``
 says a page is connected and in its topics.
@@ -48,7 +49,7 @@ def emit(record: dict[str, t.Any]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base-url", required=True)
-    parser.add_argument("--pages", required=True, help="JSON list of {id, uid, type, topics}")
+    parser.add_argument("--pages", required=True, help="JSON list of {id, uid, type, topics, cid}")
     args = parser.parse_args(argv)
     specs: list[dict[str, t.Any]] = json.loads(args.pages)
     with sync_playwright() as pw:
@@ -62,7 +63,8 @@ def main(argv: list[str] | None = None) -> None:
                 page = context.new_page()
                 page.on("console", console_relay(spec["id"]))
                 query = urllib.parse.urlencode({"uid": spec["uid"], "type": spec["type"],
-                                                "topics": ",".join(spec["topics"])})
+                                                "topics": ",".join(spec["topics"]),
+                                                "cid": spec.get("cid", "")})
                 page.goto(f"{args.base_url}/chaos/page?{query}")
                 pages[spec["id"]] = page
             waiting = set(pages)

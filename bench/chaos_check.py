@@ -40,6 +40,30 @@ final marker's counter, when one was pushed.
 - *Kept off* (figures, not a rule): per fault, how long until each client it concerned got
   an event pushed after the fault's start, and after its end. A client's own backoff after
   repeated failures counts here (it is the documented schedule, not a refusal).
+
+**Calls** (server -> client, protocol 3; :func:`check_calls`). The drill asks a random
+worker to call a random client (``sente.call(uid, ("chaos/ask", {"nonce", "x"}),
+client_id=...)`` in a greenlet of that worker); the worker writes down the call's start and
+its outcome (the value, or the ``CallError`` / ``BackplaneError`` class name). Every client
+answers with :func:`answer_value` and records ``["ans", nonce, value, t]``. A nonce names
+one call. The rules:
+
+- *Lost*: a call a worker started with no outcome at the end — unless that worker was
+  SIGKILLed after the call began (*caller killed*: nobody is left to tell; counted).
+- *Answered twice*: two outcomes for one call at the caller.
+- *Handler twice*: the answer handler ran twice for one nonce (a replayed request must not
+  run it again); *misrouted*: it ran on another client than the one asked.
+- *Wrong value*: a value outcome that differs from what the client computed for that nonce
+  (or that no client computed).
+- *Call error*: an outcome the drill's clients never cause (``NoAnswerHandler``,
+  ``ClientCallError``, ``CallsUnsupported``, any other exception).
+- *Unexplained*: a ``CallTimeout``, ``ClientGone`` or ``BackplaneError`` with no fault
+  near the call (none from :data:`CALL_FAULT_AFTER` s before it began to its end; for a
+  ``BackplaneError``, no Redis fault) while the client stayed open throughout: nothing in
+  the run excuses it. With a fault near, or the client off at some point, these are
+  honest outcomes: counted per kind with the faults that were near, and the timeouts whose
+  handler ran while the client stayed open (:data:`ANSWER_OPEN_AFTER` s after it, or to the
+  outcome: the answer, not the request, was lost) apart.
 """
 from __future__ import annotations
 
@@ -122,6 +146,23 @@ class Violation:
 
 
 @dataclasses.dataclass
+class Call:
+    """One call the drill asked a worker to make, and what became of it."""
+    nonce: str
+    target: str                #: the label of the client asked
+    client_id: str
+    x: int
+    asked: float               #: when the drill asked (its POST)
+    timeout: float
+    pid: int | None = None     #: the worker that took it (its HTTP answer or its start line)
+    http_error: str = ""       #: the drill's POST failed (the call may have started anyway)
+    started: float | None = None   #: when the worker wrote its start line
+    #: The worker's outcome lines: ``{"kind", "value" | "message", "t", "pid"}``; one,
+    #: unless something is wrong.
+    outcomes: list[dict[str, t.Any]] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
 class Report:
     violations: list[Violation]
     counts: dict[str, int]
@@ -130,6 +171,8 @@ class Report:
     deliveries: dict[str, int]            #: group -> events received
     group_violations: dict[str, collections.Counter[str]]
     info: list[str]
+    #: The calls section (:func:`check_calls`); empty when the run made no calls.
+    calls: dict[str, t.Any] = dataclasses.field(default_factory=dict)
 
 
 def parse_stream(stream: str) -> tuple[str, str, str | None]:
@@ -166,6 +209,7 @@ class _Client:
         # (idx, t, close, transport) of every connection or attempt that ended
         self.failures: list[tuple[int, float, t.Any, str]] = []
         self._last_failure_note = float("-inf")
+        self.answers: list[tuple[int, str, t.Any, float]] = []  # (idx, nonce, value, t)
         for idx, rec in enumerate(log.recs):
             tag = rec[0]
             if tag == "e":
@@ -198,6 +242,8 @@ class _Client:
                     self._last_failure_note = float(rec[3])
             elif tag == "jerr":
                 self.notes.append((idx, float(rec[3]), f"join {rec[1]} failed: {rec[2]}"))
+            elif tag == "ans":
+                self.answers.append((idx, str(rec[1]), rec[2], float(rec[3])))
         self.receipts.sort()
         self.hs_idx = [h[0] for h in self.handshakes]
 
@@ -222,6 +268,16 @@ class _Client:
         if opened is not None and opened < until:
             spans.append((opened, until))
         return spans
+
+    def open_throughout(self, start: float, end: float) -> bool:
+        """Whether the connection was open from ``start`` to ``end`` without a close."""
+        is_open = False
+        for tm, state in self.switches:
+            if tm <= start:
+                is_open = state
+            elif tm <= end and not state:
+                return False
+        return is_open
 
     def transport_at_time(self, tm: float) -> str:
         kinds = [kind for _, _, kind, when in self.handshakes if when <= tm]
@@ -294,8 +350,10 @@ def faults_near(faults: list[Fault], label: str, start: float, end: float, t0: f
 
 def check(clients: list[ClientLog], streams: dict[str, StreamLog], faults: list[Fault], *,
           t0: float, traffic_end: float, off_bound: float = 10.0,
-          extra: list[Violation] | None = None) -> Report:
-    """Apply every rule; ``extra`` are violations found elsewhere (presence, tracebacks)."""
+          extra: list[Violation] | None = None, calls: list[Call] | None = None,
+          killed: dict[int, float] | None = None) -> Report:
+    """Apply every rule; ``extra`` are violations found elsewhere (presence, tracebacks);
+    ``calls`` the calls made, ``killed`` the workers SIGKILLed (pid -> when)."""
     views = [_Client(c) for c in clients]
     violations: list[Violation] = []
     counts: collections.Counter[str] = collections.Counter()
@@ -448,6 +506,8 @@ def check(clients: list[ClientLog], streams: dict[str, StreamLog], faults: list[
 
     off = _kept_off(views, faults, t0, traffic_end, off_bound, violations)
     latency, deliveries = _latency(views)
+    calls_summary = (check_calls(calls, views, faults, killed or {}, t0, violations)
+                     if calls else {})
     for extra_violation in extra or []:
         violations.append(extra_violation)
     group_violations: dict[str, collections.Counter[str]] = collections.defaultdict(
@@ -456,7 +516,8 @@ def check(clients: list[ClientLog], streams: dict[str, StreamLog], faults: list[
     for violation in violations:
         if violation.client in group_of:
             group_violations[group_of[violation.client]][violation.kind] += 1
-    return Report(violations, dict(counts), off, latency, deliveries, group_violations, info)
+    return Report(violations, dict(counts), off, latency, deliveries, group_violations, info,
+                  calls_summary)
 
 
 def _order_rules(view: _Client, log: StreamLog, evs: list[tuple[int, int, float, float]],
@@ -622,3 +683,182 @@ def _latency(views: list[_Client]) -> tuple[dict[str, dict[str, float]], dict[st
             lat["all"].append(t_recv - t_push)
     return ({g: {"p50": percentile(v, 50), "p99": percentile(v, 99), "max": max(v)}
              for g, v in lat.items()}, {g: len(v) for g, v in lat.items()})
+
+
+# --- calls -------------------------------------------------------------------------------
+
+#: A fault this many seconds before a call began may still explain its failure: the clients
+#: it cut are still in their backoff, presence is being re-sent after a Redis restart.
+CALL_FAULT_AFTER = 5.0
+#: Outcomes that faults explain; any other error is a violation (the drill's clients all
+#: answer "chaos/ask", never raise, and speak protocol 3).
+HONEST_ERRORS = ("CallTimeout", "ClientGone", "BackplaneError")
+#: The fault kinds that take Redis away (what explains a BackplaneError).
+REDIS_FAULTS = ("redis-freeze", "redis-restart", "combo")
+#: Rows of the calls table, in this order (then any other outcome kind).
+CALL_ROWS = ["value", "CallTimeout", "ClientGone", "BackplaneError", "NoAnswerHandler",
+             "ClientCallError", "CallsUnsupported", "caller killed", "lost", "not started"]
+#: A CallTimeout whose handler ran while the client stayed open this long after (or to the
+#: outcome) lost its answer, not its request: the answer goes out at once.
+ANSWER_OPEN_AFTER = 2.0
+#: Violation kinds of the calls section.
+CALL_VIOLATIONS = ["call-lost", "call-answered-twice", "handler-twice", "call-misrouted",
+                   "call-wrong-value", "call-error", "call-unexplained"]
+
+
+def answer_value(nonce: str, x: int, client_id: str) -> dict[str, t.Any]:
+    """What every drill client answers to ``("chaos/ask", {"nonce", "x"})`` (the pages'
+    JavaScript computes the same): it depends on the call's data and on who answered."""
+    return {"n": nonce, "y": x * 3 + 1, "by": client_id}
+
+
+def merge_calls(made: list[dict[str, t.Any]], lines: list[dict[str, t.Any]]) -> list[Call]:
+    """The drill's record of each call it asked for (``made``: ``{"nonce", "target",
+    "client_id", "x", "t", "timeout", "pid", "http_error"}``) joined with the workers'
+    call logs (``lines``: ``{"ev": "start" | "end", "nonce", "pid", "t", ...}``). A line
+    of a nonce the drill never asked for is kept as a call to ``"?"``."""
+    calls: dict[str, Call] = {}
+    for m in made:
+        calls[m["nonce"]] = Call(m["nonce"], m["target"], m["client_id"], int(m["x"]),
+                                 float(m["t"]), float(m["timeout"]), m.get("pid"),
+                                 m.get("http_error", ""))
+    for line in sorted(lines, key=lambda x: float(x.get("t", 0))):
+        nonce = str(line.get("nonce"))
+        call = calls.get(nonce)
+        if call is None:
+            call = calls[nonce] = Call(nonce, "?", str(line.get("client", "")), 0,
+                                       float(line.get("t", 0)), 0.0)
+        if line.get("ev") == "start":
+            call.started = float(line["t"])
+            call.pid = int(line["pid"])
+        elif line.get("ev") == "end":
+            call.outcomes.append({k: v for k, v in line.items() if k not in ("ev", "nonce")})
+    return list(calls.values())
+
+
+def check_calls(calls: list[Call], views: list[_Client], faults: list[Fault],
+                killed: dict[int, float], t0: float,
+                violations: list[Violation]) -> dict[str, t.Any]:
+    """The calls section: its violations are appended to ``violations``; returns the
+    figures the report prints (see the module docstring for the rules)."""
+    by_label = {v.log.label: v for v in views}
+    runs: dict[str, list[tuple[str, int, t.Any, float]]] = collections.defaultdict(list)
+    for view in views:
+        for idx, nonce, value, tm in view.answers:
+            runs[nonce].append((view.log.label, idx, value, tm))
+    rows: dict[str, dict[str, t.Any]] = {}
+    answered_timeouts: dict[str, t.Any] = {"calls": 0, "faults": collections.Counter()}
+    #: Outcome kind -> calls whose handler ran after the caller had its (failed) outcome.
+    late_runs: collections.Counter[str] = collections.Counter()
+    known = {c.nonce for c in calls}
+
+    def row(kind: str) -> dict[str, t.Any]:
+        return rows.setdefault(kind, {"calls": 0, "handler_ran": 0, "open": 0, "no_fault": 0,
+                                      "faults": collections.Counter()})
+
+    def flag(kind: str, call: Call, expected: str, got: str, start: float, end: float,
+             more: list[str]) -> None:
+        view = by_label.get(call.target)
+        story = [f"{call.asked - t0:+.2f}s asked worker {call.pid} to call {call.target} "
+                 f"({call.client_id}), x={call.x}, timeout {call.timeout:g} s"
+                 + (f"; the drill's POST failed: {call.http_error}" if call.http_error
+                    else "")]
+        story += [f"{tm - t0:+.2f}s handler ran on {label}: {value!r}"
+                  for label, _, value, tm in runs.get(call.nonce, [])]
+        story += [f"{float(o.get('t', 0)) - t0:+.2f}s outcome at worker {o.get('pid')}: "
+                  f"{o.get('kind')} {o.get('value', o.get('message', ''))!r}"[:300]
+                  for o in call.outcomes]
+        violations.append(Violation(
+            kind, call.target, view.transport_at_time(start) if view else "",
+            expected=expected, got=f"call {call.nonce}: {got}", t=start - t0,
+            context=story + more + (view.context_in_time(start - 1, end + 1, t0) if view
+                                    else [])
+            + faults_near(faults, call.target, start, end, t0, before=CALL_FAULT_AFTER)))
+
+    for call in sorted(calls, key=lambda c: c.asked):
+        ran = runs.get(call.nonce, [])
+        made = (call.started is not None or call.pid is not None or bool(call.outcomes)
+                or bool(ran))
+        if not made:
+            row("not started")["calls"] += 1
+            continue
+        start = call.started if call.started is not None else call.asked
+        end = (float(call.outcomes[0]["t"]) if call.outcomes
+               else start + call.timeout)
+        asked_view = by_label.get(call.target)
+        near = [f for f in faults if f.concerns(call.target) and f.start <= end + 0.5
+                and f.end + CALL_FAULT_AFTER >= start]
+        steady = asked_view is not None and asked_view.open_throughout(start - 0.5, end)
+        if len(call.outcomes) > 1:
+            flag("call-answered-twice", call, "one outcome at the caller",
+                 f"{len(call.outcomes)} outcomes", start, end, [])
+        wrong_client = [r for r in ran if r[0] != call.target]
+        if wrong_client or call.target not in by_label:
+            flag("call-misrouted", call, f"the handler of {call.target} only",
+                 ("ran on " + ", ".join(r[0] for r in ran)) if ran
+                 else f"no client {call.target!r} in the drill", start, end, [])
+        if len(ran) > 1:
+            flag("handler-twice", call, "the handler run once for the call",
+                 f"{len(ran)} runs", start, end, [])
+        if not call.outcomes:
+            kind = ("caller killed" if call.pid in killed and killed[call.pid] >= start - 1
+                    else "lost")
+        else:
+            kind = str(call.outcomes[0].get("kind"))
+        r = row(kind)
+        r["calls"] += 1
+        r["handler_ran"] += bool(ran)
+        r["open"] += steady
+        r["no_fault"] += not near
+        for f in {f.kind for f in near}:
+            r["faults"][f] += 1
+        if call.outcomes and kind != "value" and any(tm > end for _, _, _, tm in ran):
+            late_runs[kind] += 1
+        if kind == "lost":
+            flag("call-lost", call, "an outcome at the caller (its worker was not killed)",
+                 "none when the run ended", start, end, [])
+        elif kind == "value":
+            value = call.outcomes[0].get("value")
+            want = answer_value(call.nonce, call.x, call.client_id)
+            computed = [v for label, _, v, _ in ran if label == call.target]
+            if value != want or not computed or value not in computed:
+                flag("call-wrong-value", call,
+                     f"{want!r} (what {call.target} computes for it)",
+                     f"{value!r}" + ("" if computed else ", and no handler of it ran"),
+                     start, end, [])
+        elif kind in HONEST_ERRORS:
+            explained = [f for f in near if kind != "BackplaneError" or f.kind in REDIS_FAULTS]
+            first_run = min((tm for _, _, _, tm in ran), default=None)
+            if kind == "CallTimeout" and first_run is not None and asked_view is not None \
+                    and asked_view.open_throughout(first_run,
+                                                   min(first_run + ANSWER_OPEN_AFTER, end)):
+                answered_timeouts["calls"] += 1
+                for f in {f.kind for f in explained}:
+                    answered_timeouts["faults"][f] += 1
+            if not explained and (steady or kind == "BackplaneError"):
+                flag("call-unexplained", call,
+                     "a value: no fault near the call" + (
+                         " (no Redis fault)" if kind == "BackplaneError" else
+                         " and the client open throughout"),
+                     f"{kind} {call.outcomes[0].get('message', '')!r}"[:200]
+                     + (" (its handler ran)" if ran else " (its handler did not run)"),
+                     start, end, [])
+        elif kind != "caller killed":
+            flag("call-error", call, "a value or an outcome a fault explains",
+                 f"{kind} {call.outcomes[0].get('message', '')!r}"[:200], start, end, [])
+    for nonce in sorted(set(runs) - known):
+        for label, _, value, tm in runs[nonce]:
+            violations.append(Violation(
+                "call-misrouted", label, by_label[label].transport_at_time(tm),
+                expected="handlers run only for the drill's calls",
+                got=f"ran for nonce {nonce!r}, which the drill never asked for: {value!r}",
+                t=tm - t0))
+    ordered = {k: rows[k] for k in CALL_ROWS if k in rows}
+    ordered.update({k: v for k, v in rows.items() if k not in ordered})
+    for r in ordered.values():
+        r["faults"] = dict(r["faults"])
+    answered_timeouts["faults"] = dict(answered_timeouts["faults"])
+    return {"asked": len(calls), "made": sum(r["calls"] for k, r in ordered.items()
+                                             if k != "not started"),
+            "handler_runs": sum(len(v) for v in runs.values()), "rows": ordered,
+            "answered_timeouts": answered_timeouts, "late_runs": dict(late_runs)}

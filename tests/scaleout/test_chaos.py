@@ -184,6 +184,158 @@ flask_sente.exceptions.BackplaneError: Redis: Timeout reading from 127.0.0.1:1
     assert 'BackplaneError in File "flask_sente/hub.py", line 265, in _expire' in found[0].got
 
 
+CID = "py00-c1d"
+
+
+def asked(nonce: str, kind: str | None, *, at: float = 2.0, took: float = 0.5, x: int = 5,
+          pid: int = 7, value: t.Any = None, target: str = "py00") -> cc.Call:
+    """A call the drill asked worker ``pid`` to make at ``T0 + at``, with one outcome of
+    ``kind`` (None: none) ``took`` seconds later; a value outcome is the right one unless
+    ``value`` says otherwise."""
+    call = cc.Call(nonce, target, CID, x, T0 + at, 8.0, pid, started=T0 + at + 0.01)
+    if kind == "value":
+        call.outcomes.append({"kind": "value", "t": T0 + at + took, "pid": pid,
+                              "value": value or cc.answer_value(nonce, x, CID)})
+    elif kind is not None:
+        call.outcomes.append({"kind": kind, "t": T0 + at + took, "pid": pid,
+                              "message": "made up"})
+    return call
+
+
+def ran(nonce: str, tm: float, x: int = 5) -> list[t.Any]:
+    """The client's record of its answer handler running for ``nonce``."""
+    return ["ans", nonce, cc.answer_value(nonce, x, CID), tm]
+
+
+OPEN = [["st", True, "ws", T0, None], hs(T0, kind="ws")]
+
+
+def check_calls(recs: list[list[t.Any]], calls: list[cc.Call],
+                faults: list[cc.Fault] | None = None,
+                killed: dict[int, float] | None = None) -> cc.Report:
+    return cc.check([client(recs)], {}, faults or [], t0=T0, traffic_end=T0 + 6,
+                    calls=calls, killed=killed or {})
+
+
+def call_kinds(report: cc.Report) -> list[str]:
+    return sorted(v.kind for v in report.violations if v.kind in cc.CALL_VIOLATIONS)
+
+
+def test_a_call_without_an_outcome_is_lost_unless_its_worker_was_killed() -> None:
+    """The worker's start line is what says the call was made, even when the drill's POST
+    failed (the worker was killed before answering it). Broken on purpose once: a call
+    with no outcome counted as "caller killed" whatever the worker; the lost call was not
+    reported."""
+    made = [{"nonce": "c1", "target": "py00", "client_id": CID, "x": 5, "t": T0 + 2,
+             "timeout": 8.0, "pid": None, "http_error": "RemoteDisconnected: ..."}]
+    lines = [{"ev": "start", "nonce": "c1", "pid": 7, "t": T0 + 2.01}]
+    calls = cc.merge_calls(made, lines)
+    assert (calls[0].pid, calls[0].started, calls[0].outcomes) == (7, T0 + 2.01, [])
+    report = check_calls(OPEN + [ran("c1", T0 + 2.1)], calls)
+    assert call_kinds(report) == ["call-lost"]
+    assert report.calls["rows"]["lost"]["calls"] == 1
+    report = check_calls(OPEN + [ran("c1", T0 + 2.1)], calls, killed={7: T0 + 2.5})
+    assert call_kinds(report) == []
+    assert report.calls["rows"]["caller killed"]["calls"] == 1
+    # Killed before the call began: not this call's excuse.
+    report = check_calls(OPEN + [ran("c1", T0 + 2.1)], calls, killed={7: T0 - 5})
+    assert call_kinds(report) == ["call-lost"]
+    # The drill's POST failed and the worker never wrote a start line: not made at all.
+    calls = cc.merge_calls(made, [])
+    report = check_calls(OPEN, calls)
+    assert call_kinds(report) == []
+    assert report.calls["rows"]["not started"]["calls"] == 1
+
+
+def test_a_handler_run_twice_or_two_outcomes_for_one_call_are_violations() -> None:
+    """A request replayed after a reconnect must not run the handler again, and a caller
+    gets one outcome. Broken on purpose once: the runs counted per client that ran the
+    handler instead of per run; the second run, on the same client, was not reported."""
+    recs = OPEN + [ran("c1", T0 + 2.1), ["st", False, "ws", T0 + 2.2, None],
+                   ["st", True, "ws", T0 + 2.6, None], hs(T0 + 2.6, True, "ws"),
+                   ran("c1", T0 + 2.7)]
+    report = check_calls(recs, [asked("c1", "value")])
+    assert call_kinds(report) == ["handler-twice"]
+    assert "2 runs" in report.violations[0].got
+    twice = asked("c2", "value")
+    twice.outcomes.append({**twice.outcomes[0], "kind": "CallTimeout", "t": T0 + 10})
+    report = check_calls(OPEN + [ran("c2", T0 + 2.1)], [twice])
+    assert call_kinds(report) == ["call-answered-twice"]
+
+
+def test_a_value_must_be_what_the_asked_client_computed_for_that_call() -> None:
+    """Broken on purpose once: the value compared with answer_value only, not with what
+    the client recorded; the value no handler computed was not reported."""
+    right = asked("c1", "value")
+    wrong = asked("c2", "value", value={"n": "c2", "y": 17, "by": CID})
+    nowhere = asked("c3", "value")
+    report = check_calls(OPEN + [ran("c1", T0 + 2.1), ran("c2", T0 + 2.1)],
+                         [right, wrong, nowhere])
+    assert call_kinds(report) == ["call-wrong-value", "call-wrong-value"]
+    assert {v.got.split(":")[0] for v in report.violations} == {"call c2", "call c3"}
+    assert report.calls["rows"]["value"]["calls"] == 3
+    # A handler that ran on another client than the one asked (the caller timed out under
+    # a cut: an honest outcome).
+    other = client(OPEN + [ran("c1", T0 + 2.1)], label="py01")
+    cut = cc.Fault("cut", T0 + 2.5, T0 + 2.6, "12 connections")
+    report = cc.check([client(OPEN), other], {}, [cut], t0=T0, traffic_end=T0 + 6,
+                      calls=[asked("c1", "CallTimeout", took=8)])
+    assert call_kinds(report) == ["call-misrouted"]
+
+
+def test_failures_are_honest_near_a_fault_and_violations_without_one() -> None:
+    """A timeout whose handler ran while the client stayed open, with no fault near, is
+    unexplained; the same under a cut is an honest outcome, counted apart. Broken on
+    purpose once: ``near`` taking every fault of the run; the cut 10 s before the call
+    excused it. And once: the answered timeouts counted only for a client open over the
+    whole call; the one that ran the handler right after coming back was not counted."""
+    recs = OPEN + [ran("c1", T0 + 2.1)]
+    report = check_calls(recs, [asked("c1", "CallTimeout", took=8)])
+    assert call_kinds(report) == ["call-unexplained"]
+    assert "(its handler ran)" in report.violations[0].got
+    cut = cc.Fault("cut", T0 + 2.5, T0 + 2.6, "12 connections")
+    report = check_calls(recs, [asked("c1", "CallTimeout", took=8)], [cut])
+    assert call_kinds(report) == []
+    assert report.calls["answered_timeouts"] == {"calls": 1, "faults": {"cut": 1}}
+    assert report.calls["rows"]["CallTimeout"]["faults"] == {"cut": 1}
+    # Back after a cut, it ran the handler and stayed open 3 s: its answer was lost too.
+    back = OPEN + [["st", False, "ws", T0 + 1.5, {"reason": "unexpected"}],
+                   ["st", True, "ws", T0 + 2.3, None], ran("c1", T0 + 2.3),
+                   ["st", False, "ws", T0 + 5.3, {"reason": "unexpected"}]]
+    late_cut = cc.Fault("cut", T0 + 5.3, T0 + 5.4, "12 connections")
+    report = check_calls(back, [asked("c1", "CallTimeout", took=8)], [cut, late_cut])
+    assert report.calls["answered_timeouts"] == {"calls": 1, "faults": {"cut": 1}}
+    # A fault long before the call does not excuse it.
+    early = cc.Fault("cut", T0 - 9, T0 - 8.9, "12 connections")
+    assert call_kinds(check_calls(recs, [asked("c1", "CallTimeout", took=8)], [early])) == [
+        "call-unexplained"]
+    # ClientGone for a client that was off meanwhile: honest even with no fault.
+    off = OPEN + [["st", False, "ws", T0 + 2.2, {"reason": "unexpected"}],
+                  ["st", True, "ws", T0 + 5, None]]
+    assert call_kinds(check_calls(off, [asked("c2", "ClientGone", took=1)])) == []
+    # A BackplaneError is explained by a Redis fault only; other errors never.
+    freeze = cc.Fault("redis-freeze", T0 + 1, T0 + 3, "SIGSTOP for 2 s")
+    assert call_kinds(check_calls(OPEN, [asked("c3", "BackplaneError")], [freeze])) == []
+    assert call_kinds(check_calls(OPEN, [asked("c3", "BackplaneError")], [cut])) == [
+        "call-unexplained"]
+    assert call_kinds(check_calls(OPEN, [asked("c4", "NoAnswerHandler")], [cut])) == [
+        "call-error"]
+
+
+def test_a_handler_that_runs_after_the_caller_failed_is_counted() -> None:
+    """A request replayed to a client back after its grace window runs the handler after
+    the caller had ClientGone: counted (late_runs), not a violation. Broken on purpose
+    once: the runs before the outcome counted instead; this one was not."""
+    recs = OPEN + [["st", False, "ws", T0 + 1.9, {"reason": "unexpected"}],
+                   ["st", True, "ws", T0 + 6, None], hs(T0 + 6, True, "ws"),
+                   ran("c1", T0 + 6.1)]
+    cut = cc.Fault("cut", T0 + 1.9, T0 + 5, "12 connections, refused for 3 s")
+    report = check_calls(recs, [asked("c1", "ClientGone", took=2.8)], [cut])
+    assert call_kinds(report) == []
+    assert report.calls["late_runs"] == {"ClientGone": 1}
+    assert report.calls["rows"]["ClientGone"]["handler_ran"] == 1
+
+
 @pytest.mark.timeout(240)
 def test_the_short_chaos_drill_finds_no_violation(tmp_path: Path) -> None:
     """The drill in its own process group, killed whole if it overruns. Shown to fail on
