@@ -57,6 +57,10 @@ logger = logging.getLogger("flask_sente")
 
 #: How often grace windows are checked cluster-wide.
 EXPIRE_EVERY = 0.25
+#: How long, and how often, an answer routed to another process is published again while
+#: no subscriber hears it (see ``RedisBackplane.route_call``).
+ROUTE_RETRY_FOR = 3.0
+ROUTE_RETRY_EVERY = 0.1
 #: How long a client's topic grants outlive their last join (seconds; the Emitter's joins
 #: give the same).
 GRANTS_TTL = rs.GRANTS_TTL
@@ -279,12 +283,25 @@ class RedisBackplane(BackplaneBase):
 
     def route_call(self, node: str, outcome: CallOutcome) -> None:
         """This process's own outcome is handed over at once; another's is published on
-        that process's call channel (one PUBLISH: an answer is not a push, it needs no log)."""
+        that process's call channel (a PUBLISH: an answer is not a push, it needs no log).
+
+        A PUBLISH that reached no subscriber is made again, every
+        :data:`ROUTE_RETRY_EVERY` s for :data:`ROUTE_RETRY_FOR` s: the asking process may be
+        resubscribing (Redis came back, or it is a worker just started), and Redis keeps
+        nothing for a channel nobody listens to (found by the chaos drill, seed 402290: an
+        answer lost while the asker's subscription was reconnecting). Past that, the asker
+        is gone or deaf, and its call ends by its timeout."""
         if node == self.node:
             super().route_call(node, outcome)
             return
-        with self.link.calling():
-            self.client.publish(f"{self.prefix}:call:{node}", rs.pack_event(outcome))
+        channel, packed = f"{self.prefix}:call:{node}", rs.pack_event(outcome)
+        deadline = time.monotonic() + ROUTE_RETRY_FOR
+        while True:
+            with self.link.calling():
+                heard = self.client.publish(channel, packed)
+            if heard or time.monotonic() >= deadline:
+                return
+            gevent.sleep(ROUTE_RETRY_EVERY)
 
     def await_answers(self, timeout: float) -> None:
         """The subscription (this process's call channel among its channels) is started on

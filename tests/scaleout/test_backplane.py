@@ -8,7 +8,9 @@ import typing as t
 import urllib.parse
 
 import gevent
+import msgpack
 import pytest
+import redis
 import requests
 import websocket
 from flask import Flask, request
@@ -244,3 +246,28 @@ def test_a_push_redis_cannot_carry_raises_and_the_later_ones_still_go(redis_serv
             assert numbers(got) == [0, 1]
         finally:
             ws.close()
+
+
+def test_an_answer_waits_for_the_asker_to_subscribe_again(redis_server):
+    """An answer routed to a process whose subscription is being remade (Redis came back;
+    a worker just started) reaches it once it listens again: a PUBLISH that nobody heard is
+    made again (found by the chaos drill, seed 402290). Shown to fail with a single
+    PUBLISH (the late listener got nothing)."""
+    with worker(redis_server.url) as (a, sa, _):
+        backplane = sa._state().hub.backplane
+        listener = redis.Redis.from_url(redis_server.url, socket_timeout=TIMEOUT)
+        pubsub = listener.pubsub(ignore_subscribe_messages=True)
+        try:
+            outcome = {"id": "1@late", "uid": "'u'", "client": "c", "value": 42}
+            sender = gevent.spawn(backplane.route_call, "late", outcome)
+            gevent.sleep(0.5)                          # nobody listens yet
+            pubsub.subscribe(f"{backplane.prefix}:call:late")
+            got = None
+            with gevent.Timeout(TIMEOUT):
+                while got is None:
+                    got = pubsub.get_message(timeout=0.1)
+            sender.join(TIMEOUT)
+            assert msgpack.unpackb(got["data"], raw=False) == outcome
+        finally:
+            pubsub.close()
+            listener.close()
