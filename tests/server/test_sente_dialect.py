@@ -405,3 +405,26 @@ def test_csrf_on_the_sente_channel() -> None:
             "client-id": "a", "uid": "al", "csrf-token": "bad",
             "ppstr": "[[:test/echo {:n 1}] :ajax]"})
         assert r.status_code == 403
+
+
+@pytest.mark.parametrize("transport", ["ws", "ajax"])
+def test_pushes_made_together_arrive_batched(transport: str) -> None:
+    """Sente batches a user's pushes: ``[[ev1 ev2 ev3] nil]`` in one frame (one poll)."""
+    app, sente = make_app(lp_timeout=2)
+    with serve(app) as base:
+        client = SenteClient(base, transport, "bea", "b1")
+        try:
+            if transport == "ajax":  # present (a poll made) before the pushes are made
+                first = gevent.spawn(client.pushed)
+                gevent.sleep(0.2)
+            with app.app_context():
+                deadline = time.monotonic() + TIMEOUT
+                while "bea" not in sente.connected_uids.any:
+                    assert time.monotonic() < deadline
+                    gevent.sleep(0.02)
+                for n in range(3):
+                    sente.send("bea", ("t/n", n))
+            got = first.get(timeout=TIMEOUT) if transport == "ajax" else client.pushed()
+            assert got == "[[[:t/n 0] [:t/n 1] [:t/n 2]] nil]"
+        finally:
+            client.close()
