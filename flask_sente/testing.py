@@ -17,7 +17,7 @@ from flask import session as flask_session
 
 from . import admission
 from .exceptions import ConnectionClosed, JoinRefused, Rejected, ReplyError, ReplyTimeout
-from .protocol import PROTOCOL_VERSION, calls, events, wire
+from .protocol import PROTOCOL_VERSION, calls, events, requested_version, wire
 from .server import make_server
 from .views import request_snapshot
 
@@ -95,7 +95,8 @@ class SenteTestClient:
             assert client.call(("todo/add", {"text": "milk"}))["ok"]
             assert ("todo/added", ...) in client.received()
 
-    It speaks the newest protocol (3) and answers the server's calls (``sente.call``) with
+    It speaks the newest protocol (3; ``query_string={"protocol": "2"}`` for an older
+    client) and answers the server's calls (``sente.call``) with
     the handlers given to :meth:`answer`, whenever it reads what the server sent: in
     :meth:`call`, :meth:`join` and :meth:`received` — a handler that calls the client while
     the test waits for its reply is answered. Position marks are not shown in
@@ -130,9 +131,14 @@ class SenteTestClient:
             self.uid = outcome.uid
             info = request_snapshot()
             handshake_data = admission.handshake_data(state, self.uid, self.client_id)
+        # The newest protocol, or the one a ``protocol`` query parameter names (a test of
+        # how the app treats an older client).
+        version = requested_version(query.get("protocol", str(PROTOCOL_VERSION)))
+        if version is None:
+            raise ValueError(f"protocol {query['protocol']!r} is not one this server speaks")
         self._greenlet = gevent.spawn(state.hub.serve_websocket, self._ws, self.uid,
                                       self.client_id, info, handshake_data, grace=0,
-                                      version=PROTOCOL_VERSION)
+                                      version=version)
         self.handshake = self._next(timeout=5)
 
     # --- what a test does ---

@@ -26,6 +26,7 @@ import time
 import typing as t
 
 import gevent
+import gevent.pool
 
 from ..backplanes import Backplane, LocalBackplane
 from ..backplanes.base import request_scope
@@ -112,6 +113,9 @@ class Hub:
                                     self._presence, self._topics, events, dispatch, metrics,
                                     settle, caught_up, self._calls.refuse_legacy)
         self._sweeper = Sweeper(loop, options, packer, self.backplane, table, metrics)
+        #: Greenlets telling the other processes of a client's own close (``_client_closed``):
+        #: let finish before the backplane closes (see :meth:`close`).
+        self._announcing = gevent.pool.Group()
         self.backplane.start(self)
 
     def _first_connection(self) -> None:
@@ -136,6 +140,11 @@ class Hub:
         self._flusher.flush_all()
         self.drain()
         self.loop.closed = True
+        # A client's close announced while it stops is let finish (a PUBLISH; bounded by
+        # the store's socket timeout): killed while it connects, it would leave the
+        # socket it was opening to the garbage collector.
+        self._announcing.join(timeout=CLOSE_WAIT)
+        self._announcing.kill(block=True, timeout=1)
         self._calls.stop()
         self._sweeper.stop()
         self._presence.stop()
@@ -293,7 +302,7 @@ class Hub:
         waits on the shared store."""
         self._calls.client_closed(repr(uid), client_id)
         if self.backplane.shared and not self.loop.closed:
-            self.loop.spawn(self._announce_closed, repr(uid), client_id)
+            self._announcing.spawn(self._announce_closed, repr(uid), client_id)
 
     def _announce_closed(self, uid_key: str, client_id: str) -> None:
         try:
