@@ -59,10 +59,14 @@ def refuse(reason: str, status: int, body: str) -> Refusal:
     return refusal
 
 
-def admit(state: AppState, *, skip: frozenset[str] = frozenset()) -> Admitted | Response:
+def admit(state: AppState, *, skip: frozenset[str] = frozenset(),
+          dialect: bool = False) -> Admitted | Response:
     """Run the pipeline on the current request; a refusal is the response to send.
 
     :param skip: names from :data:`SKIPPABLE` to leave out.
+    :param dialect: the request came to a dialect's channel (``sente_url``): its clients
+        speak one wire of their own, so the ``protocol``, ``pos`` and ``packer`` parameters
+        of flask_sente's clients are not read (the app's own parameters may use the names).
     """
     # The request object itself: each use of the ``request`` proxy is a context lookup.
     req = request._get_current_object()  # type: ignore[attr-defined]
@@ -78,6 +82,8 @@ def admit(state: AppState, *, skip: frozenset[str] = frozenset()) -> Admitted | 
                       "most)")
     if client_id[0] == "!":  # marks an excluded client in a shared log's entries
         return refuse("client-id", 400, "client-id must not start with '!'")
+    if dialect:
+        return _admit_rest(state, req, client_id, skip, 1, None)
     version_text = query_arg(args, "protocol")
     version = requested_version(version_text)
     if version is None:
@@ -95,6 +101,13 @@ def admit(state: AppState, *, skip: frozenset[str] = frozenset()) -> Admitted | 
     if packer_name is not None and packer_name != state.packer.name:
         return refuse("packer", 400, f"Packer mismatch: the client uses {packer_name!r}, this "
                       f"server uses {state.packer.name!r}")
+    return _admit_rest(state, req, client_id, skip, version, positions)
+
+
+def _admit_rest(state: AppState, req: t.Any, client_id: str, skip: frozenset[str],
+                version: int, positions: dict[str, tuple[str, int]] | None
+                ) -> Admitted | Response:
+    """CSRF, origin, the uid and ``authorize``: the checks every channel makes."""
     upgrade = UPGRADE_ENVIRON_KEY in req.environ
     refusal = ((None if "csrf" in skip else check_csrf(state, client_id, upgrade))
                or (None if "origin" in skip else check_origin(state)))

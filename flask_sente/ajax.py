@@ -73,10 +73,14 @@ class AjaxHub(t.Protocol):
 
     def ajax_get(self, uid: t.Any, client_id: str, request: RequestInfo, *,
                  handshake: bool, handshake_data: t.Callable[[], t.Any], version: int = 1,
-                 positions: wire.Positions | None = None) -> str | bytes: ...
+                 positions: wire.Positions | None = None,
+                 dialect: str | None = None) -> str | bytes: ...
 
     def ajax_post(self, uid: t.Any, client_id: str, request: RequestInfo,
-                  body: str | bytes) -> tuple[str | bytes, dict[str, list[t.Any]] | None]: ...
+                  body: str | bytes, dialect: str | None = None
+                  ) -> tuple[str | bytes, dict[str, list[t.Any]] | None]: ...
+
+    def wire_of(self, version: int = 1, dialect: str | None = None) -> wire.Wire: ...
 
     def ajax_key(self, uid: t.Any, client_id: str, credentials: t.Any) -> str | None: ...
 
@@ -254,7 +258,8 @@ def as_packed(raw: bytes, binary: bool) -> str | bytes:
 
 def answer_get(app: AppParts, request: AjaxRequest, uid: t.Any, client_id: str,
                info: RequestInfo, *, version: int, positions: wire.Positions | None,
-               handshake_data: t.Callable[[], t.Any], with_key: bool) -> Answer:
+               handshake_data: t.Callable[[], t.Any], with_key: bool,
+               dialect: str | None = None) -> Answer:
     """A handshake or a long-poll (``hub.ajax_get``), or 503 when the backplane failed.
 
     :param with_key: give the client its fast-path key (Flask admitted this request).
@@ -262,17 +267,18 @@ def answer_get(app: AppParts, request: AjaxRequest, uid: t.Any, client_id: str,
     try:
         body = app.hub.ajax_get(uid, client_id, info, handshake=request.handshake,
                                 handshake_data=handshake_data, version=version,
-                                positions=positions)
+                                positions=positions, dialect=dialect)
     except BackplaneError:
         return unavailable(app.metrics)
-    answer = packed(app.packer, body)
+    answer = packed(_packer(app, dialect), body)
     if with_key:
         _add_key(app.hub, answer, request, uid, client_id)
     return answer
 
 
 def answer_post(app: AppParts, request: AjaxRequest, uid: t.Any, client_id: str,
-                info: RequestInfo, body: str | bytes, *, with_key: bool) -> Answer:
+                info: RequestInfo, body: str | bytes, *, with_key: bool,
+                dialect: str | None = None) -> Answer:
     """An event's answer (``hub.ajax_post``): its reply or ack, with ``X-Sente-After``
     when the handler pushed first; 400 (or the error's status) for a bad package.
 
@@ -280,15 +286,21 @@ def answer_post(app: AppParts, request: AjaxRequest, uid: t.Any, client_id: str,
     :param with_key: give the client its fast-path key (Flask admitted this request).
     """
     try:
-        reply, after = app.hub.ajax_post(uid, client_id, info, body)
+        reply, after = app.hub.ajax_post(uid, client_id, info, body, dialect=dialect)
     except RemoteProtocolError as exc:
         return text(exc.status, f"Bad package: {exc}")
-    answer = packed(app.packer, reply)
+    answer = packed(_packer(app, dialect), reply)
     if after is not None:
         answer[1].append((wire.AFTER_HEADER, after_header(after)))
     if with_key:
         _add_key(app.hub, answer, request, uid, client_id)
     return answer
+
+
+def _packer(app: AppParts, dialect: str | None) -> Packer:
+    """What the answers of a channel are packed with: the app's packer, or a dialect's."""
+    return app.packer if dialect is None else (
+        app.hub.wire_of(dialect=dialect).packer or app.packer)
 
 
 def _add_key(hub: AjaxHub, answer: Answer, request: AjaxRequest, uid: t.Any,

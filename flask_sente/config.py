@@ -107,6 +107,8 @@ class Options:
     max_topic_members: int = MAX_TOPIC_MEMBERS
     metrics: t.Any = False
     ajax_fast_path: bool = True
+    sente_url: str | None = None
+    sente_keys: str = "strings"
 
     @classmethod
     def names(cls) -> list[str]:
@@ -198,6 +200,15 @@ class Options:
             raise ConfigError("backplane must be None (one process), a Redis URL (redis://, "
                               "rediss://, unix://, redis+sentinel://, redis+cluster://) or "
                               f"a Backplane object, got {bp!r}")
+        if self.sente_url is not None and (
+                not isinstance(self.sente_url, str) or not self.sente_url.startswith("/")
+                or self.sente_url.rstrip("/") == self.url.rstrip("/")):
+            raise ConfigError("sente_url must be None (no channel for Sente's own clients) or "
+                              "a path starting with '/', other than url, got "
+                              f"{self.sente_url!r}")
+        if self.sente_keys not in ("strings", "keywords"):
+            raise ConfigError("sente_keys must be 'strings' (EDN keyword map keys read as str) "
+                              f"or 'keywords', got {self.sente_keys!r}")
         if not isinstance(self.ajax_fast_path, bool):
             raise ConfigError(f"ajax_fast_path must be True or False, got {self.ajax_fast_path!r}")
         if not (isinstance(self.metrics, bool) or hasattr(self.metrics, "register")):

@@ -85,7 +85,7 @@ class Sente:
         app.extensions["sente"] = AppState.build(
             self, options, get_packer(options.packer), self._handlers, self._hooks,
             signal_sender=app, context=app.app_context, join_handlers=self._join_handlers)
-        app.register_blueprint(make_blueprint(options.url))
+        app.register_blueprint(make_blueprint(options.url, options.sente_url))
         # See fastpath: keyed Ajax requests skip Flask, upgrades skip routing.
         app.wsgi_app = ChannelFastPath(app.wsgi_app, app, options.url)  # type: ignore[method-assign]
         app.jinja_env.globals["sente_csrf_token"] = self.csrf_token

@@ -15,8 +15,11 @@ from .backplanes import Backplane, LocalBackplane
 from .config import Options
 from .hub import Hub, JoinHandlers
 from .metrics import NO_METRICS, NoMetrics, from_option
+from .protocol.edn import KeysOption
 from .protocol.packers import Packer
 from .protocol.security import WsTickets
+from .protocol.sente_wire import SENTE_DIALECT, SenteWire
+from .protocol.wire import Wire
 from .router import Handler, Router
 
 
@@ -108,9 +111,12 @@ def _make(options: Options, packer: Packer, handlers: t.Mapping[str, Handler],
                     receive_queue_size=options.receive_queue_size,
                     client_events_in_flight=options.client_events_in_flight,
                     error_log_interval=options.error_log_interval, **kwargs)
+    dialects: dict[str, Wire] = {}
+    if options.sente_url is not None:
+        dialects[SENTE_DIALECT] = SenteWire(keys=t.cast(KeysOption, options.sente_keys))
     hub = Hub(options, packer, router.dispatch, signal_sender=signal_sender,
               wants=router.wants, backplane=make_backplane(options, metrics), metrics=metrics,
-              join_handlers=join_handlers)
+              join_handlers=join_handlers, dialects=dialects)
     router.add_own_handlers(hub.handlers())  # the topic requests, answered by the hub
     return router, hub
 

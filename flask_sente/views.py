@@ -29,6 +29,7 @@ from . import ajax
 from .admission import admit, handshake_data
 from .admission import text_response as _text
 from .messages import RequestInfo
+from .protocol.sente_wire import SENTE_DIALECT
 from .transports.base import STOP_CALLBACKS_ENVIRON_KEY, UPGRADE_ENVIRON_KEY
 
 if t.TYPE_CHECKING:  # pragma: no cover
@@ -38,9 +39,11 @@ if t.TYPE_CHECKING:  # pragma: no cover
 STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
 
 
-def make_blueprint(url: str) -> Blueprint:
+def make_blueprint(url: str, sente_url: str | None = None) -> Blueprint:
     bp = Blueprint("sente", __name__)
     bp.add_url_rule(url, "chsk", _chsk, methods=["GET", "POST"])
+    if sente_url is not None:  # unmodified Sente clients: their own wire, EDN
+        bp.add_url_rule(sente_url, "chsk_sente", _chsk_sente, methods=["GET", "POST"])
     bp.add_url_rule(url.rstrip("/") + "/sente.js", "script", _script)
     bp.add_url_rule(url.rstrip("/") + "/sente.d.ts", "script_types", _script_types)
     bp.add_url_rule(url.rstrip("/") + "/health", "health", _health)
@@ -110,7 +113,13 @@ def _state() -> AppState:
     return t.cast("AppState", current_app.extensions["sente"])
 
 
-def _chsk() -> Response:
+def _chsk_sente() -> Response:
+    """The channel of Sente's own clients (``sente_url``): the same app, users, pushes
+    and handlers, spoken in Sente's wire (``protocol/sente_wire.py``)."""
+    return _chsk(SENTE_DIALECT)
+
+
+def _chsk(dialect: str | None = None) -> Response:
     state = _state()
     # The request object itself: each use of the ``request`` proxy is a context lookup.
     req: Request = request._get_current_object()  # type: ignore[attr-defined]
@@ -119,13 +128,13 @@ def _chsk() -> Response:
         stop_callbacks.add(state.shutdown)
     if not state.secret_checked:
         state.check_secret(current_app.secret_key)
-    admitted = admit(state)
+    admitted = admit(state, dialect=dialect is not None)
     if isinstance(admitted, Response):
         state.metrics.rejected(getattr(admitted, "reason", "unauthorized"))
         return admitted
     uid, client_id = admitted.uid, admitted.client_id
     if req.method == "POST":
-        return _post(state, req, uid, client_id)
+        return _post(state, req, uid, client_id, dialect)
     if not state.hub.healthy:  # open WebSockets go on; new handshakes and polls wait
         return _render(ajax.unavailable(state.metrics))
     upgrade = req.environ.get(UPGRADE_ENVIRON_KEY)
@@ -138,7 +147,8 @@ def _chsk() -> Response:
         data = handshake_data(state, uid, client_id)
         ws = upgrade.accept(max_message_size=state.options.max_message_size)
         serve = functools.partial(state.hub.serve_websocket, ws, uid, client_id, info, data,
-                                  version=admitted.version, positions=admitted.positions)
+                                  version=admitted.version, positions=admitted.positions,
+                                  dialect=dialect)
         defer = getattr(upgrade, "serve_after_response", None)
         if defer is not None:
             defer(serve)  # once this view has returned and Flask has released the request
@@ -155,17 +165,21 @@ def _chsk() -> Response:
         state, ajax.parse(req.environ, req.args), uid, client_id, info,
         version=admitted.version, positions=admitted.positions,
         handshake_data=lambda: handshake_data(state, uid, client_id),
-        with_key=state.options.ajax_fast_path))
+        with_key=state.options.ajax_fast_path and dialect is None, dialect=dialect))
 
 
-def _post(state: AppState, req: Request, uid: t.Any, client_id: str) -> Response:
+def _post(state: AppState, req: Request, uid: t.Any, client_id: str,
+          dialect: str | None) -> Response:
     parsed = ajax.parse(req.environ, req.args)
+    packer = state.packer if dialect is None else (
+        state.hub.wire_of(dialect=dialect).packer or state.packer)
     body = ajax.read_body(parsed, req.stream.read, limit=state.options.max_message_size,
-                          binary=state.packer.binary, form=lambda: req.form)
+                          binary=packer.binary, form=lambda: req.form)
     if isinstance(body, tuple):  # refused
         return _render(body)
     return _render(ajax.answer_post(state, parsed, uid, client_id, request_snapshot(), body,
-                                    with_key=state.options.ajax_fast_path))
+                                    with_key=state.options.ajax_fast_path and dialect is None,
+                                    dialect=dialect))
 
 
 def _render(answer: ajax.Answer) -> Response:

@@ -222,14 +222,15 @@ class MemoryHub:
 
     def ajax_get(self, uid: t.Any, client_id: str, request: RequestInfo, *,
                  handshake: bool, handshake_data: t.Callable[[], t.Any], version: int = 1,
-                 positions: t.Any = None) -> str | bytes:
+                 positions: t.Any = None, dialect: str | None = None) -> str | bytes:
         self.asked.append(("get", uid, client_id, request, handshake, version, positions))
         if self.error is not None:
             raise self.error
         return self.body
 
     def ajax_post(self, uid: t.Any, client_id: str, request: RequestInfo,
-                  body: str | bytes) -> tuple[str | bytes, dict[str, list[t.Any]] | None]:
+                  body: str | bytes, dialect: str | None = None
+                  ) -> tuple[str | bytes, dict[str, list[t.Any]] | None]:
         self.asked.append(("post", uid, client_id, request, body))
         if self.error is not None:
             raise self.error

@@ -209,7 +209,8 @@ class CallService:
                 raise ClientGone("the server is stopping", client_id)
             held = self._held(uid, client_id)
             if held is not None and not held.wire.calls:
-                raise CallsUnsupported(calls.old_protocol(held.wire.version), client_id)
+                raise CallsUnsupported(calls.old_protocol(held.wire.version, held.wire.dialect),
+                                       client_id)
             if clients is None:
                 clients = self._backplane.clients_of(uid)
             if not any(client_id in ids for ids in clients.values()):
@@ -357,5 +358,5 @@ class CallService:
                 call = event[1].get("id")
                 if isinstance(call, str):
                     self._route(calls.unsupported(call, conn.uid, conn.client_id,
-                                                  conn.wire.version))
+                                                  conn.wire.version, conn.wire.dialect))
 

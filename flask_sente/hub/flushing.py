@@ -24,7 +24,7 @@ from ..core.presence import TRANSPORTS, Transport
 from ..metrics import NoMetrics
 from ..protocol.closecodes import CLOSE_TOO_SLOW
 from ..protocol.packers import Packer
-from ..protocol.wire import Wire
+from ..protocol.wire import Wire, packer_of
 from .loop import HubLoop
 from .table import ConnectionTable
 
@@ -130,7 +130,8 @@ class Flusher:
             messages = by_wire.get(conn.wire)
             if messages is None:
                 messages = by_wire[conn.wire] = pack_batch(
-                    self._packer, batch, conn.wire, self._options.max_message_size)
+                    packer_of(conn.wire, self._packer), batch, conn.wire,
+                    self._options.max_message_size)
             for packed in messages:
                 conn.offer(packed)
             self._metrics.pushed("ws", batch, messages)
@@ -144,7 +145,7 @@ class Flusher:
         elif isinstance(batch, Batch):
             if not conn.wire.calls and self._refuse_calls is not None:
                 self._refuse_calls(conn, batch.entries)
-            messages = pack_batch(self._packer, batch, conn.wire,
+            messages = pack_batch(packer_of(conn.wire, self._packer), batch, conn.wire,
                                   self._options.max_message_size)
             for packed in messages:
                 conn.offer(packed)

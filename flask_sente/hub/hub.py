@@ -68,13 +68,17 @@ class Hub:
                  signal_sender: t.Any = None, wants: t.Callable[[str], bool] | None = None,
                  backplane: Backplane | None = None, metrics: NoMetrics = NO_METRICS,
                  join_handlers: JoinHandlers | None = None,
-                 wire_for: t.Callable[[int], Wire] = wire.wire_for) -> None:
+                 wire_for: t.Callable[[int], Wire] = wire.wire_for,
+                 dialects: t.Mapping[str, Wire] | None = None) -> None:
         self.options = options
         #: The envelope a client of each protocol version speaks on this channel: where a
         #: second dialect (Sente's own wire) plugs in, beside the packer.
         self._wire_for = wire_for
         #: What an Ajax POST's body is read in (the same in every version).
         self._post_wire = wire_for(1)
+        #: Other wires by dialect name, each spoken on a channel URL of its own (``"sente"``:
+        #: unmodified Sente clients, ``sente_url``): one wire whatever the version.
+        self._dialects = dict(dialects or {})
         #: Where what happens is counted (a no-op unless the ``metrics`` option is on).
         self.metrics = metrics
         self.packer = packer
@@ -186,26 +190,39 @@ class Hub:
 
     # --- the transports ----------------------------------------------------------------------
 
+    def wire_of(self, version: int = 1, dialect: str | None = None) -> Wire:
+        """The wire a client of protocol ``version`` speaks, or that of ``dialect``."""
+        if dialect is None:
+            return self._wire_for(version)
+        try:
+            return self._dialects[dialect]
+        except KeyError:
+            raise LocalProtocolError(f"no {dialect!r} dialect on this channel") from None
+
     def serve_websocket(self, ws: WebSocket, uid: Uid, client_id: str, request: RequestInfo,
                         handshake_data: t.Any = None, *, grace: float | None = None,
-                        version: int = 1, positions: wire.Positions | None = None) -> None:
+                        version: int = 1, positions: wire.Positions | None = None,
+                        dialect: str | None = None) -> None:
         """Run one WebSocket until it closes (see :meth:`WebSockets.serve`)."""
         self._websockets.serve(ws, uid, client_id, request, handshake_data, grace=grace,
-                               wire=self._wire_for(version), positions=positions)
+                               wire=self.wire_of(version, dialect), positions=positions)
 
     def ajax_get(self, uid: Uid, client_id: str, request: RequestInfo, *, handshake: bool,
                  handshake_data: t.Callable[[], t.Any], version: int = 1,
-                 positions: wire.Positions | None = None) -> str | bytes:
+                 positions: wire.Positions | None = None,
+                 dialect: str | None = None) -> str | bytes:
         """Answer one Ajax GET (see :meth:`LongPolls.ajax_get`)."""
         return self._longpolls.ajax_get(uid, client_id, request, handshake=handshake,
                                         handshake_data=handshake_data,
-                                        wire=self._wire_for(version),
+                                        wire=self.wire_of(version, dialect),
                                         positions=positions)
 
     def ajax_post(self, uid: Uid, client_id: str, request: RequestInfo,
-                  body: str | bytes) -> PostAnswer:
+                  body: str | bytes, dialect: str | None = None) -> PostAnswer:
         """Handle one Ajax event (see :meth:`LongPolls.ajax_post`)."""
-        return self._longpolls.ajax_post(uid, client_id, request, body, self._post_wire)
+        return self._longpolls.ajax_post(
+            uid, client_id, request, body,
+            self._post_wire if dialect is None else self.wire_of(dialect=dialect))
 
     def ajax_key(self, uid: Uid, client_id: str, credentials: t.Any) -> str | None:
         return self._longpolls.ajax_key(uid, client_id, credentials)

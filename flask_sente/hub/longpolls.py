@@ -38,7 +38,7 @@ from ..protocol.session import (
     main_positions,
     poll_step,
 )
-from ..protocol.wire import DEFAULT_WIRE, PackedConstants, Positions, Wire
+from ..protocol.wire import DEFAULT_WIRE, PackedConstants, Positions, Wire, packer_of
 from .events import SystemEvents
 from .flushing import WAKE, RefuseCalls
 from .loop import HubLoop
@@ -84,6 +84,8 @@ class LongPolls:
         self._kicked: dict[str, str | bytes] = {}
         #: Set by :meth:`drain`: the answer to every poll from then on.
         self._going_away_packed: str | bytes | None = None
+        #: The going-away close in each wire (a dialect's clients read their own).
+        self._going_away: dict[Wire, str | bytes] = {}
         self._constants = PackedConstants(packer)
 
     @property
@@ -98,13 +100,21 @@ class LongPolls:
                 DEFAULT_WIRE.close(CLOSE_GOING_AWAY, "server shutting down"))
         for client in self._table.all_ajax():
             if client.parked is not None:
-                client.parked.set(self._going_away_packed)
+                client.parked.set(self._going_away_in(client.wire))
+
+    def _going_away_in(self, wire: Wire) -> str | bytes:
+        packed = self._going_away.get(wire)
+        if packed is None:
+            packed = self._going_away[wire] = packer_of(wire, self.packer).pack(
+                wire.close(CLOSE_GOING_AWAY, "server shutting down"))
+        return packed
 
     def kicked(self, uid: Uid, reason: str) -> None:
         """``uid`` was kicked: a parked poll is answered with the close at once, a client
         between two polls gets it as the answer to its next (within its grace window)."""
         for client in self._table.ajax_of(uid):
-            packed = self.packer.pack(client.wire.close(CLOSE_KICKED, reason))
+            packed = packer_of(client.wire, self.packer).pack(
+                client.wire.close(CLOSE_KICKED, reason))
             if client.parked is not None:
                 client.parked.set(packed)
             else:
@@ -145,7 +155,7 @@ class LongPolls:
                          held=client is not None, has_positions=positions is not None,
                          close_pending=client is not None and client.close_packed is not None)
         if step is PollStep.GOING_AWAY:
-            return t.cast("str | bytes", self._going_away_packed)
+            return self._going_away_in(wire)
         if step is PollStep.KICKED:
             return t.cast("str | bytes", kicked)
         if step is PollStep.CONNECT:
@@ -266,7 +276,7 @@ class LongPolls:
                         recovered: bool | None) -> str | bytes:
         self._save_cursor(client)
         self.metrics.handshake("ajax")
-        return self.packer.pack(client.wire.handshake(
+        return packer_of(client.wire, self.packer).pack(client.wire.handshake(
             client.uid, data, recovered=recovered,
             positions=self._delivery.positions_of(client.reader, topics=False)))
 
@@ -320,13 +330,16 @@ class LongPolls:
                 return self._ajax_handshake(client, handshake_data(),
                                             main_logs_intact(gapped))
             self._delivery.skip_to_head(reader)
-            return self.packer.pack(client.wire.close(CLOSE_TOO_SLOW, "client too slow"))
+            return packer_of(client.wire, self.packer).pack(
+                client.wire.close(CLOSE_TOO_SLOW, "client too slow"))
         pairs, kick = until_kick(t.cast("list[tuple[str, Entry]]", pending))
         if kick is not None:  # answered after the pushes before it, alone
             self._delivery.advance(reader, [kick])
-            return self.packer.pack(client.wire.close(CLOSE_KICKED, kick[1].event))
+            return packer_of(client.wire, self.packer).pack(
+                client.wire.close(CLOSE_KICKED, kick[1].event))
         epochs = {name: log.epoch for name, log in reader.logs.items()}
-        packed, upto = pack_owed(self.packer, pairs, client.client_id, client.wire, epochs,
+        packed, upto = pack_owed(packer_of(client.wire, self.packer), pairs, client.client_id,
+                                 client.wire, epochs,
                                  self.options.max_message_size)
         self.metrics.polled(pairs, upto, client.client_id, packed)
         if not client.wire.calls and self._refuse_calls is not None:
@@ -367,7 +380,7 @@ class LongPolls:
         """
         self.metrics.received("ajax", len(body))
         try:
-            msg = wire.decode_client(self.packer.unpack(body))
+            msg = wire.decode_client(packer_of(wire, self.packer).unpack(body))
         except RemoteProtocolError as exc:
             self._events.bad_package(exc, uid, client_id, "ajax", request)
             raise
@@ -380,7 +393,7 @@ class LongPolls:
         if cb_id is None:
             self._dispatch(EventMsg(event, uid, client_id, "ajax", request))
             return self._constants(wire, "ack"), None
-        replier = AjaxReplier(self.packer, wire, self._settle, uid, client_id)
+        replier = AjaxReplier(packer_of(wire, self.packer), wire, self._settle, uid, client_id)
         self._dispatch(EventMsg(event, uid, client_id, "ajax", request, replier))
         try:
             answer = replier.result.get(timeout=self.options.reply_timeout)

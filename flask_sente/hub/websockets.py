@@ -32,7 +32,7 @@ from ..protocol.closecodes import (
 )
 from ..protocol.packers import Packer
 from ..protocol.session import Incoming, classify
-from ..protocol.wire import DEFAULT_WIRE, ClientMessage, Positions, Wire
+from ..protocol.wire import DEFAULT_WIRE, ClientMessage, Positions, Wire, packer_of
 from .events import SystemEvents
 from .flushing import Flusher
 from .loop import HubLoop
@@ -105,7 +105,7 @@ class WebSockets:
             conn.close_now(CLOSE_TOO_SLOW, "backplane unavailable, retry")
             return
         conn.reader = reader
-        conn.offer(self._packer.pack(wire.handshake(
+        conn.offer(packer_of(wire, self._packer).pack(wire.handshake(
             uid, handshake_data, recovered=recovered,
             positions=self._delivery.positions_of(reader))))
         self._metrics.handshake("ws")
@@ -176,7 +176,7 @@ class WebSockets:
                     hand_off: HandOff | None = None) -> None:
         self._metrics.received("ws", len(data))
         try:
-            msg = conn.wire.decode_client(self._packer.unpack(data))
+            msg = conn.wire.decode_client(packer_of(conn.wire, self._packer).unpack(data))
         except RemoteProtocolError as exc:
             self._events.bad_package(exc, conn.uid, conn.client_id, "ws", conn.request)
             conn.close_now(exc.close_code, str(exc)[:120])
@@ -188,12 +188,14 @@ class WebSockets:
         event, cb_id = t.cast(ev.Event, msg.event), msg.cb_id
         if kind is Incoming.PING:
             if cb_id is not None:
-                conn.offer(self._packer.pack(conn.wire.reply("pong", cb_id)))
+                conn.offer(packer_of(conn.wire, self._packer).pack(
+                    conn.wire.reply("pong", cb_id)))
             self._dispatch(EventMsg(event, conn.uid, conn.client_id, "ws", conn.request))
             return
         replier = None
         if cb_id is not None:
-            replier = WsReplier(self._packer, conn, cb_id, self._options.reply_timeout,
+            replier = WsReplier(packer_of(conn.wire, self._packer), conn, cb_id,
+                                self._options.reply_timeout,
                                 self._before_reply, self._metrics)
         self._dispatch(EventMsg(event, conn.uid, conn.client_id, "ws", conn.request, replier),
                        hand_off)
@@ -204,10 +206,12 @@ class WebSockets:
         raw = msg.raw if msg.event is None else list(msg.event)
         self._events.bad_event(raw, reason, conn.uid, conn.client_id, "ws", conn.request)
         if msg.cb_id is not None:
-            conn.offer(self._packer.pack(
+            conn.offer(packer_of(conn.wire, self._packer).pack(
                 conn.wire.failure(ev.ERROR, msg.cb_id, {"message": "bad event"})))
         else:
-            conn.offer(self._packer.pack(conn.wire.bad_event_notice(reason, raw)))
+            notice = conn.wire.bad_event_notice(reason, raw)
+            if notice is not None:
+                conn.offer(packer_of(conn.wire, self._packer).pack(notice))
 
     def _before_reply(self, conn: WsConnection) -> None:
         """A reply is about to be offered to ``conn``: whatever is owed to that connection —

@@ -149,13 +149,18 @@ def outcome_of(answer: Answer, uid: t.Any, client_id: str | None) -> dict[str, t
     return outcome
 
 
-def unsupported(call: str, uid: t.Any, client_id: str, version: int) -> dict[str, t.Any]:
+def unsupported(call: str, uid: t.Any, client_id: str, version: int,
+                dialect: str = "flask-sente") -> dict[str, t.Any]:
     """The routed outcome of a request that reached a client speaking ``version`` < 3."""
     return {"id": call, "uid": repr(uid), "client": client_id,
-            "error": [UNSUPPORTED, old_protocol(version)]}
+            "error": [UNSUPPORTED, old_protocol(version, dialect)]}
 
 
-def old_protocol(version: int) -> str:
+def old_protocol(version: int, dialect: str = "flask-sente") -> str:
+    """Why a client cannot answer calls: its protocol version, or its dialect's."""
+    if dialect == "sente":
+        return ("the client speaks Sente's own wire (an unmodified Sente client), which has "
+                "no server -> client calls")
     return (f"the client speaks protocol {version}, which has no server -> client calls "
             f"(it needs protocol 3: a flask_sente client of this version)")
 

@@ -262,6 +262,12 @@ class Wire:
         return f"<Wire {self.dialect} v{self.version}>"
 
     @property
+    def packer(self) -> Packer | None:
+        """The packer this wire's messages are packed with; None: the channel's own (a
+        dialect brings its own: Sente's wire, EDN)."""
+        return None
+
+    @property
     def calls(self) -> bool:
         """Whether the client answers server -> client calls (protocol 3)."""
         return self.version >= 3
@@ -294,7 +300,9 @@ class Wire:
     def close(self, code: int, reason: str) -> list[t.Any]:
         return close(code, reason)
 
-    def bad_event_notice(self, reason: str, raw: t.Any) -> list[t.Any]:
+    def bad_event_notice(self, reason: str, raw: t.Any) -> list[t.Any] | None:
+        """The notice of a refused event sent without a callback id; None: this wire has
+        none (the event is dropped after the app heard of it)."""
         return bad_event_notice(reason, raw)
 
     def constant(self, name: Constant) -> list[t.Any]:
@@ -334,8 +342,15 @@ class PackedConstants:
     def __call__(self, wire: Wire, name: Constant) -> str | bytes:
         packed = self._packed.get((wire, name))
         if packed is None:
-            packed = self._packed[(wire, name)] = self._packer.pack(wire.constant(name))
+            packer = wire.packer or self._packer
+            packed = self._packed[(wire, name)] = packer.pack(wire.constant(name))
         return packed
+
+def packer_of(wire: Wire, default: Packer) -> Packer:
+    """The packer of a connection speaking ``wire`` on a channel whose packer is
+    ``default``."""
+    return wire.packer or default
+
 
 # --- what a client makes of a server message --------------------------------------------
 

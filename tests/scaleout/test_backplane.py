@@ -271,3 +271,19 @@ def test_an_answer_waits_for_the_asker_to_subscribe_again(redis_server):
         finally:
             pubsub.close()
             listener.close()
+
+
+def test_a_sente_client_on_one_worker_gets_a_push_made_on_another(redis_server):
+    """The Sente dialect (``sente_url``) behind the Redis backplane: the log carries the
+    event once, each worker speaks it in its client's wire."""
+    with worker(redis_server.url, sente_url="/chsk-sente") as (a, sa, _), \
+            worker(redis_server.url, sente_url="/chsk-sente") as (b, sb, _):
+        ws = websocket.create_connection(
+            a.replace("http", "ws") + "/chsk-sente?client-id=clj&u=cy", timeout=TIMEOUT)
+        try:
+            assert ws.recv() == '[[:chsk/handshake ["cy" nil nil]] nil]'
+            wait_for(lambda: "cy" in sb.connected_uids.ws)
+            sb.send("cy", ("todo/added", {"text": "milk", "tags": ["a", "b"]}))
+            assert ws.recv() == '[[[:todo/added {:text "milk", :tags ["a" "b"]}]] nil]'
+        finally:
+            ws.close()
