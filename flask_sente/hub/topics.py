@@ -218,9 +218,13 @@ class TopicService:
         after the user's commands before it (in the log's order). Side by side, a leave
         that came while the join before it still waited for the shared store found the
         client not in the topic yet and was lost: the client stayed in."""
-        if not self.loop.closed:  # may wait for a shared store: not on the subscriber's
+        if self.loop.closed:
+            return
+        try:  # may wait for a shared store: not on the subscriber's greenlet
             self.loop.in_lane(("topic-commands", uid), self._apply, uid, client_id, kind,
                               topic)
+        except TypeError:  # an unhashable uid has no lane: its commands run side by side
+            self.loop.spawn(self._apply, uid, client_id, kind, topic)
 
     def _apply(self, uid: Uid, client_id: str | None, kind: str, topic: str) -> None:
         for conn in self._table.of_user(uid):
