@@ -92,6 +92,9 @@ class RedisBackplane(BackplaneBase):
         self._cluster = RedisPresence(link, self, dead_grace_ms=int(dead_node_grace * 1000))
         self._group = gevent.pool.Group()
         self._started = False
+        #: Set by :meth:`close`: wakes the housekeeping loop so that it ends by itself.
+        self._stopping = gevent.event.Event()
+        self._housekeeper: gevent.Greenlet | None = None
         #: Set once the subscription is up (appends made before it are caught up from
         #: the streams anyway).
         self._subscribed = gevent.event.Event()
@@ -108,12 +111,19 @@ class RedisBackplane(BackplaneBase):
             self._started = True
             self._group.spawn(self._outbox.run)
             self._group.spawn(self._subscriber)
-            self._group.spawn(self._housekeeping)
+            self._housekeeper = self._group.spawn(self._housekeeping)
             self._subscribed.wait(timeout=SOCKET_TIMEOUT)
 
     def close(self) -> None:
         self.link.closed = True
         super().close()
+        # The housekeeping loop is let end by itself (woken from its sleep; a round trip in
+        # progress finishes): killed while redis-py connects, it left the socket it was
+        # opening to the garbage collector (a ResourceWarning in a later test). The
+        # others wait on a queue or a subscription read when idle.
+        self._stopping.set()
+        if self._housekeeper is not None:
+            self._housekeeper.join(timeout=SOCKET_TIMEOUT + 0.5)
         self._group.kill(block=True, timeout=5)
         try:
             self.client.close()
@@ -390,7 +400,9 @@ class RedisBackplane(BackplaneBase):
         link = self.link
         last_beat = 0.0
         while not link.closed:
-            gevent.sleep(EXPIRE_EVERY)
+            self._stopping.wait(EXPIRE_EVERY)
+            if link.closed:
+                return
             was_reachable = link.reachable
             try:
                 now = time.monotonic()
