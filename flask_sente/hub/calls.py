@@ -37,7 +37,6 @@ import gevent.monkey
 
 from ..backplanes import Backplane
 from ..backplanes.base import CallOutcome
-from ..config import Options
 from ..connections import WsConnection
 from ..core.delivery import Entry, Reader
 from ..core.presence import Uid
@@ -117,14 +116,13 @@ class _Pending:
 class CallService:
     """See the module docstring."""
 
-    def __init__(self, loop: HubLoop, options: Options, backplane: Backplane,
-                 table: ConnectionTable, events: SystemEvents) -> None:
+    def __init__(self, loop: HubLoop, backplane: Backplane, table: ConnectionTable,
+                 events: SystemEvents) -> None:
         self.loop = loop
         #: Sends one WebSocket connection's batch now: the flusher's, set by the hub (which
         #: builds the flusher after this service, and gives it refuse_legacy).
         self.flush_now: t.Callable[[WsConnection, Reader], None] = \
             lambda conn, reader: None
-        self._options = options
         self._backplane = backplane
         self._table = table
         self._events = events

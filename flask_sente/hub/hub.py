@@ -97,7 +97,7 @@ class Hub:
             self.backplane.caught_up if shared else None)
         self.table = table = ConnectionTable(on_first=self._first_connection)
         events = SystemEvents(loop, dispatch, wants)
-        self._calls = CallService(loop, options, self.backplane, table, events)
+        self._calls = CallService(loop, self.backplane, table, events)
         self._flusher = Flusher(loop, options, packer, self.backplane.delivery, table,
                                 metrics, self._calls.refuse_legacy)
         self._calls.flush_now = self._flusher.flush_connection

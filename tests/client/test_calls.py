@@ -13,6 +13,7 @@ out its 20 s timeout.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import time
@@ -64,6 +65,30 @@ def call(server: Server, uid: str, event: t.Any, client_id: str, timeout: float 
          ) -> t.Any:
     with server.app.app_context():
         return server.sente.call(uid, event, client_id=client_id, timeout=timeout)
+
+
+@contextlib.contextmanager
+def waiting_call(server: Server, chsk: Client, uid: str
+                 ) -> t.Iterator[tuple[list[BaseException], gevent.Greenlet]]:
+    """A call (timeout 20 s) to ``chsk``, asked from a greenlet, whose handler is running
+    and does not answer: yields the list its outcome lands in, and the asking greenlet."""
+    answering, release = threading.Event(), threading.Event()
+    chsk.answer("app/wait", lambda data: (answering.set(), release.wait(TIMEOUT)))
+    outcome: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            call(server, uid, ("app/wait", None), chsk.client_id, timeout=20.0)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    asker = gevent.spawn(ask)
+    try:
+        assert answering.wait(TIMEOUT)
+        yield outcome, asker
+    finally:
+        asker.kill()
+        release.set()
 
 
 def test_the_clients_value_comes_back(make_server: t.Callable[..., Server],
@@ -137,31 +162,11 @@ def test_a_client_that_leaves_mid_call_fails_it_at_once(
     server = make_server()
     users(server)
     chsk = connected(server, make_client, "alice", transport)
-    answering, release = threading.Event(), threading.Event()
-
-    def never(data: t.Any) -> None:
-        answering.set()
-        release.wait(TIMEOUT)
-
-    chsk.answer("app/wait", never)
-    outcome: list[BaseException] = []
-
-    def ask() -> None:
-        try:
-            call(server, "alice", ("app/wait", None), chsk.client_id, timeout=20.0)
-        except BaseException as exc:
-            outcome.append(exc)
-
-    asker = gevent.spawn(ask)
-    try:
-        assert answering.wait(TIMEOUT)
+    with waiting_call(server, chsk, "alice") as (outcome, asker):
         left = time.monotonic()
         chsk.disconnect()
         asker.join(TIMEOUT)
         took = time.monotonic() - left
-    finally:
-        asker.kill()
-        release.set()
     assert len(outcome) == 1 and isinstance(outcome[0], ClientGone), outcome
     assert "closed its connection" in str(outcome[0])
     assert took < 1.0, took
@@ -204,26 +209,11 @@ def test_a_cut_that_never_comes_back_fails_when_the_grace_window_ends(
         chsk = connected(server, make_client, "alice", "ws",
                          url=f"http://127.0.0.1:{proxy.port}/chsk",
                          backoff=lambda attempt: 0.0 if attempt <= 1 else 60.0)
-        answering, release = threading.Event(), threading.Event()
-        chsk.answer("app/wait", lambda data: (answering.set(), release.wait(TIMEOUT)))
-        outcome: list[BaseException] = []
-
-        def ask() -> None:
-            try:
-                call(server, "alice", ("app/wait", None), chsk.client_id, timeout=20.0)
-            except BaseException as exc:
-                outcome.append(exc)
-
-        asker = gevent.spawn(ask)
-        try:
-            assert answering.wait(TIMEOUT)
+        with waiting_call(server, chsk, "alice") as (outcome, asker):
             cut = time.monotonic()
             proxy.cut(down_for=TIMEOUT)
             asker.join(TIMEOUT)
             took = time.monotonic() - cut
-        finally:
-            asker.kill()
-            release.set()
     assert len(outcome) == 1 and isinstance(outcome[0], ClientGone), outcome
     assert "grace window" in str(outcome[0])
     assert 0.5 <= took < 0.5 + 0.25 + 1.5, took
@@ -235,25 +225,10 @@ def test_a_kick_fails_the_calls_of_the_user_at_once(make_server: t.Callable[...,
     server = make_server()
     users(server)
     chsk = connected(server, make_client, "alice", "ws")
-    answering, release = threading.Event(), threading.Event()
-    chsk.answer("app/wait", lambda data: (answering.set(), release.wait(TIMEOUT)))
-    outcome: list[BaseException] = []
-
-    def ask() -> None:
-        try:
-            call(server, "alice", ("app/wait", None), chsk.client_id, timeout=20.0)
-        except BaseException as exc:
-            outcome.append(exc)
-
-    asker = gevent.spawn(ask)
-    try:
-        assert answering.wait(TIMEOUT)
+    with waiting_call(server, chsk, "alice") as (outcome, asker):
         with server.app.app_context():
             server.sente.kick("alice")
         asker.join(TIMEOUT)
-    finally:
-        asker.kill()
-        release.set()
     assert len(outcome) == 1 and isinstance(outcome[0], ClientGone), outcome
     assert "kicked" in str(outcome[0])
 

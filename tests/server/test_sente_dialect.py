@@ -123,6 +123,14 @@ def make_app(**options: t.Any) -> tuple[Flask, Sente]:
     return app, sente
 
 
+def present(sente: Sente, uid: str, transport: str) -> None:
+    """Wait (bounded) until ``uid`` counts as connected on ``transport`` (or "any")."""
+    deadline = time.monotonic() + TIMEOUT
+    while uid not in getattr(sente.connected_uids, transport):
+        assert time.monotonic() < deadline, f"{uid} never connected"
+        gevent.sleep(0.02)
+
+
 def ws_url(base: str, query: str = "uid=alice&client-id=jvm-client-1") -> str:
     return base.replace("http", "ws") + "/chsk-sente?" + query
 
@@ -313,10 +321,7 @@ def test_no_protocol_2_extras_and_no_calls_for_sente_clients() -> None:
         client = SenteClient(base, "ws", "bo", "clj")
         try:
             with app.app_context():
-                deadline = time.monotonic() + TIMEOUT
-                while "bo" not in sente.connected_uids.ws:
-                    assert time.monotonic() < deadline
-                    gevent.sleep(0.02)
+                present(sente, "bo", "ws")
                 sente.join("news", "bo")
                 sente.publish("news", ("news/item", 1))
                 sente.send("bo", ("t/after", 1))
@@ -337,10 +342,7 @@ def test_a_kicked_sente_client_is_closed_and_may_come_back() -> None:
         try:
             ws.recv()
             with app.app_context():
-                deadline = time.monotonic() + TIMEOUT
-                while "kim" not in sente.connected_uids.ws:
-                    assert time.monotonic() < deadline
-                    gevent.sleep(0.02)
+                present(sente, "kim", "ws")
                 sente.kick("kim")
             opcode, data = ws.recv_data(control_frame=True)
             assert opcode == websocket.ABNF.OPCODE_CLOSE
@@ -418,10 +420,7 @@ def test_pushes_made_together_arrive_batched(transport: str) -> None:
                 first = gevent.spawn(client.pushed)
                 gevent.sleep(0.2)
             with app.app_context():
-                deadline = time.monotonic() + TIMEOUT
-                while "bea" not in sente.connected_uids.any:
-                    assert time.monotonic() < deadline
-                    gevent.sleep(0.02)
+                present(sente, "bea", "any")
                 for n in range(3):
                     sente.send("bea", ("t/n", n))
             got = first.get(timeout=TIMEOUT) if transport == "ajax" else client.pushed()
