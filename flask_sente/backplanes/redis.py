@@ -36,7 +36,7 @@ import gevent
 import gevent.event
 import gevent.pool
 
-from ..core.delivery import Position, Reader, WireEvent, join_target
+from ..core.delivery import BROADCAST, Position, Reader, WireEvent, join_target
 from ..core.presence import ConnectedUids, Transport, Uid
 from ..exceptions import BackplaneError
 from ..metrics import NO_METRICS, NoMetrics
@@ -49,6 +49,7 @@ from .redis_link import SOCKET_TIMEOUT, RedisLink
 from .redis_mirror import Mirror
 from .redis_outbox import OUTBOX_LIMIT, OUTBOX_MAX_AGE, PIPELINE_MAX, Outbox, Payload
 from .redis_presence import DEAD_AFTER, HEARTBEAT, RedisPresence
+from .redis_subscriptions import Subscriptions
 
 __all__ = ["DEAD_AFTER", "EXPIRE_EVERY", "GRANTS_TTL", "HEARTBEAT", "OUTBOX_LIMIT",
            "OUTBOX_MAX_AGE", "PIPELINE_MAX", "REFRESH_CHUNK", "SOCKET_TIMEOUT",
@@ -87,11 +88,19 @@ class RedisBackplane(BackplaneBase):
                                      on_health=self.report_state)
         self.url, self.prefix, self.node = url, link.prefix, link.node
         self.client: t.Any = link.client
-        self._mirror = Mirror(link, self, metrics)
+        self._mirror = Mirror(link, self, metrics, self._listen_to)
         self._outbox = Outbox(link, metrics, self._mirror.appended)
         #: The grace window a dead node's members get (the longer of the two transports').
         self._cluster = RedisPresence(link, self, dead_grace_ms=int(dead_node_grace * 1000))
         self._admin = AdminChannel(link, self)
+        self._presence_channel = f"{self.prefix}:presence"
+        self._topic_presence_channel = f"{link.topic_prefix}:presence"
+        self._call_channels = (f"{self.prefix}:call:{self.node}", f"{self.prefix}:closed")
+        #: The channels this process hears: its own, the broadcast log's, and those of the
+        #: logs it mirrors (subscribed by the mirror before it reads their streams).
+        self._subscriptions = Subscriptions((
+            self._presence_channel, self._topic_presence_channel, *self._call_channels,
+            *self._admin.channels, link.keys(BROADCAST)[2]))
         self._group = gevent.pool.Group()
         self._started = False
         #: Set by :meth:`close`: wakes the housekeeping loop so that it ends by itself.
@@ -356,16 +365,15 @@ class RedisBackplane(BackplaneBase):
     # --- the loops -------------------------------------------------------------------------
 
     def _subscriber(self) -> None:
-        """Applies every append and presence delta; after a reconnect, catches up."""
+        """Applies every append (of the logs mirrored here: ``redis_subscriptions``) and
+        presence delta; after a reconnect, catches up once every subscription is
+        confirmed."""
         link = self.link
-        presence, topic_presence = f"{self.prefix}:presence", f"{link.topic_prefix}:presence"
-        calls = (f"{self.prefix}:call:{self.node}", f"{self.prefix}:closed")
-        admin = self._admin
         while not link.closed:
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            pubsub = self.client.pubsub()
             try:
-                pubsub.psubscribe(f"{self.prefix}:{{*}}:ch")
-                pubsub.subscribe(presence, topic_presence, *calls, *admin.channels)
+                channels = self._subscriptions.attach(pubsub, self._mirror.channels())
+                self._await_confirmations(pubsub, channels)
                 self._cluster.reload()
                 self._catch_up()
                 link.set_reachable(True)
@@ -373,19 +381,8 @@ class RedisBackplane(BackplaneBase):
                 self._subscribed.set()
                 while not link.closed:
                     message = pubsub.get_message(timeout=1.0)
-                    if message is None:
-                        continue
-                    channel = message["channel"].decode()
-                    if channel == presence:
-                        self._cluster.on_delta(message["data"])
-                    elif channel == topic_presence:
-                        self._cluster.on_topic_delta(message["data"])
-                    elif channel in calls:
-                        self._on_call_message(channel, message["data"])
-                    elif channel in admin.channels:
-                        admin.on_message(channel, message["data"])
-                    else:
-                        self._mirror.on_append(channel, message["data"])
+                    if message is not None:
+                        self._on_message(message)
             except (link.errors, BackplaneError) as exc:
                 link.set_listening(False)
                 logger.warning("Redis backplane: subscription lost (%s); reconnecting", exc)
@@ -394,10 +391,47 @@ class RedisBackplane(BackplaneBase):
                 logger.exception("Redis backplane: subscriber failed; reconnecting")
                 gevent.sleep(0.5)
             finally:
+                self._subscriptions.detach()
                 try:
                     pubsub.close()
                 except Exception:  # pragma: no cover
                     pass
+
+    def _await_confirmations(self, pubsub: t.Any, channels: t.Sequence[str]) -> None:
+        """Read the subscription until Redis confirmed every channel (messages arriving
+        meanwhile are handled as usual): only then is a stream read after it sure to miss
+        nothing the channels will not bring."""
+        deadline = time.monotonic() + SOCKET_TIMEOUT
+        while not self._subscriptions.all_confirmed(channels):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BackplaneError("Redis: the subscriptions were not confirmed in time")
+            message = pubsub.get_message(timeout=min(left, 1.0))
+            if message is not None:
+                self._on_message(message)
+
+    def _on_message(self, message: dict[str, t.Any]) -> None:
+        kind = message["type"]
+        channel = message["channel"].decode()
+        if kind == "subscribe":
+            self._subscriptions.confirmed(channel)
+        elif kind != "message":  # unsubscribe confirmations
+            return
+        elif channel == self._presence_channel:
+            self._cluster.on_delta(message["data"])
+        elif channel == self._topic_presence_channel:
+            self._cluster.on_topic_delta(message["data"])
+        elif channel in self._call_channels:
+            self._on_call_message(channel, message["data"])
+        elif channel in self._admin.channels:
+            self._admin.on_message(channel, message["data"])
+        else:
+            self._mirror.on_append(channel, message["data"])
+
+    def _listen_to(self, channel: str) -> None:
+        """The mirror is about to read a log's stream: hear its channel first."""
+        self._running()
+        self._subscriptions.ensure(channel, SOCKET_TIMEOUT)
 
     def _catch_up(self) -> None:
         """After (re)subscribing: bring every mirror up to its stream, and this process's
@@ -426,6 +460,7 @@ class RedisBackplane(BackplaneBase):
                     last_beat = now
                     self._cluster.heartbeat()
                     self._mirror.keep_alive()
+                    self._subscriptions.keep_only(self._mirror.channels())
                 self._cluster.send_unsent()
                 self._cluster.expire_cluster()
             except (link.errors, BackplaneError) as exc:

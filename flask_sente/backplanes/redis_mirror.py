@@ -46,8 +46,12 @@ class Mirror:
     """See the module docstring. ``home`` is the backplane whose delivery this mirrors
     and whose listener hears of appends and controls."""
 
-    def __init__(self, link: RedisLink, home: BackplaneBase, metrics: NoMetrics) -> None:
+    def __init__(self, link: RedisLink, home: BackplaneBase, metrics: NoMetrics,
+                 listen: t.Callable[[str], None] = lambda channel: None) -> None:
         self.link = link
+        #: Subscribes this process to a log's channel (and returns once Redis confirmed):
+        #: called before the log's stream is read, so nothing falls between the two.
+        self._listen = listen
         self.home = home
         self.delivery = home.delivery
         self.metrics = metrics
@@ -226,7 +230,8 @@ class Mirror:
         mirror of it to the stream: a new epoch there (Redis lost its data, or entries were
         dropped) puts the mirror's readers at a gap, so each is told. A log that went back
         behind the mirror (a failover lost entries) gets that new epoch here."""
-        meta, stream, _ = self.link.keys(log_key)
+        meta, stream, channel = self.link.keys(log_key)
+        self._listen(channel)
         mirrored = self.delivery.logs.get(log_key)
         seen = ([] if mirrored is None
                 else [mirrored.epoch, mirrored.seq, "1" if diverged else "0"])
@@ -239,6 +244,11 @@ class Mirror:
                            log_key)
         if self.delivery.mirror(log_key, epoch, seq, now).seq < seq:
             self.fill(log_key)
+
+    def channels(self) -> set[str]:
+        """The channels of the logs mirrored here (the rest need not be heard)."""
+        keys = self.link.keys
+        return {keys(log_key)[2] for log_key in self.delivery.logs}
 
     def keep_alive(self) -> None:
         """Restart the expiry of the logs read here (the housekeeping loop's heartbeat)."""
