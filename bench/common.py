@@ -147,14 +147,16 @@ class Server:
 
 def run_client(script: str, params: dict[str, t.Any], timeout: float,
                core: int = CLIENT_CORE,
-               on_mark: t.Callable[[str], None] | None = None) -> dict[str, t.Any]:
+               on_mark: t.Callable[[str], str | None] | None = None) -> dict[str, t.Any]:
     """Run ``bench/clients/<script>`` with ``params`` (JSON); return its last JSON line.
 
     ``on_mark(name)`` is called as the client prints each ``MARK name`` line (bench.cluster
-    reads Redis's counters at the start and end of the measured phases)."""
+    reads Redis's counters at the start and end of the measured phases); a string it returns
+    is written to the client's stdin as one line (bench.capacity steers its client so). The
+    client is killed if ``on_mark`` raises."""
     argv = pinned(core, ["node", str(CLIENTS / script), json.dumps(params)])
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=BENCH)
+                            cwd=BENCH, stdin=subprocess.PIPE if on_mark else subprocess.DEVNULL)
     timer = threading.Timer(timeout, proc.kill)
     timer.start()
     try:
@@ -162,14 +164,24 @@ def run_client(script: str, params: dict[str, t.Any], timeout: float,
         stdout = []
         for line in proc.stdout:
             if line.startswith("MARK ") and on_mark is not None:
-                on_mark(line[5:].strip())
+                answer = on_mark(line[5:].strip())
+                if answer is not None and proc.stdin is not None:
+                    proc.stdin.write(answer + "\n")
+                    proc.stdin.flush()
             else:
                 stdout.append(line)
         stderr = proc.stderr.read()
         returncode = proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait(timeout=10)
+        raise
     finally:
         timed_out = not timer.is_alive()
         timer.cancel()
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
     if timed_out:
         raise RuntimeError(f"{script} {params.get('mode')} timed out after {timeout:.0f} s")
     lines = [ln for ln in stdout if ln.startswith("{")]

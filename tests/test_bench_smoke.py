@@ -1,5 +1,5 @@
 """Smoke test of the benchmark harness (``python -m bench --smoke``, ``python -m bench.calls
---smoke``).
+--smoke``, ``python -m bench.capacity --smoke``).
 
 Checks only that the harness runs end to end and produces numbers: flask_sente and raw
 gevent-websocket servers in their own processes, the Node.js load clients, the table. No
@@ -74,6 +74,31 @@ def test_calls_benchmark_smoke_produces_numbers(tmp_path: Path) -> None:
     for key, runs in results.items():
         assert runs and all(isinstance(r.get("rate"), (int, float)) and r["count"] > 0
                             and r["p99_ms"] is not None for r in runs), (key, runs)
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+def test_capacity_benchmark_smoke_produces_numbers(tmp_path: Path) -> None:
+    """``python -m bench.capacity --smoke``: gunicorn -w 1 with a Redis of its own, every
+    workload paced for half a second; Redis's per-push costs are there and every push
+    arrived exactly once (no value is asserted)."""
+    out = tmp_path / "capacity.json"
+    done = _run(["-m", "bench.capacity", "--smoke", "--json", str(out)], timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "| system | workers | pushes/s |" in done.stdout
+    data = json.loads(out.read_text())
+    expected = {"sente-w1"} | ({"fsio-w1"} if "fsio" in data["systems"] else set())
+    assert set(data["results"]) == expected, data["notes"]
+    for key, result in data["results"].items():
+        assert "error" not in result, result
+        assert set(result["workloads"]) == {"send", "broadcast", "publish"}, key
+        for name, w in result["workloads"].items():
+            assert w["pushes"] > 0 and w["pushes_per_s"] > 0, (key, name, w)
+            assert w["expected"] > 0 and w["delivered"] == w["expected"], (key, name, w)
+            per_push = w["per_push"]
+            for field in ("cpu_s", "net_out", "net_in", "commands"):
+                assert isinstance(per_push[field], (int, float)), (key, name, field)
+            assert per_push["commands"] > 0 and per_push["net_out"] > 0, (key, name)
+            assert w["commands"], (key, name)  # the INFO commandstats breakdown
 
 
 def test_echo_benchmark_command_still_loads() -> None:

@@ -263,5 +263,5 @@ async function pushLatency(clients, expected, seconds, trigger, timeoutS, pid) {
 module.exports = {
   params, done, fail, now, sleep, rssKiB, cpuSeconds, cpuMeter, cpuMeters, requestJson,
   payload, openMany,
-  closedLoop, fanOutRounds, latency, percentiles, mark, pushLatency,
+  closedLoop, fanOutRounds, latency, latencies, percentiles, mark, pushLatency,
 };

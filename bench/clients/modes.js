@@ -16,6 +16,8 @@
 //   connect n clients opened at once; time until the last is ready          (W5)
 //   calls   the server asks the clients (server -> client calls, `python -m bench.calls`):
 //           see calls() below
+//   listen  clients sit and count what a pusher outside the app sends them, steered on
+//           stdin (`python -m bench.capacity`): see listen() below
 // A dialect is { open(i, P, stats) -> Promise<client> } with client = { echo(msg, cb(ok)),
 // trigger(m), paced(n, ms), pushes(kind, seconds), join(topic, cb), publish(m), close() }
 // that calls client.add(k) when k pushed events arrive (and lib.latency for each
@@ -111,6 +113,7 @@ async function run(dialect) {
       clients: clients.length };
   }
   if (P.mode === 'calls') return calls(P, open, closeAll, stats);
+  if (P.mode === 'listen') return listen(P, open, closeAll, stats);
   if (P.mode === 'connect') {
     const meter = lib.cpuMeter(P.pid);
     meter.start();
@@ -183,6 +186,100 @@ async function calls(P, open, closeAll, stats) {
   return { ...result, ...meter.result(), call_errors: callErrors, errors: stats.errors,
     clients: targets.length, idle: idle.length, caller_pid: callerPid,
     answered: targets.reduce((sum, c) => sum + c.answered, 0) };
+}
+
+/**
+ * Clients that only listen, for pushes made by another process (`python -m bench.capacity`).
+ * Clients open and ask which server process they reached (`where`) until each of `workers`
+ * processes has `perWorker` of them (the kernel spreads connections over gunicorn's workers
+ * unevenly), at most `maxOpen` in all; those beyond `perWorker` on a process are closed
+ * again (and their presence given 3 s to expire) — whatever the spread then, it is reported.
+ * Each client kept joins the room `userRoom` + its index if `userRoom` is set
+ * (Flask-SocketIO: a room per user) and the topic `topicPrefix` + (index mod `topics`) if
+ * `topics` > 0; then `MARK ready {json}` names them (`clients`: [{target, pid, topic}]) and
+ * the client reads commands on stdin, one a line:
+ *   count <expected> <timeout s>  wait until `expected` events arrived since the last count
+ *                                 (or the timeout), 300 ms more for duplicates, then
+ *                                 `MARK count {delivered, waited, p50_ms, p99_ms}` (push ->
+ *                                 client latency of the stamped events) and start afresh;
+ *   quit                          close every client and print the result.
+ * The end of stdin is a quit too, so the client never outlives the harness.
+ */
+async function listen(P, open, closeAll, stats) {
+  const readline = require('readline');
+  const perWorker = P.perWorker;
+  const byPid = new Map();
+  const opened = [];
+  for (;;) {
+    let deficit = Math.max(0, P.workers - byPid.size) * perWorker;
+    for (const list of byPid.values()) deficit += Math.max(0, perWorker - list.length);
+    if (deficit === 0 || opened.length >= P.maxOpen) break;
+    const first = opened.length;
+    const batch = await lib.openMany(Math.min(deficit, P.maxOpen - first), P.wave || 50,
+      (k) => open(first + k), 120);
+    for (const c of batch) {
+      opened.push(c);
+      c.pid = await new Promise((resolve) => c.where(resolve));
+      if (!byPid.has(c.pid)) byPid.set(c.pid, []);
+      byPid.get(c.pid).push(c);
+    }
+  }
+  const clients = [];
+  const extra = [];
+  for (const list of byPid.values()) {
+    clients.push(...list.slice(0, perWorker));
+    extra.push(...list.slice(perWorker));
+  }
+  if (extra.length) {   // not errors: closed on purpose (their presence ends meanwhile)
+    stats.closing = true;
+    for (const c of extra) c.close();
+    await lib.sleep(3000);
+    stats.closing = false;
+  }
+  let delivered = 0;
+  for (const c of clients) c.add = (k) => { delivered += k; };
+  const rows = [];
+  for (let i = 0; i < clients.length; i++) {
+    const c = clients[i];
+    const pid = c.pid;
+    const rooms = [];
+    if (P.userRoom) rooms.push(P.userRoom + i);
+    const topic = P.topics > 0 ? P.topicPrefix + (i % P.topics) : null;
+    if (topic !== null) rooms.push(topic);
+    for (const room of rooms) {
+      const ok = await new Promise((resolve) => c.join(room, resolve));
+      if (!ok) throw new Error(`client ${i} could not join ${room}`);
+    }
+    rows.push({ target: c.target, pid, topic });
+  }
+  await lib.sleep(300);
+  lib.latencies.recording = true;
+  lib.latencies.values = [];
+  process.stdout.write(`MARK ready ${JSON.stringify({ clients: rows })}\n`);
+  const input = readline.createInterface({ input: process.stdin });
+  for await (const line of input) {
+    const [command, ...args] = line.trim().split(/\s+/);
+    if (command === 'count') {
+      const expected = Number(args[0]);
+      const t0 = lib.now();
+      const deadline = t0 + Number(args[1]);
+      while (delivered < expected && lib.now() < deadline) await lib.sleep(20);
+      const waited = lib.now() - t0;
+      await lib.sleep(300);
+      const got = delivered;
+      delivered = 0;
+      const { p50_ms, p99_ms } = lib.percentiles();
+      lib.latencies.values = [];
+      process.stdout.write(`MARK count ${JSON.stringify({ delivered: got, waited, p50_ms,
+        p99_ms, errors: stats.errors })}\n`);
+    } else if (command === 'quit') {
+      break;
+    }
+  }
+  input.close();
+  closeAll(clients);
+  return { clients: clients.length, opened: opened.length, errors: stats.errors,
+    pids: [...byPid.keys()] };
 }
 
 function main(dialect) {
