@@ -106,6 +106,10 @@ class RedisBackplane(BackplaneBase):
         #: Set by :meth:`close`: wakes the housekeeping loop so that it ends by itself.
         self._stopping = gevent.event.Event()
         self._housekeeper: gevent.Greenlet | None = None
+        #: The catch-up after each (re)subscription (``_catch_up_then_listen``), and which
+        #: subscription is the current one.
+        self._catching_up = gevent.pool.Group()
+        self._generation = 0
         #: Set once the subscription is up (appends made before it are caught up from
         #: the streams anyway).
         self._subscribed = gevent.event.Event()
@@ -135,6 +139,8 @@ class RedisBackplane(BackplaneBase):
         self._stopping.set()
         if self._housekeeper is not None:
             self._housekeeper.join(timeout=SOCKET_TIMEOUT + 0.5)
+        self._catching_up.join(timeout=SOCKET_TIMEOUT + 0.5)  # its round trips end by timeout
+        self._catching_up.kill(block=True, timeout=1)
         self._group.kill(block=True, timeout=5)
         try:
             self.client.close()
@@ -371,14 +377,15 @@ class RedisBackplane(BackplaneBase):
         link = self.link
         while not link.closed:
             pubsub = self.client.pubsub()
+            self._generation += 1
             try:
                 channels = self._subscriptions.attach(pubsub, self._mirror.channels())
                 self._await_confirmations(pubsub, channels)
                 self._cluster.reload()
-                self._catch_up()
-                link.set_reachable(True)
-                link.set_listening(True)
-                self._subscribed.set()
+                # The catch-up (a round trip per mirrored log and member) runs beside the
+                # loop: new subscriptions made meanwhile are confirmed on this connection,
+                # and their callers wait for the loop to read the confirmation.
+                self._catching_up.spawn(self._catch_up_then_listen, self._generation)
                 while not link.closed:
                     message = pubsub.get_message(timeout=1.0)
                     if message is not None:
@@ -432,6 +439,21 @@ class RedisBackplane(BackplaneBase):
         """The mirror is about to read a log's stream: hear its channel first."""
         self._running()
         self._subscriptions.ensure(channel, SOCKET_TIMEOUT)
+
+    def _catch_up_then_listen(self, generation: int) -> None:
+        """After (re)subscribing: catch up, then take clients again — unless the
+        subscription was lost meanwhile (a newer one catches up in its turn)."""
+        link = self.link
+        try:
+            self._catch_up()
+        except (link.errors, BackplaneError) as exc:
+            logger.warning("Redis backplane: catching up failed (%s); retried when the "
+                           "subscription comes back", exc)
+            return
+        if generation == self._generation and not link.closed:
+            link.set_reachable(True)
+            link.set_listening(True)
+            self._subscribed.set()
 
     def _catch_up(self) -> None:
         """After (re)subscribing: bring every mirror up to its stream, and this process's

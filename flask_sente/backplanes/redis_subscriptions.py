@@ -17,6 +17,7 @@ hands it over here.
 """
 from __future__ import annotations
 
+import time
 import typing as t
 
 import gevent.event
@@ -41,6 +42,8 @@ class Subscriptions:
         #: Channel -> set once Redis confirmed it on the current connection.
         self._confirmed: dict[str, gevent.event.Event] = {}
         self._pubsub: t.Any = None
+        #: Set while a connection is attached (a channel wanted meanwhile waits for it).
+        self._attached = gevent.event.Event()
 
     def attach(self, pubsub: t.Any, mirrored: t.Iterable[str] = ()) -> tuple[str, ...]:
         """A new subscription connection: subscribe to every channel wanted on it, and to
@@ -53,10 +56,12 @@ class Subscriptions:
         for channel in channels:
             self._confirmed[channel] = gevent.event.Event()
         pubsub.subscribe(*channels)
+        self._attached.set()
         return channels
 
     def detach(self) -> None:
         """The connection is lost: nothing is confirmed until the next :meth:`attach`."""
+        self._attached.clear()
         self._pubsub = None
         self._confirmed = {}
 
@@ -74,19 +79,24 @@ class Subscriptions:
         return event is not None and event.is_set()
 
     def ensure(self, channel: str, timeout: float) -> None:
-        """Return once this process hears ``channel``: at once when it does already;
-        raises :class:`BackplaneError` when Redis does not confirm within ``timeout``
-        (the subscription is down: the caller's request fails as any Redis call would)."""
+        """Return once this process hears ``channel``: at once when it does already. While
+        the subscription connects (the process's first clients, a reconnect) it waits for
+        it; raises :class:`BackplaneError` when Redis does not confirm within ``timeout``
+        (the caller's request fails as any Redis call would)."""
         event = self._confirmed.get(channel)
         if event is not None and event.is_set():
             return
-        self.wanted.add(channel)
-        pubsub = self._pubsub
-        if event is None and pubsub is not None:
-            event = self._confirmed[channel] = gevent.event.Event()
-            pubsub.subscribe(channel)
-        if event is None or not event.wait(timeout):
-            raise BackplaneError(f"Redis: no subscription to {channel} (reconnecting)")
+        self.wanted.add(channel)  # a connection attached from now on subscribes it
+        deadline = time.monotonic() + timeout
+        if event is None:
+            if self._pubsub is None and not self._attached.wait(timeout):
+                raise BackplaneError(f"Redis: no subscription to {channel} (connecting)")
+            event = self._confirmed.get(channel)
+            if event is None:
+                event = self._confirmed[channel] = gevent.event.Event()
+                self._pubsub.subscribe(channel)
+        if not event.wait(max(0.0, deadline - time.monotonic())):
+            raise BackplaneError(f"Redis: the subscription to {channel} was not confirmed")
 
     def keep_only(self, channels: t.Collection[str]) -> None:
         """Stop hearing the log channels not in ``channels`` (logs the mirror dropped).
