@@ -7,9 +7,9 @@
  * origin only, so nothing here writes inline styles or handlers into HTML (setting
  * `element.style` from script would be allowed, but classes do it all).
  *
- * The state comes over the page's own channel socket (sente.js): one `chsk/admin` call at a
- * time, the next `interval` ms after the previous answer (or its failure). The server keeps
- * no history: the rates and the chart come from consecutive snapshots kept here.
+ * The state comes over the page's own channel socket (sente.js): one `sente.admin/overview`
+ * call at a time, the next `interval` ms after the previous answer (or its failure). The
+ * server keeps no history: the rates and the chart come from consecutive snapshots kept here.
  *
  * Rendering is keyed: rows are found by a key (node, uid key, client id, topic), created when
  * new, updated in place (only text and attributes that changed are written) and removed when
@@ -171,23 +171,11 @@
 
   $("reload").addEventListener("click", () => window.location.reload());
 
-  /**
-   * One `chsk/admin` call. sente.js keeps the `chsk/` namespace for the protocol: call()
-   * refuses such ids with a TypeError, so when it does the call goes through the channel's
-   * call machinery directly (same timeout, same reply handling).
-   */
-  let directCalls = false;
+  /** The event the page asks for the state with (sente.js refuses the reserved `chsk/` ids). */
+  const OVERVIEW = "sente.admin/overview";
+
   function callAdmin(q, timeoutMs) {
-    const event = ["chsk/admin", q];
-    if (!directCalls) {
-      try {
-        return chsk.call(event, { timeout: timeoutMs });
-      } catch (e) {
-        if (!(e instanceof TypeError) || !chsk._calls) throw e;
-        directCalls = true;
-      }
-    }
-    return chsk._calls.call(event, timeoutMs).promise;
+    return chsk.call([OVERVIEW, q], { timeout: timeoutMs });
   }
 
   let inFlight = false;
@@ -224,7 +212,7 @@
     // A timeout or a closed connection: the header says so ("updated Ns ago" grows); the next
     // ask goes out after the interval.
     if (error && error.kind !== "timeout" && error.kind !== "closed") {
-      console.warn("sente admin: the chsk/admin call failed", error);
+      console.warn(`sente admin: the ${OVERVIEW} call failed`, error);
     }
   }
 
