@@ -43,7 +43,10 @@ def create_app(instance_path: str | None = None, **config: t.Any) -> Flask:
     """The demo app. ``instance_path`` is Flask's instance folder (default ``instance/`` next
     to the ``demo`` package), where the secret key is kept unless one is configured."""
     app = Flask(__name__, instance_path=instance_path)
-    app.config.update(SESSION_COOKIE_SAMESITE="Lax", SENTE_TOPIC_PRESENCE=True)
+    # The admin dashboard (/chsk/admin) is on, for the user "admin" (sign in with that name;
+    # FLASK_SENTE_ADMIN_UIDS='["ann", "bo"]' names others).
+    app.config.update(SESSION_COOKIE_SAMESITE="Lax", SENTE_TOPIC_PRESENCE=True,
+                      SENTE_ADMIN=True, SENTE_ADMIN_UIDS=["admin"])
     # FLASK_SECRET_KEY, FLASK_SENTE_LP_TIMEOUT=10, ... from the environment (Flask's idiom).
     app.config.from_prefixed_env()
     app.config.update(config)
@@ -105,7 +108,8 @@ def _pages() -> t.Any:
     def index() -> t.Any:
         if "uid" not in session:
             return render_template("login.html")
-        return render_template("index.html", uid=session["uid"])
+        admin = session["uid"] in current_app.config["SENTE_ADMIN_UIDS"]
+        return render_template("index.html", uid=session["uid"], admin=admin)
 
     @bp.post("/login")
     def login() -> t.Any:

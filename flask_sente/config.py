@@ -109,6 +109,10 @@ class Options:
     ajax_fast_path: bool = True
     sente_url: str | None = None
     sente_keys: str = "strings"
+    admin: bool = False
+    admin_url: str | None = None
+    admin_uids: t.Any = ()
+    admin_auth: t.Callable[..., t.Any] | None = None
 
     @classmethod
     def names(cls) -> list[str]:
@@ -209,15 +213,35 @@ class Options:
         if self.sente_keys not in ("strings", "keywords"):
             raise ConfigError("sente_keys must be 'strings' (EDN keyword map keys read as str) "
                               f"or 'keywords', got {self.sente_keys!r}")
+        self._validate_admin()
         if not isinstance(self.ajax_fast_path, bool):
             raise ConfigError(f"ajax_fast_path must be True or False, got {self.ajax_fast_path!r}")
         if not (isinstance(self.metrics, bool) or hasattr(self.metrics, "register")):
             raise ConfigError("metrics must be True, False or a prometheus_client "
                               f"CollectorRegistry, got {self.metrics!r}")
-        for name in ("user_id", "handshake_data", "authorize"):
+        for name in ("user_id", "handshake_data", "authorize", "admin_auth"):
             value = getattr(self, name)
             if value is not None and not callable(value):
                 raise ConfigError(f"{name} must be a callable or None, got {value!r}")
+
+    def _validate_admin(self) -> None:
+        if not isinstance(self.admin, bool):
+            raise ConfigError(f"admin must be True or False, got {self.admin!r}")
+        url = self.admin_url
+        if url is not None and (not isinstance(url, str) or not url.startswith("/")
+                                or url.rstrip("/") in (self.url.rstrip("/"),
+                                                       (self.sente_url or "").rstrip("/"))):
+            raise ConfigError("admin_url must be None (<url>/admin) or a path starting with "
+                              f"'/', other than the channel's, got {url!r}")
+        if isinstance(self.admin_uids, (str, bytes)) or not hasattr(self.admin_uids,
+                                                                     "__contains__"):
+            raise ConfigError("admin_uids must be a collection of uids (a list or a set), "
+                              f"got {self.admin_uids!r}")
+
+    @property
+    def admin_path(self) -> str:
+        """Where the dashboard is served (``admin_url``, else ``<url>/admin``)."""
+        return (self.admin_url or self.url.rstrip("/") + "/admin").rstrip("/") or "/"
 
 
 def _did_you_mean(name: str, known: t.Sequence[str], spell: t.Callable[[str], str] = str) -> str:

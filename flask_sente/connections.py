@@ -78,8 +78,8 @@ class WsConnection:
     transport: t.Final = "ws"
     # Thousands of idle connections: no instance dict each.
     __slots__ = ("ws", "wire", "uid", "client_id", "request", "conn_id", "open", "reader",
-                 "last_seen", "pinged_at", "_spawn", "_limits", "_pending", "_pending_bytes",
-                 "_writer", "_send_nowait", "read_done")
+                 "last_seen", "opened_at", "pinged_at", "_spawn", "_limits", "_pending",
+                 "_pending_bytes", "_writer", "_send_nowait", "read_done")
 
     def __init__(self, ws: WebSocket, uid: t.Any, client_id: str, request: RequestInfo,
                  *, spawn: Spawn, limits: Limits, wire: Wire = DEFAULT_WIRE) -> None:
@@ -95,6 +95,8 @@ class WsConnection:
         self.reader: Reader | None = None
         #: Keep-alive state, kept by the reader and checked by the hub's sweeper (monotonic).
         self.last_seen = time.monotonic()
+        #: When it opened (epoch seconds: the admin dashboard shows it).
+        self.opened_at = time.time()
         self.pinged_at: float | None = None
         self._spawn = spawn
         self._limits = limits
@@ -225,7 +227,7 @@ class AjaxClient:
 
     transport: t.Final = "ajax"
     __slots__ = ("uid", "client_id", "request", "reader", "wire", "conn_id", "parked",
-                 "close_packed", "fast_key", "credentials", "turn")
+                 "close_packed", "fast_key", "credentials", "turn", "opened_at", "last_seen")
 
     def __init__(self, uid: t.Any, client_id: str, request: RequestInfo,
                  reader: Reader) -> None:
@@ -247,6 +249,10 @@ class AjaxClient:
         #: Bumped by every GET of this client (:meth:`take_turn`): only the request whose
         #: turn it is may move the reader.
         self.turn = 0
+        #: When it came (epoch seconds) and its latest GET (monotonic): the admin dashboard's
+        #: "connected since" and "last active".
+        self.opened_at = time.time()
+        self.last_seen = time.monotonic()
 
     @property
     def version(self) -> int:
@@ -261,6 +267,7 @@ class AjaxClient:
         would otherwise let the old poll take entries the new one is owed, and write them
         into a dead socket. Returns the new request's turn."""
         self.turn += 1
+        self.last_seen = time.monotonic()
         parked, self.parked = self.parked, None
         self.reader.ready = False
         if parked is not None:

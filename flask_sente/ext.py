@@ -17,6 +17,7 @@ import weakref
 from flask import Flask, Response, current_app, has_app_context, session
 from markupsafe import Markup, escape
 
+from . import admin
 from .admission import CSRF_SESSION_KEY
 from .config import Options
 from .core.presence import ConnectedUids
@@ -79,13 +80,16 @@ class Sente:
             warnings.warn(message, ConfigWarning, stacklevel=_caller_outside_package())
         for name in Options.names():
             default = getattr(Options, name, None)
-            if name not in ("user_id", "handshake_data", "authorize"):
+            if name not in ("user_id", "handshake_data", "authorize", "admin_auth"):
                 app.config.setdefault("SENTE_" + name.upper(), default)
         options = Options.resolve(app.config, self._overrides)
         app.extensions["sente"] = AppState.build(
             self, options, get_packer(options.packer), self._handlers, self._hooks,
-            signal_sender=app, context=app.app_context, join_handlers=self._join_handlers)
+            signal_sender=app, context=app.app_context, join_handlers=self._join_handlers,
+            own_handlers={admin.OVERVIEW: admin.answer_overview} if options.admin else None)
         app.register_blueprint(make_blueprint(options.url, options.sente_url))
+        if options.admin:
+            app.register_blueprint(admin.make_blueprint(options.admin_path))
         # See fastpath: keyed Ajax requests skip Flask, upgrades skip routing.
         app.wsgi_app = ChannelFastPath(app.wsgi_app, app, options.url)  # type: ignore[method-assign]
         app.jinja_env.globals["sente_csrf_token"] = self.csrf_token
@@ -148,6 +152,14 @@ class Sente:
         Flask response (e.g. ``("Forbidden", 403)``) to refuse with it. Runs before the
         WebSocket upgrade."""
         self._hooks["authorize"] = fn
+        return fn
+
+    def admin_auth(self, fn: F) -> F:
+        """Decorator: ``fn(uid) -> bool`` says whether ``uid`` may use the admin dashboard
+        (``admin=True``). Called for the page and each action in the request context, and
+        for the overview the page asks for over the channel in the app context: decide
+        from the uid. Without it, the ``admin_uids`` option decides."""
+        self._hooks["admin_auth"] = fn
         return fn
 
     # --- server API ----------------------------------------------------------------------

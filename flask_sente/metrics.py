@@ -118,6 +118,12 @@ class NoMetrics:
     def gap_repaired(self) -> None:
         """A Redis notification arrived out of order; the missing entries were fetched."""
 
+    def topic_published(self, topic: str) -> None:
+        """``topic`` was published to (from this process)."""
+
+    def handler_failed(self, event_id: str, error: BaseException) -> None:
+        """A handler raised, and the log has its traceback (rate-limited like the log)."""
+
 
 #: The recorder of every app without metrics.
 NO_METRICS = NoMetrics()

@@ -126,6 +126,7 @@ class Router:
         context: t.Callable[[], t.ContextManager[t.Any]] = contextlib.nullcontext,
         client_events_in_flight: int | None = None,
         error_log_interval: float = 0.0,
+        failed: t.Callable[[str, BaseException], None] | None = None,
     ) -> None:
         self._handlers = handlers
         self._context = context
@@ -144,6 +145,8 @@ class Router:
         self._in_flight: dict[tuple[t.Any, ...], int] = {}
         self._share_waiters: dict[tuple[t.Any, ...], list[Waiter]] = {}
         self._errors = ErrorLogLimiter(error_log_interval)
+        #: Told of each handler error the log shows (the admin dashboard's recent errors).
+        self._failed = failed
         #: Handler -> events still to send to workers since it blocked on a reader.
         self._cooling: dict[Handler, int] = {}
         #: Handlers of the library's own reserved ids (the hub's topic requests): looked up
@@ -352,6 +355,8 @@ class Router:
                 logger.error(
                     "handler for %r raised (uid=%r, client_id=%r)%s", msg.id, msg.uid,
                     msg.client_id, more, exc_info=True)
+                if self._failed is not None:
+                    self._failed(msg.id, exc)
             msg._fail(ev.ERROR, {"message": f"the handler for {msg.id!r} raised an error"})
 
     def _unhandled(self, msg: EventMsg) -> None:

@@ -14,6 +14,7 @@ import typing as t
 from .backplanes import Backplane, LocalBackplane
 from .config import Options
 from .hub import Hub, JoinHandlers
+from .hub.inspect import Tally
 from .metrics import NO_METRICS, NoMetrics, from_option
 from .protocol.edn import KeysOption
 from .protocol.packers import Packer
@@ -45,18 +46,25 @@ class AppState:
     metrics: NoMetrics = NO_METRICS
     #: Who may join which topics (shared with the ``Sente`` object, like ``handlers``).
     join_handlers: JoinHandlers = dataclasses.field(default_factory=JoinHandlers)
+    #: Reserved-looking ids the extension answers itself beside the hub's (the admin
+    #: dashboard's overview): given by ``ext``, which may import Flask-side modules.
+    own_handlers: t.Mapping[str, Handler] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def build(cls, sente: t.Any, options: Options, packer: Packer,
               handlers: t.Mapping[str, Handler], hooks: t.Mapping[str, t.Callable[..., t.Any]],
               *, signal_sender: t.Any,
               context: t.Callable[[], t.ContextManager[t.Any]],
-              join_handlers: JoinHandlers) -> AppState:
+              join_handlers: JoinHandlers,
+              own_handlers: t.Mapping[str, Handler] | None = None) -> AppState:
         metrics = from_option(options.metrics, shared_backplane=options.backplane is not None)
+        if options.admin:  # the dashboard's counters, on the metrics' call sites
+            metrics = Tally(metrics)
+        own = dict(own_handlers or {})
         router, hub = _make(options, packer, handlers, signal_sender, context, metrics,
-                            join_handlers)
+                            join_handlers, own)
         return cls(sente, options, packer, hub, router, handlers, hooks, signal_sender,
-                   context, metrics, join_handlers)
+                   context, metrics, join_handlers, own)
 
     #: Tickets standing for the CSRF token in WebSocket URLs (see ``views``).
     ws_tickets: WsTickets = dataclasses.field(
@@ -97,20 +105,22 @@ class AppState:
         self.router.close()
         self.router, self.hub = _make(self.options, self.packer, self.handlers,
                                       self.signal_sender, self.context, self.metrics,
-                                      self.join_handlers)
+                                      self.join_handlers, self.own_handlers)
 
 
 def _make(options: Options, packer: Packer, handlers: t.Mapping[str, Handler],
           signal_sender: t.Any,
           context: t.Callable[[], t.ContextManager[t.Any]] | None,
-          metrics: NoMetrics, join_handlers: JoinHandlers) -> tuple[Router, Hub]:
+          metrics: NoMetrics, join_handlers: JoinHandlers,
+          own_handlers: t.Mapping[str, Handler]) -> tuple[Router, Hub]:
     if metrics.enabled:  # handler latency: the context handlers run in is timed
         context = metrics.timed(context or contextlib.nullcontext)
     kwargs = {} if context is None else {"context": context}
     router = Router(handlers, pool_size=options.handler_pool_size,
                     receive_queue_size=options.receive_queue_size,
                     client_events_in_flight=options.client_events_in_flight,
-                    error_log_interval=options.error_log_interval, **kwargs)
+                    error_log_interval=options.error_log_interval,
+                    failed=metrics.handler_failed, **kwargs)
     dialects: dict[str, Wire] = {}
     if options.sente_url is not None:
         dialects[SENTE_DIALECT] = SenteWire(keys=t.cast(KeysOption, options.sente_keys))
@@ -118,6 +128,7 @@ def _make(options: Options, packer: Packer, handlers: t.Mapping[str, Handler],
               wants=router.wants, backplane=make_backplane(options, metrics), metrics=metrics,
               join_handlers=join_handlers, dialects=dialects)
     router.add_own_handlers(hub.handlers())  # the topic requests, answered by the hub
+    router.add_own_handlers(own_handlers)
     return router, hub
 
 

@@ -25,7 +25,7 @@ def _modules():
 
 
 @pytest.mark.parametrize("third_party, allowed", [
-    ("flask", {"ext.py", "views.py", "fastpath.py", "admission.py", "testing.py",
+    ("flask", {"ext.py", "views.py", "fastpath.py", "admission.py", "testing.py", "admin.py",
                "pytest_plugin.py"}),
     ("geventwebsocket", {"transports/websocket.py"}),
     ("gunicorn", {"worker.py"}),

@@ -161,6 +161,9 @@ class BackplaneListener(t.Protocol):
         """A client closed its connection itself (``disconnect()``, a page unloading), here
         or elsewhere: its calls fail at once. ``uid_key`` is ``repr(uid)``."""
 
+    def admin_report(self, ask: AdminAsk) -> AdminReport:
+        """This process's part of the admin dashboard's picture (``hub/inspect.py``)."""
+
 
 #: What travels between processes about a call: ``id``, the answering client (``uid``:
 #: ``repr(uid)``, ``client``), and ``value``, or ``error``: ``[kind, message]`` with kind
@@ -190,6 +193,21 @@ class CallRouting(t.Protocol):
         """Tell every other process's listener (``client_closed``); this process's hub
         has acted already. May wait for a shared store: call it from a greenlet of its
         own, never from a connection's reader."""
+
+
+#: What the admin dashboard asks every process, and one process's answer
+#: (``core/overview.py`` and ``hub/inspect.py``): plain data a shared store can carry.
+AdminAsk = dict[str, t.Any]
+AdminReport = dict[str, t.Any]
+
+
+class AdminRelay(t.Protocol):
+    """How the admin dashboard sees every process: one question, every answer."""
+
+    def gather(self, ask: AdminAsk, timeout: float) -> tuple[list[AdminReport], int]:
+        """Every process's ``admin_report`` of ``ask`` (this one's included), and how many
+        processes did not answer within ``timeout``. Raises :class:`BackplaneError` when the
+        shared store cannot be reached."""
 
 
 class LogBroker(t.Protocol):
@@ -301,6 +319,10 @@ class PresenceManager(t.Protocol):
     def members(self, topic: str) -> frozenset[Uid]:
         """The users in ``topic`` (cluster-wide for a shared backplane)."""
 
+    def topics(self) -> dict[str, int]:
+        """Every topic with members, and how many users it has (cluster-wide for a
+        shared backplane)."""
+
 
 class ClientStore(t.Protocol):
     """What outlives one process's view of a client: the topics it was let into, and
@@ -374,7 +396,7 @@ class Capabilities(t.Protocol):
 
 
 class Backplane(LogBroker, PresenceManager, ClientStore, Capabilities, CallRouting,
-                t.Protocol):
+                AdminRelay, t.Protocol):
     """Logs, presence, per-client records, capabilities and call routing, with a
     lifecycle."""
 

@@ -21,7 +21,7 @@ import typing as t
 
 from ..core.delivery import Delivery, Reader
 from ..core.presence import Change, Presence, Transport, Uid
-from .base import BackplaneListener, CallOutcome, current_record
+from .base import AdminAsk, AdminReport, BackplaneListener, CallOutcome, current_record
 
 
 def new_epoch() -> str:
@@ -95,6 +95,9 @@ class BackplaneBase:
     def members(self, topic: str) -> frozenset[Uid]:
         return frozenset(self.topic_members.get(topic, ()))
 
+    def topics(self) -> dict[str, int]:
+        return {topic: len(uids) for topic, uids in self.topic_members.items()}
+
     def close_reader(self, reader: Reader, now: float) -> None:
         self.delivery.close_reader(reader, now)
 
@@ -135,6 +138,13 @@ class BackplaneBase:
 
     def announce_closed(self, uid_key: str, client_id: str) -> None:
         """In memory there is no other process to tell (the hub tells its own calls)."""
+
+    # --- the admin dashboard: in memory, this process is every process ---------------------
+
+    def gather(self, ask: AdminAsk, timeout: float) -> tuple[list[AdminReport], int]:
+        if self.listener is None:
+            return [], 0
+        return [self.listener.admin_report(ask)], 0
 
     # --- reporting to the listener ---------------------------------------------------------
 

@@ -42,8 +42,9 @@ from ..exceptions import BackplaneError
 from ..metrics import NO_METRICS, NoMetrics
 from ..protocol.wire import Positions
 from . import redis_scripts as rs
-from .base import BackplaneListener, CallOutcome
+from .base import AdminAsk, AdminReport, BackplaneListener, CallOutcome
 from .common import BackplaneBase, new_epoch
+from .redis_admin import AdminChannel
 from .redis_link import SOCKET_TIMEOUT, RedisLink
 from .redis_mirror import Mirror
 from .redis_outbox import OUTBOX_LIMIT, OUTBOX_MAX_AGE, PIPELINE_MAX, Outbox, Payload
@@ -90,6 +91,7 @@ class RedisBackplane(BackplaneBase):
         self._outbox = Outbox(link, metrics, self._mirror.appended)
         #: The grace window a dead node's members get (the longer of the two transports').
         self._cluster = RedisPresence(link, self, dead_grace_ms=int(dead_node_grace * 1000))
+        self._admin = AdminChannel(link, self)
         self._group = gevent.pool.Group()
         self._started = False
         #: Set by :meth:`close`: wakes the housekeeping loop so that it ends by itself.
@@ -213,6 +215,10 @@ class RedisBackplane(BackplaneBase):
     def members(self, topic: str) -> frozenset[Uid]:
         self._running()
         return super().members(topic)
+
+    def topics(self) -> dict[str, int]:
+        self._running()
+        return super().topics()
 
     def attach(self, uid: Uid, transport: Transport, client_id: str, conn_id: int) -> None:
         self._cluster.attach(uid, transport, client_id, conn_id)
@@ -340,6 +346,13 @@ class RedisBackplane(BackplaneBase):
         except Exception:  # another process's garbage must not end the subscription
             logger.exception("Redis backplane: a call message could not be read")
 
+    # --- the admin dashboard ---------------------------------------------------------------
+
+    def gather(self, ask: AdminAsk, timeout: float) -> tuple[list[AdminReport], int]:
+        """Every process's report, through Redis (see ``redis_admin``)."""
+        self._running()
+        return self._admin.gather(ask, timeout)
+
     # --- the loops -------------------------------------------------------------------------
 
     def _subscriber(self) -> None:
@@ -347,11 +360,12 @@ class RedisBackplane(BackplaneBase):
         link = self.link
         presence, topic_presence = f"{self.prefix}:presence", f"{link.topic_prefix}:presence"
         calls = (f"{self.prefix}:call:{self.node}", f"{self.prefix}:closed")
+        admin = self._admin
         while not link.closed:
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
                 pubsub.psubscribe(f"{self.prefix}:{{*}}:ch")
-                pubsub.subscribe(presence, topic_presence, *calls)
+                pubsub.subscribe(presence, topic_presence, *calls, *admin.channels)
                 self._cluster.reload()
                 self._catch_up()
                 link.set_reachable(True)
@@ -368,6 +382,8 @@ class RedisBackplane(BackplaneBase):
                         self._cluster.on_topic_delta(message["data"])
                     elif channel in calls:
                         self._on_call_message(channel, message["data"])
+                    elif channel in admin.channels:
+                        admin.on_message(channel, message["data"])
                     else:
                         self._mirror.on_append(channel, message["data"])
             except (link.errors, BackplaneError) as exc:

@@ -44,6 +44,7 @@ from ..protocol.wire import Wire
 from .calls import CallService
 from .events import SystemEvents
 from .flushing import Flusher
+from .inspect import Inspector
 from .longpolls import LongPolls, PostAnswer
 from .loop import HubLoop, from_any_thread
 from .presence import PresenceService
@@ -104,7 +105,7 @@ class Hub:
         self._presence = PresenceService(loop, options, self.backplane, table, events,
                                          signal_sender)
         self._topics = TopicService(loop, options, self.backplane, table, self._presence,
-                                    self._flusher, join_handlers or JoinHandlers())
+                                    self._flusher, join_handlers or JoinHandlers(), metrics)
         self._websockets = WebSockets(loop, options, packer, self.backplane, table,
                                       self._presence, self._flusher, events, dispatch,
                                       metrics, settle, caught_up,
@@ -116,6 +117,8 @@ class Hub:
         #: Greenlets telling the other processes of a client's own close (``_client_closed``):
         #: let finish before the backplane closes (see :meth:`close`).
         self._announcing = gevent.pool.Group()
+        #: This process's part of the admin dashboard (``admin_report``).
+        self._inspector = Inspector(self)
         self.backplane.start(self)
 
     def _first_connection(self) -> None:
@@ -325,6 +328,22 @@ class Hub:
         """
         self.backplane.kick(uid, reason, time.monotonic())
 
+    def close_client(self, uid: Uid, client_id: str, reason: str) -> int:
+        """Close one client of ``uid`` held by this process as a kick closes them all
+        (after what it was owed; it is told not to reconnect); how many were closed (0
+        or 1). The admin dashboard's "close" reaches every process through the backplane."""
+        held = [conn for conn in self.table.of_user(uid) if conn.client_id == client_id]
+        if held:
+            self._flusher.flush("ws", everything=True)
+            self._websockets.kicked(uid, reason, client_id)
+            self._longpolls.kicked(uid, reason, client_id)
+            self._calls.client_closed(repr(uid), client_id)
+        return len(held)
+
+    def overview(self, ask: dict[str, t.Any], timeout: float) -> tuple[list[dict[str, t.Any]], int]:
+        """Every process's report (see :mod:`.inspect`) and how many did not answer."""
+        return self.backplane.gather(ask, timeout)
+
     # --- the backplane's listener -----------------------------------------------------------
 
     def logs_appended(self, transports: tuple[Transport, ...]) -> None:
@@ -362,3 +381,7 @@ class Hub:
     def client_closed(self, uid_key: str, client_id: str) -> None:
         """A client closed its connection itself, here or elsewhere."""
         self._calls.client_closed(uid_key, client_id)
+
+    def admin_report(self, ask: dict[str, t.Any]) -> dict[str, t.Any]:
+        """This process's part of the admin dashboard's picture."""
+        return self._inspector.report(ask)

@@ -109,19 +109,21 @@ class LongPolls:
                 wire.close(CLOSE_GOING_AWAY, "server shutting down"))
         return packed
 
-    def kicked(self, uid: Uid, reason: str) -> None:
-        """``uid`` was kicked: a parked poll is answered with the close at once, a client
-        between two polls gets it as the answer to its next (within its grace window)."""
+    def kicked(self, uid: Uid, reason: str, client_id: str | None = None) -> None:
+        """``uid`` was kicked (or only its client ``client_id``): a parked poll is answered
+        with the close at once, a client between two polls gets it as the answer to its
+        next (within its grace window)."""
         for client in self._table.ajax_of(uid):
+            if client_id is not None and client.client_id != client_id:
+                continue
             packed = packer_of(client.wire, self.packer).pack(
                 client.wire.close(CLOSE_KICKED, reason))
             if client.parked is not None:
                 client.parked.set(packed)
             else:
-                client_id = client.client_id
-                self._kicked[client_id] = packed
+                self._kicked[client.client_id] = packed
                 timer = self.loop.timer(self.options.reconnect_grace_ajax)
-                timer.start(self._kicked.pop, client_id, None)
+                timer.start(self._kicked.pop, client.client_id, None)
             self._presence.remove(client)
             self._presence.forget_connection(client)  # a client that never polled is no member
 

@@ -21,6 +21,7 @@ from ..core.delivery import Delivery, Reader
 from ..core.presence import Transport, Uid
 from ..exceptions import BackplaneError, JoinRefused, LocalProtocolError, RemoteProtocolError
 from ..messages import EventMsg, JoinMsg
+from ..metrics import NO_METRICS, NoMetrics
 from ..protocol import events as ev
 from ..protocol import wire
 from ..protocol.session import is_topic_log, topic_of
@@ -72,8 +73,9 @@ def _refused(topic: str | None, reason: str) -> Reply:
 class TopicService:
     def __init__(self, loop: HubLoop, options: Options, backplane: Backplane,
                  table: ConnectionTable, presence: PresenceService, flusher: Flusher,
-                 join_handlers: JoinHandlers) -> None:
+                 join_handlers: JoinHandlers, metrics: NoMetrics = NO_METRICS) -> None:
         self.loop = loop
+        self._metrics = metrics
         self._options = options
         self._backplane = backplane
         self._delivery: Delivery = backplane.delivery
@@ -276,6 +278,7 @@ class TopicService:
     def _publish(self, topic: str, wire_event: ev.WireEvent, exclude: str | None,
                  flush: bool) -> None:
         self._backplane.publish(topic, wire_event, exclude, time.monotonic())
+        self._metrics.topic_published(topic)
         if flush:
             self._flusher.flush_all()
 

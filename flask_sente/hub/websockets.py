@@ -227,10 +227,13 @@ class WebSockets:
         if reader is not None and conn.open and reader.owed():
             self._flusher.flush_connection(conn, reader)
 
-    def kicked(self, uid: Uid, reason: str) -> None:
-        """``uid`` was kicked: its sockets here close with 4001 after what they were owed
-        (the caller flushed it), and their members go at once."""
+    def kicked(self, uid: Uid, reason: str, client_id: str | None = None) -> None:
+        """``uid`` was kicked (or only its client ``client_id``): its sockets here close
+        with 4001 after what they were owed (the caller flushed it), and their members go
+        at once."""
         for conn in self._table.ws_of(uid):
+            if client_id is not None and conn.client_id != client_id:
+                continue
             conn.close(CLOSE_KICKED, reason)
             self._presence.remove(conn)
             self._presence.forget_connection(conn)  # unless the removal's report did

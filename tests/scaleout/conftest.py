@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import typing as t
@@ -13,7 +14,7 @@ import typing as t
 import pytest
 import redis
 
-from tests.helpers import free_port  # noqa: F401 (used here and imported from here)
+from tests.helpers import Proc, free_port, gunicorn_args  # noqa: F401 (free_port: imported from here)
 
 
 class RedisServer:
@@ -85,3 +86,24 @@ def redis_server() -> t.Iterator[RedisServer]:
     server = RedisServer()
     with running(server):
         yield server
+
+
+def cluster_app_hosts(redis_url: str, tmp_path: t.Any, workers: int, name: str,
+                      **env: str) -> t.Iterator[str]:
+    """``cluster_app`` under gunicorn with ``workers`` workers on one Redis (a generator:
+    ``next()`` gives ``host:port`` once every worker booted; closing it stops them); ``env``
+    adds environment variables (``SENTE_TEST_ADMIN="1"``)."""
+    path = tmp_path / name
+    path.mkdir()
+    proc = Proc([sys.executable, "-m", "gunicorn", *gunicorn_args([
+        "-k", "flask_sente.worker.SenteWorker", "-b", "127.0.0.1:0", "-w", str(workers),
+        "--graceful-timeout", "3", "tests.scaleout.cluster_app:create_app()"])], path,
+        dict(os.environ, SENTE_TEST_REDIS=redis_url, **env))
+    try:
+        port = int(proc.wait_for(r"Listening at: http://127\.0\.0\.1:(\d+)").group(1))
+        for i in range(workers):
+            proc.wait_for(rf"(?s)(Booting worker.*){{{i + 1}}}")
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.kill()

@@ -16,8 +16,6 @@ long-polls not calling ``refuse_legacy``, the protocol-2 Ajax call waited out it
 from __future__ import annotations
 
 import json
-import os
-import sys
 import threading
 import time
 import typing as t
@@ -29,26 +27,10 @@ import requests
 import websocket
 
 from flask_sente.client import Client
-from tests.helpers import Proc, gunicorn_args, wait_for
+from tests.helpers import wait_for
+from tests.scaleout.conftest import cluster_app_hosts as _gunicorn
 
 TIMEOUT = 10
-
-
-def _gunicorn(redis_url: str, tmp_path: t.Any, workers: int, name: str) -> t.Iterator[str]:
-    env = dict(os.environ, SENTE_TEST_REDIS=redis_url)
-    path = tmp_path / name
-    path.mkdir()
-    proc = Proc([sys.executable, "-m", "gunicorn", *gunicorn_args([
-        "-k", "flask_sente.worker.SenteWorker", "-b", "127.0.0.1:0", "-w", str(workers),
-        "--graceful-timeout", "3", "tests.scaleout.cluster_app:create_app()"])], path, env)
-    try:
-        port = int(proc.wait_for(r"Listening at: http://127\.0\.0\.1:(\d+)").group(1))
-        for i in range(workers):
-            proc.wait_for(rf"(?s)(Booting worker.*){{{i + 1}}}")
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.kill()
 
 
 @pytest.fixture
