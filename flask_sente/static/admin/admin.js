@@ -335,6 +335,8 @@
 
   const SVG = "http://www.w3.org/2000/svg";
   const CHART = { w: 600, h: 160, left: 44, right: 10, top: 12, bottom: 22 };
+  /** Until the page has seen this much, the chart spans this much (its lines start left). */
+  const MIN_SPAN_S = 30;
 
   function svg(tag, attrs, text) {
     const node = document.createElementNS(SVG, tag);
@@ -351,21 +353,31 @@
     return 10 * exp;
   }
 
+  /** The chart's time span: what the page has seen, at least a minimum, at most 5 minutes. */
+  function chartSpan() {
+    const seen = history.length ? lastNow - history[0].t : 0;
+    return Math.min(HISTORY_S, Math.max(MIN_SPAN_S, seen));
+  }
+
+  function fmtSpan(seconds) {
+    return seconds >= 60 ? `${Math.round(seconds / 60)} min ago` : `${Math.round(seconds)}s ago`;
+  }
+
   function drawChart(node, series) {
     const { w, h: height, left, right, top, bottom } = CHART;
-    const end = lastNow;
-    const start = end - HISTORY_S;
+    const span = chartSpan();
+    const start = lastNow - span;
     let max = 0;
     for (const s of series) for (const p of s.points) if (p[1] !== null && p[1] > max) max = p[1];
     const ymax = niceMax(max);
-    const x = (t) => left + ((t - start) / HISTORY_S) * (w - left - right);
+    const x = (t) => left + ((t - start) / span) * (w - left - right);
     const y = (v) => top + (1 - v / ymax) * (height - top - bottom);
     const parts = [
       svg("line", { class: "axis", x1: left, y1: y(0), x2: w - right, y2: y(0) }),
       svg("line", { class: "axis", x1: left, y1: y(ymax), x2: w - right, y2: y(ymax) }),
       svg("text", { class: "tick", x: left - 6, y: y(ymax) + 4, "text-anchor": "end" }, fmtInt(ymax)),
       svg("text", { class: "tick", x: left - 6, y: y(0) + 4, "text-anchor": "end" }, "0"),
-      svg("text", { class: "tick", x: left, y: height - 6 }, "5 min ago"),
+      svg("text", { class: "tick", x: left, y: height - 6 }, fmtSpan(span)),
       svg("text", { class: "tick", x: w - right, y: height - 6, "text-anchor": "end" }, "now"),
     ];
     let drawn = 0;
