@@ -8,7 +8,8 @@ from ``SENTE_TEST_REDIS``) for the cluster tests. The dashboard is on (``admin=T
 * ``GET /login?uid=`` — signs in (the Flask session's uid is the channel's uid) and answers
   ``{"csrf": token}``: browsers and Python clients both use it;
 * ``POST /test/join`` ``{topic, uid}`` — ``sente.join`` on the server (every client of the uid);
-* ``t/pid`` — replies with the process id (which worker holds a WebSocket).
+* ``t/pid`` — replies with the process id (which worker holds a WebSocket);
+* ``t/fail`` — raises ZeroDivisionError (a handler error for the "recent" list).
 """
 if __name__ == "__main__":
     from gevent import monkey
@@ -50,6 +51,10 @@ def create_app(admin: bool = True) -> Flask:
     @sente.on("t/pid")
     def pid(msg: t.Any) -> None:
         msg.reply(os.getpid())
+
+    @sente.on("t/fail")
+    def fail(msg: t.Any) -> None:
+        msg.reply(1 / 0)
 
     return app
 

@@ -229,6 +229,21 @@ def test_the_dashboard_shows_users_clients_topics_and_acts_on_them(
     push = clients.pushes[dan.client_id][0]
     assert push["from"] == "root" and isinstance(push["at"], (int, float))
     assert ann_ws.state.open and ann_ajax.state.open and dan.state.open
+
+    # Recent refusals and errors: a forged action, a handler that raised.
+    expect(page.get_by_test_id("recent-row")).to_have_count(0)
+    root, _ = login(base, "root")
+    assert root.post(base + "/chsk/admin/act", json={"action": "kick", "uid": "'dan'"},
+                     headers={"X-CSRF-Token": "forged"}, timeout=5).status_code == 403
+    with pytest.raises(ReplyError):
+        dan.call(["t/fail", None], timeout=TIMEOUT)
+    recent = page.get_by_test_id("recent-row")
+    expect(recent).to_have_count(2)
+    expect(recent.nth(0).locator('[data-field="kind"]')).to_have_text("error")  # newest first
+    expect(recent.nth(0).locator('[data-field="reason"]')).to_have_text("ZeroDivisionError")
+    expect(recent.nth(0).locator('[data-field="detail"]')).to_contain_text("t/fail")
+    expect(recent.nth(1).locator('[data-field="kind"]')).to_have_text("refusal")
+    expect(recent.nth(1).locator('[data-field="reason"]')).to_have_text("csrf")
     assert page.problems == []  # type: ignore[attr-defined]
     page.context.close()
 
@@ -276,6 +291,13 @@ def test_users_search_and_pagination(make_admin_server: t.Callable[..., Server],
     expect(rng).to_have_text("1–50 of 121")
     # The search box kept the focus through the refreshes.
     assert page.evaluate("() => document.activeElement.dataset.testid") == "users-search"
+    # So does a button in the table: its row is updated in place, not rebuilt.
+    kick = user_row(page, "u007").get_by_test_id("kick")
+    kick.focus()
+    for _ in range(2):  # two more snapshots
+        now = page.get_by_test_id("updated").get_attribute("data-now")
+        expect(page.get_by_test_id("updated")).not_to_have_attribute("data-now", now or "")
+    assert kick.evaluate("(b) => b === document.activeElement")
     assert page.problems == []  # type: ignore[attr-defined]
     page.context.close()
 

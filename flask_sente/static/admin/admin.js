@@ -626,11 +626,13 @@
     return h("tr", { "data-testid": "recent-row" },
       h("td", { "data-field": "time" }), h("td", { "data-field": "node" }, h("code")),
       h("td", { "data-field": "kind" }), h("td", { "data-field": "reason" }),
-      h("td", { "data-field": "detail" }));
+      h("td", { class: "num", "data-field": "count" }), h("td", { "data-field": "detail" }));
   }
 
   function updateRecentRow(row, { r }) {
-    const [time, node, kind, reason, detail] = row.children;
+    const [time, node, kind, reason, count, detail] = row.children;
+    // The server counts repeats of one kind and reason in a row into the latest's `count`.
+    setText(count, fmtInt(typeof r.count === "number" ? r.count : 1));
     setText(time, fmtClock(r.t));
     setAttr(time, "title", fmtStamp(r.t));
     setText(node.firstChild, r.node);
