@@ -9,8 +9,10 @@ tests/scaleout/test_admin_cluster_browser.py.
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
+import re
 import sys
 import typing as t
 
@@ -388,3 +390,18 @@ def test_without_the_admin_option_there_is_no_dashboard(
     admin = clients.connect(base, "root", "ws")
     with pytest.raises(ReplyError, match="no handler"):  # nobody answers the overview
         admin.call([OVERVIEW, QUERY], timeout=TIMEOUT)
+
+
+def test_the_page_files_are_packaged() -> None:
+    """Every file of the page is in the wheel's package data (setup.cfg): without them an
+    installed flask_sente serves no dashboard."""
+    root = os.path.dirname(os.path.dirname(HERE))
+    with open(os.path.join(root, "setup.cfg"), encoding="utf-8") as f:
+        line = re.search(r"^flask_sente = (.*)$", f.read(), re.MULTILINE)
+    assert line is not None
+    globs = [g.strip() for g in line.group(1).split(",")]
+    static = os.path.join(root, "flask_sente", "static", "admin")
+    names = sorted(os.listdir(static))
+    assert names == ["admin.css", "admin.html", "admin.js"]
+    for name in names:
+        assert any(fnmatch.fnmatch(f"static/admin/{name}", g) for g in globs), name
