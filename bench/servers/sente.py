@@ -8,7 +8,9 @@ clients with ``sente.call``. Each client is its own user (uid = client id).
 
 ``create_app()`` is also what gunicorn serves in ``python -m bench.cluster``; the
 environment variable ``BENCH_BACKPLANE`` (a Redis URL) gives it a shared backplane, and
-``BENCH_SEND_BUFFER_WS`` (seconds) its ``send_buffer_ws``."""
+``BENCH_SEND_BUFFER_WS`` (seconds) its ``send_buffer_ws``, and ``BENCH_ADMIN=1`` turns the
+admin dashboard on for the clients whose id starts with ``admin-`` (``python -m
+bench.admin_cost``)."""
 from __future__ import annotations
 
 import os
@@ -30,7 +32,9 @@ def create_app() -> t.Any:
     buffer = os.environ.get("BENCH_SEND_BUFFER_WS")
     sente = Sente(app, csrf=False, user_id=lambda client_id: client_id,
                   backplane=os.environ.get("BENCH_BACKPLANE") or None,
-                  **({"send_buffer_ws": float(buffer)} if buffer else {}))
+                  **({"send_buffer_ws": float(buffer)} if buffer else {}),
+                  **({"admin": True, "admin_auth": lambda uid: str(uid).startswith("admin-")}
+                     if os.environ.get("BENCH_ADMIN") == "1" else {}))
 
     @sente.on("bench/where")
     def where(msg):  # type: ignore[no-untyped-def]
