@@ -263,7 +263,13 @@
     const missing = $("missing");
     const n = reply.missing || 0;
     missing.hidden = n === 0;
-    setText(missing, n === 0 ? "" : `${n} process${n === 1 ? "" : "es"} did not answer in time: the numbers leave ${n === 1 ? "it" : "them"} out.`);
+    let text = "";
+    if (n < 0) { // the server could not reach the backplane: its own part only
+      text = "The backplane is unreachable: these numbers are the answering process's only.";
+    } else if (n > 0) {
+      text = `${n} process${n === 1 ? "" : "es"} did not answer in time: the numbers leave ${n === 1 ? "it" : "them"} out.`;
+    }
+    setText(missing, text);
   }
 
   function renderProcesses(reply) {
