@@ -1,4 +1,6 @@
-"""Make the admin dashboard's screenshot: ``python -m demo.admin_screenshot docs/admin.png``.
+"""Make the admin dashboard's screenshot: ``python -m demo.admin_screenshot docs/admin.png``
+(``--cluster``: the demo as ``make demo-cluster`` runs it, three gunicorn workers sharing a
+fresh redis-server, so the page shows the three processes).
 
 Runs the demo in-process on a free port (its dashboard is on for the user "admin") and
 signs in, in headless Chromium (Debian's ``/usr/bin/chromium``): Ada in two tabs over
@@ -11,8 +13,17 @@ from gevent import monkey
 
 monkey.patch_all()
 
+import contextlib  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
 import secrets  # noqa: E402
+import shutil  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import typing as t  # noqa: E402
 
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright  # noqa: E402
 
@@ -50,9 +61,51 @@ def add(page: Page, text: str) -> None:
     page.click("#add-form button")
 
 
-def main(out: str) -> None:
-    app = create_app(SECRET_KEY=secrets.token_hex(16))  # one run: no key file needed
-    with serve(app) as base, sync_playwright() as pw:
+@contextlib.contextmanager
+def cluster() -> t.Iterator[str]:
+    """redis-server and ``gunicorn -w 3`` with the demo (as ``make demo-cluster``), both on
+    free ports and stopped afterwards; yields the base URL once the three workers booted."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        redis_port = s.getsockname()[1]
+    folder = tempfile.mkdtemp(prefix="admin-shot-")
+    redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+                              "--save", "", "--appendonly", "no", "--dir", folder],
+                             stdout=subprocess.DEVNULL)
+    env = dict(os.environ, FLASK_SECRET_KEY=secrets.token_hex(16),
+               FLASK_SENTE_BACKPLANE=f"redis://127.0.0.1:{redis_port}/0")
+    gunicorn = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-k", "flask_sente.worker.SenteWorker", "-w", "3",
+         "-b", "127.0.0.1:0", "demo.app:create_app()"], env=env, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        assert gunicorn.stderr is not None
+        port, booted, deadline = None, 0, time.monotonic() + 30
+        while booted < 3 and time.monotonic() < deadline:
+            line = gunicorn.stderr.readline()
+            found = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", line)
+            port = int(found.group(1)) if found else port
+            booted += "Booting worker" in line
+        if port is None or booted < 3:
+            raise RuntimeError("gunicorn did not start three workers in 30 s")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        for proc in (gunicorn, redis):
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def main(out: str, in_cluster: bool = False) -> None:
+    if in_cluster:
+        where: t.ContextManager[str] = cluster()
+    else:
+        where = serve(create_app(SECRET_KEY=secrets.token_hex(16)))  # one run: no key file
+    with where as base, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
         try:
             ada = sign_in(browser, base, "Ada")
@@ -84,4 +137,5 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "docs/admin.png")
+    paths = [arg for arg in sys.argv[1:] if arg != "--cluster"]
+    main(paths[0] if paths else "docs/admin.png", "--cluster" in sys.argv[1:])

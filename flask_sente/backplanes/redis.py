@@ -88,10 +88,6 @@ class RedisBackplane(BackplaneBase):
                                      on_health=self.report_state)
         self.url, self.prefix, self.node = url, link.prefix, link.node
         self.client: t.Any = link.client
-        self._mirror = Mirror(link, self, metrics, self._listen_to)
-        self._outbox = Outbox(link, metrics, self._mirror.appended)
-        #: The grace window a dead node's members get (the longer of the two transports').
-        self._cluster = RedisPresence(link, self, dead_grace_ms=int(dead_node_grace * 1000))
         self._admin = AdminChannel(link, self)
         self._presence_channel = f"{self.prefix}:presence"
         self._topic_presence_channel = f"{link.topic_prefix}:presence"
@@ -100,7 +96,11 @@ class RedisBackplane(BackplaneBase):
         #: logs it mirrors (subscribed by the mirror before it reads their streams).
         self._subscriptions = Subscriptions((
             self._presence_channel, self._topic_presence_channel, *self._call_channels,
-            *self._admin.channels, link.keys(BROADCAST)[2]))
+            *self._admin.channels, link.keys(BROADCAST)[2]), on_confirmed=self._heard)
+        self._mirror = Mirror(link, self, metrics, self._subscriptions)
+        self._outbox = Outbox(link, metrics, self._mirror.appended)
+        #: The grace window a dead node's members get (the longer of the two transports').
+        self._cluster = RedisPresence(link, self, dead_grace_ms=int(dead_node_grace * 1000))
         self._group = gevent.pool.Group()
         self._started = False
         #: Set by :meth:`close`: wakes the housekeeping loop so that it ends by itself.
@@ -380,7 +380,7 @@ class RedisBackplane(BackplaneBase):
             self._generation += 1
             try:
                 channels = self._subscriptions.attach(pubsub, self._mirror.channels())
-                self._await_confirmations(pubsub, channels)
+                self._await_confirmations(pubsub, channels)  # before any stream is read
                 self._cluster.reload()
                 # The catch-up (a round trip per mirrored log and member) runs beside the
                 # loop: new subscriptions made meanwhile are confirmed on this connection,
@@ -409,7 +409,7 @@ class RedisBackplane(BackplaneBase):
         meanwhile are handled as usual): only then is a stream read after it sure to miss
         nothing the channels will not bring."""
         deadline = time.monotonic() + SOCKET_TIMEOUT
-        while not self._subscriptions.all_confirmed(channels):
+        while not self._subscriptions.all_heard(channels):
             left = deadline - time.monotonic()
             if left <= 0:
                 raise BackplaneError("Redis: the subscriptions were not confirmed in time")
@@ -435,10 +435,19 @@ class RedisBackplane(BackplaneBase):
         else:
             self._mirror.on_append(channel, message["data"])
 
-    def _listen_to(self, channel: str) -> None:
-        """The mirror is about to read a log's stream: hear its channel first."""
-        self._running()
-        self._subscriptions.ensure(channel, SOCKET_TIMEOUT)
+    def _heard(self, channel: str) -> None:
+        """Redis confirmed a log's channel subscribed on the way: read its stream once more
+        (beside the loop), for what was appended between the mirror's read and now."""
+        ukey = channel[len(self.prefix) + 2:-4]  # "P:{" ukey "}:ch"
+        log_key = self.link.log_key_of(ukey)
+        if log_key in self.delivery.logs:
+            self._catching_up.spawn(self._fill, log_key)
+
+    def _fill(self, log_key: t.Hashable) -> None:
+        try:
+            self._mirror.refill(log_key)
+        except (self.link.errors, BackplaneError):  # the next catch-up reads it
+            pass
 
     def _catch_up_then_listen(self, generation: int) -> None:
         """After (re)subscribing: catch up, then take clients again — unless the

@@ -30,6 +30,7 @@ from ..protocol.wire import Positions
 from . import redis_scripts as rs
 from .common import BackplaneBase, new_epoch
 from .redis_link import SOCKET_TIMEOUT, RedisLink
+from .redis_subscriptions import Subscriptions
 
 logger = logging.getLogger("flask_sente")
 
@@ -47,11 +48,11 @@ class Mirror:
     and whose listener hears of appends and controls."""
 
     def __init__(self, link: RedisLink, home: BackplaneBase, metrics: NoMetrics,
-                 listen: t.Callable[[str], None] = lambda channel: None) -> None:
+                 subscriptions: Subscriptions | None = None) -> None:
         self.link = link
-        #: Subscribes this process to a log's channel (and returns once Redis confirmed):
-        #: called before the log's stream is read, so nothing falls between the two.
-        self._listen = listen
+        #: The channels this process hears: a log's is asked for before its stream is
+        #: read (see ``redis_subscriptions`` for why nothing falls between the two).
+        self.subscriptions = subscriptions
         self.home = home
         self.delivery = home.delivery
         self.metrics = metrics
@@ -214,6 +215,13 @@ class Mirror:
                 controls.append((control, event, target))
         return controls
 
+    def refill(self, log_key: t.Hashable) -> None:
+        """Read a log's stream once more (its subscription was just confirmed): apply what
+        the mirror has not seen, act on its control records, tell the readers."""
+        for kind, value, field in self.fill(log_key):
+            self._control(log_key, kind, value, field)
+        self.home.report_appended(("ws", "ajax"))
+
     def catch_up(self) -> None:
         """After (re)subscribing: bring every mirror up to its stream. A log whose epoch
         changed meanwhile (Redis lost its data, or entries were dropped) puts its readers
@@ -231,7 +239,8 @@ class Mirror:
         dropped) puts the mirror's readers at a gap, so each is told. A log that went back
         behind the mirror (a failover lost entries) gets that new epoch here."""
         meta, stream, channel = self.link.keys(log_key)
-        self._listen(channel)
+        subscriptions = self.subscriptions
+        fresh = subscriptions is not None and subscriptions.ensure(channel)
         mirrored = self.delivery.logs.get(log_key)
         seen = ([] if mirrored is None
                 else [mirrored.epoch, mirrored.seq, "1" if diverged else "0"])
@@ -243,6 +252,11 @@ class Mirror:
             logger.warning("Redis backplane: the history of %r is gone; its readers are told",
                            log_key)
         if self.delivery.mirror(log_key, epoch, seq, now).seq < seq:
+            self.fill(log_key)
+        if fresh and subscriptions is not None and subscriptions.heard(channel):
+            # Confirmed while the stream was read: what was appended between that read
+            # and the confirmation is only in the stream (the backplane's own read after
+            # the confirmation may have come before the mirror held the log).
             self.fill(log_key)
 
     def channels(self) -> set[str]:

@@ -8,95 +8,98 @@ Now a log's channel is subscribed when this process starts mirroring the log (it
 reader, a topic joined here) and unsubscribed when the mirror drops it (idle past the
 history's TTL), so a push to a user goes to the processes that hold one of its clients.
 
-No window where a push is neither delivered nor replayable: :meth:`Subscriptions.ensure`
-returns only once Redis confirmed the subscription, and the mirror reads the log's stream
-*after* it; a push appended before the confirmation is in the stream, one appended after it
-comes through the channel (both: the mirror keeps it once). Redis confirms on the
-subscription's own connection, so the confirmation is read by the subscriber loop, which
-hands it over here.
+No window where a push is neither delivered nor replayable, and no wait for it: the mirror
+asks for a log's channel (:meth:`Subscriptions.ensure` sends the SUBSCRIBE and returns) and
+reads the log's stream at once. Redis confirms the subscription on the subscription's own
+connection, read by the subscriber loop; the stream is read once more after the
+confirmation — by the backplane when it comes after the mirror holds the log
+(``on_confirmed``), by the mirror itself when it came before the mirror's own read finished
+(:meth:`Subscriptions.heard`). A push appended before the confirmation is in one of the
+reads, one appended after it comes through the channel; the mirror keeps each entry once.
+Nothing waits on the subscriber loop, which may be slow to read while the connection pool is
+busy (a burst of handshakes).
 """
 from __future__ import annotations
 
-import time
 import typing as t
-
-import gevent.event
-
-from ..exceptions import BackplaneError
 
 
 class Subscriptions:
-    """The channels wanted, the subscription they are made on, and their confirmations.
+    """The channels wanted and the subscription connection they are made on.
 
     ``fixed``: the channels every process always hears (presence, calls, the admin
     dashboard, the broadcast log). The subscriber loop :meth:`attach`\\ es each new
-    connection, reports each confirmation (:meth:`confirmed`) and :meth:`detach`\\ es when
+    connection, reports each confirmation (:meth:`confirmed`, which calls
+    ``on_confirmed`` for a log's channel subscribed on the way) and :meth:`detach`\\ es when
     the connection is lost; the mirror calls :meth:`ensure` before it reads a log's
     stream; the housekeeping loop calls :meth:`keep_only` with the mirrored logs' channels.
     """
 
-    def __init__(self, fixed: t.Sequence[str]) -> None:
+    def __init__(self, fixed: t.Sequence[str],
+                 on_confirmed: t.Callable[[str], None] = lambda channel: None) -> None:
         self.fixed = tuple(fixed)
+        self._on_confirmed = on_confirmed
         #: Log channels wanted (the mirror's), whether subscribed yet or not.
         self.wanted: set[str] = set()
-        #: Channel -> set once Redis confirmed it on the current connection.
-        self._confirmed: dict[str, gevent.event.Event] = {}
+        #: Log channels subscribed on the current connection since :meth:`attach` (their
+        #: confirmation calls ``on_confirmed``).
+        self._sent: set[str] = set()
+        #: Every channel confirmed on the current connection.
+        self._heard: set[str] = set()
         self._pubsub: t.Any = None
-        #: Set while a connection is attached (a channel wanted meanwhile waits for it).
-        self._attached = gevent.event.Event()
 
     def attach(self, pubsub: t.Any, mirrored: t.Iterable[str] = ()) -> tuple[str, ...]:
         """A new subscription connection: subscribe to every channel wanted on it, and to
-        the ``mirrored`` logs' (so the catch-up that follows needs no new one); returns
-        them (the subscriber loop waits for their confirmations before catching up)."""
+        the ``mirrored`` logs' (the catch-up that follows the confirmations reads them
+        all); returns them."""
         self.wanted.update(mirrored)
-        self._pubsub = pubsub
-        self._confirmed = {}
+        self._sent = set()
+        self._heard = set()
         channels = (*self.fixed, *sorted(self.wanted))
-        for channel in channels:
-            self._confirmed[channel] = gevent.event.Event()
+        # The connection is made by this first SUBSCRIBE (it may wait for the pool): only
+        # then may :meth:`ensure` use it — redis-py's PubSub would otherwise make one per
+        # concurrent caller and keep only the last, the others lost to the pool.
         pubsub.subscribe(*channels)
-        self._attached.set()
+        self._pubsub = pubsub
+        missed = sorted(self.wanted.difference(channels))  # asked for meanwhile
+        if missed:
+            self._sent.update(missed)
+            pubsub.subscribe(*missed)
         return channels
 
     def detach(self) -> None:
-        """The connection is lost: nothing is confirmed until the next :meth:`attach`."""
-        self._attached.clear()
+        """The connection is lost: the next :meth:`attach` subscribes everything again."""
         self._pubsub = None
-        self._confirmed = {}
+        self._sent = set()
+        self._heard = set()
 
     def confirmed(self, channel: str) -> None:
         """Redis confirmed a subscription (a ``subscribe`` message on the connection)."""
-        event = self._confirmed.get(channel)
-        if event is not None:
-            event.set()
+        self._heard.add(channel)
+        if channel in self._sent:
+            self._sent.discard(channel)
+            self._on_confirmed(channel)
 
-    def all_confirmed(self, channels: t.Iterable[str]) -> bool:
-        return all(self._is_confirmed(channel) for channel in channels)
+    def all_heard(self, channels: t.Iterable[str]) -> bool:
+        return all(channel in self._heard for channel in channels)
 
-    def _is_confirmed(self, channel: str) -> bool:
-        event = self._confirmed.get(channel)
-        return event is not None and event.is_set()
+    def heard(self, channel: str) -> bool:
+        """Whether Redis confirmed ``channel`` on the current connection."""
+        return channel in self._heard
 
-    def ensure(self, channel: str, timeout: float) -> None:
-        """Return once this process hears ``channel``: at once when it does already. While
-        the subscription connects (the process's first clients, a reconnect) it waits for
-        it; raises :class:`BackplaneError` when Redis does not confirm within ``timeout``
-        (the caller's request fails as any Redis call would)."""
-        event = self._confirmed.get(channel)
-        if event is not None and event.is_set():
-            return
-        self.wanted.add(channel)  # a connection attached from now on subscribes it
-        deadline = time.monotonic() + timeout
-        if event is None:
-            if self._pubsub is None and not self._attached.wait(timeout):
-                raise BackplaneError(f"Redis: no subscription to {channel} (connecting)")
-            event = self._confirmed.get(channel)
-            if event is None:
-                event = self._confirmed[channel] = gevent.event.Event()
-                self._pubsub.subscribe(channel)
-        if not event.wait(max(0.0, deadline - time.monotonic())):
-            raise BackplaneError(f"Redis: the subscription to {channel} was not confirmed")
+    def ensure(self, channel: str) -> bool:
+        """Hear ``channel`` from now on: the SUBSCRIBE is sent (or, while the connection is
+        down, made by the next :meth:`attach`); returns at once: True when this call asked
+        for it (the caller then reads the stream again if :meth:`heard` says the
+        confirmation came while it read)."""
+        if channel in self.wanted:
+            return False
+        self.wanted.add(channel)
+        pubsub = self._pubsub
+        if pubsub is not None:
+            self._sent.add(channel)
+            pubsub.subscribe(channel)
+        return True
 
     def keep_only(self, channels: t.Collection[str]) -> None:
         """Stop hearing the log channels not in ``channels`` (logs the mirror dropped).
@@ -107,7 +110,8 @@ class Subscriptions:
             return
         for channel in gone:
             self.wanted.discard(channel)
-            self._confirmed.pop(channel, None)
+            self._sent.discard(channel)
+            self._heard.discard(channel)
         pubsub = self._pubsub
         if pubsub is not None:
             pubsub.unsubscribe(*gone)

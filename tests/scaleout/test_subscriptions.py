@@ -4,9 +4,9 @@ its clients — and stops hearing a log when its mirror drops it. Counted by Red
 (``PUBSUB NUMSUB``, ``PUBSUB NUMPAT``), with two apps ("workers") in one process.
 
 Broken on purpose once: with ``Subscriptions.keep_only`` never called, the dropped log's
-channel kept its subscriber and the second test failed; with the mirror not subscribing
-before its first stream read (``listen`` a no-op), the push from the other worker never
-reached alice.
+channel kept its subscriber and the second test failed; with the mirror never asking for
+a log's channel (``Subscriptions.ensure`` not called), alice's channel had no subscriber and
+both failed.
 """
 from __future__ import annotations
 
