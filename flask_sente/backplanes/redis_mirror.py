@@ -240,7 +240,20 @@ class Mirror:
         behind the mirror (a failover lost entries) gets that new epoch here."""
         meta, stream, channel = self.link.keys(log_key)
         subscriptions = self.subscriptions
-        fresh = subscriptions is not None and subscriptions.ensure(channel)
+        if subscriptions is None:
+            self._sync(log_key, meta, stream, now, diverged)
+            return
+        with subscriptions.holding(channel) as fresh:
+            self._sync(log_key, meta, stream, now, diverged)
+            if fresh and subscriptions.heard(channel):
+                # Confirmed while the stream was read: what was appended between that
+                # read and the confirmation is only in the stream (the backplane's own
+                # read after the confirmation may have come before the mirror held the
+                # log).
+                self.fill(log_key)
+
+    def _sync(self, log_key: t.Hashable, meta: str, stream: str, now: float,
+              diverged: bool) -> None:
         mirrored = self.delivery.logs.get(log_key)
         seen = ([] if mirrored is None
                 else [mirrored.epoch, mirrored.seq, "1" if diverged else "0"])
@@ -252,11 +265,6 @@ class Mirror:
             logger.warning("Redis backplane: the history of %r is gone; its readers are told",
                            log_key)
         if self.delivery.mirror(log_key, epoch, seq, now).seq < seq:
-            self.fill(log_key)
-        if fresh and subscriptions is not None and subscriptions.heard(channel):
-            # Confirmed while the stream was read: what was appended between that read
-            # and the confirmation is only in the stream (the backplane's own read after
-            # the confirmation may have come before the mirror held the log).
             self.fill(log_key)
 
     def channels(self) -> set[str]:

@@ -21,6 +21,7 @@ busy (a burst of handshakes).
 """
 from __future__ import annotations
 
+import contextlib
 import typing as t
 
 
@@ -46,6 +47,9 @@ class Subscriptions:
         self._sent: set[str] = set()
         #: Every channel confirmed on the current connection.
         self._heard: set[str] = set()
+        #: Channels whose log the mirror is reading now (:meth:`holding`): not mirrored
+        #: yet, but not to be dropped by :meth:`keep_only` either.
+        self._held: dict[str, int] = {}
         self._pubsub: t.Any = None
 
     def attach(self, pubsub: t.Any, mirrored: t.Iterable[str] = ()) -> tuple[str, ...]:
@@ -101,11 +105,35 @@ class Subscriptions:
             pubsub.subscribe(channel)
         return True
 
+    @contextlib.contextmanager
+    def holding(self, channel: str) -> t.Iterator[bool]:
+        """:meth:`ensure` ``channel`` (the value) and keep it from :meth:`keep_only` until
+        the block ends: the mirror reads the log's stream in the block, and only holds the
+        log once the read came back (a round trip during which the housekeeping loop,
+        seeing no mirrored log, would otherwise unsubscribe it — a log read here but not
+        heard: pushes to it lost until the next resubscription)."""
+        held = self._held
+        held[channel] = held.get(channel, 0) + 1
+        try:
+            yield self.ensure(channel)
+        finally:
+            left = held[channel] - 1
+            if left:
+                held[channel] = left
+            else:
+                del held[channel]
+
     def keep_only(self, channels: t.Collection[str]) -> None:
-        """Stop hearing the log channels not in ``channels`` (logs the mirror dropped).
-        Forgotten before the UNSUBSCRIBE is sent, so a log mirrored again meanwhile is
-        subscribed again after it, on the same connection."""
-        gone = [channel for channel in self.wanted if channel not in channels]
+        """Hear exactly the log channels in ``channels`` (the mirrored logs'), besides the
+        ones being read now (:meth:`holding`). One dropped is forgotten before the
+        UNSUBSCRIBE is sent, so a log mirrored again meanwhile is subscribed again after
+        it, on the same connection; one missing (it should not be) is subscribed, and its
+        stream read again once confirmed."""
+        for channel in channels:
+            if channel not in self.wanted:
+                self.ensure(channel)
+        gone = [channel for channel in self.wanted
+                if channel not in channels and channel not in self._held]
         if not gone:
             return
         for channel in gone:

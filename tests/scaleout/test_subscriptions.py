@@ -79,3 +79,32 @@ def test_a_dropped_log_is_no_longer_heard_and_is_heard_again_when_read(
             assert numbers(got) == [7]
         finally:
             alice.close()
+
+
+def test_a_log_being_read_is_not_dropped_by_the_housekeeping(redis_server: t.Any) -> None:
+    """Found by ``python -m bench.capacity`` at ``-w 8`` (62 of 5,000 pushes lost): the
+    housekeeping loop dropped the subscription of a log whose stream a new reader was
+    reading — not mirrored yet — so the log was read here but never heard. Run at the
+    moment it used to strike: between the SUBSCRIBE and the mirror holding the log."""
+    r = redis.Redis.from_url(redis_server.url, socket_timeout=TIMEOUT)
+    with worker(redis_server.url) as (a, sa, _), worker(redis_server.url) as (b, sb, _):
+        bob = connect(a, "bob", "c0")  # the backplane is running
+        backplane = sa._state().hub.backplane
+        subscriptions = backplane._subscriptions
+        with subscriptions.holding(channel("alice")):
+            wait_for(lambda: subscribers(r, channel("alice")) == 1)
+            subscriptions.keep_only(backplane._mirror.channels())  # alice not mirrored yet
+        assert subscribers(r, channel("alice")) == 1
+        alice = connect(a, "alice", "c1")
+        try:
+            wait_for(lambda: "alice" in sb.connected_uids.ws)
+            sb.send("alice", ("t/n", 1))
+            got: list[t.Any] = []
+            while not numbers(got):
+                got.append(recv(alice))
+            assert numbers(got) == [1]
+            subscriptions.keep_only(backplane._mirror.channels())
+            assert subscribers(r, channel("alice")) == 1
+        finally:
+            alice.close()
+            bob.close()
