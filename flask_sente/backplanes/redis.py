@@ -382,9 +382,9 @@ class RedisBackplane(BackplaneBase):
                 channels = self._subscriptions.attach(pubsub, self._mirror.channels())
                 self._await_confirmations(pubsub, channels)  # before any stream is read
                 self._cluster.reload()
-                # The catch-up (a round trip per mirrored log and member) runs beside the
-                # loop: new subscriptions made meanwhile are confirmed on this connection,
-                # and their callers wait for the loop to read the confirmation.
+                # The catch-up (a round trip per mirrored log and member, each waiting for
+                # the connection pool) runs beside the loop, which keeps reading: pushes,
+                # and the confirmations of the subscriptions new readers ask for.
                 self._catching_up.spawn(self._catch_up_then_listen, self._generation)
                 while not link.closed:
                     message = pubsub.get_message(timeout=1.0)
