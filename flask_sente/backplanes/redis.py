@@ -106,10 +106,8 @@ class RedisBackplane(BackplaneBase):
         #: Set by :meth:`close`: wakes the housekeeping loop so that it ends by itself.
         self._stopping = gevent.event.Event()
         self._housekeeper: gevent.Greenlet | None = None
-        #: The catch-up after each (re)subscription (``_catch_up_then_listen``), and which
-        #: subscription is the current one.
+        #: Stream reads after a subscription's confirmation (``_heard``).
         self._catching_up = gevent.pool.Group()
-        self._generation = 0
         #: Set once the subscription is up (appends made before it are caught up from
         #: the streams anyway).
         self._subscribed = gevent.event.Event()
@@ -377,15 +375,14 @@ class RedisBackplane(BackplaneBase):
         link = self.link
         while not link.closed:
             pubsub = self.client.pubsub()
-            self._generation += 1
             try:
                 channels = self._subscriptions.attach(pubsub, self._mirror.channels())
                 self._await_confirmations(pubsub, channels)  # before any stream is read
                 self._cluster.reload()
-                # The catch-up (a round trip per mirrored log and member, each waiting for
-                # the connection pool) runs beside the loop, which keeps reading: pushes,
-                # and the confirmations of the subscriptions new readers ask for.
-                self._catching_up.spawn(self._catch_up_then_listen, self._generation)
+                self._catch_up()
+                link.set_reachable(True)
+                link.set_listening(True)
+                self._subscribed.set()
                 while not link.closed:
                     message = pubsub.get_message(timeout=1.0)
                     if message is not None:
@@ -448,21 +445,6 @@ class RedisBackplane(BackplaneBase):
             self._mirror.refill(log_key)
         except (self.link.errors, BackplaneError):  # the next catch-up reads it
             pass
-
-    def _catch_up_then_listen(self, generation: int) -> None:
-        """After (re)subscribing: catch up, then take clients again — unless the
-        subscription was lost meanwhile (a newer one catches up in its turn)."""
-        link = self.link
-        try:
-            self._catch_up()
-        except (link.errors, BackplaneError) as exc:
-            logger.warning("Redis backplane: catching up failed (%s); retried when the "
-                           "subscription comes back", exc)
-            return
-        if generation == self._generation and not link.closed:
-            link.set_reachable(True)
-            link.set_listening(True)
-            self._subscribed.set()
 
     def _catch_up(self) -> None:
         """After (re)subscribing: bring every mirror up to its stream, and this process's
