@@ -17,6 +17,7 @@ import warnings
 
 import gevent
 import pytest
+import redis
 
 from flask_sente.backplanes.redis import RedisBackplane
 
@@ -86,3 +87,22 @@ def test_close_while_a_loop_connects_leaves_no_socket_to_the_collector():
         assert _resource_warnings(caught) == []
         assert closing < TIMEOUT  # bounded by the connect timeout, not a hang
 
+
+def test_close_closes_the_connections_to_redis(redis_server):
+    """Closed, the backplane holds no connection to Redis: its pool's sockets are closed
+    then, not when the garbage collector gets to them (before: every pooled connection
+    stayed open while the backplane object lived)."""
+    backplane = RedisBackplane(redis_server.url, history_size=10, history_ttl=60)
+    with redis.Redis.from_url(redis_server.url, socket_timeout=TIMEOUT) as admin:
+        try:
+            backplane.start(Quiet())  # type: ignore[arg-type]
+            backplane.push("ann", ["t/n", 1], None, time.monotonic())
+            backplane.settled(timeout=TIMEOUT)
+            assert len(admin.client_list()) > 1  # the backplane's connections
+        finally:
+            backplane.close()
+        deadline = time.monotonic() + TIMEOUT
+        while len(admin.client_list()) > 1 and time.monotonic() < deadline:
+            gevent.sleep(0.02)
+        assert [c["name"] or c["addr"] for c in admin.client_list()
+                if c["id"] != str(admin.client_id())] == []
