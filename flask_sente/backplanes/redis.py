@@ -103,11 +103,8 @@ class RedisBackplane(BackplaneBase):
         self._cluster = RedisPresence(link, self, dead_grace_ms=int(dead_node_grace * 1000))
         self._group = gevent.pool.Group()
         self._started = False
-        #: Set by :meth:`close`: wakes the housekeeping loop so that it ends by itself.
+        #: Set by :meth:`close`: wakes the loops' pauses so that they end by themselves.
         self._stopping = gevent.event.Event()
-        self._housekeeper: gevent.Greenlet | None = None
-        #: Stream reads after a subscription's confirmation (``_heard``).
-        self._catching_up = gevent.pool.Group()
         #: Set once the subscription is up (appends made before it are caught up from
         #: the streams anyway).
         self._subscribed = gevent.event.Event()
@@ -124,25 +121,37 @@ class RedisBackplane(BackplaneBase):
             self._started = True
             self._group.spawn(self._outbox.run)
             self._group.spawn(self._subscriber)
-            self._housekeeper = self._group.spawn(self._housekeeping)
+            self._group.spawn(self._housekeeping)
             self._subscribed.wait(timeout=SOCKET_TIMEOUT)
 
     def close(self) -> None:
-        self.link.closed = True
+        """Stop the loops and close every connection to Redis.
+
+        The loops are woken and let end by themselves (a round trip in progress finishes,
+        bounded by the socket timeout); killed, one could be inside redis-py's connect,
+        whose socket is then in no connection object: left to the garbage collector, it
+        is a ResourceWarning in whatever test runs then (fresh-clone CI, three times).
+        Killing is the last resort, for a loop still running after that bound. Then the
+        pool's connections are closed here rather than whenever the collector gets to
+        them."""
+        link = self.link
+        link.closed = True
         super().close()
-        # The housekeeping loop is let end by itself (woken from its sleep; a round trip in
-        # progress finishes): killed while redis-py connects, it left the socket it was
-        # opening to the garbage collector (a ResourceWarning in a later test). The
-        # others wait on a queue or a subscription read when idle.
-        self._stopping.set()
-        if self._housekeeper is not None:
-            self._housekeeper.join(timeout=SOCKET_TIMEOUT + 0.5)
-        self._catching_up.join(timeout=SOCKET_TIMEOUT + 0.5)  # its round trips end by timeout
-        self._catching_up.kill(block=True, timeout=1)
+        self._stopping.set()  # the housekeeping loop's and the subscriber's pauses
+        self._outbox.stop()   # the publisher's wait for pushes
+        self._wake_subscriber()
+        gevent.joinall(list(self._group), timeout=SOCKET_TIMEOUT + 0.5)
         self._group.kill(block=True, timeout=5)
+        link.close()
+
+    def _wake_subscriber(self) -> None:
+        """The subscriber reads its subscription up to a second at a time: a message on this
+        process's own call channel ends the read now (it sees ``link.closed`` and ends)."""
+        if not self._subscribed.is_set() or not self.link.healthy:
+            return  # not listening: it is connecting or pausing, which ends soon anyway
         try:
-            self.client.close()
-        except Exception:  # pragma: no cover - closing a dead connection
+            self.client.publish(f"{self.prefix}:call:{self.node}", b"")
+        except self.link.errors:
             pass
 
     # --- capabilities ----------------------------------------------------------------------
@@ -330,7 +339,9 @@ class RedisBackplane(BackplaneBase):
                 heard = self.client.publish(channel, packed)
             if heard or time.monotonic() >= deadline:
                 return
-            gevent.sleep(ROUTE_RETRY_EVERY)
+            self._stopping.wait(ROUTE_RETRY_EVERY)
+            if self.link.closed:  # this process stops: no more round trips
+                return
 
     def await_answers(self, timeout: float) -> None:
         """The subscription (this process's call channel among its channels) is started on
@@ -385,15 +396,15 @@ class RedisBackplane(BackplaneBase):
                 self._subscribed.set()
                 while not link.closed:
                     message = pubsub.get_message(timeout=1.0)
-                    if message is not None:
+                    if message is not None and not link.closed:  # closed: woken by close()
                         self._on_message(message)
             except (link.errors, BackplaneError) as exc:
                 link.set_listening(False)
                 logger.warning("Redis backplane: subscription lost (%s); reconnecting", exc)
-                gevent.sleep(0.5)
+                self._stopping.wait(0.5)
             except Exception:
                 logger.exception("Redis backplane: subscriber failed; reconnecting")
-                gevent.sleep(0.5)
+                self._stopping.wait(0.5)
             finally:
                 self._subscriptions.detach()
                 try:
@@ -438,7 +449,7 @@ class RedisBackplane(BackplaneBase):
         ukey = channel[len(self.prefix) + 2:-4]  # "P:{" ukey "}:ch"
         log_key = self.link.log_key_of(ukey)
         if log_key in self.delivery.logs:
-            self._catching_up.spawn(self._fill, log_key)
+            self._group.spawn(self._fill, log_key)
 
     def _fill(self, log_key: t.Hashable) -> None:
         try:

@@ -80,6 +80,19 @@ class RedisLink:
         self._listening = True
         self._on_health = on_health
 
+    def close(self) -> None:
+        """Close every connection the client holds (its loops have ended). A client given
+        its pool (``connect`` does, and Sentinel's ``master_for``) does not close the pool
+        in ``close()``: its sockets would wait for the garbage collector."""
+        self.closed = True
+        try:
+            self.client.close()
+            pool = getattr(self.client, "connection_pool", None)
+            if pool is not None:
+                pool.disconnect()
+        except Exception:  # pragma: no cover - closing a dead connection
+            pass
+
     # --- health ----------------------------------------------------------------------------
 
     def set_reachable(self, reachable: bool) -> None:

@@ -77,7 +77,11 @@ class Outbox:
         self.link = link
         self.metrics = metrics
         self._appended_to = appended
-        self._queue: gevent.queue.Queue[Pending] = gevent.queue.Queue()
+        self._queue: gevent.queue.Queue[Pending | None] = gevent.queue.Queue()
+        #: Set by :meth:`stop`: the publisher's waits end, and so does the publisher.
+        self._stopping = gevent.event.Event()
+        #: Wake-ups (``None``) put in the queue by :meth:`stop` and not taken yet.
+        self._wakes = 0
         #: Pushes queued and written so far (``settled`` waits for the second to catch up).
         self._queued = 0
         self._written = 0
@@ -91,7 +95,16 @@ class Outbox:
     @property
     def depth(self) -> int:
         """Pushes waiting for the publisher (they pile up while Redis is away)."""
-        return int(self._queue.qsize())
+        return int(self._queue.qsize()) - self._wakes
+
+    def stop(self) -> None:
+        """The backplane closes (``link.closed`` is set): wake the publisher so that it ends
+        by itself — a round trip in progress finishes first. Killed instead, it could be
+        inside redis-py's connect, which leaves the socket it was opening to the garbage
+        collector (a ResourceWarning)."""
+        self._stopping.set()
+        self._wakes += 1
+        self._queue.put(None)
 
     def put(self, ukey: str, event: Payload, target: str, control: str, create: bool) -> None:
         """Hand one append to the publisher. Made while a
@@ -145,12 +158,14 @@ class Outbox:
         while not self.link.closed:
             if not batch:
                 batch = self._next_batch(failing_since is None)
+                if not batch:  # woken by stop()
+                    continue
             started = time.monotonic()
             try:
                 results = self._send(batch)
             except (self.link.errors, BackplaneError) as exc:
                 failing_since, batch = self._failed(batch, failing_since, exc)
-                gevent.sleep(0.5)
+                self._stopping.wait(0.5)
                 continue
             if failing_since is not None:
                 logger.warning("Redis backplane: Redis is back; %d pushes could not wait",
@@ -162,15 +177,26 @@ class Outbox:
 
     def _next_batch(self, reachable: bool) -> list[Pending]:
         """The gap records owed once Redis answers again, else what is queued (waiting for
-        the first), up to ``PIPELINE_MAX``."""
+        the first), up to ``PIPELINE_MAX``; empty when :meth:`stop` woke the wait."""
         if self._gapped and reachable:
             batch = [self._gap_record(ukey) for ukey in self._gapped]
             self._gapped = set()
         else:
-            batch = [self._queue.get()]
+            first = self._take(self._queue.get())
+            if first is None:
+                return []
+            batch = [first]
         while len(batch) < PIPELINE_MAX and not self._queue.empty():
-            batch.append(self._queue.get_nowait())
+            item = self._take(self._queue.get_nowait())
+            if item is None:
+                break
+            batch.append(item)
         return batch
+
+    def _take(self, item: Pending | None) -> Pending | None:
+        if item is None:
+            self._wakes -= 1
+        return item
 
     def _send(self, batch: list[Pending]) -> list[t.Any]:
         """One round trip: the batch's APPENDs, pipelined; their answers."""
@@ -200,7 +226,9 @@ class Outbox:
             for item in batch:
                 self._gapped.add(item.ukey)
             while not self._queue.empty():
-                self._gapped.add(self._queue.get_nowait().ukey)
+                queued = self._take(self._queue.get_nowait())
+                if queued is not None:
+                    self._gapped.add(queued.ukey)
             self._dropped += len(batch)
             self._written = self._queued
             batch = []

@@ -114,6 +114,8 @@ class AjaxClient:
         self.handshakes = 0
         self.violations: list[t.Any] = []
         self.poller: gevent.Greenlet | None = None
+        #: Set by :meth:`stop`: the poller ends after the poll in progress.
+        self.stopping = False
 
     def poll(self) -> None:
         q = urllib.parse.quote(json.dumps(self.positions))
@@ -133,11 +135,21 @@ class AjaxClient:
 
     def polling(self) -> gevent.Greenlet:
         def forever() -> None:
-            while True:
+            while not self.stopping:
                 self.poll()
 
         self.poller = gevent.spawn(forever)
         return self.poller
+
+    def stop(self) -> None:
+        """End the poller after the poll in progress (the server answers it within its
+        ``lp_timeout``). Killed, it could be inside urllib3's connect, which closes the
+        socket it is opening only on an OSError: the socket was left to the garbage
+        collector, a ResourceWarning (an error here) in whatever test ran then."""
+        self.stopping = True
+        if self.poller is not None:
+            self.poller.join(timeout=TIMEOUT + 1)  # a poll is bounded by TIMEOUT
+            self.poller.kill()  # the last resort
 
     def wait(self, pred: t.Callable[[], bool], timeout: float = 60) -> None:
         with gevent.Timeout(timeout, AssertionError(f"got only {self.events}")):
@@ -158,7 +170,7 @@ def test_pushes_presence_and_kick_across_three_workers(cluster):
     host, r = cluster
     ws = WsClient(host, "wsu")
     ajax = AjaxClient(host, "axu")
-    poller = ajax.polling()
+    ajax.polling()
     try:
         with gevent.Timeout(60):
             pids = set()
@@ -193,7 +205,7 @@ def test_pushes_presence_and_kick_across_three_workers(cluster):
             call(host, ["t/kick", "wsu"])
             assert ws.close_code() == 4001
     finally:
-        poller.kill()
+        ajax.stop()
         ws.ws.close()
     # One open and one close per user in the cluster (the driver's POSTs never count: it
     # never polls), whichever worker saw the change.

@@ -22,7 +22,7 @@ def test_pushes_of_successive_requests_arrive_in_request_order(cluster):  # noqa
     host, _ = cluster
     ws = WsClient(host, "ordw")
     ajax = AjaxClient(host, "orda")
-    poller = gevent.spawn(lambda: [ajax.poll() for _ in iter(int, 1)])
+    ajax.polling()
     try:
         with gevent.Timeout(120):
             for round_ in range(ROUNDS):
@@ -43,5 +43,5 @@ def test_pushes_of_successive_requests_arrive_in_request_order(cluster):  # noqa
                     assert [e[1] for e in got] == list(range(last)), [e[1] for e in got]
                 assert ajax.handshakes == 0
     finally:
-        poller.kill()
+        ajax.stop()
         ws.ws.close()

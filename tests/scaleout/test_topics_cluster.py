@@ -65,7 +65,7 @@ def test_topics_across_three_workers(cluster):  # noqa: F811
     bob = AjaxClient(host, "bob")
     carl = WsClient(host, "carl")
     dee = AjaxClient(host, "dee")
-    pollers = [bob.polling()]
+    bob.polling()
     try:
         with gevent.Timeout(90):
             joined = _join_ws(ann, "room/1")
@@ -78,7 +78,7 @@ def test_topics_across_three_workers(cluster):  # noqa: F811
             # dee never joins, but names the topic in its polls at its current position,
             # as a client that guessed it would: a poll adds only granted topics.
             dee.positions["t:room/1"] = joined["position"]
-            pollers.append(dee.polling())
+            dee.polling()
 
             # Publish from fresh connections until every worker has published (the kernel
             # hands them out unevenly under load), at least 60 times.
@@ -128,8 +128,9 @@ def test_topics_across_three_workers(cluster):  # noqa: F811
                 while list(views().values()) != [["ann"]] * 3:
                     gevent.sleep(0.1)
     finally:
-        for poller in pollers:
-            poller.kill()
+        bob.stopping = dee.stopping = True  # both end their poll in the same wait
+        bob.stop()
+        dee.stop()
         for ws in (ann, carl):
             ws.ws.close()
     def events() -> list[tuple[str, ...]]:
