@@ -1,6 +1,7 @@
 """``make demo-cluster`` in Chromium (issue 25 #4): the demo on ``gunicorn -w 3`` with Redis,
 an observer's "who is online" panel following other users' sign-ins and departures, with
-the default grace windows.
+the default grace windows; and (issue 29) its admin dashboard as a person uses it: the three
+workers, two users' windows with their transports and lists, a kick that makes one leave.
 
 The panel is rebuilt at the presence signals. Before one presence model, with Redis, it was
 rebuilt from a copy of the online sets that did not have the new user yet (7 of 8 sign-ins
@@ -30,8 +31,8 @@ APPEAR = 5_000   # ms: the panel is pushed at the sign-in's client_connected
 GO = 2_500 + 6_000   # ms: the WebSocket grace window (default 2.5 s), then the panel's push
 
 
-def test_the_cluster_demos_online_panel_follows_sign_ins_and_departures(
-        browser: t.Any, redis_server: t.Any, tmp_path: t.Any) -> None:  # noqa: F811
+def cluster_demo(redis_server: t.Any, tmp_path: t.Any) -> Server:
+    """The demo as ``make demo-cluster`` runs it (started; the caller stops it)."""
     instance = tmp_path / "instance"
     server = Server(
         str(tmp_path / "gunicorn.log"),
@@ -42,6 +43,12 @@ def test_the_cluster_demos_online_panel_follows_sign_ins_and_departures(
         ready=r"Listening at: http://127\.0\.0\.1:(\d+)(?s:.*?Booting worker){3}",
         env={"FLASK_SENTE_BACKPLANE": redis_server.url})
     server.start()
+    return server
+
+
+def test_the_cluster_demos_online_panel_follows_sign_ins_and_departures(
+        browser: t.Any, redis_server: t.Any, tmp_path: t.Any) -> None:  # noqa: F811
+    server = cluster_demo(redis_server, tmp_path)
     try:
         observer = sign_in(browser, server, "olga")
         users = {}
@@ -55,6 +62,36 @@ def test_the_cluster_demos_online_panel_follows_sign_ins_and_departures(
             expect(online_row(observer, uid)).to_have_count(0, timeout=GO)
         for uid in users:                       # the others are still there
             expect(online_row(observer, uid)).to_have_count(1, timeout=APPEAR)
+    finally:
+        server.stop(graceful=False)
+        print(server.log()[-3000:])
+
+
+def test_an_admin_sees_the_three_workers_and_kicks_a_user_on_the_cluster_demo(
+        browser: t.Any, redis_server: t.Any, tmp_path: t.Any) -> None:  # noqa: F811
+    """Issue 29's "done when", as a person does it: Ada and Grace (over Ajax) in two
+    windows, "admin" follows the top bar's link to /chsk/admin, sees three workers and both
+    users with their transports and lists, kicks Grace: her row goes and her window says
+    she was disconnected; Ada stays."""
+    server = cluster_demo(redis_server, tmp_path)
+    try:
+        ada = sign_in(browser, server, "Ada")
+        grace = sign_in(browser, server, "Grace", "?type=ajax")
+        admin = sign_in(browser, server, "admin")
+        admin.click("#admin-link")
+        expect(admin.get_by_test_id("proc-row")).to_have_count(3, timeout=APPEAR)
+        for uid, transport in (("Ada", "ws"), ("Grace", "ajax")):
+            row = admin.locator(f'[data-testid="user-row"][data-uid="{uid}"]')
+            expect(row.get_by_test_id("client-row")).to_have_attribute(
+                "data-transport", transport, timeout=APPEAR)
+            expect(row).to_contain_text(f"list/@{uid}")  # her own list: a topic
+        grace_row = admin.locator('[data-testid="user-row"][data-uid="Grace"]')
+        grace_row.get_by_test_id("kick").click()
+        admin.get_by_test_id("dialog-confirm").click()
+        expect(grace_row).to_have_count(0, timeout=APPEAR)
+        expect(grace.locator("#stopped")).to_be_visible(timeout=APPEAR)
+        expect(admin.locator('[data-testid="user-row"][data-uid="Ada"]')).to_have_count(1)
+        expect(ada.locator("#status")).to_have_attribute("data-state", "open")
     finally:
         server.stop(graceful=False)
         print(server.log()[-3000:])
