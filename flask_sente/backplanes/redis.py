@@ -36,7 +36,7 @@ import gevent
 import gevent.event
 import gevent.pool
 
-from ..core.delivery import BROADCAST, Position, Reader, WireEvent, join_target
+from ..core.delivery import Position, Reader, WireEvent, join_target
 from ..core.presence import ConnectedUids, Transport, Uid
 from ..exceptions import BackplaneError
 from ..metrics import NO_METRICS, NoMetrics
@@ -49,7 +49,6 @@ from .redis_link import SOCKET_TIMEOUT, RedisLink
 from .redis_mirror import Mirror
 from .redis_outbox import OUTBOX_LIMIT, OUTBOX_MAX_AGE, PIPELINE_MAX, Outbox, Payload
 from .redis_presence import DEAD_AFTER, HEARTBEAT, RedisPresence
-from .redis_subscriptions import Subscriptions
 
 __all__ = ["DEAD_AFTER", "EXPIRE_EVERY", "GRANTS_TTL", "HEARTBEAT", "OUTBOX_LIMIT",
            "OUTBOX_MAX_AGE", "PIPELINE_MAX", "REFRESH_CHUNK", "SOCKET_TIMEOUT",
@@ -88,19 +87,11 @@ class RedisBackplane(BackplaneBase):
                                      on_health=self.report_state)
         self.url, self.prefix, self.node = url, link.prefix, link.node
         self.client: t.Any = link.client
-        self._admin = AdminChannel(link, self)
-        self._presence_channel = f"{self.prefix}:presence"
-        self._topic_presence_channel = f"{link.topic_prefix}:presence"
-        self._call_channels = (f"{self.prefix}:call:{self.node}", f"{self.prefix}:closed")
-        #: The channels this process hears: its own, the broadcast log's, and those of the
-        #: logs it mirrors (subscribed by the mirror before it reads their streams).
-        self._subscriptions = Subscriptions((
-            self._presence_channel, self._topic_presence_channel, *self._call_channels,
-            *self._admin.channels, link.keys(BROADCAST)[2]), on_confirmed=self._heard)
-        self._mirror = Mirror(link, self, metrics, self._subscriptions)
+        self._mirror = Mirror(link, self, metrics)
         self._outbox = Outbox(link, metrics, self._mirror.appended)
         #: The grace window a dead node's members get (the longer of the two transports').
         self._cluster = RedisPresence(link, self, dead_grace_ms=int(dead_node_grace * 1000))
+        self._admin = AdminChannel(link, self)
         self._group = gevent.pool.Group()
         self._started = False
         #: Set by :meth:`close`: wakes the loops' pauses so that they end by themselves.
@@ -380,15 +371,16 @@ class RedisBackplane(BackplaneBase):
     # --- the loops -------------------------------------------------------------------------
 
     def _subscriber(self) -> None:
-        """Applies every append (of the logs mirrored here: ``redis_subscriptions``) and
-        presence delta; after a reconnect, catches up once every subscription is
-        confirmed."""
+        """Applies every append and presence delta; after a reconnect, catches up."""
         link = self.link
+        presence, topic_presence = f"{self.prefix}:presence", f"{link.topic_prefix}:presence"
+        calls = (f"{self.prefix}:call:{self.node}", f"{self.prefix}:closed")
+        admin = self._admin
         while not link.closed:
-            pubsub = self.client.pubsub()
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
-                channels = self._subscriptions.attach(pubsub, self._mirror.channels())
-                self._await_confirmations(pubsub, channels)  # before any stream is read
+                pubsub.psubscribe(f"{self.prefix}:{{*}}:ch")
+                pubsub.subscribe(presence, topic_presence, *calls, *admin.channels)
                 self._cluster.reload()
                 self._catch_up()
                 link.set_reachable(True)
@@ -396,8 +388,19 @@ class RedisBackplane(BackplaneBase):
                 self._subscribed.set()
                 while not link.closed:
                     message = pubsub.get_message(timeout=1.0)
-                    if message is not None and not link.closed:  # closed: woken by close()
-                        self._on_message(message)
+                    if message is None or link.closed:  # closed: woken by close()
+                        continue
+                    channel = message["channel"].decode()
+                    if channel == presence:
+                        self._cluster.on_delta(message["data"])
+                    elif channel == topic_presence:
+                        self._cluster.on_topic_delta(message["data"])
+                    elif channel in calls:
+                        self._on_call_message(channel, message["data"])
+                    elif channel in admin.channels:
+                        admin.on_message(channel, message["data"])
+                    else:
+                        self._mirror.on_append(channel, message["data"])
             except (link.errors, BackplaneError) as exc:
                 link.set_listening(False)
                 logger.warning("Redis backplane: subscription lost (%s); reconnecting", exc)
@@ -406,56 +409,10 @@ class RedisBackplane(BackplaneBase):
                 logger.exception("Redis backplane: subscriber failed; reconnecting")
                 self._stopping.wait(0.5)
             finally:
-                self._subscriptions.detach()
                 try:
                     pubsub.close()
                 except Exception:  # pragma: no cover
                     pass
-
-    def _await_confirmations(self, pubsub: t.Any, channels: t.Sequence[str]) -> None:
-        """Read the subscription until Redis confirmed every channel (messages arriving
-        meanwhile are handled as usual): only then is a stream read after it sure to miss
-        nothing the channels will not bring."""
-        deadline = time.monotonic() + SOCKET_TIMEOUT
-        while not self._subscriptions.all_heard(channels):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise BackplaneError("Redis: the subscriptions were not confirmed in time")
-            message = pubsub.get_message(timeout=min(left, 1.0))
-            if message is not None:
-                self._on_message(message)
-
-    def _on_message(self, message: dict[str, t.Any]) -> None:
-        kind = message["type"]
-        channel = message["channel"].decode()
-        if kind == "subscribe":
-            self._subscriptions.confirmed(channel)
-        elif kind != "message":  # unsubscribe confirmations
-            return
-        elif channel == self._presence_channel:
-            self._cluster.on_delta(message["data"])
-        elif channel == self._topic_presence_channel:
-            self._cluster.on_topic_delta(message["data"])
-        elif channel in self._call_channels:
-            self._on_call_message(channel, message["data"])
-        elif channel in self._admin.channels:
-            self._admin.on_message(channel, message["data"])
-        else:
-            self._mirror.on_append(channel, message["data"])
-
-    def _heard(self, channel: str) -> None:
-        """Redis confirmed a log's channel subscribed on the way: read its stream once more
-        (beside the loop), for what was appended between the mirror's read and now."""
-        ukey = channel[len(self.prefix) + 2:-4]  # "P:{" ukey "}:ch"
-        log_key = self.link.log_key_of(ukey)
-        if log_key in self.delivery.logs:
-            self._group.spawn(self._fill, log_key)
-
-    def _fill(self, log_key: t.Hashable) -> None:
-        try:
-            self._mirror.refill(log_key)
-        except (self.link.errors, BackplaneError):  # the next catch-up reads it
-            pass
 
     def _catch_up(self) -> None:
         """After (re)subscribing: bring every mirror up to its stream, and this process's
@@ -484,7 +441,6 @@ class RedisBackplane(BackplaneBase):
                     last_beat = now
                     self._cluster.heartbeat()
                     self._mirror.keep_alive()
-                    self._subscriptions.keep_only(self._mirror.channels())
                 self._cluster.send_unsent()
                 self._cluster.expire_cluster()
             except (link.errors, BackplaneError) as exc:

@@ -30,7 +30,6 @@ from ..protocol.wire import Positions
 from . import redis_scripts as rs
 from .common import BackplaneBase, new_epoch
 from .redis_link import SOCKET_TIMEOUT, RedisLink
-from .redis_subscriptions import Subscriptions
 
 logger = logging.getLogger("flask_sente")
 
@@ -47,12 +46,8 @@ class Mirror:
     """See the module docstring. ``home`` is the backplane whose delivery this mirrors
     and whose listener hears of appends and controls."""
 
-    def __init__(self, link: RedisLink, home: BackplaneBase, metrics: NoMetrics,
-                 subscriptions: Subscriptions | None = None) -> None:
+    def __init__(self, link: RedisLink, home: BackplaneBase, metrics: NoMetrics) -> None:
         self.link = link
-        #: The channels this process hears: a log's is asked for before its stream is
-        #: read (see ``redis_subscriptions`` for why nothing falls between the two).
-        self.subscriptions = subscriptions
         self.home = home
         self.delivery = home.delivery
         self.metrics = metrics
@@ -215,13 +210,6 @@ class Mirror:
                 controls.append((control, event, target))
         return controls
 
-    def refill(self, log_key: t.Hashable) -> None:
-        """Read a log's stream once more (its subscription was just confirmed): apply what
-        the mirror has not seen, act on its control records, tell the readers."""
-        for kind, value, field in self.fill(log_key):
-            self._control(log_key, kind, value, field)
-        self.home.report_appended(("ws", "ajax"))
-
     def catch_up(self) -> None:
         """After (re)subscribing: bring every mirror up to its stream. A log whose epoch
         changed meanwhile (Redis lost its data, or entries were dropped) puts its readers
@@ -238,22 +226,7 @@ class Mirror:
         mirror of it to the stream: a new epoch there (Redis lost its data, or entries were
         dropped) puts the mirror's readers at a gap, so each is told. A log that went back
         behind the mirror (a failover lost entries) gets that new epoch here."""
-        meta, stream, channel = self.link.keys(log_key)
-        subscriptions = self.subscriptions
-        if subscriptions is None:
-            self._sync(log_key, meta, stream, now, diverged)
-            return
-        with subscriptions.holding(channel) as fresh:
-            self._sync(log_key, meta, stream, now, diverged)
-            if fresh and subscriptions.heard(channel):
-                # Confirmed while the stream was read: what was appended between that
-                # read and the confirmation is only in the stream (the backplane's own
-                # read after the confirmation may have come before the mirror held the
-                # log).
-                self.fill(log_key)
-
-    def _sync(self, log_key: t.Hashable, meta: str, stream: str, now: float,
-              diverged: bool) -> None:
+        meta, stream, _ = self.link.keys(log_key)
         mirrored = self.delivery.logs.get(log_key)
         seen = ([] if mirrored is None
                 else [mirrored.epoch, mirrored.seq, "1" if diverged else "0"])
@@ -266,11 +239,6 @@ class Mirror:
                            log_key)
         if self.delivery.mirror(log_key, epoch, seq, now).seq < seq:
             self.fill(log_key)
-
-    def channels(self) -> set[str]:
-        """The channels of the logs mirrored here (the rest need not be heard)."""
-        keys = self.link.keys
-        return {keys(log_key)[2] for log_key in self.delivery.logs}
 
     def keep_alive(self) -> None:
         """Restart the expiry of the logs read here (the housekeeping loop's heartbeat)."""
