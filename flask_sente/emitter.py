@@ -78,7 +78,7 @@ class Emitter:
         self.client: t.Any = connect(target, socket_timeout=socket_timeout)
         self._append: t.Any = self.client.register_script(rs.APPEND)
         self._size = history_size
-        self._ttl = rs.history_ttl_seconds(history_ttl)
+        self._ttl = max(1, int(history_ttl))
         self._max_topic_length = max_topic_length
         self._pipe: t.Any = None
         #: Writer id and counter: Redis skips an entry a writer already appended.

@@ -62,7 +62,7 @@ class RedisLink:
         self.node = node
         self.history_size = history_size
         #: Seconds a log (and a cursor) lives after its last use, as Redis counts them.
-        self.ttl = rs.history_ttl_seconds(history_ttl)
+        self.ttl = max(1, int(history_ttl))
         # A burst of handshakes makes one Redis call each, at once: a bounded pool makes
         # them wait their turn for a connection instead of failing past redis-py's limit.
         self.client: t.Any = connect(target, socket_timeout=SOCKET_TIMEOUT,

@@ -27,8 +27,6 @@ Keys (``P`` is the prefix, ``U`` a user's key: the JSON of the uid, or ``*`` for
 from __future__ import annotations
 
 import json
-import math
-import time
 import typing as t
 
 import msgpack
@@ -126,16 +124,9 @@ def route_keys(prefix: str) -> list[str]:
     return [f"{prefix}:online"]
 
 
-def history_ttl_seconds(history_ttl: float) -> int:
-    """The expiry (seconds) of a log's keys: ``history_ttl`` and a tenth more, whole
-    seconds, so that an APPEND may skip renewing it for ``ttl / 11`` s (see APPEND)."""
-    return max(1, math.ceil(history_ttl * 1.1))
-
-
 def append_call(prefix: str, ukey: str, packed: bytes, *, target: str, size: int, ttl: int,
                 epoch: str, create: bool, control: str, writer: str, counter: int,
-                rotate: bool = False, now: float | None = None
-                ) -> tuple[list[str], list[str | int | bytes]]:
+                rotate: bool = False) -> tuple[list[str], list[str | int | bytes]]:
     """KEYS and ARGV of one :data:`APPEND` to the log ``ukey`` (``*``: broadcasts), built
     here only — the backplane's publisher and the :class:`~flask_sente.emitter.Emitter`
     append alike.
@@ -149,13 +140,10 @@ def append_call(prefix: str, ukey: str, packed: bytes, *, target: str, size: int
     :param writer: the writer id, and ``counter`` its counter (an entry sent again is
         appended once).
     :param rotate: give the log a new epoch first (entries were lost).
-    :param now: the writer's clock (``time.time()``), which spaces the renewals of the
-        log's expiry; default: now.
     """
     meta, log, channel = log_keys(prefix, ukey)
     return [meta, log], [packed, target, size, ttl, epoch, channel, "1" if create else "0",
-                         control, writer, counter, "1" if rotate else "0",
-                         repr(round(time.time() if now is None else now, 3))]
+                         control, writer, counter, "1" if rotate else "0"]
 
 
 def pack_event(event: t.Any) -> bytes:
@@ -168,46 +156,29 @@ def unpack_event(data: bytes) -> t.Any:
 
 #: Append one entry: KEYS meta, log; ARGV event, target, maxlen, ttl s, new epoch, channel,
 #: create ("1": make the log if missing, as for broadcasts; "0": a user nobody has read
-#: has no log, and the push reaches nobody), control, writer id, writer counter, rotate,
-#: now (the writer's clock, seconds).
+#: has no log, and the push reaches nobody), control, writer id, writer counter, rotate.
 #: A writer's counter only grows: an entry it sent again after a timeout is not appended
 #: twice. ``rotate`` = "1" gives the log a new epoch first (entries were lost: every reader
 #: must learn it). Returns {epoch, seq}, or nil when nothing was appended.
-#:
-#: Four commands per push — one HMGET of the meta fields it needs, one HSET, XADD, PUBLISH —
-#: and the two EXPIREs only when the log's expiry was last renewed ``ttl / 11`` s ago or
-#: more (the renewal time is field ``x``; a writer whose clock is behind it renews): ``ttl``
-#: is ``history_ttl`` plus a tenth (``history_ttl_seconds``), so a log still lives
-#: ``history_ttl`` after its last push. Redis's time per push is mostly the script call and
-#: the commands it makes (``python -m bench.capacity`` counts them).
 APPEND = """
-local writer = 'w:' .. ARGV[9]
-local meta = redis.call('HMGET', KEYS[1], 'epoch', 'seq', writer, 'x')
-local epoch, seq = meta[1], tonumber(meta[2] or '0')
-local made = false
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   if ARGV[7] == '0' then return false end
-  epoch, seq, made = ARGV[5], 0, true
+  epoch = ARGV[5]
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
 elseif ARGV[11] == '1' then
-  epoch, made = ARGV[5], true
+  epoch = ARGV[5]
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
 end
+local writer = 'w:' .. ARGV[9]
 local counter = tonumber(ARGV[10])
-if counter <= tonumber(meta[3] or '0') then return false end
-seq = seq + 1
-local ttl = tonumber(ARGV[4])
-local now = tonumber(ARGV[12] or '')
-local renewed = tonumber(meta[4] or '')
-if made or not now or not renewed or now < renewed or now - renewed >= ttl / 11 then
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', seq, writer, counter, 'x', ARGV[12] or '0')
-  redis.call('EXPIRE', KEYS[1], ttl)
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-0',
-             'e', ARGV[1], 't', ARGV[2], 'k', ARGV[8])
-  redis.call('EXPIRE', KEYS[2], ttl)
-else
-  redis.call('HSET', KEYS[1], 'seq', seq, writer, counter)
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-0',
-             'e', ARGV[1], 't', ARGV[2], 'k', ARGV[8])
-end
+if counter <= tonumber(redis.call('HGET', KEYS[1], writer) or '0') then return false end
+redis.call('HSET', KEYS[1], writer, counter)
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-0',
+           'e', ARGV[1], 't', ARGV[2], 'k', ARGV[8])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('PUBLISH', ARGV[6], cmsgpack.pack({epoch, seq, ARGV[2], ARGV[8], ARGV[1]}))
 return {epoch, seq}
 """
