@@ -75,6 +75,7 @@ from .common import (
     ensure_node_packages,
     pinned,
     raise_nofile,
+    reap,
     run_client,
     versions,
 )
@@ -242,13 +243,7 @@ class Pushers:
                 with contextlib.suppress(OSError):
                     proc.stdin.close()
         for proc in self.procs:
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-            if proc.stdout is not None:
-                proc.stdout.close()
+            reap(proc)
         self.procs = []
 
 

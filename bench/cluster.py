@@ -61,6 +61,7 @@ from .common import (
     ensure_node_packages,
     pinned,
     raise_nofile,
+    reap,
     run_client,
 )
 
@@ -135,13 +136,7 @@ def server(config: str, workers: int, redis_url: str) -> t.Iterator[tuple[int, i
         yield port, proc.pid
     finally:
         proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        reap(proc, wait=15)
 
 
 CONFIGS: tuple[tuple[str, str, int], ...] = (

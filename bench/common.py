@@ -136,13 +136,19 @@ class Server:
             return
         if proc.poll() is None:
             proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        reap(proc)
+
+
+def reap(proc: subprocess.Popen[t.Any], wait: float = 5.0) -> None:
+    """Let ``proc`` end (killed past ``wait`` s, then waited for) and close its stdout:
+    what stopping any process of a run ends with."""
+    try:
+        proc.wait(timeout=wait)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 def run_client(script: str, params: dict[str, t.Any], timeout: float,

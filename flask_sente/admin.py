@@ -25,10 +25,18 @@ import typing as t
 
 from flask import Blueprint, Response, current_app, request, send_file, session
 
-from .admission import CSRF_SESSION_KEY, check_csrf, check_origin, user_id
+from .admission import (
+    CSRF_SESSION_KEY,
+    check_csrf,
+    check_origin,
+    refuse,
+    supplied_csrf_token,
+    user_id,
+)
 from .core.overview import Query, QueryError, ask, label, merge, uid_key
 from .exceptions import BackplaneError
 from .protocol.security import csrf_token_valid
+from .views import script_version
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from .messages import EventMsg
@@ -111,7 +119,7 @@ def overview(state: AppState, query: Query) -> dict[str, t.Any]:
     topics_page = query.topics.select(topics)
     asked = ask(users_page[1], topics_page[1])
     try:
-        reports, missing = hub.overview(asked, GATHER_TIMEOUT)
+        reports, missing = hub.backplane.gather(asked, GATHER_TIMEOUT)
     except BackplaneError:
         reports, missing = [hub.admin_report(asked)], -1
     return merge(now=time.time(), query=query, uids=uids, topics=topics, reports=reports,
@@ -144,18 +152,15 @@ def _page() -> Response:
     uid, refusal = _admin_or_refusal(state)
     if refusal is not None:
         return refusal
-    from .views import script_version
-
     options = state.options
     path = options.admin_path
+    version = script_version()
     config = {"url": options.url, "adminUrl": path, "uid": label(uid),
-              "csrfToken": state.sente.csrf_token(), "interval": 1000,
-              "version": script_version()}
+              "csrfToken": state.sente.csrf_token(), "interval": 1000, "version": version}
     with open(os.path.join(ADMIN_DIR, "admin.html"), encoding="utf-8") as f:
         page = f.read()
     # Inside <script type="application/json">: nothing in the JSON may close the element.
     config_json = json.dumps(config).replace("<", "\\u003c").replace(">", "\\u003e")
-    version = script_version()
     for placeholder, value in (("__SENTE_ADMIN_CONFIG__", config_json),
                                ("__SENTE_JS__", f"{options.url.rstrip('/')}/sente.js?v={version}"),
                                ("__ADMIN_JS__", f"{path}/admin.js?v={version}"),
@@ -183,25 +188,21 @@ def _json(status: int, body: dict[str, t.Any]) -> Response:
     return resp
 
 
-def _check_csrf(state: AppState) -> Response | None:
+def _csrf_refusal(state: AppState) -> Response | None:
     """The channel's CSRF check; with ``csrf=False`` (the channel's own choice) the
     actions still want the session's token: they change what other users see."""
     if state.options.csrf is not False:
-        refusal = check_csrf(state, "", upgrade=False)
-        if refusal is not None:
-            state.metrics.rejected("csrf")
-        return refusal
-    if csrf_token_valid(session.get(CSRF_SESSION_KEY), request.headers.get("X-CSRF-Token")):
+        return check_csrf(state, "", upgrade=False)
+    if csrf_token_valid(session.get(CSRF_SESSION_KEY), supplied_csrf_token()):
         return None
-    return _forbidden(state, "csrf", "Bad CSRF token")
+    return refuse("csrf", 403, "Bad CSRF token")
 
 
 def _act() -> Response:
     state = _state()
-    refusal = _check_csrf(state) or check_origin(state)
+    refusal = _csrf_refusal(state) or check_origin(state)
     if refusal is not None:
-        if getattr(refusal, "reason", None) == "origin":
-            state.metrics.rejected("origin")
+        state.metrics.rejected(getattr(refusal, "reason", "csrf"))
         return refusal
     admin, refusal = _admin_or_refusal(state)
     if refusal is not None:
@@ -249,7 +250,7 @@ def _perform(state: AppState, admin: t.Any, action: str, uid: t.Any, client_id: 
     if action == "kick":
         hub.kick(uid, "kicked by an admin")
     elif action == "close-client":
-        reports, _ = hub.overview({"users": [], "topics": [],
+        reports, _ = hub.backplane.gather({"users": [], "topics": [],
                                    "close": [uid, client_id, "closed by an admin"]},
                                   GATHER_TIMEOUT)
         return any(report.get("closed") for report in reports)

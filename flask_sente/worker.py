@@ -46,6 +46,9 @@ from .transports.websocket import (
 
 __all__ = ["SenteWorker", "SenteGunicornHandler", "SenteGunicornServer"]
 
+#: Seconds a booting worker waits for its backplane subscription (the dashboard's).
+SUBSCRIBE_WAIT = 2.0
+
 HEADER_TIMEOUT_ENV = "FLASK_SENTE_HEADER_TIMEOUT"
 
 
@@ -128,8 +131,21 @@ class SenteWorker(GeventPyWSGIWorker):
         super().load_wsgi()
         warn_if_per_worker(self.wsgi, int(self.cfg.workers), self.log)
         warn_if_keep_alive_set(self.cfg, self.server_class.sente_header_timeout, self.log)
+        join_the_dashboard(self.wsgi)
         if self.freeze_gc:
             freeze_startup_objects()
+
+
+def join_the_dashboard(wsgi: t.Any) -> bool:
+    """With the admin dashboard on and a shared backplane, this worker listens to the
+    backplane from its start, not from its first client: the dashboard's question reaches
+    only the processes that listen, and a worker nobody has connected to yet is a worker
+    too. Returns True when it joined."""
+    state = getattr(wsgi, "extensions", {}).get("sente")
+    if state is None or not state.options.admin or not state.hub.backplane.shared:
+        return False
+    state.hub.backplane.await_answers(SUBSCRIBE_WAIT)
+    return True
 
 
 def warn_if_keep_alive_set(cfg: t.Any, header_timeout: float | None, log: t.Any) -> bool:

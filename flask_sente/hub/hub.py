@@ -334,15 +334,13 @@ class Hub:
         or 1). The admin dashboard's "close" reaches every process through the backplane."""
         held = [conn for conn in self.table.of_user(uid) if conn.client_id == client_id]
         if held:
-            self._flusher.flush("ws", everything=True)
+            ws = self.table.ws(uid, client_id)
+            if ws is not None and ws.reader is not None:  # what it was owed, then the close
+                self._flusher.flush_connection(ws, ws.reader)
             self._websockets.kicked(uid, reason, client_id)
             self._longpolls.kicked(uid, reason, client_id)
             self._calls.client_closed(repr(uid), client_id)
         return len(held)
-
-    def overview(self, ask: dict[str, t.Any], timeout: float) -> tuple[list[dict[str, t.Any]], int]:
-        """Every process's report (see :mod:`.inspect`) and how many did not answer."""
-        return self.backplane.gather(ask, timeout)
 
     # --- the backplane's listener -----------------------------------------------------------
 

@@ -10,6 +10,7 @@ killed in the fixtures' ``finally``. Every wait has a timeout.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -119,6 +120,14 @@ class Server:
         return t.cast("dict[str, int]", resp.json())
 
 
+def stop_all(servers: list[Server]) -> None:
+    """Stop every server, then print their logs (pytest shows them when the test failed)."""
+    for server in servers:
+        server.stop(graceful=False)
+    for server in servers:
+        print(f"--- {server.log_path}\n{server.log()}")
+
+
 @pytest.fixture
 def make_server(tmp_path: t.Any) -> t.Iterator[t.Callable[..., Server]]:
     servers: list[Server] = []
@@ -131,10 +140,27 @@ def make_server(tmp_path: t.Any) -> t.Iterator[t.Callable[..., Server]]:
     try:
         yield make
     finally:
-        for server in servers:
-            server.stop(graceful=False)
-        for server in servers:  # shown by pytest when the test failed
-            print(f"--- {server.log_path}\n{server.log()}")
+        stop_all(servers)
+
+
+@contextlib.contextmanager
+def script_servers(tmp_path: t.Any, script: str) -> t.Iterator[t.Callable[..., Server]]:
+    """``make(*args)`` starts ``python tests/browser/<script> --port N *args`` (a
+    :class:`Server` each, restartable); all are stopped (:func:`stop_all`) when the block
+    ends."""
+    servers: list[Server] = []
+    stem = os.path.splitext(script)[0]
+
+    def make(*args: str) -> Server:
+        server = Server(str(tmp_path / f"{stem}{len(servers)}.log"), command=lambda port: [
+            sys.executable, os.path.join(HERE, script), "--port", str(port), *args])
+        servers.append(server)
+        return server.start()
+
+    try:
+        yield make
+    finally:
+        stop_all(servers)
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import fnmatch
 import json
 import os
 import re
-import sys
 import typing as t
 
 import pytest
@@ -24,7 +23,7 @@ from flask_sente.client import Client
 from flask_sente.exceptions import ReplyError
 from tests.helpers import wait_for
 
-from .conftest import HERE, PAGE_TIMEOUT, Server
+from .conftest import HERE, PAGE_TIMEOUT, Server, script_servers
 
 TIMEOUT = 10.0
 OVERVIEW = "sente.admin/overview"
@@ -37,22 +36,8 @@ QUERY = {"users": {"search": "", "offset": 0, "limit": 50},
 
 @pytest.fixture
 def make_admin_server(tmp_path: t.Any) -> t.Iterator[t.Callable[..., Server]]:
-    servers: list[Server] = []
-
-    def make(admin: bool = True) -> Server:
-        server = Server(str(tmp_path / f"admin{len(servers)}.log"), command=lambda port: [
-            sys.executable, os.path.join(HERE, "admin_server.py"), "--port", str(port),
-            *([] if admin else ["--no-admin"])])
-        servers.append(server)
-        return server.start()
-
-    try:
-        yield make
-    finally:
-        for server in servers:
-            server.stop(graceful=False)
-        for server in servers:
-            print(f"--- {server.log_path}\n{server.log()}")
+    with script_servers(tmp_path, "admin_server.py") as make:
+        yield lambda admin=True: make(*([] if admin else ["--no-admin"]))
 
 
 def login(base: str, uid: str) -> tuple[requests.Session, str]:

@@ -9,8 +9,6 @@ on gevent in this process (see test_replay_browser.py).
 from __future__ import annotations
 
 import contextlib
-import os
-import sys
 import types
 import typing as t
 
@@ -19,7 +17,7 @@ import requests
 from cutproxy import CutProxy
 from playwright.sync_api import Page
 
-from .conftest import HERE, Pages, Server
+from .conftest import Pages, Server, script_servers
 
 TRANSPORTS = ["ws", "ajax"]
 
@@ -38,22 +36,8 @@ JOIN = """(topic) => chsk.join(topic, {from: "page"}).then(
 
 @pytest.fixture
 def make_topics_server(tmp_path: t.Any) -> t.Iterator[t.Callable[..., Server]]:
-    servers: list[Server] = []
-
-    def make(history_size: int = 1000) -> Server:
-        server = Server(str(tmp_path / f"topics{len(servers)}.log"), command=lambda port: [
-            sys.executable, os.path.join(HERE, "topics_server.py"), "--port", str(port),
-            "--history-size", str(history_size)])
-        servers.append(server)
-        return server.start()
-
-    try:
-        yield make
-    finally:
-        for server in servers:
-            server.stop(graceful=False)
-        for server in servers:
-            print(f"--- {server.log_path}\n{server.log()}")
+    with script_servers(tmp_path, "topics_server.py") as make:
+        yield lambda history_size=1000: make("--history-size", str(history_size))
 
 
 def open_page(pages: Pages, server: t.Any, uid: str, transport: str) -> Page:

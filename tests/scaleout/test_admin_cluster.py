@@ -4,7 +4,7 @@ both processes and the clients each holds; a "close" or a "kick" posted to host 
 client held by host B. The page itself, under ``gunicorn -w 3``, is in
 tests/browser/test_admin_browser.py.
 
-Broken on purpose once: with ``AdminChannel.on_message`` not answering other processes'
+Broken on purpose once each: with ``AdminChannel.on_message`` not answering other processes'
 questions, the overview on A counted host B ``missing`` and the close of B's client got a
 404.
 """
@@ -89,3 +89,25 @@ def test_the_overview_and_the_actions_span_both_hosts(two_hosts: tuple[str, str]
     finally:
         for chsk in clients:
             chsk.close()
+
+
+def test_a_worker_no_client_has_reached_yet_is_in_the_overview(redis_server: t.Any,
+                                                                tmp_path: t.Any) -> None:
+    """``gunicorn -w 3`` and one client: all three workers answer the dashboard. Before
+    ``worker.join_the_dashboard``, a worker listened to the backplane only from its first
+    client, so the overview showed the one or two workers that had one (seen failing in the
+    cluster demo's dashboard test: 2 rows of 3)."""
+    hosts = cluster_app_hosts(redis_server.url, tmp_path, 3, "w3", SENTE_TEST_ADMIN="1")
+    clients: list[Client] = []
+    try:
+        root = client(next(hosts), "root", "ws", clients)
+        # A worker joins as it boots; the last may still be subscribing.
+        wait_for(lambda: len(root.call((OVERVIEW, {}), timeout=TIMEOUT)["processes"]) == 3,
+                 timeout=TIMEOUT)
+        view = root.call((OVERVIEW, {}), timeout=TIMEOUT)
+        assert (len(view["processes"]), view["missing"]) == (3, 0), view["processes"]
+        assert sorted(p["ws"] for p in view["processes"]) == [0, 0, 1]
+    finally:
+        for chsk in clients:
+            chsk.close()
+        hosts.close()
